@@ -1,0 +1,119 @@
+//! The trade aggregate shared by the ticker and the candles: a commutative monoid.
+//!
+//! `open`/`last` are the first/last trade in `(ts, id)` order, so merging partial aggregates in
+//! any order gives the same result as folding the trades in order. Sums are exact decimals.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::event::Trade;
+use crate::types::{Price, Qty, TradeId, TradeSide};
+
+/// A trade as the window and the candles keep it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TradeRec {
+    /// Exchange time.
+    pub ts: u64,
+    /// Trade id.
+    pub id: TradeId,
+    /// Price.
+    pub price: Price,
+    /// Quantity.
+    pub qty: Qty,
+    /// Taker side.
+    pub side: TradeSide,
+}
+
+impl TradeRec {
+    /// From a parsed trade and its time.
+    pub fn new(ts: u64, trade: &Trade) -> TradeRec {
+        TradeRec { ts, id: trade.id.clone(), price: trade.price, qty: trade.qty, side: trade.side }
+    }
+}
+
+/// One end of an aggregate: the trade's time, id and price.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Mark {
+    /// Trade time.
+    pub ts: u64,
+    /// Trade id.
+    pub id: TradeId,
+    /// Trade price.
+    pub price: Price,
+}
+
+/// Aggregate of a non-empty set of trades.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Agg {
+    /// First trade by `(ts, id)`.
+    pub open: Mark,
+    /// Last trade by `(ts, id)`.
+    pub last: Mark,
+    /// Highest price.
+    pub high: Price,
+    /// Lowest price.
+    pub low: Price,
+    /// Sum of quantities.
+    pub volume: Qty,
+    /// Sum of quantities of taker buys.
+    pub buy_volume: Qty,
+    /// Sum of price x quantity.
+    pub quote_volume: Qty,
+    /// Number of trades.
+    pub count: u64,
+}
+
+impl Agg {
+    /// The aggregate of one trade.
+    pub fn of(t: &TradeRec) -> Agg {
+        let mark = Mark { ts: t.ts, id: t.id.clone(), price: t.price };
+        let buy = if t.side == TradeSide::Buy { t.qty } else { Qty::ZERO };
+        Agg {
+            open: mark.clone(),
+            last: mark,
+            high: t.price,
+            low: t.price,
+            volume: t.qty,
+            buy_volume: buy,
+            quote_volume: Qty::from_decimal(t.price.value() * t.qty.value()),
+            count: 1,
+        }
+    }
+
+    /// Merges another aggregate into this one.
+    pub fn merge(&mut self, o: &Agg) {
+        if (o.open.ts, &o.open.id) < (self.open.ts, &self.open.id) {
+            self.open = o.open.clone();
+        }
+        if (o.last.ts, &o.last.id) > (self.last.ts, &self.last.id) {
+            self.last = o.last.clone();
+        }
+        self.high = self.high.max(o.high);
+        self.low = self.low.min(o.low);
+        self.volume = Qty::from_decimal(self.volume.value() + o.volume.value());
+        self.buy_volume = Qty::from_decimal(self.buy_volume.value() + o.buy_volume.value());
+        self.quote_volume = Qty::from_decimal(self.quote_volume.value() + o.quote_volume.value());
+        self.count += o.count;
+    }
+
+    /// Folds `(item, multiplicity)` pairs, as a differential `reduce` presents them; `None` when
+    /// nothing has a positive multiplicity.
+    pub fn fold<'a, T: 'a>(items: impl IntoIterator<Item = (&'a T, isize)>, of: impl Fn(&T) -> Agg) -> Option<Agg> {
+        let mut acc: Option<Agg> = None;
+        for (item, n) in items {
+            for _ in 0..n.max(0) {
+                let a = of(item);
+                match acc.as_mut() {
+                    None => acc = Some(a),
+                    Some(acc) => acc.merge(&a),
+                }
+            }
+        }
+        acc
+    }
+
+    /// vwap = quote_volume / volume, rounded to 8 decimal places.
+    pub fn vwap(&self) -> Decimal {
+        crate::types::round_dp(self.quote_volume.value() / self.volume.value(), 8)
+    }
+}

@@ -1,0 +1,160 @@
+//! The validated settings every stage reads (CONTRACT sections 2 and 3).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Price, Sym};
+
+/// A candle interval such as `1m` or `4h`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Interval {
+    /// Its length in ms.
+    pub ms: u64,
+    /// Its name as configured, e.g. `1m`.
+    pub name: String,
+}
+
+impl FromStr for Interval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (n, unit) = s.split_at(split);
+        let n: u64 = n.parse().map_err(|_| format!("bad interval {s:?}"))?;
+        let unit_ms = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            _ => return Err(format!("bad interval unit in {s:?} (use ms, s, m, h, d or w)")),
+        };
+        if n == 0 {
+            return Err(format!("interval {s:?} must be positive"));
+        }
+        Ok(Interval { ms: n * unit_ms, name: s.to_string() })
+    }
+}
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// Settings of the dataflow. Built and validated once, shared read-only by all workers.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Width of a timestamp in ms (`T = ceil(ts / g) * g`).
+    pub granularity_ms: u64,
+    /// Allowed disorder: watermark = highest ts - lateness.
+    pub lateness_ms: u64,
+    /// Ticker window length.
+    pub window_ms: u64,
+    /// Levels per book side.
+    pub depth: usize,
+    /// Book resolutions (multiples of the tick).
+    pub resolutions: Vec<u32>,
+    /// Candle intervals.
+    pub intervals: Vec<Interval>,
+    /// Configured tick sizes, by symbol.
+    pub tick_sizes: HashMap<Sym, Price>,
+    /// Candles kept per symbol and interval.
+    pub candle_retention: usize,
+    /// Lines a source reads before it yields (and may advance its capability).
+    pub source_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            granularity_ms: 100,
+            lateness_ms: 1000,
+            window_ms: 86_400_000,
+            depth: 20,
+            resolutions: vec![1, 5, 10, 100],
+            intervals: "1m,5m,15m,30m,1h,4h,1d"
+                .split(',')
+                .map(|s| s.parse().expect("default intervals parse"))
+                .collect(),
+            tick_sizes: HashMap::new(),
+            candle_retention: 1000,
+            source_batch: 8192,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the settings; the message names the offending option.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.granularity_ms == 0 {
+            return Err("--granularity-ms must be positive".into());
+        }
+        if self.window_ms == 0 {
+            return Err("--window-ms must be positive".into());
+        }
+        if self.depth == 0 {
+            return Err("--depth must be positive".into());
+        }
+        if self.resolutions.is_empty() || self.resolutions.contains(&0) {
+            return Err("--resolutions must be positive integers".into());
+        }
+        if self.intervals.is_empty() {
+            return Err("--intervals must name at least one interval".into());
+        }
+        if self.candle_retention == 0 {
+            return Err("--candle-retention must be positive".into());
+        }
+        if self.source_batch == 0 {
+            return Err("source batch must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The timestamp of an event time: `ceil(ts / g) * g`.
+    pub fn timestamp_of(&self, ts: u64) -> u64 {
+        ts.div_ceil(self.granularity_ms) * self.granularity_ms
+    }
+
+    /// How far back a trade may be before it is `too_late`: the retention of the finest interval.
+    pub fn retention_span_ms(&self) -> u64 {
+        let finest = self.intervals.iter().map(|i| i.ms).min().unwrap_or(60_000);
+        finest.saturating_mul(self.candle_retention as u64)
+    }
+}
+
+/// Parses `EXCHANGE:SYMBOL=STEP`.
+pub fn parse_tick_size(s: &str) -> Result<(String, String, Price), String> {
+    let (name, step) = s.split_once('=').ok_or_else(|| format!("bad tick size {s:?}: want EXCHANGE:SYMBOL=STEP"))?;
+    let (exchange, symbol) = name
+        .split_once(':')
+        .ok_or_else(|| format!("bad tick size {s:?}: want EXCHANGE:SYMBOL=STEP"))?;
+    let step = Price::parse(step).map_err(|e| format!("bad tick size {s:?}: {e}"))?;
+    Ok((exchange.to_string(), symbol.to_string(), step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_parse() {
+        let i: Interval = "15m".parse().unwrap();
+        assert_eq!(i.ms, 900_000);
+        assert_eq!("1d".parse::<Interval>().unwrap().ms, 86_400_000);
+        assert!("0m".parse::<Interval>().is_err());
+        assert!("5x".parse::<Interval>().is_err());
+    }
+
+    #[test]
+    fn timestamps_round_up() {
+        let c = Config::default();
+        assert_eq!(c.timestamp_of(1), 100);
+        assert_eq!(c.timestamp_of(100), 100);
+        assert_eq!(c.timestamp_of(101), 200);
+    }
+}

@@ -1,0 +1,288 @@
+//! Input events (CONTRACT section 1) and their checked parsing.
+//!
+//! Input: one JSON object as text. Output: `Ok(Parsed)` with the event and its symbol names, or
+//! `Err(ParseError)` whose `Display` is the dead-letter reason. Parsing never panics on input.
+//!
+//! Invariants of a parsed [`Event`]: `ts > 0`; every price > 0; every quantity >= 0; a trade's
+//! quantity > 0; prices and quantities are exact and normalised.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Price, Qty, Sym, SymbolName, TradeId, TradeSide, ValueError};
+
+/// One price level of a book message: price and ABSOLUTE size (`0` removes the level).
+pub type Level = (Price, Qty);
+
+/// A parsed input event.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Event {
+    /// The symbol's id.
+    pub sym: Sym,
+    /// Exchange event time, ms since the epoch.
+    pub ts: u64,
+    /// What happened.
+    pub body: Body,
+}
+
+/// The three kinds of events.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Body {
+    /// Replaces the whole book.
+    Snapshot {
+        /// Bid levels.
+        bids: Vec<Level>,
+        /// Ask levels.
+        asks: Vec<Level>,
+        /// Sequence number, if the feed has one.
+        seq: Option<u64>,
+    },
+    /// Level updates, applied in order.
+    Book {
+        /// Bid levels.
+        bids: Vec<Level>,
+        /// Ask levels.
+        asks: Vec<Level>,
+        /// Sequence number of this update.
+        seq: Option<u64>,
+        /// Sequence number this update follows.
+        prev_seq: Option<u64>,
+    },
+    /// One trade.
+    Trade(Trade),
+}
+
+/// A trade.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Trade {
+    /// Exchange trade id.
+    pub id: TradeId,
+    /// Price.
+    pub price: Price,
+    /// Quantity, > 0.
+    pub qty: Qty,
+    /// Taker side.
+    pub side: TradeSide,
+}
+
+/// A parsed line: the event and the names of its symbol.
+#[derive(Clone, Debug)]
+pub struct Parsed {
+    /// The event.
+    pub event: Event,
+    /// Exchange and symbol as written.
+    pub name: SymbolName,
+}
+
+impl Event {
+    /// True for snapshots and book updates.
+    pub fn is_book(&self) -> bool {
+        !matches!(self.body, Body::Trade(_))
+    }
+}
+
+/// Why an input line was dead-lettered. `Display` is the reason written with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// Not a JSON object.
+    #[error("not json: {0}")]
+    NotJson(String),
+    /// `type` is not snapshot, book or trade.
+    #[error("unknown type {0:?}")]
+    UnknownType(String),
+    /// A required field is absent.
+    #[error("missing field {0}")]
+    Missing(&'static str),
+    /// A field has the wrong JSON type.
+    #[error("ill-typed field {0}")]
+    IllTyped(&'static str),
+    /// A price or quantity is malformed or out of range.
+    #[error("bad {field}: {err}")]
+    BadValue {
+        /// Which field.
+        field: &'static str,
+        /// What is wrong with it.
+        err: ValueError,
+    },
+    /// `ts` must be > 0.
+    #[error("ts must be positive")]
+    BadTs,
+    /// A trade's quantity must be > 0.
+    #[error("trade quantity must be positive")]
+    ZeroTradeQty,
+    /// `side` must be buy or sell.
+    #[error("bad side {0:?}")]
+    BadSide(String),
+}
+
+#[derive(Deserialize)]
+struct Raw<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    exchange: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    symbol: Option<Cow<'a, str>>,
+    ts: Option<i64>,
+    #[serde(borrow)]
+    bids: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
+    #[serde(borrow)]
+    asks: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
+    seq: Option<u64>,
+    prev_seq: Option<u64>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    price: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    qty: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    side: Option<Cow<'a, str>>,
+}
+
+/// Fields whose JSON type is checked on the slow path, with the type each must have.
+const TYPED_FIELDS: &[(&str, fn(&serde_json::Value) -> bool)] = &[
+    ("type", serde_json::Value::is_string),
+    ("exchange", serde_json::Value::is_string),
+    ("symbol", serde_json::Value::is_string),
+    ("ts", serde_json::Value::is_i64),
+    ("bids", is_level_array),
+    ("asks", is_level_array),
+    ("seq", serde_json::Value::is_u64),
+    ("prev_seq", serde_json::Value::is_u64),
+    ("id", serde_json::Value::is_string),
+    ("price", serde_json::Value::is_string),
+    ("qty", serde_json::Value::is_string),
+    ("side", serde_json::Value::is_string),
+];
+
+fn is_level_array(v: &serde_json::Value) -> bool {
+    v.as_array().is_some_and(|levels| {
+        levels.iter().all(|l| {
+            l.as_array()
+                .is_some_and(|pq| pq.len() == 2 && pq.iter().all(serde_json::Value::is_string))
+        })
+    })
+}
+
+/// Explains why the typed parse failed: not JSON at all, or which field is ill-typed.
+fn diagnose(line: &str, err: serde_json::Error) -> ParseError {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(map)) => {
+            for (name, ok) in TYPED_FIELDS {
+                if let Some(v) = map.get(*name) {
+                    if !v.is_null() && !ok(v) {
+                        return ParseError::IllTyped(name);
+                    }
+                }
+            }
+            ParseError::NotJson(err.to_string())
+        }
+        Ok(_) => ParseError::NotJson("not an object".to_string()),
+        Err(e) => ParseError::NotJson(e.to_string()),
+    }
+}
+
+fn levels(raw: Option<Vec<(Cow<'_, str>, Cow<'_, str>)>>, field: &'static str) -> Result<Vec<Level>, ParseError> {
+    let raw = raw.ok_or(ParseError::Missing(field))?;
+    raw.iter()
+        .map(|(p, q)| {
+            let price = Price::parse(p).map_err(|err| ParseError::BadValue { field, err })?;
+            let qty = Qty::parse(q).map_err(|err| ParseError::BadValue { field, err })?;
+            Ok((price, qty))
+        })
+        .collect()
+}
+
+/// Parses one input line (CONTRACT section 1).
+pub fn parse(line: &str) -> Result<Parsed, ParseError> {
+    let raw: Raw<'_> = serde_json::from_str(line).map_err(|e| diagnose(line, e))?;
+    let kind = raw.kind.ok_or(ParseError::Missing("type"))?;
+    if !matches!(&*kind, "snapshot" | "book" | "trade") {
+        return Err(ParseError::UnknownType(kind.into_owned()));
+    }
+    let exchange = raw.exchange.ok_or(ParseError::Missing("exchange"))?;
+    let symbol = raw.symbol.ok_or(ParseError::Missing("symbol"))?;
+    let ts = raw.ts.ok_or(ParseError::Missing("ts"))?;
+    let ts = u64::try_from(ts).ok().filter(|&t| t > 0).ok_or(ParseError::BadTs)?;
+    let body = match &*kind {
+        "snapshot" => Body::Snapshot {
+            bids: levels(raw.bids, "bids")?,
+            asks: levels(raw.asks, "asks")?,
+            seq: raw.seq,
+        },
+        "book" => Body::Book {
+            bids: levels(raw.bids, "bids")?,
+            asks: levels(raw.asks, "asks")?,
+            seq: raw.seq,
+            prev_seq: raw.prev_seq,
+        },
+        _ => {
+            let id = raw.id.ok_or(ParseError::Missing("id"))?;
+            let price = raw.price.ok_or(ParseError::Missing("price"))?;
+            let qty = raw.qty.ok_or(ParseError::Missing("qty"))?;
+            let side = raw.side.ok_or(ParseError::Missing("side"))?;
+            let price = Price::parse(&price).map_err(|err| ParseError::BadValue { field: "price", err })?;
+            let qty = Qty::parse(&qty).map_err(|err| ParseError::BadValue { field: "qty", err })?;
+            if qty.is_zero_qty() {
+                return Err(ParseError::ZeroTradeQty);
+            }
+            let side = match &*side {
+                "buy" => TradeSide::Buy,
+                "sell" => TradeSide::Sell,
+                other => return Err(ParseError::BadSide(other.to_string())),
+            };
+            Body::Trade(Trade { id: TradeId::new(&id), price, qty, side })
+        }
+    };
+    Ok(Parsed {
+        event: Event { sym: Sym::of(&exchange, &symbol), ts, body },
+        name: SymbolName { exchange: exchange.into_owned(), symbol: symbol.into_owned() },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_contract_example() {
+        let p = parse(r#"{"type":"book","exchange":"binance","symbol":"BTCUSDT","ts":1700000000123,"seq":1001,"bids":[["37000.10","1.25"]],"asks":[["37001.00","0"]]}"#).unwrap();
+        assert_eq!(p.name.symbol, "BTCUSDT");
+        assert_eq!(p.event.ts, 1_700_000_000_123);
+        match p.event.body {
+            Body::Book { bids, asks, seq, prev_seq } => {
+                assert_eq!(bids, vec![(Price::parse("37000.1").unwrap(), Qty::parse("1.25").unwrap())]);
+                assert_eq!(asks, vec![(Price::parse("37001").unwrap(), Qty::ZERO)]);
+                assert_eq!((seq, prev_seq), (Some(1001), None));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_invalid_input_has_a_reason() {
+        let cases = [
+            ("not json", "not json"),
+            ("[1,2]", "not json: not an object"),
+            (r#"{"type":"quote","exchange":"x","symbol":"y","ts":1}"#, "unknown type \"quote\""),
+            (r#"{"type":"trade","symbol":"y","ts":1}"#, "missing field exchange"),
+            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":"1"}"#, "ill-typed field ts"),
+            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":0,"id":"1","price":"1","qty":"1","side":"buy"}"#, "ts must be positive"),
+            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":-5,"id":"1","price":"1","qty":"1","side":"buy"}"#, "ts must be positive"),
+            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"0","qty":"1","side":"buy"}"#, "bad price: price must be positive: 0"),
+            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"1","qty":"0","side":"buy"}"#, "trade quantity must be positive"),
+            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"1","qty":"1","side":"up"}"#, "bad side \"up\""),
+            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":7,"price":"1","qty":"1","side":"buy"}"#, "ill-typed field id"),
+            (r#"{"type":"book","exchange":"x","symbol":"y","ts":1,"bids":[["1","-2"]],"asks":[]}"#, "bad bids: negative quantity: -2"),
+            (r#"{"type":"book","exchange":"x","symbol":"y","ts":1,"bids":[["1e3","2"]],"asks":[]}"#, "bad bids: bad decimal \"1e3\""),
+            (r#"{"type":"book","exchange":"x","symbol":"y","ts":1,"bids":[]}"#, "missing field asks"),
+            (r#"{"type":"snapshot","exchange":"x","symbol":"y","ts":1,"bids":[[1,2]],"asks":[]}"#, "ill-typed field bids"),
+        ];
+        for (line, reason) in cases {
+            let err = parse(line).expect_err(line).to_string();
+            assert!(err.starts_with(reason), "{line}: got {err:?}, want {reason:?}");
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Results: the records of CONTRACT section 3, assembled per closed timestamp on worker 0.
+//!
+//! Input: every stage's output collection (book sides, book meta, best prices, ticker aggregates,
+//! candles) and the symbols' names, all exchanged to worker 0.
+//!
+//! A [`sequence`] stage applies each complete timestamp's updates to the current value of every
+//! component, rebuilds the records of the symbols and candles they touch, and publishes those whose
+//! value (all but `ts`) differs from what was last published. Output: one [`Published`] batch per
+//! timestamp with a change, in increasing time, and a final batch at the last mark of a finite
+//! input. Records in a batch are sorted (kind, exchange, symbol, resolution or interval, open time)
+//! so the output does not depend on the number of workers.
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use differential_dataflow::VecCollection;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Concatenate;
+use timely::dataflow::{Scope, StreamVec};
+
+use crate::agg::Agg;
+use crate::candles::{Candle, CandleKey};
+use crate::config::Config;
+use crate::orderbook::{Bbo, BookMeta, Levels, SideKey};
+use crate::sequence::sequence;
+use crate::types::{round_dp, Price, Qty, Side, Sym, SymbolName};
+
+/// A book's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    /// In sequence, not crossed.
+    Ok,
+    /// No snapshot yet, or a gap since the last one.
+    Stale,
+    /// Raw best bid >= raw best ask.
+    Crossed,
+}
+
+impl Status {
+    /// As written in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Stale => "stale",
+            Status::Crossed => "crossed",
+        }
+    }
+}
+
+/// Identifies a result: what a Redis key or a record stands for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResultKey {
+    /// A book at a resolution.
+    Book(Sym, u32),
+    /// A ticker.
+    Ticker(Sym),
+    /// A candle: symbol, interval index, open time.
+    Candle(Sym, u32, u64),
+}
+
+/// The ticker's trade-derived fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TickerStats {
+    /// Aggregate of the trades in the window.
+    pub agg: Agg,
+    /// vwap, rounded to 8 places.
+    pub vwap: Decimal,
+    /// last - open.
+    pub change: Decimal,
+    /// change / open x 100, rounded to 4 places.
+    pub change_pct: Decimal,
+}
+
+impl TickerStats {
+    /// Derives the ticker fields from the window's aggregate.
+    pub fn new(agg: Agg) -> TickerStats {
+        let open = agg.open.price.value();
+        let change = (agg.last.price.value() - open).normalize();
+        let change_pct = round_dp(change * Decimal::ONE_HUNDRED / open, 4);
+        TickerStats { vwap: agg.vwap(), change, change_pct, agg }
+    }
+}
+
+/// A result record (without its `ts`, which is the mark it is published at).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A book at one resolution.
+    Book {
+        /// Names.
+        name: SymbolName,
+        /// Resolution.
+        resolution: u32,
+        /// Last applied seq.
+        seq: Option<u64>,
+        /// Status.
+        status: Status,
+        /// Bids, best first.
+        bids: Levels,
+        /// Asks, best first.
+        asks: Levels,
+    },
+    /// The rolling ticker.
+    Ticker {
+        /// Names.
+        name: SymbolName,
+        /// `None` when no trade is in the window.
+        stats: Option<TickerStats>,
+        /// Raw best bid and ask.
+        bbo: Bbo,
+    },
+    /// A candle.
+    Candle {
+        /// Names.
+        name: SymbolName,
+        /// Interval name.
+        interval: String,
+        /// Interval length.
+        interval_ms: u64,
+        /// Open time.
+        open_time: u64,
+        /// Value.
+        candle: Candle,
+    },
+}
+
+fn levels_json(levels: &[(Price, Qty)]) -> Value {
+    Value::Array(levels.iter().map(|(p, q)| json!([p.to_string(), q.to_string()])).collect())
+}
+
+fn dec(d: Decimal) -> Value {
+    Value::String(d.normalize().to_string())
+}
+
+impl Record {
+    /// The JSON object of CONTRACT section 3, published at mark `ts`.
+    pub fn to_json(&self, ts: u64) -> Value {
+        match self {
+            Record::Book { name, resolution, seq, status, bids, asks } => json!({
+                "kind": "book", "exchange": name.exchange, "symbol": name.symbol, "resolution": resolution,
+                "ts": ts, "seq": seq, "status": status.as_str(), "bids": levels_json(bids), "asks": levels_json(asks),
+            }),
+            Record::Ticker { name, stats, bbo } => {
+                let p = |p: Option<Price>| p.map(|p| Value::String(p.to_string())).unwrap_or(Value::Null);
+                let mut v = json!({
+                    "kind": "ticker", "exchange": name.exchange, "symbol": name.symbol, "ts": ts,
+                    "open": null, "high": null, "low": null, "last": null, "volume": null, "quote_volume": null,
+                    "vwap": null, "count": 0, "change": null, "change_pct": null, "open_ts": null, "last_ts": null,
+                    "first_id": null, "last_id": null, "bid": p(bbo.bid), "ask": p(bbo.ask),
+                });
+                if let Some(s) = stats {
+                    let a = &s.agg;
+                    let fields = [
+                        ("open", dec(a.open.price.value())),
+                        ("high", dec(a.high.value())),
+                        ("low", dec(a.low.value())),
+                        ("last", dec(a.last.price.value())),
+                        ("volume", dec(a.volume.value())),
+                        ("quote_volume", dec(a.quote_volume.value())),
+                        ("vwap", dec(s.vwap)),
+                        ("count", json!(a.count)),
+                        ("change", dec(s.change)),
+                        ("change_pct", dec(s.change_pct)),
+                        ("open_ts", json!(a.open.ts)),
+                        ("last_ts", json!(a.last.ts)),
+                        ("first_id", json!(a.open.id.to_string())),
+                        ("last_id", json!(a.last.id.to_string())),
+                    ];
+                    for (k, val) in fields {
+                        v[k] = val;
+                    }
+                }
+                v
+            }
+            Record::Candle { name, interval, interval_ms, open_time, candle } => {
+                let a = &candle.agg;
+                json!({
+                    "kind": "candle", "exchange": name.exchange, "symbol": name.symbol, "interval": interval,
+                    "open_time": open_time, "close_time": open_time + interval_ms - 1,
+                    "open": dec(a.open.price.value()), "high": dec(a.high.value()), "low": dec(a.low.value()),
+                    "close": dec(a.last.price.value()), "volume": dec(a.volume.value()),
+                    "buy_volume": dec(a.buy_volume.value()), "quote_volume": dec(a.quote_volume.value()),
+                    "count": a.count, "closed": candle.closed,
+                })
+            }
+        }
+    }
+
+    /// Sort key inside a batch: kind, exchange, symbol, resolution or interval, open time.
+    pub fn sort_key(&self) -> (u8, &str, &str, u64, u64) {
+        match self {
+            Record::Book { name, resolution, .. } => (0, &name.exchange, &name.symbol, u64::from(*resolution), 0),
+            Record::Ticker { name, .. } => (1, &name.exchange, &name.symbol, 0, 0),
+            Record::Candle { name, interval_ms, open_time, .. } => (2, &name.exchange, &name.symbol, *interval_ms, *open_time),
+        }
+    }
+}
+
+/// What is published at one progress mark.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// The mark.
+    pub time: u64,
+    /// Results whose value changed, with their keys, sorted.
+    pub changed: Vec<(ResultKey, Record)>,
+    /// Results that no longer exist (candles dropped by retention).
+    pub removed: Vec<(ResultKey, SymbolName, String)>,
+}
+
+/// A change of one component, as the publisher receives it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum Component {
+    /// A symbol's names.
+    Name(Sym, SymbolName),
+    /// A grouped book side.
+    Side(SideKey, Levels),
+    /// Sequence state of a book.
+    Meta(Sym, BookMeta),
+    /// Raw best prices.
+    Bbo(Sym, Bbo),
+    /// Ticker aggregate.
+    Ticker(Sym, Agg),
+    /// A candle.
+    Candle(CandleKey, Candle),
+}
+
+/// The collections that make up the results.
+pub struct Components<'s> {
+    /// Names, at the time of each symbol's first event.
+    pub names: StreamVec<'s, u64, ((Sym, SymbolName), u64)>,
+    /// Book sides.
+    pub sides: VecCollection<'s, u64, (SideKey, Levels), isize>,
+    /// Book meta.
+    pub meta: VecCollection<'s, u64, (Sym, BookMeta), isize>,
+    /// Best prices.
+    pub bbo: VecCollection<'s, u64, (Sym, Bbo), isize>,
+    /// Ticker aggregates.
+    pub ticker: VecCollection<'s, u64, (Sym, Agg), isize>,
+    /// Candles.
+    pub candles: VecCollection<'s, u64, (CandleKey, Candle), isize>,
+}
+
+#[derive(Default)]
+struct State {
+    names: HashMap<Sym, SymbolName>,
+    sides: HashMap<SideKey, Levels>,
+    meta: HashMap<Sym, BookMeta>,
+    bbo: HashMap<Sym, Bbo>,
+    ticker: HashMap<Sym, Agg>,
+    /// Symbols that have had a trade: they have a ticker from then on.
+    traded: BTreeSet<Sym>,
+    candles: HashMap<CandleKey, Candle>,
+    published: HashMap<ResultKey, Record>,
+}
+
+impl State {
+    fn apply(&mut self, c: Component, diff: isize) {
+        fn set<K: std::hash::Hash + Eq, V: PartialEq>(map: &mut HashMap<K, V>, k: K, v: V, diff: isize) {
+            if diff > 0 {
+                map.insert(k, v);
+            } else if map.get(&k) == Some(&v) {
+                map.remove(&k);
+            }
+        }
+        match c {
+            Component::Name(sym, name) => {
+                self.names.entry(sym).or_insert(name);
+            }
+            Component::Side(k, v) => set(&mut self.sides, k, v, diff),
+            Component::Meta(k, v) => set(&mut self.meta, k, v, diff),
+            Component::Bbo(k, v) => set(&mut self.bbo, k, v, diff),
+            Component::Ticker(k, v) => {
+                if diff > 0 {
+                    self.traded.insert(k);
+                }
+                set(&mut self.ticker, k, v, diff)
+            }
+            Component::Candle(k, v) => set(&mut self.candles, k, v, diff),
+        }
+    }
+
+    fn record(&self, key: &ResultKey, config: &Config) -> Option<Record> {
+        match *key {
+            ResultKey::Book(sym, resolution) => {
+                let meta = self.meta.get(&sym)?;
+                let name = self.names.get(&sym)?.clone();
+                let bbo = self.bbo.get(&sym).cloned().unwrap_or_default();
+                let status = match (bbo.bid, bbo.ask) {
+                    _ if meta.stale => Status::Stale,
+                    (Some(b), Some(a)) if b >= a => Status::Crossed,
+                    _ => Status::Ok,
+                };
+                let side = |s| self.sides.get(&(sym, resolution, s)).cloned().unwrap_or_default();
+                Some(Record::Book { name, resolution, seq: meta.seq, status, bids: side(Side::Bid), asks: side(Side::Ask) })
+            }
+            ResultKey::Ticker(sym) => {
+                if !self.traded.contains(&sym) {
+                    return None;
+                }
+                let name = self.names.get(&sym)?.clone();
+                let stats = self.ticker.get(&sym).cloned().map(TickerStats::new);
+                Some(Record::Ticker { name, stats, bbo: self.bbo.get(&sym).cloned().unwrap_or_default() })
+            }
+            ResultKey::Candle(sym, ivl, open_time) => {
+                let candle = self.candles.get(&(sym, ivl, open_time))?.clone();
+                let name = self.names.get(&sym)?.clone();
+                let interval = config.intervals.get(ivl as usize)?;
+                Some(Record::Candle { name, interval: interval.name.clone(), interval_ms: interval.ms, open_time, candle })
+            }
+        }
+    }
+}
+
+/// Assembles and publishes the results on worker 0 (see the module doc).
+pub fn publish<'s>(
+    scope: Scope<'s, u64>,
+    components: Components<'s>,
+    ends: StreamVec<'s, u64, u64>,
+    config: Arc<Config>,
+) -> StreamVec<'s, u64, Published> {
+    let Components { names, sides, meta, bbo, ticker, candles } = components;
+    let streams = vec![
+        names.map(|((s, n), t)| (Component::Name(s, n), t, 1)),
+        sides.inner.map(|((k, v), t, r)| (Component::Side(k, v), t, r)),
+        meta.inner.map(|((k, v), t, r)| (Component::Meta(k, v), t, r)),
+        bbo.inner.map(|((k, v), t, r)| (Component::Bbo(k, v), t, r)),
+        ticker.inner.map(|((k, v), t, r)| (Component::Ticker(k, v), t, r)),
+        candles.inner.map(|((k, v), t, r)| (Component::Candle(k, v), t, r)),
+    ];
+    let all = scope.concatenate(streams);
+    let resolutions = config.resolutions.clone();
+    let mut state = State::default();
+    let last_published = Rc::new(Cell::new(None::<u64>));
+    let published_at = last_published.clone();
+    sequence(
+        all,
+        ends,
+        Exchange::new(|_| 0),
+        "Publish",
+        |(_, t, _)| *t,
+        move |time, mut updates, _timers, out: &mut Vec<Published>| {
+            // Retractions first, so `-old +new` of one key in one timestamp leaves `new`.
+            updates.sort_by_key(|(_, _, r)| *r);
+            let mut touched: BTreeSet<ResultKey> = BTreeSet::new();
+            for (c, _, diff) in updates {
+                match &c {
+                    Component::Name(..) => {}
+                    Component::Side((sym, _, _), _) | Component::Meta(sym, _) | Component::Bbo(sym, _) => {
+                        touched.extend(resolutions.iter().map(|&r| ResultKey::Book(*sym, r)));
+                        touched.insert(ResultKey::Ticker(*sym));
+                    }
+                    Component::Ticker(sym, _) => {
+                        touched.insert(ResultKey::Ticker(*sym));
+                    }
+                    Component::Candle((sym, ivl, open), _) => {
+                        touched.insert(ResultKey::Candle(*sym, *ivl, *open));
+                    }
+                }
+                state.apply(c, diff);
+            }
+            let mut changed = Vec::new();
+            let mut removed = Vec::new();
+            for key in touched {
+                match state.record(&key, &config) {
+                    Some(record) => {
+                        if state.published.get(&key) != Some(&record) {
+                            state.published.insert(key.clone(), record.clone());
+                            changed.push((key, record));
+                        }
+                    }
+                    None => {
+                        if let Some(Record::Candle { name, interval, .. }) = state.published.remove(&key) {
+                            removed.push((key, name, interval));
+                        }
+                    }
+                }
+            }
+            if !changed.is_empty() || !removed.is_empty() {
+                changed.sort_by(|a, b| a.1.sort_key().cmp(&b.1.sort_key()));
+                published_at.set(Some(time));
+                out.push(Published { time, changed, removed });
+            }
+        },
+        move |last_mark, out| {
+            if let Some(last) = last_mark.filter(|&l| l > 0) {
+                if last_published.get().is_none_or(|p| p < last) {
+                    out.push(Published { time: last, changed: Vec::new(), removed: Vec::new() });
+                }
+            }
+        },
+    )
+}
+
+/// Records grouped by mark, as the published batches describe them: handy for tests.
+pub fn by_mark(batches: &[Published]) -> BTreeMap<u64, Vec<Value>> {
+    batches
+        .iter()
+        .map(|b| (b.time, b.changed.iter().map(|(_, r)| r.to_json(b.time)).collect()))
+        .collect()
+}

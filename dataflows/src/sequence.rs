@@ -1,0 +1,122 @@
+//! The one frontier-driven operator shape that every stateful stage uses.
+//!
+//! [`sequence`] buffers its input by timestamp and hands each timestamp's records to the stage's
+//! logic once the timestamp is complete (the input frontier has passed it), in increasing time
+//! order. The logic may also ask to be woken at a later timestamp (a window expiry, a candle
+//! close) through [`Timers`]; it is woken once that timestamp is complete, with no records if none
+//! arrived for it.
+//!
+//! Invariants:
+//! - one capability is held, at the earliest buffered or scheduled timestamp, and only ever moves
+//!   forward; updates for a future time are released when that time completes, never earlier, so
+//!   downstream arrangements never hold pending future updates;
+//! - the second input carries the last mark of each finished source (CONTRACT section 2: results
+//!   are not advanced past the data). Once both inputs are finished, timers up to the largest last
+//!   mark still fire and later ones are dropped, so a finite input ends at its last mark.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use timely::dataflow::channels::pact::{ParallelizationContract, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+
+use timely::dataflow::StreamVec;
+
+/// Wake-up requests of a stage.
+#[derive(Debug, Default)]
+pub struct Timers {
+    pending: BTreeSet<u64>,
+}
+
+impl Timers {
+    /// Wakes the stage at `time` (which must be later than the current time).
+    pub fn schedule(&mut self, time: u64) {
+        self.pending.insert(time);
+    }
+}
+
+/// Runs `logic(time, records, timers, output)` for each complete timestamp, in time order, and
+/// `finish(last_mark, output)` once when both inputs are exhausted. `time_of` gives a record's
+/// timestamp (never earlier than the timely time it travels at). `records` are in arrival order;
+/// the logic sorts them if it needs a deterministic order.
+pub fn sequence<'s, D, O, P, L, F>(
+    data: StreamVec<'s, u64, D>,
+    ends: StreamVec<'s, u64, u64>,
+    pact: P,
+    name: &str,
+    time_of: fn(&D) -> u64,
+    mut logic: L,
+    mut finish: F,
+) -> StreamVec<'s, u64, O>
+where
+    D: Clone + 'static,
+    O: Clone + 'static,
+    P: ParallelizationContract<u64, Vec<D>>,
+    L: FnMut(u64, Vec<D>, &mut Timers, &mut Vec<O>) + 'static,
+    F: FnMut(Option<u64>, &mut Vec<O>) + 'static,
+{
+    data.binary_frontier(ends, pact, Pipeline, name, move |initial, _info| {
+        let mut stash: BTreeMap<u64, Vec<D>> = BTreeMap::new();
+        let mut timers = Timers::default();
+        let mut cap: Option<Capability<u64>> = Some(initial);
+        let mut last_mark: Option<u64> = None;
+        let mut out: Vec<O> = Vec::new();
+        move |(input, frontier), (ends, ends_frontier), output| {
+            input.for_each(|_time, data| {
+                for record in data.drain(..) {
+                    stash.entry(time_of(&record)).or_default().push(record);
+                }
+            });
+            ends.for_each(|_time, data| {
+                for mark in data.drain(..) {
+                    last_mark = Some(last_mark.map_or(mark, |m| m.max(mark)));
+                }
+            });
+            let Some(c) = cap.as_mut() else { return };
+            let finished = frontier.is_empty() && ends_frontier.is_empty();
+            let complete = |t: u64| {
+                if finished {
+                    last_mark.is_some_and(|last| t <= last)
+                } else {
+                    !frontier.less_equal(&t) && !ends_frontier.less_equal(&t)
+                }
+            };
+            loop {
+                let next_data = stash.keys().next().copied();
+                let next_timer = timers.pending.iter().next().copied();
+                let Some(next) = next_data.into_iter().chain(next_timer).min() else { break };
+                // Buffered records are never dropped: every data time is at most the last mark.
+                if !(complete(next) || (finished && next_data == Some(next))) {
+                    break;
+                }
+                timers.pending.remove(&next);
+                let records = stash.remove(&next).unwrap_or_default();
+                logic(next, records, &mut timers, &mut out);
+                if !out.is_empty() {
+                    output.session(&c.delayed(&next)).give_iterator(out.drain(..));
+                }
+            }
+            if finished {
+                finish(last_mark, &mut out);
+                if !out.is_empty() {
+                    let at = last_mark.unwrap_or(0).max(*c.time());
+                    output.session(&c.delayed(&at)).give_iterator(out.drain(..));
+                }
+                cap = None;
+                return;
+            }
+            let held = [
+                stash.keys().next().copied(),
+                timers.pending.iter().next().copied(),
+                frontier.frontier().iter().next().copied(),
+                ends_frontier.frontier().iter().next().copied(),
+            ];
+            if let Some(t) = held.into_iter().flatten().min() {
+                c.downgrade(&t.max(*c.time()));
+            }
+        }
+    })
+}
+
+/// A `finish` for stages with nothing to add at the end.
+pub fn no_finish<O>(_last: Option<u64>, _out: &mut Vec<O>) {}

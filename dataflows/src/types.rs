@@ -1,0 +1,357 @@
+//! Domain values: exact prices and quantities, sides, symbols, trade ids.
+//!
+//! Invariants:
+//! - [`Price`] and [`Qty`] wrap `rust_decimal::Decimal`, never `f64`. They are built only through
+//!   checked constructors ([`Price::parse`], [`Qty::parse`]) that accept plain decimal notation and
+//!   normalise the scale, so equal values are equal in every representation (`1.50` == `1.5`).
+//! - `Display` prints the normalised value; `parse(display(x)) == x` (property-tested).
+//! - Across processes both serialise as the 16 bytes of `Decimal::serialize`, which is exact and
+//!   what bincode accepts.
+//! - [`Qty`] is also a differential *difference*: the orderbook's level collection carries the
+//!   quantity in the diff, so grouping prices is a `map` and summing sizes is consolidation.
+
+use std::fmt;
+use std::str::FromStr;
+
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a decimal string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecimalError {
+    /// Not `-?digits(.digits)?`, or more digits than a 96-bit decimal holds.
+    #[error("bad decimal {0:?}")]
+    Syntax(String),
+}
+
+/// Parses a plain-notation decimal string (`-?\d+(\.\d+)?`), exactly, and normalises its scale.
+pub fn parse_decimal(s: &str) -> Result<Decimal, DecimalError> {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let mut parts = body.splitn(2, '.');
+    let int = parts.next().unwrap_or("");
+    let frac = parts.next();
+    let digits_ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if !digits_ok(int) || !frac.is_none_or(digits_ok) {
+        return Err(DecimalError::Syntax(s.to_string()));
+    }
+    Decimal::from_str_exact(s)
+        .map(|d| d.normalize())
+        .map_err(|_| DecimalError::Syntax(s.to_string()))
+}
+
+fn serialize_decimal<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    d.serialize().serialize(s)
+}
+
+fn deserialize_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    <[u8; 16]>::deserialize(d).map(Decimal::deserialize)
+}
+
+macro_rules! decimal_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        pub struct $name(Decimal);
+
+        impl $name {
+            /// The exact value.
+            pub fn value(self) -> Decimal {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0.normalize(), f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                serialize_decimal(&self.0, s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                deserialize_decimal(d).map($name)
+            }
+        }
+    };
+}
+
+decimal_newtype!(
+    /// A price: strictly positive, exact.
+    Price
+);
+decimal_newtype!(
+    /// A quantity: exact; non-negative when parsed, signed when it is a difference.
+    Qty
+);
+
+/// Why a price or quantity was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// The string is not a plain decimal.
+    #[error(transparent)]
+    Decimal(#[from] DecimalError),
+    /// Prices must be > 0.
+    #[error("price must be positive: {0}")]
+    NonPositivePrice(String),
+    /// Quantities must be >= 0.
+    #[error("negative quantity: {0}")]
+    NegativeQty(String),
+}
+
+impl Price {
+    /// Parses a price; it must be > 0.
+    pub fn parse(s: &str) -> Result<Price, ValueError> {
+        let d = parse_decimal(s)?;
+        if d <= Decimal::ZERO {
+            return Err(ValueError::NonPositivePrice(s.to_string()));
+        }
+        Ok(Price(d))
+    }
+
+    /// Builds a price from an exact decimal that is known to be positive (grouped prices).
+    pub fn from_decimal(d: Decimal) -> Price {
+        Price(d.normalize())
+    }
+
+    /// Fractional digits of the normalised value (`61737.63000000` has 2).
+    pub fn fraction_digits(self) -> u32 {
+        self.0.scale()
+    }
+
+    /// Groups a bid down (floor) or an ask up (ceil) to a multiple of `step`, exactly.
+    pub fn group(self, step: Price, side: Side) -> Price {
+        let rem = self.0 % step.0;
+        if rem.is_zero() {
+            return self;
+        }
+        let down = self.0 - rem;
+        match side {
+            Side::Bid => Price::from_decimal(down),
+            Side::Ask => Price::from_decimal(down + step.0),
+        }
+    }
+}
+
+impl FromStr for Price {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Price::parse(s)
+    }
+}
+
+impl Qty {
+    /// Zero.
+    pub const ZERO: Qty = Qty(Decimal::ZERO);
+
+    /// Parses a quantity; it must be >= 0.
+    pub fn parse(s: &str) -> Result<Qty, ValueError> {
+        let d = parse_decimal(s)?;
+        if d.is_sign_negative() && !d.is_zero() {
+            return Err(ValueError::NegativeQty(s.to_string()));
+        }
+        Ok(Qty(d))
+    }
+
+    /// Builds a quantity from an exact decimal (sums and differences).
+    pub fn from_decimal(d: Decimal) -> Qty {
+        Qty(d.normalize())
+    }
+
+    /// True for zero.
+    pub fn is_zero_qty(self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+impl FromStr for Qty {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Qty::parse(s)
+    }
+}
+
+impl IsZero for Qty {
+    fn is_zero(&self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+impl Semigroup for Qty {
+    fn plus_equals(&mut self, rhs: &Self) {
+        self.0 += rhs.0;
+    }
+}
+
+impl Monoid for Qty {
+    fn zero() -> Self {
+        Qty::ZERO
+    }
+}
+
+impl Abelian for Qty {
+    fn negate(&mut self) {
+        self.0 = -self.0;
+    }
+}
+
+/// A side of the book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Side {
+    /// Buy orders, best = highest.
+    Bid,
+    /// Sell orders, best = lowest.
+    Ask,
+}
+
+/// The taker side of a trade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TradeSide {
+    /// The taker bought.
+    Buy,
+    /// The taker sold.
+    Sell,
+}
+
+/// A symbol of an exchange, as a stable 64-bit hash of `exchange:symbol`.
+///
+/// Every worker and process computes the same id from the same names, so the id is what the
+/// dataflow exchanges and keys on; the names travel once, to the worker that publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Sym(pub u64);
+
+impl Sym {
+    /// The id of `exchange:symbol` (FNV-1a, 64 bit).
+    pub fn of(exchange: &str, symbol: &str) -> Sym {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in exchange.bytes().chain(std::iter::once(b':')).chain(symbol.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Sym(h)
+    }
+}
+
+/// The names behind a [`Sym`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SymbolName {
+    /// Exchange id, e.g. `binance`.
+    pub exchange: String,
+    /// Symbol, e.g. `BTCUSDT`.
+    pub symbol: String,
+}
+
+/// A trade id, ordered as the contract says: as an integer when it is one, else as text
+/// (integers sort before text).
+///
+/// `Num` holds only canonical integers (no sign, no leading zeros), so the original string is
+/// always `to_string()` of the value and two different strings never share an id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TradeId {
+    /// A canonical unsigned integer id.
+    Num(u64),
+    /// Any other id.
+    Text(String),
+}
+
+impl TradeId {
+    /// Classifies an id string.
+    pub fn new(s: &str) -> TradeId {
+        let canonical = !s.is_empty()
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && (s == "0" || !s.starts_with('0'));
+        match canonical.then(|| s.parse::<u64>().ok()).flatten() {
+            Some(n) => TradeId::Num(n),
+            None => TradeId::Text(s.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for TradeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TradeId::Num(n) => write!(f, "{n}"),
+            TradeId::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Rounds half away from zero to `dp` decimal places, normalised.
+pub fn round_dp(d: Decimal, dp: u32) -> Decimal {
+    d.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+        .normalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_plain_decimals_only() {
+        assert_eq!(Price::parse("61737.63000000").unwrap().to_string(), "61737.63");
+        assert_eq!(Price::parse("61737.63000000").unwrap().fraction_digits(), 2);
+        assert_eq!(Qty::parse("0.000").unwrap(), Qty::ZERO);
+        for bad in ["1e5", "", "-", ".5", "5.", "1.2.3", "+1", " 1", "abc", "0x10"] {
+            assert!(Price::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+        assert!(matches!(Price::parse("0"), Err(ValueError::NonPositivePrice(_))));
+        assert!(matches!(Qty::parse("-1"), Err(ValueError::NegativeQty(_))));
+        assert_eq!(Qty::parse("-0").unwrap(), Qty::ZERO);
+    }
+
+    #[test]
+    fn groups_bids_down_and_asks_up() {
+        let p = Price::parse("100.37").unwrap();
+        let step = Price::parse("0.05").unwrap();
+        assert_eq!(p.group(step, Side::Bid).to_string(), "100.35");
+        assert_eq!(p.group(step, Side::Ask).to_string(), "100.4");
+        let exact = Price::parse("100.35").unwrap();
+        assert_eq!(exact.group(step, Side::Ask), exact);
+    }
+
+    #[test]
+    fn trade_ids_order_as_integers_then_text() {
+        assert!(TradeId::new("9") < TradeId::new("10"));
+        assert!(TradeId::new("10") < TradeId::new("a"));
+        assert_eq!(TradeId::new("007"), TradeId::Text("007".into()));
+        assert_eq!(TradeId::new("0"), TradeId::Num(0));
+        assert_eq!(TradeId::new("99999999999999999999"), TradeId::Text("99999999999999999999".into()));
+    }
+
+    proptest! {
+        #[test]
+        fn price_display_round_trips(mantissa in 1i64..i64::MAX, scale in 0u32..18) {
+            let p = Price::from_decimal(Decimal::new(mantissa, scale));
+            prop_assert_eq!(Price::parse(&p.to_string()).unwrap(), p);
+        }
+
+        #[test]
+        fn qty_display_round_trips(mantissa in 0i64..i64::MAX, scale in 0u32..18) {
+            let q = Qty::from_decimal(Decimal::new(mantissa, scale));
+            prop_assert_eq!(Qty::parse(&q.to_string()).unwrap(), q);
+        }
+
+        #[test]
+        fn grouping_is_a_bound_on_the_right_side(m in 1i64..10_000_000, s in 0u32..6, step in 1i64..1000) {
+            let p = Price::from_decimal(Decimal::new(m, s));
+            let g = Price::from_decimal(Decimal::new(step, s));
+            let down = p.group(g, Side::Bid).value();
+            let up = p.group(g, Side::Ask).value();
+            prop_assert!(down <= p.value() && p.value() <= up);
+            prop_assert!((down % g.value()).is_zero() && (up % g.value()).is_zero());
+            prop_assert!(up - down < g.value() + g.value());
+        }
+    }
+}

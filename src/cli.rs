@@ -1,0 +1,190 @@
+//! Command line: raw flags (clap), then one validated [`Settings`].
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tampines_dataflows::config::{parse_tick_size, Config, Interval};
+use tampines_dataflows::types::Sym;
+
+/// Tampines: incremental orderbooks, 24 h ticker and candles from market data.
+#[derive(Debug, Parser)]
+#[command(name = "tampines", version, disable_help_flag = true)]
+pub struct Cli {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help, global = true)]
+    help: Option<bool>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands of CONTRACT section 5.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the dataflow over NDJSON event files (`.gz` too).
+    Replay(ReplayArgs),
+    /// Writes synthetic events as NDJSON.
+    Gen(GenArgs),
+}
+
+/// Options shared by every job.
+#[derive(Debug, Args, Clone)]
+pub struct JobArgs {
+    /// Timestamp width in ms.
+    #[arg(long, env = "TAMPINES_GRANULARITY_MS", default_value_t = 100)]
+    pub granularity_ms: u64,
+    /// Allowed disorder in ms: watermark = highest ts - lateness.
+    #[arg(long, env = "TAMPINES_LATENESS_MS", default_value_t = 1000)]
+    pub lateness_ms: u64,
+    /// A partition silent this long (wall time) does not hold progress back.
+    #[arg(long, env = "TAMPINES_IDLE_MS", default_value_t = 5000)]
+    pub idle_ms: u64,
+    /// Ticker window in ms.
+    #[arg(long, env = "TAMPINES_WINDOW_MS", default_value_t = 86_400_000)]
+    pub window_ms: u64,
+    /// Levels per book side.
+    #[arg(long, default_value_t = 20)]
+    pub depth: usize,
+    /// Book resolutions, in ticks.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,10,100")]
+    pub resolutions: Vec<u32>,
+    /// Candle intervals.
+    #[arg(long, value_delimiter = ',', default_value = "1m,5m,15m,30m,1h,4h,1d")]
+    pub intervals: Vec<String>,
+    /// Tick size of a symbol, EXCHANGE:SYMBOL=STEP (repeatable).
+    #[arg(long)]
+    pub tick_size: Vec<String>,
+    /// Candles kept per symbol and interval.
+    #[arg(long, default_value_t = 1000)]
+    pub candle_retention: usize,
+    /// Dead-letter file (one JSON line per rejected input).
+    #[arg(long)]
+    pub dlq: Option<PathBuf>,
+    /// NDJSON output file, `-` for stdout.
+    #[arg(long)]
+    pub out: Option<String>,
+    /// Lines a source reads before yielding.
+    #[arg(long, default_value_t = 8192, hide = true)]
+    pub source_batch: usize,
+    /// Worker threads per process (timely -w).
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    pub workers: usize,
+    /// Number of processes (timely -n).
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index (timely -p).
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    pub process: usize,
+    /// Hostfile, one host:port per line (timely -h).
+    #[arg(short = 'h', long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+}
+
+/// `replay FILE...`
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Event files, each read in order by one worker.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// `gen`
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    /// Number of symbols.
+    #[arg(long, default_value_t = 20)]
+    pub symbols: usize,
+    /// Number of events after the snapshots.
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+    /// Market time spanned, in hours.
+    #[arg(long, default_value_t = 30.0)]
+    pub hours: f64,
+    /// Random seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Share of trades among events.
+    #[arg(long, default_value_t = 0.25)]
+    pub trade_ratio: f64,
+    /// Snapshot depth per side.
+    #[arg(long, default_value_t = 60)]
+    pub depth: usize,
+    /// Largest ts jitter across symbols, in ms.
+    #[arg(long, default_value_t = 150)]
+    pub disorder_ms: u64,
+    /// Exchange id.
+    #[arg(long, default_value = "synth")]
+    pub exchange: String,
+    /// First event time, ms since the epoch.
+    #[arg(long, default_value_t = 1_700_000_000_000)]
+    pub start_ms: u64,
+    /// Output file (default stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Validated settings of a job.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The dataflow's configuration.
+    pub config: Config,
+    /// timely's own arguments.
+    pub timely: Vec<String>,
+    /// This process's index.
+    pub process: usize,
+    /// Dead-letter file.
+    pub dlq: Option<PathBuf>,
+    /// NDJSON output.
+    pub out: Option<String>,
+}
+
+impl JobArgs {
+    /// Checks every option and builds the settings; errors name the option.
+    pub fn settings(&self) -> Result<Settings> {
+        let intervals = self
+            .intervals
+            .iter()
+            .map(|s| s.parse::<Interval>().map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()
+            .context("--intervals")?;
+        let mut tick_sizes = std::collections::HashMap::new();
+        for t in &self.tick_size {
+            let (exchange, symbol, step) = parse_tick_size(t).map_err(anyhow::Error::msg)?;
+            tick_sizes.insert(Sym::of(&exchange, &symbol), step);
+        }
+        let config = Config {
+            granularity_ms: self.granularity_ms,
+            lateness_ms: self.lateness_ms,
+            window_ms: self.window_ms,
+            depth: self.depth,
+            resolutions: self.resolutions.clone(),
+            intervals,
+            tick_sizes,
+            candle_retention: self.candle_retention,
+            source_batch: self.source_batch,
+        };
+        config.validate().map_err(anyhow::Error::msg)?;
+        if self.workers == 0 || self.processes == 0 {
+            bail!("-w and -n must be positive");
+        }
+        if self.process >= self.processes {
+            bail!("-p {} must be below -n {}", self.process, self.processes);
+        }
+        let mut timely = vec!["-w".to_string(), self.workers.to_string()];
+        if self.processes > 1 {
+            let hostfile = self.hostfile.as_ref().context("-n > 1 needs -h HOSTFILE")?;
+            timely.extend([
+                "-n".to_string(),
+                self.processes.to_string(),
+                "-p".to_string(),
+                self.process.to_string(),
+                "-h".to_string(),
+                hostfile.display().to_string(),
+            ]);
+        }
+        Ok(Settings { config, timely, process: self.process, dlq: self.dlq.clone(), out: self.out.clone() })
+    }
+}

@@ -1,0 +1,8 @@
+//! The `tampines` binary's library: command line, file source, sinks, generator, job wiring.
+//! The dataflow logic lives in `tampines-dataflows`.
+
+pub mod cli;
+pub mod files;
+pub mod gen;
+pub mod replay;
+pub mod sink;
