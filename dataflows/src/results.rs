@@ -336,6 +336,7 @@ pub fn publish<'s>(
     let mut state = State::default();
     let last_published = Rc::new(Cell::new(None::<u64>));
     let published_at = last_published.clone();
+    let publisher = scope.index() == 0;
     sequence(
         all,
         ends,
@@ -386,7 +387,7 @@ pub fn publish<'s>(
             }
         },
         move |last_mark, out| {
-            if let Some(last) = last_mark.filter(|&l| l > 0) {
+            if let Some(last) = last_mark.filter(|&l| l > 0 && publisher) {
                 if last_published.get().is_none_or(|p| p < last) {
                     out.push(Published { time: last, changed: Vec::new(), removed: Vec::new() });
                 }

@@ -1,0 +1,183 @@
+//! Seeded adversarial inputs: several symbols and inputs, snapshots (and symbols without one),
+//! zero-size deletes, crossed books, sequence gaps and duplicates, prices whose precision grows
+//! (the inferred tick changes), disorder within lateness, late events beyond it, trades repeated
+//! with the same id, text trade ids, very old trades, and bad lines of every kind.
+
+use serde_json::json;
+
+/// SplitMix64: small, fast, seeded.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x9e37_79b9_7f4a_7c15)
+    }
+    /// 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    /// True with probability `p` percent.
+    pub fn pct(&mut self, p: u64) -> bool {
+        self.below(100) < p
+    }
+}
+
+/// Shape of a generated case.
+#[derive(Clone, Debug)]
+pub struct Shape {
+    /// Events (lines) in all.
+    pub events: usize,
+    /// Symbols.
+    pub symbols: usize,
+    /// Inputs; each symbol lives in one input.
+    pub inputs: usize,
+    /// Mean ms between events.
+    pub step_ms: u64,
+    /// Jitter within lateness, ms.
+    pub jitter_ms: u64,
+    /// Lateness the case is meant for: late events go further back than this.
+    pub lateness_ms: u64,
+}
+
+fn price(ticks: i64, places: u32, pad: bool) -> String {
+    let d = rust_decimal::Decimal::new(ticks, places);
+    if pad {
+        format!("{d:.prec$}", prec = places as usize + 2)
+    } else {
+        d.normalize().to_string()
+    }
+}
+
+/// Generates the inputs (each a list of lines) of one case.
+pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
+    let mut rng = Rng::new(seed);
+    let mut inputs: Vec<Vec<String>> = vec![Vec::new(); shape.inputs.max(1)];
+    struct S {
+        exchange: &'static str,
+        symbol: String,
+        input: usize,
+        places: u32,
+        mid: i64,
+        seq: u64,
+        tid: u64,
+        ts: u64,
+        sent: Vec<String>,
+        trades: Vec<String>,
+    }
+    let base = 1_700_000_000_000u64;
+    let mut syms: Vec<S> = (0..shape.symbols.max(1))
+        .map(|i| S {
+            exchange: if i % 3 == 2 { "other" } else { "ex" },
+            symbol: format!("SYM{i}"),
+            input: i % shape.inputs.max(1),
+            places: 1 + (i as u32 % 2),
+            mid: 1000 + 37 * i as i64,
+            seq: 100,
+            tid: 0,
+            ts: base,
+            sent: Vec::new(),
+            trades: Vec::new(),
+        })
+        .collect();
+    for (i, s) in syms.iter_mut().enumerate() {
+        if i == 1 {
+            continue; // this symbol never gets a snapshot: stale
+        }
+        let bids: Vec<_> = (1..=4).map(|k| json!([price(s.mid - k, s.places, k == 2), "1.5"])).collect();
+        let asks: Vec<_> = (1..=4).map(|k| json!([price(s.mid + k, s.places, false), "2"])).collect();
+        let line = json!({"type":"snapshot","exchange":s.exchange,"symbol":s.symbol,"ts":s.ts,"seq":s.seq,"bids":bids,"asks":asks}).to_string();
+        inputs[s.input].push(line);
+    }
+    let mut clock = base;
+    for _ in 0..shape.events {
+        clock += rng.below(2 * shape.step_ms + 1);
+        let i = rng.below(syms.len() as u64) as usize;
+        let s = &mut syms[i];
+        let mut ts = clock.saturating_sub(rng.below(shape.jitter_ms + 1)).max(base + 1);
+        if rng.pct(3) {
+            ts = ts.saturating_sub(shape.lateness_ms * 3 + rng.below(500)).max(base + 1); // late
+        }
+        s.ts = s.ts.max(ts);
+        let roll = rng.below(100);
+        let line = match roll {
+            0..=2 => bad_line(&mut rng, s.exchange, &s.symbol, ts),
+            3..=5 if !s.sent.is_empty() => s.sent[rng.below(s.sent.len() as u64) as usize].clone(), // duplicate book event
+            6..=8 if !s.trades.is_empty() => s.trades[rng.below(s.trades.len() as u64) as usize].clone(), // repeated trade
+            9 => {
+                // a new snapshot
+                s.seq += 1 + rng.below(3);
+                let bids: Vec<_> = (1..=3).map(|k| json!([price(s.mid - k, s.places, false), "3"])).collect();
+                let asks: Vec<_> = (1..=3).map(|k| json!([price(s.mid + k, s.places, false), "4"])).collect();
+                json!({"type":"snapshot","exchange":s.exchange,"symbol":s.symbol,"ts":ts,"seq":s.seq,"bids":bids,"asks":asks}).to_string()
+            }
+            10..=44 => {
+                s.tid += 1;
+                let id = if s.exchange == "other" && rng.pct(30) { format!("x{}", s.tid) } else { s.tid.to_string() };
+                let p = price(s.mid + rng.below(5) as i64 - 2, s.places, rng.pct(20));
+                let q = format!("{}.{}", 1 + rng.below(3), rng.below(1000));
+                let side = if rng.pct(50) { "buy" } else { "sell" };
+                let line = json!({"type":"trade","exchange":s.exchange,"symbol":s.symbol,"ts":ts,"id":id,"price":p,"qty":q,"side":side}).to_string();
+                s.trades.push(line.clone());
+                line
+            }
+            _ => {
+                if rng.pct(10) {
+                    s.mid += rng.below(5) as i64 - 2;
+                }
+                if rng.pct(2) && s.places < 4 {
+                    s.places += 1; // finer prices from now on: the inferred tick changes
+                    s.mid *= 10;
+                }
+                let side = |rng: &mut Rng, sign: i64| -> Vec<serde_json::Value> {
+                    (0..rng.below(3))
+                        .map(|_| {
+                            let off = 1 + rng.below(6) as i64;
+                            let off = if rng.pct(3) { -off } else { off }; // crosses the book now and then
+                            let q = if rng.pct(30) { "0".to_string() } else { format!("{}.{}", rng.below(5), 1 + rng.below(99)) };
+                            json!([price(s.mid + sign * off, s.places, rng.pct(15)), q])
+                        })
+                        .collect()
+                };
+                let bids = side(&mut rng, -1);
+                let asks = side(&mut rng, 1);
+                let mut ev = json!({"type":"book","exchange":s.exchange,"symbol":s.symbol,"ts":ts,"bids":bids,"asks":asks});
+                let step = if rng.pct(4) { 2 + rng.below(3) } else { 1 }; // a gap now and then
+                if rng.pct(25) {
+                    ev["prev_seq"] = json!(s.seq);
+                    s.seq += step + rng.below(3);
+                } else {
+                    s.seq += step;
+                }
+                ev["seq"] = json!(s.seq);
+                let line = ev.to_string();
+                s.sent.push(line.clone());
+                line
+            }
+        };
+        inputs[syms[i].input].push(line);
+    }
+    inputs
+}
+
+fn bad_line(rng: &mut Rng, exchange: &str, symbol: &str, ts: u64) -> String {
+    match rng.below(8) {
+        0 => "{not json".to_string(),
+        1 => json!({"type":"quote","exchange":exchange,"symbol":symbol,"ts":ts}).to_string(),
+        2 => json!({"type":"trade","exchange":exchange,"symbol":symbol,"ts":ts,"id":"1","price":"1","qty":"0","side":"buy"}).to_string(),
+        3 => json!({"type":"book","exchange":exchange,"symbol":symbol,"ts":ts,"bids":[["1e2","1"]],"asks":[]}).to_string(),
+        4 => json!({"type":"book","exchange":exchange,"symbol":symbol,"ts":-(ts as i64),"bids":[],"asks":[]}).to_string(),
+        5 => json!({"type":"trade","exchange":exchange,"symbol":symbol,"ts":ts,"price":"1","qty":"1","side":"buy"}).to_string(),
+        6 => json!({"type":"book","exchange":exchange,"symbol":symbol,"ts":ts,"bids":[["-1","1"]],"asks":[]}).to_string(),
+        _ => json!({"type":"trade","exchange":exchange,"symbol":symbol,"ts":ts.to_string(),"id":"1","price":"1","qty":"1","side":"buy"}).to_string(),
+    }
+}

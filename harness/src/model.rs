@@ -1,0 +1,389 @@
+//! The reference model: CONTRACT sections 1-3 computed from scratch, deliberately simply.
+//!
+//! Nothing here is incremental. For every timestamp at which a result can change (an event's
+//! timestamp, a trade leaving the window, a candle's close, the last mark) the whole state is
+//! recomputed from all events applied at or before it: books replayed from their first event,
+//! the window filtered from all trades, candles regrouped from all trades. The expected output is
+//! then, per such timestamp, the records whose value differs from the previous one.
+//!
+//! Shared with the system under test: line parsing (`event::parse`, unit-tested on its own) and
+//! the JSON rendering of a record (`Record::to_json`). Everything that is incremental, ordered or
+//! windowed is recomputed here independently.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+use tampines_dataflows::agg::{self, Agg};
+use tampines_dataflows::candles::Candle;
+use tampines_dataflows::config::Config;
+use tampines_dataflows::event::{parse, Body, Event};
+use tampines_dataflows::orderbook::Bbo;
+use tampines_dataflows::results::{Record, Status, TickerStats};
+use tampines_dataflows::stats::Totals;
+use tampines_dataflows::types::{round_dp, Price, Qty, Sym, SymbolName, TradeSide};
+
+/// One expected progress mark: its time and the JSON of every record published with it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mark {
+    /// The progress mark.
+    pub time: u64,
+    /// Records whose value changed, in publishing order.
+    pub changed: Vec<Value>,
+    /// Keys of candles that retention dropped: (symbol, interval, open_time).
+    pub removed: Vec<(String, String, u64)>,
+}
+
+/// What the model expects.
+#[derive(Clone, Debug)]
+pub struct Expected {
+    /// Every progress mark, in order.
+    pub marks: Vec<Mark>,
+    /// The accounting.
+    pub totals: Totals,
+    /// Dead-letter reasons, in input order per input.
+    pub dead: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Ev {
+    time: u64,
+    pos: (u32, u64),
+    event: Event,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Book(String, String, u32),
+    Ticker(String, String),
+    Candle(String, String, u64, u64),
+}
+
+/// Computes the expected output of `inputs` (each a list of lines, read in order) under `config`.
+pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
+    let g = config.granularity_ms;
+    let ceil_g = |x: u64| x.div_ceil(g) * g;
+    let mut totals = Totals::default();
+    let mut dead = Vec::new();
+    let mut events: Vec<Ev> = Vec::new();
+    let mut names: HashMap<Sym, SymbolName> = HashMap::new();
+    let mut last_mark = 0u64;
+    let span = config.retention_span_ms();
+    for (input, lines) in inputs.iter().enumerate() {
+        let mut max_ts: Option<u64> = None;
+        let mut last_book: HashMap<Sym, u64> = HashMap::new();
+        for (offset, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            totals.read += 1;
+            let parsed = match parse(line.trim_end()) {
+                Ok(p) => p,
+                Err(e) => {
+                    totals.dead_lettered += 1;
+                    dead.push(e.to_string());
+                    continue;
+                }
+            };
+            let ev = parsed.event;
+            let is_book = ev.is_book();
+            if !is_book && max_ts.is_some_and(|m| ev.ts + span <= m) {
+                totals.dead_lettered += 1;
+                dead.push("too_late".into());
+                continue;
+            }
+            let natural = ceil_g(ev.ts);
+            let open = max_ts.map_or(0, |m| ceil_g(m.saturating_sub(config.lateness_ms)));
+            if natural < open {
+                totals.late += 1;
+            }
+            let mut time = natural.max(open);
+            if is_book {
+                time = time.max(last_book.get(&ev.sym).copied().unwrap_or(0));
+                last_book.insert(ev.sym, time);
+            }
+            max_ts = Some(max_ts.map_or(ev.ts, |m| m.max(ev.ts)));
+            names.entry(ev.sym).or_insert(parsed.name);
+            events.push(Ev { time, pos: (input as u32, offset as u64), event: ev });
+        }
+        if let Some(m) = max_ts {
+            last_mark = last_mark.max(ceil_g(m));
+        }
+    }
+    events.sort_by_key(|e| (e.time, e.pos));
+
+    // Book duplicates and trade duplicates do not depend on the mark: find them once, in order.
+    let (book_dups, accepted) = classify(&events, config);
+    totals.duplicates = book_dups.len() as u64 + (events.iter().filter(|e| !e.event.is_book()).count() - accepted.len()) as u64;
+    totals.processed = events.len() as u64 - totals.duplicates;
+
+    let mut candidates: BTreeSet<u64> = events.iter().map(|e| e.time).collect();
+    for (_, t) in &accepted {
+        let Body::Trade(_) = &t.event.body else { continue };
+        candidates.insert(ceil_g(t.event.ts + config.window_ms));
+        for i in &config.intervals {
+            candidates.insert(ceil_g(t.event.ts / i.ms * i.ms + i.ms));
+        }
+    }
+    if last_mark > 0 {
+        candidates.insert(last_mark);
+    }
+    let mut marks = Vec::new();
+    let mut previous: BTreeMap<Key, (Value, Record)> = BTreeMap::new();
+    for &time in candidates.iter().filter(|&&t| t <= last_mark) {
+        let state = state_at(time, &events, &book_dups, &accepted, &names, config);
+        let mut changed = Vec::new();
+        for (key, record) in &state {
+            if previous.get(key).map(|(_, r)| r) != Some(record) {
+                changed.push((key.clone(), record.to_json(time)));
+            }
+        }
+        let removed: Vec<(String, String, u64)> = previous
+            .keys()
+            .filter(|k| !state.contains_key(*k))
+            .filter_map(|k| match k {
+                Key::Candle(_, s, ms, open) => {
+                    let interval = config.intervals.iter().find(|i| i.ms == *ms).map(|i| i.name.clone()).unwrap_or_default();
+                    Some((s.clone(), interval, *open))
+                }
+                _ => None,
+            })
+            .collect();
+        if !changed.is_empty() || !removed.is_empty() || time == last_mark {
+            marks.push(Mark { time, changed: changed.into_iter().map(|(_, v)| v).collect(), removed });
+        }
+        previous = state.into_iter().map(|(k, r)| (k, (Value::Null, r))).collect();
+    }
+    Expected { marks, totals, dead }
+}
+
+/// Indices (into `events`) of book duplicates, and the trades counted once with their timestamps.
+fn classify<'a>(events: &'a [Ev], config: &Config) -> (BTreeSet<usize>, Vec<(u64, &'a Ev)>) {
+    let g = config.granularity_ms;
+    let mut dups = BTreeSet::new();
+    let mut last_seq: HashMap<Sym, Option<u64>> = HashMap::new(); // Some(seq state) when synced
+    let mut accepted: Vec<(u64, &Ev)> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        match &e.event.body {
+            Body::Snapshot { seq, .. } => {
+                last_seq.insert(e.event.sym, *seq);
+            }
+            Body::Book { seq, .. } => {
+                let state = last_seq.entry(e.event.sym).or_insert(None);
+                if let (Some(last), Some(s)) = (*state, *seq) {
+                    if s <= last {
+                        dups.insert(i);
+                        continue;
+                    }
+                }
+                if state.is_some() && seq.is_some() {
+                    *state = *seq;
+                }
+            }
+            Body::Trade(t) => {
+                let dup = accepted.iter().any(|(_, a)| {
+                    let Body::Trade(at) = &a.event.body else { return false };
+                    a.event.sym == e.event.sym
+                        && at.id == t.id
+                        && (a.event.ts + config.window_ms).div_ceil(g) * g > e.time
+                });
+                if !dup {
+                    accepted.push((e.time, e));
+                }
+            }
+        }
+    }
+    (dups, accepted)
+}
+
+#[derive(Default, Clone)]
+struct RefBook {
+    bids: BTreeMap<Price, Qty>,
+    asks: BTreeMap<Price, Qty>,
+    seq: Option<u64>,
+    synced: bool,
+    snapshot: bool,
+    gap: bool,
+    digits: u32,
+}
+
+fn state_at(
+    time: u64,
+    events: &[Ev],
+    book_dups: &BTreeSet<usize>,
+    accepted: &[(u64, &Ev)],
+    names: &HashMap<Sym, SymbolName>,
+    config: &Config,
+) -> BTreeMap<Key, Record> {
+    let mut out = BTreeMap::new();
+    // Books, replayed from scratch.
+    let mut books: BTreeMap<Sym, RefBook> = BTreeMap::new();
+    for (i, e) in events.iter().enumerate().filter(|(_, e)| e.time <= time) {
+        if book_dups.contains(&i) {
+            continue;
+        }
+        let book = match &e.event.body {
+            Body::Trade(_) => continue,
+            _ => books.entry(e.event.sym).or_default(),
+        };
+        let apply = |book: &mut RefBook, bids: &[(Price, Qty)], asks: &[(Price, Qty)]| {
+            for (side, levels) in [(&mut book.bids, bids), (&mut book.asks, asks)] {
+                for &(p, q) in levels {
+                    if q.is_zero_qty() {
+                        side.remove(&p);
+                    } else {
+                        side.insert(p, q);
+                    }
+                }
+            }
+            for (p, _) in bids.iter().chain(asks) {
+                book.digits = book.digits.max(p.fraction_digits());
+            }
+        };
+        match &e.event.body {
+            Body::Snapshot { bids, asks, seq } => {
+                book.bids.clear();
+                book.asks.clear();
+                apply(book, bids, asks);
+                book.seq = *seq;
+                book.synced = seq.is_some();
+                book.snapshot = true;
+                book.gap = false;
+            }
+            Body::Book { bids, asks, seq, prev_seq } => {
+                if book.synced {
+                    let last = book.seq.unwrap_or(0);
+                    let ok = match prev_seq {
+                        Some(p) => *p <= last,
+                        None => *seq == Some(last + 1),
+                    };
+                    if !ok {
+                        book.gap = true;
+                    }
+                }
+                apply(book, bids, asks);
+                if seq.is_some() {
+                    book.seq = *seq;
+                }
+            }
+            Body::Trade(_) => {}
+        }
+    }
+    let bbo_of = |b: &RefBook| Bbo { bid: b.bids.keys().next_back().copied(), ask: b.asks.keys().next().copied() };
+    for (sym, book) in &books {
+        let name = names[sym].clone();
+        let tick = config
+            .tick_sizes
+            .get(sym)
+            .map(|p| p.value())
+            .unwrap_or_else(|| Decimal::new(1, book.digits));
+        let bbo = bbo_of(book);
+        let status = if !book.snapshot || book.gap {
+            Status::Stale
+        } else if matches!((bbo.bid, bbo.ask), (Some(b), Some(a)) if b >= a) {
+            Status::Crossed
+        } else {
+            Status::Ok
+        };
+        for &r in &config.resolutions {
+            let step = tick * Decimal::from(r);
+            let group = |levels: &BTreeMap<Price, Qty>, up: bool| {
+                let mut groups: BTreeMap<Decimal, Decimal> = BTreeMap::new();
+                for (p, q) in levels {
+                    let k = (p.value() / step).floor() * step;
+                    let k = if up && k != p.value() { k + step } else { k };
+                    *groups.entry(k.normalize()).or_default() += q.value();
+                }
+                groups
+            };
+            let bids: Vec<(Price, Qty)> = group(&book.bids, false)
+                .into_iter()
+                .rev()
+                .take(config.depth)
+                .map(|(p, q)| (Price::from_decimal(p), Qty::from_decimal(q)))
+                .collect();
+            let asks: Vec<(Price, Qty)> = group(&book.asks, true)
+                .into_iter()
+                .take(config.depth)
+                .map(|(p, q)| (Price::from_decimal(p), Qty::from_decimal(q)))
+                .collect();
+            out.insert(
+                Key::Book(name.exchange.clone(), name.symbol.clone(), r),
+                Record::Book { name: name.clone(), resolution: r, seq: book.seq, status, bids, asks },
+            );
+        }
+    }
+    // Trades counted once, applied by this time.
+    let trades: Vec<(Sym, u64, &tampines_dataflows::event::Trade)> = accepted
+        .iter()
+        .filter(|(t, _)| *t <= time)
+        .filter_map(|(_, e)| match &e.event.body {
+            Body::Trade(t) => Some((e.event.sym, e.event.ts, t)),
+            _ => None,
+        })
+        .collect();
+    let traded: BTreeSet<Sym> = trades.iter().map(|(s, _, _)| *s).collect();
+    for sym in traded {
+        let name = names[&sym].clone();
+        let window: Vec<_> = trades
+            .iter()
+            .filter(|(s, ts, _)| *s == sym && *ts + config.window_ms > time)
+            .map(|(_, ts, t)| (*ts, *t))
+            .collect();
+        let stats = summarize(&window).map(|agg| {
+            let open = agg.open.price.value();
+            let change = agg.last.price.value() - open;
+            TickerStats {
+                vwap: round_dp(agg.quote_volume.value() / agg.volume.value(), 8),
+                change: change.normalize(),
+                change_pct: round_dp(change * Decimal::from(100) / open, 4),
+                agg,
+            }
+        });
+        let bbo = books.get(&sym).map(bbo_of).unwrap_or_default();
+        out.insert(Key::Ticker(name.exchange.clone(), name.symbol.clone()), Record::Ticker { name: name.clone(), stats, bbo });
+        for interval in &config.intervals {
+            let mut by_open: BTreeMap<u64, Vec<(u64, &tampines_dataflows::event::Trade)>> = BTreeMap::new();
+            for (s, ts, t) in &trades {
+                if *s == sym {
+                    by_open.entry(ts / interval.ms * interval.ms).or_default().push((*ts, *t));
+                }
+            }
+            for (open_time, ts) in by_open.into_iter().rev().take(config.candle_retention) {
+                let agg = summarize(&ts).expect("a candle has trades");
+                out.insert(
+                    Key::Candle(name.exchange.clone(), name.symbol.clone(), interval.ms, open_time),
+                    Record::Candle {
+                        name: name.clone(),
+                        interval: interval.name.clone(),
+                        interval_ms: interval.ms,
+                        open_time,
+                        candle: Candle { agg, closed: time >= open_time + interval.ms },
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The aggregate of a list of trades, computed directly.
+fn summarize(trades: &[(u64, &tampines_dataflows::event::Trade)]) -> Option<Agg> {
+    let order = |(ts, t): &&(u64, &tampines_dataflows::event::Trade)| (*ts, t.id.clone());
+    let first = trades.iter().min_by_key(order)?;
+    let last = trades.iter().max_by_key(order)?;
+    let mark = |(ts, t): &(u64, &tampines_dataflows::event::Trade)| agg::Mark { ts: *ts, id: t.id.clone(), price: t.price };
+    let sum = |f: &dyn Fn(&tampines_dataflows::event::Trade) -> Decimal| {
+        Qty::from_decimal(trades.iter().map(|(_, t)| f(t)).sum::<Decimal>())
+    };
+    Some(Agg {
+        open: mark(first),
+        last: mark(last),
+        high: trades.iter().map(|(_, t)| t.price).max()?,
+        low: trades.iter().map(|(_, t)| t.price).min()?,
+        volume: sum(&|t| t.qty.value()),
+        buy_volume: sum(&|t| if t.side == TradeSide::Buy { t.qty.value() } else { Decimal::ZERO }),
+        quote_volume: sum(&|t| t.price.value() * t.qty.value()),
+        count: trades.len() as u64,
+    })
+}
