@@ -180,11 +180,11 @@ fn read_line(
             if late {
                 Stats::add(&stats.late, 1);
             }
-            let slot = batch.entry(time.max(floor)).or_default();
+            // Names travel at the floor, which no later event of this input can precede.
             if reader.seen.insert(event.sym) {
-                slot.push(SourceRecord::Name(event.sym, parsed.name));
+                batch.entry(floor).or_default().push(SourceRecord::Name(event.sym, parsed.name));
             }
-            slot.push(SourceRecord::Event(Stamped { pos, event }));
+            batch.entry(time.max(floor)).or_default().push(SourceRecord::Event(Stamped { pos, event }));
         }
     }
 }

@@ -1,0 +1,75 @@
+//! Helpers shared by the end-to-end tests: run the real binary, read its NDJSON output.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+/// `../shared` beside the checkout.
+pub fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+/// A fresh scratch directory for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Runs `tampines ARGS`, asserts success, returns stderr.
+pub fn tampines(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines")).args(args).output().expect("run tampines");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "tampines {args:?} failed: {stderr}");
+    stderr
+}
+
+/// The records of an NDJSON output grouped by progress mark (records before each progress line).
+pub fn marks(path: &Path) -> Vec<(u64, Vec<Value>)> {
+    let text = std::fs::read_to_string(path).expect("read output");
+    let mut out = Vec::new();
+    let mut pending = Vec::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).expect("output is JSON");
+        if v["kind"] == "progress" {
+            out.push((v["ts"].as_u64().expect("ts"), std::mem::take(&mut pending)));
+        } else {
+            pending.push(v);
+        }
+    }
+    assert!(pending.is_empty(), "records after the last progress mark");
+    out
+}
+
+/// The latest value of every result key after all marks.
+pub fn final_state(marks: &[(u64, Vec<Value>)]) -> BTreeMap<String, Value> {
+    let mut state = BTreeMap::new();
+    for (_, records) in marks {
+        for r in records {
+            state.insert(key(r), r.clone());
+        }
+    }
+    state
+}
+
+/// The key a record is stored under (its Redis key without prefix).
+pub fn key(r: &Value) -> String {
+    let s = |k: &str| r[k].as_str().map(str::to_string).unwrap_or_else(|| r[k].to_string());
+    match r["kind"].as_str() {
+        Some("book") => format!("book:{}:{}:{}", s("exchange"), s("symbol"), r["resolution"]),
+        Some("ticker") => format!("ticker:{}:{}", s("exchange"), s("symbol")),
+        Some("candle") => format!("candles:{}:{}:{}:{}", s("exchange"), s("symbol"), s("interval"), r["open_time"]),
+        _ => panic!("unknown record {r}"),
+    }
+}
+
+/// A decimal field (string) as an exact decimal.
+pub fn dec(v: &Value) -> Decimal {
+    v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not a decimal string: {v}"))
+}
