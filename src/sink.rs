@@ -21,11 +21,13 @@ pub fn writer(target: &str) -> Result<Box<dyn Write>> {
 
 /// Writes one published batch: its changed records, then its progress line.
 pub fn write_batch(out: &mut dyn Write, batch: &Published) -> std::io::Result<()> {
+    let mut text = String::with_capacity(batch.changed.len() * 512 + 40);
     for (_, record) in &batch.changed {
-        serde_json::to_writer(&mut *out, &record.to_json(batch.time))?;
-        out.write_all(b"\n")?;
+        record.write_json(batch.time, &mut text);
+        text.push('\n');
     }
-    writeln!(out, "{{\"kind\":\"progress\",\"ts\":{}}}", batch.time)
+    text.push_str(&format!("{{\"kind\":\"progress\",\"ts\":{}}}\n", batch.time));
+    out.write_all(text.as_bytes())
 }
 
 /// Writes one dead letter as `{"reason":..,"payload":..}`.

@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
 use rust_decimal::Decimal;
-use serde_json::{json, Value};
+use std::fmt::{self, Write as _};
+
+use serde_json::Value;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concatenate;
@@ -128,66 +130,133 @@ pub enum Record {
     },
 }
 
-fn levels_json(levels: &[(Price, Qty)]) -> Value {
-    Value::Array(levels.iter().map(|(p, q)| json!([p.to_string(), q.to_string()])).collect())
+/// Appends `s` as a JSON string literal.
+fn push_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
-fn dec(d: Decimal) -> Value {
-    Value::String(d.normalize().to_string())
+/// Appends `"key":` .
+fn push_key(out: &mut String, key: &str) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":");
+}
+
+/// Appends a decimal as a JSON string.
+fn push_dec(out: &mut String, key: &str, d: impl fmt::Display) {
+    push_key(out, key);
+    let _ = write!(out, "\"{d}\"");
+}
+
+fn push_levels(out: &mut String, key: &str, levels: &[(Price, Qty)]) {
+    push_key(out, key);
+    out.push('[');
+    for (i, (p, q)) in levels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "[\"{p}\",\"{q}\"]");
+    }
+    out.push(']');
+}
+
+fn push_head(out: &mut String, kind: &str, name: &SymbolName) {
+    out.push_str("{\"kind\":\"");
+    out.push_str(kind);
+    out.push_str("\",\"exchange\":");
+    push_str(out, &name.exchange);
+    out.push_str(",\"symbol\":");
+    push_str(out, &name.symbol);
 }
 
 impl Record {
-    /// The JSON object of CONTRACT section 3, published at mark `ts`.
-    pub fn to_json(&self, ts: u64) -> Value {
+    /// Appends the JSON object of CONTRACT section 3, published at mark `ts`, to `out`.
+    pub fn write_json(&self, ts: u64, out: &mut String) {
         match self {
-            Record::Book { name, resolution, seq, status, bids, asks } => json!({
-                "kind": "book", "exchange": name.exchange, "symbol": name.symbol, "resolution": resolution,
-                "ts": ts, "seq": seq, "status": status.as_str(), "bids": levels_json(bids), "asks": levels_json(asks),
-            }),
+            Record::Book { name, resolution, seq, status, bids, asks } => {
+                push_head(out, "book", name);
+                let _ = write!(out, ",\"resolution\":{resolution},\"ts\":{ts},\"seq\":");
+                match seq {
+                    Some(s) => {
+                        let _ = write!(out, "{s}");
+                    }
+                    None => out.push_str("null"),
+                }
+                let _ = write!(out, ",\"status\":\"{}\"", status.as_str());
+                push_levels(out, "bids", bids);
+                push_levels(out, "asks", asks);
+            }
             Record::Ticker { name, stats, bbo } => {
-                let p = |p: Option<Price>| p.map(|p| Value::String(p.to_string())).unwrap_or(Value::Null);
-                let mut v = json!({
-                    "kind": "ticker", "exchange": name.exchange, "symbol": name.symbol, "ts": ts,
-                    "open": null, "high": null, "low": null, "last": null, "volume": null, "quote_volume": null,
-                    "vwap": null, "count": 0, "change": null, "change_pct": null, "open_ts": null, "last_ts": null,
-                    "first_id": null, "last_id": null, "bid": p(bbo.bid), "ask": p(bbo.ask),
-                });
-                if let Some(s) = stats {
-                    let a = &s.agg;
-                    let fields = [
-                        ("open", dec(a.open.price.value())),
-                        ("high", dec(a.high.value())),
-                        ("low", dec(a.low.value())),
-                        ("last", dec(a.last.price.value())),
-                        ("volume", dec(a.volume.value())),
-                        ("quote_volume", dec(a.quote_volume.value())),
-                        ("vwap", dec(s.vwap)),
-                        ("count", json!(a.count)),
-                        ("change", dec(s.change)),
-                        ("change_pct", dec(s.change_pct)),
-                        ("open_ts", json!(a.open.ts)),
-                        ("last_ts", json!(a.last.ts)),
-                        ("first_id", json!(a.open.id.to_string())),
-                        ("last_id", json!(a.last.id.to_string())),
-                    ];
-                    for (k, val) in fields {
-                        v[k] = val;
+                push_head(out, "ticker", name);
+                let _ = write!(out, ",\"ts\":{ts}");
+                match stats {
+                    Some(s) => {
+                        let a = &s.agg;
+                        push_dec(out, "open", a.open.price);
+                        push_dec(out, "high", a.high);
+                        push_dec(out, "low", a.low);
+                        push_dec(out, "last", a.last.price);
+                        push_dec(out, "volume", a.volume);
+                        push_dec(out, "quote_volume", a.quote_volume);
+                        push_dec(out, "vwap", s.vwap.normalize());
+                        let _ = write!(out, ",\"count\":{}", a.count);
+                        push_dec(out, "change", s.change.normalize());
+                        push_dec(out, "change_pct", s.change_pct.normalize());
+                        let _ = write!(out, ",\"open_ts\":{},\"last_ts\":{}", a.open.ts, a.last.ts);
+                        push_key(out, "first_id");
+                        push_str(out, &a.open.id.to_string());
+                        push_key(out, "last_id");
+                        push_str(out, &a.last.id.to_string());
+                    }
+                    None => out.push_str(
+                        ",\"open\":null,\"high\":null,\"low\":null,\"last\":null,\"volume\":null,\"quote_volume\":null,\"vwap\":null,\"count\":0,\"change\":null,\"change_pct\":null,\"open_ts\":null,\"last_ts\":null,\"first_id\":null,\"last_id\":null",
+                    ),
+                }
+                for (key, p) in [("bid", bbo.bid), ("ask", bbo.ask)] {
+                    match p {
+                        Some(p) => push_dec(out, key, p),
+                        None => {
+                            push_key(out, key);
+                            out.push_str("null");
+                        }
                     }
                 }
-                v
             }
             Record::Candle { name, interval, interval_ms, open_time, candle } => {
                 let a = &candle.agg;
-                json!({
-                    "kind": "candle", "exchange": name.exchange, "symbol": name.symbol, "interval": interval,
-                    "open_time": open_time, "close_time": open_time + interval_ms - 1,
-                    "open": dec(a.open.price.value()), "high": dec(a.high.value()), "low": dec(a.low.value()),
-                    "close": dec(a.last.price.value()), "volume": dec(a.volume.value()),
-                    "buy_volume": dec(a.buy_volume.value()), "quote_volume": dec(a.quote_volume.value()),
-                    "count": a.count, "closed": candle.closed,
-                })
+                push_head(out, "candle", name);
+                push_key(out, "interval");
+                push_str(out, interval);
+                let _ = write!(out, ",\"open_time\":{open_time},\"close_time\":{}", open_time + interval_ms - 1);
+                push_dec(out, "open", a.open.price);
+                push_dec(out, "high", a.high);
+                push_dec(out, "low", a.low);
+                push_dec(out, "close", a.last.price);
+                push_dec(out, "volume", a.volume);
+                push_dec(out, "buy_volume", a.buy_volume);
+                push_dec(out, "quote_volume", a.quote_volume);
+                let _ = write!(out, ",\"count\":{},\"closed\":{}", a.count, candle.closed);
             }
         }
+        out.push('}');
+    }
+
+    /// The record as a JSON value (what [`Record::write_json`] writes, parsed back).
+    pub fn to_json(&self, ts: u64) -> Value {
+        let mut s = String::new();
+        self.write_json(ts, &mut s);
+        serde_json::from_str(&s).expect("records render as valid JSON")
     }
 
     /// Sort key inside a batch: kind, exchange, symbol, resolution or interval, open time.
