@@ -20,7 +20,14 @@ fn data_dir() -> PathBuf {
     dir
 }
 
-fn generate(name: &'static str, symbols: u32, events: u64, hours: f64, seed: u32, extra: &[&str]) -> Input {
+fn generate(
+    name: &'static str,
+    symbols: u32,
+    events: u64,
+    hours: f64,
+    seed: u32,
+    extra: &[&str],
+) -> Input {
     let path = data_dir().join(format!("{name}.ndjson"));
     if !path.exists() {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/gen_events.py");
@@ -36,13 +43,26 @@ fn generate(name: &'static str, symbols: u32, events: u64, hours: f64, seed: u32
         ];
         let out = std::fs::File::create(&path).expect("create input");
         let status = if script.exists() {
-            Command::new("python3").arg(&script).args(&args).args(extra).stdout(out).status()
+            Command::new("python3")
+                .arg(&script)
+                .args(&args)
+                .args(extra)
+                .stdout(out)
+                .status()
         } else {
-            Command::new(env!("CARGO_BIN_EXE_tampines")).arg("gen").args(&args).stdout(out).status()
+            Command::new(env!("CARGO_BIN_EXE_tampines"))
+                .arg("gen")
+                .args(&args)
+                .stdout(out)
+                .status()
         };
         assert!(status.expect("run generator").success(), "generator failed");
     }
-    Input { name, path, events: events + u64::from(symbols) }
+    Input {
+        name,
+        path,
+        events: events + u64::from(symbols),
+    }
 }
 
 /// Runs one replay; returns (seconds, peak RSS in MiB).
@@ -60,24 +80,51 @@ fn replay(input: &Input, args: &[&str]) -> (f64, f64) {
     let secs = start.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "replay failed: {stderr}");
-    let kb: f64 = stderr.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or(f64::NAN);
+    let kb: f64 = stderr
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(f64::NAN);
     (secs, kb / 1024.0)
 }
 
 fn main() {
-    let scale: f64 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    // `cargo test --all-targets` builds and runs bench targets too; only `cargo bench` passes --bench.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("replay benchmark: run it with `cargo bench --bench replay`");
+        return;
+    }
+    let scale: f64 = std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     let n = |x: f64| (x * scale) as u64;
     let live = generate("live_50sym_1m", 50, n(1_000_000.0), 0.03 * scale, 7, &[]);
     let long = generate("long_400k_30h", 50, n(400_000.0), 30.0, 7, &[]);
-    let trades = generate("trades_400k_30h", 50, n(400_000.0), 30.0, 7, &["--trade-ratio", "0.9"]);
+    let trades = generate(
+        "trades_400k_30h",
+        50,
+        n(400_000.0),
+        30.0,
+        7,
+        &["--trade-ratio", "0.9"],
+    );
     let flink = generate("flink_50sym_1m_30h", 50, n(1_000_000.0), 30.0, 7, &[]);
     let runs: Vec<(&Input, &str, Vec<&str>)> = vec![
         (&live, "live density, all defaults", vec!["-w", "1"]),
         (&live, "live density, all defaults", vec!["-w", "2"]),
         (&long, "long span, 100 ms granularity", vec!["-w", "2"]),
-        (&trades, "trade-heavy, 1 h window", vec!["-w", "2", "--window-ms", "3600000"]),
+        (
+            &trades,
+            "trade-heavy, 1 h window",
+            vec!["-w", "2", "--window-ms", "3600000"],
+        ),
         (&trades, "trade-heavy, 24 h window", vec!["-w", "2"]),
-        (&flink, "Flink comparison, 1 s granularity", vec!["-w", "2", "--granularity-ms", "1000"]),
+        (
+            &flink,
+            "Flink comparison, 1 s granularity",
+            vec!["-w", "2", "--granularity-ms", "1000"],
+        ),
     ];
     println!("| input | workload | options | seconds | events/s | peak RSS MiB |");
     println!("|---|---|---|---|---|---|");

@@ -185,6 +185,12 @@ impl JobArgs {
                 hostfile.display().to_string(),
             ]);
         }
-        Ok(Settings { config, timely, process: self.process, dlq: self.dlq.clone(), out: self.out.clone() })
+        Ok(Settings {
+            config,
+            timely,
+            process: self.process,
+            dlq: self.dlq.clone(),
+            out: self.out.clone(),
+        })
     }
 }

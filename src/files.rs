@@ -15,11 +15,19 @@ pub fn open(path: &Path, id: u32) -> LineInput {
         .map_err(|e| format!("read error: {name}: {e}"))
         .map(|f| {
             let gz = path.extension().is_some_and(|e| e == "gz");
-            let inner: Box<dyn Read> = if gz { Box::new(MultiGzDecoder::new(f)) } else { Box::new(f) };
+            let inner: Box<dyn Read> = if gz {
+                Box::new(MultiGzDecoder::new(f))
+            } else {
+                Box::new(f)
+            };
             Box::new(BufReader::with_capacity(1 << 20, inner)) as Box<dyn BufRead>
         });
     let lines: Box<dyn Iterator<Item = Result<String, (String, String)>>> = match reader {
-        Ok(reader) => Box::new(Lines { reader, name, failed: false }),
+        Ok(reader) => Box::new(Lines {
+            reader,
+            name,
+            failed: false,
+        }),
         Err(reason) => Box::new(std::iter::once(Err((reason, String::new())))),
     };
     LineInput { id, lines }
@@ -46,13 +54,19 @@ impl Iterator for Lines {
                     buf.pop();
                 }
                 Some(String::from_utf8(buf).map_err(|e| {
-                    ("invalid utf-8".to_string(), String::from_utf8_lossy(e.as_bytes()).into_owned())
+                    (
+                        "invalid utf-8".to_string(),
+                        String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                    )
                 }))
             }
             Err(e) => {
                 // A broken stream (truncated gzip, I/O error) ends this input after one dead letter.
                 self.failed = true;
-                Some(Err((format!("read error: {}: {e}", self.name), String::new())))
+                Some(Err((
+                    format!("read error: {}: {e}", self.name),
+                    String::new(),
+                )))
             }
         }
     }

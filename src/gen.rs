@@ -8,33 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde_json::json;
-
-/// A small, fast, seeded generator (SplitMix64).
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next_u64() % ((hi - lo + 1) as u64)) as i64
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use tampines_harness::generate::Rng;
 
 /// Parameters of a synthetic market.
 #[derive(Clone, Debug)]
@@ -104,8 +78,17 @@ pub fn generate(m: &Market, out: &mut dyn Write) -> std::io::Result<()> {
             s.asks.insert(s.mid + k, qty(&mut rng, 50_000));
         }
         s.seq += 1;
-        let bids: Vec<_> = s.bids.iter().rev().map(|(t, q)| json!([px(s.places, *t), q])).collect();
-        let asks: Vec<_> = s.asks.iter().map(|(t, q)| json!([px(s.places, *t), q])).collect();
+        let bids: Vec<_> = s
+            .bids
+            .iter()
+            .rev()
+            .map(|(t, q)| json!([px(s.places, *t), q]))
+            .collect();
+        let asks: Vec<_> = s
+            .asks
+            .iter()
+            .map(|(t, q)| json!([px(s.places, *t), q]))
+            .collect();
         let ev = json!({"type":"snapshot","exchange":m.exchange,"symbol":s.name,"ts":m.start_ms,"seq":s.seq,"bids":bids,"asks":asks});
         writeln!(out, "{ev}")?;
     }
@@ -116,7 +99,10 @@ pub fn generate(m: &Market, out: &mut dyn Write) -> std::io::Result<()> {
         let i = rng.range(0, m.symbols as i64 - 1) as usize;
         let jitter = rng.range(-(m.disorder_ms as i64), m.disorder_ms as i64);
         let s = &mut syms[i];
-        let ts = s.last_ts.max(base.saturating_add_signed(jitter)).max(m.start_ms);
+        let ts = s
+            .last_ts
+            .max(base.saturating_add_signed(jitter))
+            .max(m.start_ms);
         s.last_ts = ts;
         let line = if rng.unit() < m.trade_ratio {
             let buy = rng.range(0, 1) == 0;
@@ -156,7 +142,11 @@ pub fn generate(m: &Market, out: &mut dyn Write) -> std::io::Result<()> {
                     q
                 };
                 let level = json!([px(s.places, t), q]);
-                if bid { bids.push(level) } else { asks.push(level) }
+                if bid {
+                    bids.push(level)
+                } else {
+                    asks.push(level)
+                }
             }
             s.seq += 1;
             json!({"type":"book","exchange":m.exchange,"symbol":s.name,"ts":ts,"seq":s.seq,"bids":bids,"asks":asks})

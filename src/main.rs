@@ -19,7 +19,8 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -61,7 +62,10 @@ fn main() -> ExitCode {
             let result = match &a.out {
                 Some(path) => std::fs::File::create(path)
                     .and_then(|f| generate(&market, &mut std::io::BufWriter::new(f))),
-                None => generate(&market, &mut std::io::BufWriter::new(std::io::stdout().lock())),
+                None => generate(
+                    &market,
+                    &mut std::io::BufWriter::new(std::io::stdout().lock()),
+                ),
             };
             match result {
                 Ok(()) => ExitCode::SUCCESS,

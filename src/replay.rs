@@ -20,7 +20,8 @@ use crate::{files, sink};
 pub fn run(files_in: Vec<PathBuf>, settings: Settings) -> Result<Totals> {
     let stats = Arc::new(Stats::default());
     let config = Arc::new(settings.config.clone());
-    let timely_config = timely::Config::from_args(settings.timely.clone().into_iter()).map_err(|e| anyhow!(e))?;
+    let timely_config =
+        timely::Config::from_args(settings.timely.clone().into_iter()).map_err(|e| anyhow!(e))?;
     let files_in = Arc::new(files_in);
     let worker_stats = stats.clone();
     let out_target = settings.out.clone();

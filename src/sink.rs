@@ -26,13 +26,19 @@ pub fn write_batch(out: &mut dyn Write, batch: &Published) -> std::io::Result<()
         record.write_json(batch.time, &mut text);
         text.push('\n');
     }
-    text.push_str(&format!("{{\"kind\":\"progress\",\"ts\":{}}}\n", batch.time));
+    text.push_str(&format!(
+        "{{\"kind\":\"progress\",\"ts\":{}}}\n",
+        batch.time
+    ));
     out.write_all(text.as_bytes())
 }
 
 /// Writes one dead letter as `{"reason":..,"payload":..}`.
 pub fn write_dead(out: &mut dyn Write, dead: &DeadLetter) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, &json!({"reason": dead.reason, "payload": dead.payload}))?;
+    serde_json::to_writer(
+        &mut *out,
+        &json!({"reason": dead.reason, "payload": dead.payload}),
+    )?;
     out.write_all(b"\n")
 }
 

@@ -21,11 +21,24 @@ fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
     let input = dir.join("in.ndjson");
     std::fs::write(&input, INPUT).unwrap();
     let (out, dlq) = (dir.join("out.ndjson"), dir.join("dlq.ndjson"));
-    let stderr = tampines(&["replay", input.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dlq", dlq.to_str().unwrap()]);
+    let stderr = tampines(&[
+        "replay",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--dlq",
+        dlq.to_str().unwrap(),
+    ]);
     // 8 lines: 3 bad, 1 duplicate book event (seq 11 again), 1 repeated trade id, 3 applied.
-    assert!(stderr.contains("read 8 processed 3 dead-lettered 3 duplicates 2 late 0"), "{stderr}");
-    let dead: Vec<serde_json::Value> =
-        std::fs::read_to_string(&dlq).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        stderr.contains("read 8 processed 3 dead-lettered 3 duplicates 2 late 0"),
+        "{stderr}"
+    );
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons.len(), 3);
     assert!(reasons[0].starts_with("not json"));
@@ -35,14 +48,27 @@ fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
 
     let marks = marks(&out);
     // Everything lands at T = 1000 (snapshot) and T = 1100; the last mark is ceil(1095 / 100) * 100.
-    assert_eq!(marks.iter().map(|m| m.0).collect::<Vec<_>>(), vec![1000, 1100]);
-    let book = marks[1].1.iter().find(|r| r["kind"] == "book" && r["resolution"] == 1).unwrap();
+    assert_eq!(
+        marks.iter().map(|m| m.0).collect::<Vec<_>>(),
+        vec![1000, 1100]
+    );
+    let book = marks[1]
+        .1
+        .iter()
+        .find(|r| r["kind"] == "book" && r["resolution"] == 1)
+        .unwrap();
     assert_eq!(book["bids"], serde_json::json!([["9.5", "2"]]));
     assert_eq!(book["seq"], 11);
     assert_eq!(book["status"], "ok");
     let ticker = marks[1].1.iter().find(|r| r["kind"] == "ticker").unwrap();
-    assert_eq!((ticker["count"].as_u64(), ticker["volume"].as_str()), (Some(1), Some("2")));
-    assert_eq!((ticker["bid"].as_str(), ticker["ask"].as_str()), (Some("9.5"), Some("10.5")));
+    assert_eq!(
+        (ticker["count"].as_u64(), ticker["volume"].as_str()),
+        (Some(1), Some("2"))
+    );
+    assert_eq!(
+        (ticker["bid"].as_str(), ticker["ask"].as_str()),
+        (Some("9.5"), Some("10.5"))
+    );
 }
 
 #[test]
@@ -51,7 +77,21 @@ fn output_is_identical_for_1_2_and_4_workers() {
     let files: Vec<String> = (0..3)
         .map(|i| {
             let f = dir.join(format!("in{i}.ndjson"));
-            tampines(&["gen", "--symbols", "4", "--events", "3000", "--hours", "0.02", "--seed", &i.to_string(), "--exchange", &format!("x{i}"), "--out", f.to_str().unwrap()]);
+            tampines(&[
+                "gen",
+                "--symbols",
+                "4",
+                "--events",
+                "3000",
+                "--hours",
+                "0.02",
+                "--seed",
+                &i.to_string(),
+                "--exchange",
+                &format!("x{i}"),
+                "--out",
+                f.to_str().unwrap(),
+            ]);
             f.display().to_string()
         })
         .collect();
@@ -76,5 +116,8 @@ fn bad_usage_exits_2_with_one_line() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "tampines: --granularity-ms must be positive");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "tampines: --granularity-ms must be positive"
+    );
 }

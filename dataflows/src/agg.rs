@@ -27,7 +27,13 @@ pub struct TradeRec {
 impl TradeRec {
     /// From a parsed trade and its time.
     pub fn new(ts: u64, trade: &Trade) -> TradeRec {
-        TradeRec { ts, id: trade.id.clone(), price: trade.price, qty: trade.qty, side: trade.side }
+        TradeRec {
+            ts,
+            id: trade.id.clone(),
+            price: trade.price,
+            qty: trade.qty,
+            side: trade.side,
+        }
     }
 }
 
@@ -66,8 +72,16 @@ pub struct Agg {
 impl Agg {
     /// The aggregate of one trade.
     pub fn of(t: &TradeRec) -> Agg {
-        let mark = Mark { ts: t.ts, id: t.id.clone(), price: t.price };
-        let buy = if t.side == TradeSide::Buy { t.qty } else { Qty::ZERO };
+        let mark = Mark {
+            ts: t.ts,
+            id: t.id.clone(),
+            price: t.price,
+        };
+        let buy = if t.side == TradeSide::Buy {
+            t.qty
+        } else {
+            Qty::ZERO
+        };
         Agg {
             open: mark.clone(),
             last: mark,
@@ -98,7 +112,10 @@ impl Agg {
 
     /// Folds `(item, multiplicity)` pairs, as a differential `reduce` presents them; `None` when
     /// nothing has a positive multiplicity.
-    pub fn fold<'a, T: 'a>(items: impl IntoIterator<Item = (&'a T, isize)>, of: impl Fn(&T) -> Agg) -> Option<Agg> {
+    pub fn fold<'a, T: 'a>(
+        items: impl IntoIterator<Item = (&'a T, isize)>,
+        of: impl Fn(&T) -> Agg,
+    ) -> Option<Agg> {
         let mut acc: Option<Agg> = None;
         for (item, n) in items {
             for _ in 0..n.max(0) {

@@ -70,18 +70,28 @@ pub fn candles<'s>(
                     let closes = (open + interval.ms).div_ceil(g) * g;
                     let candles = series.entry((sym, ivl)).or_default();
                     let old = candles.get(&open).cloned();
-                    before.entry((sym, ivl, open)).or_insert_with(|| old.clone());
+                    before
+                        .entry((sym, ivl, open))
+                        .or_insert_with(|| old.clone());
                     match candles.get_mut(&open) {
                         Some(candle) => candle.agg.merge(&Agg::of(&trade)),
                         None => {
-                            candles.insert(open, Candle { agg: Agg::of(&trade), closed: closes <= time });
+                            candles.insert(
+                                open,
+                                Candle {
+                                    agg: Agg::of(&trade),
+                                    closed: closes <= time,
+                                },
+                            );
                             if closes > time {
                                 closing.entry(closes).or_default().push((sym, ivl, open));
                                 timers.schedule(closes);
                             }
                             if candles.len() > config.candle_retention {
                                 if let Some((&oldest, candle)) = candles.iter().next() {
-                                    before.entry((sym, ivl, oldest)).or_insert_with(|| Some(candle.clone()));
+                                    before
+                                        .entry((sym, ivl, oldest))
+                                        .or_insert_with(|| Some(candle.clone()));
                                     candles.remove(&oldest);
                                 }
                             }

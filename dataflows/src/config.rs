@@ -31,12 +31,19 @@ impl FromStr for Interval {
             "h" => 3_600_000,
             "d" => 86_400_000,
             "w" => 7 * 86_400_000,
-            _ => return Err(format!("bad interval unit in {s:?} (use ms, s, m, h, d or w)")),
+            _ => {
+                return Err(format!(
+                    "bad interval unit in {s:?} (use ms, s, m, h, d or w)"
+                ))
+            }
         };
         if n == 0 {
             return Err(format!("interval {s:?} must be positive"));
         }
-        Ok(Interval { ms: n * unit_ms, name: s.to_string() })
+        Ok(Interval {
+            ms: n * unit_ms,
+            name: s.to_string(),
+        })
     }
 }
 
@@ -129,7 +136,9 @@ impl Config {
 
 /// Parses `EXCHANGE:SYMBOL=STEP`.
 pub fn parse_tick_size(s: &str) -> Result<(String, String, Price), String> {
-    let (name, step) = s.split_once('=').ok_or_else(|| format!("bad tick size {s:?}: want EXCHANGE:SYMBOL=STEP"))?;
+    let (name, step) = s
+        .split_once('=')
+        .ok_or_else(|| format!("bad tick size {s:?}: want EXCHANGE:SYMBOL=STEP"))?;
     let (exchange, symbol) = name
         .split_once(':')
         .ok_or_else(|| format!("bad tick size {s:?}: want EXCHANGE:SYMBOL=STEP"))?;

@@ -142,7 +142,10 @@ struct Raw<'a> {
 }
 
 /// Fields whose JSON type is checked on the slow path, with the type each must have.
-const TYPED_FIELDS: &[(&str, fn(&serde_json::Value) -> bool)] = &[
+/// Checks that a JSON value has the type a field needs.
+type TypeCheck = fn(&serde_json::Value) -> bool;
+
+const TYPED_FIELDS: &[(&str, TypeCheck)] = &[
     ("type", serde_json::Value::is_string),
     ("exchange", serde_json::Value::is_string),
     ("symbol", serde_json::Value::is_string),
@@ -184,7 +187,10 @@ fn diagnose(line: &str, err: serde_json::Error) -> ParseError {
     }
 }
 
-fn levels(raw: Option<Vec<(Cow<'_, str>, Cow<'_, str>)>>, field: &'static str) -> Result<Vec<Level>, ParseError> {
+fn levels(
+    raw: Option<Vec<(Cow<'_, str>, Cow<'_, str>)>>,
+    field: &'static str,
+) -> Result<Vec<Level>, ParseError> {
     let raw = raw.ok_or(ParseError::Missing(field))?;
     raw.iter()
         .map(|(p, q)| {
@@ -205,7 +211,10 @@ pub fn parse(line: &str) -> Result<Parsed, ParseError> {
     let exchange = raw.exchange.ok_or(ParseError::Missing("exchange"))?;
     let symbol = raw.symbol.ok_or(ParseError::Missing("symbol"))?;
     let ts = raw.ts.ok_or(ParseError::Missing("ts"))?;
-    let ts = u64::try_from(ts).ok().filter(|&t| t > 0).ok_or(ParseError::BadTs)?;
+    let ts = u64::try_from(ts)
+        .ok()
+        .filter(|&t| t > 0)
+        .ok_or(ParseError::BadTs)?;
     let body = match &*kind {
         "snapshot" => Body::Snapshot {
             bids: levels(raw.bids, "bids")?,
@@ -223,7 +232,10 @@ pub fn parse(line: &str) -> Result<Parsed, ParseError> {
             let price = raw.price.ok_or(ParseError::Missing("price"))?;
             let qty = raw.qty.ok_or(ParseError::Missing("qty"))?;
             let side = raw.side.ok_or(ParseError::Missing("side"))?;
-            let price = Price::parse(&price).map_err(|err| ParseError::BadValue { field: "price", err })?;
+            let price = Price::parse(&price).map_err(|err| ParseError::BadValue {
+                field: "price",
+                err,
+            })?;
             let qty = Qty::parse(&qty).map_err(|err| ParseError::BadValue { field: "qty", err })?;
             if qty.is_zero_qty() {
                 return Err(ParseError::ZeroTradeQty);
@@ -233,12 +245,24 @@ pub fn parse(line: &str) -> Result<Parsed, ParseError> {
                 "sell" => TradeSide::Sell,
                 other => return Err(ParseError::BadSide(other.to_string())),
             };
-            Body::Trade(Trade { id: TradeId::new(&id), price, qty, side })
+            Body::Trade(Trade {
+                id: TradeId::new(&id),
+                price,
+                qty,
+                side,
+            })
         }
     };
     Ok(Parsed {
-        event: Event { sym: Sym::of(&exchange, &symbol), ts, body },
-        name: SymbolName { exchange: exchange.into_owned(), symbol: symbol.into_owned() },
+        event: Event {
+            sym: Sym::of(&exchange, &symbol),
+            ts,
+            body,
+        },
+        name: SymbolName {
+            exchange: exchange.into_owned(),
+            symbol: symbol.into_owned(),
+        },
     })
 }
 
@@ -252,8 +276,19 @@ mod tests {
         assert_eq!(p.name.symbol, "BTCUSDT");
         assert_eq!(p.event.ts, 1_700_000_000_123);
         match p.event.body {
-            Body::Book { bids, asks, seq, prev_seq } => {
-                assert_eq!(bids, vec![(Price::parse("37000.1").unwrap(), Qty::parse("1.25").unwrap())]);
+            Body::Book {
+                bids,
+                asks,
+                seq,
+                prev_seq,
+            } => {
+                assert_eq!(
+                    bids,
+                    vec![(
+                        Price::parse("37000.1").unwrap(),
+                        Qty::parse("1.25").unwrap()
+                    )]
+                );
                 assert_eq!(asks, vec![(Price::parse("37001").unwrap(), Qty::ZERO)]);
                 assert_eq!((seq, prev_seq), (Some(1001), None));
             }
@@ -266,23 +301,65 @@ mod tests {
         let cases = [
             ("not json", "not json"),
             ("[1,2]", "not json: not an object"),
-            (r#"{"type":"quote","exchange":"x","symbol":"y","ts":1}"#, "unknown type \"quote\""),
-            (r#"{"type":"trade","symbol":"y","ts":1}"#, "missing field exchange"),
-            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":"1"}"#, "ill-typed field ts"),
-            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":0,"id":"1","price":"1","qty":"1","side":"buy"}"#, "ts must be positive"),
-            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":-5,"id":"1","price":"1","qty":"1","side":"buy"}"#, "ts must be positive"),
-            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"0","qty":"1","side":"buy"}"#, "bad price: price must be positive: 0"),
-            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"1","qty":"0","side":"buy"}"#, "trade quantity must be positive"),
-            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"1","qty":"1","side":"up"}"#, "bad side \"up\""),
-            (r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":7,"price":"1","qty":"1","side":"buy"}"#, "ill-typed field id"),
-            (r#"{"type":"book","exchange":"x","symbol":"y","ts":1,"bids":[["1","-2"]],"asks":[]}"#, "bad bids: negative quantity: -2"),
-            (r#"{"type":"book","exchange":"x","symbol":"y","ts":1,"bids":[["1e3","2"]],"asks":[]}"#, "bad bids: bad decimal \"1e3\""),
-            (r#"{"type":"book","exchange":"x","symbol":"y","ts":1,"bids":[]}"#, "missing field asks"),
-            (r#"{"type":"snapshot","exchange":"x","symbol":"y","ts":1,"bids":[[1,2]],"asks":[]}"#, "ill-typed field bids"),
+            (
+                r#"{"type":"quote","exchange":"x","symbol":"y","ts":1}"#,
+                "unknown type \"quote\"",
+            ),
+            (
+                r#"{"type":"trade","symbol":"y","ts":1}"#,
+                "missing field exchange",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":"1"}"#,
+                "ill-typed field ts",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":0,"id":"1","price":"1","qty":"1","side":"buy"}"#,
+                "ts must be positive",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":-5,"id":"1","price":"1","qty":"1","side":"buy"}"#,
+                "ts must be positive",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"0","qty":"1","side":"buy"}"#,
+                "bad price: price must be positive: 0",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"1","qty":"0","side":"buy"}"#,
+                "trade quantity must be positive",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"1","qty":"1","side":"up"}"#,
+                "bad side \"up\"",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":7,"price":"1","qty":"1","side":"buy"}"#,
+                "ill-typed field id",
+            ),
+            (
+                r#"{"type":"book","exchange":"x","symbol":"y","ts":1,"bids":[["1","-2"]],"asks":[]}"#,
+                "bad bids: negative quantity: -2",
+            ),
+            (
+                r#"{"type":"book","exchange":"x","symbol":"y","ts":1,"bids":[["1e3","2"]],"asks":[]}"#,
+                "bad bids: bad decimal \"1e3\"",
+            ),
+            (
+                r#"{"type":"book","exchange":"x","symbol":"y","ts":1,"bids":[]}"#,
+                "missing field asks",
+            ),
+            (
+                r#"{"type":"snapshot","exchange":"x","symbol":"y","ts":1,"bids":[[1,2]],"asks":[]}"#,
+                "ill-typed field bids",
+            ),
         ];
         for (line, reason) in cases {
             let err = parse(line).expect_err(line).to_string();
-            assert!(err.starts_with(reason), "{line}: got {err:?}, want {reason:?}");
+            assert!(
+                err.starts_with(reason),
+                "{line}: got {err:?}, want {reason:?}"
+            );
         }
     }
 }

@@ -48,7 +48,11 @@ pub struct Outputs<'s> {
 }
 
 /// Builds the whole dataflow over a source stream (see the crate doc for its shape).
-pub fn build<'s>(source: StreamVec<'s, u64, (SourceRecord, u64)>, config: Arc<Config>, stats: Arc<Stats>) -> Outputs<'s> {
+pub fn build<'s>(
+    source: StreamVec<'s, u64, (SourceRecord, u64)>,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+) -> Outputs<'s> {
     let scope = source.scope();
     let routed = source.exchange(|(r, _)| r.route());
     let mut parts = routed.partition(5, |(r, t)| {
@@ -84,7 +88,14 @@ pub fn build<'s>(source: StreamVec<'s, u64, (SourceRecord, u64)>, config: Arc<Co
     let window = ticker::window(trades, ends.clone(), config.clone(), stats);
     let ticker = ticker::aggregate(window.window);
     let candles = candles::candles(window.accepted, ends.clone(), config.clone());
-    let components = Components { names, sides: books.sides, meta: books.meta, bbo: books.bbo, ticker, candles };
+    let components = Components {
+        names,
+        sides: books.sides,
+        meta: books.meta,
+        bbo: books.bbo,
+        ticker,
+        candles,
+    };
     let published = results::publish(scope, components, ends, config);
     Outputs { published, dead }
 }

@@ -109,11 +109,17 @@ struct Book {
 
 impl Book {
     fn meta(&self) -> BookMeta {
-        BookMeta { seq: self.seq, stale: !self.has_snapshot || self.gap }
+        BookMeta {
+            seq: self.seq,
+            stale: !self.has_snapshot || self.gap,
+        }
     }
 
     fn bbo(&self) -> Bbo {
-        Bbo { bid: self.bids.keys().next_back().copied(), ask: self.asks.keys().next().copied() }
+        Bbo {
+            bid: self.bids.keys().next_back().copied(),
+            ask: self.asks.keys().next().copied(),
+        }
     }
 
     fn tick(&self, configured: Option<Price>) -> Option<Price> {
@@ -136,8 +142,14 @@ impl Book {
 
     fn set(&mut self, side: Side, price: Price, qty: Qty) {
         let book = self.side_mut(side);
-        let old = if qty.is_zero_qty() { book.remove(&price) } else { book.insert(price, qty) };
-        self.touched.entry((side, price)).or_insert(old.unwrap_or(Qty::ZERO));
+        let old = if qty.is_zero_qty() {
+            book.remove(&price)
+        } else {
+            book.insert(price, qty)
+        };
+        self.touched
+            .entry((side, price))
+            .or_insert(old.unwrap_or(Qty::ZERO));
     }
 
     fn apply(&mut self, side: Side, levels: &[Level]) {
@@ -149,14 +161,31 @@ impl Book {
 
     /// Emits the changes of the current timestamp and resets the per-timestamp bookkeeping.
     fn flush(&mut self, sym: Sym, time: u64, configured: Option<Price>, out: &mut Vec<Update>) {
-        let Some((meta0, bbo0, tick0)) = self.start.take() else { return };
+        let Some((meta0, bbo0, tick0)) = self.start.take() else {
+            return;
+        };
         let touched = std::mem::take(&mut self.touched);
         let tick = self.tick(configured);
-        let level = |side, price, tick, diff| Update::Level(LevelKey { sym, side, price, tick }, time, diff);
+        let level = |side, price, tick, diff| {
+            Update::Level(
+                LevelKey {
+                    sym,
+                    side,
+                    price,
+                    tick,
+                },
+                time,
+                diff,
+            )
+        };
         if tick == tick0 {
             if let Some(tick) = tick {
                 for ((side, price), old) in touched {
-                    let new = self.side_mut(side).get(&price).copied().unwrap_or(Qty::ZERO);
+                    let new = self
+                        .side_mut(side)
+                        .get(&price)
+                        .copied()
+                        .unwrap_or(Qty::ZERO);
                     let diff = new.value() - old.value();
                     if !diff.is_zero() {
                         out.push(level(side, price, tick, Qty::from_decimal(diff)));
@@ -226,7 +255,7 @@ pub fn raw_books<'s>(
         "RawBooks",
         |(_, t)| *t,
         move |time, mut records, _timers: &mut Timers, out| {
-            records.sort_by(|a, b| a.0.pos.cmp(&b.0.pos));
+            records.sort_by_key(|r| r.0.pos);
             let mut dirty: Vec<Sym> = Vec::new();
             for (stamped, _) in records {
                 let event = stamped.event;
@@ -249,7 +278,12 @@ pub fn raw_books<'s>(
                         book.has_snapshot = true;
                         book.gap = false;
                     }
-                    Body::Book { bids, asks, seq, prev_seq } => {
+                    Body::Book {
+                        bids,
+                        asks,
+                        seq,
+                        prev_seq,
+                    } => {
                         if book.synced {
                             let last = book.seq.unwrap_or(0);
                             if seq.is_some_and(|s| s <= last) {
@@ -308,7 +342,11 @@ pub fn raw_books<'s>(
         Update::Level(d, t, r) => Some((d, t, r)),
         _ => None,
     });
-    (levels.as_collection(), meta.as_collection(), bbo.as_collection())
+    (
+        levels.as_collection(),
+        meta.as_collection(),
+        bbo.as_collection(),
+    )
 }
 
 /// The whole orderbook stage: raw books, grouped levels, top `depth` per side.
@@ -319,8 +357,16 @@ pub fn orderbooks<'s>(
     stats: Arc<Stats>,
 ) -> Books<'s> {
     let (levels, meta, bbo) = raw_books(events, ends, config.clone(), stats);
-    let sides = top_levels(group_levels(levels.clone(), &config.resolutions), config.depth);
-    Books { levels, meta, bbo, sides }
+    let sides = top_levels(
+        group_levels(levels.clone(), &config.resolutions),
+        config.depth,
+    );
+    Books {
+        levels,
+        meta,
+        bbo,
+        sides,
+    }
 }
 
 /// Maps raw levels to their group at every resolution; sizes add up by consolidation.
@@ -345,12 +391,21 @@ pub fn top_levels<'s>(
     grouped: VecCollection<'s, u64, (SideKey, Price), Qty>,
     depth: usize,
 ) -> VecCollection<'s, u64, (SideKey, Levels), isize> {
-    grouped.reduce_named("BookTopLevels", move |key: &SideKey, input: &[(&Price, Qty)], output| {
-        let positive = |(p, q): &(&Price, Qty)| (q.value() > Decimal::ZERO).then_some((**p, *q));
-        let levels: Levels = match key.2 {
-            Side::Bid => input.iter().rev().filter_map(positive).take(depth).collect(),
-            Side::Ask => input.iter().filter_map(positive).take(depth).collect(),
-        };
-        output.push((levels, 1));
-    })
+    grouped.reduce_named(
+        "BookTopLevels",
+        move |key: &SideKey, input: &[(&Price, Qty)], output| {
+            let positive =
+                |(p, q): &(&Price, Qty)| (q.value() > Decimal::ZERO).then_some((**p, *q));
+            let levels: Levels = match key.2 {
+                Side::Bid => input
+                    .iter()
+                    .rev()
+                    .filter_map(positive)
+                    .take(depth)
+                    .collect(),
+                Side::Ask => input.iter().filter_map(positive).take(depth).collect(),
+            };
+            output.push((levels, 1));
+        },
+    )
 }

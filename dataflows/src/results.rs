@@ -84,7 +84,12 @@ impl TickerStats {
         let open = agg.open.price.value();
         let change = (agg.last.price.value() - open).normalize();
         let change_pct = round_dp(change * Decimal::ONE_HUNDRED / open, 4);
-        TickerStats { vwap: agg.vwap(), change, change_pct, agg }
+        TickerStats {
+            vwap: agg.vwap(),
+            change,
+            change_pct,
+            agg,
+        }
     }
 }
 
@@ -184,7 +189,14 @@ impl Record {
     /// Appends the JSON object of CONTRACT section 3, published at mark `ts`, to `out`.
     pub fn write_json(&self, ts: u64, out: &mut String) {
         match self {
-            Record::Book { name, resolution, seq, status, bids, asks } => {
+            Record::Book {
+                name,
+                resolution,
+                seq,
+                status,
+                bids,
+                asks,
+            } => {
                 push_head(out, "book", name);
                 let _ = write!(out, ",\"resolution\":{resolution},\"ts\":{ts},\"seq\":");
                 match seq {
@@ -233,12 +245,22 @@ impl Record {
                     }
                 }
             }
-            Record::Candle { name, interval, interval_ms, open_time, candle } => {
+            Record::Candle {
+                name,
+                interval,
+                interval_ms,
+                open_time,
+                candle,
+            } => {
                 let a = &candle.agg;
                 push_head(out, "candle", name);
                 push_key(out, "interval");
                 push_str(out, interval);
-                let _ = write!(out, ",\"open_time\":{open_time},\"close_time\":{}", open_time + interval_ms - 1);
+                let _ = write!(
+                    out,
+                    ",\"open_time\":{open_time},\"close_time\":{}",
+                    open_time + interval_ms - 1
+                );
                 push_dec(out, "open", a.open.price);
                 push_dec(out, "high", a.high);
                 push_dec(out, "low", a.low);
@@ -262,9 +284,16 @@ impl Record {
     /// Sort key inside a batch: kind, exchange, symbol, resolution or interval, open time.
     pub fn sort_key(&self) -> (u8, &str, &str, u64, u64) {
         match self {
-            Record::Book { name, resolution, .. } => (0, &name.exchange, &name.symbol, u64::from(*resolution), 0),
+            Record::Book {
+                name, resolution, ..
+            } => (0, &name.exchange, &name.symbol, u64::from(*resolution), 0),
             Record::Ticker { name, .. } => (1, &name.exchange, &name.symbol, 0, 0),
-            Record::Candle { name, interval_ms, open_time, .. } => (2, &name.exchange, &name.symbol, *interval_ms, *open_time),
+            Record::Candle {
+                name,
+                interval_ms,
+                open_time,
+                ..
+            } => (2, &name.exchange, &name.symbol, *interval_ms, *open_time),
         }
     }
 }
@@ -328,7 +357,12 @@ struct State {
 
 impl State {
     fn apply(&mut self, c: Component, diff: isize) {
-        fn set<K: std::hash::Hash + Eq, V: PartialEq>(map: &mut HashMap<K, V>, k: K, v: V, diff: isize) {
+        fn set<K: std::hash::Hash + Eq, V: PartialEq>(
+            map: &mut HashMap<K, V>,
+            k: K,
+            v: V,
+            diff: isize,
+        ) {
             if diff > 0 {
                 map.insert(k, v);
             } else if map.get(&k) == Some(&v) {
@@ -363,8 +397,20 @@ impl State {
                     (Some(b), Some(a)) if b >= a => Status::Crossed,
                     _ => Status::Ok,
                 };
-                let side = |s| self.sides.get(&(sym, resolution, s)).cloned().unwrap_or_default();
-                Some(Record::Book { name, resolution, seq: meta.seq, status, bids: side(Side::Bid), asks: side(Side::Ask) })
+                let side = |s| {
+                    self.sides
+                        .get(&(sym, resolution, s))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                Some(Record::Book {
+                    name,
+                    resolution,
+                    seq: meta.seq,
+                    status,
+                    bids: side(Side::Bid),
+                    asks: side(Side::Ask),
+                })
             }
             ResultKey::Ticker(sym) => {
                 if !self.traded.contains(&sym) {
@@ -372,13 +418,23 @@ impl State {
                 }
                 let name = self.names.get(&sym)?.clone();
                 let stats = self.ticker.get(&sym).cloned().map(TickerStats::new);
-                Some(Record::Ticker { name, stats, bbo: self.bbo.get(&sym).cloned().unwrap_or_default() })
+                Some(Record::Ticker {
+                    name,
+                    stats,
+                    bbo: self.bbo.get(&sym).cloned().unwrap_or_default(),
+                })
             }
             ResultKey::Candle(sym, ivl, open_time) => {
                 let candle = self.candles.get(&(sym, ivl, open_time))?.clone();
                 let name = self.names.get(&sym)?.clone();
                 let interval = config.intervals.get(ivl as usize)?;
-                Some(Record::Candle { name, interval: interval.name.clone(), interval_ms: interval.ms, open_time, candle })
+                Some(Record::Candle {
+                    name,
+                    interval: interval.name.clone(),
+                    interval_ms: interval.ms,
+                    open_time,
+                    candle,
+                })
             }
         }
     }
@@ -391,14 +447,28 @@ pub fn publish<'s>(
     ends: StreamVec<'s, u64, u64>,
     config: Arc<Config>,
 ) -> StreamVec<'s, u64, Published> {
-    let Components { names, sides, meta, bbo, ticker, candles } = components;
+    let Components {
+        names,
+        sides,
+        meta,
+        bbo,
+        ticker,
+        candles,
+    } = components;
     let streams = vec![
         names.map(|((s, n), t)| (Component::Name(s, n), t, 1)),
-        sides.inner.map(|((k, v), t, r)| (Component::Side(k, v), t, r)),
-        meta.inner.map(|((k, v), t, r)| (Component::Meta(k, v), t, r)),
+        sides
+            .inner
+            .map(|((k, v), t, r)| (Component::Side(k, v), t, r)),
+        meta.inner
+            .map(|((k, v), t, r)| (Component::Meta(k, v), t, r)),
         bbo.inner.map(|((k, v), t, r)| (Component::Bbo(k, v), t, r)),
-        ticker.inner.map(|((k, v), t, r)| (Component::Ticker(k, v), t, r)),
-        candles.inner.map(|((k, v), t, r)| (Component::Candle(k, v), t, r)),
+        ticker
+            .inner
+            .map(|((k, v), t, r)| (Component::Ticker(k, v), t, r)),
+        candles
+            .inner
+            .map(|((k, v), t, r)| (Component::Candle(k, v), t, r)),
     ];
     let all = scope.concatenate(streams);
     let resolutions = config.resolutions.clone();
@@ -419,7 +489,9 @@ pub fn publish<'s>(
             for (c, _, diff) in updates {
                 match &c {
                     Component::Name(..) => {}
-                    Component::Side((sym, _, _), _) | Component::Meta(sym, _) | Component::Bbo(sym, _) => {
+                    Component::Side((sym, _, _), _)
+                    | Component::Meta(sym, _)
+                    | Component::Bbo(sym, _) => {
                         touched.extend(resolutions.iter().map(|&r| ResultKey::Book(*sym, r)));
                         touched.insert(ResultKey::Ticker(*sym));
                     }
@@ -443,7 +515,9 @@ pub fn publish<'s>(
                         }
                     }
                     None => {
-                        if let Some(Record::Candle { name, interval, .. }) = state.published.remove(&key) {
+                        if let Some(Record::Candle { name, interval, .. }) =
+                            state.published.remove(&key)
+                        {
                             removed.push((key, name, interval));
                         }
                     }
@@ -452,13 +526,21 @@ pub fn publish<'s>(
             if !changed.is_empty() || !removed.is_empty() {
                 changed.sort_by(|a, b| a.1.sort_key().cmp(&b.1.sort_key()));
                 published_at.set(Some(time));
-                out.push(Published { time, changed, removed });
+                out.push(Published {
+                    time,
+                    changed,
+                    removed,
+                });
             }
         },
         move |last_mark, out| {
             if let Some(last) = last_mark.filter(|&l| l > 0 && publisher) {
                 if last_published.get().is_none_or(|p| p < last) {
-                    out.push(Published { time: last, changed: Vec::new(), removed: Vec::new() });
+                    out.push(Published {
+                        time: last,
+                        changed: Vec::new(),
+                        removed: Vec::new(),
+                    });
                 }
             }
         },
@@ -469,6 +551,11 @@ pub fn publish<'s>(
 pub fn by_mark(batches: &[Published]) -> BTreeMap<u64, Vec<Value>> {
     batches
         .iter()
-        .map(|b| (b.time, b.changed.iter().map(|(_, r)| r.to_json(b.time)).collect()))
+        .map(|b| {
+            (
+                b.time,
+                b.changed.iter().map(|(_, r)| r.to_json(b.time)).collect(),
+            )
+        })
         .collect()
 }

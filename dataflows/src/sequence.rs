@@ -84,7 +84,9 @@ where
             loop {
                 let next_data = stash.keys().next().copied();
                 let next_timer = timers.pending.iter().next().copied();
-                let Some(next) = next_data.into_iter().chain(next_timer).min() else { break };
+                let Some(next) = next_data.into_iter().chain(next_timer).min() else {
+                    break;
+                };
                 // Buffered records are never dropped: every data time is at most the last mark.
                 if !(complete(next) || (finished && next_data == Some(next))) {
                     break;
@@ -93,7 +95,9 @@ where
                 let records = stash.remove(&next).unwrap_or_default();
                 logic(next, records, &mut timers, &mut out);
                 if !out.is_empty() {
-                    output.session(&c.delayed(&next)).give_iterator(out.drain(..));
+                    output
+                        .session(&c.delayed(&next))
+                        .give_iterator(out.drain(..));
                 }
             }
             if finished {

@@ -111,7 +111,13 @@ pub fn lines<'s>(
         let mut cap = Some(capability);
         let mut readers: Vec<Reader> = inputs
             .into_iter()
-            .map(|input| Reader { input, stamper: Stamper::new(&config), seen: HashSet::new(), offset: 0, done: false })
+            .map(|input| Reader {
+                input,
+                stamper: Stamper::new(&config),
+                seen: HashSet::new(),
+                offset: 0,
+                done: false,
+            })
             .collect();
         let mut batch: BTreeMap<u64, Vec<SourceRecord>> = BTreeMap::new();
         move |output| {
@@ -129,15 +135,28 @@ pub fn lines<'s>(
                 }
             }
             for (time, records) in std::mem::take(&mut batch) {
-                output.session(&c.delayed(&time)).give_iterator(records.into_iter().map(|r| (r, time)));
+                output
+                    .session(&c.delayed(&time))
+                    .give_iterator(records.into_iter().map(|r| (r, time)));
             }
             if readers.iter().all(|r| r.done) {
-                let last = readers.iter().filter_map(|r| r.stamper.last_mark()).max().unwrap_or(0);
+                let last = readers
+                    .iter()
+                    .filter_map(|r| r.stamper.last_mark())
+                    .max()
+                    .unwrap_or(0);
                 let now = *c.time();
-                output.session(c).give_iterator((0..peers).map(|to| (SourceRecord::End { last, to }, now)));
+                output
+                    .session(c)
+                    .give_iterator((0..peers).map(|to| (SourceRecord::End { last, to }, now)));
                 cap = None;
             } else {
-                let open = readers.iter().filter(|r| !r.done).map(|r| r.stamper.open()).min().unwrap_or(floor);
+                let open = readers
+                    .iter()
+                    .filter(|r| !r.done)
+                    .map(|r| r.stamper.open())
+                    .min()
+                    .unwrap_or(floor);
                 c.downgrade(&open.max(floor));
                 activator.activate();
             }
@@ -157,7 +176,11 @@ fn read_line(
     let open = reader.stamper.open().max(floor);
     let mut dead = |reason: String, payload: String| {
         Stats::add(&stats.dead_lettered, 1);
-        let record = SourceRecord::Dead(DeadLetter { reason, payload, pos });
+        let record = SourceRecord::Dead(DeadLetter {
+            reason,
+            payload,
+            pos,
+        });
         batch.entry(open).or_default().push(record);
     };
     let line = match line {
@@ -182,9 +205,15 @@ fn read_line(
             }
             // Names travel at the floor, which no later event of this input can precede.
             if reader.seen.insert(event.sym) {
-                batch.entry(floor).or_default().push(SourceRecord::Name(event.sym, parsed.name));
+                batch
+                    .entry(floor)
+                    .or_default()
+                    .push(SourceRecord::Name(event.sym, parsed.name));
             }
-            batch.entry(time.max(floor)).or_default().push(SourceRecord::Event(Stamped { pos, event }));
+            batch
+                .entry(time.max(floor))
+                .or_default()
+                .push(SourceRecord::Event(Stamped { pos, event }));
         }
     }
 }

@@ -75,9 +75,11 @@ pub fn window<'s>(
                 }
                 out.push(Out::Window((sym, rec), time, -1));
             }
-            records.sort_by(|a, b| a.0.pos.cmp(&b.0.pos));
+            records.sort_by_key(|r| r.0.pos);
             for (stamped, _) in records {
-                let Body::Trade(trade) = &stamped.event.body else { continue };
+                let Body::Trade(trade) = &stamped.event.body else {
+                    continue;
+                };
                 let sym = stamped.event.sym;
                 let key = (sym, trade.id.clone());
                 if inside.get(&key).is_some_and(|&leaves| leaves > time) {
@@ -107,18 +109,26 @@ pub fn window<'s>(
         Out::Accepted(d, t) => Some((d, t)),
         Out::Window(..) => None,
     });
-    Window { accepted, window: window.as_collection() }
+    Window {
+        accepted,
+        window: window.as_collection(),
+    }
 }
 
 /// Aggregates the window per symbol, through second, minute and hour buckets.
-pub fn aggregate<'s>(window: VecCollection<'s, u64, (Sym, TradeRec), isize>) -> VecCollection<'s, u64, (Sym, Agg), isize> {
+pub fn aggregate<'s>(
+    window: VecCollection<'s, u64, (Sym, TradeRec), isize>,
+) -> VecCollection<'s, u64, (Sym, Agg), isize> {
     window
         .map(|(sym, rec)| ((sym, rec.ts / 1_000), rec))
-        .reduce_named("TickerSeconds", |_key, input: &[(&TradeRec, isize)], output| {
-            if let Some(agg) = Agg::fold(input.iter().map(|(r, n)| (*r, *n)), Agg::of) {
-                output.push((agg, 1));
-            }
-        })
+        .reduce_named(
+            "TickerSeconds",
+            |_key, input: &[(&TradeRec, isize)], output| {
+                if let Some(agg) = Agg::fold(input.iter().map(|(r, n)| (*r, *n)), Agg::of) {
+                    output.push((agg, 1));
+                }
+            },
+        )
         .map(|((sym, second), agg)| ((sym, second / 60), agg))
         .reduce_named("TickerMinutes", merge::<(Sym, u64)>)
         .map(|((sym, minute), agg)| ((sym, minute / 60), agg))

@@ -61,7 +61,9 @@ impl Stamper {
     pub fn open(&self) -> u64 {
         match self.max_ts {
             None => 0,
-            Some(max) => max.saturating_sub(self.lateness).div_ceil(self.granularity) * self.granularity,
+            Some(max) => {
+                max.saturating_sub(self.lateness).div_ceil(self.granularity) * self.granularity
+            }
         }
     }
 
@@ -72,7 +74,8 @@ impl Stamper {
 
     /// The timestamp of the newest event seen: the last mark this input can produce.
     pub fn last_mark(&self) -> Option<u64> {
-        self.max_ts.map(|m| m.div_ceil(self.granularity) * self.granularity)
+        self.max_ts
+            .map(|m| m.div_ceil(self.granularity) * self.granularity)
     }
 
     /// Stamps the next event read from this input.
@@ -103,46 +106,122 @@ mod tests {
     use super::*;
 
     fn cfg(g: u64, lateness: u64) -> Config {
-        Config { granularity_ms: g, lateness_ms: lateness, ..Config::default() }
+        Config {
+            granularity_ms: g,
+            lateness_ms: lateness,
+            ..Config::default()
+        }
     }
 
     #[test]
     fn late_events_move_to_the_earliest_open_timestamp() {
         let mut s = Stamper::new(&cfg(100, 1000));
         let a = Sym(1);
-        assert_eq!(s.stamp(a, 5_050, false), Stamp::At { time: 5_100, late: false });
+        assert_eq!(
+            s.stamp(a, 5_050, false),
+            Stamp::At {
+                time: 5_100,
+                late: false
+            }
+        );
         assert_eq!(s.open(), 4_100);
         // 4_100 is open: not late.
-        assert_eq!(s.stamp(a, 4_001, false), Stamp::At { time: 4_100, late: false });
+        assert_eq!(
+            s.stamp(a, 4_001, false),
+            Stamp::At {
+                time: 4_100,
+                late: false
+            }
+        );
         // 4_000 is closed (4_000 < W = 4_050): late, moves to 4_100.
-        assert_eq!(s.stamp(a, 3_950, false), Stamp::At { time: 4_100, late: true });
+        assert_eq!(
+            s.stamp(a, 3_950, false),
+            Stamp::At {
+                time: 4_100,
+                late: true
+            }
+        );
     }
 
     #[test]
     fn book_events_keep_read_order_per_symbol() {
         let mut s = Stamper::new(&cfg(100, 1000));
-        assert_eq!(s.stamp(Sym(1), 900, true), Stamp::At { time: 900, late: false });
-        assert_eq!(s.stamp(Sym(1), 450, true), Stamp::At { time: 900, late: false });
-        assert_eq!(s.stamp(Sym(2), 450, true), Stamp::At { time: 500, late: false });
-        assert_eq!(s.stamp(Sym(2), 450, false), Stamp::At { time: 500, late: false });
+        assert_eq!(
+            s.stamp(Sym(1), 900, true),
+            Stamp::At {
+                time: 900,
+                late: false
+            }
+        );
+        assert_eq!(
+            s.stamp(Sym(1), 450, true),
+            Stamp::At {
+                time: 900,
+                late: false
+            }
+        );
+        assert_eq!(
+            s.stamp(Sym(2), 450, true),
+            Stamp::At {
+                time: 500,
+                late: false
+            }
+        );
+        assert_eq!(
+            s.stamp(Sym(2), 450, false),
+            Stamp::At {
+                time: 500,
+                late: false
+            }
+        );
     }
 
     #[test]
     fn zero_lateness_keeps_equal_timestamps_open() {
         let mut s = Stamper::new(&cfg(100, 0));
-        assert_eq!(s.stamp(Sym(1), 150, false), Stamp::At { time: 200, late: false });
-        assert_eq!(s.stamp(Sym(1), 150, false), Stamp::At { time: 200, late: false });
-        assert_eq!(s.stamp(Sym(1), 101, false), Stamp::At { time: 200, late: false });
-        assert_eq!(s.stamp(Sym(1), 99, false), Stamp::At { time: 200, late: true });
+        assert_eq!(
+            s.stamp(Sym(1), 150, false),
+            Stamp::At {
+                time: 200,
+                late: false
+            }
+        );
+        assert_eq!(
+            s.stamp(Sym(1), 150, false),
+            Stamp::At {
+                time: 200,
+                late: false
+            }
+        );
+        assert_eq!(
+            s.stamp(Sym(1), 101, false),
+            Stamp::At {
+                time: 200,
+                late: false
+            }
+        );
+        assert_eq!(
+            s.stamp(Sym(1), 99, false),
+            Stamp::At {
+                time: 200,
+                late: true
+            }
+        );
         assert_eq!(s.last_mark(), Some(200));
     }
 
     #[test]
     fn very_old_trades_are_too_late() {
-        let c = Config { candle_retention: 2, ..cfg(100, 1000) };
+        let c = Config {
+            candle_retention: 2,
+            ..cfg(100, 1000)
+        };
         let mut s = Stamper::new(&c);
         s.stamp(Sym(1), 1_000_000, false);
         assert_eq!(s.stamp(Sym(1), 1_000_000 - 120_000, false), Stamp::TooLate);
-        assert!(matches!(s.stamp(Sym(1), 1_000_000 - 119_999, false), Stamp::At { late: true, .. }));
+        assert!(matches!(
+            s.stamp(Sym(1), 1_000_000 - 119_999, false),
+            Stamp::At { late: true, .. }
+        ));
     }
 }

@@ -235,7 +235,11 @@ impl Sym {
     /// The id of `exchange:symbol` (FNV-1a, 64 bit).
     pub fn of(exchange: &str, symbol: &str) -> Sym {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in exchange.bytes().chain(std::iter::once(b':')).chain(symbol.bytes()) {
+        for b in exchange
+            .bytes()
+            .chain(std::iter::once(b':'))
+            .chain(symbol.bytes())
+        {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
@@ -300,13 +304,21 @@ mod tests {
 
     #[test]
     fn parses_plain_decimals_only() {
-        assert_eq!(Price::parse("61737.63000000").unwrap().to_string(), "61737.63");
+        assert_eq!(
+            Price::parse("61737.63000000").unwrap().to_string(),
+            "61737.63"
+        );
         assert_eq!(Price::parse("61737.63000000").unwrap().fraction_digits(), 2);
         assert_eq!(Qty::parse("0.000").unwrap(), Qty::ZERO);
-        for bad in ["1e5", "", "-", ".5", "5.", "1.2.3", "+1", " 1", "abc", "0x10"] {
+        for bad in [
+            "1e5", "", "-", ".5", "5.", "1.2.3", "+1", " 1", "abc", "0x10",
+        ] {
             assert!(Price::parse(bad).is_err(), "{bad:?} should be rejected");
         }
-        assert!(matches!(Price::parse("0"), Err(ValueError::NonPositivePrice(_))));
+        assert!(matches!(
+            Price::parse("0"),
+            Err(ValueError::NonPositivePrice(_))
+        ));
         assert!(matches!(Qty::parse("-1"), Err(ValueError::NegativeQty(_))));
         assert_eq!(Qty::parse("-0").unwrap(), Qty::ZERO);
     }
@@ -327,7 +339,10 @@ mod tests {
         assert!(TradeId::new("10") < TradeId::new("a"));
         assert_eq!(TradeId::new("007"), TradeId::Text("007".into()));
         assert_eq!(TradeId::new("0"), TradeId::Num(0));
-        assert_eq!(TradeId::new("99999999999999999999"), TradeId::Text("99999999999999999999".into()));
+        assert_eq!(
+            TradeId::new("99999999999999999999"),
+            TradeId::Text("99999999999999999999".into())
+        );
     }
 
     proptest! {

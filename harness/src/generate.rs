@@ -15,7 +15,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0x9e37_79b9_7f4a_7c15)
     }
     /// 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -24,7 +24,15 @@ impl Rng {
     }
     /// Uniform in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: i64, hi: i64) -> i64 {
+        lo + self.below((hi - lo + 1) as u64) as i64
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
     /// True with probability `p` percent.
     pub fn pct(&mut self, p: u64) -> bool {
@@ -93,8 +101,12 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
         if i == 1 {
             continue; // this symbol never gets a snapshot: stale
         }
-        let bids: Vec<_> = (1..=4).map(|k| json!([price(s.mid - k, s.places, k == 2), "1.5"])).collect();
-        let asks: Vec<_> = (1..=4).map(|k| json!([price(s.mid + k, s.places, false), "2"])).collect();
+        let bids: Vec<_> = (1..=4)
+            .map(|k| json!([price(s.mid - k, s.places, k == 2), "1.5"]))
+            .collect();
+        let asks: Vec<_> = (1..=4)
+            .map(|k| json!([price(s.mid + k, s.places, false), "2"]))
+            .collect();
         let line = json!({"type":"snapshot","exchange":s.exchange,"symbol":s.symbol,"ts":s.ts,"seq":s.seq,"bids":bids,"asks":asks}).to_string();
         inputs[s.input].push(line);
     }
@@ -103,26 +115,40 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
         clock += rng.below(2 * shape.step_ms + 1);
         let i = rng.below(syms.len() as u64) as usize;
         let s = &mut syms[i];
-        let mut ts = clock.saturating_sub(rng.below(shape.jitter_ms + 1)).max(base + 1);
+        let mut ts = clock
+            .saturating_sub(rng.below(shape.jitter_ms + 1))
+            .max(base + 1);
         if rng.pct(3) {
-            ts = ts.saturating_sub(shape.lateness_ms * 3 + rng.below(500)).max(base + 1); // late
+            ts = ts
+                .saturating_sub(shape.lateness_ms * 3 + rng.below(500))
+                .max(base + 1); // late
         }
         s.ts = s.ts.max(ts);
         let roll = rng.below(100);
         let line = match roll {
             0..=2 => bad_line(&mut rng, s.exchange, &s.symbol, ts),
             3..=5 if !s.sent.is_empty() => s.sent[rng.below(s.sent.len() as u64) as usize].clone(), // duplicate book event
-            6..=8 if !s.trades.is_empty() => s.trades[rng.below(s.trades.len() as u64) as usize].clone(), // repeated trade
+            6..=8 if !s.trades.is_empty() => {
+                s.trades[rng.below(s.trades.len() as u64) as usize].clone()
+            } // repeated trade
             9 => {
                 // a new snapshot
                 s.seq += 1 + rng.below(3);
-                let bids: Vec<_> = (1..=3).map(|k| json!([price(s.mid - k, s.places, false), "3"])).collect();
-                let asks: Vec<_> = (1..=3).map(|k| json!([price(s.mid + k, s.places, false), "4"])).collect();
+                let bids: Vec<_> = (1..=3)
+                    .map(|k| json!([price(s.mid - k, s.places, false), "3"]))
+                    .collect();
+                let asks: Vec<_> = (1..=3)
+                    .map(|k| json!([price(s.mid + k, s.places, false), "4"]))
+                    .collect();
                 json!({"type":"snapshot","exchange":s.exchange,"symbol":s.symbol,"ts":ts,"seq":s.seq,"bids":bids,"asks":asks}).to_string()
             }
             10..=44 => {
                 s.tid += 1;
-                let id = if s.exchange == "other" && rng.pct(30) { format!("x{}", s.tid) } else { s.tid.to_string() };
+                let id = if s.exchange == "other" && rng.pct(30) {
+                    format!("x{}", s.tid)
+                } else {
+                    s.tid.to_string()
+                };
                 let p = price(s.mid + rng.below(5) as i64 - 2, s.places, rng.pct(20));
                 let q = format!("{}.{}", 1 + rng.below(3), rng.below(1000));
                 let side = if rng.pct(50) { "buy" } else { "sell" };
@@ -143,7 +169,11 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
                         .map(|_| {
                             let off = 1 + rng.below(6) as i64;
                             let off = if rng.pct(3) { -off } else { off }; // crosses the book now and then
-                            let q = if rng.pct(30) { "0".to_string() } else { format!("{}.{}", rng.below(5), 1 + rng.below(99)) };
+                            let q = if rng.pct(30) {
+                                "0".to_string()
+                            } else {
+                                format!("{}.{}", rng.below(5), 1 + rng.below(99))
+                            };
                             json!([price(s.mid + sign * off, s.places, rng.pct(15)), q])
                         })
                         .collect()

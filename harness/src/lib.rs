@@ -18,7 +18,12 @@ use tampines_dataflows::config::Config;
 /// Runs the dataflow over `inputs` with `workers` workers and compares every progress mark, the
 /// accounting and the dead letters with the model. `Err` describes the first difference; `label`
 /// (the seed, the settings) starts every message.
-pub fn check(label: &str, inputs: &[Vec<String>], config: &Config, workers: usize) -> Result<model::Expected, String> {
+pub fn check(
+    label: &str,
+    inputs: &[Vec<String>],
+    config: &Config,
+    workers: usize,
+) -> Result<model::Expected, String> {
     let expected = model::expected(inputs, config);
     let run = run::run(inputs, config, workers);
     let actual: Vec<model::Mark> = run
@@ -27,28 +32,44 @@ pub fn check(label: &str, inputs: &[Vec<String>], config: &Config, workers: usiz
         .map(|b| model::Mark {
             time: b.time,
             changed: b.changed.iter().map(|(_, r)| r.to_json(b.time)).collect(),
-            removed: b.removed.iter().map(|(k, _, interval)| match k {
-                tampines_dataflows::results::ResultKey::Candle(_, _, open) => (String::new(), interval.clone(), *open),
-                _ => (String::new(), interval.clone(), 0),
-            }).collect(),
+            removed: b
+                .removed
+                .iter()
+                .map(|(k, _, interval)| match k {
+                    tampines_dataflows::results::ResultKey::Candle(_, _, open) => {
+                        (String::new(), interval.clone(), *open)
+                    }
+                    _ => (String::new(), interval.clone(), 0),
+                })
+                .collect(),
         })
         .collect();
     let fail = |what: String| Err(format!("{label} (workers {workers}): {what}"));
     let times = |m: &[model::Mark]| m.iter().map(|m| m.time).collect::<Vec<_>>();
     for (i, (a, e)) in actual.iter().zip(&expected.marks).enumerate() {
         if a.time != e.time {
-            return fail(format!("mark #{i}: published {} but expected {}", a.time, e.time));
+            return fail(format!(
+                "mark #{i}: published {} but expected {}",
+                a.time, e.time
+            ));
         }
         if a.changed != e.changed {
             let diff = first_difference(&a.changed, &e.changed);
             return fail(format!("mark {}: records differ: {diff}", a.time));
         }
-        let strip = |r: &[(String, String, u64)]| r.iter().map(|(_, i, o)| (i.clone(), *o)).collect::<Vec<_>>();
+        let strip = |r: &[(String, String, u64)]| {
+            r.iter()
+                .map(|(_, i, o)| (i.clone(), *o))
+                .collect::<Vec<_>>()
+        };
         let (mut ra, mut re) = (strip(&a.removed), strip(&e.removed));
         ra.sort();
         re.sort();
         if ra != re {
-            return fail(format!("mark {}: removed candles {ra:?}, expected {re:?}", a.time));
+            return fail(format!(
+                "mark {}: removed candles {ra:?}, expected {re:?}",
+                a.time
+            ));
         }
     }
     if actual.len() != expected.marks.len() {
@@ -57,11 +78,18 @@ pub fn check(label: &str, inputs: &[Vec<String>], config: &Config, workers: usiz
             actual.len(),
             expected.marks.len(),
             times(&actual).iter().rev().take(3).collect::<Vec<_>>(),
-            times(&expected.marks).iter().rev().take(3).collect::<Vec<_>>()
+            times(&expected.marks)
+                .iter()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
         ));
     }
     if run.totals != expected.totals {
-        return fail(format!("counters {:?}, expected {:?}", run.totals, expected.totals));
+        return fail(format!(
+            "counters {:?}, expected {:?}",
+            run.totals, expected.totals
+        ));
     }
     if !run.totals.balanced() {
         return fail(format!("counters do not add up: {:?}", run.totals));

@@ -104,7 +104,11 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
             }
             max_ts = Some(max_ts.map_or(ev.ts, |m| m.max(ev.ts)));
             names.entry(ev.sym).or_insert(parsed.name);
-            events.push(Ev { time, pos: (input as u32, offset as u64), event: ev });
+            events.push(Ev {
+                time,
+                pos: (input as u32, offset as u64),
+                event: ev,
+            });
         }
         if let Some(m) = max_ts {
             last_mark = last_mark.max(ceil_g(m));
@@ -114,12 +118,15 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
 
     // Book duplicates and trade duplicates do not depend on the mark: find them once, in order.
     let (book_dups, accepted) = classify(&events, config);
-    totals.duplicates = book_dups.len() as u64 + (events.iter().filter(|e| !e.event.is_book()).count() - accepted.len()) as u64;
+    totals.duplicates = book_dups.len() as u64
+        + (events.iter().filter(|e| !e.event.is_book()).count() - accepted.len()) as u64;
     totals.processed = events.len() as u64 - totals.duplicates;
 
     let mut candidates: BTreeSet<u64> = events.iter().map(|e| e.time).collect();
     for (_, t) in &accepted {
-        let Body::Trade(_) = &t.event.body else { continue };
+        let Body::Trade(_) = &t.event.body else {
+            continue;
+        };
         candidates.insert(ceil_g(t.event.ts + config.window_ms));
         for i in &config.intervals {
             candidates.insert(ceil_g(t.event.ts / i.ms * i.ms + i.ms));
@@ -143,18 +150,34 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
             .filter(|k| !state.contains_key(*k))
             .filter_map(|k| match k {
                 Key::Candle(_, s, ms, open) => {
-                    let interval = config.intervals.iter().find(|i| i.ms == *ms).map(|i| i.name.clone()).unwrap_or_default();
+                    let interval = config
+                        .intervals
+                        .iter()
+                        .find(|i| i.ms == *ms)
+                        .map(|i| i.name.clone())
+                        .unwrap_or_default();
                     Some((s.clone(), interval, *open))
                 }
                 _ => None,
             })
             .collect();
         if !changed.is_empty() || !removed.is_empty() || time == last_mark {
-            marks.push(Mark { time, changed: changed.into_iter().map(|(_, v)| v).collect(), removed });
+            marks.push(Mark {
+                time,
+                changed: changed.into_iter().map(|(_, v)| v).collect(),
+                removed,
+            });
         }
-        previous = state.into_iter().map(|(k, r)| (k, (Value::Null, r))).collect();
+        previous = state
+            .into_iter()
+            .map(|(k, r)| (k, (Value::Null, r)))
+            .collect();
     }
-    Expected { marks, totals, dead }
+    Expected {
+        marks,
+        totals,
+        dead,
+    }
 }
 
 /// Indices (into `events`) of book duplicates, and the trades counted once with their timestamps.
@@ -182,7 +205,9 @@ fn classify<'a>(events: &'a [Ev], config: &Config) -> (BTreeSet<usize>, Vec<(u64
             }
             Body::Trade(t) => {
                 let dup = accepted.iter().any(|(_, a)| {
-                    let Body::Trade(at) = &a.event.body else { return false };
+                    let Body::Trade(at) = &a.event.body else {
+                        return false;
+                    };
                     a.event.sym == e.event.sym
                         && at.id == t.id
                         && (a.event.ts + config.window_ms).div_ceil(g) * g > e.time
@@ -250,7 +275,12 @@ fn state_at(
                 book.snapshot = true;
                 book.gap = false;
             }
-            Body::Book { bids, asks, seq, prev_seq } => {
+            Body::Book {
+                bids,
+                asks,
+                seq,
+                prev_seq,
+            } => {
                 if book.synced {
                     let last = book.seq.unwrap_or(0);
                     let ok = match prev_seq {
@@ -269,7 +299,10 @@ fn state_at(
             Body::Trade(_) => {}
         }
     }
-    let bbo_of = |b: &RefBook| Bbo { bid: b.bids.keys().next_back().copied(), ask: b.asks.keys().next().copied() };
+    let bbo_of = |b: &RefBook| Bbo {
+        bid: b.bids.keys().next_back().copied(),
+        ask: b.asks.keys().next().copied(),
+    };
     for (sym, book) in &books {
         let name = names[sym].clone();
         let tick = config
@@ -309,7 +342,14 @@ fn state_at(
                 .collect();
             out.insert(
                 Key::Book(name.exchange.clone(), name.symbol.clone(), r),
-                Record::Book { name: name.clone(), resolution: r, seq: book.seq, status, bids, asks },
+                Record::Book {
+                    name: name.clone(),
+                    resolution: r,
+                    seq: book.seq,
+                    status,
+                    bids,
+                    asks,
+                },
             );
         }
     }
@@ -341,24 +381,43 @@ fn state_at(
             }
         });
         let bbo = books.get(&sym).map(bbo_of).unwrap_or_default();
-        out.insert(Key::Ticker(name.exchange.clone(), name.symbol.clone()), Record::Ticker { name: name.clone(), stats, bbo });
+        out.insert(
+            Key::Ticker(name.exchange.clone(), name.symbol.clone()),
+            Record::Ticker {
+                name: name.clone(),
+                stats,
+                bbo,
+            },
+        );
         for interval in &config.intervals {
-            let mut by_open: BTreeMap<u64, Vec<(u64, &tampines_dataflows::event::Trade)>> = BTreeMap::new();
+            let mut by_open: BTreeMap<u64, Vec<(u64, &tampines_dataflows::event::Trade)>> =
+                BTreeMap::new();
             for (s, ts, t) in &trades {
                 if *s == sym {
-                    by_open.entry(ts / interval.ms * interval.ms).or_default().push((*ts, *t));
+                    by_open
+                        .entry(ts / interval.ms * interval.ms)
+                        .or_default()
+                        .push((*ts, *t));
                 }
             }
             for (open_time, ts) in by_open.into_iter().rev().take(config.candle_retention) {
                 let agg = summarize(&ts).expect("a candle has trades");
                 out.insert(
-                    Key::Candle(name.exchange.clone(), name.symbol.clone(), interval.ms, open_time),
+                    Key::Candle(
+                        name.exchange.clone(),
+                        name.symbol.clone(),
+                        interval.ms,
+                        open_time,
+                    ),
                     Record::Candle {
                         name: name.clone(),
                         interval: interval.name.clone(),
                         interval_ms: interval.ms,
                         open_time,
-                        candle: Candle { agg, closed: time >= open_time + interval.ms },
+                        candle: Candle {
+                            agg,
+                            closed: time >= open_time + interval.ms,
+                        },
                     },
                 );
             }
@@ -372,7 +431,11 @@ fn summarize(trades: &[(u64, &tampines_dataflows::event::Trade)]) -> Option<Agg>
     let order = |(ts, t): &&(u64, &tampines_dataflows::event::Trade)| (*ts, t.id.clone());
     let first = trades.iter().min_by_key(order)?;
     let last = trades.iter().max_by_key(order)?;
-    let mark = |(ts, t): &(u64, &tampines_dataflows::event::Trade)| agg::Mark { ts: *ts, id: t.id.clone(), price: t.price };
+    let mark = |(ts, t): &(u64, &tampines_dataflows::event::Trade)| agg::Mark {
+        ts: *ts,
+        id: t.id.clone(),
+        price: t.price,
+    };
     let sum = |f: &dyn Fn(&tampines_dataflows::event::Trade) -> Decimal| {
         Qty::from_decimal(trades.iter().map(|(_, t)| f(t)).sum::<Decimal>())
     };
@@ -382,7 +445,13 @@ fn summarize(trades: &[(u64, &tampines_dataflows::event::Trade)]) -> Option<Agg>
         high: trades.iter().map(|(_, t)| t.price).max()?,
         low: trades.iter().map(|(_, t)| t.price).min()?,
         volume: sum(&|t| t.qty.value()),
-        buy_volume: sum(&|t| if t.side == TradeSide::Buy { t.qty.value() } else { Decimal::ZERO }),
+        buy_volume: sum(&|t| {
+            if t.side == TradeSide::Buy {
+                t.qty.value()
+            } else {
+                Decimal::ZERO
+            }
+        }),
         quote_volume: sum(&|t| t.price.value() * t.qty.value()),
         count: trades.len() as u64,
     })

@@ -35,15 +35,22 @@ pub fn run(inputs: &[Vec<String>], config: &Config, workers: usize) -> Run {
             .filter(|(i, _)| i % peers == index)
             .map(|(i, lines)| {
                 let lines = lines.clone().into_iter().map(Ok);
-                LineInput { id: i as u32, lines: Box::new(lines) }
+                LineInput {
+                    id: i as u32,
+                    lines: Box::new(lines),
+                }
             })
             .collect();
         let (config, stats, p, d) = (config.clone(), s.clone(), p.clone(), d.clone());
         let probe = worker.dataflow::<u64, _, _>(move |scope| {
             let source = lines(scope, mine, config.clone(), stats.clone());
             let out = tampines_dataflows::build(source, config, stats);
-            out.dead.inspect(move |x| d.lock().expect("lock").push(x.clone()));
-            out.published.inspect(move |x| p.lock().expect("lock").push(x.clone())).probe().0
+            out.dead
+                .inspect(move |x| d.lock().expect("lock").push(x.clone()));
+            out.published
+                .inspect(move |x| p.lock().expect("lock").push(x.clone()))
+                .probe()
+                .0
         });
         while !probe.done() {
             worker.step();
@@ -56,5 +63,9 @@ pub fn run(inputs: &[Vec<String>], config: &Config, workers: usize) -> Run {
     let published = std::mem::take(&mut *published.lock().expect("lock"));
     let mut dead = std::mem::take(&mut *dead.lock().expect("lock"));
     dead.sort_by_key(|d| d.pos);
-    Run { published, dead, totals: stats.totals() }
+    Run {
+        published,
+        dead,
+        totals: stats.totals(),
+    }
 }

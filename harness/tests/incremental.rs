@@ -3,11 +3,14 @@
 //! Set `TAMPINES_SEEDS=N` to run more seeds; every failure names its seed and settings.
 
 use tampines_dataflows::config::Config;
-use tampines_harness::generate::{case, Shape};
 use tampines_harness::check;
+use tampines_harness::generate::{case, Shape};
 
 fn seeds(default: u64) -> u64 {
-    std::env::var("TAMPINES_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    std::env::var("TAMPINES_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 struct Setting {
@@ -18,10 +21,30 @@ struct Setting {
 }
 
 const SETTINGS: &[Setting] = &[
-    Setting { granularity_ms: 100, lateness_ms: 1000, window_ms: 3_000, batch: 8192 },
-    Setting { granularity_ms: 10, lateness_ms: 200, window_ms: 1_500, batch: 7 },
-    Setting { granularity_ms: 1, lateness_ms: 0, window_ms: 2_000, batch: 1 },
-    Setting { granularity_ms: 1000, lateness_ms: 500, window_ms: 10_000, batch: 64 },
+    Setting {
+        granularity_ms: 100,
+        lateness_ms: 1000,
+        window_ms: 3_000,
+        batch: 8192,
+    },
+    Setting {
+        granularity_ms: 10,
+        lateness_ms: 200,
+        window_ms: 1_500,
+        batch: 7,
+    },
+    Setting {
+        granularity_ms: 1,
+        lateness_ms: 0,
+        window_ms: 2_000,
+        batch: 1,
+    },
+    Setting {
+        granularity_ms: 1000,
+        lateness_ms: 500,
+        window_ms: 10_000,
+        batch: 64,
+    },
 ];
 
 fn config(s: &Setting) -> Config {
@@ -31,7 +54,11 @@ fn config(s: &Setting) -> Config {
         window_ms: s.window_ms,
         depth: 3,
         resolutions: vec![1, 2, 10],
-        intervals: vec!["1s".parse().unwrap(), "5s".parse().unwrap(), "1m".parse().unwrap()],
+        intervals: vec![
+            "1s".parse().unwrap(),
+            "5s".parse().unwrap(),
+            "1m".parse().unwrap(),
+        ],
         candle_retention: 4,
         source_batch: s.batch,
         ..Config::default()
@@ -57,7 +84,10 @@ fn every_mark_equals_the_reference_at_1_2_and_4_workers() {
             let inputs = case(seed, &shape(s, seed));
             let config = config(s);
             for workers in [1, 2, 4] {
-                let label = format!("seed {seed} setting {i} (g {} lateness {} window {} batch {})", s.granularity_ms, s.lateness_ms, s.window_ms, s.batch);
+                let label = format!(
+                    "seed {seed} setting {i} (g {} lateness {} window {} batch {})",
+                    s.granularity_ms, s.lateness_ms, s.window_ms, s.batch
+                );
                 match check(&label, &inputs, &config, workers) {
                     Ok(expected) => marks += expected.marks.len(),
                     Err(e) => panic!("{e}"),
@@ -65,7 +95,10 @@ fn every_mark_equals_the_reference_at_1_2_and_4_workers() {
             }
         }
     }
-    assert!(marks > 1000, "the cases should publish many marks, got {marks}");
+    assert!(
+        marks > 1000,
+        "the cases should publish many marks, got {marks}"
+    );
 }
 
 #[test]
@@ -88,6 +121,12 @@ fn the_cases_exercise_every_feature() {
             }
         }
     }
-    assert!(totals.duplicates > 10 && totals.dead_lettered > 10 && totals.late > 10, "{totals:?}");
-    assert!(stale > 10 && crossed > 0 && closed > 10 && removed > 0, "stale {stale} crossed {crossed} closed {closed} removed {removed}");
+    assert!(
+        totals.duplicates > 10 && totals.dead_lettered > 10 && totals.late > 10,
+        "{totals:?}"
+    );
+    assert!(
+        stale > 10 && crossed > 0 && closed > 10 && removed > 0,
+        "stale {stale} crossed {crossed} closed {closed} removed {removed}"
+    );
 }

@@ -24,7 +24,10 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Runs `tampines ARGS`, asserts success, returns stderr.
 pub fn tampines(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tampines")).args(args).output().expect("run tampines");
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(args)
+        .output()
+        .expect("run tampines");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "tampines {args:?} failed: {stderr}");
     stderr
@@ -60,16 +63,28 @@ pub fn final_state(marks: &[(u64, Vec<Value>)]) -> BTreeMap<String, Value> {
 
 /// The key a record is stored under (its Redis key without prefix).
 pub fn key(r: &Value) -> String {
-    let s = |k: &str| r[k].as_str().map(str::to_string).unwrap_or_else(|| r[k].to_string());
+    let s = |k: &str| {
+        r[k].as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| r[k].to_string())
+    };
     match r["kind"].as_str() {
         Some("book") => format!("book:{}:{}:{}", s("exchange"), s("symbol"), r["resolution"]),
         Some("ticker") => format!("ticker:{}:{}", s("exchange"), s("symbol")),
-        Some("candle") => format!("candles:{}:{}:{}:{}", s("exchange"), s("symbol"), s("interval"), r["open_time"]),
+        Some("candle") => format!(
+            "candles:{}:{}:{}:{}",
+            s("exchange"),
+            s("symbol"),
+            s("interval"),
+            r["open_time"]
+        ),
         _ => panic!("unknown record {r}"),
     }
 }
 
 /// A decimal field (string) as an exact decimal.
 pub fn dec(v: &Value) -> Decimal {
-    v.as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not a decimal string: {v}"))
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a decimal string: {v}"))
 }
