@@ -88,7 +88,10 @@ pub fn run(files_in: Vec<PathBuf>, settings: Settings) -> Result<Totals> {
                     for batch in data.drain(..) {
                         if let Some(w) = out.as_mut() {
                             if let Err(e) = sink::write_batch(w.as_mut(), &batch) {
-                                *failure.lock().expect("lock") = Some(format!("writing results: {e}"));
+                                // A closed pipe (`| head`) means the reader is done: stop writing quietly.
+                                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                                    *failure.lock().expect("lock") = Some(format!("writing results: {e}"));
+                                }
                                 out = None;
                                 break;
                             }
@@ -97,7 +100,7 @@ pub fn run(files_in: Vec<PathBuf>, settings: Settings) -> Result<Totals> {
                 });
                 if frontier.is_empty() {
                     if let Some(w) = out.as_mut() {
-                        if let Err(e) = w.flush() {
+                        if let Err(e) = w.flush().filter_broken_pipe() {
                             *failure.lock().expect("lock") = Some(format!("writing results: {e}"));
                         }
                     }
@@ -118,4 +121,18 @@ pub fn run(files_in: Vec<PathBuf>, settings: Settings) -> Result<Totals> {
         return Err(anyhow!(f));
     }
     Ok(stats.totals())
+}
+
+/// Treats a closed pipe as success: the reader has what it wanted.
+trait FilterBrokenPipe {
+    fn filter_broken_pipe(self) -> std::io::Result<()>;
+}
+
+impl FilterBrokenPipe for std::io::Result<()> {
+    fn filter_broken_pipe(self) -> std::io::Result<()> {
+        match self {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }
 }
