@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
 use rust_decimal::Decimal;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 
 use serde_json::Value;
 use timely::dataflow::channels::pact::Exchange;
@@ -30,7 +30,7 @@ use crate::candles::{Candle, CandleKey};
 use crate::config::Config;
 use crate::orderbook::{Bbo, BookMeta, Levels, SideKey};
 use crate::sequence::sequence;
-use crate::types::{round_dp, Price, Qty, Side, Sym, SymbolName};
+use crate::types::{decimal_str, round_dp, Price, Qty, Side, Sym, SymbolName, DECIMAL_BUF};
 
 /// A book's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -159,9 +159,16 @@ fn push_key(out: &mut String, key: &str) {
 }
 
 /// Appends a decimal as a JSON string.
-fn push_dec(out: &mut String, key: &str, d: impl fmt::Display) {
+fn push_dec(out: &mut String, key: &str, d: impl Into<Decimal>) {
     push_key(out, key);
-    let _ = write!(out, "\"{d}\"");
+    push_decimal(out, d.into());
+}
+
+fn push_decimal(out: &mut String, d: Decimal) {
+    let mut buf = [0u8; DECIMAL_BUF];
+    out.push('"');
+    out.push_str(decimal_str(d, &mut buf));
+    out.push('"');
 }
 
 fn push_levels(out: &mut String, key: &str, levels: &[(Price, Qty)]) {
@@ -171,7 +178,11 @@ fn push_levels(out: &mut String, key: &str, levels: &[(Price, Qty)]) {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "[\"{p}\",\"{q}\"]");
+        out.push('[');
+        push_decimal(out, p.value());
+        out.push(',');
+        push_decimal(out, q.value());
+        out.push(']');
     }
     out.push(']');
 }
@@ -221,10 +232,10 @@ impl Record {
                         push_dec(out, "last", a.last.price);
                         push_dec(out, "volume", a.volume);
                         push_dec(out, "quote_volume", a.quote_volume);
-                        push_dec(out, "vwap", s.vwap.normalize());
+                        push_dec(out, "vwap", s.vwap);
                         let _ = write!(out, ",\"count\":{}", a.count);
-                        push_dec(out, "change", s.change.normalize());
-                        push_dec(out, "change_pct", s.change_pct.normalize());
+                        push_dec(out, "change", s.change);
+                        push_dec(out, "change_pct", s.change_pct);
                         let _ = write!(out, ",\"open_ts\":{},\"last_ts\":{}", a.open.ts, a.last.ts);
                         push_key(out, "first_id");
                         push_str(out, &a.open.id.to_string());
