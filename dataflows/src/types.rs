@@ -52,7 +52,7 @@ pub fn decimal_str(d: Decimal, buf: &mut [u8; DECIMAL_BUF]) -> &str {
     if u == 0 {
         return "0";
     }
-    while scale > 0 && u % 10 == 0 {
+    while scale > 0 && u.is_multiple_of(10) {
         u /= 10;
         scale -= 1;
     }
