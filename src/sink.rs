@@ -21,9 +21,17 @@ pub fn writer(target: &str) -> Result<Box<dyn Write>> {
 
 /// Writes one published batch: its changed records, then its progress line.
 pub fn write_batch(out: &mut dyn Write, batch: &Published) -> std::io::Result<()> {
-    let mut text = String::with_capacity(batch.changed.len() * 512 + 40);
-    for (_, record) in &batch.changed {
-        record.write_json(batch.time, &mut text);
+    let mut text = String::with_capacity(
+        batch
+            .changes
+            .iter()
+            .filter_map(|c| c.json.as_ref())
+            .map(|j| j.len() + 1)
+            .sum::<usize>()
+            + 40,
+    );
+    for json in batch.changes.iter().filter_map(|c| c.json.as_deref()) {
+        text.push_str(json);
         text.push('\n');
     }
     text.push_str(&format!(

@@ -1,17 +1,21 @@
-//! Results: the records of CONTRACT section 3, assembled per closed timestamp on worker 0.
+//! Results: the records of CONTRACT section 3, assembled per closed timestamp.
 //!
 //! Input: every stage's output collection (book sides, book meta, best prices, ticker aggregates,
-//! candles) and the symbols' names, all exchanged to worker 0.
+//! candles) and the symbols' names.
 //!
-//! A [`sequence`] stage applies each complete timestamp's updates to the current value of every
-//! component, rebuilds the records of the symbols and candles they touch, and publishes those whose
-//! value (all but `ts`) differs from what was last published. Output: one [`Published`] batch per
-//! timestamp with a change, in increasing time, and a final batch at the last mark of a finite
-//! input. Records in a batch are sorted (kind, exchange, symbol, resolution or interval, open time)
-//! so the output does not depend on the number of workers.
+//! 1. `assemble` runs on every worker, over the components of the symbols it owns (exchanged by
+//!    symbol). Per complete timestamp it applies the updates to the current value of every
+//!    component, rebuilds the records of the symbols and candles they touch, and renders those
+//!    whose value (all but `ts`) differs from what it last published: rendering is parallel.
+//! 2. `gather` runs on worker 0: it collects the rendered [`Change`]s of a complete timestamp from
+//!    all workers into one [`Published`] batch, sorted (kind, exchange, symbol, resolution or
+//!    interval, open time) so the output does not depend on the number of workers, and adds the
+//!    final mark `ceil(max ts / g) * g` of a finite input.
+//!
+//! Output: one batch per timestamp with a change, in increasing time, on worker 0.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -19,6 +23,7 @@ use differential_dataflow::VecCollection;
 use rust_decimal::Decimal;
 use std::fmt::Write as _;
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
@@ -29,7 +34,7 @@ use crate::agg::Agg;
 use crate::candles::{Candle, CandleKey};
 use crate::config::Config;
 use crate::orderbook::{Bbo, BookMeta, Levels, SideKey};
-use crate::sequence::sequence;
+use crate::sequence::{no_finish, sequence};
 use crate::types::{decimal_str, round_dp, Price, Qty, Side, Sym, SymbolName, DECIMAL_BUF};
 
 /// A book's status.
@@ -309,15 +314,27 @@ impl Record {
     }
 }
 
+/// One changed result, rendered where its symbol lives.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Change {
+    /// Order inside a batch: kind, exchange, symbol, resolution or interval, open time.
+    pub order: (u8, String, String, u64, u64),
+    /// The result's key without prefix (CONTRACT section 4): `book:EX:SYM:R`, `ticker:EX:SYM`,
+    /// `candles:EX:SYM:INTERVAL`.
+    pub key: String,
+    /// Sorted-set score: the open time of a candle.
+    pub score: Option<u64>,
+    /// The record's JSON; `None` when the result no longer exists (a candle dropped by retention).
+    pub json: Option<String>,
+}
+
 /// What is published at one progress mark.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
     /// The mark.
     pub time: u64,
-    /// Results whose value changed, with their keys, sorted.
-    pub changed: Vec<(ResultKey, Record)>,
-    /// Results that no longer exist (candles dropped by retention).
-    pub removed: Vec<(ResultKey, SymbolName, String)>,
+    /// Results whose value changed (or that disappeared), sorted.
+    pub changes: Vec<Change>,
 }
 
 /// A change of one component, as the publisher receives it.
@@ -335,6 +352,19 @@ pub enum Component {
     Ticker(Sym, Agg),
     /// A candle.
     Candle(CandleKey, Candle),
+}
+
+impl Component {
+    /// The symbol a component belongs to: its records are assembled where it lives.
+    pub fn sym(&self) -> Sym {
+        match self {
+            Component::Name(s, _)
+            | Component::Meta(s, _)
+            | Component::Bbo(s, _)
+            | Component::Ticker(s, _) => *s,
+            Component::Side((s, _, _), _) | Component::Candle((s, _, _), _) => *s,
+        }
+    }
 }
 
 /// The collections that make up the results.
@@ -451,13 +481,26 @@ impl State {
     }
 }
 
-/// Assembles and publishes the results on worker 0 (see the module doc).
+/// Assembles the records of each worker's symbols and gathers them, rendered, on worker 0
+/// (see the module doc).
 pub fn publish<'s>(
     scope: Scope<'s, u64>,
     components: Components<'s>,
     ends: StreamVec<'s, u64, u64>,
     config: Arc<Config>,
 ) -> StreamVec<'s, u64, Published> {
+    let changes = assemble(scope, components, ends.clone(), config);
+    gather(scope, changes, ends)
+}
+
+/// Per worker: applies each complete timestamp's component updates (exchanged by symbol) and
+/// renders the records whose value changed.
+fn assemble<'s>(
+    scope: Scope<'s, u64>,
+    components: Components<'s>,
+    ends: StreamVec<'s, u64, u64>,
+    config: Arc<Config>,
+) -> StreamVec<'s, u64, (Change, u64)> {
     let Components {
         names,
         sides,
@@ -484,16 +527,13 @@ pub fn publish<'s>(
     let all = scope.concatenate(streams);
     let resolutions = config.resolutions.clone();
     let mut state = State::default();
-    let last_published = Rc::new(Cell::new(None::<u64>));
-    let published_at = last_published.clone();
-    let publisher = scope.index() == 0;
     sequence(
         all,
         ends,
-        Exchange::new(|_| 0),
-        "Publish",
+        Exchange::new(|(c, _, _): &(Component, u64, isize)| c.sym().0),
+        "Assemble",
         |(_, t, _)| *t,
-        move |time, mut updates, _timers, out: &mut Vec<Published>| {
+        move |time, mut updates, _timers, out: &mut Vec<(Change, u64)>| {
             // Retractions first, so `-old +new` of one key in one timestamp leaves `new`.
             updates.sort_by_key(|(_, _, r)| *r);
             let mut touched: BTreeSet<ResultKey> = BTreeSet::new();
@@ -515,58 +555,82 @@ pub fn publish<'s>(
                 }
                 state.apply(c, diff);
             }
-            let mut changed = Vec::new();
-            let mut removed = Vec::new();
             for key in touched {
                 match state.record(&key, &config) {
                     Some(record) => {
                         if state.published.get(&key) != Some(&record) {
-                            state.published.insert(key.clone(), record.clone());
-                            changed.push((key, record));
+                            let mut json = String::with_capacity(256);
+                            record.write_json(time, &mut json);
+                            out.push((change(&record, Some(json)), time));
+                            state.published.insert(key, record);
                         }
                     }
                     None => {
-                        if let Some(Record::Candle { name, interval, .. }) =
-                            state.published.remove(&key)
-                        {
-                            removed.push((key, name, interval));
+                        if let Some(record) = state.published.remove(&key) {
+                            out.push((change(&record, None), time));
                         }
                     }
                 }
             }
-            if !changed.is_empty() || !removed.is_empty() {
-                changed.sort_by(|a, b| a.1.sort_key().cmp(&b.1.sort_key()));
-                published_at.set(Some(time));
-                out.push(Published {
-                    time,
-                    changed,
-                    removed,
-                });
-            }
+        },
+        no_finish,
+    )
+}
+
+/// The key, score and order of a record, with its rendering.
+fn change(record: &Record, json: Option<String>) -> Change {
+    let (kind, exchange, symbol, sub, open) = record.sort_key();
+    let (key, score) = match record {
+        Record::Book { resolution, .. } => (format!("book:{exchange}:{symbol}:{resolution}"), None),
+        Record::Ticker { .. } => (format!("ticker:{exchange}:{symbol}"), None),
+        Record::Candle {
+            interval,
+            open_time,
+            ..
+        } => (
+            format!("candles:{exchange}:{symbol}:{interval}"),
+            Some(*open_time),
+        ),
+    };
+    Change {
+        order: (kind, exchange.to_string(), symbol.to_string(), sub, open),
+        key,
+        score,
+        json,
+    }
+}
+
+/// On worker 0: collects every worker's changes of a complete timestamp into one sorted batch,
+/// and adds the final mark of a finite input.
+fn gather<'s>(
+    scope: Scope<'s, u64>,
+    changes: StreamVec<'s, u64, (Change, u64)>,
+    ends: StreamVec<'s, u64, u64>,
+) -> StreamVec<'s, u64, Published> {
+    let last_published = Rc::new(Cell::new(None::<u64>));
+    let published_at = last_published.clone();
+    let publisher = scope.index() == 0;
+    sequence(
+        changes,
+        ends,
+        Exchange::new(|_: &(Change, u64)| 0),
+        "Gather",
+        |(_, t)| *t,
+        move |time, changes, _timers, out: &mut Vec<Published>| {
+            let mut changes: Vec<Change> = changes.into_iter().map(|(c, _)| c).collect();
+            changes.sort();
+            published_at.set(Some(time));
+            out.push(Published { time, changes });
         },
         move |last_mark, out| {
             if let Some(last) = last_mark.filter(|&l| l > 0 && publisher) {
                 if last_published.get().is_none_or(|p| p < last) {
                     out.push(Published {
                         time: last,
-                        changed: Vec::new(),
-                        removed: Vec::new(),
+                        changes: Vec::new(),
                     });
                 }
             }
         },
     )
-}
-
-/// Records grouped by mark, as the published batches describe them: handy for tests.
-pub fn by_mark(batches: &[Published]) -> BTreeMap<u64, Vec<Value>> {
-    batches
-        .iter()
-        .map(|b| {
-            (
-                b.time,
-                b.changed.iter().map(|(_, r)| r.to_json(b.time)).collect(),
-            )
-        })
-        .collect()
 }

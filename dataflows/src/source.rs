@@ -70,12 +70,13 @@ pub enum SourceRecord {
 }
 
 impl SourceRecord {
-    /// The worker a record goes to: events by symbol, names and dead letters to worker 0 (the
+    /// The worker a record goes to: events and names by symbol, dead letters to worker 0 (the
     /// publisher), ends to their addressee.
     pub fn route(&self) -> u64 {
         match self {
             SourceRecord::Event(s) => s.event.sym.0,
-            SourceRecord::Name(..) | SourceRecord::Dead(_) => 0,
+            SourceRecord::Name(sym, _) => sym.0,
+            SourceRecord::Dead(_) => 0,
             SourceRecord::End { to, .. } => *to,
         }
     }

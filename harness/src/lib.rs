@@ -31,15 +31,19 @@ pub fn check(
         .iter()
         .map(|b| model::Mark {
             time: b.time,
-            changed: b.changed.iter().map(|(_, r)| r.to_json(b.time)).collect(),
-            removed: b
-                .removed
+            changed: b
+                .changes
                 .iter()
-                .map(|(k, _, interval)| match k {
-                    tampines_dataflows::results::ResultKey::Candle(_, _, open) => {
-                        (String::new(), interval.clone(), *open)
-                    }
-                    _ => (String::new(), interval.clone(), 0),
+                .filter_map(|c| c.json.as_deref())
+                .map(|j| serde_json::from_str(j).expect("records are JSON"))
+                .collect(),
+            removed: b
+                .changes
+                .iter()
+                .filter(|c| c.json.is_none())
+                .map(|c| {
+                    let interval = c.key.rsplit(':').next().unwrap_or_default().to_string();
+                    (String::new(), interval, c.score.unwrap_or(0))
                 })
                 .collect(),
         })
