@@ -1,8 +1,8 @@
 //! The line source: inputs of NDJSON lines become timestamped events.
 //!
-//! Input: this worker's share of the inputs, each an iterator of lines (a file, a Kafka partition
-//! adapter, an in-memory test case). The caller decides which worker reads which input; each input
-//! is read by exactly one worker, in order.
+//! Input: this worker's share of the inputs, behind the [`Inputs`] trait (files and test cases as
+//! [`LineInputs`]; Kafka partitions in the binary). The caller decides which worker reads which
+//! input; each input is read by exactly one worker, in order.
 //!
 //! Output: one stream of [`SourceRecord`]s:
 //! - `Event`: a parsed event at the timestamp its input's [`Stamper`] chose, tagged with its read
@@ -12,10 +12,13 @@
 //! - `End`: when this worker's inputs are exhausted, its last mark, one copy addressed to every worker.
 //!
 //! Invariants: the capability is held in an `Option`, only moves forward (to the minimum of the
-//! inputs' earliest open timestamps) and is dropped only after every input is exhausted and the
-//! `End` records are sent. Bad input never stops the source.
+//! earliest open timestamps of the inputs that are not idle; to the highest when all are idle) and
+//! is dropped only after every input is exhausted and the `End` records are sent. An event is
+//! never stamped below the capability: an input that wakes up after progress moved on has its
+//! events applied at the capability, counted as late. Bad input never stops the source.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -82,87 +85,192 @@ impl SourceRecord {
     }
 }
 
-/// One input: an id (its number among all inputs) and its lines. A line that could not be read
-/// is an `Err` carrying the dead letter's reason and whatever payload could be recovered.
+/// A line that could not be read: the dead letter's reason and whatever payload was recovered.
+pub type Unreadable = (String, String);
+
+/// What a worker's inputs offer next.
+#[derive(Debug)]
+pub enum Next {
+    /// A line of input `input` at position `offset`.
+    Line {
+        /// Input number, unique across all workers and processes.
+        input: u32,
+        /// Position in the input (line number, Kafka offset).
+        offset: u64,
+        /// The line, or why it could not be read.
+        line: Result<String, Unreadable>,
+    },
+    /// Input `input` has ended (end of file, end offset of a bounded run).
+    Finished(u32),
+    /// Nothing to read right now; ask again soon.
+    Pending,
+    /// Every input of this worker has ended.
+    Done,
+}
+
+/// The inputs one worker reads: files, Kafka partitions, in-memory test cases.
+pub trait Inputs {
+    /// The next line of any input, or why there is none.
+    fn next(&mut self) -> Next;
+    /// Inputs this worker owns that have produced nothing yet still count for progress.
+    fn known(&self) -> Vec<u32>;
+}
+
+/// In-order line inputs read round-robin (files, test cases): never pending, ended when all are.
+pub struct LineInputs {
+    inputs: Vec<LineInput>,
+    offsets: Vec<u64>,
+    next: usize,
+    streak: usize,
+}
+
+/// One input: an id (its number among all inputs) and its lines.
 pub struct LineInput {
     /// Input number, unique across all workers and processes.
     pub id: u32,
     /// The lines, in order.
-    pub lines: Box<dyn Iterator<Item = Result<String, (String, String)>>>,
+    pub lines: Box<dyn Iterator<Item = Result<String, Unreadable>>>,
+}
+
+impl LineInputs {
+    /// Reads `inputs` round-robin, a batch of lines from each in turn.
+    pub fn new(inputs: Vec<LineInput>) -> LineInputs {
+        let offsets = vec![0; inputs.len()];
+        LineInputs { inputs, offsets, next: 0, streak: 0 }
+    }
+}
+
+impl Inputs for LineInputs {
+    fn next(&mut self) -> Next {
+        const STREAK: usize = 1024;
+        if self.inputs.is_empty() {
+            return Next::Done;
+        }
+        if self.streak == STREAK {
+            self.streak = 0;
+            self.next = (self.next + 1) % self.inputs.len();
+        }
+        let i = self.next % self.inputs.len();
+        let input = &mut self.inputs[i];
+        match input.lines.next() {
+            Some(line) => {
+                self.streak += 1;
+                let offset = self.offsets[i];
+                self.offsets[i] += 1;
+                Next::Line { input: input.id, offset, line }
+            }
+            None => {
+                let id = input.id;
+                self.inputs.remove(i);
+                self.offsets.remove(i);
+                self.streak = 0;
+                Next::Finished(id)
+            }
+        }
+    }
+
+    fn known(&self) -> Vec<u32> {
+        self.inputs.iter().map(|i| i.id).collect()
+    }
 }
 
 struct Reader {
-    input: LineInput,
     stamper: Stamper,
     seen: HashSet<Sym>,
-    offset: u64,
-    done: bool,
+    last_seen: Instant,
 }
 
-/// Reads `inputs` into a stream of [`SourceRecord`]s (see the module doc).
+/// Reads a worker's inputs into a stream of [`SourceRecord`]s (see the module doc).
+///
+/// `idle`: an input silent this long (wall time) does not hold progress back; when every input
+/// is idle, progress advances to the highest of their watermarks. `None` (files, tests): never.
+pub fn source<'s, I: Inputs + 'static>(
+    scope: Scope<'s, u64>,
+    mut inputs: I,
+    idle: Option<Duration>,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+) -> StreamVec<'s, u64, (SourceRecord, u64)> {
+    let peers = scope.peers() as u64;
+    timely_source(scope, "Source", move |capability, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = Some(capability);
+        let started = Instant::now();
+        let mut readers: HashMap<u32, Reader> = HashMap::new();
+        let mut finished: HashMap<u32, Option<u64>> = HashMap::new();
+        let mut batch: BTreeMap<u64, Vec<SourceRecord>> = BTreeMap::new();
+        move |output| {
+            let Some(c) = cap.as_mut() else { return };
+            let floor = *c.time();
+            let mut done = false;
+            let mut pending = false;
+            for _ in 0..config.source_batch {
+                match inputs.next() {
+                    Next::Line { input, offset, line } => {
+                        let reader = readers.entry(input).or_insert_with(|| Reader {
+                            stamper: Stamper::new(&config),
+                            seen: HashSet::new(),
+                            last_seen: Instant::now(),
+                        });
+                        reader.last_seen = Instant::now();
+                        read_line(reader, line, (input, offset), &stats, floor, &mut batch);
+                    }
+                    Next::Finished(input) => {
+                        let last = readers.remove(&input).and_then(|r| r.stamper.last_mark());
+                        finished.insert(input, last);
+                    }
+                    Next::Pending => {
+                        pending = true;
+                        break;
+                    }
+                    Next::Done => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            for (time, records) in std::mem::take(&mut batch) {
+                output.session(&c.delayed(&time)).give_iterator(records.into_iter().map(|r| (r, time)));
+            }
+            if done {
+                let marks = readers.values().filter_map(|r| r.stamper.last_mark());
+                let last = marks.chain(finished.values().flatten().copied()).max().unwrap_or(0);
+                let now = *c.time();
+                output.session(c).give_iterator((0..peers).map(|to| (SourceRecord::End { last, to }, now)));
+                cap = None;
+                return;
+            }
+            // Progress: the earliest open timestamp of the inputs that are not idle.
+            let now = Instant::now();
+            let is_idle = |since: Instant| idle.is_some_and(|d| now.duration_since(since) >= d);
+            let silent_known = inputs.known().into_iter().filter(|i| !readers.contains_key(i) && !finished.contains_key(i));
+            let waiting_for_first = silent_known.clone().count() > 0 && !is_idle(started);
+            let active = readers.values().filter(|r| !is_idle(r.last_seen)).map(|r| r.stamper.open());
+            let open = if waiting_for_first {
+                Some(floor)
+            } else {
+                active.min().or_else(|| readers.values().map(|r| r.stamper.open()).max())
+            };
+            if let Some(open) = open {
+                c.downgrade(&open.max(floor));
+            }
+            if pending {
+                activator.activate_after(Duration::from_millis(1));
+            } else {
+                activator.activate();
+            }
+        }
+    })
+}
+
+/// Reads in-order line inputs (files, test cases): [`source`] over [`LineInputs`], never idle.
 pub fn lines<'s>(
     scope: Scope<'s, u64>,
     inputs: Vec<LineInput>,
     config: Arc<Config>,
     stats: Arc<Stats>,
 ) -> StreamVec<'s, u64, (SourceRecord, u64)> {
-    let peers = scope.peers() as u64;
-    timely_source(scope, "LineSource", move |capability, info| {
-        let activator = scope.activator_for(info.address);
-        let mut cap = Some(capability);
-        let mut readers: Vec<Reader> = inputs
-            .into_iter()
-            .map(|input| Reader {
-                input,
-                stamper: Stamper::new(&config),
-                seen: HashSet::new(),
-                offset: 0,
-                done: false,
-            })
-            .collect();
-        let mut batch: BTreeMap<u64, Vec<SourceRecord>> = BTreeMap::new();
-        move |output| {
-            let Some(c) = cap.as_mut() else { return };
-            let floor = *c.time();
-            for reader in readers.iter_mut().filter(|r| !r.done) {
-                for _ in 0..config.source_batch {
-                    let Some(line) = reader.input.lines.next() else {
-                        reader.done = true;
-                        break;
-                    };
-                    let pos = (reader.input.id, reader.offset);
-                    reader.offset += 1;
-                    read_line(reader, line, pos, &stats, floor, &mut batch);
-                }
-            }
-            for (time, records) in std::mem::take(&mut batch) {
-                output
-                    .session(&c.delayed(&time))
-                    .give_iterator(records.into_iter().map(|r| (r, time)));
-            }
-            if readers.iter().all(|r| r.done) {
-                let last = readers
-                    .iter()
-                    .filter_map(|r| r.stamper.last_mark())
-                    .max()
-                    .unwrap_or(0);
-                let now = *c.time();
-                output
-                    .session(c)
-                    .give_iterator((0..peers).map(|to| (SourceRecord::End { last, to }, now)));
-                cap = None;
-            } else {
-                let open = readers
-                    .iter()
-                    .filter(|r| !r.done)
-                    .map(|r| r.stamper.open())
-                    .min()
-                    .unwrap_or(floor);
-                c.downgrade(&open.max(floor));
-                activator.activate();
-            }
-        }
-    })
+    source(scope, LineInputs::new(inputs), None, config, stats)
 }
 
 /// Parses and stamps one line into `batch` (keyed by timestamp, never below `floor`).
@@ -198,7 +306,7 @@ fn read_line(
         Err(err) => return dead(err.to_string(), line),
     };
     let event = parsed.event;
-    match reader.stamper.stamp(event.sym, event.ts, event.is_book()) {
+    match reader.stamper.stamp(event.sym, event.ts, event.is_book(), floor) {
         Stamp::TooLate => dead("too_late".to_string(), line),
         Stamp::At { time, late } => {
             if late {

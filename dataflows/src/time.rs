@@ -78,8 +78,9 @@ impl Stamper {
             .map(|m| m.div_ceil(self.granularity) * self.granularity)
     }
 
-    /// Stamps the next event read from this input.
-    pub fn stamp(&mut self, sym: Sym, ts: u64, is_book: bool) -> Stamp {
+    /// Stamps the next event read from this input; `floor` is the source's capability (never
+    /// above this input's own earliest open timestamp unless the input was idle).
+    pub fn stamp(&mut self, sym: Sym, ts: u64, is_book: bool, floor: u64) -> Stamp {
         if !is_book {
             if let Some(max) = self.max_ts {
                 if ts.saturating_add(self.retention_span) <= max {
@@ -88,7 +89,7 @@ impl Stamper {
             }
         }
         let natural = ts.div_ceil(self.granularity) * self.granularity;
-        let open = self.open();
+        let open = self.open().max(floor);
         let late = natural < open;
         let mut time = natural.max(open);
         if is_book {
@@ -118,7 +119,7 @@ mod tests {
         let mut s = Stamper::new(&cfg(100, 1000));
         let a = Sym(1);
         assert_eq!(
-            s.stamp(a, 5_050, false),
+            s.stamp(a, 5_050, false, 0),
             Stamp::At {
                 time: 5_100,
                 late: false
@@ -127,7 +128,7 @@ mod tests {
         assert_eq!(s.open(), 4_100);
         // 4_100 is open: not late.
         assert_eq!(
-            s.stamp(a, 4_001, false),
+            s.stamp(a, 4_001, false, 0),
             Stamp::At {
                 time: 4_100,
                 late: false
@@ -135,7 +136,7 @@ mod tests {
         );
         // 4_000 is closed (4_000 < W = 4_050): late, moves to 4_100.
         assert_eq!(
-            s.stamp(a, 3_950, false),
+            s.stamp(a, 3_950, false, 0),
             Stamp::At {
                 time: 4_100,
                 late: true
@@ -147,28 +148,28 @@ mod tests {
     fn book_events_keep_read_order_per_symbol() {
         let mut s = Stamper::new(&cfg(100, 1000));
         assert_eq!(
-            s.stamp(Sym(1), 900, true),
+            s.stamp(Sym(1), 900, true, 0),
             Stamp::At {
                 time: 900,
                 late: false
             }
         );
         assert_eq!(
-            s.stamp(Sym(1), 450, true),
+            s.stamp(Sym(1), 450, true, 0),
             Stamp::At {
                 time: 900,
                 late: false
             }
         );
         assert_eq!(
-            s.stamp(Sym(2), 450, true),
+            s.stamp(Sym(2), 450, true, 0),
             Stamp::At {
                 time: 500,
                 late: false
             }
         );
         assert_eq!(
-            s.stamp(Sym(2), 450, false),
+            s.stamp(Sym(2), 450, false, 0),
             Stamp::At {
                 time: 500,
                 late: false
@@ -180,28 +181,28 @@ mod tests {
     fn zero_lateness_keeps_equal_timestamps_open() {
         let mut s = Stamper::new(&cfg(100, 0));
         assert_eq!(
-            s.stamp(Sym(1), 150, false),
+            s.stamp(Sym(1), 150, false, 0),
             Stamp::At {
                 time: 200,
                 late: false
             }
         );
         assert_eq!(
-            s.stamp(Sym(1), 150, false),
+            s.stamp(Sym(1), 150, false, 0),
             Stamp::At {
                 time: 200,
                 late: false
             }
         );
         assert_eq!(
-            s.stamp(Sym(1), 101, false),
+            s.stamp(Sym(1), 101, false, 0),
             Stamp::At {
                 time: 200,
                 late: false
             }
         );
         assert_eq!(
-            s.stamp(Sym(1), 99, false),
+            s.stamp(Sym(1), 99, false, 0),
             Stamp::At {
                 time: 200,
                 late: true
@@ -217,10 +218,10 @@ mod tests {
             ..cfg(100, 1000)
         };
         let mut s = Stamper::new(&c);
-        s.stamp(Sym(1), 1_000_000, false);
-        assert_eq!(s.stamp(Sym(1), 1_000_000 - 120_000, false), Stamp::TooLate);
+        s.stamp(Sym(1), 1_000_000, false, 0);
+        assert_eq!(s.stamp(Sym(1), 1_000_000 - 120_000, false, 0), Stamp::TooLate);
         assert!(matches!(
-            s.stamp(Sym(1), 1_000_000 - 119_999, false),
+            s.stamp(Sym(1), 1_000_000 - 119_999, false, 0),
             Stamp::At { late: true, .. }
         ));
     }
