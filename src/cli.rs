@@ -22,8 +22,14 @@ pub struct Cli {
 /// The commands of CONTRACT section 5.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Runs the job on Kafka topics.
+    Run(RunArgs),
     /// Runs the dataflow over NDJSON event files (`.gz` too).
     Replay(ReplayArgs),
+    /// Writes NDJSON events to Kafka, keyed by exchange:symbol.
+    Produce(ProduceArgs),
+    /// An embedded development Kafka broker on 127.0.0.1 (librdkafka's mock cluster).
+    Broker(BrokerArgs),
     /// Writes synthetic events as NDJSON.
     Gen(GenArgs),
 }
@@ -89,6 +95,86 @@ pub struct ReplayArgs {
     pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub job: JobArgs,
+}
+
+/// Kafka connection options.
+#[derive(Debug, Args, Clone)]
+pub struct KafkaArgs {
+    /// Bootstrap servers.
+    #[arg(long, env = "TAMPINES_BROKERS")]
+    pub brokers: String,
+    /// Any librdkafka property, key=value (repeatable; security settings too).
+    #[arg(short = 'X', value_parser = parse_property)]
+    pub property: Vec<(String, String)>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("bad property {s:?}: want key=value"))
+}
+
+/// `run`
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topics to read.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "market.book,market.trade"
+    )]
+    pub topics: Vec<String>,
+    /// Consumer group (for offset commits).
+    #[arg(long, default_value = "tampines")]
+    pub group: String,
+    /// Where to start reading.
+    #[arg(long, value_enum, default_value = "committed")]
+    pub start: crate::kafka::Start,
+    /// Read each partition up to its end offset as of start, close all timestamps, exit.
+    #[arg(long)]
+    pub until_end: bool,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// `produce FILE...`
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Event files (NDJSON, .gz too).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic for every event; without it book events go to market.book and trades to market.trade.
+    #[arg(long)]
+    pub topic: Option<String>,
+}
+
+/// `broker`
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Partitions per topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Topics to create (with their .dlq topics).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "market.book,market.trade"
+    )]
+    pub topics: Vec<String>,
+}
+
+impl KafkaArgs {
+    /// The connection settings.
+    pub fn connection(&self) -> crate::kafka::Connection {
+        crate::kafka::Connection {
+            brokers: self.brokers.clone(),
+            properties: self.property.clone(),
+        }
+    }
 }
 
 /// `gen`

@@ -4,5 +4,6 @@
 pub mod cli;
 pub mod files;
 pub mod gen;
-pub mod replay;
+pub mod job;
+pub mod kafka;
 pub mod sink;

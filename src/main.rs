@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tampines::cli::{Cli, Command};
 use tampines::gen::{generate, Market};
-use tampines::replay;
+use tampines::{job, kafka};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -28,17 +28,43 @@ fn main() -> ExitCode {
         Command::Replay(args) => {
             let settings = match args.job.settings() {
                 Ok(s) => s,
-                Err(e) => {
-                    eprintln!("tampines: {e:#}");
-                    return ExitCode::from(2);
-                }
+                Err(e) => return usage(e),
             };
-            match replay::run(args.files, settings) {
-                Ok(t) => {
-                    eprintln!(
-                        "read {} processed {} dead-lettered {} duplicates {} late {}",
-                        t.read, t.processed, t.dead_lettered, t.duplicates, t.late
-                    );
+            report(job::replay(args.files, settings))
+        }
+        Command::Run(args) => {
+            let settings = match args.job.settings() {
+                Ok(s) => s,
+                Err(e) => return usage(e),
+            };
+            if args.topics.is_empty() {
+                return usage(anyhow::anyhow!("--topics must name at least one topic"));
+            }
+            let opts = kafka::SourceOptions {
+                connection: args.kafka.connection(),
+                topics: args.topics.clone(),
+                group: args.group.clone(),
+                start: args.start,
+                until_end: args.until_end,
+            };
+            let idle = Some(std::time::Duration::from_millis(args.job.idle_ms));
+            let dlq = (opts.connection.clone(), opts.topics.clone());
+            report(job::run(
+                settings,
+                idle,
+                move |index, peers| kafka::open(&opts, index, peers),
+                move || {
+                    Ok(Some(
+                        Box::new(kafka::KafkaDeadLetters::new(&dlq.0, dlq.1.clone())?)
+                            as Box<dyn job::DeadLetterSink>,
+                    ))
+                },
+            ))
+        }
+        Command::Produce(args) => {
+            match kafka::produce(&args.files, &args.kafka.connection(), args.topic.as_deref()) {
+                Ok(n) => {
+                    eprintln!("produced {n} messages");
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -47,6 +73,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Broker(args) => match kafka::broker(args.partitions, &args.topics) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tampines: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Gen(a) => {
             let market = Market {
                 symbols: a.symbols.max(1),
@@ -75,6 +108,27 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn usage(e: anyhow::Error) -> ExitCode {
+    eprintln!("tampines: {e:#}");
+    ExitCode::from(2)
+}
+
+fn report(result: anyhow::Result<tampines_dataflows::stats::Totals>) -> ExitCode {
+    match result {
+        Ok(t) => {
+            eprintln!(
+                "read {} processed {} dead-lettered {} duplicates {} late {}",
+                t.read, t.processed, t.dead_lettered, t.duplicates, t.late
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tampines: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

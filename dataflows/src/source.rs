@@ -18,8 +18,8 @@
 //! events applied at the capability, counted as late. Bad input never stops the source.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::operator::source as timely_source;
@@ -114,6 +114,20 @@ pub trait Inputs {
     fn next(&mut self) -> Next;
     /// Inputs this worker owns that have produced nothing yet still count for progress.
     fn known(&self) -> Vec<u32>;
+    /// The source stamped `input`'s line at `offset` with `time` (for offset commits).
+    fn stamped(&mut self, _input: u32, _offset: u64, _time: u64) {}
+}
+
+impl Inputs for Box<dyn Inputs> {
+    fn next(&mut self) -> Next {
+        (**self).next()
+    }
+    fn known(&self) -> Vec<u32> {
+        (**self).known()
+    }
+    fn stamped(&mut self, input: u32, offset: u64, time: u64) {
+        (**self).stamped(input, offset, time)
+    }
 }
 
 /// In-order line inputs read round-robin (files, test cases): never pending, ended when all are.
@@ -136,7 +150,12 @@ impl LineInputs {
     /// Reads `inputs` round-robin, a batch of lines from each in turn.
     pub fn new(inputs: Vec<LineInput>) -> LineInputs {
         let offsets = vec![0; inputs.len()];
-        LineInputs { inputs, offsets, next: 0, streak: 0 }
+        LineInputs {
+            inputs,
+            offsets,
+            next: 0,
+            streak: 0,
+        }
     }
 }
 
@@ -157,7 +176,11 @@ impl Inputs for LineInputs {
                 self.streak += 1;
                 let offset = self.offsets[i];
                 self.offsets[i] += 1;
-                Next::Line { input: input.id, offset, line }
+                Next::Line {
+                    input: input.id,
+                    offset,
+                    line,
+                }
             }
             None => {
                 let id = input.id;
@@ -206,14 +229,20 @@ pub fn source<'s, I: Inputs + 'static>(
             let mut pending = false;
             for _ in 0..config.source_batch {
                 match inputs.next() {
-                    Next::Line { input, offset, line } => {
+                    Next::Line {
+                        input,
+                        offset,
+                        line,
+                    } => {
                         let reader = readers.entry(input).or_insert_with(|| Reader {
                             stamper: Stamper::new(&config),
                             seen: HashSet::new(),
                             last_seen: Instant::now(),
                         });
                         reader.last_seen = Instant::now();
-                        read_line(reader, line, (input, offset), &stats, floor, &mut batch);
+                        let time =
+                            read_line(reader, line, (input, offset), &stats, floor, &mut batch);
+                        inputs.stamped(input, offset, time);
                     }
                     Next::Finished(input) => {
                         let last = readers.remove(&input).and_then(|r| r.stamper.last_mark());
@@ -230,26 +259,41 @@ pub fn source<'s, I: Inputs + 'static>(
                 }
             }
             for (time, records) in std::mem::take(&mut batch) {
-                output.session(&c.delayed(&time)).give_iterator(records.into_iter().map(|r| (r, time)));
+                output
+                    .session(&c.delayed(&time))
+                    .give_iterator(records.into_iter().map(|r| (r, time)));
             }
             if done {
                 let marks = readers.values().filter_map(|r| r.stamper.last_mark());
-                let last = marks.chain(finished.values().flatten().copied()).max().unwrap_or(0);
+                let last = marks
+                    .chain(finished.values().flatten().copied())
+                    .max()
+                    .unwrap_or(0);
                 let now = *c.time();
-                output.session(c).give_iterator((0..peers).map(|to| (SourceRecord::End { last, to }, now)));
+                output
+                    .session(c)
+                    .give_iterator((0..peers).map(|to| (SourceRecord::End { last, to }, now)));
                 cap = None;
                 return;
             }
             // Progress: the earliest open timestamp of the inputs that are not idle.
             let now = Instant::now();
             let is_idle = |since: Instant| idle.is_some_and(|d| now.duration_since(since) >= d);
-            let silent_known = inputs.known().into_iter().filter(|i| !readers.contains_key(i) && !finished.contains_key(i));
+            let silent_known = inputs
+                .known()
+                .into_iter()
+                .filter(|i| !readers.contains_key(i) && !finished.contains_key(i));
             let waiting_for_first = silent_known.clone().count() > 0 && !is_idle(started);
-            let active = readers.values().filter(|r| !is_idle(r.last_seen)).map(|r| r.stamper.open());
+            let active = readers
+                .values()
+                .filter(|r| !is_idle(r.last_seen))
+                .map(|r| r.stamper.open());
             let open = if waiting_for_first {
                 Some(floor)
             } else {
-                active.min().or_else(|| readers.values().map(|r| r.stamper.open()).max())
+                active
+                    .min()
+                    .or_else(|| readers.values().map(|r| r.stamper.open()).max())
             };
             if let Some(open) = open {
                 c.downgrade(&open.max(floor));
@@ -273,7 +317,8 @@ pub fn lines<'s>(
     source(scope, LineInputs::new(inputs), None, config, stats)
 }
 
-/// Parses and stamps one line into `batch` (keyed by timestamp, never below `floor`).
+/// Parses and stamps one line into `batch` (keyed by timestamp, never below `floor`); returns
+/// the timestamp it went to.
 fn read_line(
     reader: &mut Reader,
     line: Result<String, (String, String)>,
@@ -281,7 +326,7 @@ fn read_line(
     stats: &Stats,
     floor: u64,
     batch: &mut BTreeMap<u64, Vec<SourceRecord>>,
-) {
+) -> u64 {
     let open = reader.stamper.open().max(floor);
     let mut dead = |reason: String, payload: String| {
         Stats::add(&stats.dead_lettered, 1);
@@ -291,9 +336,10 @@ fn read_line(
             pos,
         });
         batch.entry(open).or_default().push(record);
+        open
     };
     let line = match line {
-        Ok(line) if line.trim().is_empty() => return,
+        Ok(line) if line.trim().is_empty() => return open,
         Ok(line) => line,
         Err((reason, payload)) => {
             Stats::add(&stats.read, 1);
@@ -306,7 +352,10 @@ fn read_line(
         Err(err) => return dead(err.to_string(), line),
     };
     let event = parsed.event;
-    match reader.stamper.stamp(event.sym, event.ts, event.is_book(), floor) {
+    match reader
+        .stamper
+        .stamp(event.sym, event.ts, event.is_book(), floor)
+    {
         Stamp::TooLate => dead("too_late".to_string(), line),
         Stamp::At { time, late } => {
             if late {
@@ -320,9 +369,10 @@ fn read_line(
                     .push(SourceRecord::Name(event.sym, parsed.name));
             }
             batch
-                .entry(time.max(floor))
+                .entry(time)
                 .or_default()
                 .push(SourceRecord::Event(Stamped { pos, event }));
+            time
         }
     }
 }

@@ -219,7 +219,10 @@ mod tests {
         };
         let mut s = Stamper::new(&c);
         s.stamp(Sym(1), 1_000_000, false, 0);
-        assert_eq!(s.stamp(Sym(1), 1_000_000 - 120_000, false, 0), Stamp::TooLate);
+        assert_eq!(
+            s.stamp(Sym(1), 1_000_000 - 120_000, false, 0),
+            Stamp::TooLate
+        );
         assert!(matches!(
             s.stamp(Sym(1), 1_000_000 - 119_999, false, 0),
             Stamp::At { late: true, .. }

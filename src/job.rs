@@ -1,0 +1,205 @@
+//! Running a job: the dataflow over some inputs, results to NDJSON, dead letters to a file and/or
+//! Kafka. `replay` and `run` differ only in their inputs.
+//!
+//! Every process gets the same options; global worker 0 (on process 0) publishes and writes dead
+//! letters; other processes never touch the sinks.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use tampines_dataflows::source::{DeadLetter, Inputs};
+use tampines_dataflows::stats::{Stats, Totals};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::ProbeHandle;
+
+use crate::cli::Settings;
+use crate::sink;
+
+/// Called after every step of a worker with the results' frontier (offset commits), and once at
+/// the end with an empty frontier.
+pub type AfterStep = Box<dyn FnMut(&ProbeHandle<u64>)>;
+
+/// A worker's inputs and what to do as results complete.
+pub struct WorkerInputs {
+    /// What this worker reads.
+    pub inputs: Box<dyn Inputs>,
+    /// Hook run after each step.
+    pub after_step: Option<AfterStep>,
+}
+
+/// Where dead letters go besides the log.
+pub trait DeadLetterSink {
+    /// Writes one dead letter.
+    fn write(&mut self, dead: &DeadLetter) -> Result<()>;
+    /// Flushes what was written.
+    fn flush(&mut self) -> Result<()>;
+}
+
+struct FileDeadLetters(Box<dyn Write>);
+
+impl DeadLetterSink for FileDeadLetters {
+    fn write(&mut self, dead: &DeadLetter) -> Result<()> {
+        Ok(sink::write_dead(self.0.as_mut(), dead)?)
+    }
+    fn flush(&mut self) -> Result<()> {
+        Ok(self.0.flush()?)
+    }
+}
+
+/// Runs a job to completion and returns this process's counters.
+///
+/// `make_inputs(worker index, peers)` opens a worker's inputs; `make_dead(...)` opens worker 0's
+/// extra dead-letter sink (Kafka); `idle` is the idleness of inputs (None: never idle).
+pub fn run<F, D>(
+    settings: Settings,
+    idle: Option<Duration>,
+    make_inputs: F,
+    make_dead: D,
+) -> Result<Totals>
+where
+    F: Fn(usize, usize) -> Result<WorkerInputs> + Send + Sync + 'static,
+    D: Fn() -> Result<Option<Box<dyn DeadLetterSink>>> + Send + Sync + 'static,
+{
+    let stats = Arc::new(Stats::default());
+    let config = Arc::new(settings.config.clone());
+    let timely_config =
+        timely::Config::from_args(settings.timely.clone().into_iter()).map_err(|e| anyhow!(e))?;
+    let worker_stats = stats.clone();
+    let out_target = settings.out.clone();
+    let dlq_target = settings.dlq.clone();
+    let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let worker_failure = failure.clone();
+    let guards = timely::execute(timely_config, move |worker| {
+        let index = worker.index();
+        let peers = worker.peers();
+        let fail = |e: anyhow::Error| {
+            worker_failure.lock().expect("lock").get_or_insert(format!("{e:#}"));
+        };
+        let WorkerInputs { inputs, mut after_step } = match make_inputs(index, peers) {
+            Ok(w) => w,
+            Err(e) => {
+                fail(e);
+                // Take part in the dataflow with no input, so the other workers can finish.
+                WorkerInputs { inputs: Box::new(tampines_dataflows::source::LineInputs::new(Vec::new())), after_step: None }
+            }
+        };
+        let publishing = index == 0;
+        let mut out = None;
+        let mut dead_sinks: Vec<Box<dyn DeadLetterSink>> = Vec::new();
+        if publishing {
+            if let Some(t) = &out_target {
+                match sink::writer(t) {
+                    Ok(w) => out = Some(w),
+                    Err(e) => fail(e),
+                }
+            }
+            if let Some(p) = &dlq_target {
+                match sink::dlq_writer(p) {
+                    Ok(w) => dead_sinks.push(Box::new(FileDeadLetters(w))),
+                    Err(e) => fail(e),
+                }
+            }
+            match make_dead() {
+                Ok(Some(s)) => dead_sinks.push(s),
+                Ok(None) => {}
+                Err(e) => fail(e),
+            }
+        }
+        let config = config.clone();
+        let stats = worker_stats.clone();
+        let failure = worker_failure.clone();
+        let probe = ProbeHandle::new();
+        worker.dataflow::<u64, _, _>(|scope| {
+            let source = tampines_dataflows::source::source(scope, inputs, idle, config.clone(), stats.clone());
+            let outputs = tampines_dataflows::build(source, config, stats);
+            let failure_dead = failure.clone();
+            outputs.dead.sink(Pipeline, "DeadLetterSink", move |(input, frontier)| {
+                input.for_each(|_, data| {
+                    for dead in data.drain(..) {
+                        tracing::warn!(reason = %dead.reason, input = dead.pos.0, offset = dead.pos.1, "dead letter");
+                        for s in dead_sinks.iter_mut() {
+                            if let Err(e) = s.write(&dead) {
+                                failure_dead.lock().expect("lock").get_or_insert(format!("writing dead letters: {e:#}"));
+                            }
+                        }
+                    }
+                });
+                if frontier.is_empty() {
+                    for s in dead_sinks.iter_mut() {
+                        if let Err(e) = s.flush() {
+                            failure_dead.lock().expect("lock").get_or_insert(format!("writing dead letters: {e:#}"));
+                        }
+                    }
+                }
+            });
+            outputs.published.probe_with(&probe).sink(Pipeline, "NdjsonSink", move |(input, frontier)| {
+                input.for_each(|_, data| {
+                    for batch in data.drain(..) {
+                        if let Some(w) = out.as_mut() {
+                            if let Err(e) = sink::write_batch(w.as_mut(), &batch) {
+                                // A closed pipe (`| head`) means the reader is done: stop writing quietly.
+                                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                                    failure.lock().expect("lock").get_or_insert(format!("writing results: {e}"));
+                                }
+                                out = None;
+                                break;
+                            }
+                        }
+                    }
+                });
+                if frontier.is_empty() {
+                    if let Some(w) = out.as_mut() {
+                        if let Err(e) = w.flush() {
+                            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                                failure.lock().expect("lock").get_or_insert(format!("writing results: {e}"));
+                            }
+                        }
+                    }
+                }
+            });
+        });
+        while !probe.done() {
+            worker.step();
+            if let Some(hook) = after_step.as_mut() {
+                hook(&probe);
+            }
+        }
+        if let Some(hook) = after_step.as_mut() {
+            hook(&probe);
+        }
+    })
+    .map_err(|e| anyhow!(e))?;
+    for r in guards.join() {
+        r.map_err(|e| anyhow!("worker failed: {e}"))?;
+    }
+    if let Some(f) = failure.lock().expect("lock").take() {
+        return Err(anyhow!(f));
+    }
+    Ok(stats.totals())
+}
+
+/// `replay FILE...`: file `i` is input `i`, read by global worker `i % workers`.
+pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Totals> {
+    let files = Arc::new(files);
+    run(
+        settings,
+        None,
+        move |index, peers| {
+            let mine = files
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % peers == index)
+                .map(|(i, path)| crate::files::open(path, i as u32))
+                .collect();
+            Ok(WorkerInputs {
+                inputs: Box::new(tampines_dataflows::source::LineInputs::new(mine)),
+                after_step: None,
+            })
+        },
+        || Ok(None),
+    )
+}
