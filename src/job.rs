@@ -137,8 +137,10 @@ where
                 }
             });
             outputs.published.probe_with(&probe).sink(Pipeline, "NdjsonSink", move |(input, frontier)| {
+                let mut wrote = false;
                 input.for_each(|_, data| {
                     for batch in data.drain(..) {
+                        wrote = true;
                         if let Some(w) = out.as_mut() {
                             if let Err(e) = sink::write_batch(w.as_mut(), &batch) {
                                 // A closed pipe (`| head`) means the reader is done: stop writing quietly.
@@ -151,7 +153,8 @@ where
                         }
                     }
                 });
-                if frontier.is_empty() {
+                // Flush what this activation wrote: live readers see each mark as it is published.
+                if wrote || frontier.is_empty() {
                     if let Some(w) = out.as_mut() {
                         if let Err(e) = w.flush() {
                             if e.kind() != std::io::ErrorKind::BrokenPipe {

@@ -1,0 +1,418 @@
+//! Kafka end to end, through the real Kafka protocol: `tampines broker` (librdkafka's mock
+//! cluster) in its own process, events produced with `tampines produce` or kcat, the job run with
+//! `tampines run`. Output is compared with `replay` of the same events (itself checked against the
+//! reference model by the harness).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{marks, scratch, tampines};
+
+/// A `tampines broker` child process, stopped with SIGTERM on drop.
+struct Broker {
+    child: Child,
+    bootstrap: String,
+}
+
+impl Broker {
+    fn start(partitions: u32, topics: &str) -> Broker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args([
+                "broker",
+                "--partitions",
+                &partitions.to_string(),
+                "--topics",
+                topics,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start broker");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .expect("bootstrap line");
+        let bootstrap = line
+            .trim()
+            .strip_prefix("bootstrap=")
+            .expect("bootstrap=HOST:PORT")
+            .to_string();
+        Broker { child, bootstrap }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("broker exits")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn gen(dir: &Path, name: &str, seed: u32) -> String {
+    let f = dir.join(name);
+    tampines(&[
+        "gen",
+        "--symbols",
+        "5",
+        "--events",
+        "4000",
+        "--hours",
+        "0.02",
+        "--seed",
+        &seed.to_string(),
+        "--exchange",
+        name,
+        "--out",
+        f.to_str().unwrap(),
+    ]);
+    f.display().to_string()
+}
+
+#[test]
+fn run_until_end_equals_replay_and_broker_stops_on_sigterm() {
+    let dir = scratch("kafka_e2e");
+    let files = [gen(&dir, "a", 1), gen(&dir, "b", 2)];
+    let broker = Broker::start(4, "market.book,market.trade");
+    let stderr = tampines(&[
+        "produce",
+        &files[0],
+        &files[1],
+        "--brokers",
+        &broker.bootstrap,
+    ]);
+    assert!(stderr.contains("produced 8010 messages"), "{stderr}");
+    let out = dir.join("run.ndjson");
+    let stderr = tampines(&[
+        "run",
+        "--brokers",
+        &broker.bootstrap,
+        "--until-end",
+        "-w",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("read 8010 processed 8010 dead-lettered 0 duplicates 0"),
+        "{stderr}"
+    );
+    let replayed = dir.join("replay.ndjson");
+    tampines(&[
+        "replay",
+        &files[0],
+        &files[1],
+        "--out",
+        replayed.to_str().unwrap(),
+    ]);
+    let (run, replay) = (marks(&out), marks(&replayed));
+    assert!(run.len() > 100);
+    assert_eq!(
+        run, replay,
+        "run over Kafka must publish what replay publishes"
+    );
+    // Offsets were committed after the results: a second bounded run of the group reads nothing new.
+    let again = dir.join("again.ndjson");
+    let stderr = tampines(&[
+        "run",
+        "--brokers",
+        &broker.bootstrap,
+        "--until-end",
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(stderr.contains("read 0 processed 0"), "{stderr}");
+    assert_eq!(broker.stop().code(), Some(0));
+}
+
+fn kcat() -> &'static str {
+    if Command::new("kcat").arg("-V").output().is_err() {
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "kcat"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kcat is needed (apt-get install kcat)");
+    }
+    "kcat"
+}
+
+#[test]
+fn kcat_produces_and_reads_back_the_dead_letters() {
+    let broker = Broker::start(2, "market.trade");
+    let messages = [
+        r#"ex:A|{"type":"trade","exchange":"ex","symbol":"A","ts":1000,"id":"1","price":"10","qty":"2","side":"buy"}"#,
+        r#"ex:A|{"type":"trade","exchange":"ex","symbol":"A","ts":1100,"id":"2","price":"12","qty":"1","side":"sell"}"#,
+        r#"ex:A|{"type":"trade","exchange":"ex","symbol":"A","ts":1150,"id":"3","price":"1","qty":"0","side":"sell"}"#,
+        "|not json",
+    ];
+    let mut child = Command::new(kcat())
+        .args([
+            "-b",
+            &broker.bootstrap,
+            "-t",
+            "market.trade",
+            "-P",
+            "-K|",
+            "-Z",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat -P");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all((messages.join("\n") + "\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let dir = scratch("kafka_kcat");
+    let out = dir.join("out.ndjson");
+    let stderr = tampines(&[
+        "run",
+        "--brokers",
+        &broker.bootstrap,
+        "--topics",
+        "market.trade",
+        "--until-end",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("read 4 processed 2 dead-lettered 2"),
+        "{stderr}"
+    );
+    let state = common::final_state(&marks(&out));
+    let ticker = &state["ticker:ex:A"];
+    assert_eq!(
+        (
+            ticker["count"].as_u64(),
+            ticker["volume"].as_str(),
+            ticker["last"].as_str()
+        ),
+        (Some(2), Some("3"), Some("12"))
+    );
+    let dlq = Command::new(kcat())
+        .args([
+            "-b",
+            &broker.bootstrap,
+            "-C",
+            "-t",
+            "market.trade.dlq",
+            "-e",
+            "-q",
+            "-f",
+            "%h|%s\n",
+        ])
+        .output()
+        .expect("kcat -C");
+    let text = String::from_utf8_lossy(&dlq.stdout);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("reason=not json") && lines[0].ends_with("|not json"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("reason=trade quantity must be positive,offset=")
+            && lines[1].contains(r#""id":"3""#),
+        "{text}"
+    );
+}
+
+fn book(ts: u64, seq: u64, price: &str) -> String {
+    format!(
+        r#"{{"type":"book","exchange":"ex","symbol":"A","ts":{ts},"seq":{seq},"bids":[["{price}","1"]],"asks":[]}}"#
+    )
+}
+
+#[test]
+fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
+    let dir = scratch("kafka_idle");
+    let broker = Broker::start(2, "market.book");
+    // Symbol A lives in one partition; the other partition never receives anything.
+    let mut lines: Vec<String> = (1..=20)
+        .map(|i| book(i * 100, i, &format!("{}", 100 + i)))
+        .collect();
+    let events = dir.join("events.ndjson");
+    std::fs::write(&events, lines.join("\n")).unwrap();
+    tampines(&[
+        "produce",
+        events.to_str().unwrap(),
+        "--brokers",
+        &broker.bootstrap,
+    ]);
+    let out = dir.join("live.ndjson");
+    let mut live = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args([
+            "run",
+            "--brokers",
+            &broker.bootstrap,
+            "--topics",
+            "market.book",
+            "--group",
+            "live",
+            "--idle-ms",
+            "300",
+            "--lateness-ms",
+            "0",
+        ])
+        .args(["--out", out.to_str().unwrap()])
+        .spawn()
+        .expect("run");
+    // W = 2000: every timestamp below it closes although one partition is silent.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reached = loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if text.contains(r#"{"kind":"progress","ts":1900}"#) {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+    };
+    let _ = live.kill();
+    let _ = live.wait();
+    assert!(
+        reached,
+        "progress never reached 1900: {}",
+        std::fs::read_to_string(&out).unwrap_or_default()
+    );
+
+    // A late event (its timestamp closed) applies at the earliest open timestamp and is counted.
+    lines.push(book(550, 21, "150"));
+    std::fs::write(&events, lines[20..].join("\n")).unwrap();
+    tampines(&[
+        "produce",
+        events.to_str().unwrap(),
+        "--brokers",
+        &broker.bootstrap,
+    ]);
+    let bounded = dir.join("bounded.ndjson");
+    let stderr = tampines(&[
+        "run",
+        "--brokers",
+        &broker.bootstrap,
+        "--topics",
+        "market.book",
+        "--group",
+        "bounded",
+        "--until-end",
+        "--lateness-ms",
+        "0",
+        "--out",
+        bounded.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("read 21 processed 21 dead-lettered 0 duplicates 0 late 1"),
+        "{stderr}"
+    );
+    let last = marks(&bounded).last().cloned().unwrap();
+    assert_eq!(last.0, 2000);
+    let book = last
+        .1
+        .iter()
+        .find(|r| r["resolution"] == 1)
+        .expect("book at 2000");
+    // The late level (ts 550) is in the book at the last mark, best of all.
+    assert_eq!(book["bids"][0], serde_json::json!(["150", "1"]), "{book}");
+    assert_eq!(book["bids"][1], serde_json::json!(["120", "1"]), "{book}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn two_processes_of_two_workers_equal_one_process() {
+    let dir = scratch("kafka_processes");
+    let files = [gen(&dir, "a", 5), gen(&dir, "b", 6), gen(&dir, "c", 7)];
+    let hostfile = dir.join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let broker = Broker::start(4, "market.book,market.trade");
+    tampines(&[
+        "produce",
+        &files[0],
+        &files[1],
+        &files[2],
+        "--brokers",
+        &broker.bootstrap,
+    ]);
+    let one = dir.join("one.ndjson");
+    tampines(&[
+        "replay",
+        &files[0],
+        &files[1],
+        &files[2],
+        "--out",
+        one.to_str().unwrap(),
+    ]);
+    for (command, out) in [
+        ("replay", dir.join("replay2.ndjson")),
+        ("run", dir.join("run2.ndjson")),
+    ] {
+        let spawn = |p: &str| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_tampines"));
+            c.arg(command);
+            if command == "replay" {
+                c.args(&files);
+            } else {
+                c.args([
+                    "--brokers",
+                    &broker.bootstrap,
+                    "--until-end",
+                    "--group",
+                    "two",
+                ]);
+            }
+            c.args([
+                "-w",
+                "2",
+                "-n",
+                "2",
+                "-p",
+                p,
+                "-h",
+                hostfile.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            c.stderr(Stdio::piped()).spawn().expect("spawn process")
+        };
+        let (p0, p1) = (spawn("0"), spawn("1"));
+        let (o0, o1) = (
+            p0.wait_with_output().unwrap(),
+            p1.wait_with_output().unwrap(),
+        );
+        assert!(
+            o0.status.success() && o1.status.success(),
+            "{command}: {} / {}",
+            String::from_utf8_lossy(&o0.stderr),
+            String::from_utf8_lossy(&o1.stderr)
+        );
+        assert_eq!(
+            marks(&out),
+            marks(&one),
+            "{command} on 2 processes x 2 workers"
+        );
+    }
+}
