@@ -258,6 +258,32 @@ impl KafkaInputs {
     }
 }
 
+impl KafkaInputs {
+    /// Logs, per partition, how far the next offset to read is behind the partition's end.
+    fn log_lag(&self) {
+        let Ok(position) = self.consumer.position() else {
+            return;
+        };
+        for e in position.elements() {
+            let Offset::Offset(next) = e.offset() else {
+                continue;
+            };
+            if let Ok((_, high)) =
+                self.consumer
+                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1))
+            {
+                tracing::info!(
+                    worker = self.index,
+                    topic = e.topic(),
+                    partition = e.partition(),
+                    lag = high - next,
+                    "consumer lag"
+                );
+            }
+        }
+    }
+}
+
 impl Inputs for KafkaInputs {
     fn next(&mut self) -> Next {
         if let Some(id) = self.to_announce.pop() {
@@ -269,13 +295,15 @@ impl Inputs for KafkaInputs {
         loop {
             let message = match self.consumer.poll(Duration::ZERO) {
                 None => {
-                    // Partitions added to a topic while running are picked up (live runs only).
+                    // Partitions added to a topic while running are picked up, and lag is logged
+                    // (live runs only).
                     if self.ends.is_none() && self.last_refresh.elapsed() > Duration::from_secs(10)
                     {
                         self.last_refresh = Instant::now();
                         if let Err(e) = self.assign_new(Start::Earliest) {
                             tracing::warn!(error = %e, "refreshing partitions");
                         }
+                        self.log_lag();
                     }
                     return Next::Pending;
                 }

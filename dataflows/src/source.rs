@@ -201,6 +201,7 @@ struct Reader {
     stamper: Stamper,
     seen: HashSet<Sym>,
     last_seen: Instant,
+    idle: bool,
 }
 
 /// Reads a worker's inputs into a stream of [`SourceRecord`]s (see the module doc).
@@ -215,6 +216,7 @@ pub fn source<'s, I: Inputs + 'static>(
     stats: Arc<Stats>,
 ) -> StreamVec<'s, u64, (SourceRecord, u64)> {
     let peers = scope.peers() as u64;
+    let worker = scope.index();
     timely_source(scope, "Source", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut cap = Some(capability);
@@ -238,14 +240,20 @@ pub fn source<'s, I: Inputs + 'static>(
                             stamper: Stamper::new(&config),
                             seen: HashSet::new(),
                             last_seen: Instant::now(),
+                            idle: false,
                         });
                         reader.last_seen = Instant::now();
+                        if reader.idle {
+                            reader.idle = false;
+                            tracing::info!(worker, input, "input active again");
+                        }
                         let time =
                             read_line(reader, line, (input, offset), &stats, floor, &mut batch);
                         inputs.stamped(input, offset, time);
                     }
                     Next::Finished(input) => {
                         let last = readers.remove(&input).and_then(|r| r.stamper.last_mark());
+                        tracing::debug!(worker, input, last_mark = last, "input finished");
                         finished.insert(input, last);
                     }
                     Next::Pending => {
@@ -279,6 +287,17 @@ pub fn source<'s, I: Inputs + 'static>(
             // Progress: the earliest open timestamp of the inputs that are not idle.
             let now = Instant::now();
             let is_idle = |since: Instant| idle.is_some_and(|d| now.duration_since(since) >= d);
+            for (input, reader) in readers.iter_mut() {
+                if !reader.idle && is_idle(reader.last_seen) {
+                    reader.idle = true;
+                    tracing::info!(
+                        worker,
+                        input,
+                        watermark = reader.stamper.watermark(),
+                        "input idle: not holding progress back"
+                    );
+                }
+            }
             let silent_known = inputs
                 .known()
                 .into_iter()
@@ -295,8 +314,9 @@ pub fn source<'s, I: Inputs + 'static>(
                     .min()
                     .or_else(|| readers.values().map(|r| r.stamper.open()).max())
             };
-            if let Some(open) = open {
-                c.downgrade(&open.max(floor));
+            if let Some(open) = open.filter(|&o| o > floor) {
+                c.downgrade(&open);
+                tracing::trace!(worker, frontier = open, "source progress");
             }
             if pending {
                 activator.activate_after(Duration::from_millis(1));
