@@ -289,7 +289,10 @@ impl Inputs for KafkaInputs {
         if let Some(id) = self.to_announce.pop() {
             return Next::Finished(id);
         }
-        if self.ends.is_some() && self.finished.len() == self.owned.len() {
+        // Done when a bounded run has read every partition, and at once for a worker that owns
+        // none (it must not hold progress back; partitions added later go to their owners).
+        if self.owned.is_empty() || (self.ends.is_some() && self.finished.len() == self.owned.len())
+        {
             return Next::Done;
         }
         loop {
