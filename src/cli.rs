@@ -70,6 +70,12 @@ pub struct JobArgs {
     /// NDJSON output file, `-` for stdout.
     #[arg(long)]
     pub out: Option<String>,
+    /// Redis to publish to: redis://[user:password@]host:port/db (rediss:// for TLS).
+    #[arg(long, env = "TAMPINES_REDIS")]
+    pub redis: Option<String>,
+    /// Redis key prefix.
+    #[arg(long, default_value = "tampines")]
+    pub prefix: String,
     /// Lines a source reads before yielding.
     #[arg(long, default_value_t = 8192, hide = true)]
     pub source_batch: usize,
@@ -129,9 +135,10 @@ pub struct RunArgs {
     /// Consumer group (for offset commits).
     #[arg(long, default_value = "tampines")]
     pub group: String,
-    /// Where to start reading.
-    #[arg(long, value_enum, default_value = "committed")]
-    pub start: crate::kafka::Start,
+    /// Where to start reading (default: committed offsets; with --redis: earliest, since the
+    /// state is rebuilt by replay and marks Redis already holds are not written again).
+    #[arg(long, value_enum)]
+    pub start: Option<crate::kafka::Start>,
     /// Read each partition up to its end offset as of start, close all timestamps, exit.
     #[arg(long)]
     pub until_end: bool,
@@ -225,6 +232,8 @@ pub struct Settings {
     pub dlq: Option<PathBuf>,
     /// NDJSON output.
     pub out: Option<String>,
+    /// Redis sink.
+    pub redis: Option<crate::redis_sink::RedisOptions>,
 }
 
 impl JobArgs {
@@ -271,12 +280,24 @@ impl JobArgs {
                 hostfile.display().to_string(),
             ]);
         }
+        let redis = self
+            .redis
+            .as_ref()
+            .map(|url| crate::redis_sink::RedisOptions {
+                url: url.clone(),
+                prefix: self.prefix.clone(),
+                retention: self.candle_retention,
+            });
+        if let Some(r) = &redis {
+            r.validate()?;
+        }
         Ok(Settings {
             config,
             timely,
             process: self.process,
             dlq: self.dlq.clone(),
             out: self.out.clone(),
+            redis,
         })
     }
 }

@@ -17,7 +17,39 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 
 use crate::cli::Settings;
+use crate::redis_sink::{stored_frontier, RedisSink, SinkState};
 use crate::sink;
+
+/// Pauses a worker's inputs while the Redis sink is far behind.
+struct Throttled {
+    inputs: Box<dyn Inputs>,
+    sink: Arc<SinkState>,
+}
+
+impl Inputs for Throttled {
+    fn next(&mut self) -> tampines_dataflows::source::Next {
+        if self
+            .sink
+            .backpressure
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return tampines_dataflows::source::Next::Pending;
+        }
+        self.inputs.next()
+    }
+    fn known(&self) -> Vec<u32> {
+        self.inputs.known()
+    }
+    fn stamped(&mut self, input: u32, offset: u64, time: u64) {
+        self.inputs.stamped(input, offset, time)
+    }
+    fn paused(&self) -> bool {
+        self.sink
+            .backpressure
+            .load(std::sync::atomic::Ordering::Relaxed)
+            || self.inputs.paused()
+    }
+}
 
 /// Called after every step of a worker with the results' frontier (offset commits), and once at
 /// the end with an empty frontier.
@@ -73,6 +105,23 @@ where
     let dlq_target = settings.dlq.clone();
     let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let worker_failure = failure.clone();
+    let sink_state = Arc::new(SinkState::default());
+    let worker_sink_state = sink_state.clone();
+    let redis = settings.redis.clone();
+    // Marks Redis already holds are not written again (the script would ignore them anyway).
+    let stored = match (&redis, settings.process) {
+        (Some(r), 0) => stored_frontier(r, Duration::from_secs(30))?,
+        _ => None,
+    };
+    if let Some(f) = stored {
+        tracing::info!(
+            frontier = f,
+            "redis holds results up to this mark; rebuilding state by replay"
+        );
+        sink_state
+            .durable
+            .store(f, std::sync::atomic::Ordering::Relaxed);
+    }
     let guards = timely::execute(timely_config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
@@ -87,7 +136,19 @@ where
                 WorkerInputs { inputs: Box::new(tampines_dataflows::source::LineInputs::new(Vec::new())), after_step: None }
             }
         };
+        let inputs: Box<dyn Inputs> = Box::new(Throttled { inputs, sink: worker_sink_state.clone() });
         let publishing = index == 0;
+        let redis_sink = match (&redis, publishing) {
+            (Some(r), true) => match RedisSink::start(r.clone(), worker_sink_state.clone()) {
+                Ok(s) => Some(std::rc::Rc::new(std::cell::RefCell::new(s))),
+                Err(e) => {
+                    fail(e);
+                    None
+                }
+            },
+            _ => None,
+        };
+        let sink_in_dataflow = redis_sink.clone();
         let mut out = None;
         let mut dead_sinks: Vec<Box<dyn DeadLetterSink>> = Vec::new();
         if publishing {
@@ -141,6 +202,11 @@ where
                 input.for_each(|_, data| {
                     for batch in data.drain(..) {
                         wrote = true;
+                        if let Some(r) = sink_in_dataflow.as_ref() {
+                            if stored.is_none_or(|f| batch.time > f) {
+                                r.borrow_mut().push(batch.clone());
+                            }
+                        }
                         if let Some(w) = out.as_mut() {
                             if let Err(e) = sink::write_batch(w.as_mut(), &batch) {
                                 // A closed pipe (`| head`) means the reader is done: stop writing quietly.
@@ -167,8 +233,16 @@ where
         });
         while !probe.done() {
             worker.step();
+            if let Some(r) = redis_sink.as_ref() {
+                r.borrow_mut().drain();
+            }
             if let Some(hook) = after_step.as_mut() {
                 hook(&probe);
+            }
+        }
+        if let Some(r) = redis_sink.as_ref() {
+            if let Err(e) = r.borrow_mut().finish() {
+                fail(e);
             }
         }
         if let Some(hook) = after_step.as_mut() {

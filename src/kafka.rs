@@ -239,6 +239,10 @@ impl KafkaInputs {
                 _ => low,
             };
             tracing::info!(worker = self.index, topic = %topic, partition = p, input = id, low, high, start = first, "assigned");
+            if start == Start::Earliest && low > 0 {
+                // Rebuilding state by replay needs the partition from its first message on.
+                tracing::error!(topic = %topic, partition = p, low, "messages before this offset are gone (retention): state rebuilt from here may be incomplete");
+            }
             if let Some(ends) = self.ends.as_mut() {
                 ends.insert(id, high.max(0) as u64);
                 if first >= high {

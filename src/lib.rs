@@ -6,4 +6,5 @@ pub mod files;
 pub mod gen;
 pub mod job;
 pub mod kafka;
+pub mod redis_sink;
 pub mod sink;

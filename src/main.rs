@@ -44,10 +44,17 @@ fn main() -> ExitCode {
                 connection: args.kafka.connection(),
                 topics: args.topics.clone(),
                 group: args.group.clone(),
-                start: args.start,
+                start: args.start.unwrap_or(if args.job.redis.is_some() {
+                    kafka::Start::Earliest
+                } else {
+                    kafka::Start::Committed
+                }),
                 until_end: args.until_end,
             };
-            let idle = Some(std::time::Duration::from_millis(args.job.idle_ms));
+            // A bounded run knows every partition's end offset: a partition with data left to read
+            // is slow, not silent, so idleness (a live notion) does not apply.
+            let idle =
+                (!args.until_end).then(|| std::time::Duration::from_millis(args.job.idle_ms));
             let dlq = (opts.connection.clone(), opts.topics.clone());
             report(job::run(
                 settings,

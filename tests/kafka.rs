@@ -5,59 +5,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{marks, scratch, tampines};
 
-/// A `tampines broker` child process, stopped with SIGTERM on drop.
-struct Broker {
-    child: Child,
-    bootstrap: String,
-}
+#[path = "kafka_support.rs"]
+mod kafka_support;
 
-impl Broker {
-    fn start(partitions: u32, topics: &str) -> Broker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args([
-                "broker",
-                "--partitions",
-                &partitions.to_string(),
-                "--topics",
-                topics,
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start broker");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("bootstrap line");
-        let bootstrap = line
-            .trim()
-            .strip_prefix("bootstrap=")
-            .expect("bootstrap=HOST:PORT")
-            .to_string();
-        Broker { child, bootstrap }
-    }
-
-    /// SIGTERM, then the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        self.child.wait().expect("broker exits")
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use kafka_support::Broker;
 
 fn gen(dir: &Path, name: &str, seed: u32) -> String {
     let f = dir.join(name);
@@ -253,23 +211,25 @@ fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
         &broker.bootstrap,
     ]);
     let out = dir.join("live.ndjson");
-    let mut live = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args([
-            "run",
-            "--brokers",
-            &broker.bootstrap,
-            "--topics",
-            "market.book",
-            "--group",
-            "live",
-            "--idle-ms",
-            "300",
-            "--lateness-ms",
-            "0",
-        ])
-        .args(["--out", out.to_str().unwrap()])
-        .spawn()
-        .expect("run");
+    let live = kafka_support::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args([
+                "run",
+                "--brokers",
+                &broker.bootstrap,
+                "--topics",
+                "market.book",
+                "--group",
+                "live",
+                "--idle-ms",
+                "300",
+                "--lateness-ms",
+                "0",
+            ])
+            .args(["--out", out.to_str().unwrap()])
+            .spawn()
+            .expect("run"),
+    );
     // W = 2000: every timestamp below it closes although one partition is silent.
     let deadline = Instant::now() + Duration::from_secs(60);
     let reached = loop {
@@ -282,8 +242,7 @@ fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
         }
         std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
     };
-    let _ = live.kill();
-    let _ = live.wait();
+    drop(live);
     assert!(
         reached,
         "progress never reached 1900: {}",

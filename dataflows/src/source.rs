@@ -116,6 +116,10 @@ pub trait Inputs {
     fn known(&self) -> Vec<u32>;
     /// The source stamped `input`'s line at `offset` with `time` (for offset commits).
     fn stamped(&mut self, _input: u32, _offset: u64, _time: u64) {}
+    /// Reading is paused on purpose (backpressure): silence now is not idleness.
+    fn paused(&self) -> bool {
+        false
+    }
 }
 
 impl Inputs for Box<dyn Inputs> {
@@ -127,6 +131,9 @@ impl Inputs for Box<dyn Inputs> {
     }
     fn stamped(&mut self, input: u32, offset: u64, time: u64) {
         (**self).stamped(input, offset, time)
+    }
+    fn paused(&self) -> bool {
+        (**self).paused()
     }
 }
 
@@ -220,7 +227,7 @@ pub fn source<'s, I: Inputs + 'static>(
     timely_source(scope, "Source", move |capability, info| {
         let activator = scope.activator_for(info.address);
         let mut cap = Some(capability);
-        let started = Instant::now();
+        let mut started = Instant::now();
         let mut readers: HashMap<u32, Reader> = HashMap::new();
         let mut finished: HashMap<u32, Option<u64>> = HashMap::new();
         let mut batch: BTreeMap<u64, Vec<SourceRecord>> = BTreeMap::new();
@@ -286,6 +293,11 @@ pub fn source<'s, I: Inputs + 'static>(
             }
             // Progress: the earliest open timestamp of the inputs that are not idle.
             let now = Instant::now();
+            if inputs.paused() {
+                // Time spent paused by backpressure does not make an input idle.
+                started = now;
+                readers.values_mut().for_each(|r| r.last_seen = now);
+            }
             let is_idle = |since: Instant| idle.is_some_and(|d| now.duration_since(since) >= d);
             for (input, reader) in readers.iter_mut() {
                 if !reader.idle && is_idle(reader.last_seen) {

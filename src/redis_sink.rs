@@ -1,0 +1,292 @@
+//! The Redis sink (CONTRACT section 4): every published mark applied in ONE atomic, idempotent step.
+//!
+//! A Lua script receives the mark `T` and its changes. If the stored `{prefix}:frontier` is `>= T`
+//! it changes nothing (replays and restarts never move results backwards). Otherwise it writes the
+//! book and ticker strings, replaces the candle member of each changed `open_time` in its sorted set
+//! (and trims the set to `candle_retention`), removes candles dropped by retention, sets the
+//! frontier and appends `{ts, keys}` to the `{prefix}:updates` stream (capped near 10,000). Redis
+//! runs a script atomically, so a reader that reads the frontier and keys together (MULTI/EXEC or
+//! a script) sees exactly the state at that frontier.
+//!
+//! Writing happens on a thread of its own behind a bounded queue. When Redis is slow the thread
+//! merges the queued consecutive marks into one step (only the last is the new frontier; a key
+//! changed twice keeps its last value). When Redis is gone it retries with capped exponential
+//! backoff and logs; when the queue is full, the job's sources stop reading (backpressure) instead
+//! of buffering without bound, and resume when Redis catches up.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tampines_dataflows::results::{Change, Published};
+
+/// Marks queued for the writer before the sources are paused.
+const QUEUE: usize = 64;
+/// Stream entries kept (approximately).
+const STREAM_CAP: usize = 10_000;
+
+const SCRIPT: &str = r#"
+local frontier = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local t = tonumber(ARGV[1])
+if frontier >= t then return 0 end
+local retention = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local i = 4
+for c = 1, n do
+  local kind, key, score, json = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  i = i + 4
+  if kind == 's' then
+    redis.call('SET', key, json)
+  elseif kind == 'z' then
+    redis.call('ZREMRANGEBYSCORE', key, score, score)
+    redis.call('ZADD', key, score, json)
+    redis.call('ZREMRANGEBYRANK', key, 0, -(retention + 1))
+  else
+    redis.call('ZREMRANGEBYSCORE', key, score, score)
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4 + 4 * n], '*', 'ts', ARGV[1], 'keys', tostring(n))
+return 1
+"#;
+
+/// State of the sink, shared with the job (backpressure) and metrics.
+#[derive(Debug, Default)]
+pub struct SinkState {
+    /// The queue is full: sources should stop reading.
+    pub backpressure: AtomicBool,
+    /// The last mark Redis holds (written by us, or found there at start).
+    pub durable: AtomicU64,
+    /// Failed attempts so far.
+    pub failures: AtomicU64,
+    /// Atomic steps written.
+    pub writes: AtomicU64,
+}
+
+/// Options of the sink.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://` or `rediss://` URL, user and password included.
+    pub url: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Candles kept per sorted set.
+    pub retention: usize,
+}
+
+/// The handle the publishing worker holds.
+pub struct RedisSink {
+    queue: Option<SyncSender<Published>>,
+    held: std::collections::VecDeque<Published>,
+    thread: Option<JoinHandle<()>>,
+    /// Shared state.
+    pub state: Arc<SinkState>,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl RedisOptions {
+    /// Checks the URL (bad usage, exit 2) without connecting.
+    pub fn validate(&self) -> Result<()> {
+        redis::Client::open(self.url.as_str())
+            .map(|_| ())
+            .with_context(|| format!("bad --redis URL {:?}", self.url))
+    }
+}
+
+impl RedisSink {
+    /// Starts the writer thread.
+    pub fn start(options: RedisOptions, state: Arc<SinkState>) -> Result<RedisSink> {
+        let client = redis::Client::open(options.url.as_str()).context("--redis")?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let error = Arc::new(Mutex::new(None));
+        let writer = Writer {
+            client,
+            connection: None,
+            options,
+            state: state.clone(),
+            script: redis::Script::new(SCRIPT),
+        };
+        let thread = std::thread::Builder::new()
+            .name("redis-writer".into())
+            .spawn(move || writer.run(rx))
+            .context("starting the Redis writer")?;
+        Ok(RedisSink {
+            queue: Some(tx),
+            held: Default::default(),
+            thread: Some(thread),
+            state,
+            error,
+        })
+    }
+
+    /// Hands a batch to the writer; never blocks. Batches wait here while the queue is full, and
+    /// the sources are told to pause.
+    pub fn push(&mut self, batch: Published) {
+        self.held.push_back(batch);
+        self.drain();
+    }
+
+    /// Moves held batches into the queue while it has room.
+    pub fn drain(&mut self) {
+        let Some(queue) = self.queue.as_ref() else {
+            return;
+        };
+        while let Some(batch) = self.held.pop_front() {
+            match queue.try_send(batch) {
+                Ok(()) => {}
+                Err(TrySendError::Full(batch)) => {
+                    self.held.push_front(batch);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.error
+                        .lock()
+                        .expect("lock")
+                        .get_or_insert("the Redis writer stopped".into());
+                    self.held.clear();
+                    break;
+                }
+            }
+        }
+        self.state
+            .backpressure
+            .store(!self.held.is_empty(), Ordering::Relaxed);
+    }
+
+    /// Waits until everything is written (end of a bounded job).
+    pub fn finish(&mut self) -> Result<()> {
+        if let Some(queue) = self.queue.take() {
+            for batch in self.held.drain(..) {
+                let _ = queue.send(batch);
+            }
+            drop(queue);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        match self.error.lock().expect("lock").take() {
+            Some(e) => Err(anyhow::anyhow!(e)),
+            None => Ok(()),
+        }
+    }
+}
+
+struct Writer {
+    client: redis::Client,
+    connection: Option<redis::Connection>,
+    options: RedisOptions,
+    state: Arc<SinkState>,
+    script: redis::Script,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Published>) {
+        while let Ok(first) = rx.recv() {
+            // Merge whatever else is already queued: one atomic step for consecutive marks.
+            let mut time = first.time;
+            let mut merged: BTreeMap<(String, Option<u64>), Change> = BTreeMap::new();
+            let mut absorb =
+                |b: Published, merged: &mut BTreeMap<(String, Option<u64>), Change>| {
+                    time = time.max(b.time);
+                    for c in b.changes {
+                        merged.insert((c.key.clone(), c.score), c);
+                    }
+                };
+            absorb(first, &mut merged);
+            while let Ok(b) = rx.try_recv() {
+                absorb(b, &mut merged);
+            }
+            let changes: Vec<Change> = merged.into_values().collect();
+            self.write(time, &changes);
+        }
+    }
+
+    /// Applies one step, retrying with capped backoff until it lands.
+    fn write(&mut self, time: u64, changes: &[Change]) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let started = Instant::now();
+            match self.try_write(time, changes) {
+                Ok(applied) => {
+                    self.state.writes.fetch_add(1, Ordering::Relaxed);
+                    self.state.durable.fetch_max(time, Ordering::Relaxed);
+                    tracing::debug!(
+                        mark = time,
+                        keys = changes.len(),
+                        applied,
+                        ms = started.elapsed().as_millis() as u64,
+                        "redis write"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    self.connection = None;
+                    self.state.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(mark = time, error = %e, retry_in_ms = backoff.as_millis() as u64, "redis write failed");
+                    std::thread::sleep(backoff); // capped exponential backoff against an outage
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn try_write(&mut self, time: u64, changes: &[Change]) -> redis::RedisResult<bool> {
+        if self.connection.is_none() {
+            let c = self
+                .client
+                .get_connection_with_timeout(Duration::from_secs(5))?;
+            c.set_read_timeout(Some(Duration::from_secs(30)))?;
+            self.connection = Some(c);
+        }
+        let connection = self.connection.as_mut().expect("connected");
+        let p = &self.options.prefix;
+        let mut invocation = self.script.key(format!("{p}:frontier"));
+        invocation
+            .key(format!("{p}:updates"))
+            .arg(time)
+            .arg(self.options.retention)
+            .arg(changes.len());
+        for c in changes {
+            let kind = match (&c.json, c.score) {
+                (Some(_), None) => "s",
+                (Some(_), Some(_)) => "z",
+                (None, _) => "r",
+            };
+            invocation
+                .arg(kind)
+                .arg(format!("{p}:{}", c.key))
+                .arg(c.score.unwrap_or(0))
+                .arg(c.json.as_deref().unwrap_or(""));
+        }
+        invocation.arg(STREAM_CAP);
+        let applied: i64 = invocation.invoke(connection)?;
+        Ok(applied == 1)
+    }
+}
+
+/// Reads the stored frontier (None if there is none), retrying for up to `patience`.
+pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Option<u64>> {
+    let client = redis::Client::open(options.url.as_str()).context("--redis")?;
+    let deadline = Instant::now() + patience;
+    loop {
+        let attempt = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .and_then(|mut c| {
+                redis::cmd("GET")
+                    .arg(format!("{}:frontier", options.prefix))
+                    .query::<Option<u64>>(&mut c)
+            });
+        match attempt {
+            Ok(f) => return Ok(f),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "reading the stored frontier");
+                std::thread::sleep(Duration::from_millis(200)); // retry interval, bounded by the deadline
+            }
+            Err(e) => return Err(e).context("reading the stored frontier"),
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The Redis sink against a real `redis-server` (Debian package) on a free port: a concurrent
+//! reader's atomic snapshots always equal the reference state at their frontier; a second identical
+//! run changes nothing; a job killed with SIGKILL and restarted ends with exactly the content of an
+//! uninterrupted run; an outage (DEBUG SLEEP, then every client killed) is survived.
+//! The reference is `replay --out` of the same events, itself checked against the model.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{marks, scratch, tampines};
+use serde_json::Value;
+
+struct RedisServer {
+    child: Child,
+    url: String,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            let ok = Command::new("apt-get")
+                .args(["install", "-y", "-qq", "redis-server"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "redis-server is needed (apt-get install redis-server)");
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "yes",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let server = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}/0"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.connection().is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+        }
+        server
+    }
+
+    fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        let mut c = redis::Client::open(self.url.as_str())?.get_connection()?;
+        redis::cmd("PING").query::<String>(&mut c)?;
+        Ok(c)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Frontier and every key's content, read in one atomic step.
+type Snapshot = (Option<u64>, BTreeMap<String, Value>);
+
+const READ_ALL: &str = r#"
+local out = {redis.call('GET', KEYS[1]) or ''}
+for _, k in ipairs(redis.call('KEYS', ARGV[1])) do
+  local t = redis.call('TYPE', k).ok
+  if t == 'string' and k ~= KEYS[1] then
+    table.insert(out, k); table.insert(out, redis.call('GET', k))
+  elseif t == 'zset' then
+    table.insert(out, k); table.insert(out, '[' .. table.concat(redis.call('ZRANGE', k, 0, -1), ',') .. ']')
+  end
+end
+return out
+"#;
+
+fn snapshot(c: &mut redis::Connection) -> redis::RedisResult<Snapshot> {
+    let raw: Vec<String> = redis::Script::new(READ_ALL)
+        .key("t:frontier")
+        .arg("t:*")
+        .invoke(c)?;
+    let frontier = raw[0].parse().ok();
+    let mut keys = BTreeMap::new();
+    for pair in raw[1..].chunks(2) {
+        keys.insert(
+            pair[0].trim_start_matches("t:").to_string(),
+            serde_json::from_str(&pair[1]).expect("JSON in Redis"),
+        );
+    }
+    Ok((frontier, keys))
+}
+
+/// The expected Redis content at every mark of a `replay --out` file, with `retention` candles per set.
+fn reference(path: &Path, retention: usize) -> BTreeMap<u64, BTreeMap<String, Value>> {
+    let mut strings: BTreeMap<String, Value> = BTreeMap::new();
+    let mut sets: BTreeMap<String, BTreeMap<u64, Value>> = BTreeMap::new();
+    let mut out = BTreeMap::new();
+    for (time, records) in marks(path) {
+        for r in records {
+            let key = common::key(&r);
+            if r["kind"] == "candle" {
+                let set = key.rsplit_once(':').unwrap().0.to_string();
+                let candles = sets.entry(set).or_default();
+                candles.insert(r["open_time"].as_u64().unwrap(), r);
+                while candles.len() > retention {
+                    candles.pop_first();
+                }
+            } else {
+                strings.insert(key, r);
+            }
+        }
+        let mut state = strings.clone();
+        for (k, v) in &sets {
+            state.insert(k.clone(), Value::Array(v.values().cloned().collect()));
+        }
+        out.insert(time, state);
+    }
+    out
+}
+
+/// Reads snapshots until `stop`, checking each against the reference and the frontier's monotony.
+fn watch(
+    url: String,
+    reference: Arc<BTreeMap<u64, BTreeMap<String, Value>>>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut checked = 0;
+        let mut last = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            // Outages are part of some tests: a failed read is simply retried.
+            let Ok(mut c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection())
+            else {
+                continue;
+            };
+            while let Ok((Some(frontier), keys)) = snapshot(&mut c) {
+                assert!(
+                    frontier >= last,
+                    "frontier went back from {last} to {frontier}"
+                );
+                last = frontier;
+                let expected = reference
+                    .get(&frontier)
+                    .unwrap_or_else(|| panic!("frontier {frontier} is not a published mark"));
+                if &keys != expected {
+                    let differs = keys
+                        .keys()
+                        .chain(expected.keys())
+                        .find(|k| keys.get(*k) != expected.get(*k))
+                        .cloned()
+                        .unwrap_or_default();
+                    panic!("snapshot at frontier {frontier} differs at {differs}:\n  redis    {:?}\n  expected {:?}", keys.get(&differs), expected.get(&differs));
+                }
+                checked += 1;
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        }
+        checked
+    })
+}
+
+fn gen(dir: &Path, events: u32) -> String {
+    let f = dir.join("events.ndjson");
+    tampines(&[
+        "gen",
+        "--symbols",
+        "16",
+        "--events",
+        &events.to_string(),
+        "--hours",
+        "0.3",
+        "--seed",
+        "11",
+        "--out",
+        f.to_str().unwrap(),
+    ]);
+    f.display().to_string()
+}
+
+const OPTS: [&str; 4] = ["--candle-retention", "3", "--prefix", "t"];
+
+#[test]
+fn snapshots_are_consistent_and_a_second_run_changes_nothing() {
+    let dir = scratch("redis_consistency");
+    let events = gen(&dir, 30_000);
+    let expected = dir.join("expected.ndjson");
+    tampines(&[
+        "replay",
+        &events,
+        "--out",
+        expected.to_str().unwrap(),
+        "--candle-retention",
+        "3",
+    ]);
+    let reference = Arc::new(reference(&expected, 3));
+    let server = RedisServer::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = watch(server.url.clone(), reference.clone(), stop.clone());
+    tampines(
+        &[
+            &["replay", &events, "-w", "2", "--redis", &server.url][..],
+            &OPTS,
+        ]
+        .concat(),
+    );
+    stop.store(true, Ordering::Relaxed);
+    let checked = reader.join().expect("reader");
+    let mut c = server.connection().unwrap();
+    let (frontier, first) = snapshot(&mut c).unwrap();
+    let last = *reference.keys().last().unwrap();
+    assert_eq!(frontier, Some(last));
+    assert_eq!(&first, &reference[&last]);
+    assert!(checked > 0, "the reader took no snapshot");
+    let entries: u64 = redis::cmd("XLEN").arg("t:updates").query(&mut c).unwrap();
+    // Idempotence: the same bounded job again leaves Redis unchanged (no stream entry either).
+    tampines(&[&["replay", &events, "--redis", &server.url][..], &OPTS].concat());
+    assert_eq!(snapshot(&mut c).unwrap(), (frontier, first));
+    assert_eq!(
+        redis::cmd("XLEN")
+            .arg("t:updates")
+            .query::<u64>(&mut c)
+            .unwrap(),
+        entries
+    );
+}
+
+#[test]
+fn an_outage_is_survived() {
+    let dir = scratch("redis_outage");
+    let events = gen(&dir, 60_000);
+    let expected = dir.join("expected.ndjson");
+    tampines(&[
+        "replay",
+        &events,
+        "--out",
+        expected.to_str().unwrap(),
+        "--candle-retention",
+        "3",
+    ]);
+    let reference = reference(&expected, 3);
+    let server = RedisServer::start();
+    let mut job = kafka_support::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args([&["replay", &events, "--redis", &server.url][..], &OPTS].concat())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait for the first write, then stop answering for 3 s, then drop every client.
+    let mut c = server.connection().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while redis::cmd("GET")
+        .arg("t:frontier")
+        .query::<Option<u64>>(&mut c)
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no write");
+        std::thread::sleep(Duration::from_millis(5)); // poll interval, bounded by the deadline
+    }
+    redis::cmd("DEBUG")
+        .arg("SLEEP")
+        .arg(3)
+        .query::<()>(&mut c)
+        .unwrap();
+    let _: redis::RedisResult<u64> = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut c);
+    let mut stderr = String::new();
+    BufReader::new(job.0.stderr.take().unwrap())
+        .lines()
+        .for_each(|l| stderr.push_str(&(l.unwrap() + "\n")));
+    assert!(job.0.wait().unwrap().success(), "{stderr}");
+    let mut c = server.connection().unwrap();
+    let (frontier, keys) = snapshot(&mut c).unwrap();
+    let last = *reference.keys().last().unwrap();
+    assert_eq!(frontier, Some(last));
+    assert_eq!(keys, reference[&last]);
+}
+
+#[path = "kafka_support.rs"]
+mod kafka_support;
+
+#[test]
+fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
+    let dir = scratch("redis_crash");
+    // Small enough for the mock cluster's 5 MiB per partition: recovery replays from offset 0.
+    let events = gen(&dir, 16_000);
+    let lines: Vec<String> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let (first, second) = (dir.join("first.ndjson"), dir.join("second.ndjson"));
+    std::fs::write(&first, lines[..lines.len() / 2].join("\n")).unwrap();
+    std::fs::write(&second, lines[lines.len() / 2..].join("\n")).unwrap();
+    let expected = dir.join("expected.ndjson");
+    tampines(&[
+        "replay",
+        &events,
+        "--out",
+        expected.to_str().unwrap(),
+        "--candle-retention",
+        "3",
+    ]);
+    let reference = Arc::new(reference(&expected, 3));
+
+    let broker = kafka_support::Broker::start(4, "market.book,market.trade");
+    let server = RedisServer::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = watch(server.url.clone(), reference.clone(), stop.clone());
+    tampines(&[
+        "produce",
+        first.to_str().unwrap(),
+        "--brokers",
+        &broker.bootstrap,
+    ]);
+    let run = |bounded: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tampines"));
+        c.args([
+            "run",
+            "--brokers",
+            &broker.bootstrap,
+            "-w",
+            "2",
+            "--redis",
+            &server.url,
+        ])
+        .args(OPTS);
+        if bounded {
+            c.arg("--until-end");
+        } else {
+            // Live: partitions fetched late by a slow (debug) build must not count as silent.
+            c.args(["--idle-ms", "10000"]);
+        }
+        kafka_support::KillOnDrop(c.stderr(Stdio::null()).spawn().unwrap())
+    };
+    let mut live = run(false);
+    let mut c = server.connection().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while redis::cmd("GET")
+        .arg("t:frontier")
+        .query::<Option<u64>>(&mut c)
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no write before the crash");
+        std::thread::sleep(Duration::from_millis(5)); // poll interval, bounded by the deadline
+    }
+    live.0.kill().unwrap(); // SIGKILL mid-stream
+    live.0.wait().unwrap();
+    tampines(&[
+        "produce",
+        second.to_str().unwrap(),
+        "--brokers",
+        &broker.bootstrap,
+    ]);
+    assert!(run(true).0.wait().unwrap().success());
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().expect("reader") > 0);
+    let (frontier, keys) = snapshot(&mut c).unwrap();
+    let last = *reference.keys().last().unwrap();
+    assert_eq!(frontier, Some(last));
+    assert_eq!(keys, reference[&last]);
+}
