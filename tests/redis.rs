@@ -203,12 +203,20 @@ fn gen(dir: &Path, events: u32) -> String {
     f.display().to_string()
 }
 
-const OPTS: [&str; 4] = ["--candle-retention", "3", "--prefix", "t"];
+// 1 s marks keep the reference (one full state per mark) small.
+const OPTS: [&str; 6] = [
+    "--candle-retention",
+    "3",
+    "--prefix",
+    "t",
+    "--granularity-ms",
+    "1000",
+];
 
 #[test]
 fn snapshots_are_consistent_and_a_second_run_changes_nothing() {
     let dir = scratch("redis_consistency");
-    let events = gen(&dir, 30_000);
+    let events = gen(&dir, 20_000);
     let expected = dir.join("expected.ndjson");
     tampines(&[
         "replay",
@@ -217,6 +225,8 @@ fn snapshots_are_consistent_and_a_second_run_changes_nothing() {
         expected.to_str().unwrap(),
         "--candle-retention",
         "3",
+        "--granularity-ms",
+        "1000",
     ]);
     let reference = Arc::new(reference(&expected, 3));
     let server = RedisServer::start();
@@ -253,7 +263,7 @@ fn snapshots_are_consistent_and_a_second_run_changes_nothing() {
 #[test]
 fn an_outage_is_survived() {
     let dir = scratch("redis_outage");
-    let events = gen(&dir, 60_000);
+    let events = gen(&dir, 30_000);
     let expected = dir.join("expected.ndjson");
     tampines(&[
         "replay",
@@ -262,6 +272,8 @@ fn an_outage_is_survived() {
         expected.to_str().unwrap(),
         "--candle-retention",
         "3",
+        "--granularity-ms",
+        "1000",
     ]);
     let reference = reference(&expected, 3);
     let server = RedisServer::start();
@@ -330,6 +342,8 @@ fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
         expected.to_str().unwrap(),
         "--candle-retention",
         "3",
+        "--granularity-ms",
+        "1000",
     ]);
     let reference = Arc::new(reference(&expected, 3));
 
