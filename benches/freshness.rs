@@ -1,0 +1,227 @@
+//! End-to-end freshness, run with `cargo bench --bench freshness -- [RATE] [SECONDS]`:
+//! `tampines broker` and a `redis-server` on free ports, `tampines run --redis -w 2` live, and a
+//! producer (this process) sending book updates and trades for 20 symbols at RATE events/s
+//! (default 20,000) with event time = wall clock. For every entry of `{prefix}:updates` (one per
+//! published mark T) the freshness is `wall clock when the entry is visible - T`: how long after
+//! the newest events of a mark it becomes readable. The default lateness is 1,000 ms, so about
+//! 1,000 ms of that is the watermark's wait by design. Prints p50/p99/max and the keys written.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "freshness benchmark: run it with `cargo bench --bench freshness -- [RATE] [SECONDS]`"
+        );
+        return;
+    }
+    let rate: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _redis = Kill(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)"),
+    );
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let mut broker = Kill(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["broker"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(broker.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bootstrap = line.trim().trim_start_matches("bootstrap=").to_string();
+    let _job = Kill(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args([
+                "run",
+                "--brokers",
+                &bootstrap,
+                "--redis",
+                &url,
+                "-w",
+                "2",
+                "--idle-ms",
+                "500",
+                "--start",
+                "latest",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    let mut redis = loop {
+        if let Ok(c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+            break c;
+        }
+    };
+    // Produce at a steady rate; read the stream as we go.
+    let symbols = 20u64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut seq = vec![1u64; symbols as usize];
+    let mut last_id = "$".to_string();
+    let mut freshness: Vec<u64> = Vec::new();
+    let mut keys = 0u64;
+    for s in 0..symbols {
+        let snap = format!(
+            r#"{{"type":"snapshot","exchange":"x","symbol":"S{s}","ts":{},"seq":1,"bids":[["100.0","1"]],"asks":[["101.0","1"]]}}"#,
+            now_ms()
+        );
+        producer
+            .send(
+                BaseRecord::to("market.book")
+                    .key(&format!("x:S{s}"))
+                    .payload(&snap),
+            )
+            .unwrap();
+    }
+    while start.elapsed() < Duration::from_secs(seconds + 3) {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due && start.elapsed() < Duration::from_secs(seconds) {
+            let s = sent % symbols;
+            let ts = now_ms();
+            let key = format!("x:S{s}");
+            let payload = if sent % 4 == 0 {
+                format!(
+                    r#"{{"type":"trade","exchange":"x","symbol":"S{s}","ts":{ts},"id":"{sent}","price":"100.5","qty":"0.1","side":"buy"}}"#
+                )
+            } else {
+                seq[s as usize] += 1;
+                let p = 99 + sent % 7;
+                format!(
+                    r#"{{"type":"book","exchange":"x","symbol":"S{s}","ts":{ts},"seq":{},"bids":[["{p}.5","{}"]],"asks":[]}}"#,
+                    seq[s as usize],
+                    sent % 5
+                )
+            };
+            let topic = if sent % 4 == 0 {
+                "market.trade"
+            } else {
+                "market.book"
+            };
+            if producer
+                .send(BaseRecord::to(topic).key(&key).payload(&payload))
+                .is_err()
+            {
+                producer.poll(Duration::from_millis(1));
+                continue;
+            }
+            sent += 1;
+        }
+        producer.poll(Duration::ZERO);
+        // Newly visible marks: their freshness.
+        let reply: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(1)
+            .arg("STREAMS")
+            .arg("tampines:updates")
+            .arg(&last_id)
+            .query(&mut redis);
+        if let Ok(redis::Value::Array(streams)) = reply {
+            let seen = now_ms();
+            for stream in streams {
+                let redis::Value::Array(parts) = stream else {
+                    continue;
+                };
+                let Some(redis::Value::Array(entries)) = parts.get(1) else {
+                    continue;
+                };
+                for entry in entries {
+                    let redis::Value::Array(e) = entry else {
+                        continue;
+                    };
+                    let (Some(redis::Value::BulkString(id)), Some(redis::Value::Array(fields))) =
+                        (e.first(), e.get(1))
+                    else {
+                        continue;
+                    };
+                    last_id = String::from_utf8_lossy(id).into_owned();
+                    let text: Vec<String> = fields
+                        .iter()
+                        .map(|f| match f {
+                            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                            _ => String::new(),
+                        })
+                        .collect();
+                    let get = |k: &str| {
+                        text.iter()
+                            .position(|t| t == k)
+                            .and_then(|i| text.get(i + 1))
+                            .and_then(|v| v.parse::<u64>().ok())
+                    };
+                    if let (Some(t), Some(n)) = (get("ts"), get("keys")) {
+                        // Skip the first seconds (startup, idle partitions).
+                        if start.elapsed() > Duration::from_secs(3) {
+                            freshness.push(seen.saturating_sub(t));
+                        }
+                        keys += n;
+                    }
+                }
+            }
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(5));
+    freshness.sort_unstable();
+    let pct = |p: f64| {
+        freshness
+            .get(((freshness.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "rate {rate} events/s for {seconds} s: sent {sent}, {} marks visible, {keys} keys written ({:.0} keys/s); freshness ms p50 {} p99 {} max {}",
+        freshness.len(),
+        keys as f64 / seconds as f64,
+        pct(0.5),
+        pct(0.99),
+        freshness.last().copied().unwrap_or(0)
+    );
+}
