@@ -82,6 +82,9 @@ impl Drop for RedisServer {
     }
 }
 
+/// The expected Redis content at every mark.
+type Reference = BTreeMap<u64, BTreeMap<String, Value>>;
+
 /// Frontier and every key's content, read in one atomic step.
 type Snapshot = (Option<u64>, BTreeMap<String, Value>);
 
@@ -115,7 +118,7 @@ fn snapshot(c: &mut redis::Connection) -> redis::RedisResult<Snapshot> {
 }
 
 /// The expected Redis content at every mark of a `replay --out` file, with `retention` candles per set.
-fn reference(path: &Path, retention: usize) -> BTreeMap<u64, BTreeMap<String, Value>> {
+fn reference(path: &Path, retention: usize) -> Reference {
     let mut strings: BTreeMap<String, Value> = BTreeMap::new();
     let mut sets: BTreeMap<String, BTreeMap<u64, Value>> = BTreeMap::new();
     let mut out = BTreeMap::new();
@@ -145,7 +148,7 @@ fn reference(path: &Path, retention: usize) -> BTreeMap<u64, BTreeMap<String, Va
 /// Reads snapshots until `stop`, checking each against the reference and the frontier's monotony.
 fn watch(
     url: String,
-    reference: Arc<BTreeMap<u64, BTreeMap<String, Value>>>,
+    reference: Arc<Reference>,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
@@ -204,19 +207,10 @@ fn gen(dir: &Path, events: u32) -> String {
 }
 
 // 1 s marks keep the reference (one full state per mark) small.
-const OPTS: [&str; 6] = [
-    "--candle-retention",
-    "3",
-    "--prefix",
-    "t",
-    "--granularity-ms",
-    "1000",
-];
-
-#[test]
-fn snapshots_are_consistent_and_a_second_run_changes_nothing() {
-    let dir = scratch("redis_consistency");
-    let events = gen(&dir, 20_000);
+/// Generated events, and the reference Redis content at every mark of their `replay`.
+fn prepare(name: &str, events: u32) -> (std::path::PathBuf, String, Arc<Reference>) {
+    let dir = scratch(name);
+    let events = gen(&dir, events);
     let expected = dir.join("expected.ndjson");
     tampines(&[
         "replay",
@@ -229,6 +223,21 @@ fn snapshots_are_consistent_and_a_second_run_changes_nothing() {
         "1000",
     ]);
     let reference = Arc::new(reference(&expected, 3));
+    (dir, events, reference)
+}
+
+const OPTS: [&str; 6] = [
+    "--candle-retention",
+    "3",
+    "--prefix",
+    "t",
+    "--granularity-ms",
+    "1000",
+];
+
+#[test]
+fn snapshots_are_consistent_and_a_second_run_changes_nothing() {
+    let (_dir, events, reference) = prepare("redis_consistency", 20_000);
     let server = RedisServer::start();
     let stop = Arc::new(AtomicBool::new(false));
     let reader = watch(server.url.clone(), reference.clone(), stop.clone());
@@ -262,20 +271,8 @@ fn snapshots_are_consistent_and_a_second_run_changes_nothing() {
 
 #[test]
 fn an_outage_is_survived() {
-    let dir = scratch("redis_outage");
-    let events = gen(&dir, 30_000);
-    let expected = dir.join("expected.ndjson");
-    tampines(&[
-        "replay",
-        &events,
-        "--out",
-        expected.to_str().unwrap(),
-        "--candle-retention",
-        "3",
-        "--granularity-ms",
-        "1000",
-    ]);
-    let reference = reference(&expected, 3);
+    let (_dir, events, reference) = prepare("redis_outage", 30_000);
+    let reference = Arc::try_unwrap(reference).expect("one owner");
     let server = RedisServer::start();
     let mut job = kafka_support::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
@@ -323,9 +320,8 @@ mod kafka_support;
 
 #[test]
 fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
-    let dir = scratch("redis_crash");
     // Small enough for the mock cluster's 5 MiB per partition: recovery replays from offset 0.
-    let events = gen(&dir, 16_000);
+    let (dir, events, reference) = prepare("redis_crash", 16_000);
     let lines: Vec<String> = std::fs::read_to_string(&events)
         .unwrap()
         .lines()
@@ -334,18 +330,6 @@ fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
     let (first, second) = (dir.join("first.ndjson"), dir.join("second.ndjson"));
     std::fs::write(&first, lines[..lines.len() / 2].join("\n")).unwrap();
     std::fs::write(&second, lines[lines.len() / 2..].join("\n")).unwrap();
-    let expected = dir.join("expected.ndjson");
-    tampines(&[
-        "replay",
-        &events,
-        "--out",
-        expected.to_str().unwrap(),
-        "--candle-retention",
-        "3",
-        "--granularity-ms",
-        "1000",
-    ]);
-    let reference = Arc::new(reference(&expected, 3));
 
     let broker = kafka_support::Broker::start(4, "market.book,market.trade");
     let server = RedisServer::start();
