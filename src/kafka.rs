@@ -127,7 +127,8 @@ struct Offsets {
 pub struct KafkaInputs {
     consumer: Rc<BaseConsumer>,
     topics: Vec<String>,
-    owned: HashMap<(String, i32), u32>,
+    /// Input ids of the partitions this worker reads.
+    owned: HashSet<u32>,
     /// `--until-end`: the end offset (exclusive) of each partition as of start.
     ends: Option<HashMap<u32, u64>>,
     finished: HashSet<u32>,
@@ -160,7 +161,7 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
     let mut inputs = KafkaInputs {
         consumer: consumer.clone(),
         topics: opts.topics.clone(),
-        owned: HashMap::new(),
+        owned: HashSet::new(),
         ends: opts.until_end.then(HashMap::new),
         finished: HashSet::new(),
         to_announce: Vec::new(),
@@ -196,9 +197,7 @@ impl KafkaInputs {
             };
             for p in m.partitions() {
                 let p = p.id();
-                if owner(t, p, self.peers) == self.index
-                    && !self.owned.contains_key(&(topic.clone(), p))
-                {
+                if owner(t, p, self.peers) == self.index && !self.owned.contains(&input_id(t, p)) {
                     added.push((t, topic.clone(), p));
                 }
             }
@@ -253,7 +252,7 @@ impl KafkaInputs {
             assignment
                 .add_partition_offset(&topic, p, from)
                 .context("assignment")?;
-            self.owned.insert((topic, p), id);
+            self.owned.insert(id);
         }
         self.consumer
             .assign(&assignment)
@@ -320,12 +319,14 @@ impl Inputs for KafkaInputs {
                 }
                 Some(Ok(m)) => m,
             };
-            let Some(&input) = self
-                .owned
-                .get(&(message.topic().to_string(), message.partition()))
-            else {
+            // The input id follows from the topic's position: nothing to allocate per message.
+            let Some(t) = self.topics.iter().position(|t| t == message.topic()) else {
                 continue;
             };
+            let input = input_id(t, message.partition());
+            if !self.owned.contains(&input) {
+                continue;
+            }
             if self.finished.contains(&input) {
                 continue; // produced after a bounded run started
             }
@@ -355,7 +356,7 @@ impl Inputs for KafkaInputs {
 
     fn known(&self) -> Vec<u32> {
         self.owned
-            .values()
+            .iter()
             .filter(|i| !self.finished.contains(i))
             .copied()
             .collect()

@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{marks, scratch, tampines};
 
-#[path = "kafka_support.rs"]
-mod kafka_support;
-
-use kafka_support::Broker;
+use common::broker::Broker;
 
 fn gen(dir: &Path, name: &str, seed: u32) -> String {
     let f = dir.join(name);
@@ -211,7 +208,7 @@ fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
         &broker.bootstrap,
     ]);
     let out = dir.join("live.ndjson");
-    let live = kafka_support::KillOnDrop(
+    let live = common::broker::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args([
                 "run",

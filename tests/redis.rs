@@ -274,7 +274,7 @@ fn an_outage_is_survived() {
     let (_dir, events, reference) = prepare("redis_outage", 30_000);
     let reference = Arc::try_unwrap(reference).expect("one owner");
     let server = RedisServer::start();
-    let mut job = kafka_support::KillOnDrop(
+    let mut job = common::broker::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args([&["replay", &events, "--redis", &server.url][..], &OPTS].concat())
             .stderr(Stdio::piped())
@@ -315,9 +315,6 @@ fn an_outage_is_survived() {
     assert_eq!(keys, reference[&last]);
 }
 
-#[path = "kafka_support.rs"]
-mod kafka_support;
-
 #[test]
 fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
     // Small enough for the mock cluster's 5 MiB per partition: recovery replays from offset 0.
@@ -331,7 +328,7 @@ fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
     std::fs::write(&first, lines[..lines.len() / 2].join("\n")).unwrap();
     std::fs::write(&second, lines[lines.len() / 2..].join("\n")).unwrap();
 
-    let broker = kafka_support::Broker::start(4, "market.book,market.trade");
+    let broker = common::broker::Broker::start(4, "market.book,market.trade");
     let server = RedisServer::start();
     let stop = Arc::new(AtomicBool::new(false));
     let reader = watch(server.url.clone(), reference.clone(), stop.clone());
@@ -359,7 +356,7 @@ fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
             // Live: partitions fetched late by a slow (debug) build must not count as silent.
             c.args(["--idle-ms", "10000"]);
         }
-        kafka_support::KillOnDrop(c.stderr(Stdio::null()).spawn().unwrap())
+        common::broker::KillOnDrop(c.stderr(Stdio::null()).spawn().unwrap())
     };
     let mut live = run(false);
     let mut c = server.connection().unwrap();

@@ -10,7 +10,7 @@
 //!                                     │                                  │                    │
 //!                                     └─ trades ─ ticker::window ─┬─ window ─ ticker::aggregate ┤
 //!                                                                 └─ accepted ─ candles::candles ┤
-//!                                                            names, ends ─ results::publish (worker 0)
+//!                                   names, ends ─ results::publish (assembled per symbol, gathered on worker 0)
 //! ```
 
 #![warn(missing_docs)]

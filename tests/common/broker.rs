@@ -1,6 +1,4 @@
-//! A `tampines broker` in its own process, for tests.
-
-#![allow(dead_code)]
+//! A `tampines broker` in its own process, and children killed with a failing test.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
