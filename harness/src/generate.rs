@@ -1,7 +1,7 @@
 //! Seeded adversarial inputs: several symbols and inputs, snapshots (and symbols without one),
 //! zero-size deletes, crossed books, sequence gaps and duplicates, prices whose precision grows
 //! (the inferred tick changes), disorder within lateness, late events beyond it, trades repeated
-//! with the same id, text trade ids, very old trades, and bad lines of every kind.
+//! with the same id, text trade ids, very old trades (`too_late`), and bad lines of every kind.
 
 use serde_json::json;
 
@@ -122,6 +122,9 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
             ts = ts
                 .saturating_sub(shape.lateness_ms * 3 + rng.below(500))
                 .max(base + 1); // late
+        } else if rng.pct(1) {
+            // Very old: older than the finest candle retention of the tests (4 x 1 s) for trades.
+            ts = ts.saturating_sub(6_000).max(base + 1);
         }
         s.ts = s.ts.max(ts);
         let roll = rng.below(100);

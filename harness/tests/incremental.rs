@@ -3,6 +3,7 @@
 //! Set `TAMPINES_SEEDS=N` to run more seeds; every failure names its seed and settings.
 
 use tampines_dataflows::config::Config;
+use tampines_dataflows::types::{Price, Sym};
 use tampines_harness::check;
 use tampines_harness::generate::{case, Shape};
 
@@ -61,6 +62,8 @@ fn config(s: &Setting) -> Config {
         ],
         candle_retention: 4,
         source_batch: s.batch,
+        // SYM0 has a configured tick; the others infer theirs from their prices.
+        tick_sizes: [(Sym::of("ex", "SYM0"), Price::parse("0.05").unwrap())].into(),
         ..Config::default()
     }
 }
@@ -107,17 +110,33 @@ fn the_cases_exercise_every_feature() {
     let s = &SETTINGS[0];
     let mut totals = tampines_dataflows::stats::Totals::default();
     let (mut stale, mut crossed, mut closed, mut removed) = (0, 0, 0, 0);
+    let (mut too_late, mut empty_tickers, mut tick_groups) = (0, 0, 0);
     for seed in 0..6 {
         let e = tampines_harness::model::expected(&case(seed, &shape(s, seed)), &config(s));
         totals.duplicates += e.totals.duplicates;
         totals.dead_lettered += e.totals.dead_lettered;
         totals.late += e.totals.late;
+        too_late += e.dead.iter().filter(|r| *r == "too_late").count();
         for m in &e.marks {
             removed += m.removed.len();
             for r in &m.changed {
                 stale += (r["status"] == "stale") as usize;
                 crossed += (r["status"] == "crossed") as usize;
                 closed += (r["closed"] == true) as usize;
+                empty_tickers += (r["kind"] == "ticker" && r["count"] == 0) as usize;
+                // SYM0's resolution-2 groups are multiples of 2 x 0.05 = 0.1 whatever its prices.
+                if r["symbol"] == "SYM0" && r["resolution"] == 2 {
+                    for level in r["bids"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .chain(r["asks"].as_array().unwrap())
+                    {
+                        let p: rust_decimal::Decimal = level[0].as_str().unwrap().parse().unwrap();
+                        assert!((p % rust_decimal::Decimal::new(1, 1)).is_zero(), "{r}");
+                        tick_groups += 1;
+                    }
+                }
             }
         }
     }
@@ -128,5 +147,9 @@ fn the_cases_exercise_every_feature() {
     assert!(
         stale > 10 && crossed > 0 && closed > 10 && removed > 0,
         "stale {stale} crossed {crossed} closed {closed} removed {removed}"
+    );
+    assert!(
+        too_late > 0 && empty_tickers > 0 && tick_groups > 0,
+        "too_late {too_late} empty tickers {empty_tickers} configured-tick groups {tick_groups}"
     );
 }
