@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
+use std::ffi::OsString;
+
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tampines_dataflows::config::{parse_tick_size, Config, Interval};
 use tampines_dataflows::types::Sym;
 
@@ -14,9 +16,24 @@ pub struct Cli {
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help, global = true)]
     help: Option<bool>,
+    /// Options from a TOML file (`key = value`, keys as the long options); the command line wins.
+    #[arg(long, global = true, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Log format on stderr (filter with RUST_LOG, e.g. `RUST_LOG=info,tampines=debug`).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The commands of CONTRACT section 5.
@@ -32,6 +49,31 @@ pub enum Command {
     Broker(BrokerArgs),
     /// Writes synthetic events as NDJSON.
     Gen(GenArgs),
+    /// The whole pipeline with nothing installed: embedded broker, live generated market data,
+    /// results to Redis when one is reachable, else to stdout. Ctrl-C stops it.
+    Demo(DemoArgs),
+}
+
+/// `demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Symbols in the generated market.
+    #[arg(long, default_value_t = 20)]
+    pub symbols: usize,
+    /// Events per second fed to the broker.
+    #[arg(long, default_value_t = 3000)]
+    pub rate: u64,
+    /// Partitions per topic of the embedded broker.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Results to stdout even when a Redis is reachable.
+    #[arg(long)]
+    pub stdout: bool,
+    /// Where to look for a running Redis.
+    #[arg(long, default_value = "127.0.0.1:6379", hide = true)]
+    pub probe_redis: String,
+    #[command(flatten)]
+    pub job: JobArgs,
 }
 
 /// Options shared by every job.
@@ -76,6 +118,9 @@ pub struct JobArgs {
     /// Redis key prefix.
     #[arg(long, default_value = "tampines")]
     pub prefix: String,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (process p listens on PORT + p).
+    #[arg(long, env = "TAMPINES_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Lines a source reads before yielding.
     #[arg(long, default_value_t = 8192, hide = true)]
     pub source_batch: usize,
@@ -234,6 +279,8 @@ pub struct Settings {
     pub out: Option<String>,
     /// Redis sink.
     pub redis: Option<crate::redis_sink::RedisOptions>,
+    /// Where to serve metrics.
+    pub metrics_addr: Option<String>,
 }
 
 impl JobArgs {
@@ -298,6 +345,107 @@ impl JobArgs {
             dlq: self.dlq.clone(),
             out: self.out.clone(),
             redis,
+            metrics_addr: self.metrics_addr.clone(),
         })
     }
+}
+
+/// Parses a command line; with `--config FILE.toml`, the file's keys (long option names, `_` or
+/// `-`) supply the options of the command that the command line does not give. Lists are TOML
+/// arrays (`resolutions = [1, 5]`, `tick_size = ["binance:BTCUSDT=0.01"]`, `property =
+/// ["security.protocol=ssl"]` for `-X`); flags are booleans.
+pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
+    let Some(path) = config_path(&args) else {
+        return Cli::try_parse_from(args).map_err(ConfigError::Usage);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError::File(format!("--config {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| ConfigError::File(format!("--config {}: {e}", path.display())))?;
+    let command = Cli::command();
+    let given: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    // The subcommand: the first argument naming one (option values never do in practice).
+    let Some((at, sub)) = given.iter().enumerate().skip(1).find_map(|(i, a)| {
+        command
+            .get_subcommands()
+            .find(|c| c.get_name() == a)
+            .map(|c| (i, c))
+    }) else {
+        return Cli::try_parse_from(args).map_err(ConfigError::Usage);
+    };
+    let mut extra: Vec<String> = Vec::new();
+    for (key, value) in &table {
+        let id = key.replace('-', "_");
+        let arg = sub
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == id && !a.is_positional())
+            .ok_or_else(|| {
+                ConfigError::File(format!(
+                    "--config {}: `{}` has no option {key:?}",
+                    path.display(),
+                    sub.get_name()
+                ))
+            })?;
+        let long = arg.get_long().map(|l| format!("--{l}"));
+        let short = arg.get_short().map(|c| format!("-{c}"));
+        let on_command_line = given[at + 1..].iter().any(|a| {
+            long.as_ref()
+                .is_some_and(|l| a == l || a.starts_with(&format!("{l}=")))
+                || short
+                    .as_ref()
+                    .is_some_and(|s| a.starts_with(s.as_str()) && !a.starts_with("--"))
+        });
+        if on_command_line {
+            continue;
+        }
+        let flag = long.or(short).expect("options have a name");
+        let items = match value {
+            toml::Value::Array(items) => items.clone(),
+            other => vec![other.clone()],
+        };
+        for item in items {
+            match item {
+                toml::Value::Boolean(true) => extra.push(flag.clone()),
+                toml::Value::Boolean(false) => {}
+                toml::Value::String(v) => extra.extend([flag.clone(), v]),
+                toml::Value::Integer(v) => extra.extend([flag.clone(), v.to_string()]),
+                toml::Value::Float(v) => extra.extend([flag.clone(), v.to_string()]),
+                other => {
+                    return Err(ConfigError::File(format!(
+                        "--config {}: {key} = {other}: want a string, number, boolean or array",
+                        path.display()
+                    )))
+                }
+            }
+        }
+    }
+    let mut merged = args;
+    let tail = merged.split_off(at + 1);
+    merged.extend(extra.into_iter().map(OsString::from));
+    merged.extend(tail);
+    Cli::try_parse_from(merged).map_err(ConfigError::Usage)
+}
+
+/// Why a command line was not accepted.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// clap's own error (also `--help` and `--version`).
+    Usage(clap::Error),
+    /// The `--config` file could not be read or does not fit the command.
+    File(String),
+}
+
+/// The value of `--config`, wherever it appears.
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().map(|a| a.to_string_lossy());
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            return it.next().map(|p| PathBuf::from(p.as_ref()));
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    None
 }

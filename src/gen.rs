@@ -53,52 +53,79 @@ fn qty(rng: &mut Rng, max: i64) -> String {
     px(3, rng.range(1, max))
 }
 
-/// Writes the market's events, one JSON line each.
-pub fn generate(m: &Market, out: &mut dyn Write) -> std::io::Result<()> {
-    let mut rng = Rng::new(m.seed);
-    let mut syms: Vec<SymState> = (0..m.symbols)
-        .map(|i| {
-            let places = [1, 2, 2, 3, 4][rng.range(0, 4) as usize];
-            SymState {
-                name: format!("S{i:03}USDT"),
-                places,
-                mid: rng.range(2000, 500_000),
-                bids: BTreeMap::new(),
-                asks: BTreeMap::new(),
-                seq: 0,
-                tid: 0,
-                last_ts: m.start_ms,
-            }
-        })
-        .collect();
-    let depth = m.depth as i64;
-    for s in syms.iter_mut() {
-        for k in 1..=depth {
-            s.bids.insert(s.mid - k, qty(&mut rng, 50_000));
-            s.asks.insert(s.mid + k, qty(&mut rng, 50_000));
+/// A market in progress: symbols with their books, sequence numbers and trade ids. [`generate`]
+/// writes a whole span from one; `demo` asks it for events at the wall clock.
+pub struct Generator {
+    market: Market,
+    rng: Rng,
+    syms: Vec<SymState>,
+}
+
+impl Generator {
+    /// The market's symbols, with random tick decimals and mid prices; no event yet.
+    pub fn new(m: &Market) -> Generator {
+        let mut rng = Rng::new(m.seed);
+        let syms: Vec<SymState> = (0..m.symbols.max(1))
+            .map(|i| {
+                let places = [1, 2, 2, 3, 4][rng.range(0, 4) as usize];
+                SymState {
+                    name: format!("S{i:03}USDT"),
+                    places,
+                    mid: rng.range(2000, 500_000),
+                    bids: BTreeMap::new(),
+                    asks: BTreeMap::new(),
+                    seq: 0,
+                    tid: 0,
+                    last_ts: m.start_ms,
+                }
+            })
+            .collect();
+        Generator {
+            market: m.clone(),
+            rng,
+            syms,
         }
-        s.seq += 1;
-        let bids: Vec<_> = s
-            .bids
-            .iter()
-            .rev()
-            .map(|(t, q)| json!([px(s.places, *t), q]))
-            .collect();
-        let asks: Vec<_> = s
-            .asks
-            .iter()
-            .map(|(t, q)| json!([px(s.places, *t), q]))
-            .collect();
-        let ev = json!({"type":"snapshot","exchange":m.exchange,"symbol":s.name,"ts":m.start_ms,"seq":s.seq,"bids":bids,"asks":asks});
-        writeln!(out, "{ev}")?;
     }
-    let span = (m.hours * 3_600_000.0) as u64;
-    let step = span as f64 / m.events.max(1) as f64;
-    for n in 0..m.events {
-        let base = m.start_ms + (n as f64 * step) as u64;
-        let i = rng.range(0, m.symbols as i64 - 1) as usize;
+
+    /// One snapshot per symbol at `ts` (`depth` levels a side around the mid).
+    pub fn snapshots(&mut self, ts: u64) -> Vec<String> {
+        let depth = self.market.depth as i64;
+        let exchange = &self.market.exchange;
+        let rng = &mut self.rng;
+        let mut lines = Vec::new();
+        for s in self.syms.iter_mut() {
+            for k in 1..=depth {
+                s.bids.insert(s.mid - k, qty(rng, 50_000));
+                s.asks.insert(s.mid + k, qty(rng, 50_000));
+            }
+            s.seq += 1;
+            s.last_ts = s.last_ts.max(ts);
+            let bids: Vec<_> = s
+                .bids
+                .iter()
+                .rev()
+                .map(|(t, q)| json!([px(s.places, *t), q]))
+                .collect();
+            let asks: Vec<_> = s
+                .asks
+                .iter()
+                .map(|(t, q)| json!([px(s.places, *t), q]))
+                .collect();
+            let ev = json!({"type":"snapshot","exchange":exchange,"symbol":s.name,"ts":ts,"seq":s.seq,"bids":bids,"asks":asks});
+            lines.push(ev.to_string());
+        }
+        lines
+    }
+
+    /// One event of a random symbol near `base` (jittered by up to `disorder_ms`, never before
+    /// the symbol's previous event): a trade at the touch or a book update.
+    pub fn event(&mut self, base: u64) -> String {
+        let m = &self.market;
+        let rng = &mut self.rng;
+        let depth = m.depth as i64;
+        let i = rng.range(0, self.syms.len() as i64 - 1) as usize;
         let jitter = rng.range(-(m.disorder_ms as i64), m.disorder_ms as i64);
-        let s = &mut syms[i];
+        let s = &mut self.syms[i];
         let ts = s
             .last_ts
             .max(base.saturating_add_signed(jitter))
@@ -113,7 +140,7 @@ pub fn generate(m: &Market, out: &mut dyn Write) -> std::io::Result<()> {
             };
             s.tid += 1;
             json!({"type":"trade","exchange":m.exchange,"symbol":s.name,"ts":ts,"id":s.tid.to_string(),
-                   "price":px(s.places, t),"qty":qty(&mut rng, 5_000),"side": if buy {"buy"} else {"sell"}})
+                   "price":px(s.places, t),"qty":qty(rng, 5_000),"side": if buy {"buy"} else {"sell"}})
         } else {
             let (mut bids, mut asks) = (Vec::new(), Vec::new());
             if rng.unit() < 0.05 {
@@ -137,7 +164,7 @@ pub fn generate(m: &Market, out: &mut dyn Write) -> std::io::Result<()> {
                     book.remove(&t);
                     "0".to_string()
                 } else {
-                    let q = qty(&mut rng, 50_000);
+                    let q = qty(rng, 50_000);
                     book.insert(t, q.clone());
                     q
                 };
@@ -151,7 +178,21 @@ pub fn generate(m: &Market, out: &mut dyn Write) -> std::io::Result<()> {
             s.seq += 1;
             json!({"type":"book","exchange":m.exchange,"symbol":s.name,"ts":ts,"seq":s.seq,"bids":bids,"asks":asks})
         };
+        line.to_string()
+    }
+}
+
+/// Writes the market's events, one JSON line each.
+pub fn generate(m: &Market, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut generator = Generator::new(m);
+    for line in generator.snapshots(m.start_ms) {
         writeln!(out, "{line}")?;
+    }
+    let span = (m.hours * 3_600_000.0) as u64;
+    let step = span as f64 / m.events.max(1) as f64;
+    for n in 0..m.events {
+        let base = m.start_ms + (n as f64 * step) as u64;
+        writeln!(out, "{}", generator.event(base))?;
     }
     out.flush()
 }

@@ -17,6 +17,7 @@ use timely::dataflow::operators::Probe;
 use timely::dataflow::ProbeHandle;
 
 use crate::cli::Settings;
+use crate::metrics::{metrics, serve, InputLabels};
 use crate::redis_sink::{stored_frontier, RedisSink, SinkState};
 use crate::sink;
 
@@ -51,9 +52,30 @@ impl Inputs for Throttled {
     }
 }
 
-/// Called after every step of a worker with the results' frontier (offset commits), and once at
-/// the end with an empty frontier.
-pub type AfterStep = Box<dyn FnMut(&ProbeHandle<u64>)>;
+/// What of the results is written for good: NDJSON results once the probe passed their time;
+/// with Redis, once Redis also holds a mark at or past it.
+pub struct Written<'a> {
+    probe: &'a ProbeHandle<u64>,
+    durable: Option<&'a SinkState>,
+}
+
+impl Written<'_> {
+    /// Every result at `time` or before is written (and durable in Redis, if publishing there).
+    pub fn covers(&self, time: u64) -> bool {
+        !self.probe.less_equal(&time)
+            && self
+                .durable
+                .is_none_or(|s| s.durable.load(std::sync::atomic::Ordering::Relaxed) >= time)
+    }
+    /// The job has finished and every result is written.
+    pub fn all(&self) -> bool {
+        self.probe.done()
+    }
+}
+
+/// Called after every step of a worker with what is written (offset commits), and once at the
+/// end when everything is.
+pub type AfterStep = Box<dyn FnMut(&Written)>;
 
 /// A worker's inputs and what to do as results complete.
 pub struct WorkerInputs {
@@ -85,10 +107,12 @@ impl DeadLetterSink for FileDeadLetters {
 /// Runs a job to completion and returns this process's counters.
 ///
 /// `make_inputs(worker index, peers)` opens a worker's inputs; `make_dead(...)` opens worker 0's
-/// extra dead-letter sink (Kafka); `idle` is the idleness of inputs (None: never idle).
+/// extra dead-letter sink (Kafka); `idle` is the idleness of inputs (None: never idle); `labels`
+/// names inputs in metrics.
 pub fn run<F, D>(
     settings: Settings,
     idle: Option<Duration>,
+    labels: InputLabels,
     make_inputs: F,
     make_dead: D,
 ) -> Result<Totals>
@@ -97,6 +121,11 @@ where
     D: Fn() -> Result<Option<Box<dyn DeadLetterSink>>> + Send + Sync + 'static,
 {
     let stats = Arc::new(Stats::default());
+    let logging_arrangements = settings.metrics_addr.is_some();
+    if let Some(addr) = &settings.metrics_addr {
+        metrics().attach(stats.clone(), labels);
+        serve(addr, settings.process)?;
+    }
     let config = Arc::new(settings.config.clone());
     let timely_config =
         timely::Config::from_args(settings.timely.clone().into_iter()).map_err(|e| anyhow!(e))?;
@@ -113,6 +142,10 @@ where
         (Some(r), 0) => stored_frontier(r, Duration::from_secs(30))?,
         _ => None,
     };
+    if let (Some(r), true) = (&redis, settings.process > 0) {
+        // Only process 0 writes to Redis; the others learn what is durable from Redis itself.
+        crate::redis_sink::follow_frontier(r.clone(), &sink_state);
+    }
     if let Some(f) = stored {
         tracing::info!(
             frontier = f,
@@ -174,6 +207,11 @@ where
         let stats = worker_stats.clone();
         let failure = worker_failure.clone();
         let probe = ProbeHandle::new();
+        // With Redis, inputs count as done once Redis holds their results.
+        let durable = redis.as_ref().map(|_| worker_sink_state.clone());
+        if logging_arrangements {
+            crate::metrics::log_arrangements(worker);
+        }
         worker.dataflow::<u64, _, _>(|scope| {
             let source = tampines_dataflows::source::source(scope, inputs, idle, config.clone(), stats.clone());
             let outputs = tampines_dataflows::build(source, config, stats);
@@ -181,6 +219,7 @@ where
             outputs.dead.sink(Pipeline, "DeadLetterSink", move |(input, frontier)| {
                 input.for_each(|_, data| {
                     for dead in data.drain(..) {
+                        metrics().dead.get_or_create(&vec![("reason", dead.reason.clone())]).inc();
                         tracing::warn!(reason = %dead.reason, input = dead.pos.0, offset = dead.pos.1, "dead letter");
                         for s in dead_sinks.iter_mut() {
                             if let Err(e) = s.write(&dead) {
@@ -202,6 +241,7 @@ where
                 input.for_each(|_, data| {
                     for batch in data.drain(..) {
                         wrote = true;
+                        metrics().count_published(&batch);
                         if let Some(r) = sink_in_dataflow.as_ref() {
                             if stored.is_none_or(|f| batch.time > f) {
                                 r.borrow_mut().push(batch.clone());
@@ -237,7 +277,7 @@ where
                 r.borrow_mut().drain();
             }
             if let Some(hook) = after_step.as_mut() {
-                hook(&probe);
+                hook(&Written { probe: &probe, durable: durable.as_deref() });
             }
         }
         if let Some(r) = redis_sink.as_ref() {
@@ -246,7 +286,7 @@ where
             }
         }
         if let Some(hook) = after_step.as_mut() {
-            hook(&probe);
+            hook(&Written { probe: &probe, durable: durable.as_deref() });
         }
     })
     .map_err(|e| anyhow!(e))?;
@@ -262,9 +302,14 @@ where
 /// `replay FILE...`: file `i` is input `i`, read by global worker `i % workers`.
 pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Totals> {
     let files = Arc::new(files);
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     run(
         settings,
         None,
+        Box::new(move |id| {
+            let file = names.get(id as usize).cloned().unwrap_or_default();
+            vec![("file", file)]
+        }),
         move |index, peers| {
             let mine = files
                 .iter()

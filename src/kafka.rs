@@ -14,6 +14,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -26,9 +28,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tampines_dataflows::event::{parse, Body};
 use tampines_dataflows::source::{DeadLetter, Inputs, Next};
-use timely::dataflow::ProbeHandle;
 
-use crate::job::{AfterStep, DeadLetterSink, WorkerInputs};
+use crate::job::{AfterStep, DeadLetterSink, WorkerInputs, Written};
 
 /// How long a metadata or watermark request may take.
 const META_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,7 +65,7 @@ impl Connection {
         c
     }
 
-    fn consumer(&self, group: &str, start: Start) -> Result<BaseConsumer> {
+    pub fn consumer(&self, group: &str, start: Start) -> Result<BaseConsumer> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
             // Offsets are committed by us, after the results of their messages are written.
@@ -93,7 +94,7 @@ impl Connection {
         c.create().context("creating the Kafka consumer")
     }
 
-    fn producer(&self) -> Result<BaseProducer> {
+    pub fn producer(&self) -> Result<BaseProducer> {
         let mut c = self.client();
         // Batch for throughput; a few ms of delay is nothing against a 100 ms timestamp.
         c.set("linger.ms", "5")
@@ -108,6 +109,19 @@ impl Connection {
 /// The input number of a topic's partition.
 pub fn input_id(topic_index: usize, partition: i32) -> u32 {
     (topic_index as u32) * 65_536 + partition as u32
+}
+
+/// Metric labels of a partition.
+pub fn partition_labels(topic: &str, partition: i32) -> crate::metrics::Labels {
+    vec![("topic", topic.to_string()), ("partition", partition.to_string())]
+}
+
+/// Metric labels of an input id, given the topics in order.
+pub fn input_labels(topics: Vec<String>) -> crate::metrics::InputLabels {
+    Box::new(move |id| {
+        let topic = topics.get((id / 65_536) as usize).map(String::as_str).unwrap_or("?");
+        partition_labels(topic, (id % 65_536) as i32)
+    })
 }
 
 /// The worker that reads a partition.
@@ -134,6 +148,7 @@ pub struct KafkaInputs {
     finished: HashSet<u32>,
     to_announce: Vec<u32>,
     offsets: Rc<RefCell<Offsets>>,
+    stop: Option<Arc<AtomicBool>>,
     peers: usize,
     index: usize,
     last_refresh: Instant,
@@ -152,6 +167,8 @@ pub struct SourceOptions {
     pub start: Start,
     /// Bounded run: stop at each partition's end offset as of start.
     pub until_end: bool,
+    /// Set to end reading (demo's Ctrl-C): every input ends where it is and the job finishes.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Opens worker `index`'s partitions.
@@ -166,6 +183,7 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
         finished: HashSet::new(),
         to_announce: Vec::new(),
         offsets: offsets.clone(),
+        stop: opts.stop.clone(),
         peers,
         index,
         last_refresh: Instant::now(),
@@ -173,8 +191,8 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
     inputs.assign_new(opts.start)?;
     let group = opts.group.clone();
     let topics = opts.topics.clone();
-    let after_step: AfterStep = Box::new(move |probe: &ProbeHandle<u64>| {
-        commit_done(&consumer, &topics, &offsets, probe, &group);
+    let after_step: AfterStep = Box::new(move |written: &Written| {
+        commit_done(&consumer, &topics, &offsets, written, &group);
     });
     Ok(WorkerInputs {
         inputs: Box::new(inputs),
@@ -282,6 +300,10 @@ impl KafkaInputs {
                     lag = high - next,
                     "consumer lag"
                 );
+                crate::metrics::metrics()
+                    .consumer_lag
+                    .get_or_create(&partition_labels(e.topic(), e.partition()))
+                    .set(high - next);
             }
         }
     }
@@ -292,27 +314,29 @@ impl Inputs for KafkaInputs {
         if let Some(id) = self.to_announce.pop() {
             return Next::Finished(id);
         }
-        // Done when a bounded run has read every partition, and at once for a worker that owns
-        // none (it must not hold progress back; partitions added later go to their owners).
-        if self.owned.is_empty() || (self.ends.is_some() && self.finished.len() == self.owned.len())
+        // Done when a bounded run has read every partition, when told to stop, and at once for
+        // a worker that owns none (it must not hold progress back; partitions added later go to
+        // their owners).
+        if self.owned.is_empty()
+            || (self.ends.is_some() && self.finished.len() == self.owned.len())
+            || self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
         {
             return Next::Done;
         }
+        // Every 10 s, busy or not: consumer lag is logged and exported, and (live runs only)
+        // partitions added to a topic while running are picked up.
+        if self.last_refresh.elapsed() > Duration::from_secs(10) {
+            self.last_refresh = Instant::now();
+            if self.ends.is_none() {
+                if let Err(e) = self.assign_new(Start::Earliest) {
+                    tracing::warn!(error = %e, "refreshing partitions");
+                }
+            }
+            self.log_lag();
+        }
         loop {
             let message = match self.consumer.poll(Duration::ZERO) {
-                None => {
-                    // Partitions added to a topic while running are picked up, and lag is logged
-                    // (live runs only).
-                    if self.ends.is_none() && self.last_refresh.elapsed() > Duration::from_secs(10)
-                    {
-                        self.last_refresh = Instant::now();
-                        if let Err(e) = self.assign_new(Start::Earliest) {
-                            tracing::warn!(error = %e, "refreshing partitions");
-                        }
-                        self.log_lag();
-                    }
-                    return Next::Pending;
-                }
+                None => return Next::Pending,
                 Some(Err(e)) => {
                     tracing::warn!(worker = self.index, error = %e, "kafka poll");
                     return Next::Pending;
@@ -381,7 +405,7 @@ fn commit_done(
     consumer: &BaseConsumer,
     topics: &[String],
     offsets: &RefCell<Offsets>,
-    probe: &ProbeHandle<u64>,
+    written: &Written,
     group: &str,
 ) {
     let mut offsets = offsets.borrow_mut();
@@ -390,7 +414,7 @@ fn commit_done(
     for (&input, queue) in pending.iter_mut() {
         let mut done = None;
         while let Some(&(offset, max)) = queue.front() {
-            if probe.less_equal(&max) {
+            if !written.covers(max) {
                 break;
             }
             done = Some(offset);
@@ -412,7 +436,7 @@ fn commit_done(
         // Async: a failed commit only delays lag reporting; the next one covers it.
         if let Err(e) = consumer.commit(
             &list,
-            if probe.done() {
+            if written.all() {
                 CommitMode::Sync
             } else {
                 CommitMode::Async
@@ -536,9 +560,11 @@ pub fn produce(files: &[PathBuf], connection: &Connection, topic: Option<&str>) 
     Ok(sent)
 }
 
-/// `broker`: a mock cluster on 127.0.0.1 with `topics` (and their `.dlq` topics) pre-created;
-/// prints `bootstrap=HOST:PORT`, serves until SIGINT or SIGTERM.
-pub fn broker(partitions: i32, topics: &[String]) -> Result<()> {
+/// A mock cluster on 127.0.0.1 with `topics` (and their `.dlq` topics) created.
+pub fn mock_cluster(
+    partitions: i32,
+    topics: &[String],
+) -> Result<MockCluster<'static, rdkafka::producer::DefaultProducerContext>> {
     let cluster = MockCluster::new(1).context("starting the mock cluster")?;
     for t in topics {
         cluster
@@ -548,6 +574,12 @@ pub fn broker(partitions: i32, topics: &[String]) -> Result<()> {
             .create_topic(&format!("{t}.dlq"), 1, 1)
             .with_context(|| format!("creating {t}.dlq"))?;
     }
+    Ok(cluster)
+}
+
+/// `broker`: a [`mock_cluster`]; prints `bootstrap=HOST:PORT`, serves until SIGINT or SIGTERM.
+pub fn broker(partitions: i32, topics: &[String]) -> Result<()> {
+    let cluster = mock_cluster(partitions, topics)?;
     let mut stdout = std::io::stdout();
     writeln!(stdout, "bootstrap={}", cluster.bootstrap_servers())?;
     stdout.flush()?;

@@ -2,9 +2,11 @@
 //! The dataflow logic lives in `tampines-dataflows`.
 
 pub mod cli;
+pub mod demo;
 pub mod files;
 pub mod gen;
 pub mod job;
 pub mod kafka;
+pub mod metrics;
 pub mod redis_sink;
 pub mod sink;

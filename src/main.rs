@@ -3,27 +3,34 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-use tampines::cli::{Cli, Command};
+use tampines::cli::{parse_from, Command, ConfigError, LogFormat};
 use tampines::gen::{generate, Market};
 use tampines::{job, kafka};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_from(std::env::args_os().collect()) {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(ConfigError::Usage(e)) => {
             let code = if e.use_stderr() { 2 } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }
+        Err(ConfigError::File(e)) => return usage(anyhow::anyhow!(e)),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // RUST_LOG filters (default: errors only; `demo` says what it does at info).
+    let default = match cli.command {
+        Command::Demo(_) => "error,tampines=info",
+        _ => "error",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     match cli.command {
         Command::Replay(args) => {
             let settings = match args.job.settings() {
@@ -50,6 +57,7 @@ fn main() -> ExitCode {
                     kafka::Start::Committed
                 }),
                 until_end: args.until_end,
+                stop: None,
             };
             // A bounded run knows every partition's end offset: a partition with data left to read
             // is slow, not silent, so idleness (a live notion) does not apply.
@@ -59,6 +67,7 @@ fn main() -> ExitCode {
             report(job::run(
                 settings,
                 idle,
+                kafka::input_labels(args.topics.clone()),
                 move |index, peers| kafka::open(&opts, index, peers),
                 move || {
                     Ok(Some(
@@ -84,6 +93,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("tampines: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Demo(args) => match tampines::demo::demo(args) {
+            Ok((totals, _)) => report(Ok(totals)),
+            Err(e) => {
+                eprintln!("tampines: demo: {e:#}");
                 ExitCode::from(1)
             }
         },

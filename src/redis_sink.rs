@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tampines_dataflows::results::{Change, Published};
 
+use crate::metrics::metrics;
+
 /// Marks queued for the writer before the sources are paused.
 const QUEUE: usize = 64;
 /// Stream entries kept (approximately).
@@ -152,9 +154,9 @@ impl RedisSink {
                 }
             }
         }
-        self.state
-            .backpressure
-            .store(!self.held.is_empty(), Ordering::Relaxed);
+        let behind = !self.held.is_empty();
+        self.state.backpressure.store(behind, Ordering::Relaxed);
+        metrics().redis_backpressure.set(behind as i64);
     }
 
     /// Waits until everything is written (end of a bounded job).
@@ -212,6 +214,9 @@ impl Writer {
             let started = Instant::now();
             match self.try_write(time, changes) {
                 Ok(applied) => {
+                    let m = metrics();
+                    m.redis_latency.observe(started.elapsed().as_secs_f64());
+                    m.redis_frontier.set(time as i64);
                     self.state.writes.fetch_add(1, Ordering::Relaxed);
                     self.state.durable.fetch_max(time, Ordering::Relaxed);
                     tracing::debug!(
@@ -226,6 +231,7 @@ impl Writer {
                 Err(e) => {
                     self.connection = None;
                     self.state.failures.fetch_add(1, Ordering::Relaxed);
+                    metrics().redis_failures.inc();
                     tracing::warn!(mark = time, error = %e, retry_in_ms = backoff.as_millis() as u64, "redis write failed");
                     std::thread::sleep(backoff); // capped exponential backoff against an outage
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -288,5 +294,25 @@ pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Opt
             }
             Err(e) => return Err(e).context("reading the stored frontier"),
         }
+    }
+}
+
+/// For processes that do not write to Redis: keeps `state.durable` at the frontier Redis holds,
+/// read every second by a thread that ends with the job (when `state` is dropped).
+pub fn follow_frontier(options: RedisOptions, state: &Arc<SinkState>) {
+    let state = Arc::downgrade(state);
+    let spawned = std::thread::Builder::new()
+        .name("redis-frontier".into())
+        .spawn(move || {
+            while let Some(state) = state.upgrade() {
+                if let Ok(Some(f)) = stored_frontier(&options, Duration::ZERO) {
+                    state.durable.fetch_max(f, Ordering::Relaxed);
+                }
+                drop(state);
+                std::thread::sleep(Duration::from_secs(1)); // polling interval
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot follow the Redis frontier: offsets will not be committed");
     }
 }

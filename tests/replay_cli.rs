@@ -121,3 +121,101 @@ fn bad_usage_exits_2_with_one_line() {
         "tampines: --granularity-ms must be positive"
     );
 }
+
+/// `--config FILE.toml` gives the same options as the command line; the command line wins over
+/// the file; a key that is no option of the command is bad usage (exit 2).
+#[test]
+fn config_file_maps_onto_the_command_line() {
+    let dir = scratch("replay_config");
+    let events = dir.join("events.ndjson");
+    tampines(&[
+        "gen",
+        "--symbols",
+        "3",
+        "--events",
+        "3000",
+        "--hours",
+        "1",
+        "--out",
+        events.to_str().unwrap(),
+    ]);
+    let run = |name: &str, extra: &[&str]| -> String {
+        let out = dir.join(name);
+        let mut args = vec!["replay", events.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        tampines(&args);
+        std::fs::read_to_string(out).expect("output")
+    };
+    let config = dir.join("tampines.toml");
+    std::fs::write(
+        &config,
+        "granularity_ms = 1000\ndepth = 7\nresolutions = [1, 10]\nintervals = [\"1m\", \"1h\"]\n\
+         tick-size = [\"synth:S000USDT=0.5\"]\nworkers = 2\n",
+    )
+    .unwrap();
+    let flags = [
+        "--granularity-ms",
+        "1000",
+        "--resolutions",
+        "1,10",
+        "--intervals",
+        "1m,1h",
+        "--tick-size",
+        "synth:S000USDT=0.5",
+    ];
+    let from_flags = run("flags.ndjson", &[&flags[..], &["--depth", "7"]].concat());
+    let from_file = run("file.ndjson", &["--config", config.to_str().unwrap()]);
+    assert_eq!(from_file, from_flags, "the file gives the same options as flags");
+    assert!(from_file.contains(r#""resolution":10"#) && !from_file.contains(r#""resolution":5"#));
+    let overridden = run(
+        "override.ndjson",
+        &["--config", config.to_str().unwrap(), "--depth", "3"],
+    );
+    let depth_3 = run("depth3.ndjson", &[&flags[..], &["--depth", "3"]].concat());
+    assert_eq!(overridden, depth_3, "the command line wins over the file");
+    assert_ne!(overridden, from_file);
+
+    std::fs::write(&config, "no_such_option = 1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["replay", events.to_str().unwrap(), "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no_such_option"), "{stderr}");
+}
+
+/// `--log-format json`: every log line on stderr is a JSON object (filtered by RUST_LOG).
+#[test]
+fn json_logs() {
+    let dir = scratch("replay_json_logs");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, INPUT).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["--log-format", "json", "replay", input.to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("read "))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    // The dead letters of INPUT are logged at warn, one each, with their reasons.
+    let reasons: Vec<&str> = logs
+        .iter()
+        .filter(|l| l["fields"]["message"] == "dead letter")
+        .map(|l| l["fields"]["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "not json: expected ident at line 1 column 2",
+            "trade quantity must be positive",
+            "unknown type \"quote\""
+        ],
+        "{stderr}"
+    );
+}

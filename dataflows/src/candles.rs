@@ -25,6 +25,7 @@ use timely::dataflow::StreamVec;
 use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
 use crate::sequence::{no_finish, sequence};
+use crate::stats::{Share, Stats};
 use crate::types::Sym;
 
 /// A candle's value.
@@ -44,10 +45,13 @@ pub fn candles<'s>(
     accepted: StreamVec<'s, u64, ((Sym, TradeRec), u64)>,
     ends: StreamVec<'s, u64, u64>,
     config: Arc<Config>,
+    stats: Arc<Stats>,
 ) -> VecCollection<'s, u64, (CandleKey, Candle), isize> {
     let g = config.granularity_ms;
     let mut series: HashMap<(Sym, u32), BTreeMap<u64, Candle>> = HashMap::new();
     let mut closing: BTreeMap<u64, Vec<CandleKey>> = BTreeMap::new();
+    let mut held = 0usize;
+    let mut share = Share::default();
     sequence(
         accepted,
         ends,
@@ -76,6 +80,7 @@ pub fn candles<'s>(
                     match candles.get_mut(&open) {
                         Some(candle) => candle.agg.merge(&Agg::of(&trade)),
                         None => {
+                            held += 1;
                             candles.insert(
                                 open,
                                 Candle {
@@ -93,12 +98,14 @@ pub fn candles<'s>(
                                         .entry((sym, ivl, oldest))
                                         .or_insert_with(|| Some(candle.clone()));
                                     candles.remove(&oldest);
+                                    held -= 1;
                                 }
                             }
                         }
                     }
                 }
             }
+            share.report(&stats.state.candles, held);
             for (key @ (sym, ivl, open), old) in before {
                 let new = series.get(&(sym, ivl)).and_then(|s| s.get(&open));
                 if old.as_ref() != new {

@@ -85,9 +85,9 @@ pub fn build<'s>(
     let books = parts.pop().expect("5 parts").flat_map(event);
 
     let books = orderbook::orderbooks(books, ends.clone(), config.clone(), stats.clone());
-    let window = ticker::window(trades, ends.clone(), config.clone(), stats);
+    let window = ticker::window(trades, ends.clone(), config.clone(), stats.clone());
     let ticker = ticker::aggregate(window.window);
-    let candles = candles::candles(window.accepted, ends.clone(), config.clone());
+    let candles = candles::candles(window.accepted, ends.clone(), config.clone(), stats);
     let components = Components {
         names,
         sides: books.sides,

@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::event::{Body, Level};
 use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
-use crate::stats::Stats;
+use crate::stats::{Share, Stats};
 use crate::types::{Price, Qty, Side, Sym};
 
 /// A raw level of a book, under the tick in force.
@@ -248,6 +248,7 @@ pub fn raw_books<'s>(
     stats: Arc<Stats>,
 ) -> RawBooks<'s> {
     let mut books: HashMap<Sym, Book> = HashMap::new();
+    let mut share = Share::default();
     let updates = sequence(
         events,
         ends,
@@ -319,6 +320,8 @@ pub fn raw_books<'s>(
                     book.flush(sym, time, configured, out);
                 }
             }
+            let levels = books.values().map(|b| b.bids.len() + b.asks.len()).sum();
+            share.report(&stats.state.book_levels, levels);
         },
         no_finish,
     );

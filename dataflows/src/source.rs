@@ -209,6 +209,8 @@ struct Reader {
     seen: HashSet<Sym>,
     last_seen: Instant,
     idle: bool,
+    /// Lines read since the last report to [`Stats::inputs`].
+    unreported: u64,
 }
 
 /// Reads a worker's inputs into a stream of [`SourceRecord`]s (see the module doc).
@@ -248,8 +250,10 @@ pub fn source<'s, I: Inputs + 'static>(
                             seen: HashSet::new(),
                             last_seen: Instant::now(),
                             idle: false,
+                            unreported: 0,
                         });
                         reader.last_seen = Instant::now();
+                        reader.unreported += 1;
                         if reader.idle {
                             reader.idle = false;
                             tracing::info!(worker, input, "input active again");
@@ -259,6 +263,7 @@ pub fn source<'s, I: Inputs + 'static>(
                         inputs.stamped(input, offset, time);
                     }
                     Next::Finished(input) => {
+                        report_inputs(&mut readers, &stats);
                         let last = readers.remove(&input).and_then(|r| r.stamper.last_mark());
                         tracing::debug!(worker, input, last_mark = last, "input finished");
                         finished.insert(input, last);
@@ -273,6 +278,7 @@ pub fn source<'s, I: Inputs + 'static>(
                     }
                 }
             }
+            report_inputs(&mut readers, &stats);
             for (time, records) in std::mem::take(&mut batch) {
                 output
                     .session(&c.delayed(&time))
@@ -337,6 +343,22 @@ pub fn source<'s, I: Inputs + 'static>(
             }
         }
     })
+}
+
+/// Adds what the readers read since the last report to [`Stats::inputs`], with their watermarks:
+/// one lock per activation, not per line.
+fn report_inputs(readers: &mut HashMap<u32, Reader>, stats: &Stats) {
+    if readers.values().all(|r| r.unreported == 0) {
+        return;
+    }
+    let Ok(mut inputs) = stats.inputs.lock() else {
+        return;
+    };
+    for (&id, reader) in readers.iter_mut().filter(|(_, r)| r.unreported > 0) {
+        let progress = inputs.entry(id).or_default();
+        progress.read += std::mem::take(&mut reader.unreported);
+        progress.watermark = reader.stamper.watermark().unwrap_or(0);
+    }
 }
 
 /// Reads in-order line inputs (files, test cases): [`source`] over [`LineInputs`], never idle.

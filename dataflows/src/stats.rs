@@ -1,7 +1,9 @@
 //! Counters every worker of a process adds to: the accounting of CONTRACT section 1
 //! (`processed + dead-lettered + duplicates = read`) and the late-event count of section 2.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Process-wide counters, shared by all workers through an `Arc`.
 #[derive(Debug, Default)]
@@ -16,6 +18,10 @@ pub struct Stats {
     pub duplicates: AtomicU64,
     /// Events whose own timestamp was already closed when they were read.
     pub late: AtomicU64,
+    /// State held by the stages.
+    pub state: StateSizes,
+    /// Per input: messages read and watermark, updated once per source activation.
+    pub inputs: Mutex<BTreeMap<u32, InputProgress>>,
 }
 
 /// A copy of the counters at one moment.
@@ -50,6 +56,11 @@ impl Stats {
             late: get(&self.late),
         }
     }
+
+    /// A copy of the per-input progress.
+    pub fn inputs(&self) -> BTreeMap<u32, InputProgress> {
+        self.inputs.lock().map(|m| m.clone()).unwrap_or_default()
+    }
 }
 
 impl Totals {
@@ -57,4 +68,42 @@ impl Totals {
     pub fn balanced(&self) -> bool {
         self.processed + self.dead_lettered + self.duplicates == self.read
     }
+}
+
+/// Sizes of the state the dataflow's own stages hold, summed over this process's workers
+/// (metrics). Arrangement sizes are measured separately, from differential's logging.
+#[derive(Debug, Default)]
+pub struct StateSizes {
+    /// Price levels held by the orderbook stage (raw, every side of every book).
+    pub book_levels: AtomicI64,
+    /// Trades inside the ticker window.
+    pub window_trades: AtomicI64,
+    /// Candles held (open and retained).
+    pub candles: AtomicI64,
+}
+
+/// A worker's share of one [`StateSizes`] gauge: reports its local size as a change of the sum.
+#[derive(Debug, Default)]
+pub struct Share {
+    last: i64,
+}
+
+impl Share {
+    /// Sets this worker's part of `gauge` to `now`.
+    pub fn report(&mut self, gauge: &AtomicI64, now: usize) {
+        let now = now as i64;
+        if now != self.last {
+            gauge.fetch_add(now - self.last, Ordering::Relaxed);
+            self.last = now;
+        }
+    }
+}
+
+/// Progress of one input (a file, a Kafka partition), for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InputProgress {
+    /// Messages read.
+    pub read: u64,
+    /// Highest event time read minus the lateness (0 before the first event).
+    pub watermark: u64,
 }

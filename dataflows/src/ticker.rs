@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::event::Body;
 use crate::sequence::{no_finish, sequence};
 use crate::source::Stamped;
-use crate::stats::Stats;
+use crate::stats::{Share, Stats};
 use crate::types::{Sym, TradeId};
 
 /// Outputs of the window stage.
@@ -61,6 +61,7 @@ pub fn window<'s>(
     // Ids of trades inside the window, with the timestamp at which they leave it.
     let mut inside: HashMap<(Sym, TradeId), u64> = HashMap::new();
     let mut expiring: BTreeMap<u64, Vec<(Sym, TradeRec)>> = BTreeMap::new();
+    let mut share = Share::default();
     let out = sequence(
         trades,
         ends,
@@ -97,6 +98,7 @@ pub fn window<'s>(
                 }
                 out.push(Out::Accepted((sym, rec), time));
             }
+            share.report(&stats.state.window_trades, inside.len());
         },
         no_finish,
     );

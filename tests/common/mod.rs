@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod redis_server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

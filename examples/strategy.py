@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""A downstream strategy reading Tampines' results from Redis (the Python twin of strategy.rs).
+
+It follows `{prefix}:updates` (one stream entry per published progress mark) and, for each entry,
+reads ONE consistent snapshot: the frontier, the symbol's resolution-1 book, its ticker and its
+newest 1-minute candles inside MULTI/EXEC. The job writes each mark atomically, so the four values
+always belong to the same progress mark. One line per update:
+
+    frontier=T symbol=EX:SYM bid=.. ask=.. spread=.. change_24h=.. change_pct=.. last_closed_1m=OPEN_TIME:O/H/L/C/V
+
+Needs redis-py (Debian: apt-get install python3-redis; or pip install redis).
+
+    python3 examples/strategy.py --redis redis://127.0.0.1:6379 --symbol demo:S000USDT
+"""
+
+import argparse
+import json
+import sys
+from decimal import Decimal, InvalidOperation
+
+import redis
+
+
+def snapshot(r, prefix, symbol):
+    """Frontier, book, ticker and the two newest 1m candles, read in one MULTI/EXEC."""
+    pipe = r.pipeline(transaction=True)
+    pipe.get(f"{prefix}:frontier")
+    pipe.get(f"{prefix}:book:{symbol}:1")
+    pipe.get(f"{prefix}:ticker:{symbol}")
+    pipe.zrange(f"{prefix}:candles:{symbol}:1m", -2, -1)
+    frontier, book, ticker, candles = pipe.execute()
+    load = lambda t: json.loads(t) if t is not None else None
+    return frontier, load(book), load(ticker), [json.loads(c) for c in candles]
+
+
+def text(v):
+    if v is None:
+        return "-"
+    if isinstance(v, str):
+        return v
+    return json.dumps(v)
+
+
+def best(book, side):
+    levels = (book or {}).get(side) or []
+    return levels[0][0] if levels else None
+
+
+def render(symbol, frontier, book, ticker, candles):
+    bid, ask = best(book, "bids"), best(book, "asks")
+    spread = "-"
+    if bid is not None and ask is not None:
+        try:
+            spread = format((Decimal(ask) - Decimal(bid)).normalize(), "f")
+        except InvalidOperation:
+            pass
+    change = text(ticker.get("change")) if ticker else "-"
+    pct = text(ticker.get("change_pct")) if ticker else "-"
+    closed = "-"
+    for c in reversed(candles):
+        if c.get("closed") is True:
+            closed = "{}:{}/{}/{}/{}/{}".format(
+                c["open_time"], text(c["open"]), text(c["high"]), text(c["low"]),
+                text(c["close"]), text(c["volume"]))
+            break
+    return (f"frontier={frontier if frontier is not None else '-'} symbol={symbol} "
+            f"bid={bid or '-'} ask={ask or '-'} spread={spread} change_24h={change} "
+            f"change_pct={pct} last_closed_1m={closed}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--redis", default="redis://127.0.0.1:6379")
+    ap.add_argument("--prefix", default="tampines")
+    ap.add_argument("--symbol", default="demo:S000USDT", help="EXCHANGE:SYMBOL")
+    ap.add_argument("--from", dest="start", default="$",
+                    help="stream id to start after: $ = new updates only, 0 = oldest kept")
+    ap.add_argument("--count", type=int, default=None, help="stop after N updates")
+    a = ap.parse_args()
+    r = redis.Redis.from_url(a.redis, decode_responses=True)
+    stream, last, seen = f"{a.prefix}:updates", a.start, 0
+    while True:
+        for _, entries in r.xread({stream: last}, count=100, block=5000) or []:
+            for entry_id, _fields in entries:
+                last = entry_id
+                print(render(a.symbol, *snapshot(r, a.prefix, a.symbol)), flush=True)
+                seen += 1
+                if a.count is not None and seen >= a.count:
+                    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,184 @@
+//! A downstream strategy reading Tampines' results from Redis (the Rust twin of `strategy.py`).
+//!
+//! It follows `{prefix}:updates` (one stream entry per published progress mark) and, for each
+//! entry, reads ONE consistent snapshot: the frontier, the symbol's resolution-1 book, its ticker
+//! and its newest 1-minute candles inside MULTI/EXEC. The job writes each mark atomically, so the
+//! four values always belong to the same progress mark. It prints one line per update:
+//!
+//! ```text
+//! frontier=T symbol=EX:SYM bid=.. ask=.. spread=.. change_24h=.. change_pct=.. last_closed_1m=OPEN_TIME:O/H/L/C/V
+//! ```
+//!
+//! Run it beside a job writing to Redis (`tampines demo` prints the URL):
+//!
+//! ```sh
+//! cargo run --example strategy -- --redis redis://127.0.0.1:6379 --symbol demo:S000USDT
+//! ```
+//!
+//! Options: `--redis URL`, `--prefix P` (default `tampines`), `--symbol EXCHANGE:SYMBOL`,
+//! `--from ID` (stream id to start after: `$` = new updates only (default), `0` = from the
+//! oldest kept), `--count N` (stop after N updates).
+
+use std::process::ExitCode;
+
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::Commands;
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+struct Options {
+    redis: String,
+    prefix: String,
+    symbol: String,
+    from: String,
+    count: Option<usize>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        redis: "redis://127.0.0.1:6379".into(),
+        prefix: "tampines".into(),
+        symbol: "demo:S000USDT".into(),
+        from: "$".into(),
+        count: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--redis" => o.redis = value,
+            "--prefix" => o.prefix = value,
+            "--symbol" => o.symbol = value,
+            "--from" => o.from = value,
+            "--count" => o.count = Some(value.parse().map_err(|e| format!("--count: {e}"))?),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(o)
+}
+
+/// The frontier and the symbol's results, as of one progress mark.
+struct Snapshot {
+    frontier: Option<String>,
+    book: Option<Value>,
+    ticker: Option<Value>,
+    candles: Vec<Value>,
+}
+
+/// Reads frontier, book, ticker and the two newest 1m candles in one MULTI/EXEC.
+fn snapshot(c: &mut redis::Connection, o: &Options) -> redis::RedisResult<Snapshot> {
+    let p = &o.prefix;
+    let s = &o.symbol;
+    let (frontier, book, ticker, candles): (Option<String>, Option<String>, Option<String>, Vec<String>) =
+        redis::pipe()
+            .atomic()
+            .get(format!("{p}:frontier"))
+            .get(format!("{p}:book:{s}:1"))
+            .get(format!("{p}:ticker:{s}"))
+            .zrange(format!("{p}:candles:{s}:1m"), -2, -1)
+            .query(c)?;
+    let json = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
+    Ok(Snapshot {
+        frontier,
+        book: json(book),
+        ticker: json(ticker),
+        candles: candles
+            .iter()
+            .filter_map(|t| serde_json::from_str(t).ok())
+            .collect(),
+    })
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The best price of a side (`bids` or `asks`), if any.
+fn best(book: &Value, side: &str) -> Option<String> {
+    book[side][0][0].as_str().map(str::to_string)
+}
+
+/// One line per update (see the module doc).
+fn render(o: &Options, s: &Snapshot) -> String {
+    let book = s.book.as_ref();
+    let bid = book.and_then(|b| best(b, "bids"));
+    let ask = book.and_then(|b| best(b, "asks"));
+    let spread = match (&bid, &ask) {
+        (Some(b), Some(a)) => match (b.parse::<Decimal>(), a.parse::<Decimal>()) {
+            (Ok(b), Ok(a)) => (a - b).normalize().to_string(),
+            _ => "-".into(),
+        },
+        _ => "-".into(),
+    };
+    let (change, pct) = match &s.ticker {
+        Some(t) => (text(&t["change"]), text(&t["change_pct"])),
+        None => ("-".into(), "-".into()),
+    };
+    let closed = s
+        .candles
+        .iter()
+        .rev()
+        .find(|c| c["closed"] == Value::Bool(true))
+        .map(|c| {
+            format!(
+                "{}:{}/{}/{}/{}/{}",
+                c["open_time"],
+                text(&c["open"]),
+                text(&c["high"]),
+                text(&c["low"]),
+                text(&c["close"]),
+                text(&c["volume"])
+            )
+        })
+        .unwrap_or_else(|| "-".into());
+    format!(
+        "frontier={} symbol={} bid={} ask={} spread={spread} change_24h={change} change_pct={pct} last_closed_1m={closed}",
+        s.frontier.as_deref().unwrap_or("-"),
+        o.symbol,
+        bid.as_deref().unwrap_or("-"),
+        ask.as_deref().unwrap_or("-"),
+    )
+}
+
+fn follow(o: &Options) -> redis::RedisResult<()> {
+    let mut c = redis::Client::open(o.redis.as_str())?.get_connection()?;
+    let stream = format!("{}:updates", o.prefix);
+    let mut last = o.from.clone();
+    let mut seen = 0usize;
+    loop {
+        let reply: StreamReadReply = c.xread_options(
+            &[&stream],
+            &[&last],
+            &StreamReadOptions::default().block(5_000).count(100),
+        )?;
+        for entry in reply.keys.iter().flat_map(|k| k.ids.iter()) {
+            last = entry.id.clone();
+            println!("{}", render(o, &snapshot(&mut c, o)?));
+            seen += 1;
+            if o.count.is_some_and(|n| seen >= n) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let o = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("strategy: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match follow(&o) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strategy: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

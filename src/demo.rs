@@ -1,0 +1,309 @@
+//! `demo`: the whole pipeline in one process, with nothing installed.
+//!
+//! 1. An embedded Kafka broker (librdkafka's mock cluster: a real Kafka-protocol broker on a local
+//!    port, which kcat and any client can use).
+//! 2. A producer thread feeding it a generated market at a live pace: event time is the wall
+//!    clock, `--symbols` symbols, `--rate` events per second.
+//! 3. The job itself (`run`, live, at least 2 workers) reading the broker.
+//! 4. Results to Redis when one answers at `--probe-redis` (127.0.0.1:6379) or `--redis` names
+//!    one, else to a `redis-server` started from PATH on a free port, else as NDJSON to stdout.
+//!
+//! Ctrl-C (or SIGTERM) stops the producer and the inputs; the job closes its last marks,
+//! everything is flushed, a `redis-server` it started is stopped, and the demo exits 0.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tampines_dataflows::stats::Totals;
+
+use crate::cli::{DemoArgs, Settings};
+use crate::gen::{Generator, Market};
+use crate::{job, kafka};
+
+/// Where the demo publishes.
+enum Target {
+    /// A Redis that was already there (or named with `--redis`).
+    Redis(String),
+    /// A `redis-server` the demo started, stopped when it ends (when the server is dropped).
+    Started(String, #[allow(dead_code)] RedisServer),
+    /// NDJSON on stdout.
+    Stdout,
+}
+
+/// A `redis-server` child, killed on drop.
+pub struct RedisServer(Child);
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn say(line: &str) {
+    eprintln!("demo: {line}");
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// True when something at `addr` answers a Redis PING.
+fn redis_answers(addr: &str) -> bool {
+    let Ok(client) = redis::Client::open(format!("redis://{addr}")) else {
+        return false;
+    };
+    client
+        .get_connection_with_timeout(Duration::from_millis(300))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_ok()
+}
+
+/// Starts `redis-server` from PATH on a free port, if there is one; waits until it answers.
+fn start_redis() -> Option<(String, RedisServer)> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .ok()?
+        .port();
+    // Its own process group: Ctrl-C reaches the demo, which stops the server after its last write.
+    let child = Command::new("redis-server")
+        .process_group(0)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let server = RedisServer(child);
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if redis_answers(&addr) {
+            return Some((format!("redis://{addr}"), server));
+        }
+        std::thread::sleep(Duration::from_millis(50)); // poll until it answers, bounded
+    }
+    None
+}
+
+fn choose_target(args: &DemoArgs) -> Target {
+    if let Some(url) = &args.job.redis {
+        return Target::Redis(url.clone());
+    }
+    if args.stdout {
+        return Target::Stdout;
+    }
+    if redis_answers(&args.probe_redis) {
+        return Target::Redis(format!("redis://{}", args.probe_redis));
+    }
+    match start_redis() {
+        Some((url, server)) => Target::Started(url, server),
+        None => Target::Stdout,
+    }
+}
+
+/// Feeds the broker at `rate` events/s with event time = wall clock until `stop`.
+fn feed(producer: BaseProducer, symbols: usize, rate: u64, stop: Arc<AtomicBool>) -> Result<u64> {
+    let start = now_ms();
+    let market = Market {
+        symbols,
+        events: 0,
+        hours: 0.0,
+        seed: start,
+        trade_ratio: 0.3,
+        depth: 40,
+        disorder_ms: 50,
+        exchange: "demo".into(),
+        start_ms: start,
+    };
+    let mut generator = Generator::new(&market);
+    let mut sent = 0u64;
+    let mut send = |line: String, producer: &BaseProducer| -> Result<()> {
+        let parsed = tampines_dataflows::event::parse(&line).ok();
+        let (topic, key) = match parsed {
+            Some(p) => (
+                if p.event.is_book() {
+                    "market.book"
+                } else {
+                    "market.trade"
+                },
+                format!("{}:{}", p.name.exchange, p.name.symbol),
+            ),
+            None => ("market.book", String::new()),
+        };
+        loop {
+            match producer.send(BaseRecord::to(topic).key(&key).payload(&line)) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10)); // local queue full: let it drain
+                }
+            }
+        }
+        sent += 1;
+        Ok(())
+    };
+    for line in generator.snapshots(start) {
+        send(line, &producer)?;
+    }
+    let began = Instant::now();
+    let mut produced = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        // Catch up to the pace: events due by now, each stamped with the wall clock.
+        let due = began.elapsed().as_millis() as u64 * rate / 1000;
+        while produced < due {
+            let line = generator.event(now_ms());
+            send(line, &producer)?;
+            produced += 1;
+        }
+        producer.poll(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(5)); // the pace of a live feed
+    }
+    producer.flush(Duration::from_secs(5)).ok();
+    Ok(sent)
+}
+
+/// Runs the demo until Ctrl-C; returns the job's counters.
+pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
+    let topics = vec!["market.book".to_string(), "market.trade".to_string()];
+    let cluster = kafka::mock_cluster(args.partitions, &topics)?;
+    let bootstrap = cluster.bootstrap_servers();
+    say(&format!(
+        "embedded Kafka broker at {bootstrap} (topics market.book, market.trade, {} partitions; try: kcat -b {bootstrap} -C -t market.trade -c 5)",
+        args.partitions
+    ));
+    let target = choose_target(&args);
+    let mut job_args = args.job.clone();
+    job_args.workers = job_args.workers.max(2);
+    match &target {
+        Target::Redis(url) | Target::Started(url, _) => {
+            job_args.redis = Some(url.clone());
+            let how = if matches!(target, Target::Started(..)) {
+                "started redis-server"
+            } else {
+                "found Redis"
+            };
+            let cli = redis_cli(url);
+            let p = &job_args.prefix;
+            say(&format!("{how} at {url}: results are published there. Look with:"));
+            say(&format!("  {cli} GET {p}:frontier"));
+            say(&format!("  {cli} GET {p}:book:demo:S000USDT:1"));
+            say(&format!("  {cli} GET {p}:ticker:demo:S000USDT"));
+            say(&format!(
+                "  {cli} ZRANGE {p}:candles:demo:S000USDT:1m -1 -1"
+            ));
+            say(&format!("  {cli} XREAD BLOCK 0 STREAMS {p}:updates $"));
+        }
+        Target::Stdout => {
+            if job_args.out.is_none() {
+                job_args.out = Some("-".into());
+            }
+            say("no Redis at 127.0.0.1:6379 and no redis-server on PATH: results go to stdout as NDJSON");
+        }
+    }
+    let settings = job_args
+        .settings()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    if let Some(addr) = &settings.metrics_addr {
+        say(&format!("metrics: curl http://{addr}/metrics"));
+    }
+    say(&format!(
+        "feeding {} symbols at {} events/s (event time = wall clock); {} workers; Ctrl-C stops",
+        args.symbols, args.rate, job_args.workers
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("signal handler")?;
+    }
+    let connection = kafka::Connection {
+        brokers: bootstrap.clone(),
+        properties: Vec::new(),
+    };
+    let producer = connection.producer()?;
+    let feeder = {
+        let stop = stop.clone();
+        let (symbols, rate) = (args.symbols.max(1), args.rate.max(1));
+        std::thread::Builder::new()
+            .name("demo-feed".into())
+            .spawn(move || feed(producer, symbols, rate, stop))?
+    };
+    let status = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("demo-status".into())
+            .spawn(move || report_status(&stop))?
+    };
+    let opts = kafka::SourceOptions {
+        connection: connection.clone(),
+        topics: topics.clone(),
+        group: "tampines-demo".into(),
+        start: kafka::Start::Earliest,
+        until_end: false,
+        stop: Some(stop.clone()),
+    };
+    let labels = kafka::input_labels(topics.clone());
+    let result = job::run(
+        settings.clone(),
+        Some(Duration::from_millis(args.job.idle_ms)),
+        labels,
+        move |index, peers| kafka::open(&opts, index, peers),
+        move || {
+            Ok(Some(Box::new(kafka::KafkaDeadLetters::new(
+                &connection,
+                topics.clone(),
+            )?) as Box<dyn job::DeadLetterSink>))
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let _ = status.join();
+    let fed = feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the feeder panicked"))??;
+    let _ = std::io::stdout().flush();
+    say(&format!("stopped after feeding {fed} events"));
+    drop(target);
+    drop(cluster);
+    Ok((result?, settings))
+}
+
+/// Every 5 s until `stop`: events read, marks published, and how far the last mark is behind the
+/// wall clock (lateness plus processing).
+fn report_status(stop: &AtomicBool) {
+    let m = crate::metrics::metrics();
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100)); // checks the stop flag often
+        if last.elapsed() < Duration::from_secs(5) {
+            continue;
+        }
+        last = Instant::now();
+        let read = m.totals().map(|t| t.read).unwrap_or(0);
+        let frontier = m.frontier();
+        let behind = now_ms().saturating_sub(frontier);
+        say(&format!(
+            "{read} events read, {} marks published, last mark {frontier} ({behind} ms behind the wall clock)",
+            m.marks.get()
+        ));
+    }
+}
+
+/// The redis-cli invocation for a `redis://host:port` URL.
+fn redis_cli(url: &str) -> String {
+    let rest = url.trim_start_matches("redis://");
+    match rest.rsplit_once(':') {
+        Some((host, port)) => format!(
+            "redis-cli -h {host} -p {}",
+            port.trim_end_matches(|c: char| !c.is_ascii_digit())
+        ),
+        None => "redis-cli".to_string(),
+    }
+}

@@ -1,0 +1,469 @@
+//! Metrics: Prometheus text (OpenMetrics) at `http://--metrics-addr/metrics`.
+//!
+//! One process-wide [`Metrics`] ([`metrics()`]); every part of the job updates its own series:
+//! - the source (through [`Stats`]): events read and watermark per input, processed, duplicates,
+//!   late events, and the state its stages hold (book levels, trades in the window, candles);
+//! - the publishing worker: results published by kind, marks, the output frontier, dead letters by
+//!   reason;
+//! - the Kafka source: consumer lag per partition (refreshed every 10 s);
+//! - the Redis writer: write latency, failures, the durable frontier, backpressure;
+//! - differential's logging (when metrics are on): arrangement records per dataflow.
+//!
+//! Counters that the dataflow already keeps in [`Stats`] are read at scrape time by a collector
+//! rather than copied on the hot path. Lags behind the wall clock (watermark, frontier) are
+//! computed at scrape time too, so a stalled job shows a growing lag.
+//!
+//! The HTTP side is deliberately minimal: one thread, `GET /metrics` (anything else is 404).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use tampines_dataflows::stats::Stats;
+
+/// Label sets: `(name, value)` pairs.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Names an input for its labels (`topic`/`partition`, or `file`).
+pub type InputLabels = Box<dyn Fn(u32) -> Labels + Send + Sync>;
+
+/// The running job, as the scrape-time collector sees it.
+#[derive(Default)]
+struct JobView {
+    stats: Option<Arc<Stats>>,
+    labels: Option<InputLabels>,
+}
+
+/// Every series of the process (see the module doc).
+pub struct Metrics {
+    registry: Registry,
+    job: Arc<Mutex<JobView>>,
+    frontier: Arc<AtomicU64>,
+    /// Results published, by kind (`book`, `ticker`, `candles`).
+    pub published: Family<Labels, Counter>,
+    /// Progress marks published.
+    pub marks: Counter,
+    /// Dead letters, by reason.
+    pub dead: Family<Labels, Counter>,
+    /// Consumer lag per partition (messages between the next offset to read and the end).
+    pub consumer_lag: Family<Labels, Gauge>,
+    /// Seconds per atomic Redis step.
+    pub redis_latency: Histogram,
+    /// Failed Redis attempts.
+    pub redis_failures: Counter,
+    /// The last mark Redis holds.
+    pub redis_frontier: Gauge,
+    /// 1 while the sources are paused because the Redis writer is behind.
+    pub redis_backpressure: Gauge,
+    /// Records in differential arrangements, by dataflow.
+    pub arrangement_records: Family<Labels, Gauge>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tampines");
+        let job = Arc::new(Mutex::new(JobView::default()));
+        let frontier = Arc::new(AtomicU64::new(0));
+        let m = Metrics {
+            registry: Registry::default(),
+            job: job.clone(),
+            frontier: frontier.clone(),
+            published: Family::default(),
+            marks: Counter::default(),
+            dead: Family::default(),
+            consumer_lag: Family::default(),
+            redis_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            redis_failures: Counter::default(),
+            redis_frontier: Gauge::default(),
+            redis_backpressure: Gauge::default(),
+            arrangement_records: Family::default(),
+        };
+        registry.register(
+            "results_published",
+            "Changed results published, by kind",
+            m.published.clone(),
+        );
+        registry.register("marks_published", "Progress marks published", m.marks.clone());
+        registry.register(
+            "dead_lettered",
+            "Input messages dead-lettered, by reason",
+            m.dead.clone(),
+        );
+        registry.register(
+            "consumer_lag_messages",
+            "Messages between the next offset to read and the partition's end",
+            m.consumer_lag.clone(),
+        );
+        registry.register(
+            "redis_write_seconds",
+            "Duration of one atomic Redis step (one or more merged marks)",
+            m.redis_latency.clone(),
+        );
+        registry.register(
+            "redis_write_failures",
+            "Failed Redis write attempts (retried)",
+            m.redis_failures.clone(),
+        );
+        registry.register(
+            "redis_frontier_ms",
+            "The last progress mark Redis holds",
+            m.redis_frontier.clone(),
+        );
+        registry.register(
+            "redis_backpressure",
+            "1 while input is paused because the Redis writer is behind",
+            m.redis_backpressure.clone(),
+        );
+        registry.register(
+            "arrangement_records",
+            "Records held in differential arrangements, by dataflow and worker",
+            m.arrangement_records.clone(),
+        );
+        registry.register_collector(Box::new(JobCollector { job, frontier }));
+        Metrics { registry, ..m }
+    }
+
+    /// Attaches a running job's counters (and how to label its inputs) for scrapes.
+    pub fn attach(&self, stats: Arc<Stats>, labels: InputLabels) {
+        if let Ok(mut job) = self.job.lock() {
+            job.stats = Some(stats);
+            job.labels = Some(labels);
+        }
+    }
+
+    /// Records the output frontier (the last mark published).
+    pub fn set_frontier(&self, mark: u64) {
+        self.frontier.store(mark, Ordering::Relaxed);
+    }
+
+    /// The output frontier (0 before the first mark).
+    pub fn frontier(&self) -> u64 {
+        self.frontier.load(Ordering::Relaxed)
+    }
+
+    /// The attached job's counters.
+    pub fn totals(&self) -> Option<tampines_dataflows::stats::Totals> {
+        let job = self.job.lock().ok()?;
+        job.stats.as_ref().map(|s| s.totals())
+    }
+
+    /// Counts one published batch's changes by kind (the key's first component).
+    pub fn count_published(&self, batch: &tampines_dataflows::results::Published) {
+        let mut kinds: HashMap<&str, u64> = HashMap::new();
+        for change in &batch.changes {
+            let kind = change.key.split(':').next().unwrap_or("other");
+            *kinds.entry(kind).or_default() += 1;
+        }
+        for (kind, n) in kinds {
+            self.published
+                .get_or_create(&vec![("kind", kind.to_string())])
+                .inc_by(n);
+        }
+        self.marks.inc();
+        self.set_frontier(batch.time);
+    }
+
+    /// The whole exposition, as served at `/metrics`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Reads [`Stats`] and the frontier at scrape time.
+struct JobCollector {
+    job: Arc<Mutex<JobView>>,
+    frontier: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for JobCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobCollector")
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    let metric = ConstCounter::new(value);
+    let e = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(e)
+}
+
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> std::fmt::Result {
+    let metric = ConstGauge::new(value);
+    let e = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(e)
+}
+
+/// One gauge family: `(labels, value)` rows under one descriptor.
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: &[(Labels, i64)],
+) -> std::fmt::Result {
+    let mut e = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in rows {
+        let family = e.encode_family(labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*value as u64).encode(family)?,
+            _ => ConstGauge::new(*value).encode(family)?,
+        }
+    }
+    Ok(())
+}
+
+impl Collector for JobCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let now = now_ms() as i64;
+        let frontier = self.frontier.load(Ordering::Relaxed) as i64;
+        gauge(
+            &mut encoder,
+            "output_frontier_ms",
+            "The last progress mark published (event time, ms)",
+            frontier,
+        )?;
+        if frontier > 0 {
+            gauge(
+                &mut encoder,
+                "output_frontier_lag_ms",
+                "Wall clock minus the output frontier",
+                now - frontier,
+            )?;
+        }
+        let Ok(job) = self.job.lock() else {
+            return Ok(());
+        };
+        let Some(stats) = job.stats.as_ref() else {
+            return Ok(());
+        };
+        let t = stats.totals();
+        counter(&mut encoder, "events_read", "Input messages read", t.read)?;
+        counter(
+            &mut encoder,
+            "events_processed",
+            "Events applied",
+            t.processed,
+        )?;
+        counter(
+            &mut encoder,
+            "duplicates",
+            "Book events with an old sequence number, and repeated trades",
+            t.duplicates,
+        )?;
+        counter(
+            &mut encoder,
+            "late_events",
+            "Events whose own timestamp was already closed when read",
+            t.late,
+        )?;
+        let label = |id: u32| match job.labels.as_ref() {
+            Some(f) => f(id),
+            None => vec![("input", id.to_string())],
+        };
+        let inputs = stats.inputs();
+        let rows = |f: &dyn Fn(&tampines_dataflows::stats::InputProgress) -> i64| {
+            inputs
+                .iter()
+                .map(|(&id, p)| (label(id), f(p)))
+                .collect::<Vec<_>>()
+        };
+        gauges(
+            &mut encoder,
+            "input_read",
+            "Input messages read, per input",
+            MetricType::Counter,
+            &rows(&|p| p.read as i64),
+        )?;
+        gauges(
+            &mut encoder,
+            "input_watermark_ms",
+            "Highest event time read minus the lateness, per input",
+            MetricType::Gauge,
+            &rows(&|p| p.watermark as i64),
+        )?;
+        gauges(
+            &mut encoder,
+            "input_watermark_lag_ms",
+            "Wall clock minus the input's watermark",
+            MetricType::Gauge,
+            &rows(&|p| now - p.watermark as i64),
+        )?;
+        let state = &stats.state;
+        let get = |g: &AtomicI64| g.load(Ordering::Relaxed);
+        gauges(
+            &mut encoder,
+            "state_records",
+            "Records held by the dataflow's own stages, by dataflow",
+            MetricType::Gauge,
+            &[
+                (vec![("dataflow", "orderbook".into())], get(&state.book_levels)),
+                (vec![("dataflow", "ticker".into())], get(&state.window_trades)),
+                (vec![("dataflow", "candles".into())], get(&state.candles)),
+            ],
+        )
+    }
+}
+
+/// Which dataflow an arrangement operator belongs to, from its name.
+pub fn dataflow_of(operator: &str) -> &'static str {
+    if operator.contains("Ticker") {
+        "ticker"
+    } else if operator.contains("Book") {
+        "orderbook"
+    } else {
+        "other"
+    }
+}
+
+/// Counts arrangement records per dataflow from differential's logging (call before building
+/// the dataflow, on every worker, only when metrics are served: logging costs a little).
+///
+/// Records are kept per operator and summed per dataflow at every flush, so batches logged
+/// before their operator's name arrives are attributed once it does.
+pub fn log_arrangements(worker: &mut timely::worker::Worker) {
+    use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use timely::logging::{TimelyEvent, TimelyEventBuilder};
+    let index = worker.index().to_string();
+    let Some(mut registry) = worker.log_register() else {
+        return;
+    };
+    let names: Rc<RefCell<HashMap<usize, &'static str>>> = Rc::default();
+    let seen = names.clone();
+    registry.insert::<TimelyEventBuilder, _>("timely", move |_, data| {
+        for (_, event) in data.iter().flatten() {
+            if let TimelyEvent::Operates(op) = event {
+                seen.borrow_mut().insert(op.id, dataflow_of(&op.name));
+            }
+        }
+    });
+    let mut sizes: HashMap<usize, i64> = HashMap::new();
+    registry.insert::<DifferentialEventBuilder, _>("differential/arrange", move |_, data| {
+        let Some(data) = data else { return };
+        for (_, event) in data.iter() {
+            let (operator, change) = match event {
+                DifferentialEvent::Batch(b) => (b.operator, b.length as i64),
+                DifferentialEvent::Merge(m) => match m.complete {
+                    Some(done) => (
+                        m.operator,
+                        done as i64 - m.length1 as i64 - m.length2 as i64,
+                    ),
+                    None => continue,
+                },
+                DifferentialEvent::Drop(d) => (d.operator, -(d.length as i64)),
+                _ => continue,
+            };
+            *sizes.entry(operator).or_default() += change;
+        }
+        let names = names.borrow();
+        let mut totals: HashMap<&'static str, i64> = HashMap::new();
+        for (operator, size) in &sizes {
+            let dataflow = names.get(operator).copied().unwrap_or("other");
+            *totals.entry(dataflow).or_default() += size;
+        }
+        for (dataflow, total) in totals {
+            metrics()
+                .arrangement_records
+                .get_or_create(&vec![
+                    ("dataflow", dataflow.to_string()),
+                    ("worker", index.clone()),
+                ])
+                .set(total);
+        }
+    });
+}
+
+/// Serves `/metrics` from a thread of its own; returns the bound address. Process `p` of a job
+/// listens on `addr`'s port + `p`, so that processes on one host given the same options do not
+/// collide (port 0 picks a free port).
+pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
+    let mut target = std::net::ToSocketAddrs::to_socket_addrs(addr)
+        .with_context(|| format!("--metrics-addr {addr}: not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("--metrics-addr {addr}: no address"))?;
+    if target.port() != 0 {
+        target.set_port(target.port() + process as u16);
+    }
+    let listener = TcpListener::bind(target)
+        .with_context(|| format!("--metrics-addr {target}: cannot listen"))?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = answer(stream) {
+                    tracing::debug!(error = %e, "metrics request");
+                }
+            }
+        })?;
+    tracing::info!(%bound, "serving metrics at /metrics");
+    Ok(bound)
+}
+
+fn answer(stream: TcpStream) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    // Skip the headers.
+    let mut header = String::new();
+    while reader.read_line(&mut header)? > 2 {
+        header.clear();
+    }
+    let mut stream = reader.into_inner();
+    let path = request.split_whitespace().nth(1).unwrap_or("");
+    let (status, kind, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+        (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics().render(),
+        )
+    } else {
+        (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics\n".to_string(),
+        )
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}

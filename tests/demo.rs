@@ -1,0 +1,174 @@
+//! `tampines demo` with no Redis anywhere (an empty PATH, nothing at the probed address): results
+//! stream to stdout within 30 s, `/metrics` answers with the job's series, SIGINT ends it with
+//! exit 0, and the final state is consistent across the dataflows: each symbol's ticker (the
+//! window stage and its hierarchical aggregation) equals the sum of its 1-minute candles (the
+//! candle stage), and every book is sorted and within depth.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::broker::KillOnDrop;
+use common::{dec, final_state, key, scratch};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to metrics");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read metrics");
+    body
+}
+
+/// The value of an unlabelled sample, or of the first sample starting with `prefix`.
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{text}"))
+}
+
+#[test]
+fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
+    let empty = scratch("demo_path");
+    let probe = format!("127.0.0.1:{}", free_port()); // nothing listens there
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["demo", "--symbols", "4", "--rate", "1500"])
+        .args(["--probe-redis", &probe, "--metrics-addr", &metrics])
+        .args(["--granularity-ms", "200", "--lateness-ms", "400"])
+        .env("PATH", &empty)
+        .env_remove("TAMPINES_REDIS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start demo");
+    let mut child = KillOnDrop(child);
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let stderr = child.0.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+
+    // Results and progress marks within 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut lines = Vec::new();
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    while ["book", "ticker", "candle", "progress"]
+        .iter()
+        .any(|k| kinds.get(*k).copied().unwrap_or(0) < 3)
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no book, ticker, candle and progress lines within 30 s: {kinds:?}"));
+        let v: Value = serde_json::from_str(&line).expect("stdout is NDJSON");
+        *kinds.entry(v["kind"].as_str().unwrap().to_string()).or_default() += 1;
+        lines.push(v);
+    }
+
+    // Metrics: the job's series, with the values it has reached.
+    let text = get(&metrics, "/metrics");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for series in [
+        "tampines_events_read_total ",
+        "tampines_input_read_total{topic=\"market.book\",partition=",
+        "tampines_input_watermark_ms{topic=\"market.trade\"",
+        "tampines_input_watermark_lag_ms{",
+        "tampines_output_frontier_ms ",
+        "tampines_output_frontier_lag_ms ",
+        "tampines_results_published_total{kind=\"book\"} ",
+        "tampines_results_published_total{kind=\"candles\"} ",
+        "tampines_marks_published_total ",
+        "tampines_state_records{dataflow=\"orderbook\"} ",
+        "tampines_state_records{dataflow=\"ticker\"} ",
+        "tampines_arrangement_records{dataflow=\"orderbook\"",
+        "tampines_duplicates_total 0",
+        "tampines_redis_write_failures_total 0",
+    ] {
+        assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
+    }
+    let progress = lines.iter().filter(|v| v["kind"] == "progress").count() as f64;
+    assert!(sample(&text, "tampines_marks_published_total ") >= progress);
+    assert!(sample(&text, "tampines_events_read_total ") > 0.0);
+    assert!(get(&metrics, "/nothing").starts_with("HTTP/1.1 404"));
+
+    // SIGINT: the demo stops its feed and inputs, publishes its last marks and exits 0.
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop within 30 s of SIGINT");
+        std::thread::sleep(Duration::from_millis(50)); // poll the exit, bounded by the deadline
+    };
+    let stderr = stderr.join().unwrap();
+    assert_eq!(status.code(), Some(0), "demo exit status; stderr:\n{stderr}");
+    assert!(stderr.contains("results go to stdout"), "{stderr}");
+    lines.extend(rx.iter().map(|l| serde_json::from_str::<Value>(&l).expect("NDJSON")));
+
+    // The final state: tickers equal the sum of their 1m candles; books sorted and within depth.
+    assert_eq!(lines.last().unwrap()["kind"], "progress", "ends with a mark");
+    let mut marks = Vec::new();
+    let mut pending = Vec::new();
+    for v in lines {
+        if v["kind"] == "progress" {
+            marks.push((v["ts"].as_u64().unwrap(), std::mem::take(&mut pending)));
+        } else {
+            pending.push(v);
+        }
+    }
+    let state = final_state(&marks);
+    let mut sums: BTreeMap<String, (Decimal, u64)> = BTreeMap::new();
+    for (k, c) in state.iter().filter(|(_, v)| v["kind"] == "candle" && v["interval"] == "1m") {
+        assert!(k.starts_with("candles:demo:"), "{k}");
+        let s = sums.entry(format!("{}:{}", c["exchange"].as_str().unwrap(), c["symbol"].as_str().unwrap())).or_default();
+        s.0 += dec(&c["volume"]);
+        s.1 += c["count"].as_u64().unwrap();
+    }
+    let tickers: Vec<&Value> = state.values().filter(|v| v["kind"] == "ticker").collect();
+    assert_eq!(tickers.len(), 4, "one ticker per symbol");
+    for t in tickers {
+        let (volume, count) = sums[&format!("{}:{}", t["exchange"].as_str().unwrap(), t["symbol"].as_str().unwrap())];
+        assert_eq!(dec(&t["volume"]), volume, "{}: ticker volume = sum of 1m candles", key(t));
+        assert_eq!(t["count"].as_u64().unwrap(), count, "{}: ticker count", key(t));
+    }
+    for b in state.values().filter(|v| v["kind"] == "book") {
+        let prices = |side: &str| -> Vec<Decimal> {
+            b[side].as_array().unwrap().iter().map(|l| dec(&l[0])).collect()
+        };
+        let (bids, asks) = (prices("bids"), prices("asks"));
+        assert!(bids.len() <= 20 && asks.len() <= 20, "{}: depth", key(b));
+        assert!(bids.windows(2).all(|w| w[0] > w[1]), "{}: bids descending", key(b));
+        assert!(asks.windows(2).all(|w| w[0] < w[1]), "{}: asks ascending", key(b));
+    }
+    let summary = stderr.lines().find(|l| l.starts_with("read ")).expect("counters line");
+    let n: Vec<u64> = summary.split(' ').filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(n[0], n[1] + n[2] + n[3], "read = processed + dead-lettered + duplicates: {summary}");
+}
