@@ -69,14 +69,18 @@ struct Snapshot {
 fn snapshot(c: &mut redis::Connection, o: &Options) -> redis::RedisResult<Snapshot> {
     let p = &o.prefix;
     let s = &o.symbol;
-    let (frontier, book, ticker, candles): (Option<String>, Option<String>, Option<String>, Vec<String>) =
-        redis::pipe()
-            .atomic()
-            .get(format!("{p}:frontier"))
-            .get(format!("{p}:book:{s}:1"))
-            .get(format!("{p}:ticker:{s}"))
-            .zrange(format!("{p}:candles:{s}:1m"), -2, -1)
-            .query(c)?;
+    let (frontier, book, ticker, candles): (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Vec<String>,
+    ) = redis::pipe()
+        .atomic()
+        .get(format!("{p}:frontier"))
+        .get(format!("{p}:book:{s}:1"))
+        .get(format!("{p}:ticker:{s}"))
+        .zrange(format!("{p}:candles:{s}:1m"), -2, -1)
+        .query(c)?;
     let json = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
     Ok(Snapshot {
         frontier,

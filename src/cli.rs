@@ -364,7 +364,10 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
         .parse()
         .map_err(|e| ConfigError::File(format!("--config {}: {e}", path.display())))?;
     let command = Cli::command();
-    let given: Vec<String> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let given: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     // The subcommand: the first argument naming one (option values never do in practice).
     let Some((at, sub)) = given.iter().enumerate().skip(1).find_map(|(i, a)| {
         command
@@ -448,4 +451,36 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        match parse_from(args.iter().map(OsString::from).collect()) {
+            Ok(cli) => cli,
+            Err(ConfigError::Usage(e)) => panic!("{e}"),
+            Err(ConfigError::File(e)) => panic!("{e}"),
+        }
+    }
+
+    /// The shipped example file is a valid configuration of `run`, and flags win over it.
+    #[test]
+    fn example_config_is_valid_for_run() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tampines.example.toml");
+        let Command::Run(run) = parse(&["tampines", "run", "--config", path]).command else {
+            panic!("run");
+        };
+        assert_eq!(run.kafka.brokers, "kafka-1:9092,kafka-2:9092");
+        assert_eq!(run.job.workers, 4);
+        assert_eq!(run.job.redis.as_deref(), Some("redis://redis:6379/0"));
+        assert_eq!(run.job.metrics_addr.as_deref(), Some("0.0.0.0:9187"));
+        assert_eq!(run.job.resolutions, vec![1, 5, 10, 100]);
+        let Command::Run(run) = parse(&["tampines", "--config", path, "run", "-w", "2"]).command
+        else {
+            panic!("run");
+        };
+        assert_eq!(run.job.workers, 2, "the command line wins");
+    }
 }

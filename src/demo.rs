@@ -194,7 +194,9 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
             };
             let cli = redis_cli(url);
             let p = &job_args.prefix;
-            say(&format!("{how} at {url}: results are published there. Look with:"));
+            say(&format!(
+                "{how} at {url}: results are published there. Look with:"
+            ));
             say(&format!("  {cli} GET {p}:frontier"));
             say(&format!("  {cli} GET {p}:book:demo:S000USDT:1"));
             say(&format!("  {cli} GET {p}:ticker:demo:S000USDT"));
@@ -210,9 +212,7 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
             say("no Redis at 127.0.0.1:6379 and no redis-server on PATH: results go to stdout as NDJSON");
         }
     }
-    let settings = job_args
-        .settings()
-        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let settings = job_args.settings().map_err(|e| anyhow::anyhow!("{e:#}"))?;
     if let Some(addr) = &settings.metrics_addr {
         say(&format!("metrics: curl http://{addr}/metrics"));
     }
@@ -257,10 +257,10 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         labels,
         move |index, peers| kafka::open(&opts, index, peers),
         move || {
-            Ok(Some(Box::new(kafka::KafkaDeadLetters::new(
-                &connection,
-                topics.clone(),
-            )?) as Box<dyn job::DeadLetterSink>))
+            Ok(Some(
+                Box::new(kafka::KafkaDeadLetters::new(&connection, topics.clone())?)
+                    as Box<dyn job::DeadLetterSink>,
+            ))
         },
     );
     stop.store(true, Ordering::Relaxed);

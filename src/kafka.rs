@@ -113,13 +113,19 @@ pub fn input_id(topic_index: usize, partition: i32) -> u32 {
 
 /// Metric labels of a partition.
 pub fn partition_labels(topic: &str, partition: i32) -> crate::metrics::Labels {
-    vec![("topic", topic.to_string()), ("partition", partition.to_string())]
+    vec![
+        ("topic", topic.to_string()),
+        ("partition", partition.to_string()),
+    ]
 }
 
 /// Metric labels of an input id, given the topics in order.
 pub fn input_labels(topics: Vec<String>) -> crate::metrics::InputLabels {
     Box::new(move |id| {
-        let topic = topics.get((id / 65_536) as usize).map(String::as_str).unwrap_or("?");
+        let topic = topics
+            .get((id / 65_536) as usize)
+            .map(String::as_str)
+            .unwrap_or("?");
         partition_labels(topic, (id % 65_536) as i32)
     })
 }
@@ -319,7 +325,10 @@ impl Inputs for KafkaInputs {
         // their owners).
         if self.owned.is_empty()
             || (self.ends.is_some() && self.finished.len() == self.owned.len())
-            || self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
+            || self
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
         {
             return Next::Done;
         }

@@ -109,7 +109,11 @@ impl Metrics {
             "Changed results published, by kind",
             m.published.clone(),
         );
-        registry.register("marks_published", "Progress marks published", m.marks.clone());
+        registry.register(
+            "marks_published",
+            "Progress marks published",
+            m.marks.clone(),
+        );
         registry.register(
             "dead_lettered",
             "Input messages dead-lettered, by reason",
@@ -330,8 +334,14 @@ impl Collector for JobCollector {
             "Records held by the dataflow's own stages, by dataflow",
             MetricType::Gauge,
             &[
-                (vec![("dataflow", "orderbook".into())], get(&state.book_levels)),
-                (vec![("dataflow", "ticker".into())], get(&state.window_trades)),
+                (
+                    vec![("dataflow", "orderbook".into())],
+                    get(&state.book_levels),
+                ),
+                (
+                    vec![("dataflow", "ticker".into())],
+                    get(&state.window_trades),
+                ),
                 (vec![("dataflow", "candles".into())], get(&state.candles)),
             ],
         )
@@ -454,11 +464,7 @@ fn answer(stream: TcpStream) -> std::io::Result<()> {
             metrics().render(),
         )
     } else {
-        (
-            "404 Not Found",
-            "text/plain",
-            "try /metrics\n".to_string(),
-        )
+        ("404 Not Found", "text/plain", "try /metrics\n".to_string())
     };
     write!(
         stream,

@@ -83,11 +83,13 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
         .any(|k| kinds.get(*k).copied().unwrap_or(0) < 3)
     {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no book, ticker, candle and progress lines within 30 s: {kinds:?}"));
+        let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("no book, ticker, candle and progress lines within 30 s: {kinds:?}")
+        });
         let v: Value = serde_json::from_str(&line).expect("stdout is NDJSON");
-        *kinds.entry(v["kind"].as_str().unwrap().to_string()).or_default() += 1;
+        *kinds
+            .entry(v["kind"].as_str().unwrap().to_string())
+            .or_default() += 1;
         lines.push(v);
     }
 
@@ -119,22 +121,40 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
 
     // SIGINT: the demo stops its feed and inputs, publishes its last marks and exits 0.
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "demo did not stop within 30 s of SIGINT");
+        assert!(
+            Instant::now() < deadline,
+            "demo did not stop within 30 s of SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50)); // poll the exit, bounded by the deadline
     };
     let stderr = stderr.join().unwrap();
-    assert_eq!(status.code(), Some(0), "demo exit status; stderr:\n{stderr}");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "demo exit status; stderr:\n{stderr}"
+    );
     assert!(stderr.contains("results go to stdout"), "{stderr}");
-    lines.extend(rx.iter().map(|l| serde_json::from_str::<Value>(&l).expect("NDJSON")));
+    lines.extend(
+        rx.iter()
+            .map(|l| serde_json::from_str::<Value>(&l).expect("NDJSON")),
+    );
 
     // The final state: tickers equal the sum of their 1m candles; books sorted and within depth.
-    assert_eq!(lines.last().unwrap()["kind"], "progress", "ends with a mark");
+    assert_eq!(
+        lines.last().unwrap()["kind"],
+        "progress",
+        "ends with a mark"
+    );
     let mut marks = Vec::new();
     let mut pending = Vec::new();
     for v in lines {
@@ -146,29 +166,72 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     }
     let state = final_state(&marks);
     let mut sums: BTreeMap<String, (Decimal, u64)> = BTreeMap::new();
-    for (k, c) in state.iter().filter(|(_, v)| v["kind"] == "candle" && v["interval"] == "1m") {
+    for (k, c) in state
+        .iter()
+        .filter(|(_, v)| v["kind"] == "candle" && v["interval"] == "1m")
+    {
         assert!(k.starts_with("candles:demo:"), "{k}");
-        let s = sums.entry(format!("{}:{}", c["exchange"].as_str().unwrap(), c["symbol"].as_str().unwrap())).or_default();
+        let s = sums
+            .entry(format!(
+                "{}:{}",
+                c["exchange"].as_str().unwrap(),
+                c["symbol"].as_str().unwrap()
+            ))
+            .or_default();
         s.0 += dec(&c["volume"]);
         s.1 += c["count"].as_u64().unwrap();
     }
     let tickers: Vec<&Value> = state.values().filter(|v| v["kind"] == "ticker").collect();
     assert_eq!(tickers.len(), 4, "one ticker per symbol");
     for t in tickers {
-        let (volume, count) = sums[&format!("{}:{}", t["exchange"].as_str().unwrap(), t["symbol"].as_str().unwrap())];
-        assert_eq!(dec(&t["volume"]), volume, "{}: ticker volume = sum of 1m candles", key(t));
-        assert_eq!(t["count"].as_u64().unwrap(), count, "{}: ticker count", key(t));
+        let (volume, count) = sums[&format!(
+            "{}:{}",
+            t["exchange"].as_str().unwrap(),
+            t["symbol"].as_str().unwrap()
+        )];
+        assert_eq!(
+            dec(&t["volume"]),
+            volume,
+            "{}: ticker volume = sum of 1m candles",
+            key(t)
+        );
+        assert_eq!(
+            t["count"].as_u64().unwrap(),
+            count,
+            "{}: ticker count",
+            key(t)
+        );
     }
     for b in state.values().filter(|v| v["kind"] == "book") {
         let prices = |side: &str| -> Vec<Decimal> {
-            b[side].as_array().unwrap().iter().map(|l| dec(&l[0])).collect()
+            b[side]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| dec(&l[0]))
+                .collect()
         };
         let (bids, asks) = (prices("bids"), prices("asks"));
         assert!(bids.len() <= 20 && asks.len() <= 20, "{}: depth", key(b));
-        assert!(bids.windows(2).all(|w| w[0] > w[1]), "{}: bids descending", key(b));
-        assert!(asks.windows(2).all(|w| w[0] < w[1]), "{}: asks ascending", key(b));
+        assert!(
+            bids.windows(2).all(|w| w[0] > w[1]),
+            "{}: bids descending",
+            key(b)
+        );
+        assert!(
+            asks.windows(2).all(|w| w[0] < w[1]),
+            "{}: asks ascending",
+            key(b)
+        );
     }
-    let summary = stderr.lines().find(|l| l.starts_with("read ")).expect("counters line");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("read "))
+        .expect("counters line");
     let n: Vec<u64> = summary.split(' ').filter_map(|w| w.parse().ok()).collect();
-    assert_eq!(n[0], n[1] + n[2] + n[3], "read = processed + dead-lettered + duplicates: {summary}");
+    assert_eq!(
+        n[0],
+        n[1] + n[2] + n[3],
+        "read = processed + dead-lettered + duplicates: {summary}"
+    );
 }

@@ -141,7 +141,12 @@ fn config_file_maps_onto_the_command_line() {
     ]);
     let run = |name: &str, extra: &[&str]| -> String {
         let out = dir.join(name);
-        let mut args = vec!["replay", events.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        let mut args = vec![
+            "replay",
+            events.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         tampines(&args);
         std::fs::read_to_string(out).expect("output")
@@ -165,7 +170,10 @@ fn config_file_maps_onto_the_command_line() {
     ];
     let from_flags = run("flags.ndjson", &[&flags[..], &["--depth", "7"]].concat());
     let from_file = run("file.ndjson", &["--config", config.to_str().unwrap()]);
-    assert_eq!(from_file, from_flags, "the file gives the same options as flags");
+    assert_eq!(
+        from_file, from_flags,
+        "the file gives the same options as flags"
+    );
     assert!(from_file.contains(r#""resolution":10"#) && !from_file.contains(r#""resolution":5"#));
     let overridden = run(
         "override.ndjson",
@@ -177,7 +185,12 @@ fn config_file_maps_onto_the_command_line() {
 
     std::fs::write(&config, "no_such_option = 1\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args(["replay", events.to_str().unwrap(), "--config", config.to_str().unwrap()])
+        .args([
+            "replay",
+            events.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

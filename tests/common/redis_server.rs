@@ -70,4 +70,3 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
-
