@@ -9,7 +9,8 @@
 //!    one, else to a `redis-server` started from PATH on a free port, else as NDJSON to stdout.
 //!
 //! Ctrl-C (or SIGTERM) stops the producer and the inputs; the job closes its last marks,
-//! everything is flushed, a `redis-server` it started is stopped, and the demo exits 0.
+//! everything is flushed, a `redis-server` it started is stopped, and the demo exits 0. A second
+//! Ctrl-C exits at once (130), for when the last write waits for a Redis that went away.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -222,6 +223,10 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     ));
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second Ctrl-C while stopping (say Redis went away and the last write waits for
+        // it) exits at once, with 130.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .context("signal handler")?;
         signal_hook::flag::register(signal, stop.clone()).context("signal handler")?;
     }
     let connection = kafka::Connection {

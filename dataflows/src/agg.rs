@@ -89,7 +89,10 @@ impl Agg {
             low: t.price,
             volume: t.qty,
             buy_volume: buy,
-            quote_volume: Qty::from_decimal(t.price.value() * t.qty.value()),
+            // Normalised operands: the product of two values at `SCALE` would need twice the digits.
+            quote_volume: Qty::from_decimal(
+                t.price.value().normalize() * t.qty.value().normalize(),
+            ),
             count: 1,
         }
     }

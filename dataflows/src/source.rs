@@ -31,6 +31,9 @@ use crate::stats::Stats;
 use crate::time::{Stamp, Stamper};
 use crate::types::{Sym, SymbolName};
 
+/// Distinct timestamps one source activation emits at most (see [`source`]).
+const MAX_TIMES_PER_ACTIVATION: usize = 256;
+
 /// Where a record was read: input number and position (line or offset) in it.
 pub type Position = (u32, u64);
 
@@ -239,6 +242,12 @@ pub fn source<'s, I: Inputs + 'static>(
             let mut done = false;
             let mut pending = false;
             for _ in 0..config.source_batch {
+                // Every distinct timestamp becomes a message of its own on every edge downstream
+                // (with a buffer's worth of capacity): sparse inputs, whose batches span many
+                // timestamps, yield early so few such messages are in flight at once.
+                if batch.len() >= MAX_TIMES_PER_ACTIVATION {
+                    break;
+                }
                 match inputs.next() {
                     Next::Line {
                         input,

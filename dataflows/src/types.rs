@@ -48,14 +48,28 @@ pub const DECIMAL_BUF: usize = 64;
 pub fn decimal_str(d: Decimal, buf: &mut [u8; DECIMAL_BUF]) -> &str {
     let mut scale = d.scale();
     let mantissa = d.mantissa();
-    let mut u = mantissa.unsigned_abs();
+    let u = mantissa.unsigned_abs();
     if u == 0 {
         return "0";
     }
-    while scale > 0 && u.is_multiple_of(10) {
-        u /= 10;
-        scale -= 1;
-    }
+    // Trailing zeros off, in u64 arithmetic when the mantissa fits (u128 division is slow).
+    let (u, scale) = match u64::try_from(u) {
+        Ok(mut v) => {
+            while scale > 0 && v.is_multiple_of(10) {
+                v /= 10;
+                scale -= 1;
+            }
+            (v as u128, scale)
+        }
+        Err(_) => {
+            let mut v = u;
+            while scale > 0 && v.is_multiple_of(10) {
+                v /= 10;
+                scale -= 1;
+            }
+            (v, scale)
+        }
+    };
     let mut i = buf.len();
     let mut n = 0u32;
     // Digits from the right; the point goes in after `scale` of them; leading zeros as needed.
@@ -96,16 +110,68 @@ fn deserialize_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Er
     <[u8; 16]>::deserialize(d).map(Decimal::deserialize)
 }
 
+/// The scale prices and quantities are kept at when their value allows it exactly (at most this
+/// many fractional digits): comparisons and sums of values at one scale skip `Decimal`'s
+/// rescaling, which was the largest single cost of the dataflow (consolidation, arrangements and
+/// book maps compare prices and add quantities all the time). Values with more fractional digits
+/// keep their exact, normalised scale; every operation stays exact either way.
+pub const SCALE: u32 = 10;
+
+/// `d` at [`SCALE`] when that is exact (and fits), else normalised: one representation per value.
+pub fn canonical(d: Decimal) -> Decimal {
+    if d.scale() == SCALE {
+        return d;
+    }
+    let mut n = d.normalize();
+    if n.scale() < SCALE {
+        // Raising the scale multiplies the mantissa: exact (it stops short on overflow).
+        n.rescale(SCALE);
+    }
+    n
+}
+
 macro_rules! decimal_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[derive(Clone, Copy, Hash, Default)]
         pub struct $name(Decimal);
 
         impl $name {
             /// The exact value.
             pub fn value(self) -> Decimal {
                 self.0
+            }
+        }
+
+        // Equality and order by value, with a fast path for the common case of one scale.
+        impl PartialEq for $name {
+            #[inline]
+            fn eq(&self, other: &Self) -> bool {
+                if self.0.scale() == other.0.scale() {
+                    self.0.mantissa() == other.0.mantissa()
+                } else {
+                    self.0 == other.0
+                }
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl PartialOrd for $name {
+            #[inline]
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            #[inline]
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                if self.0.scale() == other.0.scale() {
+                    self.0.mantissa().cmp(&other.0.mantissa())
+                } else {
+                    self.0.cmp(&other.0)
+                }
             }
         }
 
@@ -118,7 +184,7 @@ macro_rules! decimal_newtype {
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0, f)
+                fmt::Display::fmt(self, f)
             }
         }
 
@@ -136,7 +202,7 @@ macro_rules! decimal_newtype {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                deserialize_decimal(d).map($name)
+                deserialize_decimal(d).map(|d| $name(canonical(d)))
             }
         }
     };
@@ -172,17 +238,23 @@ impl Price {
         if d <= Decimal::ZERO {
             return Err(ValueError::NonPositivePrice(s.to_string()));
         }
-        Ok(Price(d))
+        Ok(Price(canonical(d)))
     }
 
     /// Builds a price from an exact decimal that is known to be positive (grouped prices).
     pub fn from_decimal(d: Decimal) -> Price {
-        Price(d.normalize())
+        Price(canonical(d))
     }
 
     /// Fractional digits of the normalised value (`61737.63000000` has 2).
     pub fn fraction_digits(self) -> u32 {
-        self.0.scale()
+        let mut scale = self.0.scale();
+        let mut m = self.0.mantissa().unsigned_abs();
+        while scale > 0 && m.is_multiple_of(10) {
+            m /= 10;
+            scale -= 1;
+        }
+        scale
     }
 
     /// Groups a bid down (floor) or an ask up (ceil) to a multiple of `step`, exactly.
@@ -208,7 +280,7 @@ impl FromStr for Price {
 
 impl Qty {
     /// Zero.
-    pub const ZERO: Qty = Qty(Decimal::ZERO);
+    pub const ZERO: Qty = Qty(Decimal::from_parts(0, 0, 0, false, SCALE));
 
     /// Parses a quantity; it must be >= 0.
     pub fn parse(s: &str) -> Result<Qty, ValueError> {
@@ -216,12 +288,12 @@ impl Qty {
         if d.is_sign_negative() && !d.is_zero() {
             return Err(ValueError::NegativeQty(s.to_string()));
         }
-        Ok(Qty(d))
+        Ok(Qty(canonical(d)))
     }
 
     /// Builds a quantity from an exact decimal (sums and differences).
     pub fn from_decimal(d: Decimal) -> Qty {
-        Qty(d.normalize())
+        Qty(canonical(d))
     }
 
     /// True for zero.
@@ -401,6 +473,25 @@ mod tests {
     }
 
     proptest! {
+        /// The one-scale fast path of `Qty`'s order and equality agrees with `Decimal`'s, for
+        /// values at `SCALE`, with more digits, and raw (any scale, sums and differences).
+        #[test]
+        fn order_and_equality_are_by_value(a in any::<i64>(), sa in 0u32..16, b in any::<i64>(), sb in 0u32..16, raw in any::<bool>()) {
+            let (da, db) = (Decimal::new(a, sa), Decimal::new(b, sb));
+            let (qa, qb) = if raw { (Qty(da), Qty(db)) } else { (Qty::from_decimal(da), Qty::from_decimal(db)) };
+            prop_assert_eq!(qa.cmp(&qb), da.cmp(&db));
+            prop_assert_eq!(qa == qb, da == db);
+            let mut sum = qa;
+            sum.plus_equals(&qb);
+            prop_assert_eq!(sum.value(), da + db);
+            prop_assert_eq!(Qty::from_decimal(da).value(), da);
+            // One representation per value: a differently scaled copy canonicalises alike.
+            let mut wide = da;
+            wide.rescale(da.scale() + 3);
+            let (c, w) = (canonical(da), canonical(wide));
+            prop_assert_eq!((c.mantissa(), c.scale()), (w.mantissa(), w.scale()));
+        }
+
         #[test]
         fn price_display_round_trips(mantissa in 1i64..i64::MAX, scale in 0u32..18) {
             let p = Price::from_decimal(Decimal::new(mantissa, scale));
