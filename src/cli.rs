@@ -327,6 +327,17 @@ impl JobArgs {
                 hostfile.display().to_string(),
             ]);
         }
+        if let Some(addr) = &self.metrics_addr {
+            let parsed = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
+                .ok()
+                .and_then(|mut a| a.next())
+                .with_context(|| format!("--metrics-addr {addr:?}: want HOST:PORT"))?;
+            if parsed.port() != 0
+                && usize::from(parsed.port()) + self.process > usize::from(u16::MAX)
+            {
+                bail!("--metrics-addr {addr}: port + process index above 65535");
+            }
+        }
         let redis = self
             .redis
             .as_ref()
@@ -351,7 +362,8 @@ impl JobArgs {
 }
 
 /// Parses a command line; with `--config FILE.toml`, the file's keys (long option names, `_` or
-/// `-`) supply the options of the command that the command line does not give. Lists are TOML
+/// `-`) supply the options of the command that neither the command line nor the environment
+/// (`TAMPINES_*`) gives. Lists are TOML
 /// arrays (`resolutions = [1, 5]`, `tick_size = ["binance:BTCUSDT=0.01"]`, `property =
 /// ["security.protocol=ssl"]` for `-X`); flags are booleans.
 pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
@@ -380,9 +392,11 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
     let mut extra: Vec<String> = Vec::new();
     for (key, value) in &table {
         let id = key.replace('-', "_");
+        // The command's own options, and the global ones (`log_format`).
         let arg = sub
             .get_arguments()
-            .find(|a| a.get_id().as_str() == id && !a.is_positional())
+            .chain(command.get_arguments().filter(|a| a.is_global_set()))
+            .find(|a| a.get_id().as_str() == id && !a.is_positional() && id != "config")
             .ok_or_else(|| {
                 ConfigError::File(format!(
                     "--config {}: `{}` has no option {key:?}",
@@ -399,7 +413,11 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
                     .as_ref()
                     .is_some_and(|s| a.starts_with(s.as_str()) && !a.starts_with("--"))
         });
-        if on_command_line {
+        // Precedence: command line, then environment (`TAMPINES_*`), then the file.
+        let in_environment = arg
+            .get_env()
+            .is_some_and(|var| std::env::var_os(var).is_some());
+        if on_command_line || in_environment {
             continue;
         }
         let flag = long.or(short).expect("options have a name");

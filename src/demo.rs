@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use tampines_dataflows::stats::Totals;
 
@@ -145,9 +146,10 @@ fn feed(producer: BaseProducer, symbols: usize, rate: u64, stop: Arc<AtomicBool>
         loop {
             match producer.send(BaseRecord::to(topic).key(&key).payload(&line)) {
                 Ok(()) => break,
-                Err((_, _)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     producer.poll(Duration::from_millis(10)); // local queue full: let it drain
                 }
+                Err((e, _)) => return Err(e).context("producing demo events"),
             }
         }
         sent += 1;
@@ -159,9 +161,11 @@ fn feed(producer: BaseProducer, symbols: usize, rate: u64, stop: Arc<AtomicBool>
     let began = Instant::now();
     let mut produced = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        // Catch up to the pace: events due by now, each stamped with the wall clock.
+        // Catch up to the pace: events due by now, each stamped with the wall clock; after a
+        // stall (a suspended laptop) at most a second's worth, not the whole backlog.
         let due = began.elapsed().as_millis() as u64 * rate / 1000;
-        while produced < due {
+        produced = produced.max(due.saturating_sub(rate));
+        while produced < due && !stop.load(Ordering::Relaxed) {
             let line = generator.event(now_ms());
             send(line, &producer)?;
             produced += 1;
@@ -196,7 +200,8 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
             let cli = redis_cli(url);
             let p = &job_args.prefix;
             say(&format!(
-                "{how} at {url}: results are published there. Look with:"
+                "{how} at {}: results are published there. Look with:",
+                redact(url)
             ));
             say(&format!("  {cli} GET {p}:frontier"));
             say(&format!("  {cli} GET {p}:book:demo:S000USDT:1"));
@@ -210,7 +215,14 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
             if job_args.out.is_none() {
                 job_args.out = Some("-".into());
             }
-            say("no Redis at 127.0.0.1:6379 and no redis-server on PATH: results go to stdout as NDJSON");
+            if args.stdout {
+                say("results go to stdout as NDJSON (--stdout)");
+            } else {
+                say(&format!(
+                    "no Redis at {} and no redis-server on PATH: results go to stdout as NDJSON",
+                    args.probe_redis
+                ));
+            }
         }
     }
     let settings = job_args.settings().map_err(|e| anyhow::anyhow!("{e:#}"))?;
@@ -222,12 +234,33 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         args.symbols, args.rate, job_args.workers
     ));
     let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second Ctrl-C while stopping (say Redis went away and the last write waits for
-        // it) exits at once, with 130.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
-            .context("signal handler")?;
-        signal_hook::flag::register(signal, stop.clone()).context("signal handler")?;
+    // The first Ctrl-C (or SIGTERM) stops cleanly; a second one while stopping (say Redis went
+    // away and the last write waits for it) stops a redis-server the demo started and exits
+    // at once, with 130.
+    let server_pid = match &target {
+        Target::Started(_, server) => Some(server.0.id()),
+        _ => None,
+    };
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("signal handler")?;
+    {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("demo-signals".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    if stop.swap(true, Ordering::Relaxed) {
+                        if let Some(pid) = server_pid {
+                            let _ = Command::new("kill").arg(pid.to_string()).status();
+                        }
+                        std::process::exit(130);
+                    }
+                    say("stopping: closing the last marks (Ctrl-C again to quit at once)");
+                }
+            })?;
     }
     let connection = kafka::Connection {
         brokers: bootstrap.clone(),
@@ -255,6 +288,10 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         until_end: false,
         stop: Some(stop.clone()),
     };
+    let workers = job_args.workers;
+    if let Err(e) = kafka::watch_lag(&opts, 0, workers, workers) {
+        tracing::warn!(error = %e, "consumer lag will not be reported");
+    }
     let labels = kafka::input_labels(topics.clone());
     let result = job::run(
         settings.clone(),
@@ -301,14 +338,37 @@ fn report_status(stop: &AtomicBool) {
     }
 }
 
-/// The redis-cli invocation for a `redis://host:port` URL.
+/// The redis-cli invocation for a Redis URL (`-u` takes the URL as it is).
 fn redis_cli(url: &str) -> String {
-    let rest = url.trim_start_matches("redis://");
-    match rest.rsplit_once(':') {
-        Some((host, port)) => format!(
-            "redis-cli -h {host} -p {}",
-            port.trim_end_matches(|c: char| !c.is_ascii_digit())
-        ),
-        None => "redis-cli".to_string(),
+    format!("redis-cli -u {}", redact(url))
+}
+
+/// The URL with its password (if any) replaced by `***`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(
+            super::redact("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            super::redact("redis://u:secret@h:1/0"),
+            "redis://u:***@h:1/0"
+        );
+        assert_eq!(super::redact("rediss://secret@h:1"), "rediss://***@h:1");
     }
 }

@@ -73,9 +73,13 @@ impl Written<'_> {
     }
 }
 
-/// Called after every step of a worker with what is written (offset commits), and once at the
-/// end when everything is.
-pub type AfterStep = Box<dyn FnMut(&Written)>;
+/// Called after every step of a worker with what is written (offset commits), and at the end
+/// until it returns true (nothing left to do) or [`FINAL_COMMIT_PATIENCE`] has passed.
+pub type AfterStep = Box<dyn FnMut(&Written) -> bool>;
+
+/// How long a finished worker waits for its last results to become durable in Redis before it
+/// gives up committing their offsets (they are read again after a restart: no loss).
+const FINAL_COMMIT_PATIENCE: Duration = Duration::from_secs(60);
 
 /// A worker's inputs and what to do as results complete.
 pub struct WorkerInputs {
@@ -219,7 +223,7 @@ where
             outputs.dead.sink(Pipeline, "DeadLetterSink", move |(input, frontier)| {
                 input.for_each(|_, data| {
                     for dead in data.drain(..) {
-                        metrics().dead.get_or_create(&vec![("reason", dead.reason.clone())]).inc();
+                        metrics().dead.get_or_create(&vec![("reason", crate::metrics::reason_label(&dead.reason))]).inc();
                         tracing::warn!(reason = %dead.reason, input = dead.pos.0, offset = dead.pos.1, "dead letter");
                         for s in dead_sinks.iter_mut() {
                             if let Err(e) = s.write(&dead) {
@@ -286,7 +290,17 @@ where
             }
         }
         if let Some(hook) = after_step.as_mut() {
-            hook(&Written { probe: &probe, durable: durable.as_deref() });
+            // The last commits wait for Redis to hold the last marks: worker 0 of process 0 has
+            // written them by now; its peers and other processes learn it through the shared
+            // sink state (or from Redis), so they poll, with a deadline.
+            let deadline = std::time::Instant::now() + FINAL_COMMIT_PATIENCE;
+            while !hook(&Written { probe: &probe, durable: durable.as_deref() }) {
+                if std::time::Instant::now() > deadline {
+                    tracing::warn!(worker = index, "results not durable in time: last offsets not committed");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50)); // poll interval, bounded by the deadline
+            }
         }
     })
     .map_err(|e| anyhow!(e))?;
@@ -308,7 +322,7 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
         None,
         Box::new(move |id| {
             let file = names.get(id as usize).cloned().unwrap_or_default();
-            vec![("file", file)]
+            vec![("file", crate::metrics::label_value(&file))]
         }),
         move |index, peers| {
             let mine = files

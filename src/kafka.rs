@@ -198,7 +198,7 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
     let group = opts.group.clone();
     let topics = opts.topics.clone();
     let after_step: AfterStep = Box::new(move |written: &Written| {
-        commit_done(&consumer, &topics, &offsets, written, &group);
+        commit_done(&consumer, &topics, &offsets, written, &group)
     });
     Ok(WorkerInputs {
         inputs: Box::new(inputs),
@@ -285,36 +285,6 @@ impl KafkaInputs {
     }
 }
 
-impl KafkaInputs {
-    /// Logs, per partition, how far the next offset to read is behind the partition's end.
-    fn log_lag(&self) {
-        let Ok(position) = self.consumer.position() else {
-            return;
-        };
-        for e in position.elements() {
-            let Offset::Offset(next) = e.offset() else {
-                continue;
-            };
-            if let Ok((_, high)) =
-                self.consumer
-                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(1))
-            {
-                tracing::info!(
-                    worker = self.index,
-                    topic = e.topic(),
-                    partition = e.partition(),
-                    lag = high - next,
-                    "consumer lag"
-                );
-                crate::metrics::metrics()
-                    .consumer_lag
-                    .get_or_create(&partition_labels(e.topic(), e.partition()))
-                    .set(high - next);
-            }
-        }
-    }
-}
-
 impl Inputs for KafkaInputs {
     fn next(&mut self) -> Next {
         if let Some(id) = self.to_announce.pop() {
@@ -332,20 +302,20 @@ impl Inputs for KafkaInputs {
         {
             return Next::Done;
         }
-        // Every 10 s, busy or not: consumer lag is logged and exported, and (live runs only)
-        // partitions added to a topic while running are picked up.
-        if self.last_refresh.elapsed() > Duration::from_secs(10) {
-            self.last_refresh = Instant::now();
-            if self.ends.is_none() {
-                if let Err(e) = self.assign_new(Start::Earliest) {
-                    tracing::warn!(error = %e, "refreshing partitions");
-                }
-            }
-            self.log_lag();
-        }
         loop {
             let message = match self.consumer.poll(Duration::ZERO) {
-                None => return Next::Pending,
+                None => {
+                    // Partitions added to a topic while running are picked up (live runs only;
+                    // when nothing is waiting, so the metadata request never delays a message).
+                    if self.ends.is_none() && self.last_refresh.elapsed() > Duration::from_secs(10)
+                    {
+                        self.last_refresh = Instant::now();
+                        if let Err(e) = self.assign_new(Start::Earliest) {
+                            tracing::warn!(error = %e, "refreshing partitions");
+                        }
+                    }
+                    return Next::Pending;
+                }
                 Some(Err(e)) => {
                     tracing::warn!(worker = self.index, error = %e, "kafka poll");
                     return Next::Pending;
@@ -409,14 +379,72 @@ impl Inputs for KafkaInputs {
     }
 }
 
-/// Commits, per partition, the offset after the last message whose results are all written.
+/// Every 10 s, on a thread of its own (never delaying a worker), the consumer group's lag per
+/// partition that this process reads: the partition's end offset minus the group's committed
+/// offset (what `kafka-consumer-groups` shows; commits follow the results, so this includes the
+/// work in progress). Logged at info and exported as `tampines_consumer_lag_messages`.
+pub fn watch_lag(opts: &SourceOptions, process: usize, workers: usize, peers: usize) -> Result<()> {
+    let consumer = opts.connection.consumer(&opts.group, Start::Committed)?;
+    let topics = opts.topics.clone();
+    let mine = move |t: usize, p: i32| (owner(t, p, peers) / workers) == process;
+    std::thread::Builder::new()
+        .name("kafka-lag".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(10)); // the reporting interval
+            let mut list = TopicPartitionList::new();
+            for (t, topic) in topics.iter().enumerate() {
+                let Ok(meta) = consumer.fetch_metadata(Some(topic), META_TIMEOUT) else {
+                    continue;
+                };
+                for m in meta.topics().iter().filter(|m| m.name() == topic) {
+                    for p in m
+                        .partitions()
+                        .iter()
+                        .map(|p| p.id())
+                        .filter(|&p| mine(t, p))
+                    {
+                        list.add_partition(topic, p);
+                    }
+                }
+            }
+            let committed = consumer
+                .committed_offsets(list.clone(), META_TIMEOUT)
+                .unwrap_or(list);
+            for e in committed.elements() {
+                let Ok((low, high)) =
+                    consumer.fetch_watermarks(e.topic(), e.partition(), META_TIMEOUT)
+                else {
+                    continue;
+                };
+                let from = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => low,
+                };
+                let lag = (high - from).max(0);
+                tracing::info!(
+                    topic = e.topic(),
+                    partition = e.partition(),
+                    lag,
+                    "consumer lag"
+                );
+                crate::metrics::metrics()
+                    .consumer_lag
+                    .get_or_create(&partition_labels(e.topic(), e.partition()))
+                    .set(lag);
+            }
+        })?;
+    Ok(())
+}
+
+/// Commits, per partition, the offset after the last message whose results are all written;
+/// true when no message is left waiting.
 fn commit_done(
     consumer: &BaseConsumer,
     topics: &[String],
     offsets: &RefCell<Offsets>,
     written: &Written,
     group: &str,
-) {
+) -> bool {
     let mut offsets = offsets.borrow_mut();
     let Offsets { pending, committed } = &mut *offsets;
     let mut list = TopicPartitionList::new();
@@ -454,6 +482,7 @@ fn commit_done(
             tracing::warn!(group, error = %e, "offset commit");
         }
     }
+    pending.values().all(|q| q.is_empty())
 }
 
 /// Dead letters to `<topic>.dlq`: the original payload, the reason in header `reason`.

@@ -64,6 +64,10 @@ fn main() -> ExitCode {
             let idle =
                 (!args.until_end).then(|| std::time::Duration::from_millis(args.job.idle_ms));
             let dlq = (opts.connection.clone(), opts.topics.clone());
+            let (w, n) = (args.job.workers, args.job.processes);
+            if let Err(e) = kafka::watch_lag(&opts, args.job.process, w, w * n) {
+                tracing::warn!(error = %e, "consumer lag will not be reported");
+            }
             report(job::run(
                 settings,
                 idle,
@@ -96,12 +100,15 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Demo(args) => match tampines::demo::demo(args) {
-            Ok((totals, _)) => report(Ok(totals)),
-            Err(e) => {
-                eprintln!("tampines: demo: {e:#}");
-                ExitCode::from(1)
-            }
+        Command::Demo(args) => match args.job.settings() {
+            Err(e) => usage(e),
+            Ok(_) => match tampines::demo::demo(args) {
+                Ok((totals, _)) => report(Ok(totals)),
+                Err(e) => {
+                    eprintln!("tampines: demo: {e:#}");
+                    ExitCode::from(1)
+                }
+            },
         },
         Command::Gen(a) => {
             let market = Market {

@@ -5,7 +5,7 @@
 //!   late events, and the state its stages hold (book levels, trades in the window, candles);
 //! - the publishing worker: results published by kind, marks, the output frontier, dead letters by
 //!   reason;
-//! - the Kafka source: consumer lag per partition (refreshed every 10 s);
+//! - a Kafka lag thread: the group's lag per partition (refreshed every 10 s);
 //! - the Redis writer: write latency, failures, the durable frontier, backpressure;
 //! - differential's logging (when metrics are on): arrangement records per dataflow.
 //!
@@ -13,7 +13,8 @@
 //! rather than copied on the hot path. Lags behind the wall clock (watermark, frontier) are
 //! computed at scrape time too, so a stalled job shows a growing lag.
 //!
-//! The HTTP side is deliberately minimal: one thread, `GET /metrics` (anything else is 404).
+//! The HTTP side is deliberately minimal: a listening thread, a short-lived thread per request
+//! (timeouts, 16 KiB request limit), `GET /metrics` (anything else is 404).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -57,7 +58,7 @@ pub struct Metrics {
     pub marks: Counter,
     /// Dead letters, by reason.
     pub dead: Family<Labels, Counter>,
-    /// Consumer lag per partition (messages between the next offset to read and the end).
+    /// Consumer lag per partition (the group's committed offset to the end).
     pub consumer_lag: Family<Labels, Gauge>,
     /// Seconds per atomic Redis step.
     pub redis_latency: Histogram,
@@ -121,7 +122,7 @@ impl Metrics {
         );
         registry.register(
             "consumer_lag_messages",
-            "Messages between the next offset to read and the partition's end",
+            "Messages between the group's committed offset and the partition's end",
             m.consumer_lag.clone(),
         );
         registry.register(
@@ -348,6 +349,29 @@ impl Collector for JobCollector {
     }
 }
 
+/// A label value from free text: only `[A-Za-z0-9_./-]`, the rest as `_`, at most 128 characters
+/// (prometheus-client writes label values unescaped; a quote would break the exposition).
+pub fn label_value(text: &str) -> String {
+    text.chars()
+        .take(128)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_./-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The bounded class of a dead letter's reason, for its label: the reason up to the first `:`
+/// or quote (`not json: expected ...` -> `not_json`, `unknown type "quote"` -> `unknown_type`,
+/// `missing field price` stays whole: field names are few).
+pub fn reason_label(reason: &str) -> String {
+    let class = reason.split([':', '"']).next().unwrap_or("").trim();
+    label_value(class)
+}
+
 /// Which dataflow an arrangement operator belongs to, from its name.
 pub fn dataflow_of(operator: &str) -> &'static str {
     if operator.contains("Ticker") {
@@ -427,7 +451,9 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
         .next()
         .with_context(|| format!("--metrics-addr {addr}: no address"))?;
     if target.port() != 0 {
-        target.set_port(target.port() + process as u16);
+        let port = u16::try_from(usize::from(target.port()) + process)
+            .context("--metrics-addr: port + process index above 65535")?;
+        target.set_port(port);
     }
     let listener = TcpListener::bind(target)
         .with_context(|| format!("--metrics-addr {target}: cannot listen"))?;
@@ -436,8 +462,16 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
         .name("metrics".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream) {
-                    tracing::debug!(error = %e, "metrics request");
+                // One short-lived thread per request: a slow client holds only its own.
+                let spawned = std::thread::Builder::new()
+                    .name("metrics-request".into())
+                    .spawn(move || {
+                        if let Err(e) = answer(stream) {
+                            tracing::debug!(error = %e, "metrics request");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "metrics request");
                 }
             }
         })?;
@@ -447,7 +481,9 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
 
 fn answer(stream: TcpStream) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream);
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    // A request is a line and a few headers: 16 KiB at most.
+    let mut reader = BufReader::new(std::io::Read::take(stream, 16 * 1024));
     let mut request = String::new();
     reader.read_line(&mut request)?;
     // Skip the headers.
@@ -455,7 +491,7 @@ fn answer(stream: TcpStream) -> std::io::Result<()> {
     while reader.read_line(&mut header)? > 2 {
         header.clear();
     }
-    let mut stream = reader.into_inner();
+    let mut stream = reader.into_inner().into_inner();
     let path = request.split_whitespace().nth(1).unwrap_or("");
     let (status, kind, body) = if path == "/metrics" || path.starts_with("/metrics?") {
         (
@@ -472,4 +508,37 @@ fn answer(stream: TcpStream) -> std::io::Result<()> {
         body.len()
     )?;
     stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Dead-letter reasons become a few safe label values (no quotes, no input text).
+    #[test]
+    fn reason_labels_are_bounded_and_safe() {
+        assert_eq!(
+            reason_label("not json: expected ident at line 1 column 2"),
+            "not_json"
+        );
+        assert_eq!(reason_label("unknown type \"quote\""), "unknown_type");
+        assert_eq!(reason_label("missing field price"), "missing_field_price");
+        assert_eq!(reason_label("too_late"), "too_late");
+        assert_eq!(label_value("/data/a \"b\".ndjson"), "/data/a__b_.ndjson");
+    }
+
+    /// A dead letter with a quote in its reason leaves the exposition parseable.
+    #[test]
+    fn a_quoted_reason_leaves_the_exposition_parseable() {
+        metrics()
+            .dead
+            .get_or_create(&vec![("reason", reason_label("unknown type \"x\""))])
+            .inc();
+        let text = metrics().render();
+        assert!(
+            text.contains("tampines_dead_lettered_total{reason=\"unknown_type\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
 }

@@ -48,7 +48,16 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     let probe = format!("127.0.0.1:{}", free_port()); // nothing listens there
     let metrics = format!("127.0.0.1:{}", free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args(["demo", "--symbols", "4", "--rate", "1500"])
+        .args([
+            "demo",
+            "--symbols",
+            "4",
+            "--rate",
+            "1500",
+            "--partitions",
+            "1",
+        ])
+        .args(["--idle-ms", "1000"])
         .args(["--probe-redis", &probe, "--metrics-addr", &metrics])
         .args(["--granularity-ms", "200", "--lateness-ms", "400"])
         .env("PATH", &empty)

@@ -1,54 +1,81 @@
-//! The example strategies (`examples/strategy.rs`, `examples/strategy.py`) read consistent
-//! snapshots from a real Redis fed by the job, and print exactly what the job's own NDJSON output
-//! says the state is at the final mark.
+//! The example strategies (`examples/strategy.rs`, `examples/strategy.py`) follow a real Redis
+//! while the job writes to it; every snapshot they print is exactly the state the job's own NDJSON
+//! output has at the frontier the snapshot names.
 
 mod common;
 
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
+use common::broker::KillOnDrop;
 use common::redis_server::RedisServer;
 use common::{dec, final_state, marks, scratch, tampines};
 use serde_json::Value;
 
 const SYMBOL: &str = "synth:S001USDT";
 
-/// The line both examples print, computed from the NDJSON output at its last mark.
-fn expected(out: &std::path::Path) -> String {
-    let marks = marks(out);
-    let frontier = marks.last().expect("marks").0;
-    let state = final_state(&marks);
-    let book = &state[&format!("book:{SYMBOL}:1")];
-    let bid = book["bids"][0][0].as_str().expect("a bid");
-    let ask = book["asks"][0][0].as_str().expect("an ask");
-    let spread = (dec(&book["asks"][0][0]) - dec(&book["bids"][0][0])).normalize();
-    let ticker = &state[&format!("ticker:{SYMBOL}")];
+/// The line both examples print for a snapshot at mark `frontier`, computed from the job's NDJSON
+/// output (the state after every mark up to `frontier`).
+fn expected(marks: &[(u64, Vec<Value>)], frontier: u64) -> String {
+    let upto: Vec<(u64, Vec<Value>)> = marks
+        .iter()
+        .filter(|(t, _)| *t <= frontier)
+        .cloned()
+        .collect();
+    let state = final_state(&upto);
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
     };
+    let book = state.get(&format!("book:{SYMBOL}:1"));
+    let best = |side: &str| {
+        book.and_then(|b| b[side][0][0].as_str())
+            .map(str::to_string)
+    };
+    let (bid, ask) = (best("bids"), best("asks"));
+    let spread = match (&bid, &ask) {
+        (Some(_), Some(_)) => {
+            let b = book.unwrap();
+            (dec(&b["asks"][0][0]) - dec(&b["bids"][0][0]))
+                .normalize()
+                .to_string()
+        }
+        _ => "-".into(),
+    };
+    let ticker = state.get(&format!("ticker:{SYMBOL}"));
+    let field = |k: &str| ticker.map(|t| text(&t[k])).unwrap_or_else(|| "-".into());
     let closed = state
         .iter()
         .filter(|(k, c)| k.starts_with(&format!("candles:{SYMBOL}:1m:")) && c["closed"] == true)
         .map(|(_, c)| c)
         .max_by_key(|c| c["open_time"].as_u64())
-        .expect("a closed 1m candle");
+        .map(|c| {
+            format!(
+                "{}:{}/{}/{}/{}/{}",
+                c["open_time"],
+                text(&c["open"]),
+                text(&c["high"]),
+                text(&c["low"]),
+                text(&c["close"]),
+                text(&c["volume"])
+            )
+        })
+        .unwrap_or_else(|| "-".into());
     format!(
-        "frontier={frontier} symbol={SYMBOL} bid={bid} ask={ask} spread={spread} change_24h={} change_pct={} last_closed_1m={}:{}/{}/{}/{}/{}",
-        text(&ticker["change"]),
-        text(&ticker["change_pct"]),
-        closed["open_time"],
-        text(&closed["open"]),
-        text(&closed["high"]),
-        text(&closed["low"]),
-        text(&closed["close"]),
-        text(&closed["volume"]),
+        "frontier={frontier} symbol={SYMBOL} bid={} ask={} spread={spread} change_24h={} change_pct={} last_closed_1m={closed}",
+        bid.as_deref().unwrap_or("-"),
+        ask.as_deref().unwrap_or("-"),
+        field("change"),
+        field("change_pct"),
     )
 }
 
-/// Replays a generated market into a fresh Redis; returns the server and the expected line.
-fn fed_redis(name: &str) -> (RedisServer, String) {
+/// Runs `strategy` (a command reading the Redis at the URL it is given) WHILE the job replays a
+/// generated market into that Redis; every line it prints must be exactly the state of the job's
+/// NDJSON output at the frontier the line names: no snapshot ever mixes two marks.
+fn check_strategy(name: &str, strategy: impl FnOnce(&str) -> Command) {
     let dir = scratch(name);
     let events = dir.join("events.ndjson");
     let out = dir.join("out.ndjson");
@@ -57,7 +84,7 @@ fn fed_redis(name: &str) -> (RedisServer, String) {
         "--symbols",
         "3",
         "--events",
-        "4000",
+        "20000",
         "--hours",
         "2",
         "--seed",
@@ -66,6 +93,14 @@ fn fed_redis(name: &str) -> (RedisServer, String) {
         events.to_str().unwrap(),
     ]);
     let redis = RedisServer::start();
+    // The strategy waits on the stream from its start, reading as the job writes.
+    let reader = strategy(&redis.url)
+        .args(["--symbol", SYMBOL, "--from", "0", "--count", "40"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start strategy");
+    let reader = KillOnDrop(reader);
     tampines(&[
         "replay",
         events.to_str().unwrap(),
@@ -76,26 +111,42 @@ fn fed_redis(name: &str) -> (RedisServer, String) {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let line = expected(&out);
-    (redis, line)
+    let mut reader = reader;
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    reader
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    reader
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        reader.0.wait().unwrap().success(),
+        "strategy failed: {stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 40, "one line per update");
+    let marks = marks(&out);
+    for line in &lines {
+        let frontier: u64 = line
+            .strip_prefix("frontier=")
+            .and_then(|l| l.split(' ').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no frontier in {line}"));
+        assert_eq!(*line, expected(&marks, frontier));
+    }
 }
-
-/// The lines a strategy printed for the first 3 updates of the stream.
-fn lines(output: std::process::Output) -> Vec<String> {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "strategy failed: {stderr}");
-    String::from_utf8(output.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-const ARGS: [&str; 6] = ["--symbol", SYMBOL, "--from", "0", "--count", "3"];
 
 #[test]
 fn rust_strategy_reads_consistent_snapshots() {
-    let (redis, want) = fed_redis("example_rust");
     // Examples are built beside the test binaries: target/<profile>/examples/strategy.
     let exe: PathBuf = std::env::current_exe()
         .expect("test exe")
@@ -108,12 +159,11 @@ fn rust_strategy_reads_consistent_snapshots() {
         "{} is missing: run the suite with `cargo test --all-targets` (it builds the examples)",
         exe.display()
     );
-    let out = Command::new(exe)
-        .args(["--redis", &redis.url])
-        .args(ARGS)
-        .output()
-        .expect("run strategy");
-    assert_eq!(lines(out), vec![want; 3]);
+    check_strategy("example_rust", |url| {
+        let mut c = Command::new(&exe);
+        c.args(["--redis", url]);
+        c
+    });
 }
 
 /// redis-py for the system python (Debian's python3-redis), installed when missing.
@@ -141,13 +191,10 @@ fn python() -> &'static str {
 #[test]
 fn python_strategy_reads_consistent_snapshots() {
     let python = python();
-    let (redis, want) = fed_redis("example_python");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/strategy.py");
-    let out = Command::new(python)
-        .arg(script)
-        .args(["--redis", &redis.url])
-        .args(ARGS)
-        .output()
-        .expect("run strategy.py");
-    assert_eq!(lines(out), vec![want; 3]);
+    check_strategy("example_python", |url| {
+        let mut c = Command::new(python);
+        c.arg(&script).args(["--redis", url]);
+        c
+    });
 }

@@ -321,4 +321,17 @@ fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
     let last = *reference.keys().last().unwrap();
     assert_eq!(frontier, Some(last));
     assert_eq!(keys, reference[&last]);
+    // Offsets were committed once Redis held the results, by every worker, to the end: the
+    // group's committed position is the end of every partition.
+    let stderr = tampines(&[
+        "run",
+        "--brokers",
+        &broker.bootstrap,
+        "--until-end",
+        "--start",
+        "committed",
+        "--out",
+        "/dev/null",
+    ]);
+    assert!(stderr.contains("read 0 processed 0"), "{stderr}");
 }

@@ -232,3 +232,35 @@ fn json_logs() {
         "{stderr}"
     );
 }
+
+/// Precedence: command line, then environment, then the file (`--config`).
+#[test]
+fn environment_wins_over_the_config_file() {
+    let dir = scratch("replay_config_env");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, INPUT).unwrap();
+    let config = dir.join("c.toml");
+    std::fs::write(&config, "granularity_ms = 1000\n").unwrap();
+    let run = |env: Option<&str>| -> String {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"));
+        c.args(["replay", input.to_str().unwrap(), "--out", "-", "--config"])
+            .arg(&config)
+            .env_remove("TAMPINES_GRANULARITY_MS");
+        if let Some(g) = env {
+            c.env("TAMPINES_GRANULARITY_MS", g);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let marks = |text: &str| -> Vec<u64> {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "progress")
+            .map(|v| v["ts"].as_u64().unwrap())
+            .collect()
+    };
+    // INPUT spans ts 1000..1095: one 1 s mark from the file, 100 ms marks from the environment.
+    assert_eq!(marks(&run(None)), vec![1000, 2000]);
+    assert_eq!(marks(&run(Some("100"))), vec![1000, 1100]);
+}

@@ -133,8 +133,18 @@ pub fn canonical(d: Decimal) -> Decimal {
 macro_rules! decimal_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Hash, Default)]
+        #[derive(Clone, Copy, Default)]
         pub struct $name(Decimal);
+
+        // Hash of the canonical form: equal values hash alike (as `Eq` needs) without
+        // `Decimal`'s normalising hash, which divides the 96-bit mantissa once per trailing zero.
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                let c = canonical(self.0);
+                c.mantissa().hash(state);
+                c.scale().hash(state);
+            }
+        }
 
         impl $name {
             /// The exact value.
@@ -249,10 +259,21 @@ impl Price {
     /// Fractional digits of the normalised value (`61737.63000000` has 2).
     pub fn fraction_digits(self) -> u32 {
         let mut scale = self.0.scale();
-        let mut m = self.0.mantissa().unsigned_abs();
-        while scale > 0 && m.is_multiple_of(10) {
-            m /= 10;
-            scale -= 1;
+        let m = self.0.mantissa().unsigned_abs();
+        match u64::try_from(m) {
+            Ok(mut m) => {
+                while scale > 0 && m.is_multiple_of(10) {
+                    m /= 10;
+                    scale -= 1;
+                }
+            }
+            Err(_) => {
+                let mut m = m;
+                while scale > 0 && m.is_multiple_of(10) {
+                    m /= 10;
+                    scale -= 1;
+                }
+            }
         }
         scale
     }
@@ -481,6 +502,14 @@ mod tests {
             let (qa, qb) = if raw { (Qty(da), Qty(db)) } else { (Qty::from_decimal(da), Qty::from_decimal(db)) };
             prop_assert_eq!(qa.cmp(&qb), da.cmp(&db));
             prop_assert_eq!(qa == qb, da == db);
+            let hash = |q: &Qty| {
+                use std::hash::{BuildHasher, BuildHasherDefault};
+                BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(q)
+            };
+            if qa == qb {
+                prop_assert_eq!(hash(&qa), hash(&qb));
+            }
+            prop_assert_eq!(hash(&Qty(da)), hash(&Qty::from_decimal(da)));
             let mut sum = qa;
             sum.plus_equals(&qb);
             prop_assert_eq!(sum.value(), da + db);
