@@ -5,6 +5,7 @@
 //! letters; other processes never touch the sinks.
 
 use std::io::Write;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,19 +22,65 @@ use crate::metrics::{metrics, serve, InputLabels};
 use crate::redis_sink::{stored_frontier, RedisSink, SinkState};
 use crate::sink;
 
-/// Pauses a worker's inputs while the Redis sink is far behind.
+/// Flow control around a worker's inputs: reading pauses while the Redis sink is far behind, and
+/// while too much closed input is still in flight.
+///
+/// timely has no backpressure of its own: a worker that reads faster than the dataflow (or than
+/// the workers its records are exchanged to) completes them would queue them without bound, one
+/// message per distinct timestamp. So the records this worker stamped below its source's
+/// capability (they can complete without more input) are counted until the results' frontier
+/// (the probe) passes them, and reading pauses while more than [`IN_FLIGHT_RECORDS`] of them,
+/// or [`IN_FLIGHT_TIMES`] distinct timestamps, are in flight. Records at or above the capability
+/// are never counted, so a pause always ends.
 struct Throttled {
     inputs: Box<dyn Inputs>,
     sink: Arc<SinkState>,
+    probe: ProbeHandle<u64>,
+    /// Records stamped per timestamp, not yet passed by the probe.
+    in_flight: std::collections::BTreeMap<u64, usize>,
+    /// The source's capability.
+    frontier: u64,
+    /// The last congestion check's answer, and calls of `next` since it.
+    congested: bool,
+    calls: u32,
+}
+
+/// Closed records in flight per worker before reading pauses.
+const IN_FLIGHT_RECORDS: usize = 200_000;
+/// Distinct closed timestamps in flight per worker before reading pauses.
+const IN_FLIGHT_TIMES: usize = 2_048;
+
+impl Throttled {
+    /// True while too much closed input waits for the results' frontier; checked at most every
+    /// 256 lines while reading (each check walks the in-flight timestamps), at every call while
+    /// paused.
+    fn congested(&mut self) -> bool {
+        self.calls += 1;
+        if self.congested || self.calls >= 256 {
+            self.calls = 0;
+            self.congested = self.check();
+        }
+        self.congested
+    }
+
+    fn check(&mut self) -> bool {
+        let done = self.probe.with_frontier(|f| f.first().copied());
+        match done {
+            None => self.in_flight.clear(),
+            Some(done) => {
+                let pending = self.in_flight.split_off(&done);
+                self.in_flight = pending;
+            }
+        }
+        let closed = self.in_flight.range(..self.frontier);
+        let (times, records) = closed.fold((0, 0), |(t, r), (_, n)| (t + 1, r + n));
+        times > IN_FLIGHT_TIMES || records > IN_FLIGHT_RECORDS
+    }
 }
 
 impl Inputs for Throttled {
     fn next(&mut self) -> tampines_dataflows::source::Next {
-        if self
-            .sink
-            .backpressure
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.sink.backpressure.load(Ordering::Relaxed) || self.congested() {
             return tampines_dataflows::source::Next::Pending;
         }
         self.inputs.next()
@@ -42,13 +89,15 @@ impl Inputs for Throttled {
         self.inputs.known()
     }
     fn stamped(&mut self, input: u32, offset: u64, time: u64) {
+        *self.in_flight.entry(time).or_default() += 1;
         self.inputs.stamped(input, offset, time)
     }
     fn paused(&self) -> bool {
-        self.sink
-            .backpressure
-            .load(std::sync::atomic::Ordering::Relaxed)
-            || self.inputs.paused()
+        self.sink.backpressure.load(Ordering::Relaxed) || self.congested || self.inputs.paused()
+    }
+    fn progressed(&mut self, frontier: u64) {
+        self.frontier = frontier;
+        self.inputs.progressed(frontier)
     }
 }
 
@@ -173,7 +222,16 @@ where
                 WorkerInputs { inputs: Box::new(tampines_dataflows::source::LineInputs::new(Vec::new())), after_step: None }
             }
         };
-        let inputs: Box<dyn Inputs> = Box::new(Throttled { inputs, sink: worker_sink_state.clone() });
+        let probe = ProbeHandle::new();
+        let inputs: Box<dyn Inputs> = Box::new(Throttled {
+            inputs,
+            sink: worker_sink_state.clone(),
+            probe: probe.clone(),
+            in_flight: Default::default(),
+            frontier: 0,
+            congested: false,
+            calls: 0,
+        });
         let publishing = index == 0;
         let redis_sink = match (&redis, publishing) {
             (Some(r), true) => match RedisSink::start(r.clone(), worker_sink_state.clone()) {
@@ -210,7 +268,6 @@ where
         let config = config.clone();
         let stats = worker_stats.clone();
         let failure = worker_failure.clone();
-        let probe = ProbeHandle::new();
         // With Redis, inputs count as done once Redis holds their results.
         let durable = redis.as_ref().map(|_| worker_sink_state.clone());
         if logging_arrangements {

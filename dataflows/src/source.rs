@@ -123,6 +123,9 @@ pub trait Inputs {
     fn paused(&self) -> bool {
         false
     }
+    /// The source's capability moved to `frontier`: every record stamped below it can now
+    /// complete without more input (for flow control).
+    fn progressed(&mut self, _frontier: u64) {}
 }
 
 impl Inputs for Box<dyn Inputs> {
@@ -137,6 +140,9 @@ impl Inputs for Box<dyn Inputs> {
     }
     fn paused(&self) -> bool {
         (**self).paused()
+    }
+    fn progressed(&mut self, frontier: u64) {
+        (**self).progressed(frontier)
     }
 }
 
@@ -343,6 +349,7 @@ pub fn source<'s, I: Inputs + 'static>(
             };
             if let Some(open) = open.filter(|&o| o > floor) {
                 c.downgrade(&open);
+                inputs.progressed(open);
                 tracing::trace!(worker, frontier = open, "source progress");
             }
             if pending {
