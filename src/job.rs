@@ -333,7 +333,9 @@ where
             });
         });
         while !probe.done() {
-            worker.step();
+            // Park (up to 1 ms) when no operator has work: a live job waiting for input must not
+            // spin, it would take the cores from librdkafka, the broker and Redis.
+            worker.step_or_park(Some(Duration::from_millis(1)));
             if let Some(r) = redis_sink.as_ref() {
                 r.borrow_mut().drain();
             }
