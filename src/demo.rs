@@ -8,6 +8,9 @@
 //! 4. Results to Redis when one answers at `--probe-redis` (127.0.0.1:6379) or `--redis` names
 //!    one, else to a `redis-server` started from PATH on a free port, else as NDJSON to stdout.
 //!
+//! Metrics are served (on a free local port unless `--metrics-addr` says where) and the demo
+//! prints their URL.
+//!
 //! Ctrl-C (or SIGTERM) stops the producer and the inputs; the job closes its last marks,
 //! everything is flushed, a `redis-server` it started is stopped, and the demo exits 0. A second
 //! Ctrl-C exits at once (130), for when the last write waits for a Redis that went away.
@@ -189,6 +192,14 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     let target = choose_target(&args);
     let mut job_args = args.job.clone();
     job_args.workers = job_args.workers.max(2);
+    if job_args.metrics_addr.is_none() {
+        // Metrics on by default, on a free port (said below).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9187);
+        job_args.metrics_addr = Some(format!("127.0.0.1:{port}"));
+    }
     match &target {
         Target::Redis(url) | Target::Started(url, _) => {
             job_args.redis = Some(url.clone());
