@@ -100,7 +100,10 @@ fn main() {
                 "latest",
             ])
             .args(&extra)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("FRESHNESS_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stderr(
                 std::fs::File::create("/tmp/freshness-job.log")
                     .map(Stdio::from)
@@ -111,7 +114,8 @@ fn main() {
     );
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
-        .set("linger.ms", "1")
+        // Batches of 5 ms: tiny batches made the mock broker (librdkafka's, 2 cores) the bottleneck.
+        .set("linger.ms", "5")
         .create()
         .unwrap();
     let mut redis = loop {
@@ -122,7 +126,6 @@ fn main() {
     // Produce at a steady rate; read the stream as we go.
     let symbols = 20u64;
     let start = Instant::now();
-    let mut sent = 0u64;
     let mut seq = vec![1u64; symbols as usize];
     let mut last_id = "$".to_string();
     let mut freshness: Vec<u64> = Vec::new();
@@ -143,45 +146,68 @@ fn main() {
             )
             .unwrap();
     }
-    while start.elapsed() < Duration::from_secs(seconds + 3) {
-        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-        while sent < due && start.elapsed() < Duration::from_secs(seconds) {
-            let s = sent % symbols;
-            let ts = now_ms();
-            let key = format!("x:S{s}");
-            let payload = if sent % 4 == 0 {
-                format!(
-                    r#"{{"type":"trade","exchange":"x","symbol":"S{s}","ts":{ts},"id":"{sent}","price":"100.5","qty":"0.1","side":"buy"}}"#
-                )
-            } else {
-                seq[s as usize] += 1;
-                let p = 99 + sent % 7;
-                format!(
-                    r#"{{"type":"book","exchange":"x","symbol":"S{s}","ts":{ts},"seq":{},"bids":[["{p}.5","{}"]],"asks":[]}}"#,
-                    seq[s as usize],
-                    sent % 5
-                )
-            };
-            let topic = if sent % 4 == 0 {
-                "market.trade"
-            } else {
-                "market.book"
-            };
-            if producer
-                .send(BaseRecord::to(topic).key(&key).payload(&payload))
-                .is_err()
-            {
-                producer.poll(Duration::from_millis(1));
-                continue;
+    // The producer runs on a thread of its own: a reader blocking on Redis (whose timeouts have
+    // 100 ms resolution) must not pause it, or the pauses hold the watermark back.
+    let sent_times = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u64>::new()));
+    let producing = {
+        let sent_times = sent_times.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            let mut pauses: Vec<u64> = Vec::new();
+            let mut last_ts: Option<u64> = None;
+            while start.elapsed() < Duration::from_secs(seconds) {
+                let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+                while sent < due && start.elapsed() < Duration::from_secs(seconds) {
+                    let s = sent % symbols;
+                    let ts = now_ms();
+                    let key = format!("x:S{s}");
+                    let payload = if sent % 4 == 0 {
+                        format!(
+                            r#"{{"type":"trade","exchange":"x","symbol":"S{s}","ts":{ts},"id":"{sent}","price":"100.5","qty":"0.1","side":"buy"}}"#
+                        )
+                    } else {
+                        seq[s as usize] += 1;
+                        let p = 99 + sent % 7;
+                        format!(
+                            r#"{{"type":"book","exchange":"x","symbol":"S{s}","ts":{ts},"seq":{},"bids":[["{p}.5","{}"]],"asks":[]}}"#,
+                            seq[s as usize],
+                            sent % 5
+                        )
+                    };
+                    let topic = if sent % 4 == 0 {
+                        "market.trade"
+                    } else {
+                        "market.book"
+                    };
+                    if producer
+                        .send(BaseRecord::to(topic).key(&key).payload(&payload))
+                        .is_err()
+                    {
+                        producer.poll(Duration::from_millis(1));
+                        continue;
+                    }
+                    sent += 1;
+                    // Pauses of the producer (descheduled on a busy machine) hold the watermark
+                    // back: marks close only when newer events arrive.
+                    if let Some(prev) = last_ts.filter(|&p| ts.saturating_sub(p) >= 20) {
+                        pauses.push(ts - prev);
+                    }
+                    last_ts = Some(ts);
+                    sent_times.lock().unwrap().push(ts);
+                }
+                producer.poll(Duration::ZERO);
+                std::thread::sleep(Duration::from_micros(500)); // the pace between bursts
             }
-            sent += 1;
-            waiting.push_back(ts);
-        }
-        producer.poll(Duration::ZERO);
+            let _ = producer.flush(Duration::from_secs(5));
+            (sent, pauses)
+        })
+    };
+    while start.elapsed() < Duration::from_secs(seconds + 3) {
+        waiting.extend(sent_times.lock().unwrap().drain(..));
         // Newly visible marks: their freshness.
         let reply: redis::RedisResult<redis::Value> = redis::cmd("XREAD")
             .arg("BLOCK")
-            .arg(1)
+            .arg(100)
             .arg("STREAMS")
             .arg("tampines:updates")
             .arg(&last_id)
@@ -239,7 +265,7 @@ fn main() {
             }
         }
     }
-    let _ = producer.flush(Duration::from_secs(5));
+    let (sent, mut pauses) = producing.join().expect("producer");
     freshness.sort_unstable();
     per_event.sort_unstable();
     let pct = |v: &[u64], p: f64| {
@@ -257,6 +283,13 @@ fn main() {
         pct(&freshness, 0.5),
         pct(&freshness, 0.99),
         freshness.last().copied().unwrap_or(0)
+    );
+    pauses.sort_unstable();
+    println!(
+        "  producer pauses of 20 ms or more: {} (longest {} ms, total {} ms)",
+        pauses.len(),
+        pauses.last().copied().unwrap_or(0),
+        pauses.iter().sum::<u64>()
     );
     println!(
         "  event sent to visible ({} events), ms: p50 {} p99 {} max {}",

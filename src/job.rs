@@ -303,6 +303,7 @@ where
                     for batch in data.drain(..) {
                         wrote = true;
                         metrics().count_published(&batch);
+                        tracing::debug!(mark = batch.time, changes = batch.changes.len(), behind_ms = crate::metrics::now_ms().saturating_sub(batch.time), "published");
                         if let Some(r) = sink_in_dataflow.as_ref() {
                             if stored.is_none_or(|f| batch.time > f) {
                                 r.borrow_mut().push(batch.clone());

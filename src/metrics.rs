@@ -79,7 +79,8 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-fn now_ms() -> u64 {
+/// Wall clock, ms since the epoch.
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
