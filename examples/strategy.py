@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """A downstream strategy reading Tampines' results from Redis (the Python twin of strategy.rs).
 
-It follows `{prefix}:updates` (one stream entry per published progress mark) and, for each entry,
-reads ONE consistent snapshot: the frontier, the symbol's resolution-1 book, its ticker and its
+It follows `{prefix}:updates` (one stream entry per published progress mark) and, for each new
+entry (the newest, when several arrived at once), reads ONE consistent snapshot: the frontier, the symbol's resolution-1 book, its ticker and its
 newest 1-minute candles inside MULTI/EXEC. The job writes each mark atomically, so the four values
-always belong to the same progress mark. One line per update:
+always belong to the same progress mark. One line per snapshot:
 
     frontier=T symbol=EX:SYM bid=.. ask=.. spread=.. change_24h=.. change_pct=.. last_closed_1m=OPEN_TIME:O/H/L/C/V
 
@@ -75,18 +75,20 @@ def main():
     ap.add_argument("--symbol", default="demo:S000USDT", help="EXCHANGE:SYMBOL")
     ap.add_argument("--from", dest="start", default="$",
                     help="stream id to start after: $ = new updates only, 0 = oldest kept")
-    ap.add_argument("--count", type=int, default=None, help="stop after N updates")
+    ap.add_argument("--count", type=int, default=None, help="stop after N snapshots")
     a = ap.parse_args()
     r = redis.Redis.from_url(a.redis, decode_responses=True)
     stream, last, seen = f"{a.prefix}:updates", a.start, 0
     while True:
-        for _, entries in r.xread({stream: last}, count=100, block=5000) or []:
-            for entry_id, _fields in entries:
-                last = entry_id
-                print(render(a.symbol, *snapshot(r, a.prefix, a.symbol)), flush=True)
-                seen += 1
-                if a.count is not None and seen >= a.count:
-                    return 0
+        entries = [e for _, es in r.xread({stream: last}, count=100, block=5000) or [] for e in es]
+        # A snapshot reads the current state, so when several updates arrived since the last read
+        # (the strategy is behind), one snapshot serves them all.
+        if entries:
+            last = entries[-1][0]
+            print(render(a.symbol, *snapshot(r, a.prefix, a.symbol)), flush=True)
+            seen += 1
+            if a.count is not None and seen >= a.count:
+                return 0
 
 
 if __name__ == "__main__":

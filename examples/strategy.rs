@@ -1,7 +1,7 @@
 //! A downstream strategy reading Tampines' results from Redis (the Rust twin of `strategy.py`).
 //!
 //! It follows `{prefix}:updates` (one stream entry per published progress mark) and, for each
-//! entry, reads ONE consistent snapshot: the frontier, the symbol's resolution-1 book, its ticker
+//! new entry (the newest, when several arrived at once), reads ONE consistent snapshot: the frontier, the symbol's resolution-1 book, its ticker
 //! and its newest 1-minute candles inside MULTI/EXEC. The job writes each mark atomically, so the
 //! four values always belong to the same progress mark. It prints one line per update:
 //!
@@ -17,7 +17,7 @@
 //!
 //! Options: `--redis URL`, `--prefix P` (default `tampines`), `--symbol EXCHANGE:SYMBOL`,
 //! `--from ID` (stream id to start after: `$` = new updates only (default), `0` = from the
-//! oldest kept), `--count N` (stop after N updates).
+//! oldest kept), `--count N` (stop after N snapshots).
 
 use std::process::ExitCode;
 
@@ -159,7 +159,9 @@ fn follow(o: &Options) -> redis::RedisResult<()> {
             &[&last],
             &StreamReadOptions::default().block(5_000).count(100),
         )?;
-        for entry in reply.keys.iter().flat_map(|k| k.ids.iter()) {
+        // A snapshot reads the current state, so when several updates arrived since the last
+        // read (the strategy is behind), one snapshot serves them all.
+        if let Some(entry) = reply.keys.iter().flat_map(|k| k.ids.iter()).last() {
             last = entry.id.clone();
             println!("{}", render(o, &snapshot(&mut c, o)?));
             seen += 1;

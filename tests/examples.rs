@@ -1,29 +1,24 @@
 //! The example strategies (`examples/strategy.rs`, `examples/strategy.py`) follow a real Redis
-//! while the job writes to it; every snapshot they print is exactly the state the job's own NDJSON
-//! output has at the frontier the snapshot names.
+//! while the job writes to it, until they show its last mark; every snapshot they print is exactly
+//! the state the job's own NDJSON output has at the frontier the snapshot names.
 
 mod common;
 
-use std::io::Read;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::broker::KillOnDrop;
 use common::redis_server::RedisServer;
-use common::{dec, final_state, marks, scratch, tampines};
+use common::{dec, key, marks, scratch, tampines};
 use serde_json::Value;
 
 const SYMBOL: &str = "synth:S001USDT";
 
-/// The line both examples print for a snapshot at mark `frontier`, computed from the job's NDJSON
-/// output (the state after every mark up to `frontier`).
-fn expected(marks: &[(u64, Vec<Value>)], frontier: u64) -> String {
-    let upto: Vec<(u64, Vec<Value>)> = marks
-        .iter()
-        .filter(|(t, _)| *t <= frontier)
-        .cloned()
-        .collect();
-    let state = final_state(&upto);
+/// The line both examples print for a snapshot at mark `frontier`, given the state (key ->
+/// record) after every mark up to `frontier` of the job's NDJSON output.
+fn expected(state: &BTreeMap<String, Value>, frontier: u64) -> String {
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -94,13 +89,23 @@ fn check_strategy(name: &str, strategy: impl FnOnce(&str) -> Command) {
     ]);
     let redis = RedisServer::start();
     // The strategy waits on the stream from its start, reading as the job writes.
-    let reader = strategy(&redis.url)
-        .args(["--symbol", SYMBOL, "--from", "0", "--count", "40"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start strategy");
-    let reader = KillOnDrop(reader);
+    let mut reader = KillOnDrop(
+        strategy(&redis.url)
+            .args(["--symbol", SYMBOL, "--from", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start strategy"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = reader.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     tampines(&[
         "replay",
         events.to_str().unwrap(),
@@ -111,37 +116,41 @@ fn check_strategy(name: &str, strategy: impl FnOnce(&str) -> Command) {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let mut reader = reader;
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    reader
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .unwrap();
-    reader
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(
-        reader.0.wait().unwrap().success(),
-        "strategy failed: {stderr}"
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 40, "one line per update");
+    // The strategy keeps following; it is done once it has shown the job's last mark.
     let marks = marks(&out);
-    for line in &lines {
-        let frontier: u64 = line
-            .strip_prefix("frontier=")
+    let last = format!("frontier={} ", marks.last().expect("marks").0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines: Vec<String> = Vec::new();
+    while !lines.last().is_some_and(|l| l.starts_with(&last)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("the strategy never showed {last}: {lines:?}"),
+        }
+    }
+    drop(reader);
+    // The state at each frontier a line names, built in one pass over the marks.
+    let frontier_of = |line: &str| -> u64 {
+        line.strip_prefix("frontier=")
             .and_then(|l| l.split(' ').next())
             .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("no frontier in {line}"));
-        assert_eq!(*line, expected(&marks, frontier));
+            .unwrap_or_else(|| panic!("no frontier in {line}"))
+    };
+    let wanted: BTreeSet<u64> = lines.iter().map(|l| frontier_of(l)).collect();
+    let mut state = BTreeMap::new();
+    let mut at: BTreeMap<u64, String> = BTreeMap::new();
+    for (time, records) in &marks {
+        for r in records {
+            state.insert(key(r), r.clone());
+        }
+        if wanted.contains(time) {
+            at.insert(*time, expected(&state, *time));
+        }
+    }
+    eprintln!("{} snapshots at {} frontiers", lines.len(), wanted.len());
+    for line in &lines {
+        let frontier = frontier_of(line);
+        assert_eq!(Some(line), at.get(&frontier), "a snapshot at {frontier}");
     }
 }
 
