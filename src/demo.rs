@@ -21,7 +21,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -30,6 +30,7 @@ use tampines_dataflows::stats::Totals;
 
 use crate::cli::{DemoArgs, Settings};
 use crate::gen::{Generator, Market};
+use crate::metrics::now_ms;
 use crate::{job, kafka};
 
 /// Where the demo publishes.
@@ -54,13 +55,6 @@ impl Drop for RedisServer {
 
 fn say(line: &str) {
     eprintln!("demo: {line}");
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// True when something at `addr` answers a Redis PING.

@@ -184,16 +184,7 @@ fn python() -> &'static str {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !has_redis(python) {
-        let ok = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "python3-redis"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok && has_redis(python),
-            "redis-py is needed (apt-get install python3-redis)"
-        );
-    }
+    common::ensure_package("python3-redis", || has_redis(python));
     python
 }
 

@@ -91,13 +91,7 @@ fn run_until_end_equals_replay_and_broker_stops_on_sigterm() {
 }
 
 fn kcat() -> &'static str {
-    if Command::new("kcat").arg("-V").output().is_err() {
-        let ok = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "kcat"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "kcat is needed (apt-get install kcat)");
-    }
+    common::ensure_package("kcat", || Command::new("kcat").arg("-V").output().is_ok());
     "kcat"
 }
 

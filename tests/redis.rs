@@ -18,6 +18,20 @@ use common::redis_server::RedisServer;
 use common::{marks, scratch, tampines};
 use serde_json::Value;
 
+/// Polls (within 60 s) until the job has written its first mark.
+fn wait_for_first_write(c: &mut redis::Connection) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while redis::cmd("GET")
+        .arg("t:frontier")
+        .query::<Option<u64>>(c)
+        .unwrap()
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no write within 60 s");
+        std::thread::sleep(Duration::from_millis(5)); // poll interval, bounded by the deadline
+    }
+}
+
 /// The expected Redis content at every mark.
 type Reference = BTreeMap<u64, BTreeMap<String, Value>>;
 
@@ -219,16 +233,7 @@ fn an_outage_is_survived() {
     );
     // Wait for the first write, then stop answering for 3 s, then drop every client.
     let mut c = server.connection().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while redis::cmd("GET")
-        .arg("t:frontier")
-        .query::<Option<u64>>(&mut c)
-        .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "no write");
-        std::thread::sleep(Duration::from_millis(5)); // poll interval, bounded by the deadline
-    }
+    wait_for_first_write(&mut c);
     redis::cmd("DEBUG")
         .arg("SLEEP")
         .arg(3)
@@ -296,16 +301,7 @@ fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
     };
     let mut live = run(false);
     let mut c = server.connection().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while redis::cmd("GET")
-        .arg("t:frontier")
-        .query::<Option<u64>>(&mut c)
-        .unwrap()
-        .is_none()
-    {
-        assert!(Instant::now() < deadline, "no write before the crash");
-        std::thread::sleep(Duration::from_millis(5)); // poll interval, bounded by the deadline
-    }
+    wait_for_first_write(&mut c);
     live.0.kill().unwrap(); // SIGKILL mid-stream
     live.0.wait().unwrap();
     tampines(&[

@@ -111,15 +111,28 @@ fn output_is_identical_for_1_2_and_4_workers() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args(["replay", "x.ndjson", "--granularity-ms", "0"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        "tampines: --granularity-ms must be positive"
-    );
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["replay", "x.ndjson", "--granularity-ms", "0"],
+            "tampines: --granularity-ms must be positive",
+        ),
+        (
+            &["replay", "x.ndjson", "--metrics-addr", "nowhere"],
+            "tampines: --metrics-addr \"nowhere\": want HOST:PORT",
+        ),
+        (
+            &["demo", "--depth", "0"],
+            "tampines: --depth must be positive",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), message);
+    }
 }
 
 /// `--config FILE.toml` gives the same options as the command line; the command line wins over

@@ -40,26 +40,19 @@ pub fn parse_decimal(s: &str) -> Result<Decimal, DecimalError> {
         .map_err(|_| DecimalError::Syntax(s.to_string()))
 }
 
-/// Room for any `Decimal` in plain notation: 29 digits, a point, a sign, leading zeros.
-pub const DECIMAL_BUF: usize = 64;
-
-/// Writes `d` in plain notation without trailing zeros into `buf` and returns it as text.
-/// The hot path of every record: several times faster than `Decimal`'s `Display`.
-pub fn decimal_str(d: Decimal, buf: &mut [u8; DECIMAL_BUF]) -> &str {
+/// `d`'s absolute mantissa and scale with the trailing fractional zeros removed (the normalised
+/// value, without building a `Decimal`), in u64 arithmetic when the mantissa fits: u128 division
+/// is slow, and values kept at [`SCALE`] usually carry several such zeros.
+fn without_trailing_zeros(d: Decimal) -> (u128, u32) {
     let mut scale = d.scale();
-    let mantissa = d.mantissa();
-    let u = mantissa.unsigned_abs();
-    if u == 0 {
-        return "0";
-    }
-    // Trailing zeros off, in u64 arithmetic when the mantissa fits (u128 division is slow).
-    let (u, scale) = match u64::try_from(u) {
+    let u = d.mantissa().unsigned_abs();
+    match u64::try_from(u) {
         Ok(mut v) => {
             while scale > 0 && v.is_multiple_of(10) {
                 v /= 10;
                 scale -= 1;
             }
-            (v as u128, scale)
+            (u128::from(v), scale)
         }
         Err(_) => {
             let mut v = u;
@@ -69,7 +62,20 @@ pub fn decimal_str(d: Decimal, buf: &mut [u8; DECIMAL_BUF]) -> &str {
             }
             (v, scale)
         }
-    };
+    }
+}
+
+/// Room for any `Decimal` in plain notation: 29 digits, a point, a sign, leading zeros.
+pub const DECIMAL_BUF: usize = 64;
+
+/// Writes `d` in plain notation without trailing zeros into `buf` and returns it as text.
+/// The hot path of every record: several times faster than `Decimal`'s `Display`.
+pub fn decimal_str(d: Decimal, buf: &mut [u8; DECIMAL_BUF]) -> &str {
+    let mantissa = d.mantissa();
+    if mantissa == 0 {
+        return "0";
+    }
+    let (u, scale) = without_trailing_zeros(d);
     let mut i = buf.len();
     let mut n = 0u32;
     // Digits from the right; the point goes in after `scale` of them; leading zeros as needed.
@@ -258,24 +264,7 @@ impl Price {
 
     /// Fractional digits of the normalised value (`61737.63000000` has 2).
     pub fn fraction_digits(self) -> u32 {
-        let mut scale = self.0.scale();
-        let m = self.0.mantissa().unsigned_abs();
-        match u64::try_from(m) {
-            Ok(mut m) => {
-                while scale > 0 && m.is_multiple_of(10) {
-                    m /= 10;
-                    scale -= 1;
-                }
-            }
-            Err(_) => {
-                let mut m = m;
-                while scale > 0 && m.is_multiple_of(10) {
-                    m /= 10;
-                    scale -= 1;
-                }
-            }
-        }
-        scale
+        without_trailing_zeros(self.0).1
     }
 
     /// Groups a bid down (floor) or an ask up (ceil) to a multiple of `step`, exactly.

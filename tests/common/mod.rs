@@ -17,6 +17,22 @@ pub fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }
 
+/// Makes sure a Debian package the tests use is installed: `present()` says whether it is; if
+/// not, `apt-get install` (CI runs as root), then asks again.
+pub fn ensure_package(package: &str, present: impl Fn() -> bool) {
+    if present() {
+        return;
+    }
+    let installed = Command::new("apt-get")
+        .args(["install", "-y", "-qq", package])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        installed && present(),
+        "{package} is needed (apt-get install {package})"
+    );
+}
+
 /// A fresh scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);

@@ -12,17 +12,12 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one (installing the Debian package when missing) and waits until it answers.
     pub fn start() -> RedisServer {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            let ok = Command::new("apt-get")
-                .args(["install", "-y", "-qq", "redis-server"])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "redis-server is needed (apt-get install redis-server)");
-        }
+        super::ensure_package("redis-server", || {
+            Command::new("redis-server")
+                .arg("--version")
+                .output()
+                .is_ok()
+        });
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
