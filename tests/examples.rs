@@ -154,20 +154,42 @@ fn check_strategy(name: &str, strategy: impl FnOnce(&str) -> Command) {
     }
 }
 
-#[test]
-fn rust_strategy_reads_consistent_snapshots() {
-    // Examples are built beside the test binaries: target/<profile>/examples/strategy.
-    let exe: PathBuf = std::env::current_exe()
+/// The Rust example as a plain program. `cargo test --all-targets` builds examples only in test
+/// mode (a harness, not their `main`), so the test builds it with the same cargo, profile and
+/// target directory; cargo has released its build lock by the time tests run.
+fn rust_example() -> PathBuf {
+    let profile_dir = std::env::current_exe()
         .expect("test exe")
         .parent()
         .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("examples/strategy");
-    assert!(
-        exe.exists(),
-        "{} is missing: run the suite with `cargo test --all-targets` (it builds the examples)",
-        exe.display()
-    );
+        .expect("target/<profile>")
+        .to_path_buf();
+    let target_dir = profile_dir.parent().expect("target dir");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args([
+            "build",
+            "--quiet",
+            "--example",
+            "strategy",
+            "--manifest-path",
+        ])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir);
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build --example strategy");
+    assert!(status.success(), "cargo build --example strategy: {status}");
+    let exe = profile_dir.join("examples/strategy");
+    assert!(exe.exists(), "{} was not built", exe.display());
+    exe
+}
+
+#[test]
+fn rust_strategy_reads_consistent_snapshots() {
+    let exe = rust_example();
     check_strategy("example_rust", |url| {
         let mut c = Command::new(&exe);
         c.args(["--redis", url]);
