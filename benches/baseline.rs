@@ -195,6 +195,7 @@ fn main() {
         let line = line.expect("read");
         let Ok(parsed) = parse(&line) else { continue };
         events += 1;
+        let name = parsed.name();
         let ev = parsed.event;
         let time = config.timestamp_of(ev.ts).max(current);
         if time > current && current > 0 {
@@ -210,7 +211,7 @@ fn main() {
             );
         }
         current = time;
-        names.entry(ev.sym).or_insert(parsed.name);
+        names.entry(ev.sym).or_insert(name);
         match &ev.body {
             Body::Snapshot { bids, asks, seq }
             | Body::Book {

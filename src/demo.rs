@@ -136,7 +136,7 @@ fn feed(producer: BaseProducer, symbols: usize, rate: u64, stop: Arc<AtomicBool>
                 } else {
                     "market.trade"
                 },
-                format!("{}:{}", p.name.exchange, p.name.symbol),
+                format!("{}:{}", p.exchange, p.symbol),
             ),
             None => ("market.book", String::new()),
         };

@@ -569,7 +569,7 @@ pub fn produce(files: &[PathBuf], connection: &Connection, topic: Option<&str>) 
             let parsed = parse(&line).ok();
             let key = parsed
                 .as_ref()
-                .map(|p| format!("{}:{}", p.name.exchange, p.name.symbol));
+                .map(|p| format!("{}:{}", p.exchange, p.symbol));
             let target = match (topic, parsed.as_ref().map(|p| &p.event.body)) {
                 (Some(t), _) => t,
                 (None, Some(Body::Trade(_))) => "market.trade",

@@ -68,23 +68,23 @@ pub fn candles<'s>(
                 }
             }
             for ((sym, trade), _) in records {
+                let agg = Agg::of(&trade);
                 for (ivl, interval) in config.intervals.iter().enumerate() {
                     let ivl = ivl as u32;
                     let open = trade.ts / interval.ms * interval.ms;
                     let closes = (open + interval.ms).div_ceil(g) * g;
                     let candles = series.entry((sym, ivl)).or_default();
-                    let old = candles.get(&open).cloned();
                     before
                         .entry((sym, ivl, open))
-                        .or_insert_with(|| old.clone());
+                        .or_insert_with(|| candles.get(&open).cloned());
                     match candles.get_mut(&open) {
-                        Some(candle) => candle.agg.merge(&Agg::of(&trade)),
+                        Some(candle) => candle.agg.merge(&agg),
                         None => {
                             held += 1;
                             candles.insert(
                                 open,
                                 Candle {
-                                    agg: Agg::of(&trade),
+                                    agg: agg.clone(),
                                     closed: closes <= time,
                                 },
                             );

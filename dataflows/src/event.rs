@@ -66,13 +66,26 @@ pub struct Trade {
     pub side: TradeSide,
 }
 
-/// A parsed line: the event and the names of its symbol.
+/// A parsed line: the event and the names of its symbol (borrowed from the line when it can be:
+/// the names are only needed the first time a symbol is seen).
 #[derive(Clone, Debug)]
-pub struct Parsed {
+pub struct Parsed<'a> {
     /// The event.
     pub event: Event,
-    /// Exchange and symbol as written.
-    pub name: SymbolName,
+    /// Exchange as written.
+    pub exchange: Cow<'a, str>,
+    /// Symbol as written.
+    pub symbol: Cow<'a, str>,
+}
+
+impl Parsed<'_> {
+    /// The symbol's names, owned.
+    pub fn name(&self) -> SymbolName {
+        SymbolName {
+            exchange: self.exchange.as_ref().into(),
+            symbol: self.symbol.as_ref().into(),
+        }
+    }
 }
 
 impl Event {
@@ -116,7 +129,8 @@ pub enum ParseError {
     BadSide(String),
 }
 
-#[derive(Deserialize)]
+/// The fields of a line as JSON gives them, before any check of their values.
+#[derive(Debug, Default, PartialEq, Deserialize)]
 struct Raw<'a> {
     #[serde(rename = "type", borrow)]
     kind: Option<Cow<'a, str>>,
@@ -202,8 +216,11 @@ fn levels(
 }
 
 /// Parses one input line (CONTRACT section 1).
-pub fn parse(line: &str) -> Result<Parsed, ParseError> {
-    let raw: Raw<'_> = serde_json::from_str(line).map_err(|e| diagnose(line, e))?;
+pub fn parse(line: &str) -> Result<Parsed<'_>, ParseError> {
+    let raw: Raw<'_> = match fast::raw(line) {
+        Some(raw) => raw,
+        None => serde_json::from_str(line).map_err(|e| diagnose(line, e))?,
+    };
     let kind = raw.kind.ok_or(ParseError::Missing("type"))?;
     if !matches!(&*kind, "snapshot" | "book" | "trade") {
         return Err(ParseError::UnknownType(kind.into_owned()));
@@ -259,11 +276,175 @@ pub fn parse(line: &str) -> Result<Parsed, ParseError> {
             ts,
             body,
         },
-        name: SymbolName {
-            exchange: exchange.into_owned(),
-            symbol: symbol.into_owned(),
-        },
+        exchange,
+        symbol,
     })
+}
+
+/// A scanner for the shape nearly every line has: one object of the contract's fields, strings
+/// without escapes, integers, level arrays of string pairs. It returns `None` for anything else
+/// (escapes, `null`, floats, unknown or repeated keys, malformed JSON), and the caller falls back
+/// to `serde_json`; when it returns a [`Raw`], it is the one `serde_json` would produce (a property
+/// test checks this). It exists for speed: the generic deserializer was about 10% of the job.
+mod fast {
+    use std::borrow::Cow;
+
+    use super::Raw;
+
+    struct Scan<'a> {
+        text: &'a str,
+        at: usize,
+    }
+
+    impl<'a> Scan<'a> {
+        fn peek(&self) -> Option<u8> {
+            self.text.as_bytes().get(self.at).copied()
+        }
+
+        fn ws(&mut self) {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.at += 1;
+            }
+        }
+
+        /// Skips whitespace, then consumes `b`.
+        fn eat(&mut self, b: u8) -> Option<()> {
+            self.ws();
+            (self.peek()? == b).then(|| self.at += 1)
+        }
+
+        /// A string without escapes or control characters.
+        fn str(&mut self) -> Option<&'a str> {
+            self.eat(b'"')?;
+            let start = self.at;
+            let bytes = self.text.as_bytes();
+            loop {
+                match *bytes.get(self.at)? {
+                    b'"' => break,
+                    b'\\' => return None,
+                    c if c < 0x20 => return None,
+                    _ => self.at += 1,
+                }
+            }
+            let s = &self.text[start..self.at];
+            self.at += 1;
+            Some(s)
+        }
+
+        /// An integer as JSON writes it (no leading zeros), not followed by a fraction or exponent.
+        fn int(&mut self) -> Option<(bool, u64)> {
+            self.ws();
+            let negative = self.peek() == Some(b'-');
+            if negative {
+                self.at += 1;
+            }
+            let start = self.at;
+            let mut n: u64 = 0;
+            while let Some(d @ b'0'..=b'9') = self.peek() {
+                n = n.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+                self.at += 1;
+            }
+            let digits = self.at - start;
+            if digits == 0 || (digits > 1 && self.text.as_bytes()[start] == b'0') {
+                return None;
+            }
+            // A fraction or exponent makes a float, and so does `-0`, for serde_json.
+            if matches!(self.peek(), Some(b'.' | b'e' | b'E')) || (negative && n == 0) {
+                return None;
+            }
+            Some((negative, n))
+        }
+
+        fn levels(&mut self) -> Option<Vec<(Cow<'a, str>, Cow<'a, str>)>> {
+            self.eat(b'[')?;
+            let mut out = Vec::new();
+            self.ws();
+            if self.peek() == Some(b']') {
+                self.at += 1;
+                return Some(out);
+            }
+            loop {
+                self.eat(b'[')?;
+                let price = self.str()?;
+                self.eat(b',')?;
+                let qty = self.str()?;
+                self.eat(b']')?;
+                out.push((Cow::Borrowed(price), Cow::Borrowed(qty)));
+                self.ws();
+                match self.peek()? {
+                    b',' => self.at += 1,
+                    b']' => {
+                        self.at += 1;
+                        return Some(out);
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+        match slot {
+            Some(_) => None,
+            None => {
+                *slot = Some(value);
+                Some(())
+            }
+        }
+    }
+
+    /// See the module doc.
+    pub(super) fn raw(line: &str) -> Option<Raw<'_>> {
+        let mut scan = Scan { text: line, at: 0 };
+        let mut raw = Raw::default();
+        scan.eat(b'{')?;
+        scan.ws();
+        if scan.peek() != Some(b'}') {
+            loop {
+                let key = scan.str()?;
+                scan.eat(b':')?;
+                match key {
+                    "type" => set(&mut raw.kind, Cow::Borrowed(scan.str()?))?,
+                    "exchange" => set(&mut raw.exchange, Cow::Borrowed(scan.str()?))?,
+                    "symbol" => set(&mut raw.symbol, Cow::Borrowed(scan.str()?))?,
+                    "id" => set(&mut raw.id, Cow::Borrowed(scan.str()?))?,
+                    "price" => set(&mut raw.price, Cow::Borrowed(scan.str()?))?,
+                    "qty" => set(&mut raw.qty, Cow::Borrowed(scan.str()?))?,
+                    "side" => set(&mut raw.side, Cow::Borrowed(scan.str()?))?,
+                    "ts" => {
+                        let (negative, n) = scan.int()?;
+                        let n = i64::try_from(n).ok()?;
+                        set(&mut raw.ts, if negative { -n } else { n })?
+                    }
+                    "seq" | "prev_seq" => {
+                        let (negative, n) = scan.int()?;
+                        if negative {
+                            return None;
+                        }
+                        let slot = if key == "seq" {
+                            &mut raw.seq
+                        } else {
+                            &mut raw.prev_seq
+                        };
+                        set(slot, n)?
+                    }
+                    "bids" => set(&mut raw.bids, scan.levels()?)?,
+                    "asks" => set(&mut raw.asks, scan.levels()?)?,
+                    _ => return None,
+                }
+                scan.ws();
+                match scan.peek()? {
+                    b',' => scan.at += 1,
+                    b'}' => break,
+                    _ => return None,
+                }
+                scan.ws();
+            }
+        }
+        scan.at += 1;
+        scan.ws();
+        (scan.at == line.len()).then_some(raw)
+    }
 }
 
 #[cfg(test)]
@@ -273,7 +454,7 @@ mod tests {
     #[test]
     fn parses_the_contract_example() {
         let p = parse(r#"{"type":"book","exchange":"binance","symbol":"BTCUSDT","ts":1700000000123,"seq":1001,"bids":[["37000.10","1.25"]],"asks":[["37001.00","0"]]}"#).unwrap();
-        assert_eq!(p.name.symbol, "BTCUSDT");
+        assert_eq!(p.symbol, "BTCUSDT");
         assert_eq!(p.event.ts, 1_700_000_000_123);
         match p.event.body {
             Body::Book {
@@ -293,6 +474,105 @@ mod tests {
                 assert_eq!((seq, prev_seq), (Some(1001), None));
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    use proptest::prelude::*;
+
+    /// JSON texts of field values that are neither what the contract asks for nor plain: what the
+    /// fast path must hand over to `serde_json` (or read exactly as it does).
+    fn odd_value() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            r#""a\"b""#,
+            "\"caf\u{e9}\"",
+            r#""""#,
+            "null",
+            "true",
+            "1.5",
+            "1e3",
+            "007",
+            "-0",
+            "-12",
+            "18446744073709551615",
+            "18446744073709551616",
+            "9223372036854775808",
+            "[]",
+            r#"[[ "3" , "0" ]]"#,
+            r#"[["1",2]]"#,
+            r#"[["1"]]"#,
+            "{}",
+        ])
+        .prop_map(str::to_string)
+    }
+
+    /// A value of the type the key needs (mostly), or an odd one.
+    fn value(key: &'static str) -> BoxedStrategy<String> {
+        let typed = match key {
+            "ts" => any::<i64>().prop_map(|n| n.to_string()).boxed(),
+            "seq" | "prev_seq" => any::<u64>().prop_map(|n| n.to_string()).boxed(),
+            "bids" | "asks" => prop::collection::vec(("[0-9.]{1,5}", "[0-9.]{1,5}"), 0..4)
+                .prop_map(|levels| {
+                    let levels: Vec<String> = levels
+                        .iter()
+                        .map(|(p, q)| format!("[\"{p}\",\"{q}\"]"))
+                        .collect();
+                    format!("[{}]", levels.join(","))
+                })
+                .boxed(),
+            _ => "[a-zA-Z0-9.]{0,6}".prop_map(|s| format!("\"{s}\"")).boxed(),
+        };
+        prop_oneof![4 => typed, 1 => odd_value()].boxed()
+    }
+
+    /// Object members: known keys in any order, sometimes repeated or unknown.
+    fn members() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+        let keys = vec![
+            "type", "exchange", "symbol", "ts", "bids", "asks", "seq", "prev_seq", "id", "price",
+            "qty", "side",
+        ];
+        let extra = prop::sample::select(vec!["ts", "symbol", "bids", "other"]);
+        (
+            prop::sample::subsequence(keys, 0..=12).prop_shuffle(),
+            prop::option::weighted(0.1, extra),
+        )
+            .prop_flat_map(|(mut keys, extra)| {
+                keys.extend(extra);
+                keys.into_iter()
+                    .map(|k| (Just(k), value(k)))
+                    .collect::<Vec<_>>()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+        /// Whenever the fast path reads a line, `serde_json` reads the same fields from it.
+        #[test]
+        fn the_fast_path_agrees_with_serde(
+            fields in members(),
+            space in prop::sample::select(vec!["", " ", "\t", " \r\n "]),
+            tail in prop::sample::select(vec!["", "", "", " ", "x", ",", "}"]),
+        ) {
+            let body: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{space}\"{k}\"{space}:{space}{v}{space}"))
+                .collect();
+            let line = format!("{space}{{{}}}{tail}", body.join(","));
+            if let Some(fast) = fast::raw(&line) {
+                let slow: Raw<'_> = serde_json::from_str(&line).expect("serde reads what the fast path reads");
+                prop_assert_eq!(fast, slow, "{}", line);
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_path_reads_the_usual_lines() {
+        for line in [
+            r#"{"type":"book","exchange":"binance","symbol":"BTCUSDT","ts":1700000000123,"seq":1001,"prev_seq":1000,"bids":[["37000.10","1.25"]],"asks":[]}"#,
+            r#"{"type":"snapshot","exchange":"synth","symbol":"S000USDT","ts":1,"seq":1,"bids":[["1","2"],["3","4"]],"asks":[["5","6"]]}"#,
+            r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"17","price":"1.5","qty":"2","side":"sell"}"#,
+        ] {
+            let fast = fast::raw(line).expect(line);
+            assert_eq!(fast, serde_json::from_str::<Raw<'_>>(line).unwrap());
         }
     }
 

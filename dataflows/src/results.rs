@@ -60,7 +60,7 @@ impl Status {
 }
 
 /// Identifies a result: what a Redis key or a record stands for.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ResultKey {
     /// A book at a resolution.
     Book(Sym, u32),
@@ -68,6 +68,15 @@ pub enum ResultKey {
     Ticker(Sym),
     /// A candle: symbol, interval index, open time.
     Candle(Sym, u32, u64),
+}
+
+impl ResultKey {
+    /// The result's symbol.
+    pub fn sym(&self) -> Sym {
+        match *self {
+            ResultKey::Book(sym, _) | ResultKey::Ticker(sym) | ResultKey::Candle(sym, _, _) => sym,
+        }
+    }
 }
 
 /// The ticker's trade-derived fields.
@@ -297,19 +306,21 @@ impl Record {
         serde_json::from_str(&s).expect("records render as valid JSON")
     }
 
-    /// Sort key inside a batch: kind, exchange, symbol, resolution or interval, open time.
-    pub fn sort_key(&self) -> (u8, &str, &str, u64, u64) {
+    /// The symbol's names.
+    pub fn name(&self) -> &SymbolName {
         match self {
-            Record::Book {
-                name, resolution, ..
-            } => (0, &name.exchange, &name.symbol, u64::from(*resolution), 0),
-            Record::Ticker { name, .. } => (1, &name.exchange, &name.symbol, 0, 0),
-            Record::Candle {
-                name,
-                interval_ms,
-                open_time,
-                ..
-            } => (2, &name.exchange, &name.symbol, *interval_ms, *open_time),
+            Record::Book { name, .. }
+            | Record::Ticker { name, .. }
+            | Record::Candle { name, .. } => name,
+        }
+    }
+
+    /// About how long the record's JSON is, to allocate its buffer once.
+    fn json_capacity(&self) -> usize {
+        match self {
+            Record::Book { bids, asks, .. } => 160 + 48 * (bids.len() + asks.len()),
+            Record::Ticker { .. } => 480,
+            Record::Candle { .. } => 320,
         }
     }
 }
@@ -318,7 +329,7 @@ impl Record {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Change {
     /// Order inside a batch: kind, exchange, symbol, resolution or interval, open time.
-    pub order: (u8, String, String, u64, u64),
+    pub order: (u8, Arc<str>, Arc<str>, u64, u64),
     /// The result's key without prefix (CONTRACT section 4): `book:EX:SYM:R`, `ticker:EX:SYM`,
     /// `candles:EX:SYM:INTERVAL`.
     pub key: String,
@@ -393,7 +404,9 @@ struct State {
     /// Symbols that have had a trade: they have a ticker from then on.
     traded: BTreeSet<Sym>,
     candles: HashMap<CandleKey, Candle>,
-    published: HashMap<ResultKey, Record>,
+    /// Every published result that still exists, with what decides whether it changed and is not
+    /// an update of its own: a book's sequence number and status (see [`assemble`]).
+    published: HashMap<ResultKey, Option<(Option<u64>, Status)>>,
 }
 
 impl State {
@@ -427,17 +440,24 @@ impl State {
         }
     }
 
+    /// A book's sequence number and status, if the book exists (has its sequence state and names).
+    fn book_head(&self, sym: Sym) -> Option<(Option<u64>, Status)> {
+        let meta = self.meta.get(&sym)?;
+        self.names.get(&sym)?;
+        let bbo = self.bbo.get(&sym).cloned().unwrap_or_default();
+        let status = match (bbo.bid, bbo.ask) {
+            _ if meta.stale => Status::Stale,
+            (Some(b), Some(a)) if b >= a => Status::Crossed,
+            _ => Status::Ok,
+        };
+        Some((meta.seq, status))
+    }
+
     fn record(&self, key: &ResultKey, config: &Config) -> Option<Record> {
         match *key {
             ResultKey::Book(sym, resolution) => {
-                let meta = self.meta.get(&sym)?;
+                let (seq, status) = self.book_head(sym)?;
                 let name = self.names.get(&sym)?.clone();
-                let bbo = self.bbo.get(&sym).cloned().unwrap_or_default();
-                let status = match (bbo.bid, bbo.ask) {
-                    _ if meta.stale => Status::Stale,
-                    (Some(b), Some(a)) if b >= a => Status::Crossed,
-                    _ => Status::Ok,
-                };
                 let side = |s| {
                     self.sides
                         .get(&(sym, resolution, s))
@@ -447,7 +467,7 @@ impl State {
                 Some(Record::Book {
                     name,
                     resolution,
-                    seq: meta.seq,
+                    seq,
                     status,
                     bids: side(Side::Bid),
                     asks: side(Side::Ask),
@@ -536,38 +556,62 @@ fn assemble<'s>(
         move |time, mut updates, _timers, out: &mut Vec<(Change, u64)>| {
             // Retractions first, so `-old +new` of one key in one timestamp leaves `new`.
             updates.sort_by_key(|(_, _, r)| *r);
-            let mut touched: BTreeSet<ResultKey> = BTreeSet::new();
+            // Every stage emits a change of a component only when its value changes, so a
+            // result built from an updated component changed; a book also changes when its
+            // sequence number or status does (from its meta or best prices).
+            let mut touched: Vec<ResultKey> = Vec::new();
+            let mut dirty_sides: Vec<(Sym, u32)> = Vec::new();
             for (c, _, diff) in updates {
                 match &c {
                     Component::Name(..) => {}
-                    Component::Side((sym, _, _), _)
-                    | Component::Meta(sym, _)
-                    | Component::Bbo(sym, _) => {
+                    Component::Side((sym, r, _), _) => {
+                        touched.push(ResultKey::Book(*sym, *r));
+                        dirty_sides.push((*sym, *r));
+                    }
+                    Component::Meta(sym, _) => {
                         touched.extend(resolutions.iter().map(|&r| ResultKey::Book(*sym, r)));
-                        touched.insert(ResultKey::Ticker(*sym));
                     }
-                    Component::Ticker(sym, _) => {
-                        touched.insert(ResultKey::Ticker(*sym));
+                    Component::Bbo(sym, _) => {
+                        touched.extend(resolutions.iter().map(|&r| ResultKey::Book(*sym, r)));
+                        touched.push(ResultKey::Ticker(*sym));
                     }
+                    Component::Ticker(sym, _) => touched.push(ResultKey::Ticker(*sym)),
                     Component::Candle((sym, ivl, open), _) => {
-                        touched.insert(ResultKey::Candle(*sym, *ivl, *open));
+                        touched.push(ResultKey::Candle(*sym, *ivl, *open));
                     }
                 }
                 state.apply(c, diff);
             }
+            touched.sort_unstable();
+            touched.dedup();
+            dirty_sides.sort_unstable();
+            dirty_sides.dedup();
             for key in touched {
+                let head = match key {
+                    ResultKey::Book(sym, _) => state.book_head(sym),
+                    _ => None,
+                };
+                let changed = match (key, state.published.get(&key)) {
+                    (_, None) => true,
+                    (ResultKey::Book(sym, r), Some(published)) => {
+                        head != *published || dirty_sides.binary_search(&(sym, r)).is_ok()
+                    }
+                    (_, Some(_)) => true,
+                };
+                if !changed {
+                    continue;
+                }
                 match state.record(&key, &config) {
                     Some(record) => {
-                        if state.published.get(&key) != Some(&record) {
-                            let mut json = String::with_capacity(256);
-                            record.write_json(time, &mut json);
-                            out.push((change(&record, Some(json)), time));
-                            state.published.insert(key, record);
-                        }
+                        let mut json = String::with_capacity(record.json_capacity());
+                        record.write_json(time, &mut json);
+                        out.push((change(&key, record.name(), &config, Some(json)), time));
+                        state.published.insert(key, head);
                     }
                     None => {
-                        if let Some(record) = state.published.remove(&key) {
-                            out.push((change(&record, None), time));
+                        let name = state.names.get(&key.sym()).cloned();
+                        if let (Some(_), Some(name)) = (state.published.remove(&key), name) {
+                            out.push((change(&key, &name, &config, None), time));
                         }
                     }
                 }
@@ -577,23 +621,31 @@ fn assemble<'s>(
     )
 }
 
-/// The key, score and order of a record, with its rendering.
-fn change(record: &Record, json: Option<String>) -> Change {
-    let (kind, exchange, symbol, sub, open) = record.sort_key();
-    let (key, score) = match record {
-        Record::Book { resolution, .. } => (format!("book:{exchange}:{symbol}:{resolution}"), None),
-        Record::Ticker { .. } => (format!("ticker:{exchange}:{symbol}"), None),
-        Record::Candle {
-            interval,
-            open_time,
-            ..
-        } => (
-            format!("candles:{exchange}:{symbol}:{interval}"),
-            Some(*open_time),
+/// A changed result: its key, score and order, with its rendering (`None`: it no longer exists).
+fn change(key: &ResultKey, name: &SymbolName, config: &Config, json: Option<String>) -> Change {
+    let (exchange, symbol) = (&name.exchange, &name.symbol);
+    let (kind, sub, open, key, score) = match *key {
+        ResultKey::Book(_, resolution) => (
+            0,
+            u64::from(resolution),
+            0,
+            format!("book:{exchange}:{symbol}:{resolution}"),
+            None,
         ),
+        ResultKey::Ticker(_) => (1, 0, 0, format!("ticker:{exchange}:{symbol}"), None),
+        ResultKey::Candle(_, ivl, open_time) => {
+            let interval = &config.intervals[ivl as usize];
+            (
+                2,
+                interval.ms,
+                open_time,
+                format!("candles:{exchange}:{symbol}:{}", interval.name),
+                Some(open_time),
+            )
+        }
     };
     Change {
-        order: (kind, exchange.to_string(), symbol.to_string(), sub, open),
+        order: (kind, exchange.clone(), symbol.clone(), sub, open),
         key,
         score,
         json,

@@ -421,7 +421,7 @@ fn read_line(
         Ok(parsed) => parsed,
         Err(err) => return dead(err.to_string(), line),
     };
-    let event = parsed.event;
+    let event = &parsed.event;
     match reader
         .stamper
         .stamp(event.sym, event.ts, event.is_book(), floor)
@@ -436,12 +436,15 @@ fn read_line(
                 batch
                     .entry(floor)
                     .or_default()
-                    .push(SourceRecord::Name(event.sym, parsed.name));
+                    .push(SourceRecord::Name(event.sym, parsed.name()));
             }
             batch
                 .entry(time)
                 .or_default()
-                .push(SourceRecord::Event(Stamped { pos, event }));
+                .push(SourceRecord::Event(Stamped {
+                    pos,
+                    event: parsed.event,
+                }));
             time
         }
     }

@@ -11,10 +11,11 @@
 //!      (one capability, a timer) and released only when that timestamp completes, so no
 //!      arrangement ever holds future updates. A trade already outside the window when it
 //!      arrives never enters it.
-//! 2. [`aggregate`]: `reduce` per (symbol, second), then per (symbol, minute) over those
-//!    aggregates, then per (symbol, hour), then per symbol. A change re-reads one second's trades,
-//!    60 seconds, 60 minutes and at most `window / 1h + 1` hours: the work per update does not grow
-//!    with the number of trades in the window.
+//! 2. [`aggregate`]: `reduce` per (symbol, 100 ms), then per (symbol, second) over those
+//!    aggregates, then per (symbol, minute), per (symbol, hour), and per symbol. A change re-reads
+//!    one 100 ms bucket's trades, 10 tenths, 60 seconds, 60 minutes and at most `window / 1h + 1`
+//!    hours: the work per update does not grow with the number of trades in the window, and with
+//!    fine marks (10 ms) a busy symbol's second is not re-folded trade by trade at every mark.
 //!
 //! Output: `(sym, Agg)` for every symbol with at least one trade in the window. Fields derived
 //! from it (vwap, change, bid/ask) are computed where the record is built ([`crate::results`]).
@@ -117,20 +118,22 @@ pub fn window<'s>(
     }
 }
 
-/// Aggregates the window per symbol, through second, minute and hour buckets.
+/// Aggregates the window per symbol, through 100 ms, second, minute and hour buckets.
 pub fn aggregate<'s>(
     window: VecCollection<'s, u64, (Sym, TradeRec), isize>,
 ) -> VecCollection<'s, u64, (Sym, Agg), isize> {
     window
-        .map(|(sym, rec)| ((sym, rec.ts / 1_000), rec))
+        .map(|(sym, rec)| ((sym, rec.ts / 100), rec))
         .reduce_named(
-            "TickerSeconds",
+            "TickerTenths",
             |_key, input: &[(&TradeRec, isize)], output| {
                 if let Some(agg) = Agg::fold(input.iter().map(|(r, n)| (*r, *n)), Agg::of) {
                     output.push((agg, 1));
                 }
             },
         )
+        .map(|((sym, tenth), agg)| ((sym, tenth / 10), agg))
+        .reduce_named("TickerSeconds", merge::<(Sym, u64)>)
         .map(|((sym, second), agg)| ((sym, second / 60), agg))
         .reduce_named("TickerMinutes", merge::<(Sym, u64)>)
         .map(|((sym, minute), agg)| ((sym, minute / 60), agg))

@@ -85,6 +85,7 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
                     continue;
                 }
             };
+            let name = parsed.name();
             let ev = parsed.event;
             let is_book = ev.is_book();
             if !is_book && max_ts.is_some_and(|m| ev.ts + span <= m) {
@@ -103,7 +104,7 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
                 last_book.insert(ev.sym, time);
             }
             max_ts = Some(max_ts.map_or(ev.ts, |m| m.max(ev.ts)));
-            names.entry(ev.sym).or_insert(parsed.name);
+            names.entry(ev.sym).or_insert(name);
             events.push(Ev {
                 time,
                 pos: (input as u32, offset as u64),
@@ -341,7 +342,7 @@ fn state_at(
                 .map(|(p, q)| (Price::from_decimal(p), Qty::from_decimal(q)))
                 .collect();
             out.insert(
-                Key::Book(name.exchange.clone(), name.symbol.clone(), r),
+                Key::Book(name.exchange.to_string(), name.symbol.to_string(), r),
                 Record::Book {
                     name: name.clone(),
                     resolution: r,
@@ -382,7 +383,7 @@ fn state_at(
         });
         let bbo = books.get(&sym).map(bbo_of).unwrap_or_default();
         out.insert(
-            Key::Ticker(name.exchange.clone(), name.symbol.clone()),
+            Key::Ticker(name.exchange.to_string(), name.symbol.to_string()),
             Record::Ticker {
                 name: name.clone(),
                 stats,
@@ -404,8 +405,8 @@ fn state_at(
                 let agg = summarize(&ts).expect("a candle has trades");
                 out.insert(
                     Key::Candle(
-                        name.exchange.clone(),
-                        name.symbol.clone(),
+                        name.exchange.to_string(),
+                        name.symbol.to_string(),
                         interval.ms,
                         open_time,
                     ),
