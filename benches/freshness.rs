@@ -8,7 +8,9 @@
 //! "arrival to visible", which adds the wait for the event's timestamp to end: up to one
 //! granularity). The default lateness is 1,000 ms, so about 1,000 ms of either is the watermark's
 //! wait by design. Arguments after RATE and SECONDS go to `tampines run` (e.g. `--granularity-ms
-//! 10`). Prints p50/p99/max and the keys written.
+//! 10`; `-w N` replaces the default `-w 2`). Prints p50/p99/max and the keys written;
+//! `FRESHNESS_MARKS=FILE` also writes one line per visible mark (ms since start, mark, freshness,
+//! keys) to see when the slow ones happened.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -84,6 +86,15 @@ fn main() {
         .read_line(&mut line)
         .unwrap();
     let bootstrap = line.trim().trim_start_matches("bootstrap=").to_string();
+    // Two workers unless the arguments say otherwise.
+    let workers: &[&str] = if extra
+        .iter()
+        .any(|a| a == "-w" || a.starts_with("--workers"))
+    {
+        &[]
+    } else {
+        &["-w", "2"]
+    };
     let _job = Kill(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args([
@@ -92,14 +103,13 @@ fn main() {
                 &bootstrap,
                 "--redis",
                 &url,
-                "-w",
-                "2",
                 "--idle-ms",
                 "500",
                 "--start",
                 "latest",
             ])
             .args(&extra)
+            .args(workers)
             .env(
                 "RUST_LOG",
                 std::env::var("FRESHNESS_LOG").unwrap_or_else(|_| "warn".into()),
@@ -202,6 +212,7 @@ fn main() {
             (sent, pauses)
         })
     };
+    let mut trace: Vec<(u128, u64, u64, u64)> = Vec::new();
     while start.elapsed() < Duration::from_secs(seconds + 3) {
         waiting.extend(sent_times.lock().unwrap().drain(..));
         // Newly visible marks: their freshness.
@@ -249,6 +260,7 @@ fn main() {
                         let measured = start.elapsed() > Duration::from_secs(3);
                         if measured {
                             freshness.push(seen.saturating_sub(t));
+                            trace.push((start.elapsed().as_millis(), t, seen.saturating_sub(t), n));
                         }
                         while let Some(&ts) = waiting.front() {
                             if ts.div_ceil(granularity) * granularity > t {
@@ -266,6 +278,14 @@ fn main() {
         }
     }
     let (sent, mut pauses) = producing.join().expect("producer");
+    // FRESHNESS_MARKS=FILE: one line per visible mark (ms since start, mark, freshness, keys).
+    if let Ok(path) = std::env::var("FRESHNESS_MARKS") {
+        let lines: Vec<String> = trace
+            .iter()
+            .map(|(at, t, f, n)| format!("{at} {t} {f} {n}"))
+            .collect();
+        let _ = std::fs::write(path, lines.join("\n"));
+    }
     freshness.sort_unstable();
     per_event.sort_unstable();
     let pct = |v: &[u64], p: f64| {
