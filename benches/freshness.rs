@@ -63,18 +63,17 @@ fn main() {
     let rate: u64 = args.first().and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
     let extra: Vec<String> = args.iter().skip(2).cloned().collect();
-    let lateness: u64 = extra
-        .iter()
-        .position(|a| a == "--lateness-ms")
-        .and_then(|i| extra.get(i + 1))
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(1_000);
-    let granularity: u64 = extra
-        .iter()
-        .position(|a| a == "--granularity-ms")
-        .and_then(|i| extra.get(i + 1))
-        .and_then(|g| g.parse().ok())
-        .unwrap_or(100);
+    // The run options the measure needs to know, with the job's defaults.
+    let option = |name: &str, default: u64| -> u64 {
+        extra
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| extra.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let lateness = option("--lateness-ms", 1_000);
+    let granularity = option("--granularity-ms", 100);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -70,6 +70,10 @@ fn expected(state: &BTreeMap<String, Value>, frontier: u64) -> String {
 /// Runs `strategy` (a command reading the Redis at the URL it is given) WHILE the job replays a
 /// generated market into that Redis; every line it prints must be exactly the state of the job's
 /// NDJSON output at the frontier the line names: no snapshot ever mixes two marks.
+/// One example test at a time: the Rust one builds its example first, which must not eat the
+/// other's deadline on a 2-core machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn check_strategy(name: &str, strategy: impl FnOnce(&str) -> Command) {
     let dir = scratch(name);
     let events = dir.join("events.ndjson");
@@ -177,9 +181,12 @@ fn rust_example() -> PathBuf {
         ])
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", target_dir);
-    if profile_dir.file_name().is_some_and(|p| p == "release") {
-        build.arg("--release");
-    }
+    // The profile that built this test: its directory is named after it, except `dev` (debug).
+    let profile = match profile_dir.file_name().and_then(|p| p.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    build.args(["--profile", profile]);
     let status = build.status().expect("run cargo build --example strategy");
     assert!(status.success(), "cargo build --example strategy: {status}");
     let exe = profile_dir.join("examples/strategy");
@@ -189,6 +196,7 @@ fn rust_example() -> PathBuf {
 
 #[test]
 fn rust_strategy_reads_consistent_snapshots() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let exe = rust_example();
     check_strategy("example_rust", |url| {
         let mut c = Command::new(&exe);
@@ -212,6 +220,7 @@ fn python() -> &'static str {
 
 #[test]
 fn python_strategy_reads_consistent_snapshots() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let python = python();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/strategy.py");
     check_strategy("example_python", |url| {

@@ -5,8 +5,11 @@
 //!
 //! 1. `assemble` runs on every worker, over the components of the symbols it owns (exchanged by
 //!    symbol). Per complete timestamp it applies the updates to the current value of every
-//!    component, rebuilds the records of the symbols and candles they touch, and renders those
-//!    whose value (all but `ts`) differs from what it last published: rendering is parallel.
+//!    component and renders the records whose value (all but `ts`) changed: rendering is
+//!    parallel. Every stage emits a component change only when the component's value changes,
+//!    so a record changed when one of its components was updated, except a book, which also
+//!    depends on its sequence number and status (from meta and best prices): those are compared
+//!    with what was last published.
 //! 2. `gather` runs on worker 0: it collects the rendered [`Change`]s of a complete timestamp from
 //!    all workers into one [`Published`] batch, sorted (kind, exchange, symbol, resolution or
 //!    interval, open time) so the output does not depend on the number of workers, and adds the
