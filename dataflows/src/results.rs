@@ -590,16 +590,18 @@ fn assemble<'s>(
             dirty_sides.sort_unstable();
             dirty_sides.dedup();
             for key in touched {
+                // Only a book can be touched without changing (its meta or best prices moved
+                // but neither its seq, its status nor its own sides).
                 let head = match key {
                     ResultKey::Book(sym, _) => state.book_head(sym),
                     _ => None,
                 };
-                let changed = match (key, state.published.get(&key)) {
-                    (_, None) => true,
-                    (ResultKey::Book(sym, r), Some(published)) => {
-                        head != *published || dirty_sides.binary_search(&(sym, r)).is_ok()
+                let changed = match key {
+                    ResultKey::Book(sym, r) => {
+                        state.published.get(&key) != Some(&head)
+                            || dirty_sides.binary_search(&(sym, r)).is_ok()
                     }
-                    (_, Some(_)) => true,
+                    _ => true,
                 };
                 if !changed {
                     continue;
