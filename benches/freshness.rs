@@ -145,7 +145,10 @@ fn main() {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         // Batches of 5 ms: tiny batches made the mock broker (librdkafka's, 2 cores) the bottleneck.
-        .set("linger.ms", "5")
+        .set(
+            "linger.ms",
+            std::env::var("FRESHNESS_LINGER_MS").unwrap_or_else(|_| "5".into()),
+        )
         .create()
         .unwrap();
     let mut redis = loop {

@@ -174,7 +174,14 @@ where
     D: Fn() -> Result<Option<Box<dyn DeadLetterSink>>> + Send + Sync + 'static,
 {
     let stats = Arc::new(Stats::default());
-    let logging_arrangements = settings.metrics_addr.is_some();
+    let operator_logging = crate::metrics::OperatorLogging {
+        arrangements: settings.metrics_addr.is_some(),
+        // A diagnostic, deliberately not an option: which operator stalls the live path.
+        slow: std::env::var("TAMPINES_SLOW_OPERATOR_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis),
+    };
     if let Some(addr) = &settings.metrics_addr {
         metrics().attach(stats.clone(), labels);
         serve(addr, settings.process)?;
@@ -270,9 +277,7 @@ where
         let failure = worker_failure.clone();
         // With Redis, inputs count as done once Redis holds their results.
         let durable = redis.as_ref().map(|_| worker_sink_state.clone());
-        if logging_arrangements {
-            crate::metrics::log_arrangements(worker);
-        }
+        crate::metrics::log_operators(worker, operator_logging);
         worker.dataflow::<u64, _, _>(|scope| {
             let source = tampines_dataflows::source::source(scope, inputs, idle, config.clone(), stats.clone());
             let outputs = tampines_dataflows::build(source, config, stats);

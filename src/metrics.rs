@@ -384,29 +384,75 @@ pub fn dataflow_of(operator: &str) -> &'static str {
     }
 }
 
-/// Counts arrangement records per dataflow from differential's logging (call before building
-/// the dataflow, on every worker, only when metrics are served: logging costs a little).
+/// What [`log_operators`] watches.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OperatorLogging {
+    /// Count arrangement records per dataflow (the `tampines_arrangement_records` gauge).
+    pub arrangements: bool,
+    /// Log (warn) every operator activation that runs longer than this: what stalls the live
+    /// path (`TAMPINES_SLOW_OPERATOR_MS`).
+    pub slow: Option<Duration>,
+}
+
+/// Installs timely's and differential's loggers for `what` (call before building the dataflow, on
+/// every worker; logging costs a little, so only when asked: metrics served, or a slow-operator
+/// threshold set).
 ///
-/// Records are kept per operator and summed per dataflow at every flush, so batches logged
-/// before their operator's name arrives are attributed once it does.
-pub fn log_arrangements(worker: &mut timely::worker::Worker) {
+/// Arrangement records are kept per operator and summed per dataflow at every flush, so batches
+/// logged before their operator's name arrives are attributed once it does.
+pub fn log_operators(worker: &mut timely::worker::Worker, what: OperatorLogging) {
     use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
     use std::cell::RefCell;
     use std::rc::Rc;
-    use timely::logging::{TimelyEvent, TimelyEventBuilder};
+    use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
+    if !what.arrangements && what.slow.is_none() {
+        return;
+    }
     let index = worker.index().to_string();
     let Some(mut registry) = worker.log_register() else {
         return;
     };
-    let names: Rc<RefCell<HashMap<usize, &'static str>>> = Rc::default();
+    // Operator id -> name; one "timely" logger (a second one would replace the first).
+    let names: Rc<RefCell<HashMap<usize, String>>> = Rc::default();
     let seen = names.clone();
+    let mut started: HashMap<usize, Duration> = HashMap::new();
+    let worker_index = index.clone();
     registry.insert::<TimelyEventBuilder, _>("timely", move |_, data| {
-        for (_, event) in data.iter().flatten() {
-            if let TimelyEvent::Operates(op) = event {
-                seen.borrow_mut().insert(op.id, dataflow_of(&op.name));
+        for (at, event) in data.iter().flatten() {
+            match event {
+                TimelyEvent::Operates(op) => {
+                    seen.borrow_mut().insert(op.id, op.name.clone());
+                }
+                TimelyEvent::Schedule(s) => {
+                    let Some(slow) = what.slow else { continue };
+                    match s.start_stop {
+                        StartStop::Start => {
+                            started.insert(s.id, *at);
+                        }
+                        StartStop::Stop => {
+                            let took = started
+                                .remove(&s.id)
+                                .map_or(Duration::ZERO, |b| at.saturating_sub(b));
+                            if took > slow {
+                                let names = seen.borrow();
+                                let operator = names.get(&s.id).map_or("?", String::as_str);
+                                tracing::warn!(
+                                    worker = %worker_index,
+                                    operator,
+                                    ms = took.as_millis() as u64,
+                                    "slow operator activation"
+                                );
+                            }
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     });
+    if !what.arrangements {
+        return;
+    }
     let mut sizes: HashMap<usize, i64> = HashMap::new();
     registry.insert::<DifferentialEventBuilder, _>("differential/arrange", move |_, data| {
         let Some(data) = data else { return };
@@ -428,7 +474,7 @@ pub fn log_arrangements(worker: &mut timely::worker::Worker) {
         let names = names.borrow();
         let mut totals: HashMap<&'static str, i64> = HashMap::new();
         for (operator, size) in &sizes {
-            let dataflow = names.get(operator).copied().unwrap_or("other");
+            let dataflow = names.get(operator).map_or("other", |n| dataflow_of(n));
             *totals.entry(dataflow).or_default() += size;
         }
         for (dataflow, total) in totals {
