@@ -413,33 +413,52 @@ struct State {
 }
 
 impl State {
-    fn apply(&mut self, c: Component, diff: isize) {
-        fn set<K: std::hash::Hash + Eq, V: PartialEq>(
-            map: &mut HashMap<K, V>,
-            k: K,
-            v: V,
-            diff: isize,
-        ) {
-            if diff > 0 {
-                map.insert(k, v);
-            } else if map.get(&k) == Some(&v) {
-                map.remove(&k);
+    /// Forgets the value `c` retracts. Every component collection holds one value per key, and
+    /// the retractions of a timestamp are applied before its insertions, so the stored value is
+    /// the retracted one.
+    fn retract(&mut self, c: &Component) {
+        match c {
+            Component::Name(..) => {}
+            Component::Side(k, _) => {
+                self.sides.remove(k);
+            }
+            Component::Meta(k, _) => {
+                self.meta.remove(k);
+            }
+            Component::Bbo(k, _) => {
+                self.bbo.remove(k);
+            }
+            Component::Ticker(k, _) => {
+                self.ticker.remove(k);
+            }
+            Component::Candle(k, _) => {
+                self.candles.remove(k);
             }
         }
+    }
+
+    /// Stores the value `c` inserts.
+    fn insert(&mut self, c: Component) {
         match c {
             Component::Name(sym, name) => {
                 self.names.entry(sym).or_insert(name);
             }
-            Component::Side(k, v) => set(&mut self.sides, k, v, diff),
-            Component::Meta(k, v) => set(&mut self.meta, k, v, diff),
-            Component::Bbo(k, v) => set(&mut self.bbo, k, v, diff),
-            Component::Ticker(k, v) => {
-                if diff > 0 {
-                    self.traded.insert(k);
-                }
-                set(&mut self.ticker, k, v, diff)
+            Component::Side(k, v) => {
+                self.sides.insert(k, v);
             }
-            Component::Candle(k, v) => set(&mut self.candles, k, v, diff),
+            Component::Meta(k, v) => {
+                self.meta.insert(k, v);
+            }
+            Component::Bbo(k, v) => {
+                self.bbo.insert(k, v);
+            }
+            Component::Ticker(k, v) => {
+                self.traded.insert(k);
+                self.ticker.insert(k, v);
+            }
+            Component::Candle(k, v) => {
+                self.candles.insert(k, v);
+            }
         }
     }
 
@@ -556,16 +575,18 @@ fn assemble<'s>(
         Exchange::new(|(c, _, _): &(Component, u64, isize)| c.sym().0),
         "Assemble",
         |(_, t, _)| *t,
-        move |time, mut updates, _timers, out: &mut Vec<(Change, u64)>| {
-            // Retractions first, so `-old +new` of one key in one timestamp leaves `new`.
-            updates.sort_by_key(|(_, _, r)| *r);
+        move |time, updates, _timers, out: &mut Vec<(Change, u64)>| {
             // Every stage emits a change of a component only when its value changes, so a
             // result built from an updated component changed; a book also changes when its
             // sequence number or status does (from its meta or best prices).
             let mut touched: Vec<ResultKey> = Vec::new();
             let mut dirty_sides: Vec<(Sym, u32)> = Vec::new();
-            for (c, _, diff) in updates {
-                match &c {
+            // Retractions first, so `-old +new` of one key in one timestamp leaves `new`.
+            for (c, _, diff) in &updates {
+                if *diff < 0 {
+                    state.retract(c);
+                }
+                match c {
                     Component::Name(..) => {}
                     Component::Side((sym, r, _), _) => {
                         touched.push(ResultKey::Book(*sym, *r));
@@ -583,7 +604,11 @@ fn assemble<'s>(
                         touched.push(ResultKey::Candle(*sym, *ivl, *open));
                     }
                 }
-                state.apply(c, diff);
+            }
+            for (c, _, diff) in updates {
+                if diff > 0 {
+                    state.insert(c);
+                }
             }
             touched.sort_unstable();
             touched.dedup();
