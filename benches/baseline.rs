@@ -5,7 +5,7 @@
 //! events applied in read order, each timestamp's changed books, tickers and candles rendered with
 //! the same record writer as the dataflow, to a sink that discards them. No sequence checks, no
 //! dead-letter output, no late-event bookkeeping, no parallelism: the cheapest way to produce the
-//! same kind of output, for an honest ratio.
+//! same kind of output, for an honest ratio (with the same allocator as `tampines`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write as _};
@@ -19,6 +19,10 @@ use tampines_dataflows::event::{parse, Body};
 use tampines_dataflows::orderbook::{Bbo, Levels};
 use tampines_dataflows::results::{Record, Status, TickerStats};
 use tampines_dataflows::types::{Price, Qty, Side, Sym, SymbolName};
+
+/// The allocator the `tampines` binary uses, so the ratio compares the implementations.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Default)]
 struct Book {
