@@ -64,7 +64,6 @@ fn config(s: &Setting) -> Config {
         source_batch: s.batch,
         // SYM0 has a configured tick; the others infer theirs from their prices.
         tick_sizes: [(Sym::of("ex", "SYM0"), Price::parse("0.05").unwrap())].into(),
-        ..Config::default()
     }
 }
 
