@@ -416,15 +416,23 @@ pub fn log_operators(worker: &mut timely::worker::Worker, what: OperatorLogging)
     let names: Rc<RefCell<HashMap<usize, String>>> = Rc::default();
     let seen = names.clone();
     let mut started: HashMap<usize, Duration> = HashMap::new();
+    let mut roots: std::collections::HashSet<usize> = Default::default();
     let worker_index = index.clone();
     registry.insert::<TimelyEventBuilder, _>("timely", move |_, data| {
         for (at, event) in data.iter().flatten() {
             match event {
+                // A dataflow is itself an operator (address of length 1) whose activations
+                // span all of its operators': not a culprit, so not watched.
+                TimelyEvent::Operates(op) if op.addr.len() == 1 => {
+                    roots.insert(op.id);
+                }
                 TimelyEvent::Operates(op) => {
                     seen.borrow_mut().insert(op.id, op.name.clone());
                 }
                 TimelyEvent::Schedule(s) => {
-                    let Some(slow) = what.slow else { continue };
+                    let Some(slow) = what.slow.filter(|_| !roots.contains(&s.id)) else {
+                        continue;
+                    };
                     match s.start_stop {
                         StartStop::Start => {
                             started.insert(s.id, *at);

@@ -413,9 +413,10 @@ struct State {
 }
 
 impl State {
-    /// Forgets the value `c` retracts. Every component collection holds one value per key, and
-    /// the retractions of a timestamp are applied before its insertions, so the stored value is
-    /// the retracted one.
+    /// Forgets the value `c` retracts. Every component collection holds at most one value per
+    /// key, and the retractions of a timestamp are applied before its insertions, so the stored
+    /// value is the retracted one, or none at all: a new book retracts the empty best prices it
+    /// never emitted, always together with its first ones.
     fn retract(&mut self, c: &Component) {
         match c {
             Component::Name(..) => {}
