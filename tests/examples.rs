@@ -67,13 +67,13 @@ fn expected(state: &BTreeMap<String, Value>, frontier: u64) -> String {
     )
 }
 
-/// Runs `strategy` (a command reading the Redis at the URL it is given) WHILE the job replays a
-/// generated market into that Redis; every line it prints must be exactly the state of the job's
-/// NDJSON output at the frontier the line names: no snapshot ever mixes two marks.
 /// One example test at a time: the Rust one builds its example first, which must not eat the
 /// other's deadline on a 2-core machine.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Runs `strategy` (a command reading the Redis at the URL it is given) WHILE the job replays a
+/// generated market into that Redis; every line it prints must be exactly the state of the job's
+/// NDJSON output at the frontier the line names: no snapshot ever mixes two marks.
 fn check_strategy(name: &str, strategy: impl FnOnce(&str) -> Command) {
     let dir = scratch(name);
     let events = dir.join("events.ndjson");

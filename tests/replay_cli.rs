@@ -246,6 +246,46 @@ fn json_logs() {
     );
 }
 
+/// `TAMPINES_SLOW_OPERATOR_MS`: with a threshold of 0 every activation is reported, named after
+/// its operator (the stages' names as built), never after the dataflow scope that spans them all;
+/// without it, none is.
+#[test]
+fn slow_operator_activations_are_logged_by_name() {
+    let dir = scratch("replay_slow_operators");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, INPUT).unwrap();
+    let operators = |threshold: Option<&str>| -> std::collections::BTreeSet<String> {
+        let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"));
+        run.args(["--log-format", "json", "replay", input.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .env_remove("TAMPINES_SLOW_OPERATOR_MS");
+        if let Some(t) = threshold {
+            run.env("TAMPINES_SLOW_OPERATOR_MS", t);
+        }
+        let out = run.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["fields"]["message"] == "slow operator activation")
+            .map(|l| l["fields"]["operator"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = operators(Some("0"));
+    for stage in [
+        "Source",
+        "RawBooks",
+        "BookTopLevels",
+        "TradeWindow",
+        "Candles",
+        "Assemble",
+    ] {
+        assert!(all.contains(stage), "{stage} missing from {all:?}");
+    }
+    assert!(!all.contains("Dataflow") && !all.contains("?"), "{all:?}");
+    assert!(operators(None).is_empty());
+}
+
 /// Precedence: command line, then environment, then the file (`--config`).
 #[test]
 fn environment_wins_over_the_config_file() {
