@@ -12,20 +12,28 @@
 //!    - `meta`: `(sym, BookMeta { seq, stale })`, one record per book;
 //!    - `bbo`: `(sym, Bbo)`, the raw best bid and ask, one record per book.
 //! 2. `grouped`: each level mapped to `(sym, resolution, side)` and its group price (bids floor,
-//!    asks ceil to `resolution x tick`). Sizes of a group add up by consolidation.
-//! 3. [`top_levels`]: a `reduce` per `(sym, resolution, side)` keeps the best `depth` groups.
+//!    asks ceil to `resolution x tick`) in book order ([`BookPrice`]: best first on both sides).
+//!    Sizes of a group add up by consolidation.
+//! 3. [`top_levels`]: arranges the groups by `(sym, resolution, side)` and reads the best `depth`
+//!    of every changed side from the arrangement, a prefix of the side's groups.
 //!
 //! Invariants: every level in `levels` has a positive accumulated size; the tick of a symbol is the
 //! configured one or `10^-s`, `s` the most fractional digits among prices of its applied book events.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use differential_dataflow::difference::Semigroup;
+use differential_dataflow::trace::cursor::cursor_list;
+use differential_dataflow::trace::{BatchReader, Cursor, TraceReader};
 use differential_dataflow::{AsCollection, VecCollection};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::{Map, Partition};
+use timely::dataflow::operators::Operator;
+use timely::progress::Antichain;
 use timely::dataflow::StreamVec;
 
 use crate::config::Config;
@@ -372,43 +380,140 @@ pub fn orderbooks<'s>(
     }
 }
 
+/// A group price in book order: on both sides the best comes first (bids descending, asks
+/// ascending), so the top of a side is a prefix of its arrangement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BookPrice {
+    /// The side, which decides the order.
+    pub side: Side,
+    /// The group price.
+    pub price: Price,
+}
+
+impl Ord for BookPrice {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.side
+            .cmp(&other.side)
+            .then_with(|| match self.side {
+                Side::Bid => other.price.cmp(&self.price),
+                Side::Ask => self.price.cmp(&other.price),
+            })
+    }
+}
+
+impl PartialOrd for BookPrice {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// Maps raw levels to their group at every resolution; sizes add up by consolidation.
 pub fn group_levels<'s>(
     levels: VecCollection<'s, u64, LevelKey, Qty>,
     resolutions: &[u32],
-) -> VecCollection<'s, u64, (SideKey, Price), Qty> {
+) -> VecCollection<'s, u64, (SideKey, BookPrice), Qty> {
     let resolutions = resolutions.to_vec();
     levels.flat_map(move |l: LevelKey| {
         resolutions
             .iter()
             .map(|&r| {
                 let step = Price::from_decimal(l.tick.value() * Decimal::from(r));
-                ((l.sym, r, l.side), l.price.group(step, l.side))
+                let price = l.price.group(step, l.side);
+                ((l.sym, r, l.side), BookPrice { side: l.side, price })
             })
             .collect::<Vec<_>>()
     })
 }
 
-/// The best `depth` groups of each side: bids descending, asks ascending.
+/// The best `depth` groups of each side, read from the arrangement of the grouped levels.
+///
+/// A `reduce` would hand the logic every group of a side at every change, and keep its own
+/// arrangement of the output; here an operator reads only the prefix it needs. For every side
+/// changed in a batch and every time it changed at (in increasing order), it walks the side's
+/// groups in book order, accumulating their sizes up to that time, until `depth` are positive;
+/// when that differs from the side's last output it retracts the old top and inserts the new.
+///
+/// Invariants: `last` holds every side's current output (absent: no groups, nothing emitted);
+/// batches arrive in time order, and the trace is compacted only up to the frontier of what has
+/// been processed, so every time still to be read is distinguishable.
 pub fn top_levels<'s>(
-    grouped: VecCollection<'s, u64, (SideKey, Price), Qty>,
+    grouped: VecCollection<'s, u64, (SideKey, BookPrice), Qty>,
     depth: usize,
 ) -> VecCollection<'s, u64, (SideKey, Levels), isize> {
-    grouped.reduce_named(
-        "BookTopLevels",
-        move |key: &SideKey, input: &[(&Price, Qty)], output| {
-            let positive =
-                |(p, q): &(&Price, Qty)| (q.value() > Decimal::ZERO).then_some((**p, *q));
-            let levels: Levels = match key.2 {
-                Side::Bid => input
-                    .iter()
-                    .rev()
-                    .filter_map(positive)
-                    .take(depth)
-                    .collect(),
-                Side::Ask => input.iter().filter_map(positive).take(depth).collect(),
-            };
-            output.push((levels, 1));
-        },
-    )
+    let arranged = grouped.arrange_by_key_named("Arrange: BookGroups");
+    let mut trace = arranged.trace.clone();
+    arranged
+        .stream
+        .unary(Pipeline, "BookTopLevels", move |_, _| {
+            let mut last: HashMap<SideKey, Levels> = HashMap::new();
+            let mut upper = Antichain::from_elem(0u64);
+            move |input, output| {
+                let mut batches = Vec::new();
+                let mut cap = None;
+                input.for_each(|capability, data| {
+                    // Batches arrive in order: the first capability is the least.
+                    cap.get_or_insert_with(|| capability.retain(0));
+                    for batch in data.drain(..) {
+                        upper.clone_from(batch.upper());
+                        batches.push(batch);
+                    }
+                });
+                let Some(cap) = cap else {
+                    return;
+                };
+                let mut session = output.session(&cap);
+                let (mut changed, changed_storage) = cursor_list(batches);
+                let (mut cursor, storage) = trace
+                    .cursor_through(upper.borrow())
+                    .expect("the trace is compacted only up to what this operator read");
+                let mut times: Vec<u64> = Vec::new();
+                let mut levels: Levels = Vec::with_capacity(depth);
+                while let Some(key) = changed.get_key(&changed_storage) {
+                    times.clear();
+                    while changed.val_valid(&changed_storage) {
+                        changed.map_times(&changed_storage, |t, _| times.push(*t));
+                        changed.step_val(&changed_storage);
+                    }
+                    times.sort_unstable();
+                    times.dedup();
+                    cursor.seek_key(&storage, key);
+                    for &time in &times {
+                        levels.clear();
+                        cursor.rewind_vals(&storage);
+                        while levels.len() < depth {
+                            let Some(group) = cursor.get_val(&storage) else {
+                                break;
+                            };
+                            let mut size = Qty::ZERO;
+                            cursor.map_times(&storage, |t, q| {
+                                if *t <= time {
+                                    size.plus_equals(q);
+                                }
+                            });
+                            if size.value() > Decimal::ZERO {
+                                levels.push((group.price, size));
+                            }
+                            cursor.step_val(&storage);
+                        }
+                        let before = last.get(key);
+                        if before.map_or(levels.is_empty(), |b| *b == levels) {
+                            continue;
+                        }
+                        if let Some(before) = before {
+                            session.give(((*key, before.clone()), time, -1));
+                        }
+                        if levels.is_empty() {
+                            last.remove(key);
+                        } else {
+                            session.give(((*key, levels.clone()), time, 1));
+                            last.insert(*key, levels.clone());
+                        }
+                    }
+                    changed.step_key(&changed_storage);
+                }
+                trace.set_logical_compaction(upper.borrow());
+                trace.set_physical_compaction(upper.borrow());
+            }
+        })
+        .as_collection()
 }

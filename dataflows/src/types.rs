@@ -69,20 +69,68 @@ fn without_trailing_zeros(d: Decimal) -> (u128, u32) {
 /// Room for any `Decimal` in plain notation: 29 digits, a point, a sign, leading zeros.
 pub const DECIMAL_BUF: usize = 64;
 
+/// Two decimal digits per entry, "00" to "99".
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes `v` right-aligned ending at `end`, in at least `width` digits (zero-padded), two at a
+/// time; returns where the digits start.
+fn write_digits(mut v: u64, buf: &mut [u8], end: usize, width: usize) -> usize {
+    let mut i = end;
+    while v >= 100 {
+        let pair = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if v >= 10 {
+        let pair = v as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + v as u8;
+    }
+    while end - i < width {
+        i -= 1;
+        buf[i] = b'0';
+    }
+    i
+}
+
 /// Writes `d` in plain notation without trailing zeros into `buf` and returns it as text.
-/// The hot path of every record: several times faster than `Decimal`'s `Display`.
+/// The hot path of every record: several times faster than `Decimal`'s `Display`. Mantissas
+/// that fit 64 bits (nearly all) are written as integer part, point and zero-padded fraction,
+/// two digits at a time, and the fraction's trailing zeros cut off as text.
 pub fn decimal_str(d: Decimal, buf: &mut [u8; DECIMAL_BUF]) -> &str {
     let mantissa = d.mantissa();
     if mantissa == 0 {
         return "0";
     }
-    let (u, scale) = without_trailing_zeros(d);
-    let mut i = buf.len();
-    let mut n = 0u32;
-    // Digits from the right; the point goes in after `scale` of them; leading zeros as needed.
-    macro_rules! digits {
-        ($v:expr) => {{
-            let mut v = $v;
+    let scale = d.scale();
+    let (mut i, mut end) = (buf.len(), buf.len());
+    match u64::try_from(mantissa.unsigned_abs()) {
+        Ok(v) if scale <= 19 => {
+            let pow = 10u64.pow(scale);
+            let (int, frac) = (v / pow, v % pow);
+            if frac != 0 {
+                i = write_digits(frac, buf, end, scale as usize);
+                while buf[end - 1] == b'0' {
+                    end -= 1;
+                }
+                i -= 1;
+                buf[i] = b'.';
+            }
+            i = write_digits(int, buf, i, 1);
+        }
+        _ => {
+            let (mut v, scale) = without_trailing_zeros(d);
+            let mut n = 0u32;
+            // Digits from the right; the point after `scale` of them; leading zeros as needed.
             loop {
                 i -= 1;
                 buf[i] = b'0' + (v % 10) as u8;
@@ -96,17 +144,13 @@ pub fn decimal_str(d: Decimal, buf: &mut [u8; DECIMAL_BUF]) -> &str {
                     break;
                 }
             }
-        }};
-    }
-    match u64::try_from(u) {
-        Ok(v) => digits!(v),
-        Err(_) => digits!(u),
+        }
     }
     if mantissa < 0 {
         i -= 1;
         buf[i] = b'-';
     }
-    std::str::from_utf8(&buf[i..]).unwrap_or("?")
+    std::str::from_utf8(&buf[i..end]).unwrap_or("?")
 }
 
 fn serialize_decimal<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
@@ -299,6 +343,19 @@ impl Price {
 
     /// Groups a bid down (floor) or an ask up (ceil) to a multiple of `step`, exactly.
     pub fn group(self, step: Price, side: Side) -> Price {
+        if self.0.scale() == SCALE && step.0.scale() == SCALE {
+            // One scale: the remainder and the bounds are integer arithmetic on mantissas.
+            let (m, s) = (self.0.mantissa(), step.0.mantissa());
+            let rem = m % s;
+            let grouped = match side {
+                _ if rem == 0 => m,
+                Side::Bid => m - rem,
+                Side::Ask => m - rem + s,
+            };
+            if let Ok(d) = Decimal::try_from_i128_with_scale(grouped, self.0.scale()) {
+                return Price(d);
+            }
+        }
         let rem = self.0 % step.0;
         if rem.is_zero() {
             return self;
@@ -356,7 +413,17 @@ impl IsZero for Qty {
 }
 
 impl Semigroup for Qty {
+    /// Consolidation adds sizes all the time; at one scale the sum is a sum of mantissas, which is
+    /// several times cheaper than `Decimal`'s addition (and the same value).
+    #[inline]
     fn plus_equals(&mut self, rhs: &Self) {
+        if self.0.scale() == rhs.0.scale() {
+            let sum = self.0.mantissa() + rhs.0.mantissa();
+            if let Ok(d) = Decimal::try_from_i128_with_scale(sum, self.0.scale()) {
+                self.0 = d;
+                return;
+            }
+        }
         self.0 += rhs.0;
     }
 }
@@ -572,6 +639,17 @@ mod tests {
             let d = Decimal::from_i128_with_scale(i128::from(m) * i128::from(hi), scale);
             let mut buf = [0u8; DECIMAL_BUF];
             prop_assert_eq!(decimal_str(d, &mut buf), d.normalize().to_string());
+        }
+
+        #[test]
+        fn quantities_add_like_decimals(a in any::<i64>(), sa in 0u32..16, b in any::<i64>(), sb in 0u32..16, wide in any::<bool>()) {
+            // Canonical values at one scale take the mantissa path; wide ones (beyond 64 bits
+            // after rescaling) and mixed scales the general one.
+            let widen = |m: i64| if wide { i128::from(m) << 30 } else { i128::from(m) };
+            let (da, db) = (Decimal::from_i128_with_scale(widen(a), sa), Decimal::from_i128_with_scale(widen(b), sb));
+            let mut q = Qty::from_decimal(da);
+            q.plus_equals(&Qty::from_decimal(db));
+            prop_assert_eq!(q.value(), da + db);
         }
 
         #[test]
