@@ -14,7 +14,7 @@
 //! timer fires there; a late trade into an already closed candle finds it closed); at most
 //! `candle_retention` candles per series are in the collection, and dropped candles' state is gone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -26,7 +26,7 @@ use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
 use crate::sequence::{no_finish, sequence};
 use crate::stats::{Share, Stats};
-use crate::types::Sym;
+use crate::types::{FoldMap, Sym};
 
 /// A candle's value.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -48,7 +48,7 @@ pub fn candles<'s>(
     stats: Arc<Stats>,
 ) -> VecCollection<'s, u64, (CandleKey, Candle), isize> {
     let g = config.granularity_ms;
-    let mut series: HashMap<(Sym, u32), BTreeMap<u64, Candle>> = HashMap::new();
+    let mut series: FoldMap<(Sym, u32), BTreeMap<u64, Candle>> = FoldMap::default();
     let mut closing: BTreeMap<u64, Vec<CandleKey>> = BTreeMap::new();
     let mut held = 0usize;
     let mut share = Share::default();

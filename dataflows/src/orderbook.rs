@@ -11,17 +11,18 @@
 //!      A size change is one update `new - old`; a tick change re-emits the book under the new tick;
 //!    - `meta`: `(sym, BookMeta { seq, stale })`, one record per book;
 //!    - `bbo`: `(sym, Bbo)`, the raw best bid and ask, one record per book.
-//! 2. `grouped`: each level mapped to `(sym, resolution, side)` and its group price (bids floor,
-//!    asks ceil to `resolution x tick`) in book order ([`BookPrice`]: best first on both sides).
-//!    Sizes of a group add up by consolidation.
-//! 3. [`top_levels`]: arranges the groups by `(sym, resolution, side)` and reads the best `depth`
-//!    of every changed side from the arrangement, a prefix of the side's groups.
+//! 2. [`group_levels`]: each level mapped to `(sym, resolution, side)` and its group price (bids
+//!    floor, asks ceil to `resolution x tick`) in book order ([`BookPrice`]: best first on both
+//!    sides). Sizes of a group add up by consolidation (a timestamp's share of it already here).
+//! 3. [`top_levels`]: arranges the groups by `(sym, resolution, side)`; the best `depth` of each
+//!    side are a prefix of its groups there, which an operator keeps up to date from the
+//!    arrangement's batches and reads again from the arrangement when deletions exhaust it.
 //!
 //! Invariants: every level in `levels` has a positive accumulated size; the tick of a symbol is the
 //! configured one or `10^-s`, `s` the most fractional digits among prices of its applied book events.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::difference::Semigroup;
@@ -33,15 +34,15 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::Operator;
-use timely::progress::Antichain;
 use timely::dataflow::StreamVec;
+use timely::progress::Antichain;
 
 use crate::config::Config;
 use crate::event::{Body, Level};
 use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
 use crate::stats::{Share, Stats};
-use crate::types::{Price, Qty, Side, Sym};
+use crate::types::{FoldMap, Price, Qty, Side, Sym};
 
 /// A raw level of a book, under the tick in force.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -110,7 +111,7 @@ struct Book {
     gap: bool,
     digits: Option<u32>,
     /// Sizes at the start of the current timestamp of the levels touched in it.
-    touched: HashMap<(Side, Price), Qty>,
+    touched: FoldMap<(Side, Price), Qty>,
     /// State at the start of the current timestamp, if the book changed in it.
     start: Option<(Option<BookMeta>, Bbo, Option<Price>)>,
 }
@@ -255,7 +256,7 @@ pub fn raw_books<'s>(
     config: Arc<Config>,
     stats: Arc<Stats>,
 ) -> RawBooks<'s> {
-    let mut books: HashMap<Sym, Book> = HashMap::new();
+    let mut books: FoldMap<Sym, Book> = FoldMap::default();
     let mut share = Share::default();
     let updates = sequence(
         events,
@@ -392,12 +393,10 @@ pub struct BookPrice {
 
 impl Ord for BookPrice {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.side
-            .cmp(&other.side)
-            .then_with(|| match self.side {
-                Side::Bid => other.price.cmp(&self.price),
-                Side::Ask => self.price.cmp(&other.price),
-            })
+        self.side.cmp(&other.side).then_with(|| match self.side {
+            Side::Bid => other.price.cmp(&self.price),
+            Side::Ask => self.price.cmp(&other.price),
+        })
     }
 }
 
@@ -408,34 +407,111 @@ impl PartialOrd for BookPrice {
 }
 
 /// Maps raw levels to their group at every resolution; sizes add up by consolidation.
+///
+/// The groups of a timestamp's changed levels are summed here, in a hash map, before they reach
+/// the arrangement: at coarse resolutions many changed levels share a group, and the
+/// arrangement's sort costs several times a hash-map update. Zero sums are dropped.
 pub fn group_levels<'s>(
     levels: VecCollection<'s, u64, LevelKey, Qty>,
     resolutions: &[u32],
 ) -> VecCollection<'s, u64, (SideKey, BookPrice), Qty> {
     let resolutions = resolutions.to_vec();
-    levels.flat_map(move |l: LevelKey| {
-        resolutions
-            .iter()
-            .map(|&r| {
-                let step = Price::from_decimal(l.tick.value() * Decimal::from(r));
-                let price = l.price.group(step, l.side);
-                ((l.sym, r, l.side), BookPrice { side: l.side, price })
-            })
-            .collect::<Vec<_>>()
-    })
+    levels
+        .inner
+        .unary(Pipeline, "GroupLevels", move |_, _| {
+            let mut sums: FoldMap<((SideKey, BookPrice), u64), Qty> = FoldMap::default();
+            // The step of every (tick, resolution) seen: ticks change rarely.
+            let mut steps: FoldMap<(Price, u32), Price> = FoldMap::default();
+            move |input, output| {
+                input.for_each_time(|cap, data| {
+                    for batch in data {
+                        for (l, time, size) in batch.drain(..) {
+                            for &r in &resolutions {
+                                let step = *steps.entry((l.tick, r)).or_insert_with(|| {
+                                    Price::from_decimal(l.tick.value() * Decimal::from(r))
+                                });
+                                let price = l.price.group(step, l.side);
+                                let group = (
+                                    (l.sym, r, l.side),
+                                    BookPrice {
+                                        side: l.side,
+                                        price,
+                                    },
+                                );
+                                sums.entry((group, time))
+                                    .or_insert(Qty::ZERO)
+                                    .plus_equals(&size);
+                            }
+                        }
+                    }
+                    let mut session = output.session(&cap);
+                    for ((group, time), size) in sums.drain() {
+                        if !size.is_zero_qty() {
+                            session.give((group, time, size));
+                        }
+                    }
+                });
+            }
+        })
+        .as_collection()
 }
 
-/// The best `depth` groups of each side, read from the arrangement of the grouped levels.
+/// The best groups of one side that [`top_levels`] keeps at hand, in book order: a prefix of
+/// the side's groups in the arrangement.
+#[derive(Default)]
+struct Prefix {
+    /// Groups with positive size, best first.
+    groups: Vec<(BookPrice, Qty)>,
+    /// `groups` is the whole side; otherwise it is exactly the side's groups up to its last.
+    whole: bool,
+    /// The best `depth` groups as last emitted (empty: nothing emitted).
+    shown: Levels,
+}
+
+impl Prefix {
+    /// Applies a change of a group's size, if the group is inside the prefix (a change past its
+    /// end, when it is not the whole side, stays in the arrangement only).
+    fn apply(&mut self, group: BookPrice, diff: Qty) {
+        let inside = self.whole || self.groups.last().is_some_and(|(last, _)| group <= *last);
+        if !inside {
+            return;
+        }
+        match self.groups.binary_search_by(|(g, _)| g.cmp(&group)) {
+            Ok(i) => {
+                self.groups[i].1.plus_equals(&diff);
+                if self.groups[i].1.value() <= Decimal::ZERO {
+                    self.groups.remove(i);
+                }
+            }
+            Err(i) if diff.value() > Decimal::ZERO => self.groups.insert(i, (group, diff)),
+            Err(_) => {}
+        }
+    }
+
+    /// The best `depth` groups.
+    fn top(&self, depth: usize) -> Levels {
+        self.groups
+            .iter()
+            .take(depth)
+            .map(|(g, size)| (g.price, *size))
+            .collect()
+    }
+}
+
+/// The best `depth` groups of each side, from the arrangement of the grouped levels.
 ///
-/// A `reduce` would hand the logic every group of a side at every change, and keep its own
-/// arrangement of the output; here an operator reads only the prefix it needs. For every side
-/// changed in a batch and every time it changed at (in increasing order), it walks the side's
-/// groups in book order, accumulating their sizes up to that time, until `depth` are positive;
-/// when that differs from the side's last output it retracts the old top and inserts the new.
+/// A `reduce` would hand its logic every group of a side at every change, and keep its own
+/// arrangement of the output. Here an operator keeps a [`Prefix`] of every side, between
+/// `depth` and `4 x depth` of its best groups, and applies each batch's changes to it in time
+/// order; only when deletions leave fewer than `depth` groups in a prefix that is not the whole
+/// side does it read the side's best `2 x depth` groups again from the arrangement (group prices
+/// are in book order, so that is a prefix of the side there too). At every time a side changed
+/// and its best `depth` differ from the last output, it retracts the old and inserts the new.
 ///
-/// Invariants: `last` holds every side's current output (absent: no groups, nothing emitted);
-/// batches arrive in time order, and the trace is compacted only up to the frontier of what has
-/// been processed, so every time still to be read is distinguishable.
+/// Invariants: a prefix holds exactly the side's groups up to its last one (all of them when
+/// `whole`), with the sizes accumulated up to the last time processed; batches arrive in time
+/// order, and the trace is compacted only up to the frontier of what has been processed, so a
+/// refill can accumulate sizes up to any time still to be processed.
 pub fn top_levels<'s>(
     grouped: VecCollection<'s, u64, (SideKey, BookPrice), Qty>,
     depth: usize,
@@ -445,7 +521,7 @@ pub fn top_levels<'s>(
     arranged
         .stream
         .unary(Pipeline, "BookTopLevels", move |_, _| {
-            let mut last: HashMap<SideKey, Levels> = HashMap::new();
+            let mut prefixes: FoldMap<SideKey, Prefix> = FoldMap::default();
             let mut upper = Antichain::from_elem(0u64);
             move |input, output| {
                 let mut batches = Vec::new();
@@ -463,51 +539,50 @@ pub fn top_levels<'s>(
                 };
                 let mut session = output.session(&cap);
                 let (mut changed, changed_storage) = cursor_list(batches);
-                let (mut cursor, storage) = trace
-                    .cursor_through(upper.borrow())
-                    .expect("the trace is compacted only up to what this operator read");
-                let mut times: Vec<u64> = Vec::new();
-                let mut levels: Levels = Vec::with_capacity(depth);
+                let mut arranged = None;
+                let mut updates: Vec<(u64, BookPrice, Qty)> = Vec::new();
                 while let Some(key) = changed.get_key(&changed_storage) {
-                    times.clear();
-                    while changed.val_valid(&changed_storage) {
-                        changed.map_times(&changed_storage, |t, _| times.push(*t));
+                    updates.clear();
+                    while let Some(group) = changed.get_val(&changed_storage) {
+                        changed.map_times(&changed_storage, |t, diff| {
+                            updates.push((*t, *group, *diff));
+                        });
                         changed.step_val(&changed_storage);
                     }
-                    times.sort_unstable();
-                    times.dedup();
-                    cursor.seek_key(&storage, key);
-                    for &time in &times {
-                        levels.clear();
-                        cursor.rewind_vals(&storage);
-                        while levels.len() < depth {
-                            let Some(group) = cursor.get_val(&storage) else {
-                                break;
-                            };
-                            let mut size = Qty::ZERO;
-                            cursor.map_times(&storage, |t, q| {
-                                if *t <= time {
-                                    size.plus_equals(q);
-                                }
+                    updates.sort_by_key(|u| u.0);
+                    let prefix = prefixes.entry(*key).or_insert_with(|| Prefix {
+                        whole: true,
+                        ..Prefix::default()
+                    });
+                    for at_time in updates.chunk_by(|a, b| a.0 == b.0) {
+                        let time = at_time[0].0;
+                        for &(_, group, diff) in at_time {
+                            prefix.apply(group, diff);
+                        }
+                        if prefix.groups.len() > 4 * depth {
+                            prefix.groups.truncate(2 * depth);
+                            prefix.whole = false;
+                        } else if prefix.groups.len() < depth && !prefix.whole {
+                            let (cursor, storage) = arranged.get_or_insert_with(|| {
+                                trace.cursor_through(upper.borrow()).expect(
+                                    "the trace is compacted only up to what this operator read",
+                                )
                             });
-                            if size.value() > Decimal::ZERO {
-                                levels.push((group.price, size));
+                            refill(prefix, cursor, storage, key, time, 2 * depth);
+                        }
+                        let top = prefix.top(depth);
+                        if top != prefix.shown {
+                            let before = std::mem::replace(&mut prefix.shown, top);
+                            if !before.is_empty() {
+                                session.give(((*key, before), time, -1));
                             }
-                            cursor.step_val(&storage);
+                            if !prefix.shown.is_empty() {
+                                session.give(((*key, prefix.shown.clone()), time, 1));
+                            }
                         }
-                        let before = last.get(key);
-                        if before.map_or(levels.is_empty(), |b| *b == levels) {
-                            continue;
-                        }
-                        if let Some(before) = before {
-                            session.give(((*key, before.clone()), time, -1));
-                        }
-                        if levels.is_empty() {
-                            last.remove(key);
-                        } else {
-                            session.give(((*key, levels.clone()), time, 1));
-                            last.insert(*key, levels.clone());
-                        }
+                    }
+                    if prefix.groups.is_empty() && prefix.whole {
+                        prefixes.remove(key);
                     }
                     changed.step_key(&changed_storage);
                 }
@@ -516,4 +591,169 @@ pub fn top_levels<'s>(
             }
         })
         .as_collection()
+}
+
+/// Reads the best `len` groups of a side from the arrangement, sizes accumulated up to `time`.
+fn refill<C>(
+    prefix: &mut Prefix,
+    cursor: &mut C,
+    storage: &C::Storage,
+    key: &SideKey,
+    time: u64,
+    len: usize,
+) where
+    C: for<'a> Cursor<Key<'a> = &'a SideKey, Val<'a> = &'a BookPrice, TimeGat<'a> = &'a u64>,
+    for<'a> C: Cursor<DiffGat<'a> = &'a Qty>,
+{
+    prefix.groups.clear();
+    prefix.whole = true;
+    cursor.rewind_keys(storage);
+    cursor.seek_key(storage, key);
+    if cursor.get_key(storage) != Some(key) {
+        return;
+    }
+    while let Some(group) = cursor.get_val(storage) {
+        let mut size = Qty::ZERO;
+        cursor.map_times(storage, |t, diff| {
+            if *t <= time {
+                size.plus_equals(diff);
+            }
+        });
+        if size.value() > Decimal::ZERO {
+            if prefix.groups.len() == len {
+                prefix.whole = false;
+                break;
+            }
+            prefix.groups.push((*group, size));
+        }
+        cursor.step_val(storage);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use differential_dataflow::input::Input;
+    use std::sync::Mutex;
+
+    /// xorshift64*: enough randomness for a seeded script, no dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+
+    type Outputs = Vec<((SideKey, Levels), u64, isize)>;
+
+    /// Runs `top_levels` over size changes given per time (absolute sizes; zero deletes), with
+    /// the worker stepped only now and then so that batches span several times.
+    fn run(script: &[Vec<(SideKey, BookPrice, Qty)>], depth: usize, seed: u64) -> Outputs {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let script = script.to_vec();
+        timely::execute(timely::Config::thread(), move |worker| {
+            let sink = sink.clone();
+            let (mut input, probe) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, grouped) = scope.new_collection();
+                let (probe, _) = top_levels(grouped, depth)
+                    .inspect(move |x| sink.lock().expect("lock").push(x.clone()))
+                    .probe();
+                (input, probe)
+            });
+            let mut sizes: BTreeMap<(SideKey, BookPrice), Qty> = BTreeMap::new();
+            let mut rng = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+            for (t, changes) in script.iter().enumerate() {
+                for &(key, group, size) in changes {
+                    let old = sizes.insert((key, group), size).unwrap_or(Qty::ZERO);
+                    let diff = Qty::from_decimal(size.value() - old.value());
+                    if !diff.is_zero_qty() {
+                        input.update((key, group), diff);
+                    }
+                }
+                input.advance_to(t as u64 + 1);
+                if rng.below(4) == 0 {
+                    input.flush();
+                    worker.step_while(|| probe.less_than(input.time()));
+                }
+            }
+            input.close();
+            while worker.step() {}
+        })
+        .expect("timely runs");
+        let out = out.lock().expect("lock").clone();
+        out
+    }
+
+    #[test]
+    fn tops_equal_the_best_groups_at_every_time() {
+        let depth = 3;
+        let keys: [SideKey; 2] = [(Sym(1), 1, Side::Bid), (Sym(1), 1, Side::Ask)];
+        for seed in 1..=30u64 {
+            let mut rng = Rng(seed);
+            let mut model: BTreeMap<SideKey, BTreeMap<BookPrice, Qty>> = BTreeMap::new();
+            let mut script = Vec::new();
+            let mut expected = Vec::new();
+            for _ in 0..300 {
+                let mut changes = Vec::new();
+                for key in keys {
+                    let book = model.entry(key).or_default();
+                    let price =
+                        |g: &BookPrice| -> u64 { g.price.value().try_into().expect("integer") };
+                    let sets: Vec<(u64, u64)> = match rng.below(20) {
+                        // A snapshot's clearing, or a burst of new groups: both move the prefix.
+                        0 => book.keys().map(|g| (price(g), 0)).collect(),
+                        1 => (0..30)
+                            .map(|_| (1 + rng.below(60), 1 + rng.below(4)))
+                            .collect(),
+                        // Deletions of the best groups, so that a truncated prefix runs short.
+                        2 => book.keys().take(5).map(|g| (price(g), 0)).collect(),
+                        _ => (0..rng.below(6))
+                            .map(|_| (1 + rng.below(60), rng.below(4)))
+                            .collect(),
+                    };
+                    for (p, q) in sets {
+                        let group = BookPrice {
+                            side: key.2,
+                            price: Price::from_decimal(Decimal::from(p)),
+                        };
+                        let size = Qty::from_decimal(Decimal::from(q));
+                        changes.push((key, group, size));
+                        if size.is_zero_qty() {
+                            book.remove(&group);
+                        } else {
+                            book.insert(group, size);
+                        }
+                    }
+                }
+                script.push(changes);
+                let tops: BTreeMap<SideKey, Levels> = model
+                    .iter()
+                    .filter(|(_, book)| !book.is_empty())
+                    .map(|(k, book)| {
+                        let top = book.iter().take(depth).map(|(g, q)| (g.price, *q));
+                        (*k, top.collect())
+                    })
+                    .collect();
+                expected.push(tops);
+            }
+            let outputs = run(&script, depth, seed);
+            for (t, expected) in expected.iter().enumerate() {
+                let mut acc: BTreeMap<(SideKey, Levels), isize> = BTreeMap::new();
+                for (record, time, diff) in &outputs {
+                    if *time <= t as u64 {
+                        *acc.entry(record.clone()).or_default() += diff;
+                    }
+                }
+                acc.retain(|_, d| *d != 0);
+                let actual: Vec<_> = acc.iter().map(|((k, l), d)| (*k, l.clone(), *d)).collect();
+                let wanted: Vec<_> = expected.iter().map(|(k, l)| (*k, l.clone(), 1)).collect();
+                assert_eq!(actual, wanted, "seed {seed}, time {t}");
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@
 //! Output: one batch per timestamp with a change, in increasing time, on worker 0.
 
 use std::cell::Cell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -38,7 +38,9 @@ use crate::candles::{Candle, CandleKey};
 use crate::config::Config;
 use crate::orderbook::{Bbo, BookMeta, Levels, SideKey};
 use crate::sequence::{no_finish, sequence};
-use crate::types::{decimal_str, round_dp, Price, Qty, Side, Sym, SymbolName, DECIMAL_BUF};
+use crate::types::{
+    decimal_str, round_dp, FoldMap, Price, Qty, Side, Sym, SymbolName, DECIMAL_BUF,
+};
 
 /// A book's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -399,17 +401,17 @@ pub struct Components<'s> {
 
 #[derive(Default)]
 struct State {
-    names: HashMap<Sym, SymbolName>,
-    sides: HashMap<SideKey, Levels>,
-    meta: HashMap<Sym, BookMeta>,
-    bbo: HashMap<Sym, Bbo>,
-    ticker: HashMap<Sym, Agg>,
+    names: FoldMap<Sym, SymbolName>,
+    sides: FoldMap<SideKey, Levels>,
+    meta: FoldMap<Sym, BookMeta>,
+    bbo: FoldMap<Sym, Bbo>,
+    ticker: FoldMap<Sym, Agg>,
     /// Symbols that have had a trade: they have a ticker from then on.
     traded: BTreeSet<Sym>,
-    candles: HashMap<CandleKey, Candle>,
+    candles: FoldMap<CandleKey, Candle>,
     /// Every published result that still exists, with what decides whether it changed and is not
     /// an update of its own: a book's sequence number and status (see [`assemble`]).
-    published: HashMap<ResultKey, Option<(Option<u64>, Status)>>,
+    published: FoldMap<ResultKey, Option<(Option<u64>, Status)>>,
 }
 
 impl State {

@@ -10,6 +10,7 @@
 //! - [`Qty`] is also a differential *difference*: the orderbook's level collection carries the
 //!   quantity in the diff, so grouping prices is a `map` and summing sizes is consolidation.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -160,6 +161,11 @@ fn serialize_decimal<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error
 fn deserialize_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
     <[u8; 16]>::deserialize(d).map(Decimal::deserialize)
 }
+
+/// A hash map with a fast, per-map seeded hasher (foldhash) for the dataflow's internal keys
+/// (symbols, book sides, result keys), which SipHash made a visible share of the profile. Maps keyed
+/// by values an input chooses freely (trade ids) keep the standard hasher.
+pub type FoldMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The scale prices and quantities are kept at when their value allows it exactly (at most this
 /// many fractional digits): comparisons and sums of values at one scale skip `Decimal`'s
