@@ -39,7 +39,8 @@ use crate::config::Config;
 use crate::orderbook::{Bbo, BookMeta, Levels, SideKey};
 use crate::sequence::{no_finish, sequence};
 use crate::types::{
-    decimal_str, round_dp, FoldMap, Price, Qty, Side, Sym, SymbolName, DECIMAL_BUF,
+    decimal_str, round_dp, u64_str, write_decimal, FoldMap, Price, Qty, Side, Sym, SymbolName,
+    DECIMAL_BUF,
 };
 
 /// A book's status.
@@ -190,20 +191,30 @@ fn push_decimal(out: &mut String, d: Decimal) {
     out.push('"');
 }
 
+/// Appends `"key":[["price","size"],...]`. Each level is composed right to left in one stack
+/// buffer and the array checked as text once: pushing its dozen pieces one by one was most of
+/// the cost of rendering a book.
 fn push_levels(out: &mut String, key: &str, levels: &[(Price, Qty)]) {
     push_key(out, key);
-    out.push('[');
-    for (i, (p, q)) in levels.iter().enumerate() {
+    let mut bytes = Vec::with_capacity(2 + 40 * levels.len());
+    bytes.push(b'[');
+    let mut buf = [0u8; 2 * DECIMAL_BUF + 8];
+    for (i, (price, size)) in levels.iter().enumerate() {
+        let end = buf.len();
+        buf[end - 2..].copy_from_slice(b"\"]");
+        let at = write_decimal(size.value(), &mut buf, end - 2);
+        buf[at - 3..at].copy_from_slice(b"\",\"");
+        let at = write_decimal(price.value(), &mut buf, at - 3);
+        buf[at - 2..at].copy_from_slice(b"[\"");
+        let mut start = at - 2;
         if i > 0 {
-            out.push(',');
+            start -= 1;
+            buf[start] = b',';
         }
-        out.push('[');
-        push_decimal(out, p.value());
-        out.push(',');
-        push_decimal(out, q.value());
-        out.push(']');
+        bytes.extend_from_slice(&buf[start..]);
     }
-    out.push(']');
+    bytes.push(b']');
+    out.push_str(std::str::from_utf8(&bytes).expect("digits and punctuation are text"));
 }
 
 fn push_head(out: &mut String, kind: &str, name: &SymbolName) {
@@ -215,11 +226,44 @@ fn push_head(out: &mut String, kind: &str, name: &SymbolName) {
     push_str(out, &name.symbol);
 }
 
-impl Record {
+/// A record's fields, borrowed where they are stored: what is rendered. The publisher renders
+/// straight from its state through this, without copying book sides into a [`Record`].
+// A view lives on the stack for one rendering: the ticker's inline stats cost nothing there.
+#[allow(clippy::large_enum_variant)]
+enum View<'a> {
+    Book {
+        name: &'a SymbolName,
+        resolution: u32,
+        seq: Option<u64>,
+        status: Status,
+        bids: &'a [(Price, Qty)],
+        asks: &'a [(Price, Qty)],
+    },
+    Ticker {
+        name: &'a SymbolName,
+        stats: Option<TickerStats>,
+        bbo: Bbo,
+    },
+    Candle {
+        name: &'a SymbolName,
+        interval: &'a str,
+        interval_ms: u64,
+        open_time: u64,
+        candle: &'a Candle,
+    },
+}
+
+/// Appends an unsigned integer.
+fn push_u64(out: &mut String, v: u64) {
+    let mut buf = [0u8; DECIMAL_BUF];
+    out.push_str(u64_str(v, &mut buf));
+}
+
+impl View<'_> {
     /// Appends the JSON object of CONTRACT section 3, published at mark `ts`, to `out`.
-    pub fn write_json(&self, ts: u64, out: &mut String) {
+    fn write_json(&self, ts: u64, out: &mut String) {
         match self {
-            Record::Book {
+            View::Book {
                 name,
                 resolution,
                 seq,
@@ -228,20 +272,25 @@ impl Record {
                 asks,
             } => {
                 push_head(out, "book", name);
-                let _ = write!(out, ",\"resolution\":{resolution},\"ts\":{ts},\"seq\":");
+                out.push_str(",\"resolution\":");
+                push_u64(out, u64::from(*resolution));
+                out.push_str(",\"ts\":");
+                push_u64(out, ts);
+                out.push_str(",\"seq\":");
                 match seq {
-                    Some(s) => {
-                        let _ = write!(out, "{s}");
-                    }
+                    Some(s) => push_u64(out, *s),
                     None => out.push_str("null"),
                 }
-                let _ = write!(out, ",\"status\":\"{}\"", status.as_str());
+                out.push_str(",\"status\":\"");
+                out.push_str(status.as_str());
+                out.push('"');
                 push_levels(out, "bids", bids);
                 push_levels(out, "asks", asks);
             }
-            Record::Ticker { name, stats, bbo } => {
+            View::Ticker { name, stats, bbo } => {
                 push_head(out, "ticker", name);
-                let _ = write!(out, ",\"ts\":{ts}");
+                out.push_str(",\"ts\":");
+                push_u64(out, ts);
                 match stats {
                     Some(s) => {
                         let a = &s.agg;
@@ -252,10 +301,14 @@ impl Record {
                         push_dec(out, "volume", a.volume);
                         push_dec(out, "quote_volume", a.quote_volume);
                         push_dec(out, "vwap", s.vwap);
-                        let _ = write!(out, ",\"count\":{}", a.count);
+                        push_key(out, "count");
+                        push_u64(out, a.count);
                         push_dec(out, "change", s.change);
                         push_dec(out, "change_pct", s.change_pct);
-                        let _ = write!(out, ",\"open_ts\":{},\"last_ts\":{}", a.open.ts, a.last.ts);
+                        push_key(out, "open_ts");
+                        push_u64(out, a.open.ts);
+                        push_key(out, "last_ts");
+                        push_u64(out, a.last.ts);
                         push_key(out, "first_id");
                         push_str(out, &a.open.id.to_string());
                         push_key(out, "last_id");
@@ -275,7 +328,7 @@ impl Record {
                     }
                 }
             }
-            Record::Candle {
+            View::Candle {
                 name,
                 interval,
                 interval_ms,
@@ -286,11 +339,10 @@ impl Record {
                 push_head(out, "candle", name);
                 push_key(out, "interval");
                 push_str(out, interval);
-                let _ = write!(
-                    out,
-                    ",\"open_time\":{open_time},\"close_time\":{}",
-                    open_time + interval_ms - 1
-                );
+                out.push_str(",\"open_time\":");
+                push_u64(out, *open_time);
+                out.push_str(",\"close_time\":");
+                push_u64(out, open_time + interval_ms - 1);
                 push_dec(out, "open", a.open.price);
                 push_dec(out, "high", a.high);
                 push_dec(out, "low", a.low);
@@ -298,10 +350,77 @@ impl Record {
                 push_dec(out, "volume", a.volume);
                 push_dec(out, "buy_volume", a.buy_volume);
                 push_dec(out, "quote_volume", a.quote_volume);
-                let _ = write!(out, ",\"count\":{},\"closed\":{}", a.count, candle.closed);
+                push_key(out, "count");
+                push_u64(out, a.count);
+                out.push_str(if candle.closed {
+                    ",\"closed\":true"
+                } else {
+                    ",\"closed\":false"
+                });
             }
         }
         out.push('}');
+    }
+
+    /// The symbol's names.
+    fn name(&self) -> &SymbolName {
+        match self {
+            View::Book { name, .. } | View::Ticker { name, .. } | View::Candle { name, .. } => name,
+        }
+    }
+
+    /// About how long the record's JSON is, to allocate its buffer once.
+    fn json_capacity(&self) -> usize {
+        match self {
+            View::Book { bids, asks, .. } => 160 + 48 * (bids.len() + asks.len()),
+            View::Ticker { .. } => 480,
+            View::Candle { .. } => 320,
+        }
+    }
+}
+
+impl Record {
+    fn view(&self) -> View<'_> {
+        match self {
+            Record::Book {
+                name,
+                resolution,
+                seq,
+                status,
+                bids,
+                asks,
+            } => View::Book {
+                name,
+                resolution: *resolution,
+                seq: *seq,
+                status: *status,
+                bids,
+                asks,
+            },
+            Record::Ticker { name, stats, bbo } => View::Ticker {
+                name,
+                stats: stats.clone(),
+                bbo: bbo.clone(),
+            },
+            Record::Candle {
+                name,
+                interval,
+                interval_ms,
+                open_time,
+                candle,
+            } => View::Candle {
+                name,
+                interval,
+                interval_ms: *interval_ms,
+                open_time: *open_time,
+                candle,
+            },
+        }
+    }
+
+    /// Appends the JSON object of CONTRACT section 3, published at mark `ts`, to `out`.
+    pub fn write_json(&self, ts: u64, out: &mut String) {
+        self.view().write_json(ts, out);
     }
 
     /// The record as a JSON value (what [`Record::write_json`] writes, parsed back).
@@ -317,15 +436,6 @@ impl Record {
             Record::Book { name, .. }
             | Record::Ticker { name, .. }
             | Record::Candle { name, .. } => name,
-        }
-    }
-
-    /// About how long the record's JSON is, to allocate its buffer once.
-    fn json_capacity(&self) -> usize {
-        match self {
-            Record::Book { bids, asks, .. } => 160 + 48 * (bids.len() + asks.len()),
-            Record::Ticker { .. } => 480,
-            Record::Candle { .. } => 320,
         }
     }
 }
@@ -478,19 +588,17 @@ impl State {
         Some((meta.seq, status))
     }
 
-    fn record(&self, key: &ResultKey, config: &Config) -> Option<Record> {
+    fn view<'a>(&'a self, key: &ResultKey, config: &'a Config) -> Option<View<'a>> {
         match *key {
             ResultKey::Book(sym, resolution) => {
                 let (seq, status) = self.book_head(sym)?;
-                let name = self.names.get(&sym)?.clone();
                 let side = |s| {
                     self.sides
                         .get(&(sym, resolution, s))
-                        .cloned()
-                        .unwrap_or_default()
+                        .map_or(&[][..], Vec::as_slice)
                 };
-                Some(Record::Book {
-                    name,
+                Some(View::Book {
+                    name: self.names.get(&sym)?,
                     resolution,
                     seq,
                     status,
@@ -502,24 +610,20 @@ impl State {
                 if !self.traded.contains(&sym) {
                     return None;
                 }
-                let name = self.names.get(&sym)?.clone();
-                let stats = self.ticker.get(&sym).cloned().map(TickerStats::new);
-                Some(Record::Ticker {
-                    name,
-                    stats,
+                Some(View::Ticker {
+                    name: self.names.get(&sym)?,
+                    stats: self.ticker.get(&sym).cloned().map(TickerStats::new),
                     bbo: self.bbo.get(&sym).cloned().unwrap_or_default(),
                 })
             }
             ResultKey::Candle(sym, ivl, open_time) => {
-                let candle = self.candles.get(&(sym, ivl, open_time))?.clone();
-                let name = self.names.get(&sym)?.clone();
                 let interval = config.intervals.get(ivl as usize)?;
-                Some(Record::Candle {
-                    name,
-                    interval: interval.name.clone(),
+                Some(View::Candle {
+                    name: self.names.get(&sym)?,
+                    interval: &interval.name,
                     interval_ms: interval.ms,
                     open_time,
-                    candle,
+                    candle: self.candles.get(&(sym, ivl, open_time))?,
                 })
             }
         }
@@ -634,11 +738,11 @@ fn assemble<'s>(
                 if !changed {
                     continue;
                 }
-                match state.record(&key, &config) {
-                    Some(record) => {
-                        let mut json = String::with_capacity(record.json_capacity());
-                        record.write_json(time, &mut json);
-                        out.push((change(&key, record.name(), &config, Some(json)), time));
+                match state.view(&key, &config) {
+                    Some(view) => {
+                        let mut json = String::with_capacity(view.json_capacity());
+                        view.write_json(time, &mut json);
+                        out.push((change(&key, view.name(), &config, Some(json)), time));
                         state.published.insert(key, head);
                     }
                     None => {
@@ -657,29 +761,36 @@ fn assemble<'s>(
 /// A changed result: its key, score and order, with its rendering (`None`: it no longer exists).
 fn change(key: &ResultKey, name: &SymbolName, config: &Config, json: Option<String>) -> Change {
     let (exchange, symbol) = (&name.exchange, &name.symbol);
-    let (kind, sub, open, key, score) = match *key {
-        ResultKey::Book(_, resolution) => (
-            0,
-            u64::from(resolution),
-            0,
-            format!("book:{exchange}:{symbol}:{resolution}"),
-            None,
+    let (kind, prefix, sub, open, score) = match *key {
+        ResultKey::Book(_, resolution) => (0, "book:", u64::from(resolution), 0, None),
+        ResultKey::Ticker(_) => (1, "ticker:", 0, 0, None),
+        ResultKey::Candle(_, ivl, open_time) => (
+            2,
+            "candles:",
+            config.intervals[ivl as usize].ms,
+            open_time,
+            Some(open_time),
         ),
-        ResultKey::Ticker(_) => (1, 0, 0, format!("ticker:{exchange}:{symbol}"), None),
-        ResultKey::Candle(_, ivl, open_time) => {
-            let interval = &config.intervals[ivl as usize];
-            (
-                2,
-                interval.ms,
-                open_time,
-                format!("candles:{exchange}:{symbol}:{}", interval.name),
-                Some(open_time),
-            )
-        }
     };
+    let mut text = String::with_capacity(prefix.len() + exchange.len() + symbol.len() + 12);
+    text.push_str(prefix);
+    text.push_str(exchange);
+    text.push(':');
+    text.push_str(symbol);
+    match *key {
+        ResultKey::Book(_, resolution) => {
+            text.push(':');
+            push_u64(&mut text, u64::from(resolution));
+        }
+        ResultKey::Ticker(_) => {}
+        ResultKey::Candle(_, ivl, _) => {
+            text.push(':');
+            text.push_str(&config.intervals[ivl as usize].name);
+        }
+    }
     Change {
         order: (kind, exchange.clone(), symbol.clone(), sub, open),
-        key,
+        key: text,
         score,
         json,
     }
