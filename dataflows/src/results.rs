@@ -17,6 +17,7 @@
 //!
 //! Output: one batch per timestamp with a change, in increasing time, on worker 0.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -36,10 +37,10 @@ use timely::dataflow::{Scope, StreamVec};
 use crate::agg::Agg;
 use crate::candles::{Candle, CandleKey};
 use crate::config::Config;
-use crate::orderbook::{Bbo, BookMeta, Levels, SideKey};
+use crate::orderbook::{Bbo, BookMeta, BookPrice, Levels, SideKey};
 use crate::sequence::{no_finish, sequence};
 use crate::types::{
-    decimal_str, round_dp, u64_str, write_decimal, FoldMap, Price, Qty, Side, Sym, SymbolName,
+    decimal_str, round_dp, u64_str, write_decimal, FoldMap, Price, Side, Sym, SymbolName,
     DECIMAL_BUF,
 };
 
@@ -191,30 +192,61 @@ fn push_decimal(out: &mut String, d: Decimal) {
     out.push('"');
 }
 
-/// Appends `"key":[["price","size"],...]`. Each level is composed right to left in one stack
-/// buffer and the array checked as text once: pushing its dozen pieces one by one was most of
-/// the cost of rendering a book.
-fn push_levels(out: &mut String, key: &str, levels: &[(Price, Qty)]) {
-    push_key(out, key);
-    let mut bytes = Vec::with_capacity(2 + 40 * levels.len());
-    bytes.push(b'[');
-    let mut buf = [0u8; 2 * DECIMAL_BUF + 8];
-    for (i, (price, size)) in levels.iter().enumerate() {
-        let end = buf.len();
-        buf[end - 2..].copy_from_slice(b"\"]");
-        let at = write_decimal(size.value(), &mut buf, end - 2);
-        buf[at - 3..at].copy_from_slice(b"\",\"");
-        let at = write_decimal(price.value(), &mut buf, at - 3);
-        buf[at - 2..at].copy_from_slice(b"[\"");
-        let mut start = at - 2;
-        if i > 0 {
-            start -= 1;
-            buf[start] = b',';
+/// A book side rendered as its JSON array (`[["price","size"],...]`), with where each level's
+/// text starts. The publisher keeps one per side and renders a changed side from the previous
+/// one, copying the text of every level whose price and size are unchanged (an update touches a
+/// few levels; rendering all of them again was most of the cost of publishing a book).
+#[derive(Clone, Debug, Default)]
+struct RenderedSide {
+    levels: Levels,
+    text: String,
+    starts: Vec<usize>,
+}
+
+impl RenderedSide {
+    /// Renders `levels` (best first on `side`), reusing the text of `old`'s equal levels.
+    fn new(side: Side, levels: Levels, old: Option<&RenderedSide>) -> RenderedSide {
+        let old = old.filter(|o| !o.levels.is_empty());
+        let order = |p: Price| BookPrice { side, price: p };
+        let mut text = Vec::with_capacity(2 + 40 * levels.len());
+        let mut starts = Vec::with_capacity(levels.len());
+        let mut buf = [0u8; 2 * DECIMAL_BUF + 8];
+        let mut j = 0;
+        text.push(b'[');
+        for (i, &(price, size)) in levels.iter().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            starts.push(text.len());
+            if let Some(old) = old {
+                // Both are in book order: walk the old levels along with the new.
+                while j < old.levels.len() && order(old.levels[j].0) < order(price) {
+                    j += 1;
+                }
+                if old.levels.get(j) == Some(&(price, size)) {
+                    // A level ends before the comma of the next one, or before the closing bracket.
+                    let end = old.starts.get(j + 1).map_or(old.text.len() - 1, |&n| n - 1) - 1;
+                    text.extend_from_slice(&old.text.as_bytes()[old.starts[j]..=end]);
+                    continue;
+                }
+            }
+            // `["price","size"]`, composed right to left.
+            let end = buf.len();
+            buf[end - 2..].copy_from_slice(b"\"]");
+            let at = write_decimal(size.value(), &mut buf, end - 2);
+            buf[at - 3..at].copy_from_slice(b"\",\"");
+            let at = write_decimal(price.value(), &mut buf, at - 3);
+            buf[at - 2..at].copy_from_slice(b"[\"");
+            text.extend_from_slice(&buf[at - 2..]);
         }
-        bytes.extend_from_slice(&buf[start..]);
+        text.push(b']');
+        let text = String::from_utf8(text).expect("digits and punctuation are text");
+        RenderedSide {
+            levels,
+            text,
+            starts,
+        }
     }
-    bytes.push(b']');
-    out.push_str(std::str::from_utf8(&bytes).expect("digits and punctuation are text"));
 }
 
 fn push_head(out: &mut String, kind: &str, name: &SymbolName) {
@@ -236,8 +268,8 @@ enum View<'a> {
         resolution: u32,
         seq: Option<u64>,
         status: Status,
-        bids: &'a [(Price, Qty)],
-        asks: &'a [(Price, Qty)],
+        bids: Cow<'a, str>,
+        asks: Cow<'a, str>,
     },
     Ticker {
         name: &'a SymbolName,
@@ -284,8 +316,10 @@ impl View<'_> {
                 out.push_str(",\"status\":\"");
                 out.push_str(status.as_str());
                 out.push('"');
-                push_levels(out, "bids", bids);
-                push_levels(out, "asks", asks);
+                push_key(out, "bids");
+                out.push_str(bids);
+                push_key(out, "asks");
+                out.push_str(asks);
             }
             View::Ticker { name, stats, bbo } => {
                 push_head(out, "ticker", name);
@@ -372,7 +406,7 @@ impl View<'_> {
     /// About how long the record's JSON is, to allocate its buffer once.
     fn json_capacity(&self) -> usize {
         match self {
-            View::Book { bids, asks, .. } => 160 + 48 * (bids.len() + asks.len()),
+            View::Book { bids, asks, .. } => 160 + bids.len() + asks.len(),
             View::Ticker { .. } => 480,
             View::Candle { .. } => 320,
         }
@@ -389,14 +423,18 @@ impl Record {
                 status,
                 bids,
                 asks,
-            } => View::Book {
-                name,
-                resolution: *resolution,
-                seq: *seq,
-                status: *status,
-                bids,
-                asks,
-            },
+            } => {
+                let text =
+                    |side, levels: &Levels| RenderedSide::new(side, levels.clone(), None).text;
+                View::Book {
+                    name,
+                    resolution: *resolution,
+                    seq: *seq,
+                    status: *status,
+                    bids: Cow::Owned(text(Side::Bid, bids)),
+                    asks: Cow::Owned(text(Side::Ask, asks)),
+                }
+            }
             Record::Ticker { name, stats, bbo } => View::Ticker {
                 name,
                 stats: stats.clone(),
@@ -512,7 +550,9 @@ pub struct Components<'s> {
 #[derive(Default)]
 struct State {
     names: FoldMap<Sym, SymbolName>,
-    sides: FoldMap<SideKey, Levels>,
+    sides: FoldMap<SideKey, RenderedSide>,
+    /// The sides retracted in the current timestamp, whose text a replacement reuses.
+    retired: FoldMap<SideKey, RenderedSide>,
     meta: FoldMap<Sym, BookMeta>,
     bbo: FoldMap<Sym, Bbo>,
     ticker: FoldMap<Sym, Agg>,
@@ -533,7 +573,9 @@ impl State {
         match c {
             Component::Name(..) => {}
             Component::Side(k, _) => {
-                self.sides.remove(k);
+                if let Some(old) = self.sides.remove(k) {
+                    self.retired.insert(*k, old);
+                }
             }
             Component::Meta(k, _) => {
                 self.meta.remove(k);
@@ -557,7 +599,8 @@ impl State {
                 self.names.entry(sym).or_insert(name);
             }
             Component::Side(k, v) => {
-                self.sides.insert(k, v);
+                let side = RenderedSide::new(k.2, v, self.retired.get(&k));
+                self.sides.insert(k, side);
             }
             Component::Meta(k, v) => {
                 self.meta.insert(k, v);
@@ -593,9 +636,11 @@ impl State {
             ResultKey::Book(sym, resolution) => {
                 let (seq, status) = self.book_head(sym)?;
                 let side = |s| {
-                    self.sides
-                        .get(&(sym, resolution, s))
-                        .map_or(&[][..], Vec::as_slice)
+                    Cow::Borrowed(
+                        self.sides
+                            .get(&(sym, resolution, s))
+                            .map_or("[]", |r| r.text.as_str()),
+                    )
                 };
                 Some(View::Book {
                     name: self.names.get(&sym)?,
@@ -717,6 +762,7 @@ fn assemble<'s>(
                     state.insert(c);
                 }
             }
+            state.retired.clear();
             touched.sort_unstable();
             touched.dedup();
             dirty_sides.sort_unstable();
@@ -829,4 +875,58 @@ fn gather<'s>(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Qty;
+
+    fn levels(spec: &[(&str, &str)]) -> Levels {
+        spec.iter()
+            .map(|(p, q)| (Price::parse(p).unwrap(), Qty::parse(q).unwrap()))
+            .collect()
+    }
+
+    /// A side rendered from its previous rendering equals one rendered from scratch, and both
+    /// are the JSON array of the levels, whatever moved: first, middle and last levels removed,
+    /// inserted or resized.
+    #[test]
+    fn reused_rendering_equals_fresh_rendering() {
+        let old = levels(&[
+            ("100.5", "1"),
+            ("100.4", "2.25"),
+            ("100", "3"),
+            ("99.9", "0.1"),
+        ]);
+        let new_sides = [
+            levels(&[
+                ("100.6", "7"),
+                ("100.5", "1"),
+                ("100.4", "2.25"),
+                ("100", "3"),
+            ]),
+            levels(&[("100.5", "1"), ("100", "3"), ("99.9", "0.1")]),
+            levels(&[
+                ("100.5", "1.5"),
+                ("100.4", "2.25"),
+                ("100", "3"),
+                ("99.9", "0.2"),
+            ]),
+            levels(&[("100.4", "2.25"), ("99.9", "0.1"), ("99.8", "4")]),
+            levels(&[]),
+            old.clone(),
+        ];
+        let previous = RenderedSide::new(Side::Bid, old, None);
+        for new in new_sides {
+            let fresh = RenderedSide::new(Side::Bid, new.clone(), None);
+            let reused = RenderedSide::new(Side::Bid, new.clone(), Some(&previous));
+            assert_eq!(reused.text, fresh.text);
+            let expected: Vec<[String; 2]> = new
+                .iter()
+                .map(|(p, q)| [p.to_string(), q.to_string()])
+                .collect();
+            assert_eq!(fresh.text, serde_json::to_string(&expected).unwrap());
+        }
+    }
 }
