@@ -511,7 +511,10 @@ impl Prefix {
 /// Invariants: a prefix holds exactly the side's groups up to its last one (all of them when
 /// `whole`), with the sizes accumulated up to the last time processed; batches arrive in time
 /// order, and the trace is compacted only up to the frontier of what has been processed, so a
-/// refill can accumulate sizes up to any time still to be processed.
+/// refill can accumulate sizes up to any time still to be processed. A refill reads the batch being
+/// processed from the trace: differential's arrange (0.25) inserts a batch into the trace before
+/// it sends it downstream. Compaction advances only when a batch arrives (an idle side's history
+/// waits for the next one: memory, not correctness).
 pub fn top_levels<'s>(
     grouped: VecCollection<'s, u64, (SideKey, BookPrice), Qty>,
     depth: usize,
