@@ -63,8 +63,26 @@ where
         let mut out: Vec<O> = Vec::new();
         move |(input, frontier), (ends, ends_frontier), output| {
             input.for_each(|_time, data| {
-                for record in data.drain(..) {
-                    stash.entry(time_of(&record)).or_default().push(record);
+                // A batch is usually all of one timestamp: it is stashed whole, not record by
+                // record (records can be large: book sides, rendered changes).
+                let single = data
+                    .first()
+                    .map(time_of)
+                    .filter(|&first| data.iter().all(|r| time_of(r) == first));
+                match single {
+                    Some(time) => {
+                        let entry = stash.entry(time).or_default();
+                        if entry.is_empty() {
+                            std::mem::swap(entry, data);
+                        } else {
+                            entry.append(data);
+                        }
+                    }
+                    None => {
+                        for record in data.drain(..) {
+                            stash.entry(time_of(&record)).or_default().push(record);
+                        }
+                    }
                 }
             });
             ends.for_each(|_time, data| {
