@@ -21,24 +21,11 @@ pub fn writer(target: &str) -> Result<Box<dyn Write>> {
 
 /// Writes one published batch: its changed records, then its progress line.
 pub fn write_batch(out: &mut dyn Write, batch: &Published) -> std::io::Result<()> {
-    let mut text = String::with_capacity(
-        batch
-            .changes
-            .iter()
-            .filter_map(|c| c.json.as_ref())
-            .map(|j| j.len() + 1)
-            .sum::<usize>()
-            + 40,
-    );
     for json in batch.changes.iter().filter_map(|c| c.json.as_deref()) {
-        text.push_str(json);
-        text.push('\n');
+        out.write_all(json.as_bytes())?;
+        out.write_all(b"\n")?;
     }
-    text.push_str(&format!(
-        "{{\"kind\":\"progress\",\"ts\":{}}}\n",
-        batch.time
-    ));
-    out.write_all(text.as_bytes())
+    writeln!(out, "{{\"kind\":\"progress\",\"ts\":{}}}", batch.time)
 }
 
 /// Writes one dead letter as `{"reason":..,"payload":..}`.

@@ -113,6 +113,17 @@ impl Config {
         if self.intervals.is_empty() {
             return Err("--intervals must name at least one interval".into());
         }
+        // Results are ordered by resolution and interval length inside a mark: one of each.
+        let mut resolutions = self.resolutions.clone();
+        resolutions.sort_unstable();
+        if resolutions.windows(2).any(|w| w[0] == w[1]) {
+            return Err("--resolutions must not repeat a resolution".into());
+        }
+        let mut lengths: Vec<u64> = self.intervals.iter().map(|i| i.ms).collect();
+        lengths.sort_unstable();
+        if lengths.windows(2).any(|w| w[0] == w[1]) {
+            return Err("--intervals must not repeat a length (1m and 60s are the same)".into());
+        }
         if self.candle_retention == 0 {
             return Err("--candle-retention must be positive".into());
         }
@@ -157,6 +168,17 @@ mod tests {
         assert_eq!("1d".parse::<Interval>().unwrap().ms, 86_400_000);
         assert!("0m".parse::<Interval>().is_err());
         assert!("5x".parse::<Interval>().is_err());
+    }
+
+    #[test]
+    fn repeated_resolutions_and_interval_lengths_are_refused() {
+        let mut c = Config::default();
+        assert_eq!(c.validate(), Ok(()));
+        c.resolutions = vec![1, 5, 1];
+        assert!(c.validate().unwrap_err().contains("--resolutions"));
+        c.resolutions = vec![1, 5];
+        c.intervals = vec!["1m".parse().unwrap(), "60s".parse().unwrap()];
+        assert!(c.validate().unwrap_err().contains("--intervals"));
     }
 
     #[test]

@@ -728,6 +728,7 @@ fn assemble<'s>(
         "Assemble",
         |(_, t, _)| *t,
         move |time, updates, _timers, out: &mut Vec<(Change, u64)>| {
+            let start = out.len();
             // Every stage emits a change of a component only when its value changes, so a
             // result built from an updated component changed; a book also changes when its
             // sequence number or status does (from its meta or best prices).
@@ -799,6 +800,8 @@ fn assemble<'s>(
                     }
                 }
             }
+            // Sorted here, on every worker, so that gathering merges sorted runs.
+            out[start..].sort_unstable_by(|a, b| a.0.order.cmp(&b.0.order));
         },
         no_finish,
     )
@@ -860,7 +863,8 @@ fn gather<'s>(
         |(_, t)| *t,
         move |time, changes, _timers, out: &mut Vec<Published>| {
             let mut changes: Vec<Change> = changes.into_iter().map(|(c, _)| c).collect();
-            changes.sort();
+            // Runs sorted by each worker's assemble: the stable sort merges them.
+            changes.sort_by(|a, b| a.order.cmp(&b.order));
             published_at.set(Some(time));
             out.push(Published { time, changes });
         },
