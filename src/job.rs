@@ -378,7 +378,9 @@ where
     Ok(stats.totals())
 }
 
-/// `replay FILE...`: file `i` is input `i`, read by global worker `i % workers`.
+/// `replay FILE...`: file `i` is input `i`, read by global worker [`reader`]`(i, workers)`.
+///
+/// [`reader`]: tampines_dataflows::source::reader
 pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Totals> {
     let files = Arc::new(files);
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
@@ -393,7 +395,7 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
             let mine = files
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| i % peers == index)
+                .filter(|(i, _)| tampines_dataflows::source::reader(*i, peers) == index)
                 .map(|(i, path)| crate::files::open(path, i as u32))
                 .collect();
             Ok(WorkerInputs {

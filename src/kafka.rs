@@ -3,11 +3,13 @@
 //!
 //! Partition assignment is deterministic and needs no consumer group protocol: partition `p` of
 //! topic number `t` (in `--topics` order) is input `t * 65536 + p`, read by global worker
-//! `(t + p) % workers`. Each worker's consumer `assign`s exactly its partitions (librdkafka's
+//! `workers - 1 - (t + p) % workers` ([`reader`]: worker 0 also publishes). Each worker's consumer `assign`s exactly its partitions (librdkafka's
 //! `subscribe` can hang on close against the mock cluster, and a group rebalance would move
 //! partitions between workers behind the dataflow's back). The group id is used for offset
 //! commits only, which follow the results: an offset is committed once the results' frontier has
 //! passed the timestamp of every message up to it.
+//!
+//! [`reader`]: tampines_dataflows::source::reader
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -132,7 +134,7 @@ pub fn input_labels(topics: Vec<String>) -> crate::metrics::InputLabels {
 
 /// The worker that reads a partition.
 pub fn owner(topic_index: usize, partition: i32, peers: usize) -> usize {
-    (topic_index + partition as usize) % peers
+    tampines_dataflows::source::reader(topic_index + partition as usize, peers)
 }
 
 /// Read positions and their timestamps, for commits that follow the results.

@@ -222,6 +222,13 @@ struct Reader {
     unreported: u64,
 }
 
+/// The worker that reads input `input` (a file, a Kafka partition) among `peers` workers:
+/// inputs are dealt out from the last worker down, because worker 0 also gathers and writes every
+/// result; with one input and two workers, one reads and parses while the other publishes.
+pub fn reader(input: usize, peers: usize) -> usize {
+    peers - 1 - input % peers
+}
+
 /// Reads a worker's inputs into a stream of [`SourceRecord`]s (see the module doc).
 ///
 /// `idle`: an input silent this long (wall time) does not hold progress back; when every input

@@ -19,7 +19,10 @@ pub struct Run {
     pub totals: Totals,
 }
 
-/// Runs `inputs` through the dataflow with `workers` threads; input `i` is read by worker `i % workers`.
+/// Runs `inputs` through the dataflow with `workers` threads; input `i` is read by worker
+/// [`reader`]`(i, workers)`, as in the job.
+///
+/// [`reader`]: tampines_dataflows::source::reader
 pub fn run(inputs: &[Vec<String>], config: &Config, workers: usize) -> Run {
     let inputs = Arc::new(inputs.to_vec());
     let config = Arc::new(config.clone());
@@ -32,7 +35,7 @@ pub fn run(inputs: &[Vec<String>], config: &Config, workers: usize) -> Run {
         let mine: Vec<LineInput> = inputs
             .iter()
             .enumerate()
-            .filter(|(i, _)| i % peers == index)
+            .filter(|(i, _)| tampines_dataflows::source::reader(*i, peers) == index)
             .map(|(i, lines)| {
                 let lines = lines.clone().into_iter().map(Ok);
                 LineInput {
