@@ -107,33 +107,55 @@ impl Agg {
         }
         self.high = self.high.max(o.high);
         self.low = self.low.min(o.low);
-        self.volume = Qty::from_decimal(self.volume.value() + o.volume.value());
-        self.buy_volume = Qty::from_decimal(self.buy_volume.value() + o.buy_volume.value());
-        self.quote_volume = Qty::from_decimal(self.quote_volume.value() + o.quote_volume.value());
+        self.volume = sum(self.volume, o.volume);
+        self.buy_volume = sum(self.buy_volume, o.buy_volume);
+        self.quote_volume = sum(self.quote_volume, o.quote_volume);
         self.count += o.count;
-    }
-
-    /// Folds `(item, multiplicity)` pairs, as a differential `reduce` presents them; `None` when
-    /// nothing has a positive multiplicity.
-    pub fn fold<'a, T: 'a>(
-        items: impl IntoIterator<Item = (&'a T, isize)>,
-        of: impl Fn(&T) -> Agg,
-    ) -> Option<Agg> {
-        let mut acc: Option<Agg> = None;
-        for (item, n) in items {
-            for _ in 0..n.max(0) {
-                let a = of(item);
-                match acc.as_mut() {
-                    None => acc = Some(a),
-                    Some(acc) => acc.merge(&a),
-                }
-            }
-        }
-        acc
     }
 
     /// vwap = quote_volume / volume, rounded to 8 decimal places.
     pub fn vwap(&self) -> Decimal {
         crate::types::round_dp(self.quote_volume.value() / self.volume.value(), 8)
+    }
+}
+
+/// `a + b` in canonical form; at one scale the mantissas add directly (the usual case: both at
+/// [`crate::types::SCALE`]).
+fn sum(a: Qty, b: Qty) -> Qty {
+    let (x, y) = (a.value(), b.value());
+    if x.scale() == y.scale() {
+        if let Ok(d) = Decimal::try_from_i128_with_scale(x.mantissa() + y.mantissa(), x.scale()) {
+            return Qty::from_decimal(d);
+        }
+    }
+    Qty::from_decimal(x + y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_equal_decimal_addition_at_any_scale() {
+        let big = "79228162514264.3379354395"; // near the 96-bit mantissa limit at scale 10
+        let cases = [
+            ("1.5", "2.25"),
+            ("0.0000000001", "3"),
+            ("0.00000000001", "1.1"), // 11 fractional digits: not at the common scale
+            (big, big),               // the mantissa sum overflows 96 bits: falls back
+            ("123456789", "0.000000001"),
+        ];
+        for (a, b) in cases {
+            let (qa, qb) = (Qty::parse(a).unwrap(), Qty::parse(b).unwrap());
+            let expected =
+                Qty::from_decimal(a.parse::<Decimal>().unwrap() + b.parse::<Decimal>().unwrap());
+            let got = sum(qa, qb);
+            assert_eq!(got, expected, "{a} + {b}");
+            assert_eq!(
+                got.value().to_string(),
+                expected.value().to_string(),
+                "{a} + {b}"
+            );
+        }
     }
 }

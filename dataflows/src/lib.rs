@@ -86,7 +86,7 @@ pub fn build<'s>(
 
     let books = orderbook::orderbooks(books, ends.clone(), config.clone(), stats.clone());
     let window = ticker::window(trades, ends.clone(), config.clone(), stats.clone());
-    let ticker = ticker::aggregate(window.window, config.granularity_ms);
+    let ticker = ticker::aggregate(window.window, ends.clone(), config.granularity_ms);
     let candles = candles::candles(window.accepted, ends.clone(), config.clone(), stats);
     let components = Components {
         names,

@@ -11,17 +11,21 @@
 //!      (one capability, a timer) and released only when that timestamp completes, so no
 //!      arrangement ever holds future updates. A trade already outside the window when it
 //!      arrives never enters it.
-//! 2. [`aggregate`]: `reduce` per (symbol, second) over trades, then per (symbol, minute) over
-//!    those aggregates, per (symbol, hour), and per symbol. A change re-reads one second's trades,
-//!    60 seconds, 60 minutes and at most `window / 1h + 1` hours: the work per update does not
-//!    grow with the number of trades in the window. With marks finer than 100 ms a (symbol,
-//!    100 ms) level comes first, so that no bucket of trades is re-folded at more than 10 marks
-//!    (a busy symbol's second at every 10 ms mark was 15% of the live job).
+//! 2. [`aggregate`], a [`sequence`] stage over the window collection's updates, keeps per symbol
+//!    the window's trades by second and the aggregate of every non-empty second, minute and hour,
+//!    and their total. A trade entering is merged into its second, minute, hour and the total
+//!    (four merges); a trade leaving marks its second, minute and hour, which are refolded once
+//!    per timestamp from their trades, 60 seconds, 60 minutes, and the total from at most
+//!    `window / 1h + 1` hours: the work per update does not grow with the number of trades in
+//!    the window, and memory is the trades inside it. With marks finer than 100 ms a 100 ms level
+//!    comes first, so that no bucket of trades is refolded at more than 10 marks. (Four chained
+//!    `reduce`s did the same with an input and an output arrangement each and refolded a second
+//!    at every mark that added to it: about 15% of the live job's instructions.)
 //!
 //! Output: `(sym, Agg)` for every symbol with at least one trade in the window. Fields derived
 //! from it (vwap, change, bid/ask) are computed where the record is built ([`crate::results`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -36,7 +40,7 @@ use crate::event::Body;
 use crate::sequence::{no_finish, sequence};
 use crate::source::Stamped;
 use crate::stats::{Share, Stats};
-use crate::types::{Sym, TradeId};
+use crate::types::{FoldMap, Sym, TradeId};
 
 /// Outputs of the window stage.
 pub struct Window<'s> {
@@ -162,41 +166,177 @@ impl Inside {
     }
 }
 
-/// Aggregates the window per symbol, through (100 ms,) second, minute and hour buckets.
+/// Aggregates the window per symbol, through (100 ms,) second, minute and hour buckets (see the
+/// module doc), as a [`sequence`] stage over the window collection's updates.
 pub fn aggregate<'s>(
     window: VecCollection<'s, u64, (Sym, TradeRec), isize>,
+    ends: StreamVec<'s, u64, u64>,
     granularity_ms: u64,
 ) -> VecCollection<'s, u64, (Sym, Agg), isize> {
-    let fold = |_key: &(Sym, u64), input: &[(&TradeRec, isize)], output: &mut Vec<(Agg, isize)>| {
-        if let Some(agg) = Agg::fold(input.iter().map(|(r, n)| (*r, *n)), Agg::of) {
-            output.push((agg, 1));
-        }
-    };
-    // The first level re-folds its bucket's trades at every mark that adds to it: at most 10
-    // marks per bucket keeps that linear in the trades. A second spans 10 marks at 100 ms.
-    let seconds = if granularity_ms < 100 {
-        window
-            .map(|(sym, rec)| ((sym, rec.ts / 100), rec))
-            .reduce_named("TickerTenths", fold)
-            .map(|((sym, tenth), agg)| ((sym, tenth / 10), agg))
-            .reduce_named("TickerSeconds", merge::<(Sym, u64)>)
+    // A finest bucket is refolded at every mark that retracts from it: at most 10 marks each.
+    let spans: Vec<u64> = if granularity_ms < 100 {
+        vec![100, 1_000, 60_000, 3_600_000]
     } else {
-        window
-            .map(|(sym, rec)| ((sym, rec.ts / 1_000), rec))
-            .reduce_named("TickerSeconds", fold)
+        vec![1_000, 60_000, 3_600_000]
     };
-    seconds
-        .map(|((sym, second), agg)| ((sym, second / 60), agg))
-        .reduce_named("TickerMinutes", merge::<(Sym, u64)>)
-        .map(|((sym, minute), agg)| ((sym, minute / 60), agg))
-        .reduce_named("TickerHours", merge::<(Sym, u64)>)
-        .map(|((sym, _hour), agg)| (sym, agg))
-        .reduce_named("Ticker", merge::<Sym>)
+    let mut symbols: FoldMap<Sym, Hierarchy> = FoldMap::default();
+    sequence(
+        window.inner,
+        ends,
+        Pipeline,
+        "Ticker",
+        |(_, t, _)| *t,
+        move |time, mut updates, _timers, out| {
+            // Insertions first: each is merged upwards at once; a retraction then marks its
+            // buckets for refolding, which also covers insertions into them.
+            updates.sort_by_key(|(_, _, diff)| std::cmp::Reverse(*diff));
+            let mut touched: Vec<Sym> = Vec::new();
+            for ((sym, rec), _, diff) in updates {
+                let h = symbols
+                    .entry(sym)
+                    .or_insert_with(|| Hierarchy::new(spans.len()));
+                if h.before.is_none() {
+                    h.before = Some(h.total.clone());
+                    touched.push(sym);
+                }
+                for _ in 0..diff.unsigned_abs() {
+                    if diff > 0 {
+                        h.insert(&spans, rec.clone());
+                    } else {
+                        h.retract(&spans, &rec);
+                    }
+                }
+            }
+            touched.sort_unstable();
+            for sym in touched {
+                let h = symbols.get_mut(&sym).expect("touched symbols exist");
+                h.refold(&spans);
+                let before = h.before.take().flatten();
+                if before != h.total {
+                    if let Some(old) = before {
+                        out.push(((sym, old), time, -1));
+                    }
+                    if let Some(new) = h.total.clone() {
+                        out.push(((sym, new), time, 1));
+                    }
+                }
+                if h.total.is_none() {
+                    symbols.remove(&sym);
+                }
+            }
+        },
+        no_finish,
+    )
+    .as_collection()
 }
 
-/// Merges partial aggregates of one key.
-fn merge<K>(_key: &K, input: &[(&Agg, isize)], output: &mut Vec<(Agg, isize)>) {
-    if let Some(agg) = Agg::fold(input.iter().map(|(a, n)| (*a, *n)), Agg::clone) {
-        output.push((agg, 1));
+/// One symbol's window: its trades by finest bucket, the aggregate of every non-empty bucket at
+/// every level, and the total.
+///
+/// Invariant (between timestamps): `levels[i]` holds, for every bucket `b` of `spans[i]` with a
+/// trade in the window, the aggregate of exactly those trades, and `total` that of all of them.
+/// During a timestamp, `stale[i]` lists the buckets that a retraction left out of date.
+struct Hierarchy {
+    trades: BTreeMap<u64, Vec<TradeRec>>,
+    levels: Vec<BTreeMap<u64, Agg>>,
+    stale: Vec<BTreeSet<u64>>,
+    total: Option<Agg>,
+    total_stale: bool,
+    /// The total before the current timestamp, once the symbol was touched in it.
+    before: Option<Option<Agg>>,
+}
+
+impl Hierarchy {
+    fn new(depth: usize) -> Hierarchy {
+        Hierarchy {
+            trades: BTreeMap::new(),
+            levels: vec![BTreeMap::new(); depth],
+            stale: vec![BTreeSet::new(); depth],
+            total: None,
+            total_stale: false,
+            before: None,
+        }
     }
+
+    /// Adds a trade, merging it into its bucket at every level up to the first stale one.
+    fn insert(&mut self, spans: &[u64], rec: TradeRec) {
+        let one = Agg::of(&rec);
+        let mut fresh = true;
+        for (i, span) in spans.iter().enumerate() {
+            let b = rec.ts / span;
+            fresh = fresh && !self.stale[i].contains(&b);
+            if fresh {
+                match self.levels[i].get_mut(&b) {
+                    Some(agg) => agg.merge(&one),
+                    None => {
+                        self.levels[i].insert(b, one.clone());
+                    }
+                }
+            }
+        }
+        if fresh && !self.total_stale {
+            match self.total.as_mut() {
+                Some(total) => total.merge(&one),
+                None => self.total = Some(one),
+            }
+        }
+        self.trades.entry(rec.ts / spans[0]).or_default().push(rec);
+    }
+
+    /// Removes a trade (one copy) and marks its buckets at every level for refolding.
+    fn retract(&mut self, spans: &[u64], rec: &TradeRec) {
+        let b = rec.ts / spans[0];
+        let Some(bucket) = self.trades.get_mut(&b) else {
+            debug_assert!(false, "a retracted trade is in the window");
+            return;
+        };
+        let Some(at) = bucket.iter().position(|r| r == rec) else {
+            debug_assert!(false, "a retracted trade is in the window");
+            return;
+        };
+        bucket.swap_remove(at);
+        for (i, span) in spans.iter().enumerate() {
+            self.stale[i].insert(rec.ts / span);
+        }
+        self.total_stale = true;
+    }
+
+    /// Refolds the stale buckets, finest first, then the total.
+    fn refold(&mut self, spans: &[u64]) {
+        for i in 0..spans.len() {
+            for b in std::mem::take(&mut self.stale[i]) {
+                let agg = if i == 0 {
+                    let trades = self.trades.get(&b).map(Vec::as_slice).unwrap_or_default();
+                    fold(trades.iter().map(Agg::of))
+                } else {
+                    let per = spans[i] / spans[i - 1];
+                    let children = self.levels[i - 1].range(b * per..(b + 1) * per);
+                    fold(children.map(|(_, a)| a.clone()))
+                };
+                match agg {
+                    Some(agg) => {
+                        self.levels[i].insert(b, agg);
+                    }
+                    None => {
+                        self.levels[i].remove(&b);
+                        if i == 0 {
+                            self.trades.remove(&b);
+                        }
+                    }
+                }
+            }
+        }
+        if std::mem::take(&mut self.total_stale) {
+            let top = self.levels.last().expect("at least one level");
+            self.total = fold(top.values().cloned());
+        }
+    }
+}
+
+/// Merges aggregates; `None` when there are none.
+fn fold(aggs: impl Iterator<Item = Agg>) -> Option<Agg> {
+    aggs.reduce(|mut acc, a| {
+        acc.merge(&a);
+        acc
+    })
 }
