@@ -732,8 +732,11 @@ fn assemble<'s>(
             // Every stage emits a change of a component only when its value changes, so a
             // result built from an updated component changed; a book also changes when its
             // sequence number or status does (from its meta or best prices).
-            let mut touched: Vec<ResultKey> = Vec::new();
-            let mut dirty_sides: Vec<(Sym, u32)> = Vec::new();
+            //
+            // What the updates touch: book sides `(sym, Some(r))`, every book of a symbol whose
+            // meta or best prices changed `(sym, None)`, tickers and candles.
+            let mut books: Vec<(Sym, Option<u32>)> = Vec::new();
+            let mut others: Vec<ResultKey> = Vec::new();
             // Retractions first, so `-old +new` of one key in one timestamp leaves `new`.
             for (c, _, diff) in &updates {
                 if *diff < 0 {
@@ -741,20 +744,15 @@ fn assemble<'s>(
                 }
                 match c {
                     Component::Name(..) => {}
-                    Component::Side((sym, r, _), _) => {
-                        touched.push(ResultKey::Book(*sym, *r));
-                        dirty_sides.push((*sym, *r));
-                    }
-                    Component::Meta(sym, _) => {
-                        touched.extend(resolutions.iter().map(|&r| ResultKey::Book(*sym, r)));
-                    }
+                    Component::Side((sym, r, _), _) => books.push((*sym, Some(*r))),
+                    Component::Meta(sym, _) => books.push((*sym, None)),
                     Component::Bbo(sym, _) => {
-                        touched.extend(resolutions.iter().map(|&r| ResultKey::Book(*sym, r)));
-                        touched.push(ResultKey::Ticker(*sym));
+                        books.push((*sym, None));
+                        others.push(ResultKey::Ticker(*sym));
                     }
-                    Component::Ticker(sym, _) => touched.push(ResultKey::Ticker(*sym)),
+                    Component::Ticker(sym, _) => others.push(ResultKey::Ticker(*sym)),
                     Component::Candle((sym, ivl, open), _) => {
-                        touched.push(ResultKey::Candle(*sym, *ivl, *open));
+                        others.push(ResultKey::Candle(*sym, *ivl, *open));
                     }
                 }
             }
@@ -764,10 +762,25 @@ fn assemble<'s>(
                 }
             }
             state.retired.clear();
-            touched.sort_unstable();
-            touched.dedup();
-            dirty_sides.sort_unstable();
-            dirty_sides.dedup();
+            books.sort_unstable();
+            books.dedup();
+            others.sort_unstable();
+            others.dedup();
+            let mut touched: Vec<ResultKey> = Vec::with_capacity(books.len() + others.len());
+            for group in books.chunk_by(|a, b| a.0 == b.0) {
+                let sym = group[0].0;
+                // `None` sorts first: every resolution of the symbol, else the sides' own.
+                if group[0].1.is_none() {
+                    touched.extend(resolutions.iter().map(|&r| ResultKey::Book(sym, r)));
+                } else {
+                    touched.extend(
+                        group
+                            .iter()
+                            .filter_map(|&(_, r)| Some(ResultKey::Book(sym, r?))),
+                    );
+                }
+            }
+            touched.append(&mut others);
             for key in touched {
                 // Only a book can be touched without changing (its meta or best prices moved
                 // but neither its seq, its status nor its own sides).
@@ -778,7 +791,7 @@ fn assemble<'s>(
                 let changed = match key {
                     ResultKey::Book(sym, r) => {
                         state.published.get(&key) != Some(&head)
-                            || dirty_sides.binary_search(&(sym, r)).is_ok()
+                            || books.binary_search(&(sym, Some(r))).is_ok()
                     }
                     _ => true,
                 };
