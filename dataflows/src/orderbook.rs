@@ -420,16 +420,24 @@ pub fn group_levels<'s>(
         .inner
         .unary(Pipeline, "GroupLevels", move |_, _| {
             let mut sums: FoldMap<((SideKey, BookPrice), u64), Qty> = FoldMap::default();
-            // The step of every (tick, resolution) seen: ticks change rarely.
-            let mut steps: FoldMap<(Price, u32), Price> = FoldMap::default();
+            // The steps of the last tick seen, one per resolution: ticks change rarely.
+            let steps_of = |tick: Price, resolutions: &[u32]| -> Vec<Price> {
+                let tick_value = tick.value();
+                resolutions
+                    .iter()
+                    .map(|&r| Price::from_decimal(tick_value * Decimal::from(r)))
+                    .collect()
+            };
+            let mut last: Option<(Price, Vec<Price>)> = None;
             move |input, output| {
                 input.for_each_time(|cap, data| {
                     for batch in data {
                         for (l, time, size) in batch.drain(..) {
-                            for &r in &resolutions {
-                                let step = *steps.entry((l.tick, r)).or_insert_with(|| {
-                                    Price::from_decimal(l.tick.value() * Decimal::from(r))
-                                });
+                            if last.as_ref().is_none_or(|(tick, _)| *tick != l.tick) {
+                                last = Some((l.tick, steps_of(l.tick, &resolutions)));
+                            }
+                            let steps = &last.as_ref().expect("just set").1;
+                            for (&r, &step) in resolutions.iter().zip(steps) {
                                 let price = l.price.group(step, l.side);
                                 let group = (
                                     (l.sym, r, l.side),
