@@ -27,6 +27,7 @@ pub fn open(path: &Path, id: u32) -> LineInput {
             reader,
             name,
             failed: false,
+            buf: Vec::with_capacity(1 << 12),
         }),
         Err(reason) => Box::new(std::iter::once(Err((reason, String::new())))),
     };
@@ -37,6 +38,9 @@ struct Lines {
     reader: Box<dyn BufRead>,
     name: String,
     failed: bool,
+    /// Reused for every line: each line is then copied once into a string of its own size
+    /// (reading into a fresh vector grew it five or six times per line).
+    buf: Vec<u8>,
 }
 
 impl Iterator for Lines {
@@ -46,14 +50,15 @@ impl Iterator for Lines {
         if self.failed {
             return None;
         }
-        let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
+        let buf = &mut self.buf;
+        buf.clear();
+        match self.reader.read_until(b'\n', buf) {
             Ok(0) => None,
             Ok(_) => {
                 while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                     buf.pop();
                 }
-                Some(String::from_utf8(buf).map_err(|e| {
+                Some(String::from_utf8(buf.to_vec()).map_err(|e| {
                     (
                         "invalid utf-8".to_string(),
                         String::from_utf8_lossy(e.as_bytes()).into_owned(),
