@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! source::lines ──exchange by symbol──┬─ books  ─ orderbook::orderbooks ─┬─ sides, meta, bbo ─┐
-//!                                     │                                  │                    │
+//!            (split::split3 by kind)  │                                  │                    │
 //!                                     └─ trades ─ ticker::window ─┬─ window ─ ticker::aggregate ┤
 //!                                                                 └─ accepted ─ candles::candles ┤
 //!                                   names, ends ─ results::publish (assembled per symbol, gathered on worker 0)
@@ -23,6 +23,7 @@ pub mod orderbook;
 pub mod results;
 pub mod sequence;
 pub mod source;
+pub mod split;
 pub mod stats;
 pub mod ticker;
 pub mod time;
@@ -30,14 +31,15 @@ pub mod types;
 
 use std::sync::Arc;
 
-use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::Exchange;
 use timely::dataflow::StreamVec;
 
 use crate::config::Config;
 use crate::results::{Components, Published};
 use crate::source::{DeadLetter, SourceRecord};
+use crate::split::{split3, Part3};
 use crate::stats::Stats;
+use crate::types::{Sym, SymbolName};
 
 /// The streams a built dataflow offers to sinks. Both carry data on worker 0 only.
 pub struct Outputs<'s> {
@@ -45,6 +47,14 @@ pub struct Outputs<'s> {
     pub published: StreamVec<'s, u64, Published>,
     /// Dead letters, as they are found.
     pub dead: StreamVec<'s, u64, DeadLetter>,
+}
+
+/// The rare kinds of source record, split off together.
+#[derive(Clone)]
+enum Other {
+    Name(((Sym, SymbolName), u64)),
+    Dead(DeadLetter),
+    End(u64),
 }
 
 /// Builds the whole dataflow over a source stream (see the crate doc for its shape).
@@ -55,34 +65,19 @@ pub fn build<'s>(
 ) -> Outputs<'s> {
     let scope = source.scope();
     let routed = source.exchange(|(r, _)| r.route());
-    let mut parts = routed.partition(5, |(r, t)| {
-        let part = match &r {
-            SourceRecord::Event(s) if s.event.is_book() => 0,
-            SourceRecord::Event(_) => 1,
-            SourceRecord::Name(..) => 2,
-            SourceRecord::Dead(_) => 3,
-            SourceRecord::End { .. } => 4,
-        };
-        (part, (r, t))
+    let (books, trades, others) = split3(routed, "Route", |(r, t)| match r {
+        SourceRecord::Event(s) if s.event.is_book() => Part3::First((s, t)),
+        SourceRecord::Event(s) => Part3::Second((s, t)),
+        SourceRecord::Name(sym, name) => Part3::Third(Other::Name(((sym, name), t))),
+        SourceRecord::Dead(d) => Part3::Third(Other::Dead(d)),
+        SourceRecord::End { last, .. } => Part3::Third(Other::End(last)),
     });
-    let ends = parts.pop().expect("5 parts").flat_map(|(r, _)| match r {
-        SourceRecord::End { last, .. } => Some(last),
-        _ => None,
+    // Names, dead letters and ends are rare: a second split is cheaper than wider enums.
+    let (names, dead, ends) = split3(others, "RouteOthers", |o| match o {
+        Other::Name(n) => Part3::First(n),
+        Other::Dead(d) => Part3::Second(d),
+        Other::End(last) => Part3::Third(last),
     });
-    let dead = parts.pop().expect("5 parts").flat_map(|(r, _)| match r {
-        SourceRecord::Dead(d) => Some(d),
-        _ => None,
-    });
-    let names = parts.pop().expect("5 parts").flat_map(|(r, t)| match r {
-        SourceRecord::Name(sym, name) => Some(((sym, name), t)),
-        _ => None,
-    });
-    let event = |(r, t): (SourceRecord, u64)| match r {
-        SourceRecord::Event(s) => Some((s, t)),
-        _ => None,
-    };
-    let trades = parts.pop().expect("5 parts").flat_map(event);
-    let books = parts.pop().expect("5 parts").flat_map(event);
 
     let books = orderbook::orderbooks(books, ends.clone(), config.clone(), stats.clone());
     let window = ticker::window(trades, ends.clone(), config.clone(), stats.clone());

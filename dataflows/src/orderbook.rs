@@ -32,7 +32,6 @@ use differential_dataflow::{AsCollection, VecCollection};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 use timely::progress::Antichain;
@@ -41,6 +40,7 @@ use crate::config::Config;
 use crate::event::{Body, Level};
 use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
+use crate::split::{split3, Part3};
 use crate::stats::{Share, Stats};
 use crate::types::{FoldMap, Price, Qty, Side, Sym};
 
@@ -334,25 +334,10 @@ pub fn raw_books<'s>(
         },
         no_finish,
     );
-    let mut parts = updates.partition(3, |u| {
-        let part = match &u {
-            Update::Level(..) => 0,
-            Update::Meta(..) => 1,
-            Update::Bbo(..) => 2,
-        };
-        (part, u)
-    });
-    let bbo = parts.pop().expect("3 parts").flat_map(|u| match u {
-        Update::Bbo(d, t, r) => Some((d, t, r)),
-        _ => None,
-    });
-    let meta = parts.pop().expect("3 parts").flat_map(|u| match u {
-        Update::Meta(d, t, r) => Some((d, t, r)),
-        _ => None,
-    });
-    let levels = parts.pop().expect("3 parts").flat_map(|u| match u {
-        Update::Level(d, t, r) => Some((d, t, r)),
-        _ => None,
+    let (levels, meta, bbo) = split3(updates, "BookParts", |u| match u {
+        Update::Level(d, t, r) => Part3::First((d, t, r)),
+        Update::Meta(d, t, r) => Part3::Second((d, t, r)),
+        Update::Bbo(d, t, r) => Part3::Third((d, t, r)),
     });
     (
         levels.as_collection(),

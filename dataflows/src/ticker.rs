@@ -31,7 +31,6 @@ use std::sync::Arc;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::vec::{Map, Partition};
 use timely::dataflow::StreamVec;
 
 use crate::agg::{Agg, TradeRec};
@@ -39,6 +38,7 @@ use crate::config::Config;
 use crate::event::Body;
 use crate::sequence::{no_finish, sequence};
 use crate::source::Stamped;
+use crate::split::split2;
 use crate::stats::{Share, Stats};
 use crate::types::{FoldMap, Sym, TradeId};
 
@@ -106,14 +106,9 @@ pub fn window<'s>(
         },
         no_finish,
     );
-    let mut parts = out.partition(2, |o| (matches!(o, Out::Window(..)) as u64, o));
-    let window = parts.pop().expect("2 parts").flat_map(|o| match o {
-        Out::Window(d, t, r) => Some((d, t, r)),
-        Out::Accepted(..) => None,
-    });
-    let accepted = parts.pop().expect("2 parts").flat_map(|o| match o {
-        Out::Accepted(d, t) => Some((d, t)),
-        Out::Window(..) => None,
+    let (window, accepted) = split2(out, "WindowParts", |o| match o {
+        Out::Window(d, t, r) => Ok((d, t, r)),
+        Out::Accepted(d, t) => Err((d, t)),
     });
     Window {
         accepted,
