@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::event::{parse, Event};
 use crate::stats::Stats;
 use crate::time::{Stamp, Stamper};
-use crate::types::{Sym, SymbolName};
+use crate::types::{FoldMap, Sym, SymbolName};
 
 /// Distinct timestamps one source activation emits at most (see [`source`]).
 const MAX_TIMES_PER_ACTIVATION: usize = 256;
@@ -215,8 +215,10 @@ impl Inputs for LineInputs {
 
 struct Reader {
     stamper: Stamper,
-    seen: HashSet<Sym>,
+    seen: HashSet<Sym, foldhash::fast::RandomState>,
     last_seen: Instant,
+    /// A line was read in the current activation (`last_seen` is set once, after it).
+    read: bool,
     idle: bool,
     /// Lines read since the last report to [`Stats::inputs`].
     unreported: u64,
@@ -246,7 +248,7 @@ pub fn source<'s, I: Inputs + 'static>(
         let activator = scope.activator_for(info.address);
         let mut cap = Some(capability);
         let mut started = Instant::now();
-        let mut readers: HashMap<u32, Reader> = HashMap::new();
+        let mut readers: FoldMap<u32, Reader> = FoldMap::default();
         let mut finished: HashMap<u32, Option<u64>> = HashMap::new();
         let mut batch: BTreeMap<u64, Vec<SourceRecord>> = BTreeMap::new();
         move |output| {
@@ -269,12 +271,13 @@ pub fn source<'s, I: Inputs + 'static>(
                     } => {
                         let reader = readers.entry(input).or_insert_with(|| Reader {
                             stamper: Stamper::new(&config),
-                            seen: HashSet::new(),
+                            seen: HashSet::default(),
                             last_seen: Instant::now(),
+                            read: false,
                             idle: false,
                             unreported: 0,
                         });
-                        reader.last_seen = Instant::now();
+                        reader.read = true;
                         reader.unreported += 1;
                         if reader.idle {
                             reader.idle = false;
@@ -321,6 +324,10 @@ pub fn source<'s, I: Inputs + 'static>(
             }
             // Progress: the earliest open timestamp of the inputs that are not idle.
             let now = Instant::now();
+            for reader in readers.values_mut().filter(|r| r.read) {
+                reader.read = false;
+                reader.last_seen = now;
+            }
             if inputs.paused() {
                 // Time spent paused by backpressure does not make an input idle.
                 started = now;
@@ -370,7 +377,7 @@ pub fn source<'s, I: Inputs + 'static>(
 
 /// Adds what the readers read since the last report to [`Stats::inputs`], with their watermarks:
 /// one lock per activation, not per line.
-fn report_inputs(readers: &mut HashMap<u32, Reader>, stats: &Stats) {
+fn report_inputs(readers: &mut FoldMap<u32, Reader>, stats: &Stats) {
     if readers.values().all(|r| r.unreported == 0) {
         return;
     }

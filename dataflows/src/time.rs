@@ -16,10 +16,8 @@
 //! Consequences: every assigned timestamp is `>= open` at the time of reading and
 //! `<= ceil(highest ts / g) * g`, so the last mark of a finite input is `ceil(max ts / g) * g`.
 
-use std::collections::HashMap;
-
 use crate::config::Config;
-use crate::types::Sym;
+use crate::types::{FoldMap, Sym};
 
 /// What the stamper decided for one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +40,7 @@ pub struct Stamper {
     lateness: u64,
     retention_span: u64,
     max_ts: Option<u64>,
-    last_book: HashMap<Sym, u64>,
+    last_book: FoldMap<Sym, u64>,
 }
 
 impl Stamper {
@@ -53,7 +51,7 @@ impl Stamper {
             lateness: config.lateness_ms,
             retention_span: config.retention_span_ms(),
             max_ts: None,
-            last_book: HashMap::new(),
+            last_book: Default::default(),
         }
     }
 
