@@ -235,6 +235,10 @@ struct Hierarchy {
     trades: BTreeMap<u64, Vec<TradeRec>>,
     levels: Vec<BTreeMap<u64, Agg>>,
     stale: Vec<BTreeSet<u64>>,
+    /// The trades retracted in the current timestamp (with multiplicity), removed from their
+    /// buckets in one pass per bucket when it is refolded: a second's trades leave in the order
+    /// they came, and searching for each in turn was quadratic in a busy second.
+    leaving: FoldMap<TradeRec, usize>,
     total: Option<Agg>,
     total_stale: bool,
     /// The total before the current timestamp, once the symbol was touched in it.
@@ -247,6 +251,7 @@ impl Hierarchy {
             trades: BTreeMap::new(),
             levels: vec![BTreeMap::new(); depth],
             stale: vec![BTreeSet::new(); depth],
+            leaving: FoldMap::default(),
             total: None,
             total_stale: false,
             before: None,
@@ -278,18 +283,13 @@ impl Hierarchy {
         self.trades.entry(rec.ts / spans[0]).or_default().push(rec);
     }
 
-    /// Removes a trade (one copy) and marks its buckets at every level for refolding.
+    /// Notes a trade (one copy) as leaving and marks its buckets at every level for refolding.
     fn retract(&mut self, spans: &[u64], rec: &TradeRec) {
-        let b = rec.ts / spans[0];
-        let Some(bucket) = self.trades.get_mut(&b) else {
-            debug_assert!(false, "a retracted trade is in the window");
-            return;
-        };
-        let Some(at) = bucket.iter().position(|r| r == rec) else {
-            debug_assert!(false, "a retracted trade is in the window");
-            return;
-        };
-        bucket.swap_remove(at);
+        debug_assert!(
+            self.trades.contains_key(&(rec.ts / spans[0])),
+            "a retracted trade is in the window"
+        );
+        *self.leaving.entry(rec.clone()).or_insert(0) += 1;
         for (i, span) in spans.iter().enumerate() {
             self.stale[i].insert(rec.ts / span);
         }
@@ -301,7 +301,18 @@ impl Hierarchy {
         for i in 0..spans.len() {
             for b in std::mem::take(&mut self.stale[i]) {
                 let agg = if i == 0 {
-                    let trades = self.trades.get(&b).map(Vec::as_slice).unwrap_or_default();
+                    let leaving = &mut self.leaving;
+                    let mut trades = self.trades.get_mut(&b);
+                    if let Some(trades) = trades.as_deref_mut().filter(|_| !leaving.is_empty()) {
+                        trades.retain(|r| match leaving.get_mut(r) {
+                            Some(n) if *n > 0 => {
+                                *n -= 1;
+                                false
+                            }
+                            _ => true,
+                        });
+                    }
+                    let trades = trades.map(|t| t.as_slice()).unwrap_or_default();
                     fold(trades.iter().map(Agg::of))
                 } else {
                     let per = spans[i] / spans[i - 1];
@@ -321,6 +332,11 @@ impl Hierarchy {
                 }
             }
         }
+        debug_assert!(
+            self.leaving.values().all(|&n| n == 0),
+            "every retracted trade was in the window"
+        );
+        self.leaving.clear();
         if std::mem::take(&mut self.total_stale) {
             let top = self.levels.last().expect("at least one level");
             self.total = fold(top.values().cloned());
