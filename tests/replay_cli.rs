@@ -111,10 +111,14 @@ fn output_is_identical_for_1_2_and_4_workers() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
+        ),
+        (
+            &["replay", "x.ndjson", "--intervals", "1m,5m,60s"],
+            "tampines: --intervals must not repeat a length (1m and 60s are the same)",
         ),
         (
             &["replay", "x.ndjson", "--metrics-addr", "nowhere"],

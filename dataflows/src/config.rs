@@ -119,10 +119,13 @@ impl Config {
         if resolutions.windows(2).any(|w| w[0] == w[1]) {
             return Err("--resolutions must not repeat a resolution".into());
         }
-        let mut lengths: Vec<u64> = self.intervals.iter().map(|i| i.ms).collect();
-        lengths.sort_unstable();
-        if lengths.windows(2).any(|w| w[0] == w[1]) {
-            return Err("--intervals must not repeat a length (1m and 60s are the same)".into());
+        let mut intervals: Vec<&Interval> = self.intervals.iter().collect();
+        intervals.sort_by_key(|i| i.ms);
+        if let Some(w) = intervals.windows(2).find(|w| w[0].ms == w[1].ms) {
+            return Err(format!(
+                "--intervals must not repeat a length ({} and {} are the same)",
+                w[0].name, w[1].name
+            ));
         }
         if self.candle_retention == 0 {
             return Err("--candle-retention must be positive".into());
