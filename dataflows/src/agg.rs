@@ -3,6 +3,7 @@
 //! `open`/`last` are the first/last trade in `(ts, id)` order, so merging partial aggregates in
 //! any order gives the same result as folding the trades in order. Sums are exact decimals.
 
+use differential_dataflow::difference::Semigroup;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -119,16 +120,11 @@ impl Agg {
     }
 }
 
-/// `a + b` in canonical form; at one scale the mantissas add directly (the usual case: both at
-/// [`crate::types::SCALE`]).
-fn sum(a: Qty, b: Qty) -> Qty {
-    let (x, y) = (a.value(), b.value());
-    if x.scale() == y.scale() {
-        if let Ok(d) = Decimal::try_from_i128_with_scale(x.mantissa() + y.mantissa(), x.scale()) {
-            return Qty::from_decimal(d);
-        }
-    }
-    Qty::from_decimal(x + y)
+/// `a + b` in canonical form: [`Qty`]'s semigroup addition (mantissas added directly at one
+/// scale), then [`Qty::from_decimal`].
+fn sum(mut a: Qty, b: Qty) -> Qty {
+    a.plus_equals(&b);
+    Qty::from_decimal(a.value())
 }
 
 #[cfg(test)]

@@ -181,10 +181,9 @@ pub fn aggregate<'s>(
         Pipeline,
         "Ticker",
         |(_, t, _)| *t,
-        move |time, mut updates, _timers, out| {
-            // Insertions first: each is merged upwards at once; a retraction then marks its
-            // buckets for refolding, which also covers insertions into them.
-            updates.sort_by_key(|(_, _, diff)| std::cmp::Reverse(*diff));
+        move |time, updates, _timers, out| {
+            // An insertion is merged upwards at once; a retraction marks its buckets, refolded
+            // after all of the timestamp's updates (which makes their order irrelevant).
             let mut touched: Vec<Sym> = Vec::new();
             for ((sym, rec), _, diff) in updates {
                 let h = symbols
@@ -258,37 +257,27 @@ impl Hierarchy {
         }
     }
 
-    /// Adds a trade, merging it into its bucket at every level up to the first stale one.
+    /// Adds a trade, merging it into its bucket at every level and the total (a bucket marked
+    /// for refolding is refolded anyway, this trade included).
     fn insert(&mut self, spans: &[u64], rec: TradeRec) {
         let one = Agg::of(&rec);
-        let mut fresh = true;
-        for (i, span) in spans.iter().enumerate() {
-            let b = rec.ts / span;
-            fresh = fresh && !self.stale[i].contains(&b);
-            if fresh {
-                match self.levels[i].get_mut(&b) {
-                    Some(agg) => agg.merge(&one),
-                    None => {
-                        self.levels[i].insert(b, one.clone());
-                    }
+        for (level, span) in self.levels.iter_mut().zip(spans) {
+            match level.get_mut(&(rec.ts / span)) {
+                Some(agg) => agg.merge(&one),
+                None => {
+                    level.insert(rec.ts / span, one.clone());
                 }
             }
         }
-        if fresh && !self.total_stale {
-            match self.total.as_mut() {
-                Some(total) => total.merge(&one),
-                None => self.total = Some(one),
-            }
+        match self.total.as_mut() {
+            Some(total) => total.merge(&one),
+            None => self.total = Some(one),
         }
         self.trades.entry(rec.ts / spans[0]).or_default().push(rec);
     }
 
     /// Notes a trade (one copy) as leaving and marks its buckets at every level for refolding.
     fn retract(&mut self, spans: &[u64], rec: &TradeRec) {
-        debug_assert!(
-            self.trades.contains_key(&(rec.ts / spans[0])),
-            "a retracted trade is in the window"
-        );
         *self.leaving.entry(rec.clone()).or_insert(0) += 1;
         for (i, span) in spans.iter().enumerate() {
             self.stale[i].insert(rec.ts / span);
