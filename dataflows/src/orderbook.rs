@@ -8,12 +8,14 @@
 //!    order with the sequence rules of CONTRACT section 1 (duplicate dropped, gap -> stale until the
 //!    next snapshot, no snapshot yet -> stale) and emits three collections:
 //!    - `levels`: `LevelKey { sym, side, price, tick }` with the level's size as the *difference*.
-//!      A size change is one update `new - old`; a tick change re-emits the book under the new tick;
+//!      A size change is one update `new - old`; a tick change re-emits the book under the new tick.
+//!      A symbol's changed levels are emitted together, side by side in price order;
 //!    - `meta`: `(sym, BookMeta { seq, stale })`, one record per book;
 //!    - `bbo`: `(sym, Bbo)`, the raw best bid and ask, one record per book.
 //! 2. [`group_levels`]: each level mapped to `(sym, resolution, side)` and its group price (bids
 //!    floor, asks ceil to `resolution x tick`) in book order ([`BookPrice`]: best first on both
-//!    sides). Sizes of a group add up by consolidation (a timestamp's share of it already here).
+//!    sides). Sizes of a group add up by consolidation (a timestamp's run of levels in one group
+//!    already summed here).
 //! 3. [`top_levels`]: arranges the groups by `(sym, resolution, side)`; the best `depth` of each
 //!    side are a prefix of its groups there, which an operator keeps up to date from the
 //!    arrangement's batches and reads again from the arrangement when deletions exhaust it.
@@ -173,7 +175,9 @@ impl Book {
         let Some((meta0, bbo0, tick0)) = self.start.take() else {
             return;
         };
-        let touched = std::mem::take(&mut self.touched);
+        // In book order per side (bids, then asks, each by price): grouping sums runs.
+        let mut touched: Vec<((Side, Price), Qty)> = self.touched.drain().collect();
+        touched.sort_unstable_by_key(|a| a.0);
         let tick = self.tick(configured);
         let level = |side, price, tick, diff| {
             Update::Level(
@@ -206,8 +210,7 @@ impl Book {
             if let Some(tick0) = tick0 {
                 for side in [Side::Bid, Side::Ask] {
                     let mut before: BTreeMap<Price, Qty> = self.side_mut(side).clone();
-                    for (&(s, price), &old) in touched.iter().filter(|((s, _), _)| *s == side) {
-                        debug_assert_eq!(s, side);
+                    for &((_, price), old) in touched.iter().filter(|((s, _), _)| *s == side) {
                         if old.is_zero_qty() {
                             before.remove(&price);
                         } else {
@@ -393,9 +396,11 @@ impl PartialOrd for BookPrice {
 
 /// Maps raw levels to their group at every resolution; sizes add up by consolidation.
 ///
-/// The groups of a timestamp's changed levels are summed here, in a hash map, before they reach
-/// the arrangement: at coarse resolutions many changed levels share a group, and the
-/// arrangement's sort costs several times a hash-map update. Zero sums are dropped.
+/// Raw books emit a symbol's changed levels side by side in price order, so the levels of one
+/// group arrive one after another: at each resolution the sizes of a run of levels in one group
+/// are summed here before they reach the arrangement (at coarse resolutions many changed levels
+/// share a group, and the arrangement's sort costs several times an addition). Zero sums are
+/// dropped. Levels in any other order are still grouped right, in more updates.
 pub fn group_levels<'s>(
     levels: VecCollection<'s, u64, LevelKey, Qty>,
     resolutions: &[u32],
@@ -404,7 +409,6 @@ pub fn group_levels<'s>(
     levels
         .inner
         .unary(Pipeline, "GroupLevels", move |_, _| {
-            let mut sums: FoldMap<((SideKey, BookPrice), u64), Qty> = FoldMap::default();
             // The steps of the last tick seen, one per resolution: ticks change rarely.
             let steps_of = |tick: Price, resolutions: &[u32]| -> Vec<Price> {
                 let tick_value = tick.value();
@@ -414,35 +418,45 @@ pub fn group_levels<'s>(
                     .collect()
             };
             let mut last: Option<(Price, Vec<Price>)> = None;
+            // Per resolution, the group being summed and its time.
+            type Run = ((SideKey, BookPrice), u64, Qty);
+            let mut runs: Vec<Option<Run>> = vec![None; resolutions.len()];
             move |input, output| {
                 input.for_each_time(|cap, data| {
+                    let mut session = output.session(&cap);
+                    let mut emit = |run: Run| {
+                        if !run.2.is_zero_qty() {
+                            session.give(run);
+                        }
+                    };
                     for batch in data {
                         for (l, time, size) in batch.drain(..) {
                             if last.as_ref().is_none_or(|(tick, _)| *tick != l.tick) {
                                 last = Some((l.tick, steps_of(l.tick, &resolutions)));
                             }
                             let steps = &last.as_ref().expect("just set").1;
-                            for (&r, &step) in resolutions.iter().zip(steps) {
-                                let price = l.price.group(step, l.side);
+                            for ((&r, &step), run) in resolutions.iter().zip(steps).zip(&mut runs) {
                                 let group = (
                                     (l.sym, r, l.side),
                                     BookPrice {
                                         side: l.side,
-                                        price,
+                                        price: l.price.group(step, l.side),
                                     },
                                 );
-                                sums.entry((group, time))
-                                    .or_insert(Qty::ZERO)
-                                    .plus_equals(&size);
+                                match run {
+                                    Some((g, t, sum)) if *g == group && *t == time => {
+                                        sum.plus_equals(&size);
+                                    }
+                                    _ => {
+                                        if let Some(done) = run.replace((group, time, size)) {
+                                            emit(done);
+                                        }
+                                    }
+                                }
                             }
                         }
                     }
-                    let mut session = output.session(&cap);
-                    for ((group, time), size) in sums.drain() {
-                        if !size.is_zero_qty() {
-                            session.give((group, time, size));
-                        }
-                    }
+                    runs.iter_mut().filter_map(Option::take).for_each(emit);
                 });
             }
         })
