@@ -9,7 +9,7 @@
 //!    next snapshot, no snapshot yet -> stale) and emits three collections:
 //!    - `levels`: `LevelKey { sym, side, price, tick }` with the level's size as the *difference*.
 //!      A size change is one update `new - old`; a tick change re-emits the book under the new tick.
-//!      A symbol's changed levels are emitted together, side by side in price order;
+//!      A symbol's changed levels are emitted together, in book order;
 //!    - `meta`: `(sym, BookMeta { seq, stale })`, one record per book;
 //!    - `bbo`: `(sym, Bbo)`, the raw best bid and ask, one record per book.
 //! 2. [`group_levels`]: each level mapped to `(sym, resolution, side)` and its group price (bids
@@ -175,9 +175,10 @@ impl Book {
         let Some((meta0, bbo0, tick0)) = self.start.take() else {
             return;
         };
-        // In book order per side (bids, then asks, each by price): grouping sums runs.
+        // In book order (bids best first, then asks best first): grouping sums runs and emits
+        // them in the arrangement's order.
         let mut touched: Vec<((Side, Price), Qty)> = self.touched.drain().collect();
-        touched.sort_unstable_by_key(|a| a.0);
+        touched.sort_unstable_by_key(|&((side, price), _)| BookPrice { side, price });
         let tick = self.tick(configured);
         let level = |side, price, tick, diff| {
             Update::Level(
@@ -396,11 +397,13 @@ impl PartialOrd for BookPrice {
 
 /// Maps raw levels to their group at every resolution; sizes add up by consolidation.
 ///
-/// Raw books emit a symbol's changed levels side by side in price order, so the levels of one
-/// group arrive one after another: at each resolution the sizes of a run of levels in one group
-/// are summed here before they reach the arrangement (at coarse resolutions many changed levels
-/// share a group, and the arrangement's sort costs several times an addition). Zero sums are
-/// dropped. Levels in any other order are still grouped right, in more updates.
+/// Raw books emit a symbol's changed levels in book order (bids best first, then asks), so the
+/// levels of one group arrive one after another: at each resolution the sizes of a run of levels
+/// in one group are summed here before they reach the arrangement (at coarse resolutions many
+/// changed levels share a group, and the arrangement's sort costs several times an addition).
+/// Zero sums are dropped. A symbol's groups go out once its levels end, resolution by resolution
+/// in increasing order: the arrangement's own order, which its chunker then finds sorted. Levels
+/// in any other order are still grouped right, in more updates.
 pub fn group_levels<'s>(
     levels: VecCollection<'s, u64, LevelKey, Qty>,
     resolutions: &[u32],
@@ -418,24 +421,41 @@ pub fn group_levels<'s>(
                     .collect()
             };
             let mut last: Option<(Price, Vec<Price>)> = None;
-            // Per resolution, the group being summed and its time.
+            // Per resolution, the group being summed and its time, and the symbol's finished
+            // groups, held until its last level so that they go out in arrangement order.
             type Run = ((SideKey, BookPrice), u64, Qty);
             let mut runs: Vec<Option<Run>> = vec![None; resolutions.len()];
+            let mut held: Vec<Vec<Run>> = vec![Vec::new(); resolutions.len()];
+            let mut ascending: Vec<usize> = (0..resolutions.len()).collect();
+            ascending.sort_by_key(|&i| resolutions[i]);
+            let mut symbol: Option<Sym> = None;
             move |input, output| {
                 input.for_each_time(|cap, data| {
                     let mut session = output.session(&cap);
-                    let mut emit = |run: Run| {
-                        if !run.2.is_zero_qty() {
-                            session.give(run);
+                    let mut release = |runs: &mut Vec<Option<Run>>, held: &mut Vec<Vec<Run>>| {
+                        for (run, held) in runs.iter_mut().zip(held.iter_mut()) {
+                            held.extend(run.take());
+                        }
+                        for &i in &ascending {
+                            for run in held[i].drain(..) {
+                                if !run.2.is_zero_qty() {
+                                    session.give(run);
+                                }
+                            }
                         }
                     };
                     for batch in data {
                         for (l, time, size) in batch.drain(..) {
+                            if symbol != Some(l.sym) {
+                                release(&mut runs, &mut held);
+                                symbol = Some(l.sym);
+                            }
                             if last.as_ref().is_none_or(|(tick, _)| *tick != l.tick) {
                                 last = Some((l.tick, steps_of(l.tick, &resolutions)));
                             }
                             let steps = &last.as_ref().expect("just set").1;
-                            for ((&r, &step), run) in resolutions.iter().zip(steps).zip(&mut runs) {
+                            let at = resolutions.iter().zip(steps).zip(&mut runs).zip(&mut held);
+                            for (((&r, &step), run), held) in at {
                                 let group = (
                                     (l.sym, r, l.side),
                                     BookPrice {
@@ -447,16 +467,13 @@ pub fn group_levels<'s>(
                                     Some((g, t, sum)) if *g == group && *t == time => {
                                         sum.plus_equals(&size);
                                     }
-                                    _ => {
-                                        if let Some(done) = run.replace((group, time, size)) {
-                                            emit(done);
-                                        }
-                                    }
+                                    _ => held.extend(run.replace((group, time, size))),
                                 }
                             }
                         }
                     }
-                    runs.iter_mut().filter_map(Option::take).for_each(emit);
+                    release(&mut runs, &mut held);
+                    symbol = None;
                 });
             }
         })
