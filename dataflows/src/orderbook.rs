@@ -112,8 +112,9 @@ struct Book {
     has_snapshot: bool,
     gap: bool,
     digits: Option<u32>,
-    /// Sizes at the start of the current timestamp of the levels touched in it.
-    touched: FoldMap<(Side, Price), Qty>,
+    /// The levels set in the current timestamp, each with its size before, in the order set
+    /// (the first entry of a level has its size at the start of the timestamp).
+    touched: Vec<(BookPrice, Qty)>,
     /// State at the start of the current timestamp, if the book changed in it.
     start: Option<(Option<BookMeta>, Bbo, Option<Price>)>,
 }
@@ -159,8 +160,7 @@ impl Book {
             book.insert(price, qty)
         };
         self.touched
-            .entry((side, price))
-            .or_insert(old.unwrap_or(Qty::ZERO));
+            .push((BookPrice { side, price }, old.unwrap_or(Qty::ZERO)));
     }
 
     fn apply(&mut self, side: Side, levels: &[Level]) {
@@ -177,8 +177,9 @@ impl Book {
         };
         // In book order (bids best first, then asks best first): grouping sums runs and emits
         // them in the arrangement's order.
-        let mut touched: Vec<((Side, Price), Qty)> = self.touched.drain().collect();
-        touched.sort_unstable_by_key(|&((side, price), _)| BookPrice { side, price });
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_by_key(|&(level, _)| level);
+        touched.dedup_by_key(|&mut (level, _)| level);
         let tick = self.tick(configured);
         let level = |side, price, tick, diff| {
             Update::Level(
@@ -194,7 +195,7 @@ impl Book {
         };
         if tick == tick0 {
             if let Some(tick) = tick {
-                for ((side, price), old) in touched {
+                for &(BookPrice { side, price }, old) in &touched {
                     let new = self
                         .side_mut(side)
                         .get(&price)
@@ -211,7 +212,8 @@ impl Book {
             if let Some(tick0) = tick0 {
                 for side in [Side::Bid, Side::Ask] {
                     let mut before: BTreeMap<Price, Qty> = self.side_mut(side).clone();
-                    for &((_, price), old) in touched.iter().filter(|((s, _), _)| *s == side) {
+                    for &(at, old) in touched.iter().filter(|(at, _)| at.side == side) {
+                        let price = at.price;
                         if old.is_zero_qty() {
                             before.remove(&price);
                         } else {
@@ -231,6 +233,8 @@ impl Book {
                 }
             }
         }
+        touched.clear();
+        self.touched = touched;
         let meta = self.meta();
         if meta0.as_ref() != Some(&meta) {
             if let Some(m0) = meta0 {
