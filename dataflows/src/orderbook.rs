@@ -516,6 +516,16 @@ impl Prefix {
         }
     }
 
+    /// The best `depth` groups are the ones last emitted.
+    fn shows_top(&self, depth: usize) -> bool {
+        let top = self
+            .groups
+            .iter()
+            .take(depth)
+            .map(|(g, size)| (g.price, *size));
+        top.eq(self.shown.iter().copied())
+    }
+
     /// The best `depth` groups.
     fn top(&self, depth: usize) -> Levels {
         self.groups
@@ -601,8 +611,8 @@ pub fn top_levels<'s>(
                             });
                             refill(prefix, cursor, storage, key, time, 2 * depth);
                         }
-                        let top = prefix.top(depth);
-                        if top != prefix.shown {
+                        if !prefix.shows_top(depth) {
+                            let top = prefix.top(depth);
                             let before = std::mem::replace(&mut prefix.shown, top);
                             if !before.is_empty() {
                                 session.give(((*key, before), time, -1));
