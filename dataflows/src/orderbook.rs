@@ -275,6 +275,8 @@ pub fn raw_books<'s>(
         move |time, mut records, _timers: &mut Timers, out| {
             records.sort_by_key(|r| r.0.pos);
             let mut dirty: Vec<Sym> = Vec::new();
+            // Counted here, added to the shared counters once per timestamp.
+            let (mut processed, mut duplicates) = (0, 0);
             for (stamped, _) in records {
                 let event = stamped.event;
                 let configured = config.tick_sizes.get(&event.sym).copied();
@@ -305,7 +307,7 @@ pub fn raw_books<'s>(
                         if book.synced {
                             let last = book.seq.unwrap_or(0);
                             if seq.is_some_and(|s| s <= last) {
-                                Stats::add(&stats.duplicates, 1);
+                                duplicates += 1;
                                 if !exists {
                                     books.remove(&event.sym);
                                 }
@@ -326,9 +328,11 @@ pub fn raw_books<'s>(
                     }
                     Body::Trade(_) => continue,
                 }
-                Stats::add(&stats.processed, 1);
+                processed += 1;
                 dirty.push(event.sym);
             }
+            Stats::add(&stats.processed, processed);
+            Stats::add(&stats.duplicates, duplicates);
             dirty.sort();
             dirty.dedup();
             for sym in dirty {

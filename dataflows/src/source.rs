@@ -256,6 +256,7 @@ pub fn source<'s, I: Inputs + 'static>(
             let floor = *c.time();
             let mut done = false;
             let mut pending = false;
+            let mut counts = Counts::default();
             for _ in 0..config.source_batch {
                 // Every distinct timestamp becomes a message of its own on every edge downstream
                 // (with a buffer's worth of capacity): sparse inputs, whose batches span many
@@ -283,8 +284,8 @@ pub fn source<'s, I: Inputs + 'static>(
                             reader.idle = false;
                             tracing::info!(worker, input, "input active again");
                         }
-                        let time =
-                            read_line(reader, line, (input, offset), &stats, floor, &mut batch);
+                        let pos = (input, offset);
+                        let time = read_line(reader, line, pos, &mut counts, floor, &mut batch);
                         inputs.stamped(input, offset, time);
                     }
                     Next::Finished(input) => {
@@ -303,6 +304,7 @@ pub fn source<'s, I: Inputs + 'static>(
                     }
                 }
             }
+            counts.add_to(&stats);
             report_inputs(&mut readers, &stats);
             for (time, records) in std::mem::take(&mut batch) {
                 output
@@ -401,19 +403,36 @@ pub fn lines<'s>(
     source(scope, LineInputs::new(inputs), None, config, stats)
 }
 
+/// What one source activation read, added to the shared [`Stats`] once at its end (each add is
+/// an atomic on a cache line every worker writes).
+#[derive(Default)]
+struct Counts {
+    read: u64,
+    dead_lettered: u64,
+    late: u64,
+}
+
+impl Counts {
+    fn add_to(&self, stats: &Stats) {
+        Stats::add(&stats.read, self.read);
+        Stats::add(&stats.dead_lettered, self.dead_lettered);
+        Stats::add(&stats.late, self.late);
+    }
+}
+
 /// Parses and stamps one line into `batch` (keyed by timestamp, never below `floor`); returns
 /// the timestamp it went to.
 fn read_line(
     reader: &mut Reader,
     line: Result<String, (String, String)>,
     pos: Position,
-    stats: &Stats,
+    counts: &mut Counts,
     floor: u64,
     batch: &mut BTreeMap<u64, Vec<SourceRecord>>,
 ) -> u64 {
     let open = reader.stamper.open().max(floor);
     let mut dead = |reason: String, payload: String| {
-        Stats::add(&stats.dead_lettered, 1);
+        counts.dead_lettered += 1;
         let record = SourceRecord::Dead(DeadLetter {
             reason,
             payload,
@@ -426,11 +445,11 @@ fn read_line(
         Ok(line) if line.trim().is_empty() => return open,
         Ok(line) => line,
         Err((reason, payload)) => {
-            Stats::add(&stats.read, 1);
+            counts.read += 1;
             return dead(reason, payload);
         }
     };
-    Stats::add(&stats.read, 1);
+    counts.read += 1;
     let parsed = match parse(line.trim_end()) {
         Ok(parsed) => parsed,
         Err(err) => return dead(err.to_string(), line),
@@ -443,7 +462,7 @@ fn read_line(
         Stamp::TooLate => dead("too_late".to_string(), line),
         Stamp::At { time, late } => {
             if late {
-                Stats::add(&stats.late, 1);
+                counts.late += 1;
             }
             // Names travel at the floor, which no later event of this input can precede.
             if reader.seen.insert(event.sym) {

@@ -81,6 +81,8 @@ pub fn window<'s>(
                 out.push(Out::Window((sym, rec), time, -1));
             }
             records.sort_by_key(|r| r.0.pos);
+            // Counted here, added to the shared counters once per timestamp.
+            let (mut processed, mut duplicates) = (0, 0);
             for (stamped, _) in records {
                 let Body::Trade(trade) = &stamped.event.body else {
                     continue;
@@ -88,10 +90,10 @@ pub fn window<'s>(
                 let sym = stamped.event.sym;
                 let key = (sym, trade.id.clone());
                 if inside.get(&key).is_some_and(|leaves| leaves > time) {
-                    Stats::add(&stats.duplicates, 1);
+                    duplicates += 1;
                     continue;
                 }
-                Stats::add(&stats.processed, 1);
+                processed += 1;
                 let rec = TradeRec::new(stamped.event.ts, trade);
                 let leaves = (stamped.event.ts + length).div_ceil(g) * g;
                 if leaves > time {
@@ -102,6 +104,8 @@ pub fn window<'s>(
                 }
                 out.push(Out::Accepted((sym, rec), time));
             }
+            Stats::add(&stats.processed, processed);
+            Stats::add(&stats.duplicates, duplicates);
             share.report(&stats.state.window_trades, inside.len());
         },
         no_finish,
