@@ -217,28 +217,54 @@ pub fn canonical(d: Decimal) -> Decimal {
 /// into a mantissa at `SCALE`, skipping the general parser and two normalisations (dividing a
 /// 96-bit mantissa once per trailing zero), which were most of the cost of reading a book event.
 fn parse_canonical(s: &str) -> Result<Decimal, DecimalError> {
-    let b = s.as_bytes();
-    let point = b.iter().position(|&c| c == b'.');
-    let (int, frac) = match point {
-        Some(p) => (&b[..p], &b[p + 1..]),
-        None => (b, &b[..0]),
+    match plain_at_scale(s.as_bytes()) {
+        Some(d) => Ok(d),
+        None => parse_decimal(s).map(canonical),
+    }
+}
+
+/// The fast path of [`parse_canonical`]: one pass over the text, the mantissa scaled to [`SCALE`]
+/// by a table, the decimal built from its parts; `None` for any other text.
+fn plain_at_scale(b: &[u8]) -> Option<Decimal> {
+    const POW10: [u64; SCALE as usize + 1] = {
+        let mut p = [1u64; SCALE as usize + 1];
+        let mut i = 1;
+        while i < p.len() {
+            p[i] = p[i - 1] * 10;
+            i += 1;
+        }
+        p
     };
-    let plain = !int.is_empty()
-        && (point.is_none() || !frac.is_empty())
-        && int.len() + frac.len() <= 19
-        && frac.len() <= SCALE as usize
-        && int.iter().chain(frac).all(u8::is_ascii_digit);
-    if plain {
-        let m = int
-            .iter()
-            .chain(frac)
-            .fold(0u64, |m, &c| m * 10 + u64::from(c - b'0'));
-        let m = i128::from(m) * 10i128.pow(SCALE - frac.len() as u32);
-        if let Ok(d) = Decimal::try_from_i128_with_scale(m, SCALE) {
-            return Ok(d);
+    // At most 19 digits and a point; longer digit runs are refused below, before any use of
+    // the (then wrapped) mantissa.
+    if b.len() > 20 {
+        return None;
+    }
+    let mut m: u64 = 0;
+    let mut point = None;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'0'..=b'9' => m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0')),
+            b'.' if point.is_none() => point = Some(i),
+            _ => return None,
         }
     }
-    parse_decimal(s).map(canonical)
+    let (digits, frac) = match point {
+        Some(p) if p == 0 || p + 1 == b.len() => return None,
+        Some(p) => (b.len() - 1, b.len() - p - 1),
+        None if b.is_empty() => return None,
+        None => (b.len(), 0),
+    };
+    if digits > 19 || frac > SCALE as usize {
+        return None;
+    }
+    let v = u128::from(m) * u128::from(POW10[SCALE as usize - frac]);
+    if v >> 96 != 0 {
+        return None;
+    }
+    // Truncations pick the three 32-bit words of a mantissa below 2^96.
+    let word = |shift: u32| (v >> shift) as u32;
+    Some(Decimal::from_parts(word(0), word(32), word(64), false, SCALE))
 }
 
 macro_rules! decimal_newtype {
