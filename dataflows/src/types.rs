@@ -264,7 +264,13 @@ fn plain_at_scale(b: &[u8]) -> Option<Decimal> {
     }
     // Truncations pick the three 32-bit words of a mantissa below 2^96.
     let word = |shift: u32| (v >> shift) as u32;
-    Some(Decimal::from_parts(word(0), word(32), word(64), false, SCALE))
+    Some(Decimal::from_parts(
+        word(0),
+        word(32),
+        word(64),
+        false,
+        SCALE,
+    ))
 }
 
 macro_rules! decimal_newtype {
