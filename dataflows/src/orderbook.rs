@@ -9,7 +9,8 @@
 //!    next snapshot, no snapshot yet -> stale) and emits three collections:
 //!    - `levels`: `LevelKey { sym, side, price, tick }` with the level's size as the *difference*.
 //!      A size change is one update `new - old`; a tick change re-emits the book under the new tick.
-//!      A symbol's changed levels are emitted together, in book order;
+//!      A symbol's changed levels are emitted together, in book order (after a tick change, the
+//!      book under each tick side by side in price order: grouping is then right, in more updates);
 //!    - `meta`: `(sym, BookMeta { seq, stale })`, one record per book;
 //!    - `bbo`: `(sym, Bbo)`, the raw best bid and ask, one record per book.
 //! 2. [`group_levels`]: each level mapped to `(sym, resolution, side)` and its group price (bids
@@ -520,23 +521,22 @@ impl Prefix {
         }
     }
 
-    /// The best `depth` groups are the ones last emitted.
-    fn shows_top(&self, depth: usize) -> bool {
-        let top = self
-            .groups
-            .iter()
-            .take(depth)
-            .map(|(g, size)| (g.price, *size));
-        top.eq(self.shown.iter().copied())
-    }
-
-    /// The best `depth` groups.
-    fn top(&self, depth: usize) -> Levels {
+    /// The best `depth` groups, best first.
+    fn best(&self, depth: usize) -> impl Iterator<Item = (Price, Qty)> + '_ {
         self.groups
             .iter()
             .take(depth)
             .map(|(g, size)| (g.price, *size))
-            .collect()
+    }
+
+    /// The best `depth` groups are the ones last emitted.
+    fn shows_top(&self, depth: usize) -> bool {
+        self.best(depth).eq(self.shown.iter().copied())
+    }
+
+    /// The best `depth` groups.
+    fn top(&self, depth: usize) -> Levels {
+        self.best(depth).collect()
     }
 }
 
