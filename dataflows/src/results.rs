@@ -512,10 +512,11 @@ pub enum Component {
     Meta(Sym, BookMeta),
     /// Raw best prices.
     Bbo(Sym, Bbo),
-    /// Ticker aggregate.
-    Ticker(Sym, Agg),
+    /// Ticker aggregate (boxed, as is a candle: every component record is as large as the
+    /// largest one, and most are book sides, moved through several queues on their way here).
+    Ticker(Sym, Box<Agg>),
     /// A candle.
-    Candle(CandleKey, Candle),
+    Candle(CandleKey, Box<Candle>),
 }
 
 impl Component {
@@ -610,10 +611,10 @@ impl State {
             }
             Component::Ticker(k, v) => {
                 self.traded.insert(k);
-                self.ticker.insert(k, v);
+                self.ticker.insert(k, *v);
             }
             Component::Candle(k, v) => {
-                self.candles.insert(k, v);
+                self.candles.insert(k, *v);
             }
         }
     }
@@ -713,10 +714,10 @@ fn assemble<'s>(
         bbo.inner.map(|((k, v), t, r)| (Component::Bbo(k, v), t, r)),
         ticker
             .inner
-            .map(|((k, v), t, r)| (Component::Ticker(k, v), t, r)),
+            .map(|((k, v), t, r)| (Component::Ticker(k, Box::new(v)), t, r)),
         candles
             .inner
-            .map(|((k, v), t, r)| (Component::Candle(k, v), t, r)),
+            .map(|((k, v), t, r)| (Component::Candle(k, Box::new(v)), t, r)),
     ];
     let all = scope.concatenate(streams);
     let resolutions = config.resolutions.clone();

@@ -79,8 +79,16 @@ where
                         }
                     }
                     None => {
-                        for record in data.drain(..) {
-                            stash.entry(time_of(&record)).or_default().push(record);
+                        // A run of one time (usual: a batch spans a few timestamps in order)
+                        // goes into its entry with one lookup.
+                        let mut records = data.drain(..).peekable();
+                        while let Some(first) = records.next() {
+                            let time = time_of(&first);
+                            let entry = stash.entry(time).or_default();
+                            entry.push(first);
+                            while let Some(r) = records.next_if(|r| time_of(r) == time) {
+                                entry.push(r);
+                            }
                         }
                     }
                 }
