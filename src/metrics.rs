@@ -183,7 +183,7 @@ impl Metrics {
     pub fn count_published(&self, batch: &tampines_dataflows::results::Published) {
         let mut kinds: HashMap<&str, u64> = HashMap::new();
         for change in &batch.changes {
-            let kind = change.key.split(':').next().unwrap_or("other");
+            let kind = change.key().split(':').next().unwrap_or("other");
             *kinds.entry(kind).or_default() += 1;
         }
         for (kind, n) in kinds {

@@ -195,7 +195,7 @@ impl Writer {
                 |b: Published, merged: &mut BTreeMap<(String, Option<u64>), Change>| {
                     time = time.max(b.time);
                     for c in b.changes {
-                        merged.insert((c.key.clone(), c.score), c);
+                        merged.insert((c.key().to_string(), c.score), c);
                     }
                 };
             absorb(first, &mut merged);
@@ -264,7 +264,7 @@ impl Writer {
             };
             invocation
                 .arg(kind)
-                .arg(format!("{p}:{}", c.key))
+                .arg(format!("{p}:{}", c.key()))
                 .arg(c.score.unwrap_or(0))
                 .arg(c.json.as_deref().unwrap_or(""));
         }

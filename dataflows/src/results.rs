@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::collections::hash_map::Entry;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -396,13 +397,6 @@ impl View<'_> {
         out.push('}');
     }
 
-    /// The symbol's names.
-    fn name(&self) -> &SymbolName {
-        match self {
-            View::Book { name, .. } | View::Ticker { name, .. } | View::Candle { name, .. } => name,
-        }
-    }
-
     /// About how long the record's JSON is, to allocate its buffer once.
     fn json_capacity(&self) -> usize {
         match self {
@@ -478,18 +472,42 @@ impl Record {
     }
 }
 
-/// One changed result, rendered where its symbol lives.
+/// What names a result, made once per result (a book at a resolution, a ticker, a candle series)
+/// and shared by its changes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Change {
-    /// Order inside a batch: kind, exchange, symbol, resolution or interval, open time.
-    pub order: (u8, Arc<str>, Arc<str>, u64, u64),
+pub struct ResultName {
+    /// Order of changes: kind, exchange, symbol, resolution or interval length.
+    order: (u8, Arc<str>, Arc<str>, u64),
     /// The result's key without prefix (CONTRACT section 4): `book:EX:SYM:R`, `ticker:EX:SYM`,
     /// `candles:EX:SYM:INTERVAL`.
-    pub key: String,
+    key: String,
+}
+
+/// One changed result, rendered where its symbol lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The result's name.
+    pub name: Arc<ResultName>,
     /// Sorted-set score: the open time of a candle.
     pub score: Option<u64>,
     /// The record's JSON; `None` when the result no longer exists (a candle dropped by retention).
     pub json: Option<String>,
+}
+
+impl Change {
+    /// The result's key without prefix (CONTRACT section 4).
+    pub fn key(&self) -> &str {
+        &self.name.key
+    }
+
+    /// Order inside a batch: kind, exchange, symbol, resolution or interval, open time.
+    fn order(&self, other: &Change) -> std::cmp::Ordering {
+        if Arc::ptr_eq(&self.name, &other.name) {
+            self.score.cmp(&other.score)
+        } else {
+            (&self.name.order, self.score).cmp(&(&other.name.order, other.score))
+        }
+    }
 }
 
 /// What is published at one progress mark.
@@ -563,6 +581,8 @@ struct State {
     /// Every published result that still exists, with what decides whether it changed and is not
     /// an update of its own: a book's sequence number and status (see [`assemble`]).
     published: FoldMap<ResultKey, Option<(Option<u64>, Status)>>,
+    /// The names of results, by key with open time 0: made once.
+    result_names: FoldMap<ResultKey, Arc<ResultName>>,
 }
 
 impl State {
@@ -617,6 +637,22 @@ impl State {
                 self.candles.insert(k, *v);
             }
         }
+    }
+
+    /// The change of result `key` to `json` (`None` when the symbol has no names).
+    fn change(&mut self, key: &ResultKey, config: &Config, json: Option<String>) -> Option<Change> {
+        let (series, score) = match *key {
+            ResultKey::Candle(sym, ivl, open) => (ResultKey::Candle(sym, ivl, 0), Some(open)),
+            other => (other, None),
+        };
+        let name = match self.result_names.entry(series) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => {
+                let names = self.names.get(&key.sym())?;
+                e.insert(Arc::new(result_name(key, names, config))).clone()
+            }
+        };
+        Some(Change { name, score, json })
     }
 
     /// A book's sequence number and status, if the book exists (has its sequence state and names).
@@ -799,41 +835,33 @@ fn assemble<'s>(
                 if !changed {
                     continue;
                 }
-                match state.view(&key, &config) {
-                    Some(view) => {
-                        let mut json = String::with_capacity(view.json_capacity());
-                        view.write_json(time, &mut json);
-                        out.push((change(&key, view.name(), &config, Some(json)), time));
-                        state.published.insert(key, head);
-                    }
-                    None => {
-                        let name = state.names.get(&key.sym()).cloned();
-                        if let (Some(_), Some(name)) = (state.published.remove(&key), name) {
-                            out.push((change(&key, &name, &config, None), time));
-                        }
-                    }
+                let json = state.view(&key, &config).map(|view| {
+                    let mut json = String::with_capacity(view.json_capacity());
+                    view.write_json(time, &mut json);
+                    json
+                });
+                if json.is_some() {
+                    state.published.insert(key, head);
+                } else if state.published.remove(&key).is_none() {
+                    // A result that no longer exists is published as removed, once.
+                    continue;
                 }
+                out.extend(state.change(&key, &config, json).map(|c| (c, time)));
             }
             // Sorted here, on every worker, so that gathering merges sorted runs.
-            out[start..].sort_unstable_by(|a, b| a.0.order.cmp(&b.0.order));
+            out[start..].sort_unstable_by(|a, b| a.0.order(&b.0));
         },
         no_finish,
     )
 }
 
-/// A changed result: its key, score and order, with its rendering (`None`: it no longer exists).
-fn change(key: &ResultKey, name: &SymbolName, config: &Config, json: Option<String>) -> Change {
+/// The name of the result `key` stands for (open time aside).
+fn result_name(key: &ResultKey, name: &SymbolName, config: &Config) -> ResultName {
     let (exchange, symbol) = (&name.exchange, &name.symbol);
-    let (kind, prefix, sub, open, score) = match *key {
-        ResultKey::Book(_, resolution) => (0, "book:", u64::from(resolution), 0, None),
-        ResultKey::Ticker(_) => (1, "ticker:", 0, 0, None),
-        ResultKey::Candle(_, ivl, open_time) => (
-            2,
-            "candles:",
-            config.intervals[ivl as usize].ms,
-            open_time,
-            Some(open_time),
-        ),
+    let (kind, prefix, sub) = match *key {
+        ResultKey::Book(_, resolution) => (0, "book:", u64::from(resolution)),
+        ResultKey::Ticker(_) => (1, "ticker:", 0),
+        ResultKey::Candle(_, ivl, _) => (2, "candles:", config.intervals[ivl as usize].ms),
     };
     let mut text = String::with_capacity(prefix.len() + exchange.len() + symbol.len() + 12);
     text.push_str(prefix);
@@ -851,11 +879,9 @@ fn change(key: &ResultKey, name: &SymbolName, config: &Config, json: Option<Stri
             text.push_str(&config.intervals[ivl as usize].name);
         }
     }
-    Change {
-        order: (kind, exchange.clone(), symbol.clone(), sub, open),
+    ResultName {
+        order: (kind, exchange.clone(), symbol.clone(), sub),
         key: text,
-        score,
-        json,
     }
 }
 
@@ -878,7 +904,7 @@ fn gather<'s>(
         move |time, changes, _timers, out: &mut Vec<Published>| {
             let mut changes: Vec<Change> = changes.into_iter().map(|(c, _)| c).collect();
             // Runs sorted by each worker's assemble: the stable sort merges them.
-            changes.sort_by(|a, b| a.order.cmp(&b.order));
+            changes.sort_by(|a, b| a.order(b));
             published_at.set(Some(time));
             out.push(Published { time, changes });
         },

@@ -42,7 +42,7 @@ pub fn check(
                 .iter()
                 .filter(|c| c.json.is_none())
                 .map(|c| {
-                    let interval = c.key.rsplit(':').next().unwrap_or_default().to_string();
+                    let interval = c.key().rsplit(':').next().unwrap_or_default().to_string();
                     (String::new(), interval, c.score.unwrap_or(0))
                 })
                 .collect(),
