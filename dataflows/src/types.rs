@@ -78,6 +78,17 @@ const DIGIT_PAIRS: &[u8; 200] = b"\
 6061626364656667686970717273747576777879\
 8081828384858687888990919293949596979899";
 
+/// `10^i` for every exponent a `u64` holds.
+const POW10_U64: [u64; 20] = {
+    let mut p = [1u64; 20];
+    let mut i = 1;
+    while i < p.len() {
+        p[i] = p[i - 1] * 10;
+        i += 1;
+    }
+    p
+};
+
 /// Writes `v` right-aligned ending at `end`, in at least `width` digits (zero-padded), two at a
 /// time; returns where the digits start.
 fn write_digits(mut v: u64, buf: &mut [u8], end: usize, width: usize) -> usize {
@@ -130,8 +141,13 @@ pub fn write_decimal(d: Decimal, buf: &mut [u8], end: usize) -> usize {
     let mut i = end;
     match u64::try_from(mantissa.unsigned_abs()) {
         Ok(v) if scale <= 19 => {
-            let pow = 10u64.pow(scale);
-            let (int, mut frac) = (v / pow, v % pow);
+            // The usual scale divides by a constant (a multiplication), any other by a table entry.
+            let (int, mut frac) = if scale == SCALE {
+                (v / 10u64.pow(SCALE), v % 10u64.pow(SCALE))
+            } else {
+                let pow = POW10_U64[scale as usize];
+                (v / pow, v % pow)
+            };
             if frac != 0 {
                 // Strip the trailing zeros: the count in binary, 16 + 8 + 4 + 2 + 1 >= 19.
                 let mut width = scale as usize;
