@@ -4,7 +4,8 @@
 //! [`LineInputs`]; Kafka partitions in the binary). The caller decides which worker reads which
 //! input; each input is read by exactly one worker, in order.
 //!
-//! Output: one stream of [`SourceRecord`]s:
+//! Output: one stream of [`SourceRecord`]s, each with its timestamp (an activation's records
+//! travel together, in timestamp order, at the capability):
 //! - `Event`: a parsed event at the timestamp its input's [`Stamper`] chose, tagged with its read
 //!   position `(input, offset)`, which orders book events of a symbol inside a timestamp;
 //! - `Name`: the names of a symbol, the first time an input sees it;
@@ -258,9 +259,10 @@ pub fn source<'s, I: Inputs + 'static>(
             let mut pending = false;
             let mut counts = Counts::default();
             for _ in 0..config.source_batch {
-                // Every distinct timestamp becomes a message of its own on every edge downstream
-                // (with a buffer's worth of capacity): sparse inputs, whose batches span many
-                // timestamps, yield early so few such messages are in flight at once.
+                // Sparse inputs, whose batches span many timestamps, yield early: every stage
+                // downstream then completes a bounded number of timestamps at once (4,096 took
+                // 5% more estimated cycles on the Flink file than 256, 64 took 4% more on the
+                // long-span file).
                 if batch.len() >= MAX_TIMES_PER_ACTIVATION {
                     break;
                 }
@@ -306,10 +308,13 @@ pub fn source<'s, I: Inputs + 'static>(
             }
             counts.add_to(&stats);
             report_inputs(&mut readers, &stats);
-            for (time, records) in std::mem::take(&mut batch) {
-                output
-                    .session(&c.delayed(&time))
-                    .give_iterator(records.into_iter().map(|r| (r, time)));
+            // One session at the floor: every record carries its timestamp (a session per
+            // timestamp made a message per timestamp on every edge downstream).
+            if !batch.is_empty() {
+                let mut session = output.session(c);
+                for (time, records) in std::mem::take(&mut batch) {
+                    session.give_iterator(records.into_iter().map(|r| (r, time)));
+                }
             }
             if done {
                 let marks = readers.values().filter_map(|r| r.stamper.last_mark());
