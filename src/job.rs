@@ -26,8 +26,8 @@ use crate::sink;
 /// while too much closed input is still in flight.
 ///
 /// timely has no backpressure of its own: a worker that reads faster than the dataflow (or than
-/// the workers its records are exchanged to) completes them would queue them without bound, one
-/// message per distinct timestamp. So the records this worker stamped below its source's
+/// the workers its records are exchanged to) completes them would queue them without bound, and
+/// each distinct timestamp in flight holds state in every stage. So the records this worker stamped below its source's
 /// capability (they can complete without more input) are counted until the results' frontier
 /// (the probe) passes them, and reading pauses while more than [`IN_FLIGHT_RECORDS`] of them,
 /// or [`IN_FLIGHT_TIMES`] distinct timestamps, are in flight. Records at or above the capability
