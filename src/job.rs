@@ -27,11 +27,11 @@ use crate::sink;
 ///
 /// timely has no backpressure of its own: a worker that reads faster than the dataflow (or than
 /// the workers its records are exchanged to) completes them would queue them without bound, and
-/// each distinct timestamp in flight holds state in every stage. So the records this worker stamped below its source's
-/// capability (they can complete without more input) are counted until the results' frontier
-/// (the probe) passes them, and reading pauses while more than [`IN_FLIGHT_RECORDS`] of them,
-/// or [`IN_FLIGHT_TIMES`] distinct timestamps, are in flight. Records at or above the capability
-/// are never counted, so a pause always ends.
+/// each distinct timestamp in flight holds state in every stage. So the records this worker
+/// stamped below its source's capability (they can complete without more input) are counted
+/// until the results' frontier (the probe) passes them, and reading pauses while more than
+/// [`IN_FLIGHT_RECORDS`] of them, or [`IN_FLIGHT_TIMES`] distinct timestamps, are in flight.
+/// Records at or above the capability are never counted, so a pause always ends.
 struct Throttled {
     inputs: Box<dyn Inputs>,
     sink: Arc<SinkState>,

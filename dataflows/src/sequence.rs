@@ -11,7 +11,7 @@
 //!   forward; updates for a future time are released when that time completes, never earlier, so
 //!   downstream arrangements never hold pending future updates;
 //! - every output record carries its own timestamp, and the records of all the timestamps that
-//!   complete in one activation go out together, at the first of them (a source activation often
+//!   complete in one activation go out together, at the held capability (a source activation often
 //!   completes many sparse timestamps: one session and container per timestamp per stage cost
 //!   more than the stages' work there);
 //! - the second input carries the last mark of each finished source (CONTRACT section 2: results
@@ -42,7 +42,7 @@ impl Timers {
 /// Runs `logic(time, records, timers, output)` for each complete timestamp, in time order, and
 /// `finish(last_mark, output)` once when both inputs are exhausted. `time_of` gives a record's
 /// timestamp (never earlier than the timely time it travels at); the logic's output records must
-/// carry theirs too, as they may travel at an earlier complete time of the same activation.
+/// carry theirs too, as they travel at the held capability, which may be earlier.
 /// `records` are in arrival order; the logic sorts them if it needs a deterministic order.
 pub fn sequence<'s, D, O, P, L, F>(
     data: StreamVec<'s, u64, D>,
@@ -112,7 +112,6 @@ where
                     !frontier.less_equal(&t) && !ends_frontier.less_equal(&t)
                 }
             };
-            let mut first_out: Option<u64> = None;
             loop {
                 let next_data = stash.keys().next().copied();
                 let next_timer = timers.pending.iter().next().copied();
@@ -125,15 +124,11 @@ where
                 }
                 timers.pending.remove(&next);
                 let records = stash.remove(&next).unwrap_or_default();
-                if out.is_empty() {
-                    first_out = Some(next);
-                }
                 logic(next, records, &mut timers, &mut out);
             }
-            if let (Some(first), false) = (first_out.take(), out.is_empty()) {
-                output
-                    .session(&c.delayed(&first))
-                    .give_iterator(out.drain(..));
+            if !out.is_empty() {
+                // At the held capability: no later than any time just completed.
+                output.session(c).give_iterator(out.drain(..));
             }
             if finished {
                 finish(last_mark, &mut out);

@@ -242,15 +242,6 @@ fn parse_canonical(s: &str) -> Result<Decimal, DecimalError> {
 /// The fast path of [`parse_canonical`]: one pass over the text, the mantissa scaled to [`SCALE`]
 /// by a table, the decimal built from its parts; `None` for any other text.
 fn plain_at_scale(b: &[u8]) -> Option<Decimal> {
-    const POW10: [u64; SCALE as usize + 1] = {
-        let mut p = [1u64; SCALE as usize + 1];
-        let mut i = 1;
-        while i < p.len() {
-            p[i] = p[i - 1] * 10;
-            i += 1;
-        }
-        p
-    };
     // At most 19 digits and a point; longer digit runs are refused below, before any use of
     // the (then wrapped) mantissa.
     if b.len() > 20 {
@@ -274,7 +265,7 @@ fn plain_at_scale(b: &[u8]) -> Option<Decimal> {
     if digits > 19 || frac > SCALE as usize {
         return None;
     }
-    let v = u128::from(m) * u128::from(POW10[SCALE as usize - frac]);
+    let v = u128::from(m) * u128::from(POW10_U64[SCALE as usize - frac]);
     if v >> 96 != 0 {
         return None;
     }
