@@ -560,9 +560,8 @@ pub fn produce(files: &[PathBuf], connection: &Connection, topic: Option<&str>) 
     let producer = connection.producer()?;
     let progress = std::io::stderr().is_terminal();
     let mut sent = 0u64;
-    for (i, path) in files.iter().enumerate() {
-        let input = crate::files::open(path, i as u32);
-        for line in input.lines {
+    for path in files {
+        for line in crate::files::lines(path) {
             let line = match line {
                 Ok(l) if l.trim().is_empty() => continue,
                 Ok(l) => l,

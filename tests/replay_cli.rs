@@ -19,7 +19,13 @@ not json at all
 fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
     let dir = scratch("replay_dlq");
     let input = dir.join("in.ndjson");
-    std::fs::write(&input, INPUT).unwrap();
+    // Also a line that is not UTF-8, a blank line (not counted) and Windows line ends (read as
+    // the line without them): the file's reader thread parses them, as the source would.
+    let text = INPUT.replacen("not json at all\n", "not json at all\r\n@@ bad\n\n", 1);
+    let mut bytes = text.into_bytes();
+    let at = bytes.windows(2).position(|w| w == b"@@").unwrap();
+    bytes.splice(at..at + 2, [0xff, 0xfe]);
+    std::fs::write(&input, bytes).unwrap();
     let (out, dlq) = (dir.join("out.ndjson"), dir.join("dlq.ndjson"));
     let stderr = tampines(&[
         "replay",
@@ -29,9 +35,10 @@ fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
         "--dlq",
         dlq.to_str().unwrap(),
     ]);
-    // 8 lines: 3 bad, 1 duplicate book event (seq 11 again), 1 repeated trade id, 3 applied.
+    // 9 lines and a blank one: 4 bad, 1 duplicate book event (seq 11 again), 1 repeated trade
+    // id, 3 applied.
     assert!(
-        stderr.contains("read 8 processed 3 dead-lettered 3 duplicates 2 late 0"),
+        stderr.contains("read 9 processed 3 dead-lettered 4 duplicates 2 late 0"),
         "{stderr}"
     );
     let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
@@ -40,11 +47,13 @@ fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-    assert_eq!(reasons.len(), 3);
+    assert_eq!(reasons.len(), 4);
     assert!(reasons[0].starts_with("not json"));
-    assert_eq!(reasons[1], "trade quantity must be positive");
-    assert_eq!(reasons[2], "unknown type \"quote\"");
+    assert_eq!(reasons[1], "invalid utf-8");
+    assert_eq!(reasons[2], "trade quantity must be positive");
+    assert_eq!(reasons[3], "unknown type \"quote\"");
     assert_eq!(dead[0]["payload"], "not json at all");
+    assert_eq!(dead[1]["payload"], "\u{fffd}\u{fffd} bad");
 
     let marks = marks(&out);
     // Everything lands at T = 1000 (snapshot) and T = 1100; the last mark is ceil(1095 / 100) * 100.

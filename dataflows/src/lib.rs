@@ -1,5 +1,6 @@
 //! Tampines' dataflow logic: the event model, orderbooks, the rolling ticker and candles, on
-//! timely and differential dataflow. No I/O: inputs arrive as iterators of lines, results leave as
+//! timely and differential dataflow. No I/O: inputs arrive as iterators of lines (or of lines
+//! parsed ahead, [`ahead`]), results leave as
 //! a stream of [`results::Published`] batches and dead letters as a stream of
 //! [`source::DeadLetter`]s; the binary attaches files, Kafka and Redis to them.
 //!
@@ -16,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod agg;
+pub mod ahead;
 pub mod candles;
 pub mod config;
 pub mod event;

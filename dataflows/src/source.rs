@@ -2,7 +2,9 @@
 //!
 //! Input: this worker's share of the inputs, behind the [`Inputs`] trait (files and test cases as
 //! [`LineInputs`]; Kafka partitions in the binary). The caller decides which worker reads which
-//! input; each input is read by exactly one worker, in order.
+//! input; each input is read by exactly one worker, in order. A line comes as text, which the
+//! source parses, or already parsed ([`crate::ahead`]: the binary reads and parses each file on a
+//! thread of its own); both give the same records.
 //!
 //! Output: one stream of [`SourceRecord`]s, each with its timestamp (an activation's records
 //! travel together, in timestamp order, at the capability):
@@ -26,8 +28,9 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::operator::source as timely_source;
 use timely::dataflow::{Scope, StreamVec};
 
+use crate::ahead::{Ahead, AheadLine, AheadLines, Parse};
 use crate::config::Config;
-use crate::event::{parse, Event};
+use crate::event::{parse, Event, Parsed};
 use crate::stats::Stats;
 use crate::time::{Stamp, Stamper};
 use crate::types::{FoldMap, Sym, SymbolName};
@@ -104,6 +107,15 @@ pub enum Next {
         /// The line, or why it could not be read.
         line: Result<String, Unreadable>,
     },
+    /// A line of input `input` at position `offset`, read and parsed ahead (see [`crate::ahead`]).
+    Parsed {
+        /// Input number, unique across all workers and processes.
+        input: u32,
+        /// Position in the input (line number).
+        offset: u64,
+        /// The line and what parsing it gave.
+        line: AheadLine,
+    },
     /// Input `input` has ended (end of file, end offset of a bounded run).
     Finished(u32),
     /// Nothing to read right now; ask again soon.
@@ -147,7 +159,8 @@ impl Inputs for Box<dyn Inputs> {
     }
 }
 
-/// In-order line inputs read round-robin (files, test cases): never pending, ended when all are.
+/// In-order line inputs read round-robin (files, test cases): ended when all are; pending only
+/// while an input read ahead has no batch ready.
 pub struct LineInputs {
     inputs: Vec<LineInput>,
     offsets: Vec<u64>,
@@ -160,7 +173,46 @@ pub struct LineInput {
     /// Input number, unique across all workers and processes.
     pub id: u32,
     /// The lines, in order.
-    pub lines: Box<dyn Iterator<Item = Result<String, Unreadable>>>,
+    lines: InputLines,
+}
+
+enum InputLines {
+    /// Lines as text, parsed by the source.
+    Text(Box<dyn Iterator<Item = Result<String, Unreadable>>>),
+    /// Lines parsed ahead.
+    Ahead(AheadLines),
+}
+
+impl LineInput {
+    /// Input `id` whose lines the source parses.
+    pub fn text(id: u32, lines: Box<dyn Iterator<Item = Result<String, Unreadable>>>) -> LineInput {
+        LineInput {
+            id,
+            lines: InputLines::Text(lines),
+        }
+    }
+
+    /// Input `id` whose lines were parsed ahead into `batches` (by a [`ReadAhead`](crate::ahead::ReadAhead), usually on a
+    /// thread of its own); the batches are read as they come.
+    pub fn ahead(id: u32, batches: Box<dyn Iterator<Item = Ahead>>) -> LineInput {
+        LineInput {
+            id,
+            lines: InputLines::Ahead(AheadLines::new(batches)),
+        }
+    }
+
+    /// The next line, `Some(None)` when it is not there yet, or `None` at the end of the input.
+    fn next_line(&mut self) -> Option<Option<Line>> {
+        match &mut self.lines {
+            InputLines::Text(lines) => lines.next().map(|l| Some(Line::Text(l))),
+            InputLines::Ahead(lines) => lines.next_line().map(|l| l.map(Line::Ahead)),
+        }
+    }
+}
+
+enum Line {
+    Text(Result<String, Unreadable>),
+    Ahead(AheadLine),
 }
 
 impl LineInputs {
@@ -188,15 +240,23 @@ impl Inputs for LineInputs {
         }
         let i = self.next % self.inputs.len();
         let input = &mut self.inputs[i];
-        match input.lines.next() {
-            Some(line) => {
+        match input.next_line() {
+            Some(None) => Next::Pending,
+            Some(Some(line)) => {
                 self.streak += 1;
                 let offset = self.offsets[i];
                 self.offsets[i] += 1;
-                Next::Line {
-                    input: input.id,
-                    offset,
-                    line,
+                match line {
+                    Line::Text(line) => Next::Line {
+                        input: input.id,
+                        offset,
+                        line,
+                    },
+                    Line::Ahead(line) => Next::Parsed {
+                        input: input.id,
+                        offset,
+                        line,
+                    },
                 }
             }
             None => {
@@ -216,7 +276,10 @@ impl Inputs for LineInputs {
 
 struct Reader {
     stamper: Stamper,
+    /// Symbols whose names went out.
     seen: HashSet<Sym, foldhash::fast::RandomState>,
+    /// Names that came with lines parsed ahead.
+    names: FoldMap<Sym, SymbolName>,
     last_seen: Instant,
     /// A line was read in the current activation (`last_seen` is set once, after it).
     read: bool,
@@ -272,22 +335,19 @@ pub fn source<'s, I: Inputs + 'static>(
                         offset,
                         line,
                     } => {
-                        let reader = readers.entry(input).or_insert_with(|| Reader {
-                            stamper: Stamper::new(&config),
-                            seen: HashSet::default(),
-                            last_seen: Instant::now(),
-                            read: false,
-                            idle: false,
-                            unreported: 0,
-                        });
-                        reader.read = true;
-                        reader.unreported += 1;
-                        if reader.idle {
-                            reader.idle = false;
-                            tracing::info!(worker, input, "input active again");
-                        }
+                        let reader = reader_of(&mut readers, input, &config, worker);
                         let pos = (input, offset);
                         let time = read_line(reader, line, pos, &mut counts, floor, &mut batch);
+                        inputs.stamped(input, offset, time);
+                    }
+                    Next::Parsed {
+                        input,
+                        offset,
+                        line,
+                    } => {
+                        let reader = reader_of(&mut readers, input, &config, worker);
+                        let pos = (input, offset);
+                        let time = read_parsed(reader, line, pos, &mut counts, floor, &mut batch);
                         inputs.stamped(input, offset, time);
                     }
                     Next::Finished(input) => {
@@ -382,6 +442,31 @@ pub fn source<'s, I: Inputs + 'static>(
     })
 }
 
+/// The reader of `input`, which has just offered a line.
+fn reader_of<'a>(
+    readers: &'a mut FoldMap<u32, Reader>,
+    input: u32,
+    config: &Config,
+    worker: usize,
+) -> &'a mut Reader {
+    let reader = readers.entry(input).or_insert_with(|| Reader {
+        stamper: Stamper::new(config),
+        seen: HashSet::default(),
+        names: FoldMap::default(),
+        last_seen: Instant::now(),
+        read: false,
+        idle: false,
+        unreported: 0,
+    });
+    reader.read = true;
+    reader.unreported += 1;
+    if reader.idle {
+        reader.idle = false;
+        tracing::info!(worker, input, "input active again");
+    }
+    reader
+}
+
 /// Adds what the readers read since the last report to [`Stats::inputs`], with their watermarks:
 /// one lock per activation, not per line.
 fn report_inputs(readers: &mut FoldMap<u32, Reader>, stats: &Stats) {
@@ -435,54 +520,124 @@ fn read_line(
     floor: u64,
     batch: &mut BTreeMap<u64, Vec<SourceRecord>>,
 ) -> u64 {
-    let open = reader.stamper.open().max(floor);
-    let mut dead = |reason: String, payload: String| {
-        counts.dead_lettered += 1;
-        let record = SourceRecord::Dead(DeadLetter {
-            reason,
-            payload,
-            pos,
-        });
-        batch.entry(open).or_default().push(record);
-        open
-    };
     let line = match line {
-        Ok(line) if line.trim().is_empty() => return open,
+        Ok(line) if line.trim().is_empty() => return reader.stamper.open().max(floor),
         Ok(line) => line,
         Err((reason, payload)) => {
             counts.read += 1;
-            return dead(reason, payload);
+            return dead(reader, reason, payload, pos, counts, floor, batch);
         }
     };
     counts.read += 1;
-    let parsed = match parse(line.trim_end()) {
+    let Parsed {
+        event,
+        exchange,
+        symbol,
+    } = match parse(line.trim_end()) {
         Ok(parsed) => parsed,
-        Err(err) => return dead(err.to_string(), line),
+        Err(err) => return dead(reader, err.to_string(), line, pos, counts, floor, batch),
     };
-    let event = &parsed.event;
+    let name = (!reader.seen.contains(&event.sym)).then(|| SymbolName {
+        exchange: exchange.as_ref().into(),
+        symbol: symbol.as_ref().into(),
+    });
+    stamp(reader, event, name, || line, pos, counts, floor, batch)
+}
+
+/// [`read_line`] for a line parsed ahead: the same records and counts.
+fn read_parsed(
+    reader: &mut Reader,
+    line: AheadLine,
+    pos: Position,
+    counts: &mut Counts,
+    floor: u64,
+    batch: &mut BTreeMap<u64, Vec<SourceRecord>>,
+) -> u64 {
+    let (text, parse) = line.into_parts();
+    let payload = || text.owned();
+    match parse {
+        Parse::Blank => reader.stamper.open().max(floor),
+        Parse::Bad(reason) => {
+            counts.read += 1;
+            dead(reader, reason, payload(), pos, counts, floor, batch)
+        }
+        Parse::Event(event, name) => {
+            counts.read += 1;
+            if let Some(name) = name {
+                reader.names.insert(event.sym, name);
+            }
+            let name = match reader.seen.contains(&event.sym) {
+                true => None,
+                false => reader.names.get(&event.sym).cloned(),
+            };
+            stamp(reader, event, name, payload, pos, counts, floor, batch)
+        }
+    }
+}
+
+/// A dead letter at the input's earliest open timestamp.
+fn dead(
+    reader: &Reader,
+    reason: String,
+    payload: String,
+    pos: Position,
+    counts: &mut Counts,
+    floor: u64,
+    batch: &mut BTreeMap<u64, Vec<SourceRecord>>,
+) -> u64 {
+    let open = reader.stamper.open().max(floor);
+    counts.dead_lettered += 1;
+    let record = SourceRecord::Dead(DeadLetter {
+        reason,
+        payload,
+        pos,
+    });
+    batch.entry(open).or_default().push(record);
+    open
+}
+
+/// Stamps a parsed event into `batch`, with its symbol's `name` when the input has not sent it
+/// yet; `payload` is the line, for a dead letter.
+#[allow(clippy::too_many_arguments)]
+fn stamp(
+    reader: &mut Reader,
+    event: Event,
+    name: Option<SymbolName>,
+    payload: impl FnOnce() -> String,
+    pos: Position,
+    counts: &mut Counts,
+    floor: u64,
+    batch: &mut BTreeMap<u64, Vec<SourceRecord>>,
+) -> u64 {
     match reader
         .stamper
         .stamp(event.sym, event.ts, event.is_book(), floor)
     {
-        Stamp::TooLate => dead("too_late".to_string(), line),
+        Stamp::TooLate => dead(
+            reader,
+            "too_late".to_string(),
+            payload(),
+            pos,
+            counts,
+            floor,
+            batch,
+        ),
         Stamp::At { time, late } => {
             if late {
                 counts.late += 1;
             }
             // Names travel at the floor, which no later event of this input can precede.
-            if reader.seen.insert(event.sym) {
+            if let Some(name) = name {
+                reader.seen.insert(event.sym);
                 batch
                     .entry(floor)
                     .or_default()
-                    .push(SourceRecord::Name(event.sym, parsed.name()));
+                    .push(SourceRecord::Name(event.sym, name));
             }
             batch
                 .entry(time)
                 .or_default()
-                .push(SourceRecord::Event(Stamped {
-                    pos,
-                    event: parsed.event,
-                }));
+                .push(SourceRecord::Event(Stamped { pos, event }));
             time
         }
     }

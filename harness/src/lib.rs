@@ -15,17 +15,18 @@ pub mod run;
 use serde_json::Value;
 use tampines_dataflows::config::Config;
 
-/// Runs the dataflow over `inputs` with `workers` workers and compares every progress mark, the
-/// accounting and the dead letters with the model. `Err` describes the first difference; `label`
-/// (the seed, the settings) starts every message.
+/// Runs the dataflow over `inputs` with `workers` workers, reading them as `reading` says, and
+/// compares every progress mark, the accounting and the dead letters with the model. `Err`
+/// describes the first difference; `label` (the seed, the settings) starts every message.
 pub fn check(
     label: &str,
     inputs: &[Vec<String>],
     config: &Config,
     workers: usize,
+    reading: run::Reading,
 ) -> Result<model::Expected, String> {
     let expected = model::expected(inputs, config);
-    let run = run::run(inputs, config, workers);
+    let run = run::run(inputs, config, workers, reading);
     let actual: Vec<model::Mark> = run
         .published
         .iter()
@@ -48,7 +49,7 @@ pub fn check(
                 .collect(),
         })
         .collect();
-    let fail = |what: String| Err(format!("{label} (workers {workers}): {what}"));
+    let fail = |what: String| Err(format!("{label} (workers {workers}, {reading:?}): {what}"));
     let times = |m: &[model::Mark]| m.iter().map(|m| m.time).collect::<Vec<_>>();
     for (i, (a, e)) in actual.iter().zip(&expected.marks).enumerate() {
         if a.time != e.time {

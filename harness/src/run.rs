@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use tampines_dataflows::ahead::{Ahead, ReadAhead};
 use tampines_dataflows::config::Config;
 use tampines_dataflows::results::Published;
 use tampines_dataflows::source::{lines, DeadLetter, LineInput};
@@ -19,11 +20,21 @@ pub struct Run {
     pub totals: Totals,
 }
 
+/// How the inputs reach the source.
+#[derive(Clone, Copy, Debug)]
+pub enum Reading {
+    /// As lines of text, parsed by the source (Kafka partitions, the job's own tests).
+    Lines,
+    /// Parsed ahead (as files are) into batches of this many lines, each batch once not ready
+    /// at first (the source then finds its input pending).
+    Ahead(usize),
+}
+
 /// Runs `inputs` through the dataflow with `workers` threads; input `i` is read by worker
 /// [`reader`]`(i, workers)`, as in the job.
 ///
 /// [`reader`]: tampines_dataflows::source::reader
-pub fn run(inputs: &[Vec<String>], config: &Config, workers: usize) -> Run {
+pub fn run(inputs: &[Vec<String>], config: &Config, workers: usize, reading: Reading) -> Run {
     let inputs = Arc::new(inputs.to_vec());
     let config = Arc::new(config.clone());
     let stats = Arc::new(Stats::default());
@@ -36,11 +47,18 @@ pub fn run(inputs: &[Vec<String>], config: &Config, workers: usize) -> Run {
             .iter()
             .enumerate()
             .filter(|(i, _)| tampines_dataflows::source::reader(*i, peers) == index)
-            .map(|(i, lines)| {
-                let lines = lines.clone().into_iter().map(Ok);
-                LineInput {
-                    id: i as u32,
-                    lines: Box::new(lines),
+            .map(|(i, lines)| match reading {
+                Reading::Lines => {
+                    let lines = lines.clone().into_iter().map(Ok);
+                    LineInput::text(i as u32, Box::new(lines))
+                }
+                Reading::Ahead(n) => {
+                    let (mut batches, mut ahead) = (Vec::new(), ReadAhead::default());
+                    for chunk in lines.chunks(n.max(1)) {
+                        chunk.iter().for_each(|l| ahead.push_line(l.as_bytes()));
+                        batches.extend([Ahead::NotYet, Ahead::Batch(ahead.take())]);
+                    }
+                    LineInput::ahead(i as u32, Box::new(batches.into_iter()))
                 }
             })
             .collect();

@@ -6,6 +6,7 @@ use tampines_dataflows::config::Config;
 use tampines_dataflows::types::{Price, Sym};
 use tampines_harness::check;
 use tampines_harness::generate::{case, Shape};
+use tampines_harness::run::Reading;
 
 fn seeds(default: u64) -> u64 {
     std::env::var("TAMPINES_SEEDS")
@@ -90,7 +91,13 @@ fn every_mark_equals_the_reference_at_1_2_and_4_workers() {
                     "seed {seed} setting {i} (g {} lateness {} window {} batch {})",
                     s.granularity_ms, s.lateness_ms, s.window_ms, s.batch
                 );
-                match check(&label, &inputs, &config, workers) {
+                // Lines parsed by the source, or parsed ahead (as files are), in batches of
+                // 1 to 64 lines: each case is read both ways across its worker counts.
+                let reading = match (seed as usize + workers + i) % 2 {
+                    0 => Reading::Lines,
+                    _ => Reading::Ahead([1, 5, 64][(seed as usize + i) % 3]),
+                };
+                match check(&label, &inputs, &config, workers, reading) {
                     Ok(expected) => marks += expected.marks.len(),
                     Err(e) => panic!("{e}"),
                 }
