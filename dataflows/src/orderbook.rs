@@ -113,9 +113,10 @@ struct Book {
     has_snapshot: bool,
     gap: bool,
     digits: Option<u32>,
-    /// The levels set in the current timestamp, each with its size before, in the order set
-    /// (the first entry of a level has its size at the start of the timestamp).
-    touched: Vec<(BookPrice, Qty)>,
+    /// The levels set in the current timestamp, each with its size before and after, in the
+    /// order set (the first entry of a level has its size at the start of the timestamp, the
+    /// last its size now).
+    touched: Vec<(BookPrice, Qty, Qty)>,
     /// State at the start of the current timestamp, if the book changed in it.
     start: Option<(Option<BookMeta>, Bbo, Option<Price>)>,
 }
@@ -161,7 +162,7 @@ impl Book {
             book.insert(price, qty)
         };
         self.touched
-            .push((BookPrice { side, price }, old.unwrap_or(Qty::ZERO)));
+            .push((BookPrice { side, price }, old.unwrap_or(Qty::ZERO), qty));
     }
 
     fn apply(&mut self, side: Side, levels: &[Level]) {
@@ -179,8 +180,15 @@ impl Book {
         // In book order (bids best first, then asks best first): grouping sums runs and emits
         // them in the arrangement's order.
         let mut touched = std::mem::take(&mut self.touched);
-        touched.sort_by_key(|&(level, _)| level);
-        touched.dedup_by_key(|&mut (level, _)| level);
+        touched.sort_by_key(|&(level, _, _)| level);
+        // One entry per level: its size at the start of the timestamp and now.
+        touched.dedup_by(|later, first| {
+            let same = later.0 == first.0;
+            if same {
+                first.2 = later.2;
+            }
+            same
+        });
         let tick = self.tick(configured);
         let level = |side, price, tick, diff| {
             Update::Level(
@@ -196,12 +204,7 @@ impl Book {
         };
         if tick == tick0 {
             if let Some(tick) = tick {
-                for &(BookPrice { side, price }, old) in &touched {
-                    let new = self
-                        .side_mut(side)
-                        .get(&price)
-                        .copied()
-                        .unwrap_or(Qty::ZERO);
+                for &(BookPrice { side, price }, old, new) in &touched {
                     let diff = new.value() - old.value();
                     if !diff.is_zero() {
                         out.push(level(side, price, tick, Qty::from_decimal(diff)));
@@ -213,7 +216,7 @@ impl Book {
             if let Some(tick0) = tick0 {
                 for side in [Side::Bid, Side::Ask] {
                     let mut before: BTreeMap<Price, Qty> = self.side_mut(side).clone();
-                    for &(at, old) in touched.iter().filter(|(at, _)| at.side == side) {
+                    for &(at, old, _) in touched.iter().filter(|(at, _, _)| at.side == side) {
                         let price = at.price;
                         if old.is_zero_qty() {
                             before.remove(&price);
