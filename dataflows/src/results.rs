@@ -205,16 +205,24 @@ struct RenderedSide {
 }
 
 impl RenderedSide {
-    /// Renders `levels` (best first on `side`), reusing the text of `old`'s equal levels.
+    /// Renders `levels` (best first on `side`), reusing the text of `old`'s equal levels: the
+    /// levels both share at the front and at the back are copied in one piece each (an update
+    /// usually changes one level), the ones between are matched level by level.
     fn new(side: Side, levels: Levels, old: Option<&RenderedSide>) -> RenderedSide {
         let old = old.filter(|o| !o.levels.is_empty());
+        let (n, (front, back)) = (levels.len(), old.map_or((0, 0), |o| o.shared(&levels)));
         let order = |p: Price| BookPrice { side, price: p };
-        let mut text = Vec::with_capacity(2 + 40 * levels.len());
-        let mut starts = Vec::with_capacity(levels.len());
+        let mut text = Vec::with_capacity(2 + 40 * n);
+        let mut starts = Vec::with_capacity(n);
         let mut buf = [0u8; 2 * DECIMAL_BUF + 8];
-        let mut j = 0;
         text.push(b'[');
-        for (i, &(price, size)) in levels.iter().enumerate() {
+        if let Some(old) = old.filter(|_| front > 0) {
+            // The first level starts right after the bracket, in both.
+            text.extend_from_slice(&old.text.as_bytes()[1..old.end(front - 1)]);
+            starts.extend_from_slice(&old.starts[..front]);
+        }
+        let mut j = front;
+        for (i, &(price, size)) in levels.iter().enumerate().take(n - back).skip(front) {
             if i > 0 {
                 text.push(b',');
             }
@@ -225,9 +233,7 @@ impl RenderedSide {
                     j += 1;
                 }
                 if old.levels.get(j) == Some(&(price, size)) {
-                    // A level ends before the comma of the next one, or before the closing bracket.
-                    let end = old.starts.get(j + 1).map_or(old.text.len() - 1, |&n| n - 1) - 1;
-                    text.extend_from_slice(&old.text.as_bytes()[old.starts[j]..=end]);
+                    text.extend_from_slice(&old.text.as_bytes()[old.starts[j]..old.end(j)]);
                     continue;
                 }
             }
@@ -240,6 +246,16 @@ impl RenderedSide {
             buf[at - 2..at].copy_from_slice(b"[\"");
             text.extend_from_slice(&buf[at - 2..]);
         }
+        if let Some(old) = old.filter(|_| back > 0) {
+            if n > back {
+                text.push(b',');
+            }
+            let first = old.levels.len() - back;
+            let from = old.starts[first];
+            let at = text.len();
+            text.extend_from_slice(&old.text.as_bytes()[from..old.text.len() - 1]);
+            starts.extend(old.starts[first..].iter().map(|&s| s - from + at));
+        }
         text.push(b']');
         let text = String::from_utf8(text).expect("digits and punctuation are text");
         RenderedSide {
@@ -247,6 +263,25 @@ impl RenderedSide {
             text,
             starts,
         }
+    }
+
+    /// Where the text of level `i` ends: at the comma before the next level, or at the bracket.
+    fn end(&self, i: usize) -> usize {
+        self.starts
+            .get(i + 1)
+            .map_or(self.text.len() - 1, |&n| n - 1)
+    }
+
+    /// How many levels `levels` shares with these at the front, and then at the back.
+    fn shared(&self, levels: &Levels) -> (usize, usize) {
+        let old = &self.levels;
+        let front = levels.iter().zip(old).take_while(|(a, b)| a == b).count();
+        let rest = levels.len().min(old.len()) - front;
+        let back = (levels.iter().rev().zip(old.iter().rev()))
+            .take(rest)
+            .take_while(|(a, b)| a == b)
+            .count();
+        (front, back)
     }
 }
 
@@ -932,6 +967,50 @@ mod tests {
             .collect()
     }
 
+    /// Random sides of up to 8 levels on a grid of 12 prices, each rendered from the previous
+    /// one: the text and the level offsets equal a fresh rendering's, on both sides.
+    #[test]
+    fn reused_rendering_equals_fresh_rendering_for_random_sides() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut below = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for side in [Side::Bid, Side::Ask] {
+            let mut book: std::collections::BTreeMap<u32, u32> = Default::default();
+            let mut previous: Option<RenderedSide> = None;
+            for step in 0..3_000 {
+                // A few levels set or removed, now and then many.
+                for _ in 0..1 + below(if step % 50 == 0 { 12 } else { 3 }) {
+                    let (price, size) = (below(12) as u32, below(4) as u32);
+                    match size {
+                        0 => book.remove(&price),
+                        s => book.insert(price, s),
+                    };
+                }
+                let mut side_levels: Levels = book
+                    .iter()
+                    .map(|(&p, &q)| {
+                        let price =
+                            Price::parse(&format!("{}.{}", 100 + p / 4, p % 4 * 25)).unwrap();
+                        (price, Qty::parse(&format!("{q}.5")).unwrap())
+                    })
+                    .collect();
+                if side == Side::Bid {
+                    side_levels.reverse();
+                }
+                side_levels.truncate(8);
+                let fresh = RenderedSide::new(side, side_levels.clone(), None);
+                let reused = RenderedSide::new(side, side_levels, previous.as_ref());
+                assert_eq!(reused.text, fresh.text, "step {step}");
+                assert_eq!(reused.starts, fresh.starts, "step {step}");
+                previous = Some(reused);
+            }
+        }
+    }
+
     /// A side rendered from its previous rendering equals one rendered from scratch, and both
     /// are the JSON array of the levels, whatever moved: first, middle and last levels removed,
     /// inserted or resized.
@@ -966,6 +1045,7 @@ mod tests {
             let fresh = RenderedSide::new(Side::Bid, new.clone(), None);
             let reused = RenderedSide::new(Side::Bid, new.clone(), Some(&previous));
             assert_eq!(reused.text, fresh.text);
+            assert_eq!(reused.starts, fresh.starts);
             let expected: Vec<[String; 2]> = new
                 .iter()
                 .map(|(p, q)| [p.to_string(), q.to_string()])
