@@ -160,6 +160,12 @@ pub enum Record {
 /// Appends `s` as a JSON string literal.
 fn push_str(out: &mut String, s: &str) {
     out.push('"');
+    // Names and ids rarely need escaping: then they go in whole.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -965,6 +971,27 @@ mod tests {
         spec.iter()
             .map(|(p, q)| (Price::parse(p).unwrap(), Qty::parse(q).unwrap()))
             .collect()
+    }
+
+    /// Names are JSON strings in records whatever they hold: quotes, backslashes and control
+    /// characters escaped, other text as is.
+    #[test]
+    fn names_are_escaped_in_records() {
+        for (exchange, symbol) in [("ex", "BTCUSDT"), ("e\"x", "a\\b\u{1}\u{fc}\u{1f600}")] {
+            let record = Record::Ticker {
+                name: SymbolName {
+                    exchange: exchange.into(),
+                    symbol: symbol.into(),
+                },
+                stats: None,
+                bbo: Bbo::default(),
+            };
+            let json = record.to_json(5);
+            assert_eq!(
+                (json["exchange"].as_str(), json["symbol"].as_str()),
+                (Some(exchange), Some(symbol))
+            );
+        }
     }
 
     /// Random sides of up to 8 levels on a grid of 12 prices, each rendered from the previous
