@@ -41,8 +41,7 @@ use crate::config::Config;
 use crate::orderbook::{Bbo, BookMeta, BookPrice, Levels, SideKey};
 use crate::sequence::{no_finish, sequence};
 use crate::types::{
-    decimal_str, round_dp, u64_str, write_decimal, FoldMap, Price, Side, Sym, SymbolName,
-    DECIMAL_BUF,
+    push_decimal as push_decimal_text, round_dp, FoldMap, Price, Side, Sym, SymbolName,
 };
 
 /// A book's status.
@@ -193,9 +192,8 @@ fn push_dec(out: &mut String, key: &str, d: impl Into<Decimal>) {
 }
 
 fn push_decimal(out: &mut String, d: Decimal) {
-    let mut buf = [0u8; DECIMAL_BUF];
     out.push('"');
-    out.push_str(decimal_str(d, &mut buf));
+    push_decimal_text(out, d);
     out.push('"');
 }
 
@@ -218,19 +216,18 @@ impl RenderedSide {
         let old = old.filter(|o| !o.levels.is_empty());
         let (n, (front, back)) = (levels.len(), old.map_or((0, 0), |o| o.shared(&levels)));
         let order = |p: Price| BookPrice { side, price: p };
-        let mut text = Vec::with_capacity(2 + 40 * n);
+        let mut text = String::with_capacity(2 + 40 * n);
         let mut starts = Vec::with_capacity(n);
-        let mut buf = [0u8; 2 * DECIMAL_BUF + 8];
-        text.push(b'[');
+        text.push('[');
         if let Some(old) = old.filter(|_| front > 0) {
             // The first level starts right after the bracket, in both.
-            text.extend_from_slice(&old.text.as_bytes()[1..old.end(front - 1)]);
+            text.push_str(&old.text[1..old.end(front - 1)]);
             starts.extend_from_slice(&old.starts[..front]);
         }
         let mut j = front;
         for (i, &(price, size)) in levels.iter().enumerate().take(n - back).skip(front) {
             if i > 0 {
-                text.push(b',');
+                text.push(',');
             }
             starts.push(text.len());
             if let Some(old) = old {
@@ -239,31 +236,28 @@ impl RenderedSide {
                     j += 1;
                 }
                 if old.levels.get(j) == Some(&(price, size)) {
-                    text.extend_from_slice(&old.text.as_bytes()[old.starts[j]..old.end(j)]);
+                    text.push_str(&old.text[old.starts[j]..old.end(j)]);
                     continue;
                 }
             }
-            // `["price","size"]`, composed right to left.
-            let end = buf.len();
-            buf[end - 2..].copy_from_slice(b"\"]");
-            let at = write_decimal(size.value(), &mut buf, end - 2);
-            buf[at - 3..at].copy_from_slice(b"\",\"");
-            let at = write_decimal(price.value(), &mut buf, at - 3);
-            buf[at - 2..at].copy_from_slice(b"[\"");
-            text.extend_from_slice(&buf[at - 2..]);
+            // `["price","size"]`
+            text.push_str("[\"");
+            push_decimal_text(&mut text, price.value());
+            text.push_str("\",\"");
+            push_decimal_text(&mut text, size.value());
+            text.push_str("\"]");
         }
         if let Some(old) = old.filter(|_| back > 0) {
             if n > back {
-                text.push(b',');
+                text.push(',');
             }
             let first = old.levels.len() - back;
             let from = old.starts[first];
             let at = text.len();
-            text.extend_from_slice(&old.text.as_bytes()[from..old.text.len() - 1]);
+            text.push_str(&old.text[from..old.text.len() - 1]);
             starts.extend(old.starts[first..].iter().map(|&s| s - from + at));
         }
-        text.push(b']');
-        let text = String::from_utf8(text).expect("digits and punctuation are text");
+        text.push(']');
         RenderedSide {
             levels,
             text,
@@ -329,8 +323,7 @@ enum View<'a> {
 
 /// Appends an unsigned integer.
 fn push_u64(out: &mut String, v: u64) {
-    let mut buf = [0u8; DECIMAL_BUF];
-    out.push_str(u64_str(v, &mut buf));
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 impl View<'_> {
