@@ -29,7 +29,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tampines_dataflows::event::{parse, Body};
-use tampines_dataflows::source::{DeadLetter, Inputs, Next};
+use tampines_dataflows::source::{DeadLetter, Inputs, Line, Next};
 
 use crate::job::{AfterStep, DeadLetterSink, WorkerInputs, Written};
 
@@ -354,7 +354,7 @@ impl Inputs for KafkaInputs {
             return Next::Line {
                 input,
                 offset,
-                line,
+                line: Line::Text(line),
             };
         }
     }

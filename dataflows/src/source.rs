@@ -104,17 +104,8 @@ pub enum Next {
         input: u32,
         /// Position in the input (line number, Kafka offset).
         offset: u64,
-        /// The line, or why it could not be read.
-        line: Result<String, Unreadable>,
-    },
-    /// A line of input `input` at position `offset`, read and parsed ahead (see [`crate::ahead`]).
-    Parsed {
-        /// Input number, unique across all workers and processes.
-        input: u32,
-        /// Position in the input (line number).
-        offset: u64,
-        /// The line and what parsing it gave.
-        line: AheadLine,
+        /// The line.
+        line: Line,
     },
     /// Input `input` has ended (end of file, end offset of a bounded run).
     Finished(u32),
@@ -210,8 +201,12 @@ impl LineInput {
     }
 }
 
-enum Line {
+/// A line as an input offers it.
+#[derive(Debug)]
+pub enum Line {
+    /// Its text, or why it could not be read: the source parses it.
     Text(Result<String, Unreadable>),
+    /// Read and parsed ahead (see [`crate::ahead`]).
     Ahead(AheadLine),
 }
 
@@ -246,17 +241,10 @@ impl Inputs for LineInputs {
                 self.streak += 1;
                 let offset = self.offsets[i];
                 self.offsets[i] += 1;
-                match line {
-                    Line::Text(line) => Next::Line {
-                        input: input.id,
-                        offset,
-                        line,
-                    },
-                    Line::Ahead(line) => Next::Parsed {
-                        input: input.id,
-                        offset,
-                        line,
-                    },
+                Next::Line {
+                    input: input.id,
+                    offset,
+                    line,
                 }
             }
             None => {
@@ -337,17 +325,13 @@ pub fn source<'s, I: Inputs + 'static>(
                     } => {
                         let reader = reader_of(&mut readers, input, &config, worker);
                         let pos = (input, offset);
-                        let time = read_line(reader, line, pos, &mut counts, floor, &mut batch);
-                        inputs.stamped(input, offset, time);
-                    }
-                    Next::Parsed {
-                        input,
-                        offset,
-                        line,
-                    } => {
-                        let reader = reader_of(&mut readers, input, &config, worker);
-                        let pos = (input, offset);
-                        let time = read_parsed(reader, line, pos, &mut counts, floor, &mut batch);
+                        let (counts, batch) = (&mut counts, &mut batch);
+                        let time = match line {
+                            Line::Text(line) => read_line(reader, line, pos, counts, floor, batch),
+                            Line::Ahead(line) => {
+                                read_parsed(reader, line, pos, counts, floor, batch)
+                            }
+                        };
                         inputs.stamped(input, offset, time);
                     }
                     Next::Finished(input) => {
