@@ -278,7 +278,8 @@ struct Reader {
 
 /// The worker that reads input `input` (a file, a Kafka partition) among `peers` workers:
 /// inputs are dealt out from the last worker down, because worker 0 also gathers and writes every
-/// result; with one input and two workers, one reads and parses while the other publishes.
+/// result; with one input and two workers, one reads (a file: stamps what the file's thread
+/// parsed; a partition: parses too) while the other publishes.
 pub fn reader(input: usize, peers: usize) -> usize {
     peers - 1 - input % peers
 }
