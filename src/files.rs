@@ -24,7 +24,7 @@ pub fn open(path: &Path, id: u32) -> LineInput {
     let name = path.display().to_string();
     let reader = reader(path, &name);
     let (batches, receiver) = std::sync::mpsc::sync_channel(AHEAD_BATCHES);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("read-{id}"))
         .spawn(move || {
             let mut ahead = ReadAhead::default();
@@ -58,10 +58,18 @@ pub fn open(path: &Path, id: u32) -> LineInput {
             }
         })
         .expect("the system starts a reader thread");
+    let mut thread = Some(thread);
     let batches = std::iter::from_fn(move || match receiver.try_recv() {
         Ok(batch) => Some(Ahead::Batch(batch)),
         Err(TryRecvError::Empty) => Some(Ahead::NotYet),
-        Err(TryRecvError::Disconnected) => None,
+        Err(TryRecvError::Disconnected) => {
+            // The thread has ended: at the end of the file, or by a bug. A panic there must stop
+            // the job as it would have on the worker, not pass for the end of the file.
+            if thread.take().is_some_and(|t| t.join().is_err()) {
+                panic!("the reader thread of input {id} panicked");
+            }
+            None
+        }
     });
     LineInput::ahead(id, Box::new(batches))
 }

@@ -11,17 +11,16 @@
 //! line as payload) and counts. A blank line is not counted; a line that is not UTF-8 is
 //! dead-lettered with its lossy text.
 
-use std::collections::HashSet;
 use std::rc::Rc;
 
 use crate::event::{parse, Event};
-use crate::types::{Sym, SymbolName};
+use crate::types::{FoldMap, Sym, SymbolName};
 
 /// Parses an input's lines, in order, into batches.
 #[derive(Default)]
 pub struct ReadAhead {
-    /// Symbols whose names went out with an earlier line of this input.
-    named: HashSet<Sym, foldhash::fast::RandomState>,
+    /// The names that went out last with a line of this input, per symbol id.
+    named: FoldMap<Sym, SymbolName>,
     batch: ParsedBatch,
 }
 
@@ -134,7 +133,16 @@ impl ReadAhead {
             match parse(line.trim_end()) {
                 Err(err) => Parse::Bad(err.to_string()),
                 Ok(parsed) => {
-                    let name = self.named.insert(parsed.event.sym).then(|| parsed.name());
+                    // Names go out whenever they are not the last ones sent for the id: the
+                    // worker then always holds the line's own spelling, also when two names
+                    // share an id (`a:b` + `c` and `a` + `b:c`).
+                    let sent = self.named.get(&parsed.event.sym).is_some_and(|n| {
+                        *n.exchange == *parsed.exchange && *n.symbol == *parsed.symbol
+                    });
+                    let name = (!sent).then(|| parsed.name());
+                    if let Some(name) = &name {
+                        self.named.insert(parsed.event.sym, name.clone());
+                    }
                     Parse::Event(parsed.event, name)
                 }
             }

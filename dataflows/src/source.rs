@@ -266,7 +266,8 @@ struct Reader {
     stamper: Stamper,
     /// Symbols whose names went out.
     seen: HashSet<Sym, foldhash::fast::RandomState>,
-    /// Names that came with lines parsed ahead.
+    /// The names that came last with a line parsed ahead, per symbol id: the names of the line
+    /// being read.
     names: FoldMap<Sym, SymbolName>,
     last_seen: Instant,
     /// A line was read in the current activation (`last_seen` is set once, after it).

@@ -159,3 +159,42 @@ fn the_cases_exercise_every_feature() {
         "too_late {too_late} empty tickers {empty_tickers} configured-tick groups {tick_groups}"
     );
 }
+
+#[test]
+fn lines_parsed_ahead_carry_their_own_names_when_two_names_share_an_id() {
+    // `a:b` + `c` and `a` + `b:c` hash to one symbol id. The first is seen first, in a trade too
+    // late to apply; the second's book is then published under its own names, read either way.
+    let line = |exchange: &str, symbol: &str, rest: &str| {
+        format!(r#"{{"exchange":"{exchange}","symbol":"{symbol}",{rest}}}"#)
+    };
+    let book =
+        r#""type":"snapshot","ts":1700000100000,"seq":1,"bids":[["10","1"]],"asks":[["11","2"]]"#;
+    let inputs = vec![vec![
+        line("ex", "X", book),
+        line(
+            "a:b",
+            "c",
+            r#""type":"trade","ts":1700000000000,"id":"1","price":"10.5","qty":"1","side":"buy""#,
+        ),
+        line("a", "b:c", book),
+    ]];
+    let config = config(&SETTINGS[0]);
+    let text = tampines_harness::run::run(&inputs, &config, 1, Reading::Lines);
+    let ahead = tampines_harness::run::run(&inputs, &config, 1, Reading::Ahead(2));
+    let names: Vec<(String, String)> = text
+        .published
+        .iter()
+        .flat_map(|b| &b.changes)
+        .filter_map(|c| c.json.as_deref())
+        .map(|j| serde_json::from_str::<serde_json::Value>(j).unwrap())
+        .map(|r| (r["exchange"].to_string(), r["symbol"].to_string()))
+        .collect();
+    assert!(
+        names.contains(&(r#""a""#.to_string(), r#""b:c""#.to_string())),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|(e, _)| e == r#""a:b""#), "{names:?}");
+    assert_eq!(text.dead.len(), 1, "the trade is too late");
+    assert_eq!(ahead.published, text.published);
+    assert_eq!(ahead.dead, text.dead);
+}
