@@ -7,13 +7,14 @@
 //! the reading worker the slowest.
 //!
 //! Invariant: what the source makes of a line parsed ahead is exactly what it makes of the same
-//! line as text (a Kafka message, a test case's line): the same events, names, dead letters (the
-//! line as payload) and counts. A blank line is not counted; a line that is not UTF-8 is
-//! dead-lettered with its lossy text.
+//! line as text (a Kafka message, a test case's line): the same events, dead letters (the line as
+//! payload) and counts, and the same names (a line's names go with it whenever they are not the
+//! last ones sent for its symbol id, so the worker always holds the line's own spelling). A blank
+//! line is not counted; a line that is not UTF-8 is dead-lettered with its lossy text.
 
 use std::rc::Rc;
 
-use crate::event::{parse, Event};
+use crate::event::{parse, Event, Parsed};
 use crate::types::{FoldMap, Sym, SymbolName};
 
 /// Parses an input's lines, in order, into batches.
@@ -41,10 +42,11 @@ pub struct ParsedBatch {
     lines: Vec<(usize, Parse)>,
 }
 
-/// What parsing a line ahead gave.
+/// What a line gave.
 #[derive(Debug)]
 pub(crate) enum Parse {
-    /// An event, with its symbol's names the first time this input has it.
+    /// An event, with its symbol's names when they are to go with it (parsed ahead: when they
+    /// are not the last ones sent for its id).
     Event(Event, Option<SymbolName>),
     /// Nothing to read (blank line).
     Blank,
@@ -120,6 +122,25 @@ impl AheadLines {
     }
 }
 
+/// Parses a line of text (without its line end): a blank line gives nothing, a bad one its
+/// dead-letter reason, an event the names `name` picks for it. The source reads lines as text
+/// through it too, so both ways parse alike.
+pub(crate) fn parse_line(
+    line: &str,
+    name: impl FnOnce(&Parsed<'_>) -> Option<SymbolName>,
+) -> Parse {
+    if line.trim().is_empty() {
+        return Parse::Blank;
+    }
+    match parse(line.trim_end()) {
+        Err(err) => Parse::Bad(err.to_string()),
+        Ok(parsed) => {
+            let name = name(&parsed);
+            Parse::Event(parsed.event, name)
+        }
+    }
+}
+
 impl ReadAhead {
     /// Parses the next line of the input, as read (without its line end).
     pub fn push_line(&mut self, bytes: &[u8]) {
@@ -127,26 +148,18 @@ impl ReadAhead {
             let text = String::from_utf8_lossy(bytes);
             return self.push_unreadable("invalid utf-8".to_string(), &text);
         };
-        let parse = if line.trim().is_empty() {
-            Parse::Blank
-        } else {
-            match parse(line.trim_end()) {
-                Err(err) => Parse::Bad(err.to_string()),
-                Ok(parsed) => {
-                    // Names go out whenever they are not the last ones sent for the id: the
-                    // worker then always holds the line's own spelling, also when two names
-                    // share an id (`a:b` + `c` and `a` + `b:c`).
-                    let sent = self.named.get(&parsed.event.sym).is_some_and(|n| {
-                        *n.exchange == *parsed.exchange && *n.symbol == *parsed.symbol
-                    });
-                    let name = (!sent).then(|| parsed.name());
-                    if let Some(name) = &name {
-                        self.named.insert(parsed.event.sym, name.clone());
-                    }
-                    Parse::Event(parsed.event, name)
-                }
-            }
-        };
+        // Names go out whenever they are not the last ones sent for the id: the worker then
+        // always holds the line's own spelling, also when two names share an id (`a:b` + `c`
+        // and `a` + `b:c`).
+        let parse = parse_line(line, |parsed| {
+            let sent = self
+                .named
+                .get(&parsed.event.sym)
+                .is_some_and(|n| *n.exchange == *parsed.exchange && *n.symbol == *parsed.symbol);
+            let name = (!sent).then(|| parsed.name())?;
+            self.named.insert(parsed.event.sym, name.clone());
+            Some(name)
+        });
         self.batch.text.push_str(line);
         self.batch.lines.push((self.batch.text.len(), parse));
     }

@@ -28,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::operator::source as timely_source;
 use timely::dataflow::{Scope, StreamVec};
 
-use crate::ahead::{Ahead, AheadLine, AheadLines, Parse};
+use crate::ahead::{parse_line, Ahead, AheadLine, AheadLines, Parse};
 use crate::config::Config;
-use crate::event::{parse, Event, Parsed};
+use crate::event::{Event, Parsed};
 use crate::stats::Stats;
 use crate::time::{Stamp, Stamper};
 use crate::types::{FoldMap, Sym, SymbolName};
@@ -500,37 +500,24 @@ impl Counts {
 /// the timestamp it went to.
 fn read_line(
     reader: &mut Reader,
-    line: Result<String, (String, String)>,
+    line: Result<String, Unreadable>,
     pos: Position,
     counts: &mut Counts,
     floor: u64,
     batch: &mut BTreeMap<u64, Vec<SourceRecord>>,
 ) -> u64 {
-    let line = match line {
-        Ok(line) if line.trim().is_empty() => return reader.stamper.open().max(floor),
-        Ok(line) => line,
-        Err((reason, payload)) => {
-            counts.read += 1;
-            return dead(reader, reason, payload, pos, counts, floor, batch);
+    let (parse, payload) = match line {
+        Ok(line) => {
+            let unseen = |p: &Parsed<'_>| (!reader.seen.contains(&p.event.sym)).then(|| p.name());
+            (parse_line(&line, unseen), line)
         }
+        Err((reason, payload)) => (Parse::Bad(reason), payload),
     };
-    counts.read += 1;
-    let Parsed {
-        event,
-        exchange,
-        symbol,
-    } = match parse(line.trim_end()) {
-        Ok(parsed) => parsed,
-        Err(err) => return dead(reader, err.to_string(), line, pos, counts, floor, batch),
-    };
-    let name = (!reader.seen.contains(&event.sym)).then(|| SymbolName {
-        exchange: exchange.as_ref().into(),
-        symbol: symbol.as_ref().into(),
-    });
-    stamp(reader, event, name, || line, pos, counts, floor, batch)
+    stamp(reader, parse, || payload, pos, counts, floor, batch)
 }
 
-/// [`read_line`] for a line parsed ahead: the same records and counts.
+/// [`read_line`] for a line parsed ahead: the names it carries are the input's latest for its
+/// symbol id, kept until a line brings others.
 fn read_parsed(
     reader: &mut Reader,
     line: AheadLine,
@@ -539,26 +526,16 @@ fn read_parsed(
     floor: u64,
     batch: &mut BTreeMap<u64, Vec<SourceRecord>>,
 ) -> u64 {
-    let (text, parse) = line.into_parts();
-    let payload = || text.owned();
-    match parse {
-        Parse::Blank => reader.stamper.open().max(floor),
-        Parse::Bad(reason) => {
-            counts.read += 1;
-            dead(reader, reason, payload(), pos, counts, floor, batch)
+    let (text, mut parse) = line.into_parts();
+    if let Parse::Event(event, name) = &mut parse {
+        if let Some(sent) = name.take() {
+            reader.names.insert(event.sym, sent);
         }
-        Parse::Event(event, name) => {
-            counts.read += 1;
-            if let Some(name) = name {
-                reader.names.insert(event.sym, name);
-            }
-            let name = match reader.seen.contains(&event.sym) {
-                true => None,
-                false => reader.names.get(&event.sym).cloned(),
-            };
-            stamp(reader, event, name, payload, pos, counts, floor, batch)
+        if !reader.seen.contains(&event.sym) {
+            *name = reader.names.get(&event.sym).cloned();
         }
     }
+    stamp(reader, parse, || text.owned(), pos, counts, floor, batch)
 }
 
 /// A dead letter at the input's earliest open timestamp.
@@ -582,19 +559,28 @@ fn dead(
     open
 }
 
-/// Stamps a parsed event into `batch`, with its symbol's `name` when the input has not sent it
-/// yet; `payload` is the line, for a dead letter.
+/// Stamps what a line gave into `batch`: an event with its symbol's `name` when the input has
+/// not sent it yet, or a dead letter; `payload` is the line, for a dead letter. A blank line is
+/// neither counted nor stamped.
 #[allow(clippy::too_many_arguments)]
 fn stamp(
     reader: &mut Reader,
-    event: Event,
-    name: Option<SymbolName>,
+    parse: Parse,
     payload: impl FnOnce() -> String,
     pos: Position,
     counts: &mut Counts,
     floor: u64,
     batch: &mut BTreeMap<u64, Vec<SourceRecord>>,
 ) -> u64 {
+    let (event, name) = match parse {
+        Parse::Blank => return reader.stamper.open().max(floor),
+        Parse::Bad(reason) => {
+            counts.read += 1;
+            return dead(reader, reason, payload(), pos, counts, floor, batch);
+        }
+        Parse::Event(event, name) => (event, name),
+    };
+    counts.read += 1;
     match reader
         .stamper
         .stamp(event.sym, event.ts, event.is_book(), floor)

@@ -68,15 +68,7 @@ fn without_trailing_zeros(d: Decimal) -> (u128, u32) {
 }
 
 /// Room for any `Decimal` in plain notation: 29 digits, a point, a sign, leading zeros.
-pub const DECIMAL_BUF: usize = 64;
-
-/// Two decimal digits per entry, "00" to "99".
-const DIGIT_PAIRS: &[u8; 200] = b"\
-0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
+const DECIMAL_BUF: usize = 64;
 
 /// `10^i` for every exponent a `u64` holds.
 const POW10_U64: [u64; 20] = {
@@ -89,65 +81,55 @@ const POW10_U64: [u64; 20] = {
     p
 };
 
-/// Writes `v` right-aligned ending at `end`, in at least `width` digits (zero-padded), two at a
-/// time; returns where the digits start.
-fn write_digits(mut v: u64, buf: &mut [u8], end: usize, width: usize) -> usize {
-    let mut i = end;
-    while v >= 100 {
-        let pair = (v % 100) as usize * 2;
-        v /= 100;
-        i -= 2;
-        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    }
-    if v >= 10 {
-        let pair = v as usize * 2;
-        i -= 2;
-        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    } else {
-        i -= 1;
-        buf[i] = b'0' + v as u8;
-    }
-    while end - i < width {
-        i -= 1;
-        buf[i] = b'0';
-    }
-    i
-}
-
-/// Writes `d` in plain notation without trailing zeros into `buf` and returns it as text.
-/// The hot path of every record: several times faster than `Decimal`'s `Display`.
-pub fn decimal_str(d: Decimal, buf: &mut [u8; DECIMAL_BUF]) -> &str {
-    if d.is_zero() {
-        return "0";
-    }
-    let start = write_decimal(d, buf, DECIMAL_BUF);
-    std::str::from_utf8(&buf[start..]).unwrap_or("?")
-}
-
-/// Appends `d` as [`decimal_str`] writes it to `out`: the digits come from `itoa` as text, so
-/// nothing is checked for UTF-8 afterwards (checking every rendered number and book side was 3%
-/// of the work on the Flink file). Values beyond 64 bits or 19 places go through
-/// [`decimal_str`].
+/// Appends `d` to `out` in plain notation without trailing zeros (what `Decimal`'s `Display`
+/// writes of the normalised value, several times faster): the hot path of every record.
 pub fn push_decimal(out: &mut String, d: Decimal) {
+    // Writing to a `String` cannot fail.
+    let _ = write_plain(out, d);
+}
+
+/// Writes `d` as [`push_decimal`] does, to any text sink (a record being rendered, a
+/// formatter). Mantissas that fit 64 bits at up to 19 places (nearly all) are written as integer
+/// part, point and fraction ([`plain_parts`]) by `itoa`, as text: nothing is checked for UTF-8
+/// afterwards (checking every rendered number and book side was 3% of the work on the Flink
+/// file). Others are written digit by digit.
+fn write_plain<W: fmt::Write>(out: &mut W, d: Decimal) -> fmt::Result {
     let mantissa = d.mantissa();
+    if mantissa < 0 {
+        out.write_char('-')?;
+    }
     match u64::try_from(mantissa.unsigned_abs()) {
         Ok(v) if d.scale() <= 19 => {
             let (int, frac, width) = plain_parts(v, d.scale());
-            if mantissa < 0 {
-                out.push('-');
-            }
             let mut digits = itoa::Buffer::new();
-            out.push_str(digits.format(int));
+            out.write_str(digits.format(int))?;
             if frac != 0 {
-                out.push('.');
+                out.write_char('.')?;
                 let frac = digits.format(frac);
-                (frac.len()..width).for_each(|_| out.push('0'));
-                out.push_str(frac);
+                (frac.len()..width).try_for_each(|_| out.write_char('0'))?;
+                out.write_str(frac)?;
             }
+            Ok(())
         }
         _ => {
+            let (mut v, scale) = without_trailing_zeros(d);
             let mut buf = [0u8; DECIMAL_BUF];
-            out.push_str(decimal_str(d, &mut buf));
+            let (mut i, mut n) = (DECIMAL_BUF, 0u32);
+            // Digits from the right; the point after `scale` of them; leading zeros as needed.
+            loop {
+                i -= 1;
+                buf[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+                n += 1;
+                if n == scale {
+                    i -= 1;
+                    buf[i] = b'.';
+                }
+                if v == 0 && n > scale {
+                    break;
+                }
+            }
+            out.write_str(std::str::from_utf8(&buf[i..]).unwrap_or("?"))
         }
     }
 }
@@ -180,50 +162,6 @@ fn plain_parts(v: u64, scale: u32) -> (u64, u64, usize) {
         }
     }
     (int, frac, width)
-}
-
-/// Writes `d` as [`decimal_str`] does, right-aligned so that it ends at `end` (which must leave
-/// [`DECIMAL_BUF`] bytes before it), and returns where it starts. Mantissas that fit 64 bits
-/// (nearly all) are written as integer part, point and fraction ([`plain_parts`]), two digits
-/// at a time.
-fn write_decimal(d: Decimal, buf: &mut [u8], end: usize) -> usize {
-    let mantissa = d.mantissa();
-    let scale = d.scale();
-    let mut i = end;
-    match u64::try_from(mantissa.unsigned_abs()) {
-        Ok(v) if scale <= 19 => {
-            let (int, frac, width) = plain_parts(v, scale);
-            if frac != 0 {
-                i = write_digits(frac, buf, i, width);
-                i -= 1;
-                buf[i] = b'.';
-            }
-            i = write_digits(int, buf, i, 1);
-        }
-        _ => {
-            let (mut v, scale) = without_trailing_zeros(d);
-            let mut n = 0u32;
-            // Digits from the right; the point after `scale` of them; leading zeros as needed.
-            loop {
-                i -= 1;
-                buf[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-                n += 1;
-                if n == scale {
-                    i -= 1;
-                    buf[i] = b'.';
-                }
-                if v == 0 && n > scale {
-                    break;
-                }
-            }
-        }
-    }
-    if mantissa < 0 {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    i
 }
 
 fn serialize_decimal<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
@@ -368,8 +306,7 @@ macro_rules! decimal_newtype {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let mut buf = [0u8; DECIMAL_BUF];
-                f.write_str(decimal_str(self.0, &mut buf))
+                write_plain(f, self.0)
             }
         }
 
@@ -743,8 +680,6 @@ mod tests {
         #[test]
         fn fast_formatting_equals_decimal_display(m in any::<i64>(), hi in any::<u32>(), scale in 0u32..28) {
             let d = Decimal::from_i128_with_scale(i128::from(m) * i128::from(hi), scale);
-            let mut buf = [0u8; DECIMAL_BUF];
-            prop_assert_eq!(decimal_str(d, &mut buf), d.normalize().to_string());
             let mut out = String::from("x");
             push_decimal(&mut out, d);
             prop_assert_eq!(&out[1..], d.normalize().to_string());
