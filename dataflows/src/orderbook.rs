@@ -17,7 +17,8 @@
 //!    floor, asks ceil to `resolution x tick`) in book order ([`BookPrice`]: best first on both
 //!    sides). Sizes of a group add up by consolidation (a timestamp's run of levels in one group
 //!    already summed here).
-//! 3. [`top_levels`]: arranges the groups by `(sym, resolution, side)`; the best `depth` of each
+//! 3. [`top_levels`]: arranges the groups by `(sym, resolution, side)`, exchanged by symbol as the
+//!    events were (a symbol's groups never leave its worker); the best `depth` of each
 //!    side are a prefix of its groups there, which an operator keeps up to date from the
 //!    arrangement's batches and reads again from the arrangement when deletions exhaust it.
 //!
@@ -29,12 +30,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::difference::Semigroup;
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
 use differential_dataflow::trace::cursor::cursor_list;
+use differential_dataflow::trace::implementations::chunker::ContainerChunker;
+use differential_dataflow::trace::implementations::{ValBatcher, ValBuilder, ValSpine};
 use differential_dataflow::trace::{BatchReader, Cursor, TraceReader};
 use differential_dataflow::{AsCollection, VecCollection};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 use timely::progress::Antichain;
@@ -564,7 +568,18 @@ pub fn top_levels<'s>(
     grouped: VecCollection<'s, u64, (SideKey, BookPrice), Qty>,
     depth: usize,
 ) -> VecCollection<'s, u64, (SideKey, Levels), isize> {
-    let arranged = grouped.arrange_by_key_named("Arrange: BookGroups");
+    // Exchanged by symbol, as the events were: a symbol's groups stay on the worker that owns
+    // the symbol, which also assembles its records.
+    let by_symbol =
+        Exchange::new(|(((sym, _, _), _), _, _): &((SideKey, BookPrice), u64, Qty)| sym.0);
+    let arranged = arrange_core::<
+        _,
+        _,
+        ContainerChunker<_>,
+        ValBatcher<_, _, _, _>,
+        ValBuilder<_, _, _, _>,
+        ValSpine<_, _, _, _>,
+    >(grouped.inner, by_symbol, "Arrange: BookGroups");
     let mut trace = arranged.trace.clone();
     arranged
         .stream
