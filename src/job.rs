@@ -215,7 +215,7 @@ where
             .durable
             .store(f, std::sync::atomic::Ordering::Relaxed);
     }
-    let guards = timely::execute(timely_config, move |worker| {
+    let guards = crate::cluster::execute(timely_config, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
         let fail = |e: anyhow::Error| {

@@ -2,6 +2,7 @@
 //! The dataflow logic lives in `tampines-dataflows`.
 
 pub mod cli;
+pub mod cluster;
 pub mod demo;
 pub mod files;
 pub mod gen;

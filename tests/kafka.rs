@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{marks, scratch, tampines};
+use common::{free_port, marks, scratch, tampines};
 
 use common::broker::Broker;
 
@@ -278,14 +278,6 @@ fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
     // The late level (ts 550) is in the book at the last mark, best of all.
     assert_eq!(book["bids"][0], serde_json::json!(["150", "1"]), "{book}");
     assert_eq!(book["bids"][1], serde_json::json!(["120", "1"]), "{book}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

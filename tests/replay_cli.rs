@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{marks, scratch, tampines};
+use std::process::{Command, Stdio};
+
+use common::{free_port, marks, scratch, tampines};
 
 const INPUT: &str = r#"{"type":"snapshot","exchange":"ex","symbol":"A","ts":1000,"seq":10,"bids":[["10.0","1"],["9.5","2"]],"asks":[["10.5","3"]]}
 not json at all
@@ -116,6 +118,64 @@ fn output_is_identical_for_1_2_and_4_workers() {
     assert!(one.lines().count() > 1000);
     assert_eq!(one, run("2"));
     assert_eq!(one, run("4"));
+}
+
+/// Two processes of one job print exactly the bytes one process does, `--out -` included: the
+/// connection set-up says nothing on stdout (timely's own reports its wait there).
+#[test]
+fn two_processes_write_to_stdout_exactly_what_one_process_does() {
+    let dir = scratch("replay_processes");
+    let input = dir.join("in.ndjson");
+    tampines(&[
+        "gen",
+        "--symbols",
+        "6",
+        "--events",
+        "4000",
+        "--hours",
+        "0.02",
+        "--seed",
+        "3",
+        "--out",
+        input.to_str().unwrap(),
+    ]);
+    let input = input.to_str().unwrap();
+    let one = dir.join("one.ndjson");
+    tampines(&["replay", input, "-w", "2", "--out", one.to_str().unwrap()]);
+    let one = std::fs::read_to_string(one).unwrap();
+    assert!(one.lines().count() > 1000, "{}", one.lines().count());
+    let hostfile = dir.join("hosts");
+    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    std::fs::write(&hostfile, hosts).unwrap();
+    let spawn = |p: &str, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", input, "-w", "1", "-n", "2", "-p", p, "-h"])
+            .arg(&hostfile)
+            .args(["--out", out])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn process")
+    };
+    // The later process first: it waits for the earlier one to listen.
+    let p1 = spawn("1", "/dev/null");
+    let p0 = spawn("0", "-");
+    let (o0, o1) = (
+        p0.wait_with_output().unwrap(),
+        p1.wait_with_output().unwrap(),
+    );
+    assert!(
+        o0.status.success() && o1.status.success(),
+        "{} / {}",
+        String::from_utf8_lossy(&o0.stderr),
+        String::from_utf8_lossy(&o1.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&o0.stdout), one);
+    assert!(
+        o1.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o1.stdout)
+    );
 }
 
 #[test]
