@@ -2,7 +2,8 @@
 //!
 //! Generates the inputs with `shared/tools/gen_events.py` (falls back to `tampines gen`), runs the
 //! release binary as a whole process per configuration, and prints events/s and peak memory (RSS,
-//! from GNU time). `BENCH_SCALE=0.1` shrinks every input for a quick look.
+//! from GNU time; for a job of several processes on this machine, their sum). `BENCH_SCALE=0.1`
+//! shrinks every input for a quick look.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,15 +21,22 @@ fn data_dir() -> PathBuf {
     dir
 }
 
+/// Generates input `name` unless its file exists; the file of a scaled-down input
+/// (`BENCH_SCALE`) is named after its scale too.
 fn generate(
     name: &'static str,
+    scale: f64,
     symbols: u32,
     events: u64,
     hours: f64,
     seed: u32,
     extra: &[&str],
 ) -> Input {
-    let path = data_dir().join(format!("{name}.ndjson"));
+    let path = if scale == 1.0 {
+        data_dir().join(format!("{name}.ndjson"))
+    } else {
+        data_dir().join(format!("{name}_x{scale}.ndjson"))
+    };
     if !path.exists() {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/gen_events.py");
         let args = [
@@ -65,27 +73,84 @@ fn generate(
     }
 }
 
-/// Runs one replay; returns (seconds, peak RSS in MiB).
-fn replay(input: &Input, args: &[&str]) -> (f64, f64) {
+/// Runs one replay job of `processes` processes on this machine (`-n`, `-p`, `-h` with a hostfile
+/// of free local ports when more than one); returns (seconds until every process has exited,
+/// the sum of their peak RSS in MiB). Process 0 writes the results; all read the same options.
+fn replay(input: &Input, args: &[&str], processes: usize) -> (f64, f64) {
+    let mut cluster: Vec<String> = Vec::new();
+    let mut ports: Vec<u16> = Vec::new();
+    if processes > 1 {
+        let hostfile = data_dir().join("hosts.txt");
+        let listeners: Vec<_> = (0..processes)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+            .collect();
+        ports = (listeners.iter())
+            .map(|l| l.local_addr().expect("local address").port())
+            .collect();
+        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
+        std::fs::write(&hostfile, hosts.concat()).expect("write hostfile");
+        cluster = vec![
+            "-n".into(),
+            processes.to_string(),
+            "-h".into(),
+            hostfile.display().to_string(),
+        ];
+    }
     let start = Instant::now();
-    let out = Command::new("/usr/bin/time")
-        .args(["-f", "%M"])
-        .arg(env!("CARGO_BIN_EXE_tampines"))
-        .arg("replay")
-        .arg(&input.path)
-        .args(args)
-        .args(["--out", "/dev/null"])
-        .output()
-        .expect("run /usr/bin/time tampines replay");
-    let secs = start.elapsed().as_secs_f64();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "replay failed: {stderr}");
-    let kb: f64 = stderr
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(f64::NAN);
-    (secs, kb / 1024.0)
+    let children: Vec<_> = (0..processes)
+        .map(|p| {
+            // Timely's process `p` connects to every process before it, and waits a whole second
+            // before it tries again when one is not listening yet.
+            if let Some(port) = ports.get(p.wrapping_sub(1)) {
+                wait_listening(*port);
+            }
+            let mut cmd = Command::new("/usr/bin/time");
+            cmd.args(["-f", "%M"])
+                .arg(env!("CARGO_BIN_EXE_tampines"))
+                .arg("replay")
+                .arg(&input.path)
+                .args(args)
+                .args(&cluster)
+                .args(["--out", "/dev/null"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            if processes > 1 {
+                cmd.args(["-p", &p.to_string()]);
+            }
+            cmd.spawn().expect("run /usr/bin/time tampines replay")
+        })
+        .collect();
+    let mut kb = 0.0;
+    for child in children {
+        let out = child.wait_with_output().expect("wait for replay");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "replay failed: {stderr}");
+        kb += stderr
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse::<f64>().ok())
+            .unwrap_or(f64::NAN);
+    }
+    (start.elapsed().as_secs_f64(), kb / 1024.0)
+}
+
+/// Waits until a local TCP port is listening (from `/proc/net/tcp`, state `0A`), for at most a
+/// minute.
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let local = format!(":{port:04X} ");
+    while Instant::now() < deadline {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let listening = table.lines().any(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.len() > 3 && format!("{} ", fields[1]).ends_with(&local) && fields[3] == "0A"
+        });
+        if listening {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("port {port} not listening after a minute");
 }
 
 fn main() {
@@ -99,20 +164,42 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1.0);
     let n = |x: f64| (x * scale) as u64;
-    let live = generate("live_50sym_1m", 50, n(1_000_000.0), 0.03 * scale, 7, &[]);
-    let long = generate("long_400k_30h", 50, n(400_000.0), 30.0, 7, &[]);
+    let live = generate(
+        "live_50sym_1m",
+        scale,
+        50,
+        n(1_000_000.0),
+        0.03 * scale,
+        7,
+        &[],
+    );
+    let long = generate("long_400k_30h", scale, 50, n(400_000.0), 30.0, 7, &[]);
     let trades = generate(
         "trades_400k_30h",
+        scale,
         50,
         n(400_000.0),
         30.0,
         7,
         &["--trade-ratio", "0.9"],
     );
-    let flink = generate("flink_50sym_1m_30h", 50, n(1_000_000.0), 30.0, 7, &[]);
+    let flink = generate(
+        "flink_50sym_1m_30h",
+        scale,
+        50,
+        n(1_000_000.0),
+        30.0,
+        7,
+        &[],
+    );
     let runs: Vec<(&Input, &str, Vec<&str>)> = vec![
         (&live, "live density, all defaults", vec!["-w", "1"]),
         (&live, "live density, all defaults", vec!["-w", "2"]),
+        (
+            &live,
+            "live density, all defaults",
+            vec!["-w", "1", "-n", "2"],
+        ),
         (&long, "long span, 100 ms granularity", vec!["-w", "2"]),
         (
             &trades,
@@ -128,12 +215,22 @@ fn main() {
     ];
     println!("| input | workload | options | seconds | events/s | peak RSS MiB |");
     println!("|---|---|---|---|---|---|");
-    for (input, what, args) in runs {
-        let (secs, mib) = replay(input, &args);
+    for (input, what, mut args) in runs {
+        let shown = args.join(" ");
+        // `-n N` is a job of N processes on this machine, each with the other options.
+        let processes = match args.iter().position(|&a| a == "-n") {
+            Some(i) => {
+                let n = args[i + 1].parse().expect("a number of processes");
+                args.drain(i..i + 2);
+                n
+            }
+            None => 1,
+        };
+        let (secs, mib) = replay(input, &args, processes);
         println!(
             "| {} | {what} | `{}` | {secs:.2} | {:.0} | {mib:.0} |",
             input.name,
-            args.join(" "),
+            shown,
             input.events as f64 / secs,
         );
     }
