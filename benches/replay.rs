@@ -78,16 +78,14 @@ fn generate(
 /// the sum of their peak RSS in MiB). Process 0 writes the results; all read the same options.
 fn replay(input: &Input, args: &[&str], processes: usize) -> (f64, f64) {
     let mut cluster: Vec<String> = Vec::new();
-    let mut ports: Vec<u16> = Vec::new();
     if processes > 1 {
         let hostfile = data_dir().join("hosts.txt");
         let listeners: Vec<_> = (0..processes)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
             .collect();
-        ports = (listeners.iter())
-            .map(|l| l.local_addr().expect("local address").port())
+        let hosts: Vec<String> = (listeners.iter())
+            .map(|l| format!("{}\n", l.local_addr().expect("local address")))
             .collect();
-        let hosts: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
         std::fs::write(&hostfile, hosts.concat()).expect("write hostfile");
         cluster = vec![
             "-n".into(),
@@ -99,11 +97,6 @@ fn replay(input: &Input, args: &[&str], processes: usize) -> (f64, f64) {
     let start = Instant::now();
     let children: Vec<_> = (0..processes)
         .map(|p| {
-            // Timely's process `p` connects to every process before it, and waits a whole second
-            // before it tries again when one is not listening yet.
-            if let Some(port) = ports.get(p.wrapping_sub(1)) {
-                wait_listening(*port);
-            }
             let mut cmd = Command::new("/usr/bin/time");
             cmd.args(["-f", "%M"])
                 .arg(env!("CARGO_BIN_EXE_tampines"))
@@ -132,25 +125,6 @@ fn replay(input: &Input, args: &[&str], processes: usize) -> (f64, f64) {
             .unwrap_or(f64::NAN);
     }
     (start.elapsed().as_secs_f64(), kb / 1024.0)
-}
-
-/// Waits until a local TCP port is listening (from `/proc/net/tcp`, state `0A`), for at most a
-/// minute.
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    let local = format!(":{port:04X} ");
-    while Instant::now() < deadline {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-        let listening = table.lines().any(|l| {
-            let fields: Vec<&str> = l.split_whitespace().collect();
-            fields.len() > 3 && format!("{} ", fields[1]).ends_with(&local) && fields[3] == "0A"
-        });
-        if listening {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    panic!("port {port} not listening after a minute");
 }
 
 fn main() {
