@@ -255,12 +255,13 @@ fn plain_at_scale(b: &[u8]) -> Option<Decimal> {
 /// equality of prices and quantities were the most frequent decimal operation in the profile.
 #[inline]
 fn same_form(a: &Decimal, b: &Decimal) -> Option<(u128, u128)> {
-    let (a, b) = (a.unpack(), b.unpack());
-    let magnitude = |hi: u32, mid: u32, lo: u32| {
-        (u128::from(hi) << 64) | (u128::from(mid) << 32) | u128::from(lo)
-    };
-    (a.scale == b.scale && a.negative == b.negative)
-        .then(|| (magnitude(a.hi, a.mid, a.lo), magnitude(b.hi, b.mid, b.lo)))
+    // `serialize` is the flags word (sign and scale; its other bits are always zero), then the
+    // magnitude's low, middle and high words, all little-endian.
+    let (a, b) = (
+        u128::from_le_bytes(a.serialize()),
+        u128::from_le_bytes(b.serialize()),
+    );
+    (a as u32 == b as u32).then_some((a >> 32, b >> 32))
 }
 
 macro_rules! decimal_newtype {
