@@ -396,22 +396,23 @@ impl Price {
 
     /// Groups a bid down (floor) or an ask up (ceil) to a multiple of `step`, exactly.
     pub fn group(self, step: Price, side: Side) -> Price {
-        if self.0.scale() == SCALE && step.0.scale() == SCALE {
-            // One scale: the remainder and the bounds are integer arithmetic on mantissas.
-            let (m, s) = (self.0.mantissa(), step.0.mantissa());
-            // In 64 bits when both fit (always, for prices of this world): one division
-            // instruction instead of a 128-bit remainder call.
-            let rem = match (i64::try_from(m), i64::try_from(s)) {
-                (Ok(m), Ok(s)) => i128::from(m % s),
-                _ => m % s,
-            };
+        // Both at `SCALE`, with magnitudes in 64 bits (every price of this world): the bounds
+        // are integer arithmetic on the stored magnitudes, with one 64-bit division.
+        let magnitude = |d: Decimal| {
+            let raw = u128::from_le_bytes(d.serialize());
+            // The flags word of a positive value at `SCALE` (the scale is in bits 16-23).
+            (raw as u32 == SCALE << 16).then(|| u64::try_from(raw >> 32).ok())?
+        };
+        if let (Some(m), Some(s)) = (magnitude(self.0), magnitude(step.0)) {
+            let rem = m % s;
             let grouped = match side {
-                _ if rem == 0 => m,
-                Side::Bid => m - rem,
-                Side::Ask => m - rem + s,
+                _ if rem == 0 => Some(m),
+                Side::Bid => Some(m - rem),
+                Side::Ask => (m - rem).checked_add(s),
             };
-            if let Ok(d) = Decimal::try_from_i128_with_scale(grouped, self.0.scale()) {
-                return Price(d);
+            if let Some(g) = grouped {
+                let (lo, mid) = (g as u32, (g >> 32) as u32);
+                return Price(Decimal::from_parts(lo, mid, 0, false, SCALE));
             }
         }
         let rem = self.0 % step.0;
