@@ -472,14 +472,30 @@ impl IsZero for Qty {
 }
 
 impl Semigroup for Qty {
-    /// Consolidation adds sizes all the time; at one scale the sum is a sum of mantissas, which is
-    /// several times cheaper than `Decimal`'s addition (and the same value).
+    /// Consolidation adds sizes all the time; at one scale the sum is a sum (or, for opposite
+    /// signs, a difference) of the stored magnitudes, which is several times cheaper than
+    /// `Decimal`'s addition (and the same value).
     #[inline]
     fn plus_equals(&mut self, rhs: &Self) {
-        if self.0.scale() == rhs.0.scale() {
-            let sum = self.0.mantissa() + rhs.0.mantissa();
-            if let Ok(d) = Decimal::try_from_i128_with_scale(sum, self.0.scale()) {
-                self.0 = d;
+        // The flags word (sign in bit 31, scale in bits 16-23) and the stored 96-bit magnitude.
+        const SIGN: u32 = 1 << 31;
+        let (a, b) = (
+            u128::from_le_bytes(self.0.serialize()),
+            u128::from_le_bytes(rhs.0.serialize()),
+        );
+        let (fa, fb) = (a as u32, b as u32);
+        if fa & !SIGN == fb & !SIGN {
+            let (ma, mb) = (a >> 32, b >> 32);
+            let (negative, m) = match (fa == fb, ma >= mb) {
+                (true, _) => (fa & SIGN != 0, ma + mb),
+                (false, true) => (fa & SIGN != 0, ma - mb),
+                (false, false) => (fb & SIGN != 0, mb - ma),
+            };
+            if m >> 96 == 0 {
+                let (lo, mid, hi) = (m as u32, (m >> 32) as u32, (m >> 64) as u32);
+                let scale = (fa >> 16) & 0xff;
+                // (`from_parts` makes a zero sum +0.)
+                self.0 = Decimal::from_parts(lo, mid, hi, negative, scale);
                 return;
             }
         }
@@ -702,6 +718,18 @@ mod tests {
                 prop_assert_eq!(Qty(x).cmp(&Qty(y)), x.cmp(&y), "{:?} {:?}", x, y);
                 prop_assert_eq!(Qty(x) == Qty(y), x == y);
                 prop_assert_eq!(Price(x).cmp(&Price(y)), x.cmp(&y));
+                // Sums (where `Decimal` has one): its value, and at one scale the form of the
+                // signed mantissas' sum (+0 for zero).
+                if let Some(expected) = x.checked_add(y) {
+                    let mut sum = Qty(x);
+                    sum.plus_equals(&Qty(y));
+                    prop_assert_eq!(sum.0, expected, "{:?} + {:?}", x, y);
+                    if x.scale() == y.scale() {
+                        if let Ok(m) = Decimal::try_from_i128_with_scale(x.mantissa() + y.mantissa(), x.scale()) {
+                            prop_assert_eq!(sum.0.serialize(), m.serialize(), "{:?} + {:?}", x, y);
+                        }
+                    }
+                }
             }
         }
 
