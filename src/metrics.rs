@@ -179,12 +179,15 @@ impl Metrics {
         job.stats.as_ref().map(|s| s.totals())
     }
 
-    /// Counts one published batch's changes by kind (the key's first component).
+    /// Counts one published batch's changes by kind (the key's first component). A batch is
+    /// sorted by kind first, so the kinds come in runs: one count per run.
     pub fn count_published(&self, batch: &tampines_dataflows::results::Published) {
-        let mut kinds: HashMap<&str, u64> = HashMap::new();
+        let mut kinds: Vec<(&str, u64)> = Vec::new();
         for change in &batch.changes {
-            let kind = change.key().split(':').next().unwrap_or("other");
-            *kinds.entry(kind).or_default() += 1;
+            match kinds.last_mut() {
+                Some((kind, n)) if *kind == change.kind() => *n += 1,
+                _ => kinds.push((change.kind(), 1)),
+            }
         }
         for (kind, n) in kinds {
             self.published

@@ -116,8 +116,14 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     ] {
         assert!(text.contains(series), "/metrics lacks {series}:\n{text}");
     }
-    let progress = lines.iter().filter(|v| v["kind"] == "progress").count() as f64;
-    assert!(sample(&text, "tampines_marks_published_total ") >= progress);
+    // Counted as published before written: at least what was read before the scrape.
+    let count = |kind: &str| lines.iter().filter(|v| v["kind"] == kind).count() as f64;
+    assert!(sample(&text, "tampines_marks_published_total ") >= count("progress"));
+    for (record, kind) in [("book", "book"), ("candle", "candles")] {
+        let series = format!("tampines_results_published_total{{kind=\"{kind}\"}} ");
+        assert!(count(record) > 0.0, "no {record} records read");
+        assert!(sample(&text, &series) >= count(record), "{series}: {text}");
+    }
     assert!(sample(&text, "tampines_events_read_total ") > 0.0);
     assert!(get(&metrics, "/nothing").starts_with("HTTP/1.1 404"));
 

@@ -528,10 +528,18 @@ pub struct Change {
     pub json: Option<String>,
 }
 
+/// The kinds of result, by their index in [`ResultName`]'s order: the first component of keys.
+const KINDS: [&str; 3] = ["book", "ticker", "candles"];
+
 impl Change {
     /// The result's key without prefix (CONTRACT section 4).
     pub fn key(&self) -> &str {
         &self.name.key
+    }
+
+    /// The kind of result: `book`, `ticker` or `candles` (the key's first component).
+    pub fn kind(&self) -> &'static str {
+        KINDS[usize::from(self.name.order.0)]
     }
 
     /// Order inside a batch: kind, exchange, symbol, resolution or interval, open time.
@@ -892,13 +900,15 @@ fn assemble<'s>(
 /// The name of the result `key` stands for (open time aside).
 fn result_name(key: &ResultKey, name: &SymbolName, config: &Config) -> ResultName {
     let (exchange, symbol) = (&name.exchange, &name.symbol);
-    let (kind, prefix, sub) = match *key {
-        ResultKey::Book(_, resolution) => (0, "book:", u64::from(resolution)),
-        ResultKey::Ticker(_) => (1, "ticker:", 0),
-        ResultKey::Candle(_, ivl, _) => (2, "candles:", config.intervals[ivl as usize].ms),
+    let (kind, sub) = match *key {
+        ResultKey::Book(_, resolution) => (0, u64::from(resolution)),
+        ResultKey::Ticker(_) => (1, 0),
+        ResultKey::Candle(_, ivl, _) => (2, config.intervals[ivl as usize].ms),
     };
-    let mut text = String::with_capacity(prefix.len() + exchange.len() + symbol.len() + 12);
+    let prefix = KINDS[usize::from(kind)];
+    let mut text = String::with_capacity(prefix.len() + exchange.len() + symbol.len() + 13);
     text.push_str(prefix);
+    text.push(':');
     text.push_str(exchange);
     text.push(':');
     text.push_str(symbol);
