@@ -94,13 +94,17 @@ pub fn push_decimal(out: &mut String, d: Decimal) {
 /// afterwards (checking every rendered number and book side was 3% of the work on the Flink
 /// file). Others are written digit by digit.
 fn write_plain<W: fmt::Write>(out: &mut W, d: Decimal) -> fmt::Result {
-    let mantissa = d.mantissa();
-    if mantissa < 0 {
+    // The flags word (sign in bit 31, scale in bits 16-23) and the stored magnitude; a zero
+    // with the sign bit set is written `0`.
+    let raw = u128::from_le_bytes(d.serialize());
+    let (flags, magnitude) = (raw as u32, raw >> 32);
+    let scale = (flags >> 16) & 0xff;
+    if flags >> 31 != 0 && magnitude != 0 {
         out.write_char('-')?;
     }
-    match u64::try_from(mantissa.unsigned_abs()) {
-        Ok(v) if d.scale() <= 19 => {
-            let (int, frac, width) = plain_parts(v, d.scale());
+    match u64::try_from(magnitude) {
+        Ok(v) if scale <= 19 => {
+            let (int, frac, width) = plain_parts(v, scale);
             let mut digits = itoa::Buffer::new();
             out.write_str(digits.format(int))?;
             if frac != 0 {
@@ -745,6 +749,15 @@ mod tests {
             let mut out = String::from("x");
             push_decimal(&mut out, d);
             prop_assert_eq!(&out[1..], d.normalize().to_string());
+        }
+
+        /// Zero with the sign bit set (negation keeps it) is written `0`, at any scale.
+        #[test]
+        fn negative_zero_is_written_as_zero(scale in 0u32..28) {
+            let zero = -Decimal::new(0, scale);
+            let mut out = String::new();
+            push_decimal(&mut out, zero);
+            prop_assert_eq!(out, "0");
         }
 
         #[test]
