@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, marks, scratch, tampines};
+use common::{free_port, marks, scratch, tampines, wait_job};
 
 use common::broker::Broker;
 
@@ -340,17 +340,7 @@ fn two_processes_of_two_workers_equal_one_process() {
             ]);
             c.stderr(Stdio::piped()).spawn().expect("spawn process")
         };
-        let (p0, p1) = (spawn("0"), spawn("1"));
-        let (o0, o1) = (
-            p0.wait_with_output().unwrap(),
-            p1.wait_with_output().unwrap(),
-        );
-        assert!(
-            o0.status.success() && o1.status.success(),
-            "{command}: {} / {}",
-            String::from_utf8_lossy(&o0.stderr),
-            String::from_utf8_lossy(&o1.stderr)
-        );
+        wait_job(command, vec![spawn("0"), spawn("1")]);
         assert_eq!(
             marks(&out),
             marks(&one),

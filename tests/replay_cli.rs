@@ -5,7 +5,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{free_port, marks, scratch, tampines};
+use common::{free_port, marks, scratch, tampines, wait_job};
 
 const INPUT: &str = r#"{"type":"snapshot","exchange":"ex","symbol":"A","ts":1000,"seq":10,"bids":[["10.0","1"],["9.5","2"]],"asks":[["10.5","3"]]}
 not json at all
@@ -160,16 +160,8 @@ fn two_processes_write_to_stdout_exactly_what_one_process_does() {
     // The later process first: it waits for the earlier one to listen.
     let p1 = spawn("1", "/dev/null");
     let p0 = spawn("0", "-");
-    let (o0, o1) = (
-        p0.wait_with_output().unwrap(),
-        p1.wait_with_output().unwrap(),
-    );
-    assert!(
-        o0.status.success() && o1.status.success(),
-        "{} / {}",
-        String::from_utf8_lossy(&o0.stderr),
-        String::from_utf8_lossy(&o1.stderr)
-    );
+    let outputs = wait_job("replay on 2 processes", vec![p0, p1]);
+    let (o0, o1) = (&outputs[0], &outputs[1]);
     assert_eq!(String::from_utf8_lossy(&o0.stdout), one);
     assert!(
         o1.stdout.is_empty(),

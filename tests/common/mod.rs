@@ -41,6 +41,25 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits for every process of one job (spawned with piped stderr) and asserts that each
+/// succeeded, showing all their stderr under `label` if not; returns their outputs, in order.
+pub fn wait_job(label: &str, processes: Vec<std::process::Child>) -> Vec<std::process::Output> {
+    let outputs: Vec<_> = processes
+        .into_iter()
+        .map(|p| p.wait_with_output().expect("wait for process"))
+        .collect();
+    assert!(
+        outputs.iter().all(|o| o.status.success()),
+        "{label}: {}",
+        outputs
+            .iter()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    outputs
+}
+
 /// A fresh scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
