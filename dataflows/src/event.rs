@@ -346,14 +346,11 @@ mod fast {
             self.eat(b'"')?;
             let bytes = self.text.as_bytes();
             let start = self.at;
-            let mut at = start;
-            loop {
-                match *bytes.get(at)? {
-                    b'"' => break,
-                    b'\\' => return None,
-                    c if c < 0x20 => return None,
-                    _ => at += 1,
-                }
+            // One table lookup per byte up to the first quote, backslash or control character.
+            let len = bytes[start..].iter().position(|&c| STOPS[usize::from(c)])?;
+            let at = start + len;
+            if bytes[at] != b'"' {
+                return None;
             }
             self.at = at + 1;
             self.text.get(start..at)
@@ -415,6 +412,20 @@ mod fast {
             }
         }
     }
+
+    /// The bytes that end the text of a string the fast path reads: a quote, a backslash or a
+    /// control character.
+    const STOPS: [bool; 256] = {
+        let mut stops = [false; 256];
+        let mut c = 0;
+        while c < 0x20 {
+            stops[c] = true;
+            c += 1;
+        }
+        stops[b'"' as usize] = true;
+        stops[b'\\' as usize] = true;
+        stops
+    };
 
     fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
         match slot {
@@ -668,6 +679,26 @@ mod tests {
             read.get(),
             valid.get()
         );
+    }
+
+    /// Strings with escapes are never read raw: a line whose names or ids carry escaped quotes,
+    /// backslashes or control characters parses as `serde_json` reads it.
+    #[test]
+    fn escaped_strings_parse_as_serde_reads_them() {
+        for (exchange, id) in [
+            (r#"a\\"#, "1"),
+            (r#"a\\b"#, r#"x\\"#),
+            (r#"q\"q"#, r#"\u0041"#),
+            (r#"tab\t"#, r#"n\n"#),
+            ("plain", r#"é\\é"#),
+        ] {
+            let line = format!(
+                r#"{{"type":"trade","exchange":"{exchange}","symbol":"S","ts":1,"id":"{id}","price":"1.5","qty":"2","side":"buy"}}"#
+            );
+            let slow = checked(serde_json::from_str::<Raw<'_>>(&line).unwrap());
+            assert_eq!(parse(&line), slow, "{line}");
+            assert!(slow.is_ok(), "{line}");
+        }
     }
 
     #[test]
