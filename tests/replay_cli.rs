@@ -14,6 +14,9 @@ not json at all
 {"type":"trade","exchange":"ex","symbol":"A","ts":1070,"id":"1","price":"10.5","qty":"2","side":"buy"}
 {"type":"trade","exchange":"ex","symbol":"A","ts":1080,"id":"1","price":"10.5","qty":"2","side":"buy"}
 {"type":"trade","exchange":"ex","symbol":"A","ts":1090,"id":"2","price":"10.25","qty":"0","side":"buy"}
+{"type":"trade","exchange":"ex","symbol":"A","ts":1091,"id":"3","price":"100000000000000","qty":"100000000000000","side":"buy"}
+{"type":"book","exchange":"ex","symbol":"A","ts":1092,"seq":12,"bids":[["9.0","1000000000000000"]],"asks":[]}
+{"type":"trade","exchange":"ex","symbol":"A","ts":1093,"id":"4","price":"79228162514264337593543950335","qty":"79228162514264337593543950335","side":"buy"}
 {"type":"quote","exchange":"ex","symbol":"A","ts":1095}
 "#;
 
@@ -37,10 +40,11 @@ fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
         "--dlq",
         dlq.to_str().unwrap(),
     ]);
-    // 9 lines and a blank one: 4 bad, 1 duplicate book event (seq 11 again), 1 repeated trade
-    // id, 3 applied.
+    // 12 lines and a blank one: 7 bad (3 of them values so large that their sums could
+    // overflow: they used to stop the job), 1 duplicate book event (seq 11 again), 1 repeated
+    // trade id, 3 applied.
     assert!(
-        stderr.contains("read 9 processed 3 dead-lettered 4 duplicates 2 late 0"),
+        stderr.contains("read 12 processed 3 dead-lettered 7 duplicates 2 late 0"),
         "{stderr}"
     );
     let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
@@ -49,11 +53,23 @@ fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-    assert_eq!(reasons.len(), 4);
+    assert_eq!(reasons.len(), 7);
     assert!(reasons[0].starts_with("not json"));
     assert_eq!(reasons[1], "invalid utf-8");
     assert_eq!(reasons[2], "trade quantity must be positive");
-    assert_eq!(reasons[3], "unknown type \"quote\"");
+    assert_eq!(
+        reasons[3],
+        "trade value too large: price x qty must be below 10^20"
+    );
+    assert_eq!(
+        reasons[4],
+        "bad bids: too large: 1000000000000000 (prices and quantities must be below 10^15)"
+    );
+    assert_eq!(
+        reasons[5],
+        "bad price: too large: 79228162514264337593543950335 (prices and quantities must be below 10^15)"
+    );
+    assert_eq!(reasons[6], "unknown type \"quote\"");
     assert_eq!(dead[0]["payload"], "not json at all");
     assert_eq!(dead[1]["payload"], "\u{fffd}\u{fffd} bad");
 
@@ -305,6 +321,9 @@ fn json_logs() {
         [
             "not json: expected ident at line 1 column 2",
             "trade quantity must be positive",
+            "trade value too large: price x qty must be below 10^20",
+            "bad bids: too large: 1000000000000000 (prices and quantities must be below 10^15)",
+            "bad price: too large: 79228162514264337593543950335 (prices and quantities must be below 10^15)",
             "unknown type \"quote\""
         ],
         "{stderr}"

@@ -90,10 +90,7 @@ impl Agg {
             low: t.price,
             volume: t.qty,
             buy_volume: buy,
-            // Normalised operands: the product of two values at `SCALE` would need twice the digits.
-            quote_volume: Qty::from_decimal(
-                t.price.value().normalize() * t.qty.value().normalize(),
-            ),
+            quote_volume: Qty::product(t.price, t.qty),
             count: 1,
         }
     }

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::types::{Price, Qty, Sym, SymbolName, TradeId, TradeSide, ValueError};
@@ -124,6 +125,9 @@ pub enum ParseError {
     /// A trade's quantity must be > 0.
     #[error("trade quantity must be positive")]
     ZeroTradeQty,
+    /// A trade's price x quantity must be below `10^20` (see [`crate::types::VALUE_LIMIT`]).
+    #[error("trade value too large: price x qty must be below 10^20")]
+    TradeTooLarge,
     /// `side` must be buy or sell.
     #[error("bad side {0:?}")]
     BadSide(String),
@@ -225,6 +229,22 @@ fn levels(
         .collect()
 }
 
+/// `price x qty < 10^20`: a trade's quote volume, so that no sum of them overflows. Magnitudes
+/// of 64 bits at `SCALE` (prices and quantities below about 1.8 x 10^9) always are.
+fn trade_value_below_limit(price: Price, qty: Qty) -> bool {
+    let small = |d: Decimal| {
+        let raw = u128::from_le_bytes(d.serialize());
+        raw as u32 == crate::types::SCALE << 16 && raw >> 96 == 0
+    };
+    if small(price.value()) && small(qty.value()) {
+        return true;
+    }
+    price
+        .value()
+        .checked_mul(qty.value())
+        .is_some_and(|v| v < Decimal::from_i128_with_scale(10i128.pow(20), 0))
+}
+
 /// Parses one input line (CONTRACT section 1).
 pub fn parse(line: &str) -> Result<Parsed<'_>, ParseError> {
     let raw: Raw<'_> = match fast::raw(line) {
@@ -271,6 +291,9 @@ fn checked(raw: Raw<'_>) -> Result<Parsed<'_>, ParseError> {
             let qty = Qty::parse(&qty).map_err(|err| ParseError::BadValue { field: "qty", err })?;
             if qty.is_zero_qty() {
                 return Err(ParseError::ZeroTradeQty);
+            }
+            if !trade_value_below_limit(price, qty) {
+                return Err(ParseError::TradeTooLarge);
             }
             let side = match &*side {
                 "buy" => TradeSide::Buy,

@@ -376,14 +376,40 @@ pub enum ValueError {
     /// Quantities must be >= 0.
     #[error("negative quantity: {0}")]
     NegativeQty(String),
+    /// Prices and quantities must be below [`VALUE_LIMIT`].
+    #[error("too large: {0} (prices and quantities must be below 10^15)")]
+    TooLarge(String),
+}
+
+/// Prices and quantities are below `10^15` (and a trade's price x quantity below `10^20`, see
+/// `event`): with 96-bit decimals, no sum of sizes, volumes or quote volumes can then overflow,
+/// which would stop the job. The contract names no bound; these are far above any market's.
+pub const VALUE_LIMIT: Decimal = Decimal::from_parts(0x_a4c6_8000, 0x_38d7e, 0, false, 0);
+
+/// [`VALUE_LIMIT`]'s magnitude at `SCALE`.
+const VALUE_LIMIT_AT_SCALE: u128 = 10u128.pow(15 + SCALE);
+
+/// `|d| < VALUE_LIMIT`, on the stored magnitude at `SCALE` or by value otherwise.
+#[inline]
+fn below_limit(d: Decimal) -> bool {
+    let raw = u128::from_le_bytes(d.serialize());
+    if (raw as u32) & 0x00ff_0000 == SCALE << 16 {
+        raw >> 32 < VALUE_LIMIT_AT_SCALE
+    } else {
+        d.abs() < VALUE_LIMIT
+    }
 }
 
 impl Price {
     /// Parses a price; it must be > 0.
     pub fn parse(s: &str) -> Result<Price, ValueError> {
         let d = parse_canonical(s)?;
-        if d <= Decimal::ZERO {
+        // `d <= 0` (without comparing across scales).
+        if d.is_sign_negative() || d.is_zero() {
             return Err(ValueError::NonPositivePrice(s.to_string()));
+        }
+        if !below_limit(d) {
+            return Err(ValueError::TooLarge(s.to_string()));
         }
         Ok(Price(d))
     }
@@ -448,6 +474,9 @@ impl Qty {
         if d.is_sign_negative() && !d.is_zero() {
             return Err(ValueError::NegativeQty(s.to_string()));
         }
+        if !below_limit(d) {
+            return Err(ValueError::TooLarge(s.to_string()));
+        }
         Ok(Qty(d))
     }
 
@@ -472,6 +501,44 @@ impl FromStr for Qty {
 impl IsZero for Qty {
     fn is_zero(&self) -> bool {
         self.0.is_zero()
+    }
+}
+
+impl Qty {
+    /// `price x qty`, exact, in canonical form (a trade's quote volume). With both at `SCALE`
+    /// and 64-bit magnitudes (nearly always), each magnitude loses its trailing zeros in 64 bits
+    /// and the product is brought to `SCALE` when it has at most that many fractional digits
+    /// (and fits): [`canonical`]'s form, without `Decimal`'s 96-bit divisions by ten of
+    /// normalising both operands and the product. Otherwise `Decimal`'s product of the
+    /// normalised values.
+    pub fn product(price: Price, qty: Qty) -> Qty {
+        let at_scale = |d: Decimal| {
+            let raw = u128::from_le_bytes(d.serialize());
+            (raw as u32 == SCALE << 16).then(|| u64::try_from(raw >> 32).ok())?
+        };
+        let strip = |mut v: u64| {
+            let mut zeros = 0;
+            while zeros < SCALE && v != 0 && v.is_multiple_of(10) {
+                v /= 10;
+                zeros += 1;
+            }
+            (v, zeros)
+        };
+        if let (Some(p), Some(q)) = (at_scale(price.0), at_scale(qty.0)) {
+            let ((p, zp), (q, zq)) = (strip(p), strip(q));
+            // Fractional digits of the exact product: at most `SCALE` is the usual case.
+            let digits = 2 * SCALE - zp - zq;
+            if digits <= SCALE {
+                let m = (u128::from(p) * u128::from(q))
+                    .checked_mul(10u128.pow(SCALE - digits))
+                    .filter(|m| m >> 96 == 0);
+                if let Some(m) = m {
+                    let (lo, mid, hi) = (m as u32, (m >> 32) as u32, (m >> 64) as u32);
+                    return Qty(Decimal::from_parts(lo, mid, hi, false, SCALE));
+                }
+            }
+        }
+        Qty::from_decimal(price.0.normalize() * qty.0.normalize())
     }
 }
 
@@ -738,7 +805,7 @@ mod tests {
         }
 
         #[test]
-        fn price_display_round_trips(mantissa in 1i64..i64::MAX, scale in 0u32..18) {
+        fn price_display_round_trips(mantissa in 1i64..1_000_000_000_000_000, scale in 0u32..18) {
             let p = Price::from_decimal(Decimal::new(mantissa, scale));
             prop_assert_eq!(Price::parse(&p.to_string()).unwrap(), p);
         }
@@ -772,9 +839,40 @@ mod tests {
         }
 
         #[test]
-        fn qty_display_round_trips(mantissa in 0i64..i64::MAX, scale in 0u32..18) {
+        fn qty_display_round_trips(mantissa in 0i64..1_000_000_000_000_000, scale in 0u32..18) {
             let q = Qty::from_decimal(Decimal::new(mantissa, scale));
             prop_assert_eq!(Qty::parse(&q.to_string()).unwrap(), q);
+        }
+
+        /// The product of a price and a quantity (both below the limit, their product below the
+        /// trade limit) has the value and the stored form of `Decimal`'s product of the normalised values, made canonical.
+        #[test]
+        fn products_equal_decimal_products(p in 1u64..1_000_000_000_000_000, sp in 0u32..14, q in 0u64..1_000_000_000_000_000, sq in 0u32..14, zeros in 0u32..8) {
+            let p = (p / 10u64.pow(zeros)).max(1) * 10u64.pow(zeros);
+            let price = Price::from_decimal(Decimal::from_i128_with_scale(i128::from(p), sp));
+            let qty = Qty::from_decimal(Decimal::from_i128_with_scale(i128::from(q), sq));
+            // Trades are refused from 10^20 up (`event`).
+            let exact = price.value().normalize().checked_mul(qty.value().normalize());
+            if let Some(exact) = exact.filter(|e| *e < Decimal::from(10u128.pow(20))) {
+                let product = Qty::product(price, qty);
+                let expected = Qty::from_decimal(exact);
+                prop_assert_eq!(product.value().serialize(), expected.value().serialize(), "{} x {}", price, qty);
+            }
+        }
+
+        /// Values from the limit up are refused, values below it kept, at any scale.
+        #[test]
+        fn values_from_the_limit_up_are_refused(m in 1u64..1_000_000, scale in 0u32..12, above in any::<bool>()) {
+            let limit = VALUE_LIMIT;
+            let d = if above {
+                limit + Decimal::from_i128_with_scale(i128::from(m), scale)
+            } else {
+                limit - Decimal::from_i128_with_scale(i128::from(m), scale)
+            };
+            let text = d.to_string();
+            prop_assert_eq!(Price::parse(&text).is_ok(), !above, "{}", text);
+            prop_assert_eq!(Qty::parse(&text).is_ok(), !above, "{}", text);
+            prop_assert!(Price::parse(&limit.to_string()).is_err());
         }
 
         #[test]
