@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::broker::KillOnDrop;
 use common::redis_server::RedisServer;
-use common::{dec, key, marks, scratch, tampines};
+use common::{dec, gen_events, key, marks, scratch, tampines};
 use serde_json::Value;
 
 const SYMBOL: &str = "synth:S001USDT";
@@ -78,19 +78,7 @@ fn check_strategy(name: &str, strategy: impl FnOnce(&str) -> Command) {
     let dir = scratch(name);
     let events = dir.join("events.ndjson");
     let out = dir.join("out.ndjson");
-    tampines(&[
-        "gen",
-        "--symbols",
-        "3",
-        "--events",
-        "20000",
-        "--hours",
-        "2",
-        "--seed",
-        "11",
-        "--out",
-        events.to_str().unwrap(),
-    ]);
+    gen_events(&events, 3, 20000, "2", 11, &[]);
     let redis = RedisServer::start();
     // The strategy waits on the stream from its start, reading as the job writes.
     let mut reader = KillOnDrop(

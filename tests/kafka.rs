@@ -10,28 +10,19 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, marks, scratch, tampines, wait_job};
+use common::{free_port, gen_events, marks, scratch, tampines, wait_job};
 
 use common::broker::Broker;
 
 fn gen(dir: &Path, name: &str, seed: u32) -> String {
-    let f = dir.join(name);
-    tampines(&[
-        "gen",
-        "--symbols",
-        "5",
-        "--events",
-        "4000",
-        "--hours",
+    gen_events(
+        &dir.join(name),
+        5,
+        4000,
         "0.02",
-        "--seed",
-        &seed.to_string(),
-        "--exchange",
-        name,
-        "--out",
-        f.to_str().unwrap(),
-    ]);
-    f.display().to_string()
+        seed,
+        &["--exchange", name],
+    )
 }
 
 #[test]

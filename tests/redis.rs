@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::redis_server::RedisServer;
-use common::{marks, scratch, tampines};
+use common::{gen_events, marks, scratch, tampines};
 use serde_json::Value;
 
 /// Polls (within 60 s) until the job has written its first mark.
@@ -139,21 +139,7 @@ fn watch(
 }
 
 fn gen(dir: &Path, events: u32) -> String {
-    let f = dir.join("events.ndjson");
-    tampines(&[
-        "gen",
-        "--symbols",
-        "16",
-        "--events",
-        &events.to_string(),
-        "--hours",
-        "0.3",
-        "--seed",
-        "11",
-        "--out",
-        f.to_str().unwrap(),
-    ]);
-    f.display().to_string()
+    gen_events(&dir.join("events.ndjson"), 16, events, "0.3", 11, &[])
 }
 
 // 1 s marks keep the reference (one full state per mark) small.

@@ -5,7 +5,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{free_port, marks, scratch, tampines, wait_job};
+use common::{free_port, gen_events, marks, scratch, tampines, wait_job};
 
 const INPUT: &str = r#"{"type":"snapshot","exchange":"ex","symbol":"A","ts":1000,"seq":10,"bids":[["10.0","1"],["9.5","2"]],"asks":[["10.5","3"]]}
 not json at all
@@ -104,22 +104,7 @@ fn output_is_identical_for_1_2_and_4_workers() {
     let files: Vec<String> = (0..3)
         .map(|i| {
             let f = dir.join(format!("in{i}.ndjson"));
-            tampines(&[
-                "gen",
-                "--symbols",
-                "4",
-                "--events",
-                "3000",
-                "--hours",
-                "0.02",
-                "--seed",
-                &i.to_string(),
-                "--exchange",
-                &format!("x{i}"),
-                "--out",
-                f.to_str().unwrap(),
-            ]);
-            f.display().to_string()
+            gen_events(&f, 4, 3000, "0.02", i, &["--exchange", &format!("x{i}")])
         })
         .collect();
     let run = |w: &str| {
@@ -141,21 +126,8 @@ fn output_is_identical_for_1_2_and_4_workers() {
 #[test]
 fn two_processes_write_to_stdout_exactly_what_one_process_does() {
     let dir = scratch("replay_processes");
-    let input = dir.join("in.ndjson");
-    tampines(&[
-        "gen",
-        "--symbols",
-        "6",
-        "--events",
-        "4000",
-        "--hours",
-        "0.02",
-        "--seed",
-        "3",
-        "--out",
-        input.to_str().unwrap(),
-    ]);
-    let input = input.to_str().unwrap();
+    let input = gen_events(&dir.join("in.ndjson"), 6, 4000, "0.02", 3, &[]);
+    let input = input.as_str();
     let one = dir.join("one.ndjson");
     tampines(&["replay", input, "-w", "2", "--out", one.to_str().unwrap()]);
     let one = std::fs::read_to_string(one).unwrap();
@@ -222,17 +194,7 @@ fn bad_usage_exits_2_with_one_line() {
 fn config_file_maps_onto_the_command_line() {
     let dir = scratch("replay_config");
     let events = dir.join("events.ndjson");
-    tampines(&[
-        "gen",
-        "--symbols",
-        "3",
-        "--events",
-        "3000",
-        "--hours",
-        "1",
-        "--out",
-        events.to_str().unwrap(),
-    ]);
+    gen_events(&events, 3, 3000, "1", 7, &[]);
     let run = |name: &str, extra: &[&str]| -> String {
         let out = dir.join(name);
         let mut args = vec![

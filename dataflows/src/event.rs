@@ -8,10 +8,11 @@
 
 use std::borrow::Cow;
 
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Price, Qty, Sym, SymbolName, TradeId, TradeSide, ValueError};
+use crate::types::{
+    is_common, Price, Qty, Sym, SymbolName, TradeId, TradeSide, ValueError, TRADE_VALUE_LIMIT,
+};
 
 /// One price level of a book message: price and ABSOLUTE size (`0` removes the level).
 pub type Level = (Price, Qty);
@@ -125,7 +126,7 @@ pub enum ParseError {
     /// A trade's quantity must be > 0.
     #[error("trade quantity must be positive")]
     ZeroTradeQty,
-    /// A trade's price x quantity must be below `10^20` (see [`crate::types::VALUE_LIMIT`]).
+    /// A trade's price x quantity must be below [`TRADE_VALUE_LIMIT`].
     #[error("trade value too large: price x qty must be below 10^20")]
     TradeTooLarge,
     /// `side` must be buy or sell.
@@ -229,20 +230,16 @@ fn levels(
         .collect()
 }
 
-/// `price x qty < 10^20`: a trade's quote volume, so that no sum of them overflows. Magnitudes
-/// of 64 bits at `SCALE` (prices and quantities below about 1.8 x 10^9) always are.
+/// `price x qty <` [`TRADE_VALUE_LIMIT`]: a trade's quote volume, so that no sum of them
+/// overflows. Prices and quantities of the common form (below about `1.8 x 10^9`) always are.
 fn trade_value_below_limit(price: Price, qty: Qty) -> bool {
-    let small = |d: Decimal| {
-        let raw = u128::from_le_bytes(d.serialize());
-        raw as u32 == crate::types::SCALE << 16 && raw >> 96 == 0
-    };
-    if small(price.value()) && small(qty.value()) {
+    if is_common(price.value()) && is_common(qty.value()) {
         return true;
     }
     price
         .value()
         .checked_mul(qty.value())
-        .is_some_and(|v| v < Decimal::from_i128_with_scale(10i128.pow(20), 0))
+        .is_some_and(|v| v < TRADE_VALUE_LIMIT)
 }
 
 /// Parses one input line (CONTRACT section 1).

@@ -33,6 +33,36 @@ pub fn ensure_package(package: &str, present: impl Fn() -> bool) {
     );
 }
 
+/// Writes `tampines gen` events to `path` (`symbols` symbols, `events` events over `hours` of
+/// market time, seeded, with `extra` options) and returns the path as text.
+pub fn gen_events(
+    path: &Path,
+    symbols: u32,
+    events: u32,
+    hours: &str,
+    seed: u32,
+    extra: &[&str],
+) -> String {
+    let (symbols, events, seed) = (symbols.to_string(), events.to_string(), seed.to_string());
+    let path = path.to_str().expect("a text path");
+    let mut args = vec![
+        "gen",
+        "--symbols",
+        &symbols,
+        "--events",
+        &events,
+        "--hours",
+        hours,
+        "--seed",
+        &seed,
+        "--out",
+        path,
+    ];
+    args.extend(extra);
+    tampines(&args);
+    path.to_string()
+}
+
 /// A local TCP port nothing listens on (now).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
