@@ -175,7 +175,6 @@ where
 {
     let stats = Arc::new(Stats::default());
     let operator_logging = crate::metrics::OperatorLogging {
-        arrangements: settings.metrics_addr.is_some(),
         // A diagnostic, deliberately not an option: which operator stalls the live path.
         slow: std::env::var("TAMPINES_SLOW_OPERATOR_MS")
             .ok()

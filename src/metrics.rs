@@ -6,8 +6,7 @@
 //! - the publishing worker: results published by kind, marks, the output frontier, dead letters by
 //!   reason;
 //! - a Kafka lag thread: the group's lag per partition (refreshed every 10 s);
-//! - the Redis writer: write latency, failures, the durable frontier, backpressure;
-//! - differential's logging (when metrics are on): arrangement records per dataflow.
+//! - the Redis writer: write latency, failures, the durable frontier, backpressure.
 //!
 //! Counters that the dataflow already keeps in [`Stats`] are read at scrape time by a collector
 //! rather than copied on the hot path. Lags behind the wall clock (watermark, frontier) are
@@ -68,8 +67,6 @@ pub struct Metrics {
     pub redis_frontier: Gauge,
     /// 1 while the sources are paused because the Redis writer is behind.
     pub redis_backpressure: Gauge,
-    /// Records in differential arrangements, by dataflow.
-    pub arrangement_records: Family<Labels, Gauge>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -104,7 +101,6 @@ impl Metrics {
             redis_failures: Counter::default(),
             redis_frontier: Gauge::default(),
             redis_backpressure: Gauge::default(),
-            arrangement_records: Family::default(),
         };
         registry.register(
             "results_published",
@@ -145,11 +141,6 @@ impl Metrics {
             "redis_backpressure",
             "1 while input is paused because the Redis writer is behind",
             m.redis_backpressure.clone(),
-        );
-        registry.register(
-            "arrangement_records",
-            "Records held in differential arrangements, by dataflow and worker",
-            m.arrangement_records.clone(),
         );
         registry.register_collector(Box::new(JobCollector { job, frontier }));
         Metrics { registry, ..m }
@@ -376,51 +367,29 @@ pub fn reason_label(reason: &str) -> String {
     label_value(class)
 }
 
-/// Which dataflow an arrangement operator belongs to, from its name.
-pub fn dataflow_of(operator: &str) -> &'static str {
-    if operator.contains("Ticker") {
-        "ticker"
-    } else if operator.contains("Book") {
-        "orderbook"
-    } else {
-        "other"
-    }
-}
-
 /// What [`log_operators`] watches.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct OperatorLogging {
-    /// Count arrangement records per dataflow (the `tampines_arrangement_records` gauge).
-    pub arrangements: bool,
     /// Log (warn) every operator activation that runs longer than this: what stalls the live
     /// path (`TAMPINES_SLOW_OPERATOR_MS`).
     pub slow: Option<Duration>,
 }
 
-/// Installs timely's and differential's loggers for `what` (call before building the dataflow, on
-/// every worker; logging costs a little, so only when asked: metrics served, or a slow-operator
-/// threshold set).
-///
-/// Arrangement records are kept per operator and summed per dataflow at every flush, so batches
-/// logged before their operator's name arrives are attributed once it does.
+/// Installs timely's logger for `what` (call before building the dataflow, on every worker;
+/// logging costs a little, so only when asked: a slow-operator threshold set).
 pub fn log_operators(worker: &mut timely::worker::Worker, what: OperatorLogging) {
-    use differential_dataflow::logging::{DifferentialEvent, DifferentialEventBuilder};
-    use std::cell::RefCell;
-    use std::rc::Rc;
     use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
-    if !what.arrangements && what.slow.is_none() {
+    if what.slow.is_none() {
         return;
     }
-    let index = worker.index().to_string();
+    let worker_index = worker.index().to_string();
     let Some(mut registry) = worker.log_register() else {
         return;
     };
     // Operator id -> name; one "timely" logger (a second one would replace the first).
-    let names: Rc<RefCell<HashMap<usize, String>>> = Rc::default();
-    let seen = names.clone();
+    let mut names: HashMap<usize, String> = HashMap::new();
     let mut started: HashMap<usize, Duration> = HashMap::new();
     let mut roots: std::collections::HashSet<usize> = Default::default();
-    let worker_index = index.clone();
     registry.insert::<TimelyEventBuilder, _>("timely", move |_, data| {
         for (at, event) in data.iter().flatten() {
             match event {
@@ -430,7 +399,7 @@ pub fn log_operators(worker: &mut timely::worker::Worker, what: OperatorLogging)
                     roots.insert(op.id);
                 }
                 TimelyEvent::Operates(op) => {
-                    seen.borrow_mut().insert(op.id, op.name.clone());
+                    names.insert(op.id, op.name.clone());
                 }
                 TimelyEvent::Schedule(s) => {
                     let Some(slow) = what.slow.filter(|_| !roots.contains(&s.id)) else {
@@ -445,7 +414,6 @@ pub fn log_operators(worker: &mut timely::worker::Worker, what: OperatorLogging)
                                 .remove(&s.id)
                                 .map_or(Duration::ZERO, |b| at.saturating_sub(b));
                             if took > slow {
-                                let names = seen.borrow();
                                 let operator = names.get(&s.id).map_or("?", String::as_str);
                                 tracing::warn!(
                                     worker = %worker_index,
@@ -459,43 +427,6 @@ pub fn log_operators(worker: &mut timely::worker::Worker, what: OperatorLogging)
                 }
                 _ => {}
             }
-        }
-    });
-    if !what.arrangements {
-        return;
-    }
-    let mut sizes: HashMap<usize, i64> = HashMap::new();
-    registry.insert::<DifferentialEventBuilder, _>("differential/arrange", move |_, data| {
-        let Some(data) = data else { return };
-        for (_, event) in data.iter() {
-            let (operator, change) = match event {
-                DifferentialEvent::Batch(b) => (b.operator, b.length as i64),
-                DifferentialEvent::Merge(m) => match m.complete {
-                    Some(done) => (
-                        m.operator,
-                        done as i64 - m.length1 as i64 - m.length2 as i64,
-                    ),
-                    None => continue,
-                },
-                DifferentialEvent::Drop(d) => (d.operator, -(d.length as i64)),
-                _ => continue,
-            };
-            *sizes.entry(operator).or_default() += change;
-        }
-        let names = names.borrow();
-        let mut totals: HashMap<&'static str, i64> = HashMap::new();
-        for (operator, size) in &sizes {
-            let dataflow = names.get(operator).map_or("other", |n| dataflow_of(n));
-            *totals.entry(dataflow).or_default() += size;
-        }
-        for (dataflow, total) in totals {
-            metrics()
-                .arrangement_records
-                .get_or_create(&vec![
-                    ("dataflow", dataflow.to_string()),
-                    ("worker", index.clone()),
-                ])
-                .set(total);
         }
     });
 }

@@ -110,7 +110,6 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
         "tampines_marks_published_total ",
         "tampines_state_records{dataflow=\"orderbook\"} ",
         "tampines_state_records{dataflow=\"ticker\"} ",
-        "tampines_arrangement_records{dataflow=\"orderbook\"",
         "tampines_duplicates_total 0",
         "tampines_redis_write_failures_total 0",
     ] {

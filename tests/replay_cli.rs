@@ -318,14 +318,7 @@ fn slow_operator_activations_are_logged_by_name() {
             .collect()
     };
     let all = operators(Some("0"));
-    for stage in [
-        "Source",
-        "RawBooks",
-        "BookTopLevels",
-        "TradeWindow",
-        "Candles",
-        "Assemble",
-    ] {
+    for stage in ["Source", "Books", "TradeWindow", "Candles", "Assemble"] {
         assert!(all.contains(stage), "{stage} missing from {all:?}");
     }
     assert!(!all.contains("Dataflow") && !all.contains("?"), "{all:?}");
