@@ -7,11 +7,12 @@
 //! Data flow, source to sink ([`build`]):
 //!
 //! ```text
-//! source::lines ──exchange by symbol──┬─ books  ─ orderbook::orderbooks ─┬─ sides, meta, bbo ─┐
-//!            (split::split3 by kind)  │                                  │                    │
-//!                                     └─ trades ─ ticker::window ─┬─ window ─ ticker::aggregate ┤
-//!                                                                 └─ accepted ─ candles::candles ┤
-//!                                   names, ends ─ results::publish (assembled per symbol, gathered on worker 0)
+//! source::lines ──exchange by symbol──┬─ books, names ─ orderbook::orderbooks ─┬─ book records ───────┐
+//!            (split::split3 by kind)  │                                        └─ bbo ──────────┐     │
+//!                                     └─ trades ─ ticker::window ─┬─ window ─ ticker::aggregate ─┤     │
+//!                                                                 └─ accepted ─ candles::candles ─┤     │
+//!                             names, ends ─ results::publish: tickers and candles assembled ──────┘     │
+//!                                           per symbol, every record gathered on worker 0 ─────────────┘
 //! ```
 
 #![warn(missing_docs)]
@@ -33,10 +34,12 @@ pub mod types;
 
 use std::sync::Arc;
 
-use timely::dataflow::operators::Exchange;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Concat, Exchange};
 use timely::dataflow::StreamVec;
 
 use crate::config::Config;
+use crate::orderbook::BookInput;
 use crate::results::{Components, Published};
 use crate::source::{DeadLetter, SourceRecord};
 use crate::split::{split3, Part3};
@@ -68,7 +71,7 @@ pub fn build<'s>(
     let scope = source.scope();
     let routed = source.exchange(|(r, _)| r.route());
     let (books, trades, others) = split3(routed, "Route", |(r, t)| match r {
-        SourceRecord::Event(s) if s.event.is_book() => Part3::First((s, t)),
+        SourceRecord::Event(s) if s.event.is_book() => Part3::First((BookInput::Event(s), t)),
         SourceRecord::Event(s) => Part3::Second((s, t)),
         SourceRecord::Name(sym, name) => Part3::Third(Other::Name(((sym, name), t))),
         SourceRecord::Dead(d) => Part3::Third(Other::Dead(d)),
@@ -81,14 +84,22 @@ pub fn build<'s>(
         Other::End(last) => Part3::Third(last),
     });
 
-    let books = orderbook::orderbooks(books, ends.clone(), config.clone(), stats.clone());
+    // The book stage publishes under the symbols' names, so they go to it too.
+    let book_names = names
+        .clone()
+        .map(|((sym, name), t)| (BookInput::Name(sym, name), t));
+    let books = orderbook::orderbooks(
+        books.concat(book_names),
+        ends.clone(),
+        config.clone(),
+        stats.clone(),
+    );
     let window = ticker::window(trades, ends.clone(), config.clone(), stats.clone());
     let ticker = ticker::aggregate(window.window, ends.clone(), config.granularity_ms);
     let candles = candles::candles(window.accepted, ends.clone(), config.clone(), stats);
     let components = Components {
+        books: books.changes,
         names,
-        sides: books.sides,
-        meta: books.meta,
         bbo: books.bbo,
         ticker,
         candles,

@@ -3,37 +3,41 @@
 //! Input: book and snapshot events of the symbols this worker owns (exchanged by symbol), each at
 //! its timestamp with its read position.
 //!
-//! [`orderbooks`] is one [`sequence`] stage ("Books") that owns every book of its symbols. Per
-//! complete timestamp it applies each symbol's events in read order with the sequence rules of
-//! CONTRACT section 1 (duplicate dropped, gap -> stale until the next snapshot, no snapshot yet ->
-//! stale), then, once per symbol that changed:
+//! [`orderbooks`] is one [`sequence`] stage ("Books") that owns every book of its symbols and
+//! publishes them. Per complete timestamp it applies each symbol's events in read order with the
+//! sequence rules of CONTRACT section 1 (duplicate dropped, gap -> stale until the next snapshot,
+//! no snapshot yet -> stale), then, once per symbol that changed:
 //! 1. adds each changed raw level's size difference (`new - old`) to its group at every
 //!    resolution (bids floor, asks ceil to `resolution x tick`, [`Price::group`]); a group whose
 //!    sum falls to zero is removed. A change of the inferred tick regroups the whole book;
 //! 2. for every resolution and side whose best `depth` groups may have moved (a changed group
-//!    ranks inside them, or fewer than `depth` are shown), compares the best `depth` with what it
-//!    last emitted, and when they differ retracts the old and inserts the new;
-//! 3. emits the book's sequence state and raw best prices when they changed.
+//!    ranks inside them, or fewer than `depth` are shown), compares the best `depth` with the
+//!    ones shown, and renders them again (reusing the text of unchanged levels) when they differ;
+//! 3. renders the book's record at every resolution if its sequence number or status changed,
+//!    else at the resolutions where a side's best groups did.
 //!
-//! Output: three differential collections, each holding at most one value per key at any time:
-//! - `sides`: `((sym, resolution, side), levels)`, the best `depth` groups, best first;
-//! - `meta`: `(sym, BookMeta { seq, stale })`, one record per book;
-//! - `bbo`: `(sym, Bbo)`, the raw best bid and ask, one record per book.
+//! Output:
+//! - `changes`: the book records that changed, rendered, each with its mark (sorted per mark, as
+//!   gathering merges them with the other records);
+//! - `bbo`: `(sym, Bbo)`, the raw best bid and ask, a differential collection with one record
+//!   per book, which the ticker joins.
 //!
 //! Why one stage ([design note](../../doc/design/20261204_books_in_one_stage.md)): the grouped
-//! levels were a differential collection arranged by side, and book tops an operator over that
-//! arrangement. The arrangement's batching and merging, the operator and the groups' records
-//! between the stages were over half of a book update's cost, and only this stage ever wrote the
-//! groups. Work per update is now a few map updates per changed level and resolution and at most
-//! `depth` comparisons per side that may have moved: it grows with neither the book nor the
-//! number of timestamps.
+//! levels were a differential collection arranged by side, book tops an operator over that
+//! arrangement, and the tops a collection that the publisher kept and rendered. Moving groups
+//! and tops between those stages, and sorting them, was most of a book update's cost, and only
+//! this stage ever wrote them. Work per update is now a few map updates per changed level and
+//! resolution, at most `depth` comparisons per side that may have moved, and rendering the
+//! levels that changed: it grows with neither the book nor the number of timestamps.
 //!
 //! Invariants: a group's size is the exact sum of the sizes of the raw levels in it, and only
-//! groups with a positive size are kept; what `sides` holds for a side equals the best `depth`
-//! groups of that side at the end of every complete timestamp (absent when the side is empty);
-//! the tick of a symbol is the configured one or `10^-s`, `s` the most fractional digits among
-//! prices of its applied book events.
+//! groups with a positive size are kept; at the end of every complete timestamp every side shows
+//! the best `depth` groups of that side, and the last record published at a resolution holds
+//! them with the book's sequence number and status; the tick of a symbol is the configured one
+//! or `10^-s`, `s` the most fractional digits among prices of its applied book events. A book is
+//! published only once its symbol's names arrived (they travel at or before its first event).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,20 +51,12 @@ use timely::dataflow::StreamVec;
 
 use crate::config::Config;
 use crate::event::{Body, Level};
+use crate::results::{result_name, Change, RenderedSide, ResultKey, ResultName, Status, View};
 use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
-use crate::split::{split3, Part3};
+use crate::split::split2;
 use crate::stats::{Share, Stats};
-use crate::types::{FoldMap, Price, Qty, Side, Sym};
-
-/// Sequence state of a book.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct BookMeta {
-    /// Last applied sequence number.
-    pub seq: Option<u64>,
-    /// No snapshot yet, or a gap since the last one.
-    pub stale: bool,
-}
+use crate::types::{FoldMap, Price, Qty, Side, Sym, SymbolName};
 
 /// Raw best bid and ask prices.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -74,23 +70,26 @@ pub struct Bbo {
 /// The best groups of one side, best first.
 pub type Levels = Vec<(Price, Qty)>;
 
-/// Key of a grouped book side.
-pub type SideKey = (Sym, u32, Side);
+/// What the book stage reads: book events, and the names of the symbols it publishes.
+#[derive(Clone, Debug)]
+pub enum BookInput {
+    /// A book or snapshot event.
+    Event(Stamped),
+    /// A symbol's names (the first ones seen are kept).
+    Name(Sym, SymbolName),
+}
 
-/// The collections the orderbook stage produces.
+/// What the orderbook stage produces.
 pub struct Books<'s> {
-    /// Sequence state per book.
-    pub meta: VecCollection<'s, u64, (Sym, BookMeta), isize>,
-    /// Raw best prices per book.
+    /// The book records that changed, rendered, each with its mark (sorted per mark).
+    pub changes: StreamVec<'s, u64, (Change, u64)>,
+    /// Raw best prices per book, for the ticker.
     pub bbo: VecCollection<'s, u64, (Sym, Bbo), isize>,
-    /// Top `depth` groups per symbol, resolution and side.
-    pub sides: VecCollection<'s, u64, (SideKey, Levels), isize>,
 }
 
 #[derive(Clone, Debug)]
-enum Update {
-    Side((SideKey, Levels), u64, isize),
-    Meta((Sym, BookMeta), u64, isize),
+enum BookOut {
+    Change(Change, u64),
     Bbo((Sym, Bbo), u64, isize),
 }
 
@@ -99,8 +98,8 @@ enum Update {
 struct GroupedSide {
     /// Every group with a positive size, by group price.
     groups: BTreeMap<Price, Qty>,
-    /// The best `depth` groups as last emitted (empty: nothing emitted).
-    shown: Levels,
+    /// The best `depth` groups as last published, with their text.
+    shown: RenderedSide,
     /// A group that may rank among the best `depth` changed in the current timestamp.
     moved: bool,
 }
@@ -123,11 +122,12 @@ impl GroupedSide {
             }
         }
         if !self.moved {
+            let shown = self.shown.levels();
             let below = |&(worst, _): &(Price, Qty)| match side {
                 Side::Bid => group < worst,
                 Side::Ask => group > worst,
             };
-            self.moved = self.shown.len() < depth || !self.shown.last().is_some_and(below);
+            self.moved = shown.len() < depth || !shown.last().is_some_and(below);
         }
     }
 
@@ -141,23 +141,18 @@ impl GroupedSide {
         best.take(depth).map(|(&price, &size)| (price, size))
     }
 
-    /// Emits the change of the best `depth` groups, if they moved and differ from the last
-    /// emitted ones.
-    fn emit(&mut self, key: SideKey, depth: usize, time: u64, out: &mut Vec<Update>) {
-        if !std::mem::take(&mut self.moved) {
-            return;
+    /// Renders the best `depth` groups again if they moved and differ from the shown ones;
+    /// true if they did.
+    fn refresh(&mut self, side: Side, depth: usize) -> bool {
+        if !std::mem::take(&mut self.moved)
+            || self
+                .best(side, depth)
+                .eq(self.shown.levels().iter().copied())
+        {
+            return false;
         }
-        if self.best(key.2, depth).eq(self.shown.iter().copied()) {
-            return;
-        }
-        let top: Levels = self.best(key.2, depth).collect();
-        let before = std::mem::replace(&mut self.shown, top);
-        if !before.is_empty() {
-            out.push(Update::Side((key, before), time, -1));
-        }
-        if !self.shown.is_empty() {
-            out.push(Update::Side((key, self.shown.clone()), time, 1));
-        }
+        self.shown = RenderedSide::new(side, self.best(side, depth).collect(), Some(&self.shown));
+        true
     }
 }
 
@@ -222,24 +217,33 @@ struct Book {
     /// order set (the first entry of a level has its size at the start of the timestamp, the
     /// last its size now).
     touched: Vec<(BookPrice, Qty, Qty)>,
-    /// State at the start of the current timestamp, if the book changed in it.
-    start: Option<(Option<BookMeta>, Bbo)>,
+    /// The best prices at the start of the current timestamp, if the book changed in it.
+    start: Option<Bbo>,
     /// The groups at every resolution, once the book has a tick.
     grouped: Option<Grouped>,
+    /// The sequence number and status last published, once the book was.
+    published: Option<(Option<u64>, Status)>,
+    /// The book's result names per resolution, once published.
+    results: Vec<Arc<ResultName>>,
 }
 
 impl Book {
-    fn meta(&self) -> BookMeta {
-        BookMeta {
-            seq: self.seq,
-            stale: !self.has_snapshot || self.gap,
-        }
+    fn stale(&self) -> bool {
+        !self.has_snapshot || self.gap
     }
 
     fn bbo(&self) -> Bbo {
         Bbo {
             bid: self.bids.keys().next_back().copied(),
             ask: self.asks.keys().next().copied(),
+        }
+    }
+
+    fn status(&self, bbo: &Bbo) -> Status {
+        match (bbo.bid, bbo.ask) {
+            _ if self.stale() => Status::Stale,
+            (Some(b), Some(a)) if b >= a => Status::Crossed,
+            _ => Status::Ok,
         }
     }
 
@@ -254,10 +258,9 @@ impl Book {
         }
     }
 
-    fn begin(&mut self, exists: bool) {
+    fn begin(&mut self) {
         if self.start.is_none() {
-            let meta = exists.then(|| self.meta());
-            self.start = Some((meta, self.bbo()));
+            self.start = Some(self.bbo());
         }
     }
 
@@ -279,17 +282,18 @@ impl Book {
         }
     }
 
-    /// Brings the groups up to date with the current timestamp's changes and emits what changed
-    /// (best groups, sequence state, best prices); resets the per-timestamp bookkeeping.
+    /// Brings the groups up to date with the current timestamp's changes, publishes the book's
+    /// records that changed (under `name`; none without), and emits its best prices if they
+    /// changed; resets the per-timestamp bookkeeping.
     fn flush(
         &mut self,
         sym: Sym,
         time: u64,
-        configured: Option<Price>,
+        name: Option<&SymbolName>,
         config: &Config,
-        out: &mut Vec<Update>,
+        out: &mut Vec<BookOut>,
     ) {
-        let Some((meta0, bbo0)) = self.start.take() else {
+        let Some(bbo0) = self.start.take() else {
             return;
         };
         let depth = config.depth;
@@ -303,7 +307,7 @@ impl Book {
             }
             same
         });
-        let tick = self.tick(configured);
+        let tick = self.tick(config.tick_sizes.get(&sym).copied());
         match (&mut self.grouped, tick) {
             (Some(grouped), Some(tick)) if grouped.tick == tick => {
                 let diffs: Vec<(BookPrice, Qty)> = touched
@@ -351,56 +355,92 @@ impl Book {
         }
         touched.clear();
         self.touched = touched;
-        if let Some(grouped) = &mut self.grouped {
-            for (&resolution, sides) in config.resolutions.iter().zip(&mut grouped.sides) {
-                for (side, grouped) in [Side::Bid, Side::Ask].into_iter().zip(sides) {
-                    grouped.emit((sym, resolution, side), depth, time, out);
-                }
-            }
-        }
-        let meta = self.meta();
-        if meta0.as_ref() != Some(&meta) {
-            if let Some(m0) = meta0 {
-                out.push(Update::Meta((sym, m0), time, -1));
-            }
-            out.push(Update::Meta((sym, meta), time, 1));
-        }
         let bbo = self.bbo();
+        // A book is published again at every resolution when its sequence number or status
+        // changed, else at the resolutions where a side's best groups did.
+        let head = (self.seq, self.status(&bbo));
+        let again = self.published != Some(head);
+        if let Some(name) = name {
+            if self.results.is_empty() {
+                self.results = (config.resolutions.iter())
+                    .map(|&r| Arc::new(result_name(&ResultKey::Book(sym, r), name, config)))
+                    .collect();
+            }
+            self.published = Some(head);
+        }
+        for (i, &resolution) in config.resolutions.iter().enumerate() {
+            let sides = self.grouped.as_mut().map(|g| &mut g.sides[i]);
+            let moved = sides.is_some_and(|[bids, asks]| {
+                let bids_moved = bids.refresh(Side::Bid, depth);
+                asks.refresh(Side::Ask, depth) || bids_moved
+            });
+            let Some(name) = name.filter(|_| moved || again) else {
+                continue;
+            };
+            let text = |j: usize| {
+                let sides = self.grouped.as_ref().map(|g| &g.sides[i][j]);
+                Cow::Borrowed(sides.map_or("[]", |s| s.shown.text()))
+            };
+            let view = View::Book {
+                name,
+                resolution,
+                seq: head.0,
+                status: head.1,
+                bids: text(0),
+                asks: text(1),
+            };
+            let mut json = String::with_capacity(view.json_capacity());
+            view.write_json(time, &mut json);
+            let name = self.results[i].clone();
+            out.push(BookOut::Change(Change::new(name, None, Some(json)), time));
+        }
         if bbo != bbo0 {
-            out.push(Update::Bbo((sym, bbo0), time, -1));
-            out.push(Update::Bbo((sym, bbo), time, 1));
+            out.push(BookOut::Bbo((sym, bbo0), time, -1));
+            out.push(BookOut::Bbo((sym, bbo), time, 1));
         }
     }
 }
 
-/// The whole orderbook stage (see the module doc): applies book events in order and emits each
-/// book's best groups per resolution and side, its sequence state and its best prices.
+/// The whole orderbook stage (see the module doc): applies book events in order and publishes
+/// each book's records at every resolution when they change, and its best prices.
 pub fn orderbooks<'s>(
-    events: StreamVec<'s, u64, (Stamped, u64)>,
+    input: StreamVec<'s, u64, (BookInput, u64)>,
     ends: StreamVec<'s, u64, u64>,
     config: Arc<Config>,
     stats: Arc<Stats>,
 ) -> Books<'s> {
     let mut books: FoldMap<Sym, Book> = FoldMap::default();
+    let mut names: FoldMap<Sym, SymbolName> = FoldMap::default();
     let mut share = Share::default();
-    let updates = sequence(
-        events,
+    let mut changes: Vec<BookOut> = Vec::new();
+    let out = sequence(
+        input,
         ends,
         Pipeline,
         "Books",
         |(_, t)| *t,
         move |time, mut records, _timers: &mut Timers, out| {
-            records.sort_by_key(|r| r.0.pos);
+            // Names first, then events in read order.
+            records.sort_by_key(|(r, _)| match r {
+                BookInput::Name(..) => None,
+                BookInput::Event(s) => Some(s.pos),
+            });
             let mut dirty: Vec<Sym> = Vec::new();
             // Counted here, added to the shared counters once per timestamp.
             let (mut processed, mut duplicates) = (0, 0);
-            for (stamped, _) in records {
-                let event = stamped.event;
+            for (record, _) in records {
+                let event = match record {
+                    BookInput::Name(sym, name) => {
+                        names.entry(sym).or_insert(name);
+                        continue;
+                    }
+                    BookInput::Event(stamped) => stamped.event,
+                };
                 let exists = books.contains_key(&event.sym);
                 let book = books.entry(event.sym).or_default();
                 match &event.body {
                     Body::Snapshot { bids, asks, seq } => {
-                        book.begin(exists);
+                        book.begin();
                         for side in [Side::Bid, Side::Ask] {
                             let old: Vec<Price> = book.side_mut(side).keys().copied().collect();
                             for price in old {
@@ -435,7 +475,7 @@ pub fn orderbooks<'s>(
                             };
                             book.gap |= !in_sequence;
                         }
-                        book.begin(exists);
+                        book.begin();
                         book.apply(Side::Bid, bids);
                         book.apply(Side::Ask, asks);
                         if seq.is_some() {
@@ -452,25 +492,30 @@ pub fn orderbooks<'s>(
             dirty.sort();
             dirty.dedup();
             for sym in dirty {
-                let configured = config.tick_sizes.get(&sym).copied();
                 if let Some(book) = books.get_mut(&sym) {
-                    book.flush(sym, time, configured, &config, out);
+                    book.flush(sym, time, names.get(&sym), &config, &mut changes);
                 }
             }
+            // Sorted here, on every worker, so that gathering merges sorted runs.
+            changes.sort_by(|a, b| match (a, b) {
+                (BookOut::Change(a, _), BookOut::Change(b, _)) => a.order(b),
+                (BookOut::Change(..), BookOut::Bbo(..)) => std::cmp::Ordering::Less,
+                (BookOut::Bbo(..), BookOut::Change(..)) => std::cmp::Ordering::Greater,
+                (BookOut::Bbo(..), BookOut::Bbo(..)) => std::cmp::Ordering::Equal,
+            });
+            out.append(&mut changes);
             let levels = books.values().map(|b| b.bids.len() + b.asks.len()).sum();
             share.report(&stats.state.book_levels, levels);
         },
         no_finish,
     );
-    let (sides, meta, bbo) = split3(updates, "BookParts", |u| match u {
-        Update::Side(d, t, r) => Part3::First((d, t, r)),
-        Update::Meta(d, t, r) => Part3::Second((d, t, r)),
-        Update::Bbo(d, t, r) => Part3::Third((d, t, r)),
+    let (changes, bbo) = split2(out, "BookParts", |o| match o {
+        BookOut::Change(c, t) => Ok((c, t)),
+        BookOut::Bbo(d, t, r) => Err((d, t, r)),
     });
     Books {
-        meta: meta.as_collection(),
+        changes,
         bbo: bbo.as_collection(),
-        sides: sides.as_collection(),
     }
 }
 
@@ -516,27 +561,33 @@ mod tests {
 
     /// A book driven through random timestamps of level changes on both sides (now and then a
     /// whole side cleared, its best levels deleted, or a price with more fractional digits, which
-    /// makes the inferred tick finer and regroups the book): after every timestamp, the sides the
-    /// emitted changes add up to equal the best `depth` groups computed from scratch from the raw
-    /// levels, and nothing is emitted for a side whose best groups did not change.
+    /// makes the inferred tick finer and regroups the book). After every timestamp, every side's
+    /// shown groups equal the best `depth` groups computed from scratch from the raw levels, and
+    /// the book is published at exactly the resolutions where they changed (at all of them the
+    /// first time), with those groups in its record.
     #[test]
-    fn emitted_tops_equal_the_best_groups_after_every_timestamp() {
+    fn published_books_equal_the_best_groups_after_every_timestamp() {
         let config = Config {
             depth: 3,
             resolutions: vec![1, 3, 10],
             ..Config::default()
         };
         let sym = Sym(1);
+        let name = SymbolName {
+            exchange: "ex".into(),
+            symbol: "S".into(),
+        };
+        type Tops = BTreeMap<(u32, Side), Vec<(Decimal, Decimal)>>;
         for seed in 1..=40u64 {
             let mut rng = Rng(seed);
             let mut book = Book::default();
-            let mut acc: BTreeMap<(SideKey, Levels), isize> = BTreeMap::new();
+            let mut previous: Option<Tops> = None;
             let mut digits = 0;
             for time in 0..300u64 {
                 if rng.below(100) == 0 {
                     digits += 1;
                 }
-                book.begin(true);
+                book.begin();
                 for side in [Side::Bid, Side::Ask] {
                     let prices: Vec<Price> = match side {
                         Side::Bid => book.bids.keys().rev().copied().collect(),
@@ -562,30 +613,12 @@ mod tests {
                     book.apply(side, &sets);
                 }
                 let mut out = Vec::new();
-                book.flush(sym, time, None, &config, &mut out);
-                let mut emitted: BTreeMap<SideKey, Vec<(Levels, isize)>> = BTreeMap::new();
-                for update in out {
-                    if let Update::Side((key, levels), at, diff) = update {
-                        assert_eq!(at, time);
-                        emitted.entry(key).or_default().push((levels.clone(), diff));
-                        *acc.entry((key, levels)).or_default() += diff;
-                    }
-                }
-                // A side is emitted only when its best groups changed: at most one retraction
-                // and one insertion, of different values.
-                for (key, changes) in &emitted {
-                    let differ = match &changes[..] {
-                        [(old, -1), (new, 1)] => old != new,
-                        [(_, -1)] | [(_, 1)] => true,
-                        _ => false,
-                    };
-                    assert!(differ, "seed {seed}, time {time}, {key:?}: {changes:?}");
-                }
-                acc.retain(|_, d| *d != 0);
-                let tick = book.tick(None);
-                let mut expected = BTreeMap::new();
+                book.flush(sym, time, Some(&name), &config, &mut out);
+                // The best groups from scratch.
+                // No tick before the first price: empty sides.
+                let tick = book.tick(None).unwrap_or(Price::from_decimal(Decimal::ONE));
+                let mut tops: Tops = BTreeMap::new();
                 for &r in &config.resolutions {
-                    let Some(tick) = tick else { break };
                     let step = tick.value() * Decimal::from(r);
                     for (side, raw) in [(Side::Bid, &book.bids), (Side::Ask, &book.asks)] {
                         let mut groups: BTreeMap<Decimal, Decimal> = BTreeMap::new();
@@ -596,20 +629,58 @@ mod tests {
                             };
                             *groups.entry(g.normalize()).or_default() += q.value();
                         }
-                        let best: Vec<(Decimal, Decimal)> = match side {
+                        let best = match side {
                             Side::Bid => groups.into_iter().rev().take(config.depth).collect(),
                             Side::Ask => groups.into_iter().take(config.depth).collect(),
                         };
-                        if !best.is_empty() {
-                            let levels = best
-                                .into_iter()
-                                .map(|(p, q)| (Price::from_decimal(p), Qty::from_decimal(q)))
-                                .collect();
-                            expected.insert(((sym, r, side), levels), 1);
-                        }
+                        tops.insert((r, side), best);
                     }
                 }
-                assert_eq!(acc, expected, "seed {seed}, time {time}");
+                for (i, &r) in config.resolutions.iter().enumerate() {
+                    for (j, side) in [Side::Bid, Side::Ask].into_iter().enumerate() {
+                        let shown: Vec<(Decimal, Decimal)> = (book.grouped.iter())
+                            .flat_map(|g| g.sides[i][j].shown.levels())
+                            .map(|(p, q)| (p.value().normalize(), q.value().normalize()))
+                            .collect();
+                        assert_eq!(shown, tops[&(r, side)], "seed {seed}, time {time}, {r}");
+                    }
+                }
+                // Published where the tops changed, with them.
+                let mut published = Vec::new();
+                for o in out {
+                    let BookOut::Change(change, at) = o else {
+                        continue;
+                    };
+                    assert_eq!(at, time);
+                    let record: serde_json::Value =
+                        serde_json::from_str(change.json.as_deref().expect("a record")).unwrap();
+                    let r = record["resolution"].as_u64().unwrap() as u32;
+                    assert_eq!(change.key(), format!("book:ex:S:{r}"));
+                    for (key, side) in [("bids", Side::Bid), ("asks", Side::Ask)] {
+                        let levels: Vec<(Decimal, Decimal)> = (record[key].as_array().unwrap())
+                            .iter()
+                            .map(|l| {
+                                let d = |v: &serde_json::Value| {
+                                    v.as_str().unwrap().parse::<Decimal>().unwrap().normalize()
+                                };
+                                (d(&l[0]), d(&l[1]))
+                            })
+                            .collect();
+                        assert_eq!(levels, tops[&(r, side)], "seed {seed}, time {time}");
+                    }
+                    published.push(r);
+                }
+                let expected: Vec<u32> = (config.resolutions.iter().copied())
+                    .filter(|&r| {
+                        previous.as_ref().is_none_or(|p| {
+                            [Side::Bid, Side::Ask]
+                                .iter()
+                                .any(|&s| p[&(r, s)] != tops[&(r, s)])
+                        })
+                    })
+                    .collect();
+                assert_eq!(published, expected, "seed {seed}, time {time}");
+                previous = Some(tops);
             }
         }
     }

@@ -1,15 +1,15 @@
 //! Results: the records of CONTRACT section 3, assembled per closed timestamp.
 //!
-//! Input: every stage's output collection (book sides, book meta, best prices, ticker aggregates,
-//! candles) and the symbols' names.
+//! Input: the book records the orderbook stage rendered, and the collections tickers and candles
+//! are made of (best prices, ticker aggregates, candles) with the symbols' names.
 //!
 //! 1. `assemble` runs on every worker, over the components of the symbols it owns (exchanged by
 //!    symbol). Per complete timestamp it applies the updates to the current value of every
-//!    component and renders the records whose value (all but `ts`) changed: rendering is
-//!    parallel. Every stage emits a component change only when the component's value changes,
-//!    so a record changed when one of its components was updated, except a book, which also
-//!    depends on its sequence number and status (from meta and best prices): those are compared
-//!    with what was last published.
+//!    component and renders the tickers and candles whose value (all but `ts`) changed:
+//!    rendering is parallel. Every stage emits a component change only when the component's value
+//!    changes, so a record changed when one of its components was updated. Books are rendered
+//!    where they live, by the orderbook stage, with the pieces this module offers
+//!    ([`RenderedSide`], [`View`]).
 //! 2. `gather` runs on worker 0: it collects the rendered [`Change`]s of a complete timestamp from
 //!    all workers into one [`Published`] batch, sorted (kind, exchange, symbol, resolution or
 //!    interval, open time) so the output does not depend on the number of workers, and adds the
@@ -32,13 +32,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Concatenate;
+use timely::dataflow::operators::{Concat, Concatenate};
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::agg::Agg;
 use crate::candles::{Candle, CandleKey};
 use crate::config::Config;
-use crate::orderbook::{Bbo, BookMeta, BookPrice, Levels, SideKey};
+use crate::orderbook::{Bbo, BookPrice, Levels};
 use crate::sequence::{no_finish, sequence};
 use crate::types::{
     push_decimal as push_decimal_text, round_dp, FoldMap, Price, Side, Sym, SymbolName,
@@ -202,17 +202,31 @@ fn push_decimal(out: &mut String, d: Decimal) {
 /// one, copying the text of every level whose price and size are unchanged (an update touches a
 /// few levels; rendering all of them again was most of the cost of publishing a book).
 #[derive(Clone, Debug, Default)]
-struct RenderedSide {
+pub(crate) struct RenderedSide {
     levels: Levels,
     text: String,
     starts: Vec<usize>,
 }
 
 impl RenderedSide {
+    /// The levels rendered.
+    pub(crate) fn levels(&self) -> &Levels {
+        &self.levels
+    }
+
+    /// The JSON array (`[]` for a side never rendered).
+    pub(crate) fn text(&self) -> &str {
+        if self.text.is_empty() {
+            "[]"
+        } else {
+            &self.text
+        }
+    }
+
     /// Renders `levels` (best first on `side`), reusing the text of `old`'s equal levels: the
     /// levels both share at the front and at the back are copied in one piece each (an update
     /// usually changes one level), the ones between are matched level by level.
-    fn new(side: Side, levels: Levels, old: Option<&RenderedSide>) -> RenderedSide {
+    pub(crate) fn new(side: Side, levels: Levels, old: Option<&RenderedSide>) -> RenderedSide {
         let old = old.filter(|o| !o.levels.is_empty());
         let (n, (front, back)) = (levels.len(), old.map_or((0, 0), |o| o.shared(&levels)));
         let order = |p: Price| BookPrice { side, price: p };
@@ -298,7 +312,7 @@ fn push_head(out: &mut String, kind: &str, name: &SymbolName) {
 /// straight from its state through this, without copying book sides into a [`Record`].
 // A view lives on the stack for one rendering: the ticker's inline stats cost nothing there.
 #[allow(clippy::large_enum_variant)]
-enum View<'a> {
+pub(crate) enum View<'a> {
     Book {
         name: &'a SymbolName,
         resolution: u32,
@@ -328,7 +342,7 @@ fn push_u64(out: &mut String, v: u64) {
 
 impl View<'_> {
     /// Appends the JSON object of CONTRACT section 3, published at mark `ts`, to `out`.
-    fn write_json(&self, ts: u64, out: &mut String) {
+    pub(crate) fn write_json(&self, ts: u64, out: &mut String) {
         match self {
             View::Book {
                 name,
@@ -432,7 +446,7 @@ impl View<'_> {
     }
 
     /// About how long the record's JSON is, to allocate its buffer once.
-    fn json_capacity(&self) -> usize {
+    pub(crate) fn json_capacity(&self) -> usize {
         match self {
             View::Book { bids, asks, .. } => 160 + bids.len() + asks.len(),
             View::Ticker { .. } => 480,
@@ -532,6 +546,11 @@ pub struct Change {
 const KINDS: [&str; 3] = ["book", "ticker", "candles"];
 
 impl Change {
+    /// A change of the result `name` (its score, its new record).
+    pub(crate) fn new(name: Arc<ResultName>, score: Option<u64>, json: Option<String>) -> Change {
+        Change { name, score, json }
+    }
+
     /// The result's key without prefix (CONTRACT section 4).
     pub fn key(&self) -> &str {
         &self.name.key
@@ -543,7 +562,7 @@ impl Change {
     }
 
     /// Order inside a batch: kind, exchange, symbol, resolution or interval, open time.
-    fn order(&self, other: &Change) -> std::cmp::Ordering {
+    pub(crate) fn order(&self, other: &Change) -> std::cmp::Ordering {
         if Arc::ptr_eq(&self.name, &other.name) {
             self.score.cmp(&other.score)
         } else {
@@ -566,14 +585,10 @@ pub struct Published {
 pub enum Component {
     /// A symbol's names.
     Name(Sym, SymbolName),
-    /// A grouped book side.
-    Side(SideKey, Levels),
-    /// Sequence state of a book.
-    Meta(Sym, BookMeta),
     /// Raw best prices.
     Bbo(Sym, Bbo),
     /// Ticker aggregate (boxed, as is a candle: every component record is as large as the
-    /// largest one, and most are book sides, moved through several queues on their way here).
+    /// largest one, moved through several queues on its way here).
     Ticker(Sym, Box<Agg>),
     /// A candle.
     Candle(CandleKey, Box<Candle>),
@@ -583,23 +598,18 @@ impl Component {
     /// The symbol a component belongs to: its records are assembled where it lives.
     pub fn sym(&self) -> Sym {
         match self {
-            Component::Name(s, _)
-            | Component::Meta(s, _)
-            | Component::Bbo(s, _)
-            | Component::Ticker(s, _) => *s,
-            Component::Side((s, _, _), _) | Component::Candle((s, _, _), _) => *s,
+            Component::Name(s, _) | Component::Bbo(s, _) | Component::Ticker(s, _) => *s,
+            Component::Candle((s, _, _), _) => *s,
         }
     }
 }
 
-/// The collections that make up the results.
+/// What makes up the results.
 pub struct Components<'s> {
+    /// The book records that changed, rendered by the orderbook stage (sorted per mark).
+    pub books: StreamVec<'s, u64, (Change, u64)>,
     /// Names, at the time of each symbol's first event.
     pub names: StreamVec<'s, u64, ((Sym, SymbolName), u64)>,
-    /// Book sides.
-    pub sides: VecCollection<'s, u64, (SideKey, Levels), isize>,
-    /// Book meta.
-    pub meta: VecCollection<'s, u64, (Sym, BookMeta), isize>,
     /// Best prices.
     pub bbo: VecCollection<'s, u64, (Sym, Bbo), isize>,
     /// Ticker aggregates.
@@ -611,18 +621,13 @@ pub struct Components<'s> {
 #[derive(Default)]
 struct State {
     names: FoldMap<Sym, SymbolName>,
-    sides: FoldMap<SideKey, RenderedSide>,
-    /// The sides retracted in the current timestamp, whose text a replacement reuses.
-    retired: FoldMap<SideKey, RenderedSide>,
-    meta: FoldMap<Sym, BookMeta>,
     bbo: FoldMap<Sym, Bbo>,
     ticker: FoldMap<Sym, Agg>,
     /// Symbols that have had a trade: they have a ticker from then on.
     traded: BTreeSet<Sym>,
     candles: FoldMap<CandleKey, Candle>,
-    /// Every published result that still exists, with what decides whether it changed and is not
-    /// an update of its own: a book's sequence number and status (see [`assemble`]).
-    published: FoldMap<ResultKey, Option<(Option<u64>, Status)>>,
+    /// Every published result that still exists.
+    published: FoldMap<ResultKey, ()>,
     /// The names of results, by key with open time 0: made once.
     result_names: FoldMap<ResultKey, Arc<ResultName>>,
 }
@@ -635,14 +640,6 @@ impl State {
     fn retract(&mut self, c: &Component) {
         match c {
             Component::Name(..) => {}
-            Component::Side(k, _) => {
-                if let Some(old) = self.sides.remove(k) {
-                    self.retired.insert(*k, old);
-                }
-            }
-            Component::Meta(k, _) => {
-                self.meta.remove(k);
-            }
             Component::Bbo(k, _) => {
                 self.bbo.remove(k);
             }
@@ -660,13 +657,6 @@ impl State {
         match c {
             Component::Name(sym, name) => {
                 self.names.entry(sym).or_insert(name);
-            }
-            Component::Side(k, v) => {
-                let side = RenderedSide::new(k.2, v, self.retired.get(&k));
-                self.sides.insert(k, side);
-            }
-            Component::Meta(k, v) => {
-                self.meta.insert(k, v);
             }
             Component::Bbo(k, v) => {
                 self.bbo.insert(k, v);
@@ -697,39 +687,10 @@ impl State {
         Some(Change { name, score, json })
     }
 
-    /// A book's sequence number and status, if the book exists (has its sequence state and names).
-    fn book_head(&self, sym: Sym) -> Option<(Option<u64>, Status)> {
-        let meta = self.meta.get(&sym)?;
-        self.names.get(&sym)?;
-        let bbo = self.bbo.get(&sym).cloned().unwrap_or_default();
-        let status = match (bbo.bid, bbo.ask) {
-            _ if meta.stale => Status::Stale,
-            (Some(b), Some(a)) if b >= a => Status::Crossed,
-            _ => Status::Ok,
-        };
-        Some((meta.seq, status))
-    }
-
     fn view<'a>(&'a self, key: &ResultKey, config: &'a Config) -> Option<View<'a>> {
         match *key {
-            ResultKey::Book(sym, resolution) => {
-                let (seq, status) = self.book_head(sym)?;
-                let side = |s| {
-                    Cow::Borrowed(
-                        self.sides
-                            .get(&(sym, resolution, s))
-                            .map_or("[]", |r| r.text.as_str()),
-                    )
-                };
-                Some(View::Book {
-                    name: self.names.get(&sym)?,
-                    resolution,
-                    seq,
-                    status,
-                    bids: side(Side::Bid),
-                    asks: side(Side::Ask),
-                })
-            }
+            // Books are rendered where they live, by the orderbook stage.
+            ResultKey::Book(..) => None,
             ResultKey::Ticker(sym) => {
                 if !self.traded.contains(&sym) {
                     return None;
@@ -754,20 +715,21 @@ impl State {
     }
 }
 
-/// Assembles the records of each worker's symbols and gathers them, rendered, on worker 0
-/// (see the module doc).
+/// Assembles the tickers and candles of each worker's symbols and gathers every record,
+/// rendered, on worker 0 (see the module doc).
 pub fn publish<'s>(
     scope: Scope<'s, u64>,
     components: Components<'s>,
     ends: StreamVec<'s, u64, u64>,
     config: Arc<Config>,
 ) -> StreamVec<'s, u64, Published> {
+    let books = components.books.clone();
     let changes = assemble(scope, components, ends.clone(), config);
-    gather(scope, changes, ends)
+    gather(scope, books.concat(changes), ends)
 }
 
 /// Per worker: applies each complete timestamp's component updates (exchanged by symbol) and
-/// renders the records whose value changed.
+/// renders the tickers and candles that changed.
 fn assemble<'s>(
     scope: Scope<'s, u64>,
     components: Components<'s>,
@@ -775,20 +737,14 @@ fn assemble<'s>(
     config: Arc<Config>,
 ) -> StreamVec<'s, u64, (Change, u64)> {
     let Components {
+        books: _,
         names,
-        sides,
-        meta,
         bbo,
         ticker,
         candles,
     } = components;
     let streams = vec![
         names.map(|((s, n), t)| (Component::Name(s, n), t, 1)),
-        sides
-            .inner
-            .map(|((k, v), t, r)| (Component::Side(k, v), t, r)),
-        meta.inner
-            .map(|((k, v), t, r)| (Component::Meta(k, v), t, r)),
         bbo.inner.map(|((k, v), t, r)| (Component::Bbo(k, v), t, r)),
         ticker
             .inner
@@ -798,7 +754,6 @@ fn assemble<'s>(
             .map(|((k, v), t, r)| (Component::Candle(k, Box::new(v)), t, r)),
     ];
     let all = scope.concatenate(streams);
-    let resolutions = config.resolutions.clone();
     let mut state = State::default();
     sequence(
         all,
@@ -809,13 +764,9 @@ fn assemble<'s>(
         move |time, updates, _timers, out: &mut Vec<(Change, u64)>| {
             let start = out.len();
             // Every stage emits a change of a component only when its value changes, so a
-            // result built from an updated component changed; a book also changes when its
-            // sequence number or status does (from its meta or best prices).
-            //
-            // What the updates touch: book sides `(sym, Some(r))`, every book of a symbol whose
-            // meta or best prices changed `(sym, None)`, tickers and candles.
-            let mut books: Vec<(Sym, Option<u32>)> = Vec::new();
-            let mut others: Vec<ResultKey> = Vec::new();
+            // result built from an updated component changed: a ticker when its aggregate or
+            // its symbol's best prices did, a candle when it did.
+            let mut touched: Vec<ResultKey> = Vec::new();
             // Retractions first, so `-old +new` of one key in one timestamp leaves `new`.
             for (c, _, diff) in &updates {
                 if *diff < 0 {
@@ -823,15 +774,11 @@ fn assemble<'s>(
                 }
                 match c {
                     Component::Name(..) => {}
-                    Component::Side((sym, r, _), _) => books.push((*sym, Some(*r))),
-                    Component::Meta(sym, _) => books.push((*sym, None)),
-                    Component::Bbo(sym, _) => {
-                        books.push((*sym, None));
-                        others.push(ResultKey::Ticker(*sym));
+                    Component::Bbo(sym, _) | Component::Ticker(sym, _) => {
+                        touched.push(ResultKey::Ticker(*sym));
                     }
-                    Component::Ticker(sym, _) => others.push(ResultKey::Ticker(*sym)),
                     Component::Candle((sym, ivl, open), _) => {
-                        others.push(ResultKey::Candle(*sym, *ivl, *open));
+                        touched.push(ResultKey::Candle(*sym, *ivl, *open));
                     }
                 }
             }
@@ -840,50 +787,16 @@ fn assemble<'s>(
                     state.insert(c);
                 }
             }
-            state.retired.clear();
-            books.sort_unstable();
-            books.dedup();
-            others.sort_unstable();
-            others.dedup();
-            let mut touched: Vec<ResultKey> = Vec::with_capacity(books.len() + others.len());
-            for group in books.chunk_by(|a, b| a.0 == b.0) {
-                let sym = group[0].0;
-                // `None` sorts first: every resolution of the symbol, else the sides' own.
-                if group[0].1.is_none() {
-                    touched.extend(resolutions.iter().map(|&r| ResultKey::Book(sym, r)));
-                } else {
-                    touched.extend(
-                        group
-                            .iter()
-                            .filter_map(|&(_, r)| Some(ResultKey::Book(sym, r?))),
-                    );
-                }
-            }
-            touched.append(&mut others);
+            touched.sort_unstable();
+            touched.dedup();
             for key in touched {
-                // Only a book can be touched without changing (its meta or best prices moved
-                // but neither its seq, its status nor its own sides).
-                let head = match key {
-                    ResultKey::Book(sym, _) => state.book_head(sym),
-                    _ => None,
-                };
-                let changed = match key {
-                    ResultKey::Book(sym, r) => {
-                        state.published.get(&key) != Some(&head)
-                            || books.binary_search(&(sym, Some(r))).is_ok()
-                    }
-                    _ => true,
-                };
-                if !changed {
-                    continue;
-                }
                 let json = state.view(&key, &config).map(|view| {
                     let mut json = String::with_capacity(view.json_capacity());
                     view.write_json(time, &mut json);
                     json
                 });
                 if json.is_some() {
-                    state.published.insert(key, head);
+                    state.published.insert(key, ());
                 } else if state.published.remove(&key).is_none() {
                     // A result that no longer exists is published as removed, once.
                     continue;
@@ -898,7 +811,7 @@ fn assemble<'s>(
 }
 
 /// The name of the result `key` stands for (open time aside).
-fn result_name(key: &ResultKey, name: &SymbolName, config: &Config) -> ResultName {
+pub(crate) fn result_name(key: &ResultKey, name: &SymbolName, config: &Config) -> ResultName {
     let (exchange, symbol) = (&name.exchange, &name.symbol);
     let (kind, sub) = match *key {
         ResultKey::Book(_, resolution) => (0, u64::from(resolution)),
