@@ -1,32 +1,38 @@
 //! Candles per symbol and interval, with `closed` flags and bounded retention.
 //!
-//! Input: trades counted once (the window stage's `accepted` stream), at their timestamps.
+//! Input: trades counted once (the window stage's `accepted` stream), at their timestamps, and
+//! the symbols' names, which it publishes under.
 //!
 //! A [`sequence`] stage keeps, per (symbol, interval), the newest `candle_retention` candles by
 //! `open_time`. Trades are only ever added to a candle, so each candle is an aggregate updated in
 //! O(1) per trade ([`Agg::merge`]); a differential `reduce` would re-read every trade of the candle
 //! (a 1d candle holds a day of trades) at every change.
 //!
-//! Output: the collection `((sym, interval index, open_time), Candle)`, one record per retained
-//! candle: `-old +new` when a candle changes, `-old` when retention drops it.
+//! Output: the rendered records of the candles that changed at each mark, and a removal (no
+//! record) for each candle retention drops, sorted per mark as gathering merges them. Candles
+//! are rendered here, where they live, rather than sent as a collection to be kept and rendered
+//! again by the assembling stage (as books are, see `orderbook`).
 //!
 //! Invariants: `closed` is true exactly from the first timestamp `>= open_time + interval` (a
 //! timer fires there; a late trade into an already closed candle finds it closed); at most
-//! `candle_retention` candles per series are in the collection, and dropped candles' state is gone.
+//! `candle_retention` candles per series are kept, and dropped candles' state is gone. A symbol's
+//! names arrive no later than its first trade (they travel at the input's floor and are applied
+//! first in a timestamp), so every candle is published from its creation on; without names
+//! nothing of the symbol is published.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::StreamVec;
 
 use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
+use crate::results::{result_name, Change, ResultKey, ResultName, View};
 use crate::sequence::{no_finish, sequence};
 use crate::stats::{Share, Stats};
-use crate::types::{FoldMap, Sym};
+use crate::types::{FoldMap, Sym, SymbolName};
 
 /// A candle's value.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -40,25 +46,39 @@ pub struct Candle {
 /// Key of a candle: symbol, index into the configured intervals, open time.
 pub type CandleKey = (Sym, u32, u64);
 
-/// Maintains the candles (see the module doc).
+/// What the candle stage reads: accepted trades, and the names of the symbols it publishes.
+#[derive(Clone, Debug)]
+pub enum CandleInput {
+    /// A trade counted once.
+    Trade(Sym, TradeRec),
+    /// A symbol's names (the first ones seen are kept).
+    Name(Sym, SymbolName),
+}
+
+/// Maintains and publishes the candles (see the module doc).
 pub fn candles<'s>(
-    accepted: StreamVec<'s, u64, ((Sym, TradeRec), u64)>,
+    input: StreamVec<'s, u64, (CandleInput, u64)>,
     ends: StreamVec<'s, u64, u64>,
     config: Arc<Config>,
     stats: Arc<Stats>,
-) -> VecCollection<'s, u64, (CandleKey, Candle), isize> {
+) -> StreamVec<'s, u64, (Change, u64)> {
     let g = config.granularity_ms;
     let mut series: FoldMap<(Sym, u32), BTreeMap<u64, Candle>> = FoldMap::default();
+    let mut names: FoldMap<Sym, SymbolName> = FoldMap::default();
+    // The result name of every series, made once.
+    let mut results: FoldMap<(Sym, u32), Arc<ResultName>> = FoldMap::default();
     let mut closing: BTreeMap<u64, Vec<CandleKey>> = BTreeMap::new();
     let mut held = 0usize;
     let mut share = Share::default();
     sequence(
-        accepted,
+        input,
         ends,
         Pipeline,
         "Candles",
         |(_, t)| *t,
-        move |time, records, timers, out| {
+        move |time, mut records, timers, out: &mut Vec<(Change, u64)>| {
+            // Names first; trades keep their order.
+            records.sort_by_key(|(r, _)| !matches!(r, CandleInput::Name(..)));
             // The value of every candle touched at this timestamp, as it was before it.
             let mut before: BTreeMap<CandleKey, Option<Candle>> = BTreeMap::new();
             for key @ (sym, ivl, open) in closing.remove(&time).unwrap_or_default() {
@@ -67,7 +87,14 @@ pub fn candles<'s>(
                     candle.closed = true;
                 }
             }
-            for ((sym, trade), _) in records {
+            for (record, _) in records {
+                let (sym, trade) = match record {
+                    CandleInput::Name(sym, name) => {
+                        names.entry(sym).or_insert(name);
+                        continue;
+                    }
+                    CandleInput::Trade(sym, trade) => (sym, trade),
+                };
                 let agg = Agg::of(&trade);
                 for (ivl, interval) in config.intervals.iter().enumerate() {
                     let ivl = ivl as u32;
@@ -106,19 +133,37 @@ pub fn candles<'s>(
                 }
             }
             share.report(&stats.state.candles, held);
-            for (key @ (sym, ivl, open), old) in before {
+            let start = out.len();
+            for ((sym, ivl, open), old) in before {
                 let new = series.get(&(sym, ivl)).and_then(|s| s.get(&open));
-                if old.as_ref() != new {
-                    if let Some(old) = old {
-                        out.push(((key, old), time, -1));
-                    }
-                    if let Some(new) = new {
-                        out.push(((key, new.clone()), time, 1));
-                    }
+                if old.as_ref() == new {
+                    continue;
                 }
+                let (Some(name), Some(interval)) =
+                    (names.get(&sym), config.intervals.get(ivl as usize))
+                else {
+                    continue;
+                };
+                let json = new.map(|candle| {
+                    let view = View::Candle {
+                        name,
+                        interval: &interval.name,
+                        interval_ms: interval.ms,
+                        open_time: open,
+                        candle,
+                    };
+                    let mut json = String::with_capacity(view.json_capacity());
+                    view.write_json(time, &mut json);
+                    json
+                });
+                let result = results.entry((sym, ivl)).or_insert_with(|| {
+                    Arc::new(result_name(&ResultKey::Candle(sym, ivl, 0), name, &config))
+                });
+                out.push((Change::new(result.clone(), Some(open), json), time));
             }
+            // Sorted here, on every worker, so that gathering merges sorted runs.
+            out[start..].sort_unstable_by(|a, b| a.0.order(&b.0));
         },
         no_finish,
     )
-    .as_collection()
 }

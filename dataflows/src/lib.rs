@@ -10,9 +10,9 @@
 //! source::lines ──exchange by symbol──┬─ books, names ─ orderbook::orderbooks ─┬─ book records ───────┐
 //!            (split::split3 by kind)  │                                        └─ bbo ──────────┐     │
 //!                                     └─ trades ─ ticker::window ─┬─ window ─ ticker::aggregate ─┤     │
-//!                                                                 └─ accepted ─ candles::candles ─┤     │
-//!                             names, ends ─ results::publish: tickers and candles assembled ──────┘     │
-//!                                           per symbol, every record gathered on worker 0 ─────────────┘
+//!                                                                 └─ accepted, names ─ candles::candles ─ candle records ─┤
+//!                             names, ends ─ results::publish: tickers assembled per symbol ──────┘     │
+//!                                           every record gathered on worker 0 ─────────────────────────┘
 //! ```
 
 #![warn(missing_docs)]
@@ -38,6 +38,7 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Exchange};
 use timely::dataflow::StreamVec;
 
+use crate::candles::CandleInput;
 use crate::config::Config;
 use crate::orderbook::BookInput;
 use crate::results::{Components, Published};
@@ -84,7 +85,7 @@ pub fn build<'s>(
         Other::End(last) => Part3::Third(last),
     });
 
-    // The book stage publishes under the symbols' names, so they go to it too.
+    // The book and candle stages publish under the symbols' names, so they go to them too.
     let book_names = names
         .clone()
         .map(|((sym, name), t)| (BookInput::Name(sym, name), t));
@@ -96,13 +97,24 @@ pub fn build<'s>(
     );
     let window = ticker::window(trades, ends.clone(), config.clone(), stats.clone());
     let ticker = ticker::aggregate(window.window, ends.clone(), config.granularity_ms);
-    let candles = candles::candles(window.accepted, ends.clone(), config.clone(), stats);
+    let candle_names = names
+        .clone()
+        .map(|((sym, name), t)| (CandleInput::Name(sym, name), t));
+    let trades = window
+        .accepted
+        .map(|((sym, trade), t)| (CandleInput::Trade(sym, trade), t));
+    let candles = candles::candles(
+        trades.concat(candle_names),
+        ends.clone(),
+        config.clone(),
+        stats,
+    );
     let components = Components {
         books: books.changes,
+        candles,
         names,
         bbo: books.bbo,
         ticker,
-        candles,
     };
     let published = results::publish(scope, components, ends, config);
     Outputs { published, dead }

@@ -1,14 +1,14 @@
 //! Results: the records of CONTRACT section 3, assembled per closed timestamp.
 //!
-//! Input: the book records the orderbook stage rendered, and the collections tickers and candles
-//! are made of (best prices, ticker aggregates, candles) with the symbols' names.
+//! Input: the book and candle records their stages rendered, and the collections tickers are
+//! made of (best prices, ticker aggregates) with the symbols' names.
 //!
 //! 1. `assemble` runs on every worker, over the components of the symbols it owns (exchanged by
 //!    symbol). Per complete timestamp it applies the updates to the current value of every
-//!    component and renders the tickers and candles whose value (all but `ts`) changed:
-//!    rendering is parallel. Every stage emits a component change only when the component's value
-//!    changes, so a record changed when one of its components was updated. Books are rendered
-//!    where they live, by the orderbook stage, with the pieces this module offers
+//!    component and renders the tickers whose value (all but `ts`) changed: rendering is
+//!    parallel. Every stage emits a component change only when the component's value changes,
+//!    so a ticker changed when one of its components was updated. Books and candles are
+//!    rendered where they live, by their own stages, with the pieces this module offers
 //!    ([`RenderedSide`], [`View`]).
 //! 2. `gather` runs on worker 0: it collects the rendered [`Change`]s of a complete timestamp from
 //!    all workers into one [`Published`] batch, sorted (kind, exchange, symbol, resolution or
@@ -32,11 +32,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, Concatenate};
+use timely::dataflow::operators::Concatenate;
 use timely::dataflow::{Scope, StreamVec};
 
 use crate::agg::Agg;
-use crate::candles::{Candle, CandleKey};
+use crate::candles::Candle;
 use crate::config::Config;
 use crate::orderbook::{Bbo, BookPrice, Levels};
 use crate::sequence::{no_finish, sequence};
@@ -590,8 +590,6 @@ pub enum Component {
     /// Ticker aggregate (boxed, as is a candle: every component record is as large as the
     /// largest one, moved through several queues on its way here).
     Ticker(Sym, Box<Agg>),
-    /// A candle.
-    Candle(CandleKey, Box<Candle>),
 }
 
 impl Component {
@@ -599,7 +597,6 @@ impl Component {
     pub fn sym(&self) -> Sym {
         match self {
             Component::Name(s, _) | Component::Bbo(s, _) | Component::Ticker(s, _) => *s,
-            Component::Candle((s, _, _), _) => *s,
         }
     }
 }
@@ -608,14 +605,14 @@ impl Component {
 pub struct Components<'s> {
     /// The book records that changed, rendered by the orderbook stage (sorted per mark).
     pub books: StreamVec<'s, u64, (Change, u64)>,
+    /// The candles that changed, rendered by the candle stage (sorted per mark).
+    pub candles: StreamVec<'s, u64, (Change, u64)>,
     /// Names, at the time of each symbol's first event.
     pub names: StreamVec<'s, u64, ((Sym, SymbolName), u64)>,
     /// Best prices.
     pub bbo: VecCollection<'s, u64, (Sym, Bbo), isize>,
     /// Ticker aggregates.
     pub ticker: VecCollection<'s, u64, (Sym, Agg), isize>,
-    /// Candles.
-    pub candles: VecCollection<'s, u64, (CandleKey, Candle), isize>,
 }
 
 #[derive(Default)]
@@ -625,11 +622,8 @@ struct State {
     ticker: FoldMap<Sym, Agg>,
     /// Symbols that have had a trade: they have a ticker from then on.
     traded: BTreeSet<Sym>,
-    candles: FoldMap<CandleKey, Candle>,
-    /// Every published result that still exists.
-    published: FoldMap<ResultKey, ()>,
-    /// The names of results, by key with open time 0: made once.
-    result_names: FoldMap<ResultKey, Arc<ResultName>>,
+    /// The result names of the tickers: made once.
+    result_names: FoldMap<Sym, Arc<ResultName>>,
 }
 
 impl State {
@@ -645,9 +639,6 @@ impl State {
             }
             Component::Ticker(k, _) => {
                 self.ticker.remove(k);
-            }
-            Component::Candle(k, _) => {
-                self.candles.remove(k);
             }
         }
     }
@@ -665,71 +656,49 @@ impl State {
                 self.traded.insert(k);
                 self.ticker.insert(k, *v);
             }
-            Component::Candle(k, v) => {
-                self.candles.insert(k, *v);
-            }
         }
     }
 
-    /// The change of result `key` to `json` (`None` when the symbol has no names).
-    fn change(&mut self, key: &ResultKey, config: &Config, json: Option<String>) -> Option<Change> {
-        let (series, score) = match *key {
-            ResultKey::Candle(sym, ivl, open) => (ResultKey::Candle(sym, ivl, 0), Some(open)),
-            other => (other, None),
+    /// The ticker of `sym` rendered at mark `time`, as a change: none before the symbol's first
+    /// trade, or without its names.
+    fn ticker(&mut self, sym: Sym, time: u64, config: &Config) -> Option<Change> {
+        if !self.traded.contains(&sym) {
+            return None;
+        }
+        let name = self.names.get(&sym)?;
+        let view = View::Ticker {
+            name,
+            stats: self.ticker.get(&sym).cloned().map(TickerStats::new),
+            bbo: self.bbo.get(&sym).cloned().unwrap_or_default(),
         };
-        let name = match self.result_names.entry(series) {
+        let mut json = String::with_capacity(view.json_capacity());
+        view.write_json(time, &mut json);
+        let result = match self.result_names.entry(sym) {
             Entry::Occupied(e) => e.get().clone(),
-            Entry::Vacant(e) => {
-                let names = self.names.get(&key.sym())?;
-                e.insert(Arc::new(result_name(key, names, config))).clone()
-            }
+            Entry::Vacant(e) => e
+                .insert(Arc::new(result_name(&ResultKey::Ticker(sym), name, config)))
+                .clone(),
         };
-        Some(Change { name, score, json })
-    }
-
-    fn view<'a>(&'a self, key: &ResultKey, config: &'a Config) -> Option<View<'a>> {
-        match *key {
-            // Books are rendered where they live, by the orderbook stage.
-            ResultKey::Book(..) => None,
-            ResultKey::Ticker(sym) => {
-                if !self.traded.contains(&sym) {
-                    return None;
-                }
-                Some(View::Ticker {
-                    name: self.names.get(&sym)?,
-                    stats: self.ticker.get(&sym).cloned().map(TickerStats::new),
-                    bbo: self.bbo.get(&sym).cloned().unwrap_or_default(),
-                })
-            }
-            ResultKey::Candle(sym, ivl, open_time) => {
-                let interval = config.intervals.get(ivl as usize)?;
-                Some(View::Candle {
-                    name: self.names.get(&sym)?,
-                    interval: &interval.name,
-                    interval_ms: interval.ms,
-                    open_time,
-                    candle: self.candles.get(&(sym, ivl, open_time))?,
-                })
-            }
-        }
+        Some(Change::new(result, None, Some(json)))
     }
 }
 
-/// Assembles the tickers and candles of each worker's symbols and gathers every record,
-/// rendered, on worker 0 (see the module doc).
+/// Assembles the tickers of each worker's symbols and gathers every record, rendered, on
+/// worker 0 (see the module doc).
 pub fn publish<'s>(
     scope: Scope<'s, u64>,
     components: Components<'s>,
     ends: StreamVec<'s, u64, u64>,
     config: Arc<Config>,
 ) -> StreamVec<'s, u64, Published> {
-    let books = components.books.clone();
-    let changes = assemble(scope, components, ends.clone(), config);
-    gather(scope, books.concat(changes), ends)
+    let rendered = [components.books.clone(), components.candles.clone()];
+    let tickers = assemble(scope, components, ends.clone(), config);
+    let all = scope.concatenate(rendered.into_iter().chain([tickers]));
+    gather(scope, all, ends)
 }
 
 /// Per worker: applies each complete timestamp's component updates (exchanged by symbol) and
-/// renders the tickers and candles that changed.
+/// renders the tickers that changed.
 fn assemble<'s>(
     scope: Scope<'s, u64>,
     components: Components<'s>,
@@ -738,10 +707,10 @@ fn assemble<'s>(
 ) -> StreamVec<'s, u64, (Change, u64)> {
     let Components {
         books: _,
+        candles: _,
         names,
         bbo,
         ticker,
-        candles,
     } = components;
     let streams = vec![
         names.map(|((s, n), t)| (Component::Name(s, n), t, 1)),
@@ -749,9 +718,6 @@ fn assemble<'s>(
         ticker
             .inner
             .map(|((k, v), t, r)| (Component::Ticker(k, Box::new(v)), t, r)),
-        candles
-            .inner
-            .map(|((k, v), t, r)| (Component::Candle(k, Box::new(v)), t, r)),
     ];
     let all = scope.concatenate(streams);
     let mut state = State::default();
@@ -764,9 +730,8 @@ fn assemble<'s>(
         move |time, updates, _timers, out: &mut Vec<(Change, u64)>| {
             let start = out.len();
             // Every stage emits a change of a component only when its value changes, so a
-            // result built from an updated component changed: a ticker when its aggregate or
-            // its symbol's best prices did, a candle when it did.
-            let mut touched: Vec<ResultKey> = Vec::new();
+            // ticker changed when its aggregate or its symbol's best prices did.
+            let mut touched: Vec<Sym> = Vec::new();
             // Retractions first, so `-old +new` of one key in one timestamp leaves `new`.
             for (c, _, diff) in &updates {
                 if *diff < 0 {
@@ -774,12 +739,7 @@ fn assemble<'s>(
                 }
                 match c {
                     Component::Name(..) => {}
-                    Component::Bbo(sym, _) | Component::Ticker(sym, _) => {
-                        touched.push(ResultKey::Ticker(*sym));
-                    }
-                    Component::Candle((sym, ivl, open), _) => {
-                        touched.push(ResultKey::Candle(*sym, *ivl, *open));
-                    }
+                    Component::Bbo(sym, _) | Component::Ticker(sym, _) => touched.push(*sym),
                 }
             }
             for (c, _, diff) in updates {
@@ -789,19 +749,8 @@ fn assemble<'s>(
             }
             touched.sort_unstable();
             touched.dedup();
-            for key in touched {
-                let json = state.view(&key, &config).map(|view| {
-                    let mut json = String::with_capacity(view.json_capacity());
-                    view.write_json(time, &mut json);
-                    json
-                });
-                if json.is_some() {
-                    state.published.insert(key, ());
-                } else if state.published.remove(&key).is_none() {
-                    // A result that no longer exists is published as removed, once.
-                    continue;
-                }
-                out.extend(state.change(&key, &config, json).map(|c| (c, time)));
+            for sym in touched {
+                out.extend(state.ticker(sym, time, &config).map(|c| (c, time)));
             }
             // Sorted here, on every worker, so that gathering merges sorted runs.
             out[start..].sort_unstable_by(|a, b| a.0.order(&b.0));
