@@ -79,11 +79,13 @@ pub fn candles<'s>(
         move |time, mut records, timers, out: &mut Vec<(Change, u64)>| {
             // Names first; trades keep their order.
             records.sort_by_key(|(r, _)| !matches!(r, CandleInput::Name(..)));
-            // The value of every candle touched at this timestamp, as it was before it.
-            let mut before: BTreeMap<CandleKey, Option<Candle>> = BTreeMap::new();
+            // Every candle touched at this timestamp, and whether it existed before it. A touched
+            // candle changed (its creation, a trade merged into it, its close), or, if it existed,
+            // was dropped by retention; one created and dropped here was never there.
+            let mut touched: Vec<(CandleKey, bool)> = Vec::new();
             for key @ (sym, ivl, open) in closing.remove(&time).unwrap_or_default() {
                 if let Some(candle) = series.get_mut(&(sym, ivl)).and_then(|s| s.get_mut(&open)) {
-                    before.entry(key).or_insert_with(|| Some(candle.clone()));
+                    touched.push((key, true));
                     candle.closed = true;
                 }
             }
@@ -101,12 +103,13 @@ pub fn candles<'s>(
                     let open = trade.ts / interval.ms * interval.ms;
                     let closes = (open + interval.ms).div_ceil(g) * g;
                     let candles = series.entry((sym, ivl)).or_default();
-                    before
-                        .entry((sym, ivl, open))
-                        .or_insert_with(|| candles.get(&open).cloned());
                     match candles.get_mut(&open) {
-                        Some(candle) => candle.agg.merge(&agg),
+                        Some(candle) => {
+                            touched.push(((sym, ivl, open), true));
+                            candle.agg.merge(&agg);
+                        }
                         None => {
+                            touched.push(((sym, ivl, open), false));
                             held += 1;
                             candles.insert(
                                 open,
@@ -120,10 +123,8 @@ pub fn candles<'s>(
                                 timers.schedule(closes);
                             }
                             if candles.len() > config.candle_retention {
-                                if let Some((&oldest, candle)) = candles.iter().next() {
-                                    before
-                                        .entry((sym, ivl, oldest))
-                                        .or_insert_with(|| Some(candle.clone()));
+                                if let Some((&oldest, _)) = candles.iter().next() {
+                                    touched.push(((sym, ivl, oldest), true));
                                     candles.remove(&oldest);
                                     held -= 1;
                                 }
@@ -133,10 +134,13 @@ pub fn candles<'s>(
                 }
             }
             share.report(&stats.state.candles, held);
+            // One entry per candle, the first: whether it existed at the start of the timestamp.
+            touched.sort_by_key(|&(key, _)| key);
+            touched.dedup_by_key(|&mut (key, _)| key);
             let start = out.len();
-            for ((sym, ivl, open), old) in before {
+            for ((sym, ivl, open), existed) in touched {
                 let new = series.get(&(sym, ivl)).and_then(|s| s.get(&open));
-                if old.as_ref() == new {
+                if new.is_none() && !existed {
                     continue;
                 }
                 let (Some(name), Some(interval)) =

@@ -142,16 +142,18 @@ impl GroupedSide {
     }
 
     /// Renders the best `depth` groups again if they moved and differ from the shown ones;
-    /// true if they did.
-    fn refresh(&mut self, side: Side, depth: usize) -> bool {
-        if !std::mem::take(&mut self.moved)
-            || self
-                .best(side, depth)
-                .eq(self.shown.levels().iter().copied())
-        {
+    /// true if they did. `scratch` lends its allocation and gets the old levels' back.
+    fn refresh(&mut self, side: Side, depth: usize, scratch: &mut Levels) -> bool {
+        if !std::mem::take(&mut self.moved) {
             return false;
         }
-        self.shown = RenderedSide::new(side, self.best(side, depth).collect(), Some(&self.shown));
+        scratch.clear();
+        scratch.extend(self.best(side, depth));
+        if scratch == self.shown.levels() {
+            return false;
+        }
+        let new = RenderedSide::new(side, std::mem::take(scratch), Some(&self.shown));
+        *scratch = std::mem::replace(&mut self.shown, new).into_levels();
         true
     }
 }
@@ -225,6 +227,8 @@ struct Book {
     published: Option<(Option<u64>, Status)>,
     /// The book's result names per resolution, once published.
     results: Vec<Arc<ResultName>>,
+    /// Room for a side's best groups while they are compared with the shown ones.
+    scratch: Levels,
 }
 
 impl Book {
@@ -370,9 +374,10 @@ impl Book {
         }
         for (i, &resolution) in config.resolutions.iter().enumerate() {
             let sides = self.grouped.as_mut().map(|g| &mut g.sides[i]);
+            let scratch = &mut self.scratch;
             let moved = sides.is_some_and(|[bids, asks]| {
-                let bids_moved = bids.refresh(Side::Bid, depth);
-                asks.refresh(Side::Ask, depth) || bids_moved
+                let bids_moved = bids.refresh(Side::Bid, depth, scratch);
+                asks.refresh(Side::Ask, depth, scratch) || bids_moved
             });
             let Some(name) = name.filter(|_| moved || again) else {
                 continue;

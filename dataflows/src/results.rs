@@ -214,6 +214,11 @@ impl RenderedSide {
         &self.levels
     }
 
+    /// The levels rendered, taken back (their allocation is reused).
+    pub(crate) fn into_levels(self) -> Levels {
+        self.levels
+    }
+
     /// The JSON array (`[]` for a side never rendered).
     pub(crate) fn text(&self) -> &str {
         if self.text.is_empty() {
