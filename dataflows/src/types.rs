@@ -874,6 +874,20 @@ mod tests {
             prop_assert_eq!(&out[1..], d.normalize().to_string());
         }
 
+        /// The same on the 64-bit path: mantissas with trailing zeros (fractions that lose
+        /// them, whole numbers), fewer digits than the scale (leading zeros), either sign, both as
+        /// given and in the canonical form at `SCALE` that prices and quantities are kept in.
+        #[test]
+        fn fast_formatting_of_64_bit_mantissas_equals_decimal_display(a in 0i64..1_000_000_000_000, zeros in 0u32..7, scale in 0u32..20, negative in any::<bool>()) {
+            let m = i128::from(a) * 10i128.pow(zeros) * if negative { -1 } else { 1 };
+            let d = Decimal::from_i128_with_scale(m, scale);
+            for d in [d, canonical(d)] {
+                let mut out = String::new();
+                push_decimal(&mut out, d);
+                prop_assert_eq!(out, d.normalize().to_string(), "{:?}", d);
+            }
+        }
+
         /// Zero with the sign bit set (negation keeps it) is written `0`, at any scale.
         #[test]
         fn negative_zero_is_written_as_zero(scale in 0u32..28) {
