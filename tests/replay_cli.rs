@@ -318,7 +318,14 @@ fn slow_operator_activations_are_logged_by_name() {
             .collect()
     };
     let all = operators(Some("0"));
-    for stage in ["Source", "Books", "TradeWindow", "Candles", "Assemble"] {
+    for stage in [
+        "Source",
+        "Books",
+        "TradeWindow",
+        "Ticker",
+        "Candles",
+        "Gather",
+    ] {
         assert!(all.contains(stage), "{stage} missing from {all:?}");
     }
     assert!(!all.contains("Dataflow") && !all.contains("?"), "{all:?}");

@@ -7,12 +7,13 @@
 //! Data flow, source to sink ([`build`]):
 //!
 //! ```text
-//! source::lines ──exchange by symbol──┬─ books, names ─ orderbook::orderbooks ─┬─ book records ───────┐
-//!            (split::split3 by kind)  │                                        └─ bbo ──────────┐     │
-//!                                     └─ trades ─ ticker::window ─┬─ window ─ ticker::aggregate ─┤     │
-//!                                                                 └─ accepted, names ─ candles::candles ─ candle records ─┤
-//!                             names, ends ─ results::publish: tickers assembled per symbol ──────┘     │
-//!                                           every record gathered on worker 0 ─────────────────────────┘
+//! source::lines ──exchange by symbol──┬─ books, names ─ orderbook::orderbooks ─ book records ─────────────────┐
+//!            (split::split3 by kind)  │                              │ bbo                                    │
+//!                                     └─ trades ─ ticker::window ─┬─ window, bbo, names ─ ticker::aggregate ─┤
+//!                                                                 │                       ticker records ────┤
+//!                                                                 └─ accepted, names ─ candles::candles ─────┤
+//!                                                                                       candle records ──────┤
+//!                                              results::gather: every mark's records, on worker 0 ◄───────────┘
 //! ```
 
 #![warn(missing_docs)]
@@ -35,16 +36,17 @@ pub mod types;
 use std::sync::Arc;
 
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, Exchange};
+use timely::dataflow::operators::{Concat, Concatenate, Exchange};
 use timely::dataflow::StreamVec;
 
 use crate::candles::CandleInput;
 use crate::config::Config;
 use crate::orderbook::BookInput;
-use crate::results::{Components, Published};
+use crate::results::Published;
 use crate::source::{DeadLetter, SourceRecord};
 use crate::split::{split3, Part3};
 use crate::stats::Stats;
+use crate::ticker::TickerInput;
 use crate::types::{Sym, SymbolName};
 
 /// The streams a built dataflow offers to sinks. Both carry data on worker 0 only.
@@ -85,7 +87,8 @@ pub fn build<'s>(
         Other::End(last) => Part3::Third(last),
     });
 
-    // The book and candle stages publish under the symbols' names, so they go to them too.
+    // Every stage that publishes renders its own records, under the symbols' names: they go to
+    // each of them.
     let book_names = names
         .clone()
         .map(|((sym, name), t)| (BookInput::Name(sym, name), t));
@@ -96,26 +99,25 @@ pub fn build<'s>(
         stats.clone(),
     );
     let window = ticker::window(trades, ends.clone(), config.clone(), stats.clone());
-    let ticker = ticker::aggregate(window.window, ends.clone(), config.granularity_ms);
-    let candle_names = names
-        .clone()
-        .map(|((sym, name), t)| (CandleInput::Name(sym, name), t));
-    let trades = window
+    let ticker_input = scope.concatenate([
+        (window.window.inner)
+            .map(|((sym, trade), t, diff)| (TickerInput::Window(sym, trade, diff), t)),
+        (books.bbo.inner).map(|((sym, bbo), t, diff)| (TickerInput::Bbo(sym, bbo, diff), t)),
+        names
+            .clone()
+            .map(|((sym, name), t)| (TickerInput::Name(sym, name), t)),
+    ]);
+    let tickers = ticker::aggregate(ticker_input, ends.clone(), config.clone());
+    let candle_names = names.map(|((sym, name), t)| (CandleInput::Name(sym, name), t));
+    let accepted = window
         .accepted
         .map(|((sym, trade), t)| (CandleInput::Trade(sym, trade), t));
     let candles = candles::candles(
-        trades.concat(candle_names),
+        accepted.concat(candle_names),
         ends.clone(),
         config.clone(),
         stats,
     );
-    let components = Components {
-        books: books.changes,
-        candles,
-        names,
-        bbo: books.bbo,
-        ticker,
-    };
-    let published = results::publish(scope, components, ends, config);
+    let published = results::gather(scope, [books.changes, tickers, candles], ends);
     Outputs { published, dead }
 }

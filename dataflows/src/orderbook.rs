@@ -1,7 +1,8 @@
 //! Orderbooks: raw books from snapshots and deltas, grouped and cut to depth at every resolution.
 //!
 //! Input: book and snapshot events of the symbols this worker owns (exchanged by symbol), each at
-//! its timestamp with its read position.
+//! its timestamp with its read position, and the names of those symbols (at or before the
+//! timestamp of a symbol's first event: they travel at the input's floor).
 //!
 //! [`orderbooks`] is one [`sequence`] stage ("Books") that owns every book of its symbols and
 //! publishes them. Per complete timestamp it applies each symbol's events in read order with the
@@ -35,7 +36,7 @@
 //! the best `depth` groups of that side, and the last record published at a resolution holds
 //! them with the book's sequence number and status; the tick of a symbol is the configured one
 //! or `10^-s`, `s` the most fractional digits among prices of its applied book events. A book is
-//! published only once its symbol's names arrived (they travel at or before its first event).
+//! published only once its symbol's names arrived.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -98,7 +99,8 @@ enum BookOut {
 struct GroupedSide {
     /// Every group with a positive size, by group price.
     groups: BTreeMap<Price, Qty>,
-    /// The best `depth` groups as last published, with their text.
+    /// The best `depth` groups as last rendered, with their text (rendered whenever they change,
+    /// published with the book once its names are there).
     shown: RenderedSide,
     /// A group that may rank among the best `depth` changed in the current timestamp.
     moved: bool,

@@ -1,37 +1,31 @@
-//! Results: the records of CONTRACT section 3, assembled per closed timestamp.
+//! Results: the records of CONTRACT section 3, how they are rendered, and how a mark's records
+//! are gathered.
 //!
-//! Input: the book and candle records their stages rendered, and the collections tickers are
-//! made of (best prices, ticker aggregates) with the symbols' names.
+//! Every stage that owns a kind of result renders its records where they live, on the worker
+//! that owns their symbol, with the pieces this module offers: books ([`RenderedSide`] keeps a
+//! side's text between renderings), tickers and candles ([`View`] writes any record, borrowing
+//! its parts from the stage's state), each change named by its [`ResultName`], made once per
+//! result. A stage renders a record exactly when its value (all but `ts`) changed, and sorts the
+//! changes of each mark it emits.
 //!
-//! 1. `assemble` runs on every worker, over the components of the symbols it owns (exchanged by
-//!    symbol). Per complete timestamp it applies the updates to the current value of every
-//!    component and renders the tickers whose value (all but `ts`) changed: rendering is
-//!    parallel. Every stage emits a component change only when the component's value changes,
-//!    so a ticker changed when one of its components was updated. Books and candles are
-//!    rendered where they live, by their own stages, with the pieces this module offers
-//!    ([`RenderedSide`], [`View`]).
-//! 2. `gather` runs on worker 0: it collects the rendered [`Change`]s of a complete timestamp from
-//!    all workers into one [`Published`] batch, sorted (kind, exchange, symbol, resolution or
-//!    interval, open time) so the output does not depend on the number of workers, and adds the
-//!    final mark `ceil(max ts / g) * g` of a finite input.
+//! [`gather`] runs on worker 0: it collects the rendered [`Change`]s of a complete timestamp from
+//! all stages and workers into one [`Published`] batch, sorted (kind, exchange, symbol,
+//! resolution or interval, open time) so the output does not depend on the number of workers,
+//! and adds the final mark `ceil(max ts / g) * g` of a finite input.
 //!
 //! Output: one batch per timestamp with a change, in increasing time, on worker 0.
 
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::hash_map::Entry;
-use std::collections::BTreeSet;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use differential_dataflow::VecCollection;
 use rust_decimal::Decimal;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::{Scope, StreamVec};
 
@@ -39,10 +33,8 @@ use crate::agg::Agg;
 use crate::candles::Candle;
 use crate::config::Config;
 use crate::orderbook::{Bbo, BookPrice, Levels};
-use crate::sequence::{no_finish, sequence};
-use crate::types::{
-    push_decimal as push_decimal_text, round_dp, FoldMap, Price, Side, Sym, SymbolName,
-};
+use crate::sequence::sequence;
+use crate::types::{push_decimal as push_decimal_text, round_dp, Price, Side, Sym, SymbolName};
 
 /// A book's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -198,8 +190,8 @@ fn push_decimal(out: &mut String, d: Decimal) {
 }
 
 /// A book side rendered as its JSON array (`[["price","size"],...]`), with where each level's
-/// text starts. The publisher keeps one per side and renders a changed side from the previous
-/// one, copying the text of every level whose price and size are unchanged (an update touches a
+/// text starts. The book stage keeps one per side and resolution and renders a changed side from
+/// the previous one, copying the text of every level whose price and size are unchanged (an update touches a
 /// few levels; rendering all of them again was most of the cost of publishing a book).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RenderedSide {
@@ -313,8 +305,8 @@ fn push_head(out: &mut String, kind: &str, name: &SymbolName) {
     push_str(out, &name.symbol);
 }
 
-/// A record's fields, borrowed where they are stored: what is rendered. The publisher renders
-/// straight from its state through this, without copying book sides into a [`Record`].
+/// A record's fields, borrowed where they are stored: what is rendered. Each publishing stage
+/// renders straight from its state through this, without copying its parts into a [`Record`].
 // A view lives on the stack for one rendering: the ticker's inline stats cost nothing there.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum View<'a> {
@@ -585,185 +577,6 @@ pub struct Published {
     pub changes: Vec<Change>,
 }
 
-/// A change of one component, as the publisher receives it.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub enum Component {
-    /// A symbol's names.
-    Name(Sym, SymbolName),
-    /// Raw best prices.
-    Bbo(Sym, Bbo),
-    /// Ticker aggregate (boxed, as is a candle: every component record is as large as the
-    /// largest one, moved through several queues on its way here).
-    Ticker(Sym, Box<Agg>),
-}
-
-impl Component {
-    /// The symbol a component belongs to: its records are assembled where it lives.
-    pub fn sym(&self) -> Sym {
-        match self {
-            Component::Name(s, _) | Component::Bbo(s, _) | Component::Ticker(s, _) => *s,
-        }
-    }
-}
-
-/// What makes up the results.
-pub struct Components<'s> {
-    /// The book records that changed, rendered by the orderbook stage (sorted per mark).
-    pub books: StreamVec<'s, u64, (Change, u64)>,
-    /// The candles that changed, rendered by the candle stage (sorted per mark).
-    pub candles: StreamVec<'s, u64, (Change, u64)>,
-    /// Names, at the time of each symbol's first event.
-    pub names: StreamVec<'s, u64, ((Sym, SymbolName), u64)>,
-    /// Best prices.
-    pub bbo: VecCollection<'s, u64, (Sym, Bbo), isize>,
-    /// Ticker aggregates.
-    pub ticker: VecCollection<'s, u64, (Sym, Agg), isize>,
-}
-
-#[derive(Default)]
-struct State {
-    names: FoldMap<Sym, SymbolName>,
-    bbo: FoldMap<Sym, Bbo>,
-    ticker: FoldMap<Sym, Agg>,
-    /// Symbols that have had a trade: they have a ticker from then on.
-    traded: BTreeSet<Sym>,
-    /// The result names of the tickers: made once.
-    result_names: FoldMap<Sym, Arc<ResultName>>,
-}
-
-impl State {
-    /// Forgets the value `c` retracts. Every component collection holds at most one value per
-    /// key, and the retractions of a timestamp are applied before its insertions, so the stored
-    /// value is the retracted one, or none at all: a new book retracts the empty best prices it
-    /// never emitted, always together with its first ones.
-    fn retract(&mut self, c: &Component) {
-        match c {
-            Component::Name(..) => {}
-            Component::Bbo(k, _) => {
-                self.bbo.remove(k);
-            }
-            Component::Ticker(k, _) => {
-                self.ticker.remove(k);
-            }
-        }
-    }
-
-    /// Stores the value `c` inserts.
-    fn insert(&mut self, c: Component) {
-        match c {
-            Component::Name(sym, name) => {
-                self.names.entry(sym).or_insert(name);
-            }
-            Component::Bbo(k, v) => {
-                self.bbo.insert(k, v);
-            }
-            Component::Ticker(k, v) => {
-                self.traded.insert(k);
-                self.ticker.insert(k, *v);
-            }
-        }
-    }
-
-    /// The ticker of `sym` rendered at mark `time`, as a change: none before the symbol's first
-    /// trade, or without its names.
-    fn ticker(&mut self, sym: Sym, time: u64, config: &Config) -> Option<Change> {
-        if !self.traded.contains(&sym) {
-            return None;
-        }
-        let name = self.names.get(&sym)?;
-        let view = View::Ticker {
-            name,
-            stats: self.ticker.get(&sym).cloned().map(TickerStats::new),
-            bbo: self.bbo.get(&sym).cloned().unwrap_or_default(),
-        };
-        let mut json = String::with_capacity(view.json_capacity());
-        view.write_json(time, &mut json);
-        let result = match self.result_names.entry(sym) {
-            Entry::Occupied(e) => e.get().clone(),
-            Entry::Vacant(e) => e
-                .insert(Arc::new(result_name(&ResultKey::Ticker(sym), name, config)))
-                .clone(),
-        };
-        Some(Change::new(result, None, Some(json)))
-    }
-}
-
-/// Assembles the tickers of each worker's symbols and gathers every record, rendered, on
-/// worker 0 (see the module doc).
-pub fn publish<'s>(
-    scope: Scope<'s, u64>,
-    components: Components<'s>,
-    ends: StreamVec<'s, u64, u64>,
-    config: Arc<Config>,
-) -> StreamVec<'s, u64, Published> {
-    let rendered = [components.books.clone(), components.candles.clone()];
-    let tickers = assemble(scope, components, ends.clone(), config);
-    let all = scope.concatenate(rendered.into_iter().chain([tickers]));
-    gather(scope, all, ends)
-}
-
-/// Per worker: applies each complete timestamp's component updates (exchanged by symbol) and
-/// renders the tickers that changed.
-fn assemble<'s>(
-    scope: Scope<'s, u64>,
-    components: Components<'s>,
-    ends: StreamVec<'s, u64, u64>,
-    config: Arc<Config>,
-) -> StreamVec<'s, u64, (Change, u64)> {
-    let Components {
-        books: _,
-        candles: _,
-        names,
-        bbo,
-        ticker,
-    } = components;
-    let streams = vec![
-        names.map(|((s, n), t)| (Component::Name(s, n), t, 1)),
-        bbo.inner.map(|((k, v), t, r)| (Component::Bbo(k, v), t, r)),
-        ticker
-            .inner
-            .map(|((k, v), t, r)| (Component::Ticker(k, Box::new(v)), t, r)),
-    ];
-    let all = scope.concatenate(streams);
-    let mut state = State::default();
-    sequence(
-        all,
-        ends,
-        Exchange::new(|(c, _, _): &(Component, u64, isize)| c.sym().0),
-        "Assemble",
-        |(_, t, _)| *t,
-        move |time, updates, _timers, out: &mut Vec<(Change, u64)>| {
-            let start = out.len();
-            // Every stage emits a change of a component only when its value changes, so a
-            // ticker changed when its aggregate or its symbol's best prices did.
-            let mut touched: Vec<Sym> = Vec::new();
-            // Retractions first, so `-old +new` of one key in one timestamp leaves `new`.
-            for (c, _, diff) in &updates {
-                if *diff < 0 {
-                    state.retract(c);
-                }
-                match c {
-                    Component::Name(..) => {}
-                    Component::Bbo(sym, _) | Component::Ticker(sym, _) => touched.push(*sym),
-                }
-            }
-            for (c, _, diff) in updates {
-                if diff > 0 {
-                    state.insert(c);
-                }
-            }
-            touched.sort_unstable();
-            touched.dedup();
-            for sym in touched {
-                out.extend(state.ticker(sym, time, &config).map(|c| (c, time)));
-            }
-            // Sorted here, on every worker, so that gathering merges sorted runs.
-            out[start..].sort_unstable_by(|a, b| a.0.order(&b.0));
-        },
-        no_finish,
-    )
-}
-
 /// The name of the result `key` stands for (open time aside).
 pub(crate) fn result_name(key: &ResultKey, name: &SymbolName, config: &Config) -> ResultName {
     let (exchange, symbol) = (&name.exchange, &name.symbol);
@@ -796,13 +609,14 @@ pub(crate) fn result_name(key: &ResultKey, name: &SymbolName, config: &Config) -
     }
 }
 
-/// On worker 0: collects every worker's changes of a complete timestamp into one sorted batch,
-/// and adds the final mark of a finite input.
-fn gather<'s>(
+/// On worker 0: collects the rendered changes of every publishing stage on every worker into one
+/// sorted batch per complete timestamp, and adds the final mark of a finite input.
+pub fn gather<'s, const N: usize>(
     scope: Scope<'s, u64>,
-    changes: StreamVec<'s, u64, (Change, u64)>,
+    changes: [StreamVec<'s, u64, (Change, u64)>; N],
     ends: StreamVec<'s, u64, u64>,
 ) -> StreamVec<'s, u64, Published> {
+    let changes = scope.concatenate(changes);
     let last_published = Rc::new(Cell::new(None::<u64>));
     let published_at = last_published.clone();
     let publisher = scope.index() == 0;
@@ -814,7 +628,7 @@ fn gather<'s>(
         |(_, t)| *t,
         move |time, changes, _timers, out: &mut Vec<Published>| {
             let mut changes: Vec<Change> = changes.into_iter().map(|(c, _)| c).collect();
-            // Runs sorted by each worker's assemble: the stable sort merges them.
+            // Runs sorted by each stage on each worker: the stable sort merges them.
             changes.sort_by(|a, b| a.order(b));
             published_at.set(Some(time));
             out.push(Published { time, changes });

@@ -69,7 +69,7 @@ where
         move |(input, frontier), (ends, ends_frontier), output| {
             input.for_each(|_time, data| {
                 // A batch is usually all of one timestamp: it is stashed whole, not record by
-                // record (records can be large: book sides, rendered changes).
+                // record (records can be large: events with their levels, rendered changes).
                 let single = data
                     .first()
                     .map(time_of)

@@ -22,8 +22,14 @@
 //!    `reduce`s did the same with an input and an output arrangement each and refolded a second
 //!    at every mark that added to it: about 15% of the live job's instructions.)
 //!
-//! Output: `(sym, Agg)` for every symbol with at least one trade in the window. Fields derived
-//! from it (vwap, change, bid/ask) are computed where the record is built ([`crate::results`]).
+//!    The same stage publishes the tickers: it also reads the raw best prices of the symbols'
+//!    books (the orderbook stage's `bbo` collection) and their names, and renders a symbol's
+//!    ticker at every mark where its aggregate or its best prices changed, from its first trade
+//!    on (with no trade left in the window: `count` 0 and the trade-derived fields null).
+//!
+//! Output: the rendered tickers that changed at each mark, sorted per mark as gathering merges
+//! them. Fields derived from the aggregate (vwap, change) are computed as the record is
+//! rendered ([`crate::results::TickerStats`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasher, RandomState};
@@ -36,11 +42,13 @@ use timely::dataflow::StreamVec;
 use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
 use crate::event::Body;
+use crate::orderbook::Bbo;
+use crate::results::{result_name, Change, ResultKey, ResultName, TickerStats, View};
 use crate::sequence::{no_finish, sequence};
 use crate::source::Stamped;
 use crate::split::split2;
 use crate::stats::{Share, Stats};
-use crate::types::{FoldMap, Sym, TradeId};
+use crate::types::{FoldMap, Sym, SymbolName, TradeId};
 
 /// Outputs of the window stage.
 pub struct Window<'s> {
@@ -165,31 +173,74 @@ impl Inside {
     }
 }
 
+/// What the ticker stage reads: the window collection's updates, the best prices of the
+/// symbols' books (a collection), and the names of the symbols it publishes.
+#[derive(Clone, Debug)]
+pub enum TickerInput {
+    /// A trade entering (`+1`) or leaving (`-1`) the window.
+    Window(Sym, TradeRec, isize),
+    /// A change of a book's raw best prices.
+    Bbo(Sym, Bbo, isize),
+    /// A symbol's names (the first ones seen are kept).
+    Name(Sym, SymbolName),
+}
+
 /// Aggregates the window per symbol, through (100 ms,) second, minute and hour buckets (see the
-/// module doc), as a [`sequence`] stage over the window collection's updates.
+/// module doc), as a [`sequence`] stage over the window collection's updates, and publishes the
+/// tickers whose aggregate or best prices changed.
 pub fn aggregate<'s>(
-    window: VecCollection<'s, u64, (Sym, TradeRec), isize>,
+    input: StreamVec<'s, u64, (TickerInput, u64)>,
     ends: StreamVec<'s, u64, u64>,
-    granularity_ms: u64,
-) -> VecCollection<'s, u64, (Sym, Agg), isize> {
+    config: Arc<Config>,
+) -> StreamVec<'s, u64, (Change, u64)> {
     // A finest bucket is refolded at every mark that retracts from it: at most 10 marks each.
-    let spans: Vec<u64> = if granularity_ms < 100 {
+    let spans: Vec<u64> = if config.granularity_ms < 100 {
         vec![100, 1_000, 60_000, 3_600_000]
     } else {
         vec![1_000, 60_000, 3_600_000]
     };
     let mut symbols: FoldMap<Sym, Hierarchy> = FoldMap::default();
+    let mut names: FoldMap<Sym, SymbolName> = FoldMap::default();
+    let mut bbo: FoldMap<Sym, Bbo> = FoldMap::default();
+    // The symbols that have had a trade (they have a ticker from then on), with their ticker's
+    // result name once made.
+    let mut traded: FoldMap<Sym, Option<Arc<ResultName>>> = FoldMap::default();
     sequence(
-        window.inner,
+        input,
         ends,
         Pipeline,
         "Ticker",
-        |(_, t, _)| *t,
-        move |time, updates, _timers, out| {
+        |(_, t)| *t,
+        move |time, mut updates, _timers, out: &mut Vec<(Change, u64)>| {
+            // Names and retractions of best prices first, so that `-old +new` leaves `new`.
+            updates.sort_by_key(|(u, _)| match u {
+                TickerInput::Name(..) => 0,
+                TickerInput::Bbo(_, _, diff) if *diff < 0 => 1,
+                _ => 2,
+            });
             // An insertion is merged upwards at once; a retraction marks its buckets, refolded
             // after all of the timestamp's updates (which makes their order irrelevant).
             let mut touched: Vec<Sym> = Vec::new();
-            for ((sym, rec), _, diff) in updates {
+            // The tickers that changed: their best prices did (a stage emits a change only when
+            // the value changes), or their aggregate did.
+            let mut changed: Vec<Sym> = Vec::new();
+            for (update, _) in updates {
+                let (sym, rec, diff) = match update {
+                    TickerInput::Name(sym, name) => {
+                        names.entry(sym).or_insert(name);
+                        continue;
+                    }
+                    TickerInput::Bbo(sym, value, diff) => {
+                        if diff < 0 {
+                            bbo.remove(&sym);
+                        } else {
+                            bbo.insert(sym, value);
+                        }
+                        changed.push(sym);
+                        continue;
+                    }
+                    TickerInput::Window(sym, rec, diff) => (sym, rec, diff),
+                };
                 let h = symbols
                     .entry(sym)
                     .or_insert_with(|| Hierarchy::new(spans.len()));
@@ -205,27 +256,46 @@ pub fn aggregate<'s>(
                     }
                 }
             }
-            touched.sort_unstable();
             for sym in touched {
                 let h = symbols.get_mut(&sym).expect("touched symbols exist");
                 h.refold(&spans);
-                let before = h.before.take().flatten();
-                if before != h.total {
-                    if let Some(old) = before {
-                        out.push(((sym, old), time, -1));
-                    }
-                    if let Some(new) = h.total.clone() {
-                        out.push(((sym, new), time, 1));
-                    }
+                if h.before.take().flatten() != h.total {
+                    changed.push(sym);
                 }
-                if h.total.is_none() {
+                if h.total.is_some() {
+                    traded.entry(sym).or_default();
+                } else {
                     symbols.remove(&sym);
                 }
             }
+            changed.sort_unstable();
+            changed.dedup();
+            let start = out.len();
+            for sym in changed {
+                // A symbol has a ticker from its first trade on.
+                let (Some(result), Some(name)) = (traded.get_mut(&sym), names.get(&sym)) else {
+                    continue;
+                };
+                let view = View::Ticker {
+                    name,
+                    stats: symbols
+                        .get(&sym)
+                        .and_then(|h| h.total.clone())
+                        .map(TickerStats::new),
+                    bbo: bbo.get(&sym).cloned().unwrap_or_default(),
+                };
+                let mut json = String::with_capacity(view.json_capacity());
+                view.write_json(time, &mut json);
+                let result = result.get_or_insert_with(|| {
+                    Arc::new(result_name(&ResultKey::Ticker(sym), name, &config))
+                });
+                out.push((Change::new(result.clone(), None, Some(json)), time));
+            }
+            // Sorted here, on every worker, so that gathering merges sorted runs.
+            out[start..].sort_unstable_by(|a, b| a.0.order(&b.0));
         },
         no_finish,
     )
-    .as_collection()
 }
 
 /// One symbol's window: its trades by finest bucket, the aggregate of every non-empty bucket at
