@@ -231,6 +231,8 @@ struct Book {
     results: Vec<Arc<ResultName>>,
     /// Room for a side's best groups while they are compared with the shown ones.
     scratch: Levels,
+    /// The best prices were emitted (the `bbo` collection holds the last ones emitted).
+    bbo_emitted: bool,
 }
 
 impl Book {
@@ -402,7 +404,10 @@ impl Book {
             out.push(BookOut::Change(Change::new(name, None, Some(json)), time));
         }
         if bbo != bbo0 {
-            out.push(BookOut::Bbo((sym, bbo0), time, -1));
+            // A new book's first best prices retract nothing.
+            if std::mem::replace(&mut self.bbo_emitted, true) {
+                out.push(BookOut::Bbo((sym, bbo0), time, -1));
+            }
             out.push(BookOut::Bbo((sym, bbo), time, 1));
         }
     }
@@ -571,7 +576,8 @@ mod tests {
     /// makes the inferred tick finer and regroups the book). After every timestamp, every side's
     /// shown groups equal the best `depth` groups computed from scratch from the raw levels, and
     /// the book is published at exactly the resolutions where they changed (at all of them the
-    /// first time), with those groups in its record.
+    /// first time), with those groups in its record; and the emitted best prices add up to the
+    /// book's best prices, once.
     #[test]
     fn published_books_equal_the_best_groups_after_every_timestamp() {
         let config = Config {
@@ -589,6 +595,7 @@ mod tests {
             let mut rng = Rng(seed);
             let mut book = Book::default();
             let mut previous: Option<Tops> = None;
+            let mut best: BTreeMap<Bbo, isize> = BTreeMap::new();
             let mut digits = 0;
             for time in 0..300u64 {
                 if rng.below(100) == 0 {
@@ -655,8 +662,13 @@ mod tests {
                 // Published where the tops changed, with them.
                 let mut published = Vec::new();
                 for o in out {
-                    let BookOut::Change(change, at) = o else {
-                        continue;
+                    let (change, at) = match o {
+                        BookOut::Change(change, at) => (change, at),
+                        BookOut::Bbo(bbo, at, diff) => {
+                            assert_eq!(at, time);
+                            *best.entry(bbo.1).or_default() += diff;
+                            continue;
+                        }
                     };
                     assert_eq!(at, time);
                     let record: serde_json::Value =
@@ -688,6 +700,14 @@ mod tests {
                     .collect();
                 assert_eq!(published, expected, "seed {seed}, time {time}");
                 previous = Some(tops);
+                // The best prices' collection holds the book's best prices, once (or nothing
+                // while they were never other than none).
+                best.retain(|_, d| *d != 0);
+                let expected = match book.bbo() {
+                    b if b == Bbo::default() && best.is_empty() => BTreeMap::new(),
+                    b => BTreeMap::from([(b, 1)]),
+                };
+                assert_eq!(best, expected, "seed {seed}, time {time}");
             }
         }
     }
