@@ -29,7 +29,7 @@ use timely::dataflow::StreamVec;
 
 use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
-use crate::results::{result_name, Change, ResultKey, ResultName, View};
+use crate::results::{result_name, Change, Names, ResultKey, ResultName, View};
 use crate::sequence::{no_finish, sequence};
 use crate::stats::{Share, Stats};
 use crate::types::{FoldMap, Sym, SymbolName};
@@ -64,7 +64,7 @@ pub fn candles<'s>(
 ) -> StreamVec<'s, u64, (Change, u64)> {
     let g = config.granularity_ms;
     let mut series: FoldMap<(Sym, u32), BTreeMap<u64, Candle>> = FoldMap::default();
-    let mut names: FoldMap<Sym, SymbolName> = FoldMap::default();
+    let mut names = Names::default();
     // The result name of every series, made once.
     let mut results: FoldMap<(Sym, u32), Arc<ResultName>> = FoldMap::default();
     let mut closing: BTreeMap<u64, Vec<CandleKey>> = BTreeMap::new();
@@ -92,7 +92,7 @@ pub fn candles<'s>(
             for (record, _) in records {
                 let (sym, trade) = match record {
                     CandleInput::Name(sym, name) => {
-                        names.entry(sym).or_insert(name);
+                        names.note(sym, name);
                         continue;
                     }
                     CandleInput::Trade(sym, trade) => (sym, trade),
@@ -156,9 +156,7 @@ pub fn candles<'s>(
                         open_time: open,
                         candle,
                     };
-                    let mut json = String::with_capacity(view.json_capacity());
-                    view.write_json(time, &mut json);
-                    json
+                    view.render(time)
                 });
                 let result = results.entry((sym, ivl)).or_insert_with(|| {
                     Arc::new(result_name(&ResultKey::Candle(sym, ivl, 0), name, &config))

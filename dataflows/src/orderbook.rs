@@ -52,7 +52,9 @@ use timely::dataflow::StreamVec;
 
 use crate::config::Config;
 use crate::event::{Body, Level};
-use crate::results::{result_name, Change, RenderedSide, ResultKey, ResultName, Status, View};
+use crate::results::{
+    result_name, Change, Names, RenderedSide, ResultKey, ResultName, Status, View,
+};
 use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
 use crate::split::split2;
@@ -398,10 +400,8 @@ impl Book {
                 bids: text(0),
                 asks: text(1),
             };
-            let mut json = String::with_capacity(view.json_capacity());
-            view.write_json(time, &mut json);
-            let name = self.results[i].clone();
-            out.push(BookOut::Change(Change::new(name, None, Some(json)), time));
+            let change = Change::new(self.results[i].clone(), None, Some(view.render(time)));
+            out.push(BookOut::Change(change, time));
         }
         if bbo != bbo0 {
             // A new book's first best prices retract nothing.
@@ -422,7 +422,7 @@ pub fn orderbooks<'s>(
     stats: Arc<Stats>,
 ) -> Books<'s> {
     let mut books: FoldMap<Sym, Book> = FoldMap::default();
-    let mut names: FoldMap<Sym, SymbolName> = FoldMap::default();
+    let mut names = Names::default();
     let mut share = Share::default();
     let mut changes: Vec<BookOut> = Vec::new();
     let out = sequence(
@@ -443,7 +443,7 @@ pub fn orderbooks<'s>(
             for (record, _) in records {
                 let event = match record {
                     BookInput::Name(sym, name) => {
-                        names.entry(sym).or_insert(name);
+                        names.note(sym, name);
                         continue;
                     }
                     BookInput::Event(stamped) => stamped.event,

@@ -34,7 +34,9 @@ use crate::candles::Candle;
 use crate::config::Config;
 use crate::orderbook::{Bbo, BookPrice, Levels};
 use crate::sequence::sequence;
-use crate::types::{push_decimal as push_decimal_text, round_dp, Price, Side, Sym, SymbolName};
+use crate::types::{
+    push_decimal as push_decimal_text, round_dp, FoldMap, Price, Side, Sym, SymbolName,
+};
 
 /// A book's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -191,8 +193,9 @@ fn push_decimal(out: &mut String, d: Decimal) {
 
 /// A book side rendered as its JSON array (`[["price","size"],...]`), with where each level's
 /// text starts. The book stage keeps one per side and resolution and renders a changed side from
-/// the previous one, copying the text of every level whose price and size are unchanged (an update touches a
-/// few levels; rendering all of them again was most of the cost of publishing a book).
+/// the previous one, copying the text of every level whose price and size are unchanged (an
+/// update touches a few levels; rendering all of them again was most of the cost of publishing a
+/// book).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RenderedSide {
     levels: Levels,
@@ -338,8 +341,15 @@ fn push_u64(out: &mut String, v: u64) {
 }
 
 impl View<'_> {
+    /// The JSON object of CONTRACT section 3, published at mark `ts`.
+    pub(crate) fn render(&self, ts: u64) -> String {
+        let mut json = String::with_capacity(self.json_capacity());
+        self.write_json(ts, &mut json);
+        json
+    }
+
     /// Appends the JSON object of CONTRACT section 3, published at mark `ts`, to `out`.
-    pub(crate) fn write_json(&self, ts: u64, out: &mut String) {
+    fn write_json(&self, ts: u64, out: &mut String) {
         match self {
             View::Book {
                 name,
@@ -443,7 +453,7 @@ impl View<'_> {
     }
 
     /// About how long the record's JSON is, to allocate its buffer once.
-    pub(crate) fn json_capacity(&self) -> usize {
+    fn json_capacity(&self) -> usize {
         match self {
             View::Book { bids, asks, .. } => 160 + bids.len() + asks.len(),
             View::Ticker { .. } => 480,
@@ -565,6 +575,24 @@ impl Change {
         } else {
             (&self.name.order, self.score).cmp(&(&other.name.order, other.score))
         }
+    }
+}
+
+/// The names of the symbols a stage publishes, by id: the first ones that arrive are kept. Every
+/// publishing stage receives the same names stream in the same order, so all of them publish a
+/// symbol under one spelling (two spellings can share an id: `a:b` + `c` and `a` + `b:c`).
+#[derive(Default)]
+pub(crate) struct Names(FoldMap<Sym, SymbolName>);
+
+impl Names {
+    /// Notes `name` for `sym` unless it already has one.
+    pub(crate) fn note(&mut self, sym: Sym, name: SymbolName) {
+        self.0.entry(sym).or_insert(name);
+    }
+
+    /// The names of `sym`, once they arrived.
+    pub(crate) fn get(&self, sym: &Sym) -> Option<&SymbolName> {
+        self.0.get(sym)
     }
 }
 

@@ -43,7 +43,7 @@ use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
 use crate::event::Body;
 use crate::orderbook::Bbo;
-use crate::results::{result_name, Change, ResultKey, ResultName, TickerStats, View};
+use crate::results::{result_name, Change, Names, ResultKey, ResultName, TickerStats, View};
 use crate::sequence::{no_finish, sequence};
 use crate::source::Stamped;
 use crate::split::split2;
@@ -200,7 +200,7 @@ pub fn aggregate<'s>(
         vec![1_000, 60_000, 3_600_000]
     };
     let mut symbols: FoldMap<Sym, Hierarchy> = FoldMap::default();
-    let mut names: FoldMap<Sym, SymbolName> = FoldMap::default();
+    let mut names = Names::default();
     let mut bbo: FoldMap<Sym, Bbo> = FoldMap::default();
     // The symbols that have had a trade (they have a ticker from then on), with their ticker's
     // result name once made.
@@ -227,7 +227,7 @@ pub fn aggregate<'s>(
             for (update, _) in updates {
                 let (sym, rec, diff) = match update {
                     TickerInput::Name(sym, name) => {
-                        names.entry(sym).or_insert(name);
+                        names.note(sym, name);
                         continue;
                     }
                     TickerInput::Bbo(sym, value, diff) => {
@@ -284,8 +284,7 @@ pub fn aggregate<'s>(
                         .map(TickerStats::new),
                     bbo: bbo.get(&sym).cloned().unwrap_or_default(),
                 };
-                let mut json = String::with_capacity(view.json_capacity());
-                view.write_json(time, &mut json);
+                let json = view.render(time);
                 let result = result.get_or_insert_with(|| {
                     Arc::new(result_name(&ResultKey::Ticker(sym), name, &config))
                 });
