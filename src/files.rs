@@ -7,19 +7,19 @@ use std::path::Path;
 use flate2::read::MultiGzDecoder;
 use std::sync::mpsc::TryRecvError;
 
-use tampines_dataflows::ahead::{Ahead, ReadAhead};
+use tampines_dataflows::ahead::{Ahead, ParsedBatch, ReadAhead};
 use tampines_dataflows::source::LineInput;
 
-/// Lines per batch a reader thread hands over, and bytes of text.
-const AHEAD_LINES: usize = 1024;
-const AHEAD_BYTES: usize = 256 << 10;
+/// Bytes a reader thread reads at once: a chunk of whole lines, parsed into one batch.
+const CHUNK: usize = 128 << 10;
 /// Batches a reader thread may be ahead of the worker.
 const AHEAD_BATCHES: usize = 8;
 
 /// Opens `path` as input number `id`, read and parsed ahead by a thread of its own (the worker
 /// that owns the input then only stamps and routes its events: with one file, parsing was a
 /// seventh of all the work and made its worker the slowest). A file that cannot be opened or
-/// read becomes one dead letter with the error as its reason; it never stops the job.
+/// read becomes one dead letter with the error as its reason (and, read partly, the part of the
+/// line read before it as its payload); it never stops the job.
 pub fn open(path: &Path, id: u32) -> LineInput {
     let name = path.display().to_string();
     let reader = reader(path, &name);
@@ -27,34 +27,13 @@ pub fn open(path: &Path, id: u32) -> LineInput {
     let thread = std::thread::Builder::new()
         .name(format!("read-{id}"))
         .spawn(move || {
-            let mut ahead = ReadAhead::default();
-            let send = |ahead: &mut ReadAhead| batches.send(ahead.take()).is_ok();
-            let mut lines = match reader {
-                Ok(reader) => Lines {
-                    reader,
-                    name,
-                    failed: false,
-                    buf: Vec::with_capacity(1 << 12),
-                },
+            // A worker that has gone (the job stopped) ends the thread.
+            let send = |batch: ParsedBatch| batches.send(batch).is_ok();
+            match reader {
+                Ok(reader) => read_ahead(reader, &name, send),
                 Err(reason) => {
-                    ahead.push_unreadable(reason, "");
-                    send(&mut ahead);
-                    return;
+                    send(ReadAhead::unreadable(reason, Vec::new()));
                 }
-            };
-            while let Some(line) = lines.next_bytes() {
-                match line {
-                    Ok(bytes) => ahead.push_line(bytes),
-                    Err(reason) => ahead.push_unreadable(reason, ""),
-                }
-                let (n, bytes) = ahead.pending();
-                // A worker that has gone (the job stopped) ends the thread.
-                if (n >= AHEAD_LINES || bytes >= AHEAD_BYTES) && !send(&mut ahead) {
-                    return;
-                }
-            }
-            if ahead.pending().0 > 0 {
-                send(&mut ahead);
             }
         })
         .expect("the system starts a reader thread");
@@ -74,12 +53,53 @@ pub fn open(path: &Path, id: u32) -> LineInput {
     LineInput::ahead(id, Box::new(batches))
 }
 
+/// Reads `reader` in chunks of whole lines and `send`s each parsed, until the end, a read error
+/// (its dead letter last) or a refused send. A line longer than a chunk is read on until it ends.
+fn read_ahead(mut reader: impl Read, name: &str, send: impl Fn(ParsedBatch) -> bool) {
+    let mut ahead = ReadAhead::default();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    loop {
+        // A chunk of `CHUNK` bytes (a longer line grows it by as much).
+        let want = CHUNK
+            .checked_sub(chunk.len())
+            .filter(|&n| n > 0)
+            .unwrap_or(CHUNK);
+        chunk.reserve_exact(want);
+        let read = (&mut reader).take(want as u64).read_to_end(&mut chunk);
+        let (end, error) = match read {
+            Ok(n) => (n == 0, None),
+            Err(e) => (true, Some(format!("read error: {name}: {e}"))),
+        };
+        // Whole lines go now; the rest (a line read in part) starts the next chunk. At the end
+        // of the file the rest is its last line; after an error, the error's payload.
+        let cut = match chunk.iter().rposition(|&b| b == b'\n') {
+            _ if end && error.is_none() => chunk.len(),
+            Some(feed) => feed + 1,
+            None => 0,
+        };
+        let mut rest = Vec::with_capacity(CHUNK.max(chunk.len() - cut));
+        rest.extend_from_slice(&chunk[cut..]);
+        chunk.truncate(cut);
+        let lines = std::mem::replace(&mut chunk, rest);
+        if !lines.is_empty() && !send(ahead.batch(lines)) {
+            return;
+        }
+        if let Some(reason) = error {
+            send(ReadAhead::unreadable(reason, chunk));
+            return;
+        }
+        if end {
+            return;
+        }
+    }
+}
+
 /// The lines of `path` as text (a file that cannot be opened: one unreadable line).
 pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, (String, String)>>> {
     let name = path.display().to_string();
     match reader(path, &name) {
         Ok(reader) => Box::new(Lines {
-            reader,
+            reader: BufReader::with_capacity(1 << 20, reader),
             name,
             failed: false,
             buf: Vec::with_capacity(1 << 12),
@@ -88,23 +108,22 @@ pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, (String, Str
     }
 }
 
-/// A buffered reader of the file, gunzipping a `.gz` one.
-fn reader(path: &Path, name: &str) -> Result<Box<dyn BufRead + Send>, String> {
+/// A reader of the file, gunzipping a `.gz` one.
+fn reader(path: &Path, name: &str) -> Result<Box<dyn Read + Send>, String> {
     File::open(path)
         .map_err(|e| format!("read error: {name}: {e}"))
         .map(|f| {
             let gz = path.extension().is_some_and(|e| e == "gz");
-            let inner: Box<dyn Read + Send> = if gz {
-                Box::new(MultiGzDecoder::new(f))
+            if gz {
+                Box::new(MultiGzDecoder::new(f)) as Box<dyn Read + Send>
             } else {
                 Box::new(f)
-            };
-            Box::new(BufReader::with_capacity(1 << 20, inner)) as Box<dyn BufRead + Send>
+            }
         })
 }
 
 struct Lines {
-    reader: Box<dyn BufRead + Send>,
+    reader: BufReader<Box<dyn Read + Send>>,
     name: String,
     failed: bool,
     /// Reused for every line.
@@ -151,5 +170,115 @@ impl Iterator for Lines {
             }),
             Err(reason) => Err((reason, String::new())),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out `data` at most `piece` bytes per read, and fails at `fail_at`.
+    struct Pieces {
+        data: Vec<u8>,
+        at: usize,
+        piece: usize,
+        fail_at: Option<usize>,
+    }
+
+    impl Read for Pieces {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let end = self.fail_at.unwrap_or(self.data.len());
+            if self.at == end && self.fail_at.is_some() {
+                return Err(std::io::Error::other("disk gone"));
+            }
+            let n = self.piece.min(buf.len()).min(end - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    /// Every line of `pieces`, as read ahead: its text and dead-letter reason.
+    fn read_all(pieces: Pieces) -> Vec<(String, Option<String>)> {
+        let got = std::cell::RefCell::new(Vec::new());
+        read_ahead(pieces, "f", |batch| {
+            let lines = batch.lines().map(|(text, reason)| {
+                let text = String::from_utf8_lossy(text).into_owned();
+                (text, reason.map(str::to_string))
+            });
+            got.borrow_mut().extend(lines);
+            true
+        });
+        got.into_inner()
+    }
+
+    /// The text of a file of event lines ending in `\n`, `\r\n` or nothing (the last), a blank
+    /// line, and a bad line longer than two chunks; and its lines, split independently.
+    fn file() -> (Vec<u8>, Vec<String>) {
+        let event = |i: usize| {
+            format!(
+                r#"{{"type":"trade","exchange":"x","symbol":"S{}","ts":{},"id":"{i}","price":"1.5","qty":"2","side":"buy"}}"#,
+                i % 7,
+                1_700_000_000_000u64 + i as u64
+            )
+        };
+        let mut text = String::new();
+        for i in 0..5_000 {
+            text.push_str(&event(i));
+            text.push_str(if i % 3 == 0 { "\r\n" } else { "\n" });
+            if i == 2_500 {
+                text.push_str(&format!("{{\"{}\n\n", "x".repeat(2 * CHUNK + 17)));
+            }
+        }
+        text.push_str(&event(5_000));
+        let lines = text
+            .split('\n')
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .collect();
+        (text.into_bytes(), lines)
+    }
+
+    #[test]
+    fn chunks_split_into_the_lines_of_the_file_whatever_the_reads() {
+        let (data, lines) = file();
+        for piece in [1, 7, 4_096, CHUNK + 1, 1 << 22] {
+            let pieces = Pieces {
+                data: data.clone(),
+                at: 0,
+                piece,
+                fail_at: None,
+            };
+            let got = read_all(pieces);
+            let texts: Vec<&String> = got.iter().map(|(t, _)| t).collect();
+            assert_eq!(texts, lines.iter().collect::<Vec<_>>(), "reads of {piece}");
+            let bad: Vec<(usize, &str)> = (got.iter().enumerate())
+                .filter_map(|(i, (_, r))| r.as_deref().map(|r| (i, r)))
+                .collect();
+            let expected = tampines_dataflows::event::parse(&lines[2_501]).unwrap_err();
+            assert_eq!(bad, vec![(2_501, expected.to_string().as_str())]);
+        }
+    }
+
+    #[test]
+    fn a_read_error_ends_the_input_with_the_line_read_in_part_as_its_payload() {
+        let (data, lines) = file();
+        // In the middle of line 4,000 (after the long line and the blank one).
+        let line_start: usize = lines[..4_000].iter().map(|l| l.len()).sum::<usize>()
+            + lines[..4_000].len()
+            + (0..4_000).filter(|i| *i < 2_501 && i % 3 == 0).count()
+            + (2_503..4_000).filter(|i| (i - 2) % 3 == 0).count();
+        assert!(data[line_start..].starts_with(lines[4_000].as_bytes()));
+        let pieces = Pieces {
+            data,
+            at: 0,
+            piece: 1_000,
+            fail_at: Some(line_start + 10),
+        };
+        let got = read_all(pieces);
+        assert_eq!(got.len(), 4_001);
+        let texts: Vec<&String> = got[..4_000].iter().map(|(t, _)| t).collect();
+        assert_eq!(texts, lines[..4_000].iter().collect::<Vec<_>>());
+        let error = "read error: f: disk gone".to_string();
+        assert_eq!(got[4_000], (lines[4_000][..10].to_string(), Some(error)));
     }
 }

@@ -1,28 +1,30 @@
 //! Reading ahead: an input's lines parsed off the worker that owns it.
 //!
-//! The binary reads each file on a thread of its own, which parses its lines with a [`ReadAhead`]
-//! into [`ParsedBatch`]es and hands them over a bounded channel; the source of the worker that
-//! owns the file takes them as [`Ahead`] batches ([`crate::source::LineInput::ahead`]) and only
-//! stamps and routes their events. With one file, parsing was a seventh of all the work and made
-//! the reading worker the slowest.
+//! The binary reads each file on a thread of its own, in chunks of whole lines, which a
+//! [`ReadAhead`] parses into [`ParsedBatch`]es that keep the chunk as their text (a line is never
+//! copied: read into the chunk, it is parsed there and a dead letter's payload is cut from it);
+//! the batches go over a bounded channel to the source of the worker that owns the file, which
+//! takes them as [`Ahead`] batches ([`crate::source::LineInput::ahead`]) and only stamps and
+//! routes their events. With one file, parsing was a seventh of all the work and made the reading
+//! worker the slowest.
 //!
 //! Invariant: what the source makes of a line parsed ahead is exactly what it makes of the same
 //! line as text (a Kafka message, a test case's line): the same events, dead letters (the line as
 //! payload) and counts, and the same names (a line's names go with it whenever they are not the
-//! last ones sent for its symbol id, so the worker always holds the line's own spelling). A blank
-//! line is not counted; a line that is not UTF-8 is dead-lettered with its lossy text.
+//! last ones sent for its symbol id, so the worker always holds the line's own spelling). Lines
+//! end at a line feed, without the carriage returns before it; a blank line is not counted; a
+//! line that is not UTF-8 is dead-lettered with its lossy text.
 
 use std::rc::Rc;
 
 use crate::event::{parse, Event, Parsed};
 use crate::types::{FoldMap, Sym, SymbolName};
 
-/// Parses an input's lines, in order, into batches.
+/// Parses an input's chunks of lines, in order, into batches.
 #[derive(Default)]
 pub struct ReadAhead {
     /// The names that went out last with a line of this input, per symbol id.
     named: FoldMap<Sym, SymbolName>,
-    batch: ParsedBatch,
 }
 
 /// What an input read ahead offers.
@@ -34,12 +36,24 @@ pub enum Ahead {
 }
 
 /// Consecutive lines of one input, parsed.
-#[derive(Default)]
 pub struct ParsedBatch {
-    /// The lines' text, one after another.
-    text: String,
-    /// Where each line's text ends in `text`, and what parsing it gave.
-    lines: Vec<(usize, Parse)>,
+    /// The lines' text as read.
+    text: Vec<u8>,
+    /// Where each line's text starts and ends in `text`, and what parsing it gave.
+    lines: Vec<(usize, usize, Parse)>,
+}
+
+impl ParsedBatch {
+    /// Each line's text as read and, for a dead letter, its reason.
+    pub fn lines(&self) -> impl Iterator<Item = (&[u8], Option<&str>)> + '_ {
+        self.lines.iter().map(|(start, end, parse)| {
+            let reason = match parse {
+                Parse::Bad(reason) => Some(reason.as_str()),
+                _ => None,
+            };
+            (&self.text[*start..*end], reason)
+        })
+    }
 }
 
 /// What a line gave.
@@ -57,7 +71,7 @@ pub(crate) enum Parse {
 /// A part of a batch's text.
 #[derive(Debug)]
 pub(crate) struct TextRange {
-    text: Rc<String>,
+    text: Rc<Vec<u8>>,
     start: usize,
     end: usize,
 }
@@ -77,9 +91,9 @@ impl AheadLine {
 }
 
 impl TextRange {
-    /// The line as read.
+    /// The line as read (its lossy text, if it is not UTF-8).
     pub(crate) fn owned(&self) -> String {
-        self.text[self.start..self.end].to_string()
+        String::from_utf8_lossy(&self.text[self.start..self.end]).into_owned()
     }
 }
 
@@ -90,8 +104,8 @@ pub(crate) struct AheadLines {
     reading: Option<Reading>,
 }
 
-/// A batch being read: its text, where the next line starts, its lines.
-type Reading = (Rc<String>, usize, std::vec::IntoIter<(usize, Parse)>);
+/// A batch being read: its text and its lines.
+type Reading = (Rc<Vec<u8>>, std::vec::IntoIter<(usize, usize, Parse)>);
 
 impl AheadLines {
     pub(crate) fn new(batches: Box<dyn Iterator<Item = Ahead>>) -> AheadLines {
@@ -104,11 +118,11 @@ impl AheadLines {
     /// The next line, `Some(None)` when it is not there yet, or `None` at the end of the input.
     pub(crate) fn next_line(&mut self) -> Option<Option<AheadLine>> {
         loop {
-            if let Some((text, start, lines)) = self.reading.as_mut() {
-                if let Some((end, parse)) = lines.next() {
+            if let Some((text, lines)) = self.reading.as_mut() {
+                if let Some((start, end, parse)) = lines.next() {
                     let text = TextRange {
                         text: text.clone(),
-                        start: std::mem::replace(start, end),
+                        start,
                         end,
                     };
                     return Some(Some(AheadLine { text, parse }));
@@ -117,7 +131,7 @@ impl AheadLines {
             let Ahead::Batch(batch) = self.batches.next()? else {
                 return Some(None);
             };
-            self.reading = Some((Rc::new(batch.text), 0, batch.lines.into_iter()));
+            self.reading = Some((Rc::new(batch.text), batch.lines.into_iter()));
         }
     }
 }
@@ -142,16 +156,42 @@ pub(crate) fn parse_line(
 }
 
 impl ReadAhead {
-    /// Parses the next line of the input, as read (without its line end).
-    pub fn push_line(&mut self, bytes: &[u8]) {
+    /// Parses the lines of `text`, the input's next chunk: lines that each end with a line feed,
+    /// except the input's last, which may not. The batch keeps `text`.
+    pub fn batch(&mut self, text: Vec<u8>) -> ParsedBatch {
+        let mut lines = Vec::with_capacity(text.len() / 128 + 1);
+        let mut start = 0;
+        while start < text.len() {
+            let feed = memchr::memchr(b'\n', &text[start..]).map(|i| start + i);
+            let mut end = feed.unwrap_or(text.len());
+            let next = feed.map_or(end, |f| f + 1);
+            while end > start && text[end - 1] == b'\r' {
+                end -= 1;
+            }
+            lines.push((start, end, self.parse(&text[start..end])));
+            start = next;
+        }
+        ParsedBatch { text, lines }
+    }
+
+    /// A line that could not be read (a read error, the part of a line read before it): a dead
+    /// letter with `reason` and `payload` (its lossy text).
+    pub fn unreadable(reason: String, payload: Vec<u8>) -> ParsedBatch {
+        ParsedBatch {
+            lines: vec![(0, payload.len(), Parse::Bad(reason))],
+            text: payload,
+        }
+    }
+
+    /// Parses a line, as read (without its line end).
+    fn parse(&mut self, bytes: &[u8]) -> Parse {
         let Ok(line) = std::str::from_utf8(bytes) else {
-            let text = String::from_utf8_lossy(bytes);
-            return self.push_unreadable("invalid utf-8".to_string(), &text);
+            return Parse::Bad("invalid utf-8".to_string());
         };
         // Names go out whenever they are not the last ones sent for the id: the worker then
         // always holds the line's own spelling, also when two names share an id (`a:b` + `c`
         // and `a` + `b:c`).
-        let parse = parse_line(line, |parsed| {
+        parse_line(line, |parsed| {
             let sent = self
                 .named
                 .get(&parsed.event.sym)
@@ -159,30 +199,6 @@ impl ReadAhead {
             let name = (!sent).then(|| parsed.name())?;
             self.named.insert(parsed.event.sym, name.clone());
             Some(name)
-        });
-        self.batch.text.push_str(line);
-        self.batch.lines.push((self.batch.text.len(), parse));
-    }
-
-    /// A line that could not be read: a dead letter with `reason` and `payload`.
-    pub fn push_unreadable(&mut self, reason: String, payload: &str) {
-        self.batch.text.push_str(payload);
-        self.batch
-            .lines
-            .push((self.batch.text.len(), Parse::Bad(reason)));
-    }
-
-    /// Lines and bytes of text in the batch being filled.
-    pub fn pending(&self) -> (usize, usize) {
-        (self.batch.lines.len(), self.batch.text.len())
-    }
-
-    /// The batch filled so far; the next one starts empty, with as much room.
-    pub fn take(&mut self) -> ParsedBatch {
-        let room = ParsedBatch {
-            text: String::with_capacity(self.batch.text.capacity()),
-            lines: Vec::with_capacity(self.batch.lines.capacity()),
-        };
-        std::mem::replace(&mut self.batch, room)
+        })
     }
 }

@@ -326,8 +326,10 @@ fn checked(raw: Raw<'_>) -> Result<Parsed<'_>, ParseError> {
 mod fast {
     use std::borrow::Cow;
 
+    use rust_decimal::Decimal;
+
     use super::{Level, Raw};
-    use crate::types::{Price, Qty};
+    use crate::types::{plain_prefix, Price, Qty};
 
     struct Scan<'a> {
         text: &'a str,
@@ -403,6 +405,25 @@ mod fast {
             Some((negative, n))
         }
 
+        /// A string holding a valid price or quantity, read as a value: in one pass when its
+        /// text is of the usual form ([`plain_prefix`]), else as text, then `parse`d.
+        fn value<T, E, R>(
+            &mut self,
+            checked: fn(Decimal) -> Result<T, R>,
+            parse: fn(&str) -> Result<T, E>,
+        ) -> Option<T> {
+            self.eat(b'"')?;
+            let rest = &self.text.as_bytes()[self.at..];
+            if let Some((d, len)) = plain_prefix(rest) {
+                if rest.get(len) == Some(&b'"') {
+                    self.at += len + 1;
+                    return checked(d).ok();
+                }
+            }
+            self.at -= 1;
+            parse(self.str()?).ok()
+        }
+
         /// A level array whose every price and quantity is valid, read as values (a bad value
         /// gives `None`: the slow path then reports it).
         fn levels(&mut self) -> Option<Vec<Level>> {
@@ -415,9 +436,9 @@ mod fast {
             }
             loop {
                 self.eat(b'[')?;
-                let price = Price::parse(self.str()?).ok()?;
+                let price = self.value(Price::checked, Price::parse)?;
                 self.eat(b',')?;
-                let qty = Qty::parse(self.str()?).ok()?;
+                let qty = self.value(Qty::checked, Qty::parse)?;
                 self.eat(b']')?;
                 out.push((price, qty));
                 self.ws();

@@ -210,28 +210,36 @@ fn parse_canonical(s: &str) -> Result<Decimal, DecimalError> {
     }
 }
 
-/// The fast path of [`parse_canonical`]: one pass over the text, the mantissa scaled to [`SCALE`]
-/// by a table, the decimal built from its parts; `None` for any other text.
+/// The fast path of [`parse_canonical`]: [`plain_prefix`] of the whole text.
 fn plain_at_scale(b: &[u8]) -> Option<Decimal> {
-    // At most 19 digits and a point; longer digit runs are refused below, before any use of
-    // the (then wrapped) mantissa.
-    if b.len() > 20 {
-        return None;
-    }
+    plain_prefix(b).and_then(|(d, len)| (len == b.len()).then_some(d))
+}
+
+/// The usual text of a price or quantity at the start of `b`, read up to the first byte that is
+/// neither a digit nor a point (in one pass, the mantissa scaled to [`SCALE`] by a table): its
+/// value, as [`parse_canonical`] gives it, and the length of its text. `None` when that text is
+/// not of the fast form: signed, empty, more than 19 digits, more than [`SCALE`] fractional, a
+/// point first, last or twice. The event scanner reads the values of level arrays with it, so
+/// that their text is scanned once.
+pub(crate) fn plain_prefix(b: &[u8]) -> Option<(Decimal, usize)> {
     let mut m: u64 = 0;
     let mut point = None;
-    for (i, &c) in b.iter().enumerate() {
+    let mut len = 0;
+    // At most 19 digits and a point; longer digit runs are refused below, before any use of
+    // the (then wrapped) mantissa.
+    while let Some(&c) = b.get(len).filter(|_| len <= 20) {
         match c {
             b'0'..=b'9' => m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0')),
-            b'.' if point.is_none() => point = Some(i),
-            _ => return None,
+            b'.' if point.is_none() => point = Some(len),
+            _ => break,
         }
+        len += 1;
     }
     let (digits, frac) = match point {
-        Some(p) if p == 0 || p + 1 == b.len() => return None,
-        Some(p) => (b.len() - 1, b.len() - p - 1),
-        None if b.is_empty() => return None,
-        None => (b.len(), 0),
+        Some(p) if p == 0 || p + 1 == len => return None,
+        Some(p) => (len - 1, len - p - 1),
+        None if len == 0 => return None,
+        None => (len, 0),
     };
     if digits > 19 || frac > SCALE as usize {
         return None;
@@ -242,13 +250,8 @@ fn plain_at_scale(b: &[u8]) -> Option<Decimal> {
     }
     // Truncations pick the three 32-bit words of a mantissa below 2^96.
     let word = |shift: u32| (v >> shift) as u32;
-    Some(Decimal::from_parts(
-        word(0),
-        word(32),
-        word(64),
-        false,
-        SCALE,
-    ))
+    let d = Decimal::from_parts(word(0), word(32), word(64), false, SCALE);
+    Some((d, len))
 }
 
 /// A decimal as stored: its flags word (sign in bit 31, scale in bits 16-23, the other bits
@@ -456,13 +459,18 @@ fn below_limit(d: Decimal) -> bool {
 impl Price {
     /// Parses a price; it must be > 0.
     pub fn parse(s: &str) -> Result<Price, ValueError> {
-        let d = parse_canonical(s)?;
+        Price::checked(parse_canonical(s)?).map_err(|reason| reason(s.to_string()))
+    }
+
+    /// A parsed value as a price: it must be > 0 and below [`VALUE_LIMIT`] (else the reason,
+    /// which takes the text).
+    pub(crate) fn checked(d: Decimal) -> Result<Price, fn(String) -> ValueError> {
         // `d <= 0` (without comparing across scales).
         if d.is_sign_negative() || d.is_zero() {
-            return Err(ValueError::NonPositivePrice(s.to_string()));
+            return Err(ValueError::NonPositivePrice);
         }
         if !below_limit(d) {
-            return Err(ValueError::TooLarge(s.to_string()));
+            return Err(ValueError::TooLarge);
         }
         Ok(Price(d))
     }
@@ -534,12 +542,17 @@ impl Qty {
 
     /// Parses a quantity; it must be >= 0.
     pub fn parse(s: &str) -> Result<Qty, ValueError> {
-        let d = parse_canonical(s)?;
+        Qty::checked(parse_canonical(s)?).map_err(|reason| reason(s.to_string()))
+    }
+
+    /// A parsed value as a quantity: it must be >= 0 and below [`VALUE_LIMIT`] (else the
+    /// reason, which takes the text).
+    pub(crate) fn checked(d: Decimal) -> Result<Qty, fn(String) -> ValueError> {
         if d.is_sign_negative() && !d.is_zero() {
-            return Err(ValueError::NegativeQty(s.to_string()));
+            return Err(ValueError::NegativeQty);
         }
         if !below_limit(d) {
-            return Err(ValueError::TooLarge(s.to_string()));
+            return Err(ValueError::TooLarge);
         }
         Ok(Qty(d))
     }

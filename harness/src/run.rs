@@ -53,10 +53,18 @@ pub fn run(inputs: &[Vec<String>], config: &Config, workers: usize, reading: Rea
                     LineInput::text(i as u32, Box::new(lines))
                 }
                 Reading::Ahead(n) => {
+                    // Chunks of `n` lines, as a file's reader thread reads them: lines end
+                    // with a line feed (in every other chunk with a carriage return before
+                    // it), except the input's last.
                     let (mut batches, mut ahead) = (Vec::new(), ReadAhead::default());
-                    for chunk in lines.chunks(n.max(1)) {
-                        chunk.iter().for_each(|l| ahead.push_line(l.as_bytes()));
-                        batches.extend([Ahead::NotYet, Ahead::Batch(ahead.take())]);
+                    for (c, chunk) in lines.chunks(n.max(1)).enumerate() {
+                        let end = if c % 2 == 0 { "\n" } else { "\r\n" };
+                        let mut text = chunk.join(end);
+                        if (c + 1) * n.max(1) < lines.len() {
+                            text.push_str(end);
+                        }
+                        let batch = ahead.batch(text.into_bytes());
+                        batches.extend([Ahead::NotYet, Ahead::Batch(batch)]);
                     }
                     LineInput::ahead(i as u32, Box::new(batches.into_iter()))
                 }
