@@ -38,7 +38,6 @@
 //! or `10^-s`, `s` the most fractional digits among prices of its applied book events. A book is
 //! published only once its symbol's names arrived.
 
-use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,7 +52,7 @@ use timely::dataflow::StreamVec;
 use crate::config::Config;
 use crate::event::{Body, Level};
 use crate::results::{
-    result_name, Change, Names, RenderedSide, ResultKey, ResultName, Status, View,
+    no_levels, result_name, Change, Names, RenderedSide, ResultKey, ResultName, Status, View,
 };
 use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
@@ -390,7 +389,7 @@ impl Book {
             };
             let text = |j: usize| {
                 let sides = self.grouped.as_ref().map(|g| &g.sides[i][j]);
-                Cow::Borrowed(sides.map_or("[]", |s| s.shown.text()))
+                sides.map_or_else(no_levels, |s| s.shown.text().clone())
             };
             let view = View::Book {
                 name,
@@ -672,7 +671,8 @@ mod tests {
                     };
                     assert_eq!(at, time);
                     let record: serde_json::Value =
-                        serde_json::from_str(change.json.as_deref().expect("a record")).unwrap();
+                        serde_json::from_str(&change.json.as_ref().expect("a record").text())
+                            .unwrap();
                     let r = record["resolution"].as_u64().unwrap() as u32;
                     assert_eq!(change.key(), format!("book:ex:S:{r}"));
                     for (key, side) in [("bids", Side::Bid), ("asks", Side::Ask)] {
