@@ -232,6 +232,8 @@ struct Book {
     results: Vec<Arc<ResultName>>,
     /// Room for a side's best groups while they are compared with the shown ones.
     scratch: Levels,
+    /// Room for the size differences of the levels a timestamp changed.
+    diffs: Vec<(BookPrice, Qty)>,
     /// The best prices were emitted (the `bbo` collection holds the last ones emitted).
     bbo_emitted: bool,
 }
@@ -319,14 +321,14 @@ impl Book {
         let tick = self.tick(config.tick_sizes.get(&sym).copied());
         match (&mut self.grouped, tick) {
             (Some(grouped), Some(tick)) if grouped.tick == tick => {
-                let diffs: Vec<(BookPrice, Qty)> = touched
-                    .iter()
-                    .filter_map(|&(level, old, new)| {
-                        let diff = new.value() - old.value();
-                        (!diff.is_zero()).then(|| (level, Qty::from_decimal(diff)))
-                    })
-                    .collect();
+                let mut diffs = std::mem::take(&mut self.diffs);
+                diffs.extend(touched.iter().filter_map(|&(level, old, new)| {
+                    let diff = new.value() - old.value();
+                    (!diff.is_zero()).then(|| (level, Qty::from_decimal(diff)))
+                }));
                 grouped.add(&diffs, depth);
+                diffs.clear();
+                self.diffs = diffs;
             }
             (_, None) => {}
             (old, Some(tick)) => {

@@ -61,7 +61,8 @@ where
     F: FnMut(Option<u64>, &mut Vec<O>) + 'static,
 {
     data.binary_frontier(ends, pact, Pipeline, name, move |initial, _info| {
-        let mut stash: BTreeMap<u64, Vec<D>> = BTreeMap::new();
+        // Per timestamp, its records in the batches they came in.
+        let mut stash: BTreeMap<u64, Vec<Vec<D>>> = BTreeMap::new();
         let mut timers = Timers::default();
         let mut cap: Option<Capability<u64>> = Some(initial);
         let mut last_mark: Option<u64> = None;
@@ -69,31 +70,26 @@ where
         move |(input, frontier), (ends, ends_frontier), output| {
             input.for_each(|_time, data| {
                 // A batch is usually all of one timestamp: it is stashed whole, not record by
-                // record (records can be large: events with their levels, rendered changes).
+                // record (records can be large: events with their levels, rendered changes), and
+                // not appended to the timestamp's earlier batches either (a vector grown batch
+                // by batch copied its records again at every doubling).
                 let single = data
                     .first()
                     .map(time_of)
                     .filter(|&first| data.iter().all(|r| time_of(r) == first));
                 match single {
-                    Some(time) => {
-                        let entry = stash.entry(time).or_default();
-                        if entry.is_empty() {
-                            std::mem::swap(entry, data);
-                        } else {
-                            entry.append(data);
-                        }
-                    }
+                    Some(time) => stash.entry(time).or_default().push(std::mem::take(data)),
                     None => {
                         // A run of one time (usual: a batch spans a few timestamps in order)
                         // goes into its entry with one lookup.
                         let mut records = data.drain(..).peekable();
                         while let Some(first) = records.next() {
                             let time = time_of(&first);
-                            let entry = stash.entry(time).or_default();
-                            entry.push(first);
+                            let mut run = vec![first];
                             while let Some(r) = records.next_if(|r| time_of(r) == time) {
-                                entry.push(r);
+                                run.push(r);
                             }
+                            stash.entry(time).or_default().push(run);
                         }
                     }
                 }
@@ -123,7 +119,7 @@ where
                     break;
                 }
                 timers.pending.remove(&next);
-                let records = stash.remove(&next).unwrap_or_default();
+                let records = concat(stash.remove(&next).unwrap_or_default());
                 logic(next, records, &mut timers, &mut out);
             }
             if !out.is_empty() {
@@ -150,6 +146,16 @@ where
             }
         }
     })
+}
+
+/// The records of `batches`, in order, moved once.
+fn concat<D>(mut batches: Vec<Vec<D>>) -> Vec<D> {
+    if batches.len() == 1 {
+        return batches.pop().unwrap_or_default();
+    }
+    let mut all = Vec::with_capacity(batches.iter().map(Vec::len).sum());
+    batches.into_iter().for_each(|b| all.extend(b));
+    all
 }
 
 /// A `finish` for stages with nothing to add at the end.
