@@ -254,7 +254,7 @@ where
         let mut dead_sinks: Vec<Box<dyn DeadLetterSink>> = Vec::new();
         if publishing {
             if let Some(t) = &out_target {
-                match sink::Results::open(t) {
+                match sink::writer(t) {
                     Ok(w) => out = Some(w),
                     Err(e) => fail(e),
                 }
@@ -314,7 +314,7 @@ where
                             }
                         }
                         if let Some(w) = out.as_mut() {
-                            if let Err(e) = w.write(batch) {
+                            if let Err(e) = sink::write_batch(w.as_mut(), &batch) {
                                 // A closed pipe (`| head`) means the reader is done: stop writing quietly.
                                 if e.kind() != std::io::ErrorKind::BrokenPipe {
                                     failure.lock().expect("lock").get_or_insert(format!("writing results: {e}"));

@@ -266,7 +266,7 @@ impl Writer {
                 .arg(kind)
                 .arg(format!("{p}:{}", c.key()))
                 .arg(c.score.unwrap_or(0))
-                .arg(c.json.as_ref().map(|j| j.text()).as_deref().unwrap_or(""));
+                .arg(c.json.as_deref().unwrap_or(""));
         }
         invocation.arg(STREAM_CAP);
         let applied: i64 = invocation.invoke(connection)?;

@@ -38,6 +38,7 @@
 //! or `10^-s`, `s` the most fractional digits among prices of its applied book events. A book is
 //! published only once its symbol's names arrived.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ use timely::dataflow::StreamVec;
 use crate::config::Config;
 use crate::event::{Body, Level};
 use crate::results::{
-    no_levels, result_name, Change, Names, RenderedSide, ResultKey, ResultName, Status, View,
+    result_name, Change, Names, RenderedSide, ResultKey, ResultName, Status, View,
 };
 use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
@@ -391,7 +392,7 @@ impl Book {
             };
             let text = |j: usize| {
                 let sides = self.grouped.as_ref().map(|g| &g.sides[i][j]);
-                sides.map_or_else(no_levels, |s| s.shown.text().clone())
+                Cow::Borrowed(sides.map_or("[]", |s| s.shown.text()))
             };
             let view = View::Book {
                 name,
@@ -673,8 +674,7 @@ mod tests {
                     };
                     assert_eq!(at, time);
                     let record: serde_json::Value =
-                        serde_json::from_str(&change.json.as_ref().expect("a record").text())
-                            .unwrap();
+                        serde_json::from_str(change.json.as_deref().expect("a record")).unwrap();
                     let r = record["resolution"].as_u64().unwrap() as u32;
                     assert_eq!(change.key(), format!("book:ex:S:{r}"));
                     for (key, side) in [("bids", Side::Bid), ("asks", Side::Ask)] {

@@ -196,30 +196,11 @@ fn push_decimal(out: &mut String, d: Decimal) {
 /// the previous one, copying the text of every level whose price and size are unchanged (an
 /// update touches a few levels; rendering all of them again was most of the cost of publishing a
 /// book).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct RenderedSide {
     levels: Levels,
-    /// The JSON array, shared with the records that published it.
-    text: Arc<String>,
+    text: String,
     starts: Vec<usize>,
-}
-
-impl Default for RenderedSide {
-    /// A side never rendered: no level, `[]`.
-    fn default() -> RenderedSide {
-        RenderedSide {
-            levels: Levels::new(),
-            text: no_levels(),
-            starts: Vec::new(),
-        }
-    }
-}
-
-/// The text of a side without levels, `[]` (one for all).
-pub(crate) fn no_levels() -> Arc<String> {
-    static EMPTY: std::sync::LazyLock<Arc<String>> =
-        std::sync::LazyLock::new(|| Arc::new("[]".to_string()));
-    EMPTY.clone()
 }
 
 impl RenderedSide {
@@ -233,9 +214,13 @@ impl RenderedSide {
         self.levels
     }
 
-    /// The JSON array (`[]` for a side never rendered), shared.
-    pub(crate) fn text(&self) -> &Arc<String> {
-        &self.text
+    /// The JSON array (`[]` for a side never rendered).
+    pub(crate) fn text(&self) -> &str {
+        if self.text.is_empty() {
+            "[]"
+        } else {
+            &self.text
+        }
     }
 
     /// Renders `levels` (best first on `side`), reusing the text of `old`'s equal levels: the
@@ -289,7 +274,7 @@ impl RenderedSide {
         text.push(']');
         RenderedSide {
             levels,
-            text: Arc::new(text),
+            text,
             starts,
         }
     }
@@ -333,8 +318,8 @@ pub(crate) enum View<'a> {
         resolution: u32,
         seq: Option<u64>,
         status: Status,
-        bids: Arc<String>,
-        asks: Arc<String>,
+        bids: Cow<'a, str>,
+        asks: Cow<'a, str>,
     },
     Ticker {
         name: &'a SymbolName,
@@ -356,58 +341,40 @@ fn push_u64(out: &mut String, v: u64) {
 }
 
 impl View<'_> {
-    /// The JSON object of CONTRACT section 3, published at mark `ts`: a book's as its head and
-    /// its sides' shared texts, any other as one text.
-    pub(crate) fn render(&self, ts: u64) -> Json {
-        if let View::Book { bids, asks, .. } = self {
-            let mut head = String::with_capacity(160);
-            self.write_book_head(ts, &mut head);
-            return Json::Book {
-                head,
-                bids: bids.clone(),
-                asks: asks.clone(),
-            };
-        }
+    /// The JSON object of CONTRACT section 3, published at mark `ts`.
+    pub(crate) fn render(&self, ts: u64) -> String {
         let mut json = String::with_capacity(self.json_capacity());
         self.write_json(ts, &mut json);
-        Json::Text(json)
-    }
-
-    /// Appends a book's record up to its bids (`{"kind":"book", ... ,"bids":`).
-    fn write_book_head(&self, ts: u64, out: &mut String) {
-        let View::Book {
-            name,
-            resolution,
-            seq,
-            status,
-            ..
-        } = self
-        else {
-            return;
-        };
-        push_head(out, "book", name);
-        out.push_str(",\"resolution\":");
-        push_u64(out, u64::from(*resolution));
-        out.push_str(",\"ts\":");
-        push_u64(out, ts);
-        out.push_str(",\"seq\":");
-        match seq {
-            Some(s) => push_u64(out, *s),
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"status\":\"");
-        out.push_str(status.as_str());
-        out.push('"');
-        push_key(out, "bids");
+        json
     }
 
     /// Appends the JSON object of CONTRACT section 3, published at mark `ts`, to `out`.
     fn write_json(&self, ts: u64, out: &mut String) {
         match self {
-            View::Book { bids, asks, .. } => {
-                self.write_book_head(ts, out);
+            View::Book {
+                name,
+                resolution,
+                seq,
+                status,
+                bids,
+                asks,
+            } => {
+                push_head(out, "book", name);
+                out.push_str(",\"resolution\":");
+                push_u64(out, u64::from(*resolution));
+                out.push_str(",\"ts\":");
+                push_u64(out, ts);
+                out.push_str(",\"seq\":");
+                match seq {
+                    Some(s) => push_u64(out, *s),
+                    None => out.push_str("null"),
+                }
+                out.push_str(",\"status\":\"");
+                out.push_str(status.as_str());
+                out.push('"');
+                push_key(out, "bids");
                 out.push_str(bids);
-                out.push_str(ASKS_KEY);
+                push_key(out, "asks");
                 out.push_str(asks);
             }
             View::Ticker { name, stats, bbo } => {
@@ -513,8 +480,8 @@ impl Record {
                     resolution: *resolution,
                     seq: *seq,
                     status: *status,
-                    bids: text(Side::Bid, bids),
-                    asks: text(Side::Ask, asks),
+                    bids: Cow::Owned(text(Side::Bid, bids)),
+                    asks: Cow::Owned(text(Side::Ask, asks)),
                 }
             }
             Record::Ticker { name, stats, bbo } => View::Ticker {
@@ -571,66 +538,6 @@ pub struct ResultName {
     key: String,
 }
 
-/// What comes between a book record's bids and asks.
-const ASKS_KEY: &str = ",\"asks\":";
-
-/// A rendered record's JSON text. A book's is kept in pieces: its head and its sides' texts,
-/// shared with the book stage, which renders a side once and publishes it with every record of
-/// the book until the side changes (a book record is mostly its levels: publishing one then copies
-/// none of them, and a sink can write the pieces as they are). Equal when the texts are.
-#[derive(Clone, Debug)]
-pub enum Json {
-    /// The whole text.
-    Text(String),
-    /// A book's record: `head` (up to `"bids":`), the bids, `,"asks":`, the asks, `}`.
-    Book {
-        /// The record up to its bids.
-        head: String,
-        /// The bids' JSON array.
-        bids: Arc<String>,
-        /// The asks' JSON array.
-        asks: Arc<String>,
-    },
-}
-
-impl Json {
-    /// The text's pieces, in order (some may be empty).
-    pub fn pieces(&self) -> [&str; 5] {
-        match self {
-            Json::Text(text) => [text, "", "", "", ""],
-            Json::Book { head, bids, asks } => [head, bids, ASKS_KEY, asks, "}"],
-        }
-    }
-
-    /// The whole text (a book's, put together).
-    pub fn text(&self) -> Cow<'_, str> {
-        match self {
-            Json::Text(text) => Cow::Borrowed(text),
-            Json::Book { .. } => Cow::Owned(self.pieces().concat()),
-        }
-    }
-}
-
-impl PartialEq for Json {
-    fn eq(&self, other: &Json) -> bool {
-        self.text() == other.text()
-    }
-}
-
-impl Eq for Json {}
-
-impl Serialize for Json {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.text())
-    }
-}
-
-impl<'de> Deserialize<'de> for Json {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Json, D::Error> {
-        String::deserialize(d).map(Json::Text)
-    }
-}
-
 /// One changed result, rendered where its symbol lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -639,7 +546,7 @@ pub struct Change {
     /// Sorted-set score: the open time of a candle.
     pub score: Option<u64>,
     /// The record's JSON; `None` when the result no longer exists (a candle dropped by retention).
-    pub json: Option<Json>,
+    pub json: Option<String>,
 }
 
 /// The kinds of result, by their index in [`ResultName`]'s order: the first component of keys.
@@ -647,7 +554,7 @@ const KINDS: [&str; 3] = ["book", "ticker", "candles"];
 
 impl Change {
     /// A change of the result `name` (its score, its new record).
-    pub(crate) fn new(name: Arc<ResultName>, score: Option<u64>, json: Option<Json>) -> Change {
+    pub(crate) fn new(name: Arc<ResultName>, score: Option<u64>, json: Option<String>) -> Change {
         Change { name, score, json }
     }
 
@@ -882,7 +789,7 @@ mod tests {
                 .iter()
                 .map(|(p, q)| [p.to_string(), q.to_string()])
                 .collect();
-            assert_eq!(*fresh.text, serde_json::to_string(&expected).unwrap());
+            assert_eq!(fresh.text, serde_json::to_string(&expected).unwrap());
         }
     }
 }

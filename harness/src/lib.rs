@@ -35,8 +35,8 @@ pub fn check(
             changed: b
                 .changes
                 .iter()
-                .filter_map(|c| c.json.as_ref())
-                .map(|j| serde_json::from_str(&j.text()).expect("records are JSON"))
+                .filter_map(|c| c.json.as_deref())
+                .map(|j| serde_json::from_str(j).expect("records are JSON"))
                 .collect(),
             removed: b
                 .changes

@@ -185,8 +185,8 @@ fn lines_parsed_ahead_carry_their_own_names_when_two_names_share_an_id() {
         .published
         .iter()
         .flat_map(|b| &b.changes)
-        .filter_map(|c| c.json.as_ref())
-        .map(|j| serde_json::from_str::<serde_json::Value>(&j.text()).unwrap())
+        .filter_map(|c| c.json.as_deref())
+        .map(|j| serde_json::from_str::<serde_json::Value>(j).unwrap())
         .map(|r| (r["exchange"].to_string(), r["symbol"].to_string()))
         .collect();
     assert!(
