@@ -3,7 +3,6 @@
 //! `open`/`last` are the first/last trade in `(ts, id)` order, so merging partial aggregates in
 //! any order gives the same result as folding the trades in order. Sums are exact decimals.
 
-use differential_dataflow::difference::Semigroup;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -117,11 +116,9 @@ impl Agg {
     }
 }
 
-/// `a + b` in canonical form: [`Qty`]'s semigroup addition (mantissas added directly at one
-/// scale), then [`Qty::from_decimal`].
-fn sum(mut a: Qty, b: Qty) -> Qty {
-    a.plus_equals(&b);
-    Qty::from_decimal(a.value())
+/// `a + b` in canonical form ([`Qty::sum`]).
+fn sum(a: Qty, b: Qty) -> Qty {
+    a.sum(b)
 }
 
 #[cfg(test)]
@@ -137,6 +134,7 @@ mod tests {
             ("0.00000000001", "1.1"), // 11 fractional digits: not at the common scale
             (big, big),               // the mantissa sum overflows 96 bits: falls back
             ("123456789", "0.000000001"),
+            ("1800000000", "1700000000.5"), // 64-bit magnitudes whose sum is not: falls back
         ];
         for (a, b) in cases {
             let (qa, qb) = (Qty::parse(a).unwrap(), Qty::parse(b).unwrap());

@@ -557,6 +557,21 @@ impl Qty {
         Ok(Qty(d))
     }
 
+    /// `self + other` in canonical form. Two values at [`SCALE`] with 64-bit magnitudes (nearly
+    /// every sum of a candle or ticker) add as integers; any other pair as [`Semigroup`]'s
+    /// addition, then [`Qty::from_decimal`].
+    #[inline]
+    pub(crate) fn sum(mut self, other: Qty) -> Qty {
+        let both = (Stored::of(self.0).common(), Stored::of(other.0).common());
+        if let (Some(a), Some(b)) = both {
+            if let Some(s) = a.checked_add(b) {
+                return Qty(from_magnitude(u128::from(s), false, SCALE));
+            }
+        }
+        self.plus_equals(&other);
+        Qty::from_decimal(self.0)
+    }
+
     /// `price x qty`, exact, in canonical form (a trade's quote volume). With both at `SCALE`
     /// and 64-bit magnitudes (nearly always), each magnitude loses its trailing zeros in 64 bits
     /// and the product is brought to `SCALE` when it has at most that many fractional digits
