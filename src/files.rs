@@ -58,13 +58,16 @@ pub fn open(path: &Path, id: u32) -> LineInput {
 fn read_ahead(mut reader: impl Read, name: &str, send: impl Fn(ParsedBatch) -> bool) {
     let mut ahead = ReadAhead::default();
     let mut chunk = Vec::with_capacity(CHUNK);
+    // The bytes at the start of `chunk` already searched for a line feed, in vain.
+    let mut searched = 0;
     loop {
-        // A chunk of `CHUNK` bytes (a longer line grows it by as much).
+        // A chunk of `CHUNK` bytes; a longer line grows it by as much at a time (by doubling
+        // its room: a line of any length is read in time linear in it).
         let want = CHUNK
             .checked_sub(chunk.len())
             .filter(|&n| n > 0)
             .unwrap_or(CHUNK);
-        chunk.reserve_exact(want);
+        chunk.reserve(want);
         let read = (&mut reader).take(want as u64).read_to_end(&mut chunk);
         let (end, error) = match read {
             Ok(n) => (n == 0, None),
@@ -72,11 +75,17 @@ fn read_ahead(mut reader: impl Read, name: &str, send: impl Fn(ParsedBatch) -> b
         };
         // Whole lines go now; the rest (a line read in part) starts the next chunk. At the end
         // of the file the rest is its last line; after an error, the error's payload.
-        let cut = match chunk.iter().rposition(|&b| b == b'\n') {
+        let cut = match chunk[searched..].iter().rposition(|&b| b == b'\n') {
             _ if end && error.is_none() => chunk.len(),
-            Some(feed) => feed + 1,
+            Some(feed) => searched + feed + 1,
             None => 0,
         };
+        if cut == 0 && !end {
+            // No line has ended yet: read on into the same chunk.
+            searched = chunk.len();
+            continue;
+        }
+        searched = 0;
         let mut rest = Vec::with_capacity(CHUNK.max(chunk.len() - cut));
         rest.extend_from_slice(&chunk[cut..]);
         chunk.truncate(cut);
@@ -256,6 +265,40 @@ mod tests {
                 .collect();
             let expected = tampines_dataflows::event::parse(&lines[2_501]).unwrap_err();
             assert_eq!(bad, vec![(2_501, expected.to_string().as_str())]);
+        }
+    }
+
+    #[test]
+    fn lines_that_meet_a_chunk_boundary_are_read_whole() {
+        let line = |len: usize| "y".repeat(len);
+        let files = [
+            String::new(),
+            // Ends exactly at the end of the first chunk, with and without a line feed.
+            format!("{}\n", line(CHUNK - 1)),
+            line(CHUNK),
+            // A carriage return ends the first chunk, its line feed starts the second.
+            format!("a\n{}\r\nb", line(CHUNK - 3)),
+            // A line feed ends the first chunk, then one more line.
+            format!("{}\n{}\n", line(CHUNK - 1), line(5)),
+        ];
+        for file in files {
+            let pieces = Pieces {
+                data: file.clone().into_bytes(),
+                at: 0,
+                piece: usize::MAX,
+                fail_at: None,
+            };
+            let got: Vec<String> = read_all(pieces).into_iter().map(|(t, _)| t).collect();
+            let mut expected: Vec<String> = file
+                .split('\n')
+                .map(|l| l.trim_end_matches('\r').to_string())
+                .collect();
+            if file.is_empty() || file.ends_with('\n') {
+                expected.pop();
+            }
+            let lens = |v: &[String]| v.iter().map(String::len).collect::<Vec<_>>();
+            assert_eq!(lens(&got), lens(&expected));
+            assert_eq!(got, expected);
         }
     }
 
