@@ -43,6 +43,14 @@ pub struct Candle {
     pub closed: bool,
 }
 
+/// A series' candles by open time, and the timestamp and open time of the candle its last trade
+/// went to.
+#[derive(Default)]
+struct Series {
+    candles: BTreeMap<u64, Candle>,
+    last: Option<(u64, u64)>,
+}
+
 /// Key of a candle: symbol, index into the configured intervals, open time.
 pub type CandleKey = (Sym, u32, u64);
 
@@ -63,7 +71,7 @@ pub fn candles<'s>(
     stats: Arc<Stats>,
 ) -> StreamVec<'s, u64, (Change, u64)> {
     let g = config.granularity_ms;
-    let mut series: FoldMap<(Sym, u32), BTreeMap<u64, Candle>> = FoldMap::default();
+    let mut series: FoldMap<(Sym, u32), Series> = FoldMap::default();
     let mut names = Names::default();
     // The result name of every series, made once.
     let mut results: FoldMap<(Sym, u32), Arc<ResultName>> = FoldMap::default();
@@ -84,7 +92,8 @@ pub fn candles<'s>(
             // was dropped by retention; one created and dropped here was never there.
             let mut touched: Vec<(CandleKey, bool)> = Vec::new();
             for key @ (sym, ivl, open) in closing.remove(&time).unwrap_or_default() {
-                if let Some(candle) = series.get_mut(&(sym, ivl)).and_then(|s| s.get_mut(&open)) {
+                let series = series.get_mut(&(sym, ivl));
+                if let Some(candle) = series.and_then(|s| s.candles.get_mut(&open)) {
                     touched.push((key, true));
                     candle.closed = true;
                 }
@@ -102,10 +111,15 @@ pub fn candles<'s>(
                     let ivl = ivl as u32;
                     let open = trade.ts / interval.ms * interval.ms;
                     let closes = (open + interval.ms).div_ceil(g) * g;
-                    let candles = series.entry((sym, ivl)).or_default();
+                    let Series { candles, last } = series.entry((sym, ivl)).or_default();
+                    // A candle is noted once per timestamp (unless trades alternate between
+                    // candles of a series; the notes are deduplicated below anyway).
+                    let noted = last.replace((time, open)) == Some((time, open));
                     match candles.get_mut(&open) {
                         Some(candle) => {
-                            touched.push(((sym, ivl, open), true));
+                            if !noted {
+                                touched.push(((sym, ivl, open), true));
+                            }
                             candle.agg.merge(&agg);
                         }
                         None => {
@@ -139,7 +153,7 @@ pub fn candles<'s>(
             touched.dedup_by_key(|&mut (key, _)| key);
             let start = out.len();
             for ((sym, ivl, open), existed) in touched {
-                let new = series.get(&(sym, ivl)).and_then(|s| s.get(&open));
+                let new = series.get(&(sym, ivl)).and_then(|s| s.candles.get(&open));
                 if new.is_none() && !existed {
                     continue;
                 }
