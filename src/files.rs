@@ -1,13 +1,13 @@
 //! The file source: NDJSON event files (plain or gzip) as line inputs.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
 use std::sync::mpsc::TryRecvError;
 
-use tampines_dataflows::ahead::{Ahead, ParsedBatch, ReadAhead};
+use tampines_dataflows::ahead::{self, Ahead, ParsedBatch, ReadAhead};
 use tampines_dataflows::source::LineInput;
 
 /// Bytes a reader thread reads at once: a chunk of whole lines, parsed into one batch.
@@ -54,66 +54,121 @@ pub fn open(path: &Path, id: u32) -> LineInput {
 }
 
 /// Reads `reader` in chunks of whole lines and `send`s each parsed, until the end, a read error
-/// (its dead letter last) or a refused send. A line longer than a chunk is read on until it ends.
-fn read_ahead(mut reader: impl Read, name: &str, send: impl Fn(ParsedBatch) -> bool) {
+/// (its dead letter last) or a refused send.
+fn read_ahead(reader: impl Read, name: &str, send: impl Fn(ParsedBatch) -> bool) {
     let mut ahead = ReadAhead::default();
-    let mut chunk = Vec::with_capacity(CHUNK);
-    // The bytes at the start of `chunk` already searched for a line feed, in vain.
-    let mut searched = 0;
-    loop {
-        // A chunk of `CHUNK` bytes; a longer line grows it by as much at a time (by doubling
-        // its room: a line of any length is read in time linear in it).
-        let want = CHUNK
-            .checked_sub(chunk.len())
-            .filter(|&n| n > 0)
-            .unwrap_or(CHUNK);
-        chunk.reserve(want);
-        let read = (&mut reader).take(want as u64).read_to_end(&mut chunk);
-        let (end, error) = match read {
-            Ok(n) => (n == 0, None),
-            Err(e) => (true, Some(format!("read error: {name}: {e}"))),
+    for chunk in Chunks::new(reader, name) {
+        let batch = match chunk {
+            Ok(lines) => ahead.batch(lines),
+            Err((reason, payload)) => ReadAhead::unreadable(reason, payload),
         };
-        // Whole lines go now; the rest (a line read in part) starts the next chunk. At the end
-        // of the file the rest is its last line; after an error, the error's payload.
-        let cut = match chunk[searched..].iter().rposition(|&b| b == b'\n') {
-            _ if end && error.is_none() => chunk.len(),
-            Some(feed) => searched + feed + 1,
-            None => 0,
-        };
-        if cut == 0 && !end {
-            // No line has ended yet: read on into the same chunk.
-            searched = chunk.len();
-            continue;
-        }
-        searched = 0;
-        let mut rest = Vec::with_capacity(CHUNK.max(chunk.len() - cut));
-        rest.extend_from_slice(&chunk[cut..]);
-        chunk.truncate(cut);
-        let lines = std::mem::replace(&mut chunk, rest);
-        if !lines.is_empty() && !send(ahead.batch(lines)) {
-            return;
-        }
-        if let Some(reason) = error {
-            send(ReadAhead::unreadable(reason, chunk));
-            return;
-        }
-        if end {
+        if !send(batch) {
             return;
         }
     }
 }
 
-/// The lines of `path` as text (a file that cannot be opened: one unreadable line).
+/// The lines of `path` as text (a file that cannot be opened: one unreadable line; a read error:
+/// one unreadable line with the part of the line read before it, then nothing).
 pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, (String, String)>>> {
     let name = path.display().to_string();
-    match reader(path, &name) {
-        Ok(reader) => Box::new(Lines {
-            reader: BufReader::with_capacity(1 << 20, reader),
-            name,
-            failed: false,
-            buf: Vec::with_capacity(1 << 12),
-        }),
-        Err(reason) => Box::new(std::iter::once(Err((reason, String::new())))),
+    let reader = match reader(path, &name) {
+        Ok(reader) => reader,
+        Err(reason) => return Box::new(std::iter::once(Err((reason, String::new())))),
+    };
+    let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    Box::new(Chunks::new(reader, &name).flat_map(move |chunk| {
+        match chunk {
+            Ok(text) => (ahead::lines_of(&text))
+                .map(|(start, end)| {
+                    let line = &text[start..end];
+                    String::from_utf8(line.to_vec())
+                        .map_err(|_| ("invalid utf-8".to_string(), lossy(line)))
+                })
+                .collect::<Vec<_>>(),
+            Err((reason, payload)) => vec![Err((reason, lossy(&payload)))],
+        }
+    }))
+}
+
+/// A reader's chunks of whole lines, about [`CHUNK`] bytes each (a longer line makes a longer
+/// one), each ending with a line feed except the last of the input; after a read error, its
+/// reason and the part of a line read before it, and nothing more.
+struct Chunks<R> {
+    reader: R,
+    name: String,
+    /// The chunk being read: whole lines are cut from its front, a line read in part stays.
+    chunk: Vec<u8>,
+    /// The bytes at the start of `chunk` already searched for a line feed, in vain.
+    searched: usize,
+    done: bool,
+    /// A read error, reported after the lines read before it.
+    pending: Option<(String, Vec<u8>)>,
+}
+
+impl<R: Read> Chunks<R> {
+    fn new(reader: R, name: &str) -> Chunks<R> {
+        Chunks {
+            reader,
+            name: name.to_string(),
+            chunk: Vec::with_capacity(CHUNK),
+            searched: 0,
+            done: false,
+            pending: None,
+        }
+    }
+}
+
+impl<R: Read> Iterator for Chunks<R> {
+    type Item = Result<Vec<u8>, (String, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            // A chunk of `CHUNK` bytes; a longer line grows it by as much at a time (by
+            // doubling its room: a line of any length is read in time linear in it).
+            let chunk = &mut self.chunk;
+            let want = CHUNK
+                .checked_sub(chunk.len())
+                .filter(|&n| n > 0)
+                .unwrap_or(CHUNK);
+            chunk.reserve(want);
+            let read = (&mut self.reader).take(want as u64).read_to_end(chunk);
+            let (end, error) = match read {
+                Ok(n) => (n == 0, None),
+                Err(e) => (true, Some(format!("read error: {}: {e}", self.name))),
+            };
+            self.done = end;
+            // Whole lines go now; the rest (a line read in part) starts the next chunk. At the
+            // end of the input the rest is its last line; after an error, the error's payload.
+            let cut = match chunk[self.searched..].iter().rposition(|&b| b == b'\n') {
+                _ if end && error.is_none() => chunk.len(),
+                Some(feed) => self.searched + feed + 1,
+                None => 0,
+            };
+            if cut == 0 && !end {
+                // No line has ended yet: read on into the same chunk.
+                self.searched = chunk.len();
+                continue;
+            }
+            self.searched = 0;
+            let mut rest = Vec::with_capacity(CHUNK.max(chunk.len() - cut));
+            rest.extend_from_slice(&chunk[cut..]);
+            chunk.truncate(cut);
+            let lines = std::mem::replace(chunk, rest);
+            if let Some(reason) = error {
+                // The lines before the error first; the error with its payload next time.
+                let payload = std::mem::take(chunk);
+                if lines.is_empty() {
+                    return Some(Err((reason, payload)));
+                }
+                self.pending = Some((reason, payload));
+                return Some(Ok(lines));
+            }
+            if !lines.is_empty() {
+                return Some(Ok(lines));
+            }
+        }
+        self.pending.take().map(Err)
     }
 }
 
@@ -129,57 +184,6 @@ fn reader(path: &Path, name: &str) -> Result<Box<dyn Read + Send>, String> {
                 Box::new(f)
             }
         })
-}
-
-struct Lines {
-    reader: BufReader<Box<dyn Read + Send>>,
-    name: String,
-    failed: bool,
-    /// Reused for every line.
-    buf: Vec<u8>,
-}
-
-impl Lines {
-    /// The next line's bytes without its line end, or why it could not be read.
-    fn next_bytes(&mut self) -> Option<Result<&[u8], String>> {
-        if self.failed {
-            return None;
-        }
-        let buf = &mut self.buf;
-        buf.clear();
-        match self.reader.read_until(b'\n', buf) {
-            Ok(0) => None,
-            Ok(_) => {
-                while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                    buf.pop();
-                }
-                Some(Ok(buf))
-            }
-            Err(e) => {
-                // A broken stream (truncated gzip, I/O error) ends this input after one dead letter.
-                self.failed = true;
-                Some(Err(format!("read error: {}: {e}", self.name)))
-            }
-        }
-    }
-}
-
-impl Iterator for Lines {
-    type Item = Result<String, (String, String)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        // Each line is copied once into a string of its own size (reading into a fresh vector
-        // grew it five or six times per line).
-        Some(match self.next_bytes()? {
-            Ok(bytes) => String::from_utf8(bytes.to_vec()).map_err(|e| {
-                (
-                    "invalid utf-8".to_string(),
-                    String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                )
-            }),
-            Err(reason) => Err((reason, String::new())),
-        })
-    }
 }
 
 #[cfg(test)]
@@ -299,6 +303,13 @@ mod tests {
             let lens = |v: &[String]| v.iter().map(String::len).collect::<Vec<_>>();
             assert_eq!(lens(&got), lens(&expected));
             assert_eq!(got, expected);
+            // The lines `produce` sends come from the same chunks.
+            let path = std::env::temp_dir().join(format!("tampines-lines-{}", std::process::id()));
+            std::fs::write(&path, &file).unwrap();
+            let sent: Vec<String> = lines(&path).map(Result::unwrap).collect();
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!(lens(&sent), lens(&expected));
+            assert_eq!(sent, expected);
         }
     }
 

@@ -136,6 +136,25 @@ impl AheadLines {
     }
 }
 
+/// Where each line of `text` starts and ends: lines end at a line feed, without the carriage
+/// returns before it; the last one may have no line feed (an empty text has no line).
+pub fn lines_of(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= text.len() {
+            return None;
+        }
+        let feed = memchr::memchr(b'\n', &text[start..]).map(|i| start + i);
+        let mut end = feed.unwrap_or(text.len());
+        let line = start;
+        start = feed.map_or(end, |f| f + 1);
+        while end > line && text[end - 1] == b'\r' {
+            end -= 1;
+        }
+        Some((line, end))
+    })
+}
+
 /// Parses a line of text (without its line end): a blank line gives nothing, a bad one its
 /// dead-letter reason, an event the names `name` picks for it. The source reads lines as text
 /// through it too, so both ways parse alike.
@@ -160,16 +179,8 @@ impl ReadAhead {
     /// except the input's last, which may not. The batch keeps `text`.
     pub fn batch(&mut self, text: Vec<u8>) -> ParsedBatch {
         let mut lines = Vec::with_capacity(text.len() / 128 + 1);
-        let mut start = 0;
-        while start < text.len() {
-            let feed = memchr::memchr(b'\n', &text[start..]).map(|i| start + i);
-            let mut end = feed.unwrap_or(text.len());
-            let next = feed.map_or(end, |f| f + 1);
-            while end > start && text[end - 1] == b'\r' {
-                end -= 1;
-            }
+        for (start, end) in lines_of(&text) {
             lines.push((start, end, self.parse(&text[start..end])));
-            start = next;
         }
         ParsedBatch { text, lines }
     }
