@@ -254,3 +254,73 @@ impl ReadAhead {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::operators::generic::operator::source;
+
+    use super::Wake;
+
+    #[test]
+    fn a_batch_sent_wakes_the_source_only_while_it_waits() {
+        timely::execute_directly(|worker| {
+            let (runs, wake) = (Rc::new(Cell::new(0)), Wake::default());
+            let (counted, registered) = (runs.clone(), wake.clone());
+            let finish = Rc::new(Cell::new(false));
+            let finished = finish.clone();
+            worker.dataflow::<u64, _, _>(|scope| {
+                source::<_, CapacityContainerBuilder<Vec<u64>>, _, _>(
+                    scope,
+                    "Waits",
+                    move |capability, info| {
+                        registered
+                            .register(scope.worker().sync_activator_for(info.address.to_vec()));
+                        // Held until the test ends, so the dataflow stays alive.
+                        let mut held = Some(capability);
+                        move |_output| {
+                            counted.set(counted.get() + 1);
+                            if finished.get() {
+                                drop(held.take());
+                            }
+                        }
+                    },
+                );
+            });
+            // Built, the operator runs once; then only when activated (a few steps carry an
+            // activation from another thread to the operator).
+            let steps = |worker: &mut timely::worker::Worker| {
+                (0..3).for_each(|_| {
+                    worker.step();
+                })
+            };
+            steps(worker);
+            let built = runs.get();
+            wake.sent();
+            steps(worker);
+            assert_eq!(
+                runs.get(),
+                built,
+                "a source that does not wait is not woken"
+            );
+            wake.waiting();
+            wake.sent();
+            steps(worker);
+            assert_eq!(
+                runs.get(),
+                built + 1,
+                "a waiting source is woken by a batch"
+            );
+            wake.sent();
+            steps(worker);
+            assert_eq!(runs.get(), built + 1, "one wake per wait");
+            // Woken once more, it lets the dataflow end.
+            finish.set(true);
+            wake.waiting();
+            wake.sent();
+        });
+    }
+}
