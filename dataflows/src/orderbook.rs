@@ -10,7 +10,9 @@
 //! no snapshot yet -> stale), then, once per symbol that changed:
 //! 1. adds each changed raw level's size difference (`new - old`) to its group at every
 //!    resolution (bids floor, asks ceil to `resolution x tick`, [`Price::group`]); a group whose
-//!    sum falls to zero is removed. A change of the inferred tick regroups the whole book;
+//!    sum falls to zero is removed. A change of the inferred tick regroups the whole book.
+//!    Under an inferred tick every price is a multiple of it, so resolution 1's groups are the
+//!    raw levels: that resolution keeps no groups and reads the raw book;
 //! 2. for every resolution and side whose best `depth` groups may have moved (a changed group
 //!    ranks inside them, or fewer than `depth` are shown), compares the best `depth` with the
 //!    ones shown, and renders them again (reusing the text of unchanged levels) when they differ;
@@ -99,7 +101,8 @@ enum BookOut {
 /// One side of a book grouped at one resolution.
 #[derive(Default)]
 struct GroupedSide {
-    /// Every group with a positive size, by group price.
+    /// Every group with a positive size, by group price; empty at the resolution whose groups
+    /// are the raw levels ([`Grouped::raw`]), which reads the raw side instead.
     groups: BTreeMap<Price, Qty>,
     /// The best `depth` groups as last rendered, with their text (rendered whenever they change,
     /// published with the book once its names are there).
@@ -125,6 +128,12 @@ impl GroupedSide {
                 }
             }
         }
+        self.note(side, group, depth);
+    }
+
+    /// Notes that `group` changed: the best `depth` may have moved unless `depth` groups are
+    /// shown and `group` ranks below them all.
+    fn note(&mut self, side: Side, group: Price, depth: usize) {
         if !self.moved {
             let shown = self.shown.levels();
             let below = |&(worst, _): &(Price, Qty)| match side {
@@ -135,24 +144,38 @@ impl GroupedSide {
         }
     }
 
-    /// The best `depth` groups, best first.
-    fn best(&self, side: Side, depth: usize) -> impl Iterator<Item = (Price, Qty)> + '_ {
+    /// The best `depth` groups, best first: of `raw`, the raw side, at the resolution whose
+    /// groups are the raw levels.
+    fn best<'a>(
+        &'a self,
+        side: Side,
+        depth: usize,
+        raw: Option<&'a BTreeMap<Price, Qty>>,
+    ) -> impl Iterator<Item = (Price, Qty)> + 'a {
+        let groups = raw.unwrap_or(&self.groups);
         let (asks, bids) = match side {
-            Side::Ask => (Some(self.groups.iter()), None),
-            Side::Bid => (None, Some(self.groups.iter().rev())),
+            Side::Ask => (Some(groups.iter()), None),
+            Side::Bid => (None, Some(groups.iter().rev())),
         };
         let best = asks.into_iter().flatten().chain(bids.into_iter().flatten());
         best.take(depth).map(|(&price, &size)| (price, size))
     }
 
     /// Renders the best `depth` groups again if they moved and differ from the shown ones;
-    /// true if they did. `scratch` lends its allocation and gets the old levels' back.
-    fn refresh(&mut self, side: Side, depth: usize, scratch: &mut Levels) -> bool {
+    /// true if they did. `scratch` lends its allocation and gets the old levels' back. `raw`:
+    /// the raw side, at the resolution whose groups are the raw levels.
+    fn refresh(
+        &mut self,
+        side: Side,
+        depth: usize,
+        scratch: &mut Levels,
+        raw: Option<&BTreeMap<Price, Qty>>,
+    ) -> bool {
         if !std::mem::take(&mut self.moved) {
             return false;
         }
         scratch.clear();
-        scratch.extend(self.best(side, depth));
+        scratch.extend(self.best(side, depth, raw));
         if scratch == self.shown.levels() {
             return false;
         }
@@ -170,10 +193,15 @@ struct Grouped {
     steps: Vec<Price>,
     /// Bids and asks, per resolution.
     sides: Vec<[GroupedSide; 2]>,
+    /// The resolution whose groups are the raw levels, if one is: resolution 1 under an
+    /// inferred tick, of which every price of the book is a multiple. Its sides keep no groups
+    /// of their own and read the raw book (a copy of it cost a fifth of grouping).
+    raw: Option<usize>,
 }
 
 impl Grouped {
-    fn new(tick: Price, resolutions: &[u32]) -> Grouped {
+    /// Groups under `tick`; `inferred`: the tick is the book's own (every price a multiple).
+    fn new(tick: Price, resolutions: &[u32], inferred: bool) -> Grouped {
         let steps = resolutions
             .iter()
             .map(|&r| Price::from_decimal(tick.value() * Decimal::from(r)))
@@ -182,6 +210,10 @@ impl Grouped {
             tick,
             steps,
             sides: resolutions.iter().map(|_| Default::default()).collect(),
+            raw: resolutions
+                .iter()
+                .position(|&r| r == 1)
+                .filter(|_| inferred),
         }
     }
 
@@ -190,7 +222,13 @@ impl Grouped {
     /// them is summed first and updates its group once (at coarse resolutions most changed
     /// levels of a timestamp share a few groups).
     fn add(&mut self, diffs: &[(BookPrice, Qty)], depth: usize) {
-        for (&step, sides) in self.steps.iter().zip(&mut self.sides) {
+        for (i, (&step, sides)) in self.steps.iter().zip(&mut self.sides).enumerate() {
+            if self.raw == Some(i) {
+                for &(BookPrice { side, price }, _) in diffs {
+                    sides[usize::from(side == Side::Ask)].note(side, price, depth);
+                }
+                continue;
+            }
             let mut run: Option<(Side, Price, Qty)> = None;
             let mut end = |run: Option<(Side, Price, Qty)>| {
                 if let Some((side, group, sum)) = run.filter(|r| !r.2.is_zero_qty()) {
@@ -319,7 +357,8 @@ impl Book {
             }
             same
         });
-        let tick = self.tick(config.tick_sizes.get(&sym).copied());
+        let configured = config.tick_sizes.get(&sym).copied();
+        let tick = self.tick(configured);
         match (&mut self.grouped, tick) {
             (Some(grouped), Some(tick)) if grouped.tick == tick => {
                 let mut diffs = std::mem::take(&mut self.diffs);
@@ -335,7 +374,7 @@ impl Book {
             (old, Some(tick)) => {
                 // The first tick, or a finer one (precision only grows): the whole book is
                 // grouped again, and every side is compared with what it showed under the old.
-                let mut grouped = Grouped::new(tick, &config.resolutions);
+                let mut grouped = Grouped::new(tick, &config.resolutions, configured.is_none());
                 if let Some(old) = old.take() {
                     for (new, old) in grouped.sides.iter_mut().zip(old.sides) {
                         for (new, old) in new.iter_mut().zip(old) {
@@ -381,11 +420,14 @@ impl Book {
             self.published = Some(head);
         }
         for (i, &resolution) in config.resolutions.iter().enumerate() {
-            let sides = self.grouped.as_mut().map(|g| &mut g.sides[i]);
+            let sides = self
+                .grouped
+                .as_mut()
+                .map(|g| (g.raw == Some(i), &mut g.sides[i]));
             let scratch = &mut self.scratch;
-            let moved = sides.is_some_and(|[bids, asks]| {
-                let bids_moved = bids.refresh(Side::Bid, depth, scratch);
-                asks.refresh(Side::Ask, depth, scratch) || bids_moved
+            let moved = sides.is_some_and(|(raw, [bids, asks])| {
+                let bids_moved = bids.refresh(Side::Bid, depth, scratch, raw.then_some(&self.bids));
+                asks.refresh(Side::Ask, depth, scratch, raw.then_some(&self.asks)) || bids_moved
             });
             let Some(name) = name.filter(|_| moved || again) else {
                 continue;
@@ -579,14 +621,10 @@ mod tests {
     /// shown groups equal the best `depth` groups computed from scratch from the raw levels, and
     /// the book is published at exactly the resolutions where they changed (at all of them the
     /// first time), with those groups in its record; and the emitted best prices add up to the
-    /// book's best prices, once.
+    /// book's best prices, once. Even seeds configure a tick of 0.5, so that resolution 1 groups
+    /// levels too (under an inferred tick its groups are the raw levels, read from the raw book).
     #[test]
     fn published_books_equal_the_best_groups_after_every_timestamp() {
-        let config = Config {
-            depth: 3,
-            resolutions: vec![1, 3, 10],
-            ..Config::default()
-        };
         let sym = Sym(1);
         let name = SymbolName {
             exchange: "ex".into(),
@@ -594,6 +632,13 @@ mod tests {
         };
         type Tops = BTreeMap<(u32, Side), Vec<(Decimal, Decimal)>>;
         for seed in 1..=40u64 {
+            let configured = (seed % 2 == 0).then(|| Price::from_decimal(Decimal::new(5, 1)));
+            let config = Config {
+                depth: 3,
+                resolutions: vec![1, 3, 10],
+                tick_sizes: configured.iter().map(|&t| (sym, t)).collect(),
+                ..Config::default()
+            };
             let mut rng = Rng(seed);
             let mut book = Book::default();
             let mut previous: Option<Tops> = None;
@@ -632,7 +677,9 @@ mod tests {
                 book.flush(sym, time, Some(&name), &config, &mut out);
                 // The best groups from scratch.
                 // No tick before the first price: empty sides.
-                let tick = book.tick(None).unwrap_or(Price::from_decimal(Decimal::ONE));
+                let tick = book
+                    .tick(configured)
+                    .unwrap_or(Price::from_decimal(Decimal::ONE));
                 let mut tops: Tops = BTreeMap::new();
                 for &r in &config.resolutions {
                     let step = tick.value() * Decimal::from(r);
