@@ -133,8 +133,9 @@ pub trait Inputs {
     fn progressed(&mut self, _frontier: u64) {}
     /// Called once, when the source is built, with what schedules it from any thread: an input
     /// whose lines come from another thread wakes the source with it after a `Pending` (else the
-    /// source looks again after 1 ms).
-    fn wake_with(&mut self, _activator: SyncActivator) {}
+    /// source looks again after 1 ms). No default: a wrapper that did not pass it on silently
+    /// left its inputs to the poll.
+    fn wake_with(&mut self, activator: SyncActivator);
 }
 
 impl Inputs for Box<dyn Inputs> {
