@@ -12,21 +12,31 @@ use tampines_dataflows::source::LineInput;
 
 /// Bytes a reader thread reads at once: a chunk of whole lines, parsed into one batch.
 const CHUNK: usize = 128 << 10;
-/// Batches a reader thread may be ahead of the worker. The thread gets a core only now and then
-/// when the workers keep both busy; a deeper queue lets them go on meanwhile. Live file at `-w 2`,
-/// 8 alternating runs each: 8 batches 1.83 s and 141 MiB, 16 1.82 s and 151 MiB, 32 1.74 s and
-/// 173 MiB.
+/// Batches the reader threads of a worker's files may be ahead of it, together: a file gets its
+/// share ([`ahead_per_file`]). A reader thread gets a core only now and then when the workers keep
+/// both busy; a deeper queue lets them go on meanwhile. One file, live file at `-w 2`, 8
+/// alternating runs each: 8 batches 1.83 s and 141 MiB, 16 1.82 s and 151 MiB, 32 1.74 s and
+/// 173 MiB. Shared, so that many files do not hold many times the memory (a worker reads its
+/// files in turn, a streak of lines from each, so each needs less ahead).
 const AHEAD_BATCHES: usize = 32;
+/// Batches any file may be ahead, however many a worker reads.
+const MIN_AHEAD_BATCHES: usize = 4;
+
+/// The batches each of a worker's `files` may be read ahead.
+pub fn ahead_per_file(files: usize) -> usize {
+    (AHEAD_BATCHES / files.max(1)).max(MIN_AHEAD_BATCHES)
+}
 
 /// Opens `path` as input number `id`, read and parsed ahead by a thread of its own (the worker
 /// that owns the input then only stamps and routes its events: with one file, parsing was a
 /// seventh of all the work and made its worker the slowest). A file that cannot be opened or
 /// read becomes one dead letter with the error as its reason (and, read partly, the part of the
-/// line read before it as its payload); it never stops the job.
-pub fn open(path: &Path, id: u32) -> LineInput {
+/// line read before it as its payload); it never stops the job. The thread reads up to `ahead`
+/// batches ahead of the worker ([`ahead_per_file`]).
+pub fn open(path: &Path, id: u32, ahead: usize) -> LineInput {
     let name = path.display().to_string();
     let reader = reader(path, &name);
-    let (batches, receiver) = std::sync::mpsc::sync_channel(AHEAD_BATCHES);
+    let (batches, receiver) = std::sync::mpsc::sync_channel(ahead);
     let wake = Wake::default();
     let sent = wake.clone();
     let thread = std::thread::Builder::new()
@@ -212,6 +222,12 @@ fn reader(path: &Path, name: &str) -> Result<Box<dyn Read + Send>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_share_a_workers_read_ahead() {
+        let shares: Vec<usize> = [0, 1, 2, 4, 7, 8, 9, 100].map(ahead_per_file).into();
+        assert_eq!(shares, [32, 32, 16, 8, 4, 4, 4, 4]);
+    }
 
     /// A reader that hands out `data` at most `piece` bytes per read, and fails at `fail_at`.
     struct Pieces {

@@ -396,11 +396,15 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
             vec![("file", crate::metrics::label_value(&file))]
         }),
         move |index, peers| {
-            let mine = files
+            let mine: Vec<_> = files
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| tampines_dataflows::source::reader(*i, peers) == index)
-                .map(|(i, path)| crate::files::open(path, i as u32))
+                .collect();
+            let ahead = crate::files::ahead_per_file(mine.len());
+            let mine = mine
+                .into_iter()
+                .map(|(i, path)| crate::files::open(path, i as u32, ahead))
                 .collect();
             Ok(WorkerInputs {
                 inputs: Box::new(tampines_dataflows::source::LineInputs::new(mine)),
