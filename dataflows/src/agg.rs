@@ -104,9 +104,9 @@ impl Agg {
         }
         self.high = self.high.max(o.high);
         self.low = self.low.min(o.low);
-        self.volume = sum(self.volume, o.volume);
-        self.buy_volume = sum(self.buy_volume, o.buy_volume);
-        self.quote_volume = sum(self.quote_volume, o.quote_volume);
+        self.volume = self.volume.sum(o.volume);
+        self.buy_volume = self.buy_volume.sum(o.buy_volume);
+        self.quote_volume = self.quote_volume.sum(o.quote_volume);
         self.count += o.count;
     }
 
@@ -114,11 +114,6 @@ impl Agg {
     pub fn vwap(&self) -> Decimal {
         crate::types::round_dp(self.quote_volume.value() / self.volume.value(), 8)
     }
-}
-
-/// `a + b` in canonical form ([`Qty::sum`]).
-fn sum(a: Qty, b: Qty) -> Qty {
-    a.sum(b)
 }
 
 #[cfg(test)]
@@ -140,7 +135,7 @@ mod tests {
             let (qa, qb) = (Qty::parse(a).unwrap(), Qty::parse(b).unwrap());
             let expected =
                 Qty::from_decimal(a.parse::<Decimal>().unwrap() + b.parse::<Decimal>().unwrap());
-            let got = sum(qa, qb);
+            let got = qa.sum(qb);
             assert_eq!(got, expected, "{a} + {b}");
             assert_eq!(
                 got.value().to_string(),
