@@ -7,7 +7,7 @@ use std::path::Path;
 use flate2::read::MultiGzDecoder;
 use std::sync::mpsc::TryRecvError;
 
-use tampines_dataflows::ahead::{self, Ahead, ParsedBatch, ReadAhead, Wake};
+use tampines_dataflows::ahead::{self, Ahead, ParsedBatch, ReadAhead};
 use tampines_dataflows::source::LineInput;
 
 /// Bytes a reader thread reads at once: a chunk of whole lines, parsed into one batch.
@@ -16,7 +16,7 @@ const CHUNK: usize = 128 << 10;
 /// share ([`ahead_per_file`]). A reader thread gets a core only now and then when the workers keep
 /// both busy; a deeper queue lets them go on meanwhile. One file, live file at `-w 2`, 8
 /// alternating runs each: 8 batches 1.83 s and 141 MiB, 16 1.82 s and 151 MiB, 32 1.74 s and
-/// 173 MiB. Shared, so that many files do not hold many times the memory (a worker reads its
+/// 173 MiB (the design note `20261204_read_ahead_depth_and_raw_resolution.md`). Shared, so that many files do not hold many times the memory (a worker reads its
 /// files in turn, a streak of lines from each, so each needs less ahead).
 const AHEAD_BATCHES: usize = 32;
 /// Batches any file may be ahead, however many a worker reads.
@@ -37,41 +37,21 @@ pub fn open(path: &Path, id: u32, ahead: usize) -> LineInput {
     let name = path.display().to_string();
     let reader = reader(path, &name);
     let (batches, receiver) = std::sync::mpsc::sync_channel(ahead);
-    let wake = Wake::default();
-    let sent = wake.clone();
     let thread = std::thread::Builder::new()
         .name(format!("read-{id}"))
         .spawn(move || {
             // A worker that has gone (the job stopped) ends the thread.
-            let send = |batch: ParsedBatch| {
-                let ok = batches.send(batch).is_ok();
-                sent.sent();
-                ok
-            };
+            let send = |batch: ParsedBatch| batches.send(batch).is_ok();
             match reader {
                 Ok(reader) => read_ahead(reader, &name, send),
                 Err(reason) => {
                     send(ReadAhead::unreadable(reason, Vec::new()));
                 }
             }
-            // The end of the input is news too.
-            drop(batches);
-            sent.sent();
         })
         .expect("the system starts a reader thread");
     let mut thread = Some(thread);
-    let waiting = wake.clone();
-    let next = move || {
-        receiver.try_recv().or_else(|e| match e {
-            // Says it waits, then looks once more: a batch sent in between is not missed.
-            TryRecvError::Empty => {
-                waiting.waiting();
-                receiver.try_recv()
-            }
-            e => Err(e),
-        })
-    };
-    let batches = std::iter::from_fn(move || match next() {
+    let batches = std::iter::from_fn(move || match receiver.try_recv() {
         Ok(batch) => Some(Ahead::Batch(batch)),
         Err(TryRecvError::Empty) => Some(Ahead::NotYet),
         Err(TryRecvError::Disconnected) => {
@@ -83,7 +63,7 @@ pub fn open(path: &Path, id: u32, ahead: usize) -> LineInput {
             None
         }
     });
-    LineInput::ahead(id, Box::new(batches)).waking(wake)
+    LineInput::ahead(id, Box::new(batches))
 }
 
 /// Reads `reader` in chunks of whole lines and `send`s each parsed, until the end, a read error

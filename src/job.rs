@@ -9,8 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use timely::scheduling::SyncActivator;
-
 use anyhow::{anyhow, Result};
 use tampines_dataflows::source::{DeadLetter, Inputs};
 use tampines_dataflows::stats::{Stats, Totals};
@@ -100,9 +98,6 @@ impl Inputs for Throttled {
     fn progressed(&mut self, frontier: u64) {
         self.frontier = frontier;
         self.inputs.progressed(frontier)
-    }
-    fn wake_with(&mut self, activator: SyncActivator) {
-        self.inputs.wake_with(activator)
     }
 }
 

@@ -379,11 +379,6 @@ impl Inputs for KafkaInputs {
             None => queue.push_back((offset, time)),
         }
     }
-
-    fn wake_with(&mut self, _activator: timely::scheduling::SyncActivator) {
-        // The worker's own consumer is polled, without waiting, at every activation: there is
-        // no thread of ours to wake it.
-    }
 }
 
 /// Every 10 s, on a thread of its own (never delaying a worker), the consumer group's lag per

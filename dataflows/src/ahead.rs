@@ -16,10 +16,6 @@
 //! line that is not UTF-8 is dead-lettered with its lossy text.
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-
-use timely::scheduling::SyncActivator;
 
 use crate::event::{parse, Event, Parsed};
 use crate::types::{FoldMap, Sym, SymbolName};
@@ -37,43 +33,6 @@ pub enum Ahead {
     Batch(ParsedBatch),
     /// The next batch is not ready yet.
     NotYet,
-}
-
-/// How a reader thread wakes the source waiting for its next batch. The source registers its
-/// activator once it exists ([`crate::source::Inputs::wake_with`]) and says when it found no
-/// batch ready; the thread, having sent one, activates the source if it was waiting. Without it
-/// the source looked again only after its 1 ms poll, and its worker slept meanwhile: 154 times
-/// on the live benchmark file at `-w 2`, when the thread had been kept off the cores.
-#[derive(Clone, Default)]
-pub struct Wake(Arc<WakeState>);
-
-#[derive(Default)]
-struct WakeState {
-    activator: OnceLock<SyncActivator>,
-    waiting: AtomicBool,
-}
-
-impl Wake {
-    /// The source that reads the batches: activated when it waits and one is sent.
-    pub(crate) fn register(&self, activator: SyncActivator) {
-        let _ = self.0.activator.set(activator);
-    }
-
-    /// The reader found no batch ready (it looks once more after saying so, so a batch sent in
-    /// between is not missed).
-    pub fn waiting(&self) {
-        self.0.waiting.store(true, Ordering::SeqCst);
-    }
-
-    /// A batch was sent: wakes the source if it waits for one.
-    pub fn sent(&self) {
-        if self.0.waiting.swap(false, Ordering::SeqCst) {
-            if let Some(activator) = self.0.activator.get() {
-                // A source that has gone (the job stopped) needs no waking.
-                let _ = activator.activate();
-            }
-        }
-    }
 }
 
 /// Consecutive lines of one input, parsed.
@@ -252,75 +211,5 @@ impl ReadAhead {
             self.named.insert(parsed.event.sym, name.clone());
             Some(name)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::cell::Cell;
-    use std::rc::Rc;
-
-    use timely::container::CapacityContainerBuilder;
-    use timely::dataflow::operators::generic::operator::source;
-
-    use super::Wake;
-
-    #[test]
-    fn a_batch_sent_wakes_the_source_only_while_it_waits() {
-        timely::execute_directly(|worker| {
-            let (runs, wake) = (Rc::new(Cell::new(0)), Wake::default());
-            let (counted, registered) = (runs.clone(), wake.clone());
-            let finish = Rc::new(Cell::new(false));
-            let finished = finish.clone();
-            worker.dataflow::<u64, _, _>(|scope| {
-                source::<_, CapacityContainerBuilder<Vec<u64>>, _, _>(
-                    scope,
-                    "Waits",
-                    move |capability, info| {
-                        registered
-                            .register(scope.worker().sync_activator_for(info.address.to_vec()));
-                        // Held until the test ends, so the dataflow stays alive.
-                        let mut held = Some(capability);
-                        move |_output| {
-                            counted.set(counted.get() + 1);
-                            if finished.get() {
-                                drop(held.take());
-                            }
-                        }
-                    },
-                );
-            });
-            // Built, the operator runs once; then only when activated (a few steps carry an
-            // activation from another thread to the operator).
-            let steps = |worker: &mut timely::worker::Worker| {
-                (0..3).for_each(|_| {
-                    worker.step();
-                })
-            };
-            steps(worker);
-            let built = runs.get();
-            wake.sent();
-            steps(worker);
-            assert_eq!(
-                runs.get(),
-                built,
-                "a source that does not wait is not woken"
-            );
-            wake.waiting();
-            wake.sent();
-            steps(worker);
-            assert_eq!(
-                runs.get(),
-                built + 1,
-                "a waiting source is woken by a batch"
-            );
-            wake.sent();
-            steps(worker);
-            assert_eq!(runs.get(), built + 1, "one wake per wait");
-            // Woken once more, it lets the dataflow end.
-            finish.set(true);
-            wake.waiting();
-            wake.sent();
-        });
     }
 }

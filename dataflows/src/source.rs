@@ -27,9 +27,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::generic::operator::source as timely_source;
 use timely::dataflow::{Scope, StreamVec};
-use timely::scheduling::SyncActivator;
 
-use crate::ahead::{parse_line, Ahead, AheadLine, AheadLines, Parse, Wake};
+use crate::ahead::{parse_line, Ahead, AheadLine, AheadLines, Parse};
 use crate::config::Config;
 use crate::event::{Event, Parsed};
 use crate::stats::Stats;
@@ -131,11 +130,6 @@ pub trait Inputs {
     /// The source's capability moved to `frontier`: every record stamped below it can now
     /// complete without more input (for flow control).
     fn progressed(&mut self, _frontier: u64) {}
-    /// Called once, when the source is built, with what schedules it from any thread: an input
-    /// whose lines come from another thread wakes the source with it after a `Pending` (else the
-    /// source looks again after 1 ms). No default: a wrapper that did not pass it on silently
-    /// left its inputs to the poll.
-    fn wake_with(&mut self, activator: SyncActivator);
 }
 
 impl Inputs for Box<dyn Inputs> {
@@ -154,9 +148,6 @@ impl Inputs for Box<dyn Inputs> {
     fn progressed(&mut self, frontier: u64) {
         (**self).progressed(frontier)
     }
-    fn wake_with(&mut self, activator: SyncActivator) {
-        (**self).wake_with(activator)
-    }
 }
 
 /// In-order line inputs read round-robin (files, test cases): ended when all are; pending only
@@ -174,8 +165,6 @@ pub struct LineInput {
     pub id: u32,
     /// The lines, in order.
     lines: InputLines,
-    /// How the thread reading ahead wakes the source, if one does.
-    wake: Option<Wake>,
 }
 
 enum InputLines {
@@ -191,7 +180,6 @@ impl LineInput {
         LineInput {
             id,
             lines: InputLines::Text(lines),
-            wake: None,
         }
     }
 
@@ -201,14 +189,7 @@ impl LineInput {
         LineInput {
             id,
             lines: InputLines::Ahead(AheadLines::new(batches)),
-            wake: None,
         }
-    }
-
-    /// The thread that sends the batches wakes the source through `wake` when it waits for one.
-    pub fn waking(mut self, wake: Wake) -> LineInput {
-        self.wake = Some(wake);
-        self
     }
 
     /// The next line, `Some(None)` when it is not there yet, or `None` at the end of the input.
@@ -279,12 +260,6 @@ impl Inputs for LineInputs {
     fn known(&self) -> Vec<u32> {
         self.inputs.iter().map(|i| i.id).collect()
     }
-
-    fn wake_with(&mut self, activator: SyncActivator) {
-        for wake in self.inputs.iter().filter_map(|i| i.wake.as_ref()) {
-            wake.register(activator.clone());
-        }
-    }
 }
 
 struct Reader {
@@ -324,7 +299,6 @@ pub fn source<'s, I: Inputs + 'static>(
     let peers = scope.peers() as u64;
     let worker = scope.index();
     timely_source(scope, "Source", move |capability, info| {
-        inputs.wake_with(scope.worker().sync_activator_for(info.address.to_vec()));
         let activator = scope.activator_for(info.address);
         let mut cap = Some(capability);
         let mut started = Instant::now();
