@@ -222,26 +222,33 @@ fn plain_at_scale(b: &[u8]) -> Option<Decimal> {
 /// point first, last or twice. The event scanner reads the values of level arrays with it, so
 /// that their text is scanned once.
 pub(crate) fn plain_prefix(b: &[u8]) -> Option<(Decimal, usize)> {
+    // Two runs of digits, the integer's and (after a point) the fraction's, into one mantissa.
+    // Runs of more than 19 digits are refused below, before any use of the (then wrapped)
+    // mantissa.
     let mut m: u64 = 0;
-    let mut point = None;
-    let mut len = 0;
-    // At most 19 digits and a point; longer digit runs are refused below, before any use of
-    // the (then wrapped) mantissa.
-    while let Some(&c) = b.get(len).filter(|_| len <= 20) {
-        match c {
-            b'0'..=b'9' => m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0')),
-            b'.' if point.is_none() => point = Some(len),
-            _ => break,
+    let mut run = |from: usize| {
+        let mut at = from;
+        while let Some(d) = b.get(at).map(|c| c.wrapping_sub(b'0')).filter(|&d| d <= 9) {
+            m = m.wrapping_mul(10).wrapping_add(u64::from(d));
+            at += 1;
         }
-        len += 1;
-    }
-    let (digits, frac) = match point {
-        Some(p) if p == 0 || p + 1 == len => return None,
-        Some(p) => (len - 1, len - p - 1),
-        None if len == 0 => return None,
-        None => (len, 0),
+        at
     };
-    if digits > 19 || frac > SCALE as usize {
+    let int = run(0);
+    if int == 0 {
+        return None;
+    }
+    let (len, frac) = match b.get(int) {
+        Some(b'.') => {
+            let end = run(int + 1);
+            if end == int + 1 {
+                return None;
+            }
+            (end, end - int - 1)
+        }
+        _ => (int, 0),
+    };
+    if int + frac > 19 || frac > SCALE as usize {
         return None;
     }
     let v = u128::from(m) * u128::from(POW10_U64[SCALE as usize - frac]);
