@@ -254,7 +254,7 @@ where
         let mut dead_sinks: Vec<Box<dyn DeadLetterSink>> = Vec::new();
         if publishing {
             if let Some(t) = &out_target {
-                match sink::writer(t) {
+                match sink::results_writer(t) {
                     Ok(w) => out = Some(w),
                     Err(e) => fail(e),
                 }
@@ -304,24 +304,24 @@ where
             outputs.published.probe_with(&probe).sink(Pipeline, "NdjsonSink", move |(input, frontier)| {
                 let mut wrote = false;
                 input.for_each(|_, data| {
-                    for batch in data.drain(..) {
+                    let batches = std::mem::take(data);
+                    for batch in &batches {
                         wrote = true;
-                        metrics().count_published(&batch);
+                        metrics().count_published(batch);
                         tracing::debug!(mark = batch.time, changes = batch.changes.len(), behind_ms = crate::metrics::now_ms().saturating_sub(batch.time), "published");
                         if let Some(r) = sink_in_dataflow.as_ref() {
                             if stored.is_none_or(|f| batch.time > f) {
                                 r.borrow_mut().push(batch.clone());
                             }
                         }
-                        if let Some(w) = out.as_mut() {
-                            if let Err(e) = sink::write_batch(w.as_mut(), &batch) {
-                                // A closed pipe (`| head`) means the reader is done: stop writing quietly.
-                                if e.kind() != std::io::ErrorKind::BrokenPipe {
-                                    failure.lock().expect("lock").get_or_insert(format!("writing results: {e}"));
-                                }
-                                out = None;
-                                break;
+                    }
+                    if let Some(w) = out.as_mut() {
+                        if let Err(e) = sink::write_batches(w.as_mut(), &batches) {
+                            // A closed pipe (`| head`) means the reader is done: stop writing quietly.
+                            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                                failure.lock().expect("lock").get_or_insert(format!("writing results: {e}"));
                             }
+                            out = None;
                         }
                     }
                 });
