@@ -144,21 +144,24 @@ impl GroupedSide {
         }
     }
 
-    /// The best `depth` groups, best first: of `raw`, the raw side, at the resolution whose
-    /// groups are the raw levels.
-    fn best<'a>(
-        &'a self,
+    /// Puts the best `depth` groups, best first, into `out` (emptied first): of `raw`, the raw
+    /// side, at the resolution whose groups are the raw levels. One plain loop per side: an
+    /// iterator chained over both sides cost twice as much per level, and this is a tenth of
+    /// the book stage on the Flink file.
+    fn best_into(
+        &self,
         side: Side,
         depth: usize,
-        raw: Option<&'a BTreeMap<Price, Qty>>,
-    ) -> impl Iterator<Item = (Price, Qty)> + 'a {
+        raw: Option<&BTreeMap<Price, Qty>>,
+        out: &mut Levels,
+    ) {
         let groups = raw.unwrap_or(&self.groups);
-        let (asks, bids) = match side {
-            Side::Ask => (Some(groups.iter()), None),
-            Side::Bid => (None, Some(groups.iter().rev())),
-        };
-        let best = asks.into_iter().flatten().chain(bids.into_iter().flatten());
-        best.take(depth).map(|(&price, &size)| (price, size))
+        out.clear();
+        out.reserve(depth.min(groups.len()));
+        match side {
+            Side::Ask => out.extend(groups.iter().take(depth).map(|(&p, &q)| (p, q))),
+            Side::Bid => out.extend(groups.iter().rev().take(depth).map(|(&p, &q)| (p, q))),
+        }
     }
 
     /// Renders the best `depth` groups again if they moved and differ from the shown ones;
@@ -174,8 +177,7 @@ impl GroupedSide {
         if !std::mem::take(&mut self.moved) {
             return false;
         }
-        scratch.clear();
-        scratch.extend(self.best(side, depth, raw));
+        self.best_into(side, depth, raw, scratch);
         if scratch == self.shown.levels() {
             return false;
         }
