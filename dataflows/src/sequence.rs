@@ -67,6 +67,8 @@ where
         let mut cap: Option<Capability<u64>> = Some(initial);
         let mut last_mark: Option<u64> = None;
         let mut out: Vec<O> = Vec::new();
+        // Runs of one time cut from a batch of several, back first.
+        let mut cut: Vec<(u64, Vec<D>)> = Vec::new();
         move |(input, frontier), (ends, ends_frontier), output| {
             input.for_each(|_time, data| {
                 // A batch is usually all of one timestamp: it is stashed whole, not record by
@@ -81,14 +83,29 @@ where
                     Some(time) => stash.entry(time).or_default().push(std::mem::take(data)),
                     None => {
                         // A run of one time (usual: a batch spans a few timestamps in order)
-                        // goes into its entry with one lookup.
-                        let mut records = data.drain(..).peekable();
-                        while let Some(first) = records.next() {
-                            let time = time_of(&first);
-                            let mut run = vec![first];
-                            while let Some(r) = records.next_if(|r| time_of(r) == time) {
-                                run.push(r);
-                            }
+                        // goes into its entry with one lookup. Runs are cut off the back, each
+                        // copied once into a vector of its size, the first one keeping the
+                        // batch's (records pushed one by one into growing vectors were most of
+                        // the gathering worker's stashing on the Flink file).
+                        // They are stashed front first: a timestamp's records stay in
+                        // arrival order.
+                        let mut batch = std::mem::take(data);
+                        let mut end = batch.len();
+                        while end > 0 {
+                            let time = time_of(&batch[end - 1]);
+                            let start = batch[..end]
+                                .iter()
+                                .rposition(|r| time_of(r) != time)
+                                .map_or(0, |i| i + 1);
+                            let run = if start == 0 {
+                                std::mem::take(&mut batch)
+                            } else {
+                                batch.split_off(start)
+                            };
+                            cut.push((time, run));
+                            end = start;
+                        }
+                        for (time, run) in cut.drain(..).rev() {
                             stash.entry(time).or_default().push(run);
                         }
                     }
@@ -160,3 +177,50 @@ fn concat<D>(mut batches: Vec<Vec<D>>) -> Vec<D> {
 
 /// A `finish` for stages with nothing to add at the end.
 pub fn no_finish<O>(_last: Option<u64>, _out: &mut Vec<O>) {}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use timely::dataflow::operators::ToStream;
+
+    use super::*;
+
+    /// Records of several times in one batch, interleaved, reach the logic per time, in
+    /// increasing time, each time's records in arrival order.
+    #[test]
+    fn each_time_gets_its_records_in_arrival_order() {
+        let times = [5, 6, 5, 7, 7, 6, 5, 9, 9];
+        let records: Vec<(u64, usize)> = times.iter().copied().zip(0..).collect();
+        let got = timely::execute_directly(move |worker| {
+            let got = Rc::new(RefCell::new(Vec::new()));
+            let seen = got.clone();
+            worker.dataflow::<u64, _, _>(|scope| {
+                let data = records.clone().to_stream(scope);
+                let ends = Vec::<u64>::new().to_stream(scope);
+                sequence(
+                    data,
+                    ends,
+                    Pipeline,
+                    "Test",
+                    |r: &(u64, usize)| r.0,
+                    move |time, records, _timers, _out: &mut Vec<()>| {
+                        let order: Vec<usize> = records.iter().map(|r| r.1).collect();
+                        seen.borrow_mut().push((time, order));
+                    },
+                    no_finish,
+                );
+            });
+            while worker.step() {}
+            got.take()
+        });
+        let expected = vec![
+            (5, vec![0, 2, 6]),
+            (6, vec![1, 5]),
+            (7, vec![3, 4]),
+            (9, vec![7, 8]),
+        ];
+        assert_eq!(got, expected);
+    }
+}
