@@ -308,6 +308,20 @@ fn push_head(out: &mut String, kind: &str, name: &SymbolName) {
     push_str(out, &name.symbol);
 }
 
+/// Appends a candle's aggregate fields, `,"open":..` to `,"count":..`: what two candles of
+/// equal aggregates share.
+pub(crate) fn push_candle_body(out: &mut String, a: &Agg) {
+    push_dec(out, "open", a.open.price);
+    push_dec(out, "high", a.high);
+    push_dec(out, "low", a.low);
+    push_dec(out, "close", a.last.price);
+    push_dec(out, "volume", a.volume);
+    push_dec(out, "buy_volume", a.buy_volume);
+    push_dec(out, "quote_volume", a.quote_volume);
+    push_key(out, "count");
+    push_u64(out, a.count);
+}
+
 /// A record's fields, borrowed where they are stored: what is rendered. Each publishing stage
 /// renders straight from its state through this, without copying its parts into a [`Record`].
 // A view lives on the stack for one rendering: the ticker's inline stats cost nothing there.
@@ -332,6 +346,8 @@ pub(crate) enum View<'a> {
         interval_ms: u64,
         open_time: u64,
         candle: &'a Candle,
+        /// The candle's aggregate fields already rendered ([`push_candle_body`]), if they are.
+        body: Option<&'a str>,
     },
 }
 
@@ -424,8 +440,8 @@ impl View<'_> {
                 interval_ms,
                 open_time,
                 candle,
+                body,
             } => {
-                let a = &candle.agg;
                 push_head(out, "candle", name);
                 push_key(out, "interval");
                 push_str(out, interval);
@@ -433,15 +449,10 @@ impl View<'_> {
                 push_u64(out, *open_time);
                 out.push_str(",\"close_time\":");
                 push_u64(out, open_time + interval_ms - 1);
-                push_dec(out, "open", a.open.price);
-                push_dec(out, "high", a.high);
-                push_dec(out, "low", a.low);
-                push_dec(out, "close", a.last.price);
-                push_dec(out, "volume", a.volume);
-                push_dec(out, "buy_volume", a.buy_volume);
-                push_dec(out, "quote_volume", a.quote_volume);
-                push_key(out, "count");
-                push_u64(out, a.count);
+                match body {
+                    Some(body) => out.push_str(body),
+                    None => push_candle_body(out, &candle.agg),
+                }
                 out.push_str(if candle.closed {
                     ",\"closed\":true"
                 } else {
@@ -501,6 +512,7 @@ impl Record {
                 interval_ms: *interval_ms,
                 open_time: *open_time,
                 candle,
+                body: None,
             },
         }
     }
@@ -531,10 +543,10 @@ impl Record {
 /// and shared by its changes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ResultName {
-    /// The first 16 bytes of the kind, the exchange, a zero byte and the symbol, big-endian
-    /// (zero-padded): changes whose prefixes differ are in this order, as by `order`, without
-    /// comparing strings (half of gathering was string comparisons). First, so that the derived
-    /// order stays that of `order`.
+    /// The first 16 bytes of the kind, the exchange (each byte plus one), a zero byte and the
+    /// symbol, big-endian, zero-padded ([`prefix_of`]): changes whose prefixes differ are in
+    /// this order, as by `order`, without comparing strings (half of gathering was string
+    /// comparisons). First, so that the derived order stays that of `order`.
     prefix: u128,
     /// Order of changes: kind, exchange, symbol, resolution or interval length.
     order: (u8, Arc<str>, Arc<str>, u64),
