@@ -172,16 +172,17 @@ fn push_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Appends `"key":` .
-fn push_key(out: &mut String, key: &str) {
-    out.push_str(",\"");
-    out.push_str(key);
-    out.push_str("\":");
+/// `,"name":` as one literal: a record's keys are appended in one piece each (three appends a
+/// key were a twentieth of rendering tickers and candles).
+macro_rules! key {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":")
+    };
 }
 
-/// Appends a decimal as a JSON string.
+/// Appends `key` (a [`key!`]) and a decimal as a JSON string.
 fn push_dec(out: &mut String, key: &str, d: impl Into<Decimal>) {
-    push_key(out, key);
+    out.push_str(key);
     push_decimal(out, d.into());
 }
 
@@ -311,14 +312,14 @@ fn push_head(out: &mut String, kind: &str, name: &SymbolName) {
 /// Appends a candle's aggregate fields, `,"open":..` to `,"count":..`: what two candles of
 /// equal aggregates share.
 pub(crate) fn push_candle_body(out: &mut String, a: &Agg) {
-    push_dec(out, "open", a.open.price);
-    push_dec(out, "high", a.high);
-    push_dec(out, "low", a.low);
-    push_dec(out, "close", a.last.price);
-    push_dec(out, "volume", a.volume);
-    push_dec(out, "buy_volume", a.buy_volume);
-    push_dec(out, "quote_volume", a.quote_volume);
-    push_key(out, "count");
+    push_dec(out, key!("open"), a.open.price);
+    push_dec(out, key!("high"), a.high);
+    push_dec(out, key!("low"), a.low);
+    push_dec(out, key!("close"), a.last.price);
+    push_dec(out, key!("volume"), a.volume);
+    push_dec(out, key!("buy_volume"), a.buy_volume);
+    push_dec(out, key!("quote_volume"), a.quote_volume);
+    out.push_str(key!("count"));
     push_u64(out, a.count);
 }
 
@@ -388,9 +389,9 @@ impl View<'_> {
                 out.push_str(",\"status\":\"");
                 out.push_str(status.as_str());
                 out.push('"');
-                push_key(out, "bids");
+                out.push_str(key!("bids"));
                 out.push_str(bids);
-                push_key(out, "asks");
+                out.push_str(key!("asks"));
                 out.push_str(asks);
             }
             View::Ticker { name, stats, bbo } => {
@@ -400,35 +401,35 @@ impl View<'_> {
                 match stats {
                     Some(s) => {
                         let a = &s.agg;
-                        push_dec(out, "open", a.open.price);
-                        push_dec(out, "high", a.high);
-                        push_dec(out, "low", a.low);
-                        push_dec(out, "last", a.last.price);
-                        push_dec(out, "volume", a.volume);
-                        push_dec(out, "quote_volume", a.quote_volume);
-                        push_dec(out, "vwap", s.vwap);
-                        push_key(out, "count");
+                        push_dec(out, key!("open"), a.open.price);
+                        push_dec(out, key!("high"), a.high);
+                        push_dec(out, key!("low"), a.low);
+                        push_dec(out, key!("last"), a.last.price);
+                        push_dec(out, key!("volume"), a.volume);
+                        push_dec(out, key!("quote_volume"), a.quote_volume);
+                        push_dec(out, key!("vwap"), s.vwap);
+                        out.push_str(key!("count"));
                         push_u64(out, a.count);
-                        push_dec(out, "change", s.change);
-                        push_dec(out, "change_pct", s.change_pct);
-                        push_key(out, "open_ts");
+                        push_dec(out, key!("change"), s.change);
+                        push_dec(out, key!("change_pct"), s.change_pct);
+                        out.push_str(key!("open_ts"));
                         push_u64(out, a.open.ts);
-                        push_key(out, "last_ts");
+                        out.push_str(key!("last_ts"));
                         push_u64(out, a.last.ts);
-                        push_key(out, "first_id");
+                        out.push_str(key!("first_id"));
                         push_str(out, &a.open.id.to_string());
-                        push_key(out, "last_id");
+                        out.push_str(key!("last_id"));
                         push_str(out, &a.last.id.to_string());
                     }
                     None => out.push_str(
                         ",\"open\":null,\"high\":null,\"low\":null,\"last\":null,\"volume\":null,\"quote_volume\":null,\"vwap\":null,\"count\":0,\"change\":null,\"change_pct\":null,\"open_ts\":null,\"last_ts\":null,\"first_id\":null,\"last_id\":null",
                     ),
                 }
-                for (key, p) in [("bid", bbo.bid), ("ask", bbo.ask)] {
+                for (key, p) in [(key!("bid"), bbo.bid), (key!("ask"), bbo.ask)] {
                     match p {
                         Some(p) => push_dec(out, key, p),
                         None => {
-                            push_key(out, key);
+                            out.push_str(key);
                             out.push_str("null");
                         }
                     }
@@ -443,7 +444,7 @@ impl View<'_> {
                 body,
             } => {
                 push_head(out, "candle", name);
-                push_key(out, "interval");
+                out.push_str(key!("interval"));
                 push_str(out, interval);
                 out.push_str(",\"open_time\":");
                 push_u64(out, *open_time);
