@@ -153,10 +153,15 @@ pub enum Record {
 /// Appends `s` as a JSON string literal.
 fn push_str(out: &mut String, s: &str) {
     out.push('"');
+    push_escaped(out, s);
+    out.push('"');
+}
+
+/// Appends the text of `s` as inside a JSON string, escaped as needed.
+fn push_escaped(out: &mut String, s: &str) {
     // Names and ids rarely need escaping: then they go in whole.
     if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
         out.push_str(s);
-        out.push('"');
         return;
     }
     for c in s.chars() {
@@ -169,7 +174,6 @@ fn push_str(out: &mut String, s: &str) {
             c => out.push(c),
         }
     }
-    out.push('"');
 }
 
 /// `,"name":` as one literal: a record's keys are appended in one piece each (three appends a
@@ -300,13 +304,20 @@ impl RenderedSide {
     }
 }
 
-fn push_head(out: &mut String, kind: &str, name: &SymbolName) {
-    out.push_str("{\"kind\":\"");
-    out.push_str(kind);
-    out.push_str("\",\"exchange\":");
-    push_str(out, &name.exchange);
-    out.push_str(",\"symbol\":");
-    push_str(out, &name.symbol);
+/// `{"kind":"KIND","exchange":"` as one literal.
+macro_rules! head {
+    ($kind:literal) => {
+        concat!("{\"kind\":\"", $kind, "\",\"exchange\":\"")
+    };
+}
+
+/// Appends a record's head: `head` (a [`head!`]), then its exchange and symbol.
+fn push_head(out: &mut String, head: &str, name: &SymbolName) {
+    out.push_str(head);
+    push_escaped(out, &name.exchange);
+    out.push_str("\",\"symbol\":\"");
+    push_escaped(out, &name.symbol);
+    out.push('"');
 }
 
 /// Appends a candle's aggregate fields, `,"open":..` to `,"count":..`: what two candles of
@@ -376,7 +387,7 @@ impl View<'_> {
                 bids,
                 asks,
             } => {
-                push_head(out, "book", name);
+                push_head(out, head!("book"), name);
                 out.push_str(",\"resolution\":");
                 push_u64(out, u64::from(*resolution));
                 out.push_str(",\"ts\":");
@@ -395,7 +406,7 @@ impl View<'_> {
                 out.push_str(asks);
             }
             View::Ticker { name, stats, bbo } => {
-                push_head(out, "ticker", name);
+                push_head(out, head!("ticker"), name);
                 out.push_str(",\"ts\":");
                 push_u64(out, ts);
                 match stats {
@@ -443,7 +454,7 @@ impl View<'_> {
                 candle,
                 body,
             } => {
-                push_head(out, "candle", name);
+                push_head(out, head!("candle"), name);
                 out.push_str(key!("interval"));
                 push_str(out, interval);
                 out.push_str(",\"open_time\":");
