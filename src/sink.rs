@@ -111,7 +111,7 @@ mod tests {
 
     fn change(json: Option<String>) -> Change {
         serde_json::from_value(json!({
-            "name": {"prefix": 0, "order": [1, "ex", "sym", 0], "key": "ticker:ex:sym"},
+            "name": {"prefix": 0, "order": [1, "ex", "sym", 0], "whole": false, "key": "ticker:ex:sym"},
             "score": null,
             "json": json,
         }))

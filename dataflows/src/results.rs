@@ -17,6 +17,7 @@
 
 use std::borrow::Cow;
 use std::cell::Cell;
+use std::cmp::Ordering;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -555,13 +556,16 @@ impl Record {
 /// and shared by its changes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ResultName {
-    /// The first 16 bytes of the kind, the exchange (each byte plus one), a zero byte and the
-    /// symbol, big-endian, zero-padded ([`prefix_of`]): changes whose prefixes differ are in
-    /// this order, as by `order`, without comparing strings (half of gathering was string
-    /// comparisons). First, so that the derived order stays that of `order`.
+    /// The first 16 bytes of the kind, the exchange, a zero byte and the symbol (the names'
+    /// bytes each plus one), big-endian, zero-padded ([`prefix_of`]): changes whose prefixes
+    /// differ are in this order, as by `order`, without comparing strings (half of gathering
+    /// was string comparisons). First, so that the derived order stays that of `order`.
     prefix: u128,
     /// Order of changes: kind, exchange, symbol, resolution or interval length.
     order: (u8, Arc<str>, Arc<str>, u64),
+    /// The prefix holds the kind and both names whole: two such names with equal prefixes
+    /// have equal kinds and names, and only the resolution or interval orders them.
+    whole: bool,
     /// The result's key without prefix (CONTRACT section 4): `book:EX:SYM:R`, `ticker:EX:SYM`,
     /// `candles:EX:SYM:INTERVAL`.
     key: String,
@@ -598,12 +602,18 @@ impl Change {
     }
 
     /// Order inside a batch: kind, exchange, symbol, resolution or interval, open time.
-    pub(crate) fn order(&self, other: &Change) -> std::cmp::Ordering {
+    pub(crate) fn order(&self, other: &Change) -> Ordering {
         if Arc::ptr_eq(&self.name, &other.name) {
             self.score.cmp(&other.score)
         } else {
-            (self.name.prefix.cmp(&other.name.prefix))
-                .then_with(|| (&self.name.order, self.score).cmp(&(&other.name.order, other.score)))
+            let (a, b) = (&self.name, &other.name);
+            match a.prefix.cmp(&b.prefix) {
+                Ordering::Equal if a.whole && b.whole => {
+                    (a.order.3, self.score).cmp(&(b.order.3, other.score))
+                }
+                Ordering::Equal => (&a.order, self.score).cmp(&(&b.order, other.score)),
+                unequal => unequal,
+            }
         }
     }
 }
@@ -635,21 +645,25 @@ pub struct Published {
     pub changes: Vec<Change>,
 }
 
-/// [`ResultName::prefix`]: the first 16 bytes of `kind`, the exchange's bytes each plus one, a
-/// zero byte and `symbol`, zero-padded. An exchange's bytes are never zero then (UTF-8 has no
-/// byte above 0xF4), so an exchange that is a prefix of another orders before it, as in the
-/// tuple; and zero-padded byte strings that differ order as the strings. Unequal prefixes thus
-/// order as the tuples; equal ones leave it to them.
-fn prefix_of(kind: u8, exchange: &str, symbol: &str) -> u128 {
+/// [`ResultName::prefix`] and [`ResultName::whole`]: the first 16 bytes of `kind`, the
+/// exchange's bytes each plus one, a zero byte and the symbol's bytes each plus one,
+/// zero-padded; and whether they all fit. The names' bytes are never zero then (UTF-8 has no
+/// byte above 0xF4), so a name that is a prefix of another orders before it, as in the tuple,
+/// and zero-padded byte strings that differ order as the strings: unequal prefixes order as the
+/// tuples, equal ones leave it to them. The zero byte is the only one in a text, so two texts
+/// that both fit and have equal prefixes are equal.
+fn prefix_of(kind: u8, exchange: &str, symbol: &str) -> (u128, bool) {
     let mut bytes = [0u8; 16];
+    let plus_one = |b: u8| b.saturating_add(1);
     let text = std::iter::once(kind)
-        .chain(exchange.bytes().map(|b| b.saturating_add(1)))
+        .chain(exchange.bytes().map(plus_one))
         .chain(std::iter::once(0))
-        .chain(symbol.bytes());
+        .chain(symbol.bytes().map(plus_one));
     for (b, t) in bytes.iter_mut().zip(text) {
         *b = t;
     }
-    u128::from_be_bytes(bytes)
+    let whole = 2 + exchange.len() + symbol.len() <= bytes.len();
+    (u128::from_be_bytes(bytes), whole)
 }
 
 /// The name of the result `key` stands for (open time aside).
@@ -678,9 +692,11 @@ pub(crate) fn result_name(key: &ResultKey, name: &SymbolName, config: &Config) -
             text.push_str(&config.intervals[ivl as usize].name);
         }
     }
+    let (prefix, whole) = prefix_of(kind, exchange, symbol);
     ResultName {
-        prefix: prefix_of(kind, exchange, symbol),
+        prefix,
         order: (kind, exchange.clone(), symbol.clone(), sub),
+        whole,
         key: text,
     }
 }
@@ -734,18 +750,36 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Names whose prefixes differ order as their (kind, exchange, symbol) tuples: names
-        /// that share beginnings, hold zero bytes or run past 16 bytes included.
+        /// Names whose prefixes differ order as their (kind, exchange, symbol) tuples, and names
+        /// that both fit with equal prefixes are equal: names that share beginnings, hold zero
+        /// bytes or run past 16 bytes included.
         #[test]
         fn prefixes_order_as_the_names(
-            a in (0u8..3, "[a\\x00]{0,3}[a-c\\x00\\x7f\u{e9}]{0,18}", "[a-c\\x00]{0,9}"),
-            b in (0u8..3, "[a\\x00]{0,3}[a-c\\x00\\x7f\u{e9}]{0,18}", "[a-c\\x00]{0,9}"),
+            a in (0u8..3, "[a\\x00]{0,3}[a-c\\x00\\x7f\u{e9}]{0,10}", "[a-c\\x00]{0,9}"),
+            b in (0u8..3, "[a\\x00]{0,3}[a-c\\x00\\x7f\u{e9}]{0,10}", "[a-c\\x00]{0,9}"),
         ) {
-            let (pa, pb) = (prefix_of(a.0, &a.1, &a.2), prefix_of(b.0, &b.1, &b.2));
+            let ((pa, wa), (pb, wb)) = (prefix_of(a.0, &a.1, &a.2), prefix_of(b.0, &b.1, &b.2));
             if pa != pb {
                 proptest::prop_assert_eq!(pa.cmp(&pb), a.cmp(&b), "{:?} {:?}", a, b);
+            } else if wa && wb {
+                proptest::prop_assert_eq!(&a, &b);
             }
         }
+    }
+
+    /// A prefix is whole when the kind, both names and the zero byte fit in its 16 bytes, and
+    /// only then: names that differ in a 17th byte share a prefix that is not whole.
+    #[test]
+    fn prefixes_are_whole_only_when_the_names_fit() {
+        let (full, whole) = prefix_of(0, "abcdefg", "abcdefg");
+        assert!(whole);
+        assert_ne!(full, prefix_of(0, "abcdefg", "abcdefh").0);
+        let (a, b) = (
+            prefix_of(2, "abcdefg", "abcdefgh"),
+            prefix_of(2, "abcdefg", "abcdefgi"),
+        );
+        assert_eq!(a.0, b.0);
+        assert!(!a.1 && !b.1);
     }
 
     /// Names are JSON strings in records whatever they hold: quotes, backslashes and control
