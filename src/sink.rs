@@ -91,7 +91,8 @@ mod tests {
     use super::*;
     use tampines_dataflows::results::Change;
 
-    /// A writer that takes at most `most` bytes of the first slice per call, as a pipe may.
+    /// A writer that takes at most `most` bytes of the first slice per call, as a pipe may,
+    /// and refuses more slices a call than the kernel takes.
     struct Trickle {
         written: Vec<u8>,
         most: usize,
@@ -102,6 +103,12 @@ mod tests {
             let n = buf.len().min(self.most);
             self.written.extend_from_slice(&buf[..n]);
             Ok(n)
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            assert!(bufs.len() <= SLICES, "{} slices in one call", bufs.len());
+            let first = bufs.iter().find(|b| !b.is_empty());
+            self.write(first.map_or(&[][..], |b| &**b))
         }
 
         fn flush(&mut self) -> std::io::Result<()> {
