@@ -16,8 +16,9 @@ const CHUNK: usize = 128 << 10;
 /// share ([`ahead_per_file`]). A reader thread gets a core only now and then when the workers keep
 /// both busy; a deeper queue lets them go on meanwhile. One file, live file at `-w 2`, 8
 /// alternating runs each: 8 batches 1.83 s and 141 MiB, 16 1.82 s and 151 MiB, 32 1.74 s and
-/// 173 MiB (the design note `20261204_read_ahead_depth_and_raw_resolution.md`). Shared, so that many files do not hold many times the memory (a worker reads its
-/// files in turn, a streak of lines from each, so each needs less ahead).
+/// 173 MiB (the design note `20261204_read_ahead_depth_and_raw_resolution.md`). Shared, so that
+/// many files do not hold many times the memory (a worker reads its files in turn, a streak of
+/// lines from each, so each needs less ahead).
 const AHEAD_BATCHES: usize = 32;
 /// Batches any file may be ahead, however many a worker reads.
 const MIN_AHEAD_BATCHES: usize = 4;

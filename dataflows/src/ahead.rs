@@ -181,17 +181,13 @@ impl ReadAhead {
         let mut lines = Vec::with_capacity(text.len() / 128 + 1);
         // Nearly always the whole chunk is UTF-8, and then so is every line in it (lines end
         // at ASCII bytes): one check of the chunk costs a third of one per line.
-        match std::str::from_utf8(&text) {
-            Ok(whole) => {
-                for (start, end) in lines_of(&text) {
-                    lines.push((start, end, self.parse_text(&whole[start..end])));
-                }
-            }
-            Err(_) => {
-                for (start, end) in lines_of(&text) {
-                    lines.push((start, end, self.parse(&text[start..end])));
-                }
-            }
+        let whole = std::str::from_utf8(&text).ok();
+        for (start, end) in lines_of(&text) {
+            let parse = match whole {
+                Some(whole) => self.parse_text(&whole[start..end]),
+                None => self.parse(&text[start..end]),
+            };
+            lines.push((start, end, parse));
         }
         ParsedBatch { text, lines }
     }

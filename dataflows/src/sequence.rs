@@ -86,9 +86,8 @@ where
                         // goes into its entry with one lookup. Runs are cut off the back, each
                         // copied once into a vector of its size, the first one keeping the
                         // batch's (records pushed one by one into growing vectors were most of
-                        // the gathering worker's stashing on the Flink file).
-                        // They are stashed front first: a timestamp's records stay in
-                        // arrival order.
+                        // the gathering worker's stashing on the Flink file), and stashed front
+                        // first, so that a timestamp's records stay in arrival order.
                         let mut batch = std::mem::take(data);
                         let mut end = batch.len();
                         while end > 0 {
