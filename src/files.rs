@@ -10,22 +10,52 @@ use std::sync::mpsc::TryRecvError;
 use tampines_dataflows::ahead::{self, Ahead, ParsedBatch, ReadAhead};
 use tampines_dataflows::source::LineInput;
 
-/// Bytes a reader thread reads at once: a chunk of whole lines, parsed into one batch.
+/// Bytes a reader thread reads at once when its worker reads several files: a chunk of whole
+/// lines, parsed into one batch.
 const CHUNK: usize = 128 << 10;
-/// Batches the reader threads of a worker's files may be ahead of it, together: a file gets its
-/// share ([`ahead_per_file`]). A reader thread gets a core only now and then when the workers keep
-/// both busy; a deeper queue lets them go on meanwhile. One file, live file at `-w 2`, 8
-/// alternating runs each: 8 batches 1.83 s and 141 MiB, 16 1.82 s and 151 MiB, 32 1.74 s and
-/// 173 MiB (the design note `20261204_read_ahead_depth_and_raw_resolution.md`). Shared, so that
-/// many files do not hold many times the memory (a worker reads its files in turn, a streak of
-/// lines from each, so each needs less ahead).
+/// Bytes a reader thread reads at once when it reads its worker's only file: 16 chunks in one.
+/// The worker wakes its reader each time it takes a batch from a full queue; the kernel then
+/// runs the reader on the worker's own core, and with 128 KiB batches the two took turns there
+/// every few hundred microseconds (always "cache hot", so never moved), while at `-w 2` the
+/// other worker, waiting for this one's events, idled on the other core: 12% of both cores'
+/// time. With 2 MiB batches the reader runs in longer, rarer stretches, which the kernel
+/// spreads (idle 296 -> 160 ms, context switches 1,546 -> 772; live file, `-w 2`, 6 alternating
+/// runs: 1.25-1.28 -> 1.18-1.20 s). The design note `20261204_read_ahead_chunks.md` has the rest.
+const ONE_FILE_CHUNK: usize = 2 << 20;
+/// Batches a worker's only file may be read ahead: 8 MiB of text.
+const ONE_FILE_BATCHES: usize = 4;
+/// Batches the reader threads of a worker's several files may be ahead of it, together: a file
+/// gets its share ([`ahead_per_file`]). A reader thread gets a core only now and then when the
+/// workers keep both busy; a deeper queue lets them go on meanwhile (the design note
+/// `20261204_read_ahead_depth_and_raw_resolution.md`). Shared, so that many files do not hold
+/// many times the memory (a worker reads its files in turn, a streak of lines from each, so each
+/// needs less ahead). Larger chunks for several files gained nothing (8 files, `-w 2`: 0.96 s
+/// either way) and cost memory (+36 MiB with 256 KiB).
 const AHEAD_BATCHES: usize = 32;
 /// Batches any file may be ahead, however many a worker reads.
 const MIN_AHEAD_BATCHES: usize = 4;
 
-/// The batches each of a worker's `files` may be read ahead.
-pub fn ahead_per_file(files: usize) -> usize {
-    (AHEAD_BATCHES / files.max(1)).max(MIN_AHEAD_BATCHES)
+/// How far a file is read ahead of its worker: batches of `chunk` bytes, `batches` of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AheadShare {
+    /// Bytes read at once (a longer line makes a longer batch).
+    pub chunk: usize,
+    /// Batches parsed and waiting, at most.
+    pub batches: usize,
+}
+
+/// How far each of a worker's `files` may be read ahead.
+pub fn ahead_per_file(files: usize) -> AheadShare {
+    if files <= 1 {
+        return AheadShare {
+            chunk: ONE_FILE_CHUNK,
+            batches: ONE_FILE_BATCHES,
+        };
+    }
+    AheadShare {
+        chunk: CHUNK,
+        batches: (AHEAD_BATCHES / files).max(MIN_AHEAD_BATCHES),
+    }
 }
 
 /// Opens `path` as input number `id`, read and parsed ahead by a thread of its own (the worker
@@ -34,17 +64,17 @@ pub fn ahead_per_file(files: usize) -> usize {
 /// read becomes one dead letter with the error as its reason (and, read partly, the part of the
 /// line read before it as its payload); it never stops the job. The thread reads up to `ahead`
 /// batches ahead of the worker ([`ahead_per_file`]).
-pub fn open(path: &Path, id: u32, ahead: usize) -> LineInput {
+pub fn open(path: &Path, id: u32, ahead: AheadShare) -> LineInput {
     let name = path.display().to_string();
     let reader = reader(path, &name);
-    let (batches, receiver) = std::sync::mpsc::sync_channel(ahead);
+    let (batches, receiver) = std::sync::mpsc::sync_channel(ahead.batches);
     let thread = std::thread::Builder::new()
         .name(format!("read-{id}"))
         .spawn(move || {
             // A worker that has gone (the job stopped) ends the thread.
             let send = |batch: ParsedBatch| batches.send(batch).is_ok();
             match reader {
-                Ok(reader) => read_ahead(reader, &name, send),
+                Ok(reader) => read_ahead(reader, &name, ahead.chunk, send),
                 Err(reason) => {
                     send(ReadAhead::unreadable(reason, Vec::new()));
                 }
@@ -69,9 +99,9 @@ pub fn open(path: &Path, id: u32, ahead: usize) -> LineInput {
 
 /// Reads `reader` in chunks of whole lines and `send`s each parsed, until the end, a read error
 /// (its dead letter last) or a refused send.
-fn read_ahead(reader: impl Read, name: &str, send: impl Fn(ParsedBatch) -> bool) {
+fn read_ahead(reader: impl Read, name: &str, chunk: usize, send: impl Fn(ParsedBatch) -> bool) {
     let mut ahead = ReadAhead::default();
-    for chunk in Chunks::new(reader, name) {
+    for chunk in Chunks::new(reader, name, chunk) {
         let batch = match chunk {
             Ok(lines) => ahead.batch(lines),
             Err((reason, payload)) => ReadAhead::unreadable(reason, payload),
@@ -91,7 +121,7 @@ pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, (String, Str
         Err(reason) => return Box::new(std::iter::once(Err((reason, String::new())))),
     };
     let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    Box::new(Chunks::new(reader, &name).flat_map(move |chunk| {
+    Box::new(Chunks::new(reader, &name, CHUNK).flat_map(move |chunk| {
         match chunk {
             Ok(text) => (ahead::lines_of(&text))
                 .map(|(start, end)| {
@@ -105,12 +135,13 @@ pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, (String, Str
     }))
 }
 
-/// A reader's chunks of whole lines, about [`CHUNK`] bytes each (a longer line makes a longer
-/// one), each ending with a line feed except the last of the input; after a read error, its
+/// A reader's chunks of whole lines, about `size` bytes each (a longer line makes a longer one), each ending with a line feed except the last of the input; after a read error, its
 /// reason and the part of a line read before it, and nothing more.
 struct Chunks<R> {
     reader: R,
     name: String,
+    /// Bytes read at once.
+    size: usize,
     /// The chunk being read: whole lines are cut from its front, a line read in part stays.
     chunk: Vec<u8>,
     /// The bytes at the start of `chunk` already searched for a line feed, in vain.
@@ -121,11 +152,12 @@ struct Chunks<R> {
 }
 
 impl<R: Read> Chunks<R> {
-    fn new(reader: R, name: &str) -> Chunks<R> {
+    fn new(reader: R, name: &str, size: usize) -> Chunks<R> {
         Chunks {
             reader,
             name: name.to_string(),
-            chunk: Vec::with_capacity(CHUNK),
+            size,
+            chunk: Vec::with_capacity(size),
             searched: 0,
             done: false,
             pending: None,
@@ -138,13 +170,13 @@ impl<R: Read> Iterator for Chunks<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         while !self.done {
-            // A chunk of `CHUNK` bytes; a longer line grows it by as much at a time (by
+            // A chunk of `size` bytes; a longer line grows it by as much at a time (by
             // doubling its room: a line of any length is read in time linear in it).
-            let chunk = &mut self.chunk;
-            let want = CHUNK
+            let (chunk, size) = (&mut self.chunk, self.size);
+            let want = size
                 .checked_sub(chunk.len())
                 .filter(|&n| n > 0)
-                .unwrap_or(CHUNK);
+                .unwrap_or(size);
             chunk.reserve(want);
             let read = (&mut self.reader).take(want as u64).read_to_end(chunk);
             let (end, error) = match read {
@@ -165,7 +197,7 @@ impl<R: Read> Iterator for Chunks<R> {
                 continue;
             }
             self.searched = 0;
-            let mut rest = Vec::with_capacity(CHUNK.max(chunk.len() - cut));
+            let mut rest = Vec::with_capacity(size.max(chunk.len() - cut));
             rest.extend_from_slice(&chunk[cut..]);
             chunk.truncate(cut);
             let lines = std::mem::replace(chunk, rest);
@@ -206,8 +238,14 @@ mod tests {
 
     #[test]
     fn files_share_a_workers_read_ahead() {
-        let shares: Vec<usize> = [0, 1, 2, 4, 7, 8, 9, 100].map(ahead_per_file).into();
-        assert_eq!(shares, [32, 32, 16, 8, 4, 4, 4, 4]);
+        let one = AheadShare {
+            chunk: 2 << 20,
+            batches: 4,
+        };
+        assert_eq!([0, 1].map(ahead_per_file), [one, one]);
+        let several = [2, 4, 7, 8, 9, 100].map(ahead_per_file);
+        assert!(several.iter().all(|a| a.chunk == 128 << 10));
+        assert_eq!(several.map(|a| a.batches), [16, 8, 4, 4, 4, 4]);
     }
 
     /// A reader that hands out `data` at most `piece` bytes per read, and fails at `fail_at`.
@@ -231,10 +269,11 @@ mod tests {
         }
     }
 
-    /// Every line of `pieces`, as read ahead: its text and dead-letter reason.
-    fn read_all(pieces: Pieces) -> Vec<(String, Option<String>)> {
+    /// Every line of `pieces`, as read ahead in chunks of `size`: its text and dead-letter
+    /// reason.
+    fn read_all(pieces: Pieces, size: usize) -> Vec<(String, Option<String>)> {
         let got = std::cell::RefCell::new(Vec::new());
-        read_ahead(pieces, "f", |batch| {
+        read_ahead(pieces, "f", size, |batch| {
             let lines = batch.lines().map(|(text, reason)| {
                 let text = String::from_utf8_lossy(text).into_owned();
                 (text, reason.map(str::to_string))
@@ -274,16 +313,24 @@ mod tests {
     #[test]
     fn chunks_split_into_the_lines_of_the_file_whatever_the_reads() {
         let (data, lines) = file();
-        for piece in [1, 7, 4_096, CHUNK + 1, 1 << 22] {
+        let sizes = [CHUNK, ONE_FILE_CHUNK];
+        for (piece, size) in [1, 7, 4_096, CHUNK + 1, 1 << 22]
+            .into_iter()
+            .flat_map(|p| sizes.map(|s| (p, s)))
+        {
             let pieces = Pieces {
                 data: data.clone(),
                 at: 0,
                 piece,
                 fail_at: None,
             };
-            let got = read_all(pieces);
+            let got = read_all(pieces, size);
             let texts: Vec<&String> = got.iter().map(|(t, _)| t).collect();
-            assert_eq!(texts, lines.iter().collect::<Vec<_>>(), "reads of {piece}");
+            assert_eq!(
+                texts,
+                lines.iter().collect::<Vec<_>>(),
+                "reads of {piece}, chunks of {size}"
+            );
             let bad: Vec<(usize, &str)> = (got.iter().enumerate())
                 .filter_map(|(i, (_, r))| r.as_deref().map(|r| (i, r)))
                 .collect();
@@ -312,7 +359,9 @@ mod tests {
                 piece: usize::MAX,
                 fail_at: None,
             };
-            let got: Vec<String> = read_all(pieces).into_iter().map(|(t, _)| t).collect();
+            let got: Vec<String> = (read_all(pieces, CHUNK).into_iter())
+                .map(|(t, _)| t)
+                .collect();
             let mut expected: Vec<String> = file
                 .split('\n')
                 .map(|l| l.trim_end_matches('\r').to_string())
@@ -348,7 +397,7 @@ mod tests {
             piece: 1_000,
             fail_at: Some(line_start + 10),
         };
-        let got = read_all(pieces);
+        let got = read_all(pieces, CHUNK);
         assert_eq!(got.len(), 4_001);
         let texts: Vec<&String> = got[..4_000].iter().map(|(t, _)| t).collect();
         assert_eq!(texts, lines[..4_000].iter().collect::<Vec<_>>());
