@@ -89,10 +89,11 @@ pub fn push_decimal(out: &mut String, d: Decimal) {
 }
 
 /// Writes `d` as [`push_decimal`] does, to any text sink (a record being rendered, a
-/// formatter). Mantissas that fit 64 bits at up to 19 places (nearly all) are written as integer
-/// part, point and fraction ([`plain_parts`]) by `itoa`, as text: nothing is checked for UTF-8
-/// afterwards (checking every rendered number and book side was 3% of the work on the Flink
-/// file). Others are written digit by digit.
+/// formatter). Mantissas that fit 64 bits at up to 19 places (nearly all) lose their trailing
+/// fractional zeros ([`without_trailing_digits`]) and are written by one `itoa` as text, the
+/// point put in as it is copied: nothing is checked for UTF-8 afterwards (checking every
+/// rendered number and book side was 3% of the work on the Flink file). Others are written
+/// digit by digit.
 fn write_plain<W: fmt::Write>(out: &mut W, d: Decimal) -> fmt::Result {
     // A zero with the sign bit set is written `0`.
     let stored = Stored::of(d);
@@ -102,16 +103,25 @@ fn write_plain<W: fmt::Write>(out: &mut W, d: Decimal) -> fmt::Result {
     }
     match u64::try_from(stored.magnitude) {
         Ok(v) if scale <= 19 => {
-            let (int, frac, width) = plain_parts(v, scale);
+            let (n, width) = without_trailing_digits(v, scale);
             let mut digits = itoa::Buffer::new();
-            out.write_str(digits.format(int))?;
-            if frac != 0 {
-                out.write_char('.')?;
-                let frac = digits.format(frac);
-                (frac.len()..width).try_for_each(|_| out.write_char('0'))?;
-                out.write_str(frac)?;
+            let digits = digits.format(n);
+            match digits.len().checked_sub(width) {
+                Some(int) if int > 0 => {
+                    out.write_str(&digits[..int])?;
+                    if width > 0 {
+                        out.write_char('.')?;
+                        out.write_str(&digits[int..])?;
+                    }
+                    Ok(())
+                }
+                // No integer digits: `0.`, then zeros where the digits are fewer than the places.
+                _ => {
+                    out.write_str("0.")?;
+                    (digits.len()..width).try_for_each(|_| out.write_char('0'))?;
+                    out.write_str(digits)
+                }
             }
-            Ok(())
         }
         _ => {
             let (mut v, scale) = without_trailing_zeros(d);
@@ -136,34 +146,28 @@ fn write_plain<W: fmt::Write>(out: &mut W, d: Decimal) -> fmt::Result {
     }
 }
 
-/// The integer part and the fraction of `v x 10^-scale` (`scale <= 19`), the fraction without
-/// its trailing zeros and the number of digits it is written in (leading zeros included). The
-/// usual scale divides by a constant (a multiplication), any other by a table entry; the zeros
-/// are stripped by at most five divisions by powers of ten.
-fn plain_parts(v: u64, scale: u32) -> (u64, u64, usize) {
-    let (int, mut frac) = if scale == SCALE {
-        (v / 10u64.pow(SCALE), v % 10u64.pow(SCALE))
-    } else {
-        let pow = POW10_U64[scale as usize];
-        (v / pow, v % pow)
-    };
-    let mut width = scale as usize;
-    if frac != 0 {
-        // The count in binary: 16 + 8 + 4 + 2 + 1 >= 19.
-        for (p, k) in [
-            (10u64.pow(16), 16),
-            (10u64.pow(8), 8),
-            (10_000, 4),
-            (100, 2),
-            (10, 1),
-        ] {
-            if frac.is_multiple_of(p) {
-                frac /= p;
-                width -= k;
-            }
+/// `v x 10^-scale` (`scale <= 19`) as a mantissa and a number of places without trailing
+/// fractional zeros: `v` divided by the largest power of ten, up to `10^scale`, that divides it.
+/// At most five divisions, by constants (multiplications): the count of zeros in binary, 16 + 8
+/// + 4 + 2 + 1 >= 19.
+fn without_trailing_digits(v: u64, scale: u32) -> (u64, usize) {
+    let (mut n, mut width) = (v, scale as usize);
+    if n == 0 {
+        return (0, 0);
+    }
+    for (p, k) in [
+        (10u64.pow(16), 16),
+        (10u64.pow(8), 8),
+        (10_000, 4),
+        (100, 2),
+        (10, 1),
+    ] {
+        if width >= k && n.is_multiple_of(p) {
+            n /= p;
+            width -= k;
         }
     }
-    (int, frac, width)
+    (n, width)
 }
 
 fn serialize_decimal<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
