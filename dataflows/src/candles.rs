@@ -20,6 +20,7 @@
 //! first in a timestamp), so every candle is published from its creation on; without names
 //! nothing of the symbol is published.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -29,7 +30,9 @@ use timely::dataflow::StreamVec;
 
 use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
-use crate::results::{push_candle_body, result_name, Change, Names, ResultKey, ResultName, View};
+use crate::results::{
+    candle_head, push_candle_body, result_name, Change, Names, ResultKey, ResultName, View,
+};
 use crate::sequence::{no_finish, sequence};
 use crate::stats::{Share, Stats};
 use crate::types::{FoldMap, Sym, SymbolName};
@@ -73,8 +76,9 @@ pub fn candles<'s>(
     let g = config.granularity_ms;
     let mut series: FoldMap<(Sym, u32), Series> = FoldMap::default();
     let mut names = Names::default();
-    // The result name of every series, made once.
-    let mut results: FoldMap<(Sym, u32), Arc<ResultName>> = FoldMap::default();
+    // The result name of every series, with the start of its records ([`candle_head`]), made
+    // once.
+    let mut results: FoldMap<(Sym, u32), (Arc<ResultName>, String)> = FoldMap::default();
     let mut closing: BTreeMap<u64, Vec<CandleKey>> = BTreeMap::new();
     let mut held = 0usize;
     let mut share = Share::default();
@@ -168,6 +172,10 @@ pub fn candles<'s>(
                 else {
                     continue;
                 };
+                let (result, head) = results.entry((sym, ivl)).or_insert_with(|| {
+                    let result = result_name(&ResultKey::Candle(sym, ivl, 0), name, &config);
+                    (Arc::new(result), candle_head(name, &interval.name))
+                });
                 let json = new.map(|candle| {
                     if rendered != Some((sym, &candle.agg)) {
                         body.clear();
@@ -175,17 +183,13 @@ pub fn candles<'s>(
                         rendered = Some((sym, &candle.agg));
                     }
                     let view = View::Candle {
-                        name,
-                        interval: &interval.name,
+                        head: Cow::Borrowed(head),
                         interval_ms: interval.ms,
                         open_time: open,
                         candle,
                         body: Some(&body),
                     };
                     view.render(time)
-                });
-                let result = results.entry((sym, ivl)).or_insert_with(|| {
-                    Arc::new(result_name(&ResultKey::Candle(sym, ivl, 0), name, &config))
                 });
                 out.push((Change::new(result.clone(), Some(open), json), time));
             }

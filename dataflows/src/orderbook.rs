@@ -55,7 +55,7 @@ use timely::dataflow::StreamVec;
 use crate::config::Config;
 use crate::event::{Body, Level};
 use crate::results::{
-    result_name, Change, Names, RenderedSide, ResultKey, ResultName, Status, View,
+    book_head, result_name, Change, Names, RenderedSide, ResultKey, ResultName, Status, View,
 };
 use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
@@ -107,6 +107,8 @@ struct GroupedSide {
     /// The best `depth` groups as last rendered, with their text (rendered whenever they change,
     /// published with the book once its names are there).
     shown: RenderedSide,
+    /// The buffers of the text shown before `shown`, with no levels: the next rendering's.
+    spare: RenderedSide,
     /// A group that may rank among the best `depth` changed in the current timestamp.
     moved: bool,
 }
@@ -181,8 +183,10 @@ impl GroupedSide {
         if scratch == self.shown.levels() {
             return false;
         }
-        let new = RenderedSide::new(side, std::mem::take(scratch), Some(&self.shown));
-        *scratch = std::mem::replace(&mut self.shown, new).into_levels();
+        let mut new = std::mem::take(&mut self.spare);
+        new.render(side, std::mem::take(scratch), Some(&self.shown));
+        self.spare = std::mem::replace(&mut self.shown, new);
+        *scratch = self.spare.take_levels();
         true
     }
 }
@@ -269,8 +273,9 @@ struct Book {
     grouped: Option<Grouped>,
     /// The sequence number and status last published, once the book was.
     published: Option<(Option<u64>, Status)>,
-    /// The book's result names per resolution, once published.
-    results: Vec<Arc<ResultName>>,
+    /// The book's result names per resolution, with the start of their records
+    /// ([`book_head`]), once published.
+    results: Vec<(Arc<ResultName>, String)>,
     /// Room for a side's best groups while they are compared with the shown ones.
     scratch: Levels,
     /// Room for the size differences of the levels a timestamp changed.
@@ -416,12 +421,15 @@ impl Book {
         if let Some(name) = name {
             if self.results.is_empty() {
                 self.results = (config.resolutions.iter())
-                    .map(|&r| Arc::new(result_name(&ResultKey::Book(sym, r), name, config)))
+                    .map(|&r| {
+                        let result = result_name(&ResultKey::Book(sym, r), name, config);
+                        (Arc::new(result), book_head(name, r))
+                    })
                     .collect();
             }
             self.published = Some(head);
         }
-        for (i, &resolution) in config.resolutions.iter().enumerate() {
+        for i in 0..config.resolutions.len() {
             let sides = self
                 .grouped
                 .as_mut()
@@ -431,22 +439,22 @@ impl Book {
                 let bids_moved = bids.refresh(Side::Bid, depth, scratch, raw.then_some(&self.bids));
                 asks.refresh(Side::Ask, depth, scratch, raw.then_some(&self.asks)) || bids_moved
             });
-            let Some(name) = name.filter(|_| moved || again) else {
+            if name.is_none() || !(moved || again) {
                 continue;
-            };
+            }
             let text = |j: usize| {
                 let sides = self.grouped.as_ref().map(|g| &g.sides[i][j]);
                 Cow::Borrowed(sides.map_or("[]", |s| s.shown.text()))
             };
+            let (result, record_head) = &self.results[i];
             let view = View::Book {
-                name,
-                resolution,
+                head: Cow::Borrowed(record_head),
                 seq: head.0,
                 status: head.1,
                 bids: text(0),
                 asks: text(1),
             };
-            let change = Change::new(self.results[i].clone(), None, Some(view.render(time)));
+            let change = Change::new(result.clone(), None, Some(view.render(time)));
             out.push(BookOut::Change(change, time));
         }
         if bbo != bbo0 {

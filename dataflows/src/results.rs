@@ -215,9 +215,9 @@ impl RenderedSide {
         &self.levels
     }
 
-    /// The levels rendered, taken back (their allocation is reused).
-    pub(crate) fn into_levels(self) -> Levels {
-        self.levels
+    /// The levels rendered, taken out (their allocation is reused); the text stays.
+    pub(crate) fn take_levels(&mut self) -> Levels {
+        std::mem::take(&mut self.levels)
     }
 
     /// The JSON array (`[]` for a side never rendered).
@@ -229,15 +229,29 @@ impl RenderedSide {
         }
     }
 
-    /// Renders `levels` (best first on `side`), reusing the text of `old`'s equal levels: the
-    /// levels both share at the front and at the back are copied in one piece each (an update
-    /// usually changes one level), the ones between are matched level by level.
+    /// Renders `levels` (best first on `side`), reusing the text of `old`'s equal levels (see
+    /// [`RenderedSide::render`]).
     pub(crate) fn new(side: Side, levels: Levels, old: Option<&RenderedSide>) -> RenderedSide {
+        let mut rendered = RenderedSide::default();
+        rendered.render(side, levels, old);
+        rendered
+    }
+
+    /// Renders `levels` (best first on `side`) into these buffers, whose text is replaced,
+    /// reusing the text of `old`'s equal levels: the levels both share at the front and at the
+    /// back are copied in one piece each (an update usually changes one level), the ones between
+    /// are matched level by level. The book stage renders each side into the buffers of the text
+    /// it showed before the last (two per side, taking turns), so that rendering allocates
+    /// nothing.
+    pub(crate) fn render(&mut self, side: Side, levels: Levels, old: Option<&RenderedSide>) {
         let old = old.filter(|o| !o.levels.is_empty());
         let (n, (front, back)) = (levels.len(), old.map_or((0, 0), |o| o.shared(&levels)));
         let order = |p: Price| BookPrice { side, price: p };
-        let mut text = String::with_capacity(2 + 40 * n);
-        let mut starts = Vec::with_capacity(n);
+        let (text, starts) = (&mut self.text, &mut self.starts);
+        text.clear();
+        starts.clear();
+        text.reserve(2 + 40 * n);
+        starts.reserve(n);
         text.push('[');
         if let Some(old) = old.filter(|_| front > 0) {
             // The first level starts right after the bracket, in both.
@@ -262,9 +276,9 @@ impl RenderedSide {
             }
             // `["price","size"]`
             text.push_str("[\"");
-            push_decimal_text(&mut text, price.value());
+            push_decimal_text(text, price.value());
             text.push_str("\",\"");
-            push_decimal_text(&mut text, size.value());
+            push_decimal_text(text, size.value());
             text.push_str("\"]");
         }
         if let Some(old) = old.filter(|_| back > 0) {
@@ -278,11 +292,7 @@ impl RenderedSide {
             starts.extend(old.starts[first..].iter().map(|&s| s - from + at));
         }
         text.push(']');
-        RenderedSide {
-            levels,
-            text,
-            starts,
-        }
+        self.levels = levels;
     }
 
     /// Where the text of level `i` ends: at the comma before the next level, or at the bracket.
@@ -312,13 +322,44 @@ macro_rules! head {
     };
 }
 
-/// Appends a record's head: `head` (a [`head!`]), then its exchange and symbol.
-fn push_head(out: &mut String, head: &str, name: &SymbolName) {
+/// `head` (a [`head!`]), then the exchange and symbol, escaped.
+fn names_head(head: &str, name: &SymbolName) -> String {
+    let mut out = String::with_capacity(head.len() + name.exchange.len() + name.symbol.len() + 48);
     out.push_str(head);
-    push_escaped(out, &name.exchange);
+    push_escaped(&mut out, &name.exchange);
     out.push_str("\",\"symbol\":\"");
-    push_escaped(out, &name.symbol);
+    push_escaped(&mut out, &name.symbol);
     out.push('"');
+    out
+}
+
+/// The start of a book's records at `resolution`, the same in all of them: its kind, names and
+/// resolution, up to the mark's `ts`. Each publishing stage makes a result's head once, with its
+/// name, and starts every record with it (writing the names and resolution again for every
+/// record was a twentieth of the work on the Flink file).
+pub(crate) fn book_head(name: &SymbolName, resolution: u32) -> String {
+    let mut out = names_head(head!("book"), name);
+    out.push_str(",\"resolution\":");
+    push_u64(&mut out, u64::from(resolution));
+    out.push_str(",\"ts\":");
+    out
+}
+
+/// The start of a ticker's records, up to the mark's `ts` (see [`book_head`]).
+pub(crate) fn ticker_head(name: &SymbolName) -> String {
+    let mut out = names_head(head!("ticker"), name);
+    out.push_str(",\"ts\":");
+    out
+}
+
+/// The start of the records of a candle series of `interval`, up to the candle's `open_time`
+/// (see [`book_head`]).
+pub(crate) fn candle_head(name: &SymbolName, interval: &str) -> String {
+    let mut out = names_head(head!("candle"), name);
+    out.push_str(key!("interval"));
+    push_str(&mut out, interval);
+    out.push_str(",\"open_time\":");
+    out
 }
 
 /// Appends a candle's aggregate fields, `,"open":..` to `,"count":..`: what two candles of
@@ -341,21 +382,22 @@ pub(crate) fn push_candle_body(out: &mut String, a: &Agg) {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum View<'a> {
     Book {
-        name: &'a SymbolName,
-        resolution: u32,
+        /// [`book_head`].
+        head: Cow<'a, str>,
         seq: Option<u64>,
         status: Status,
         bids: Cow<'a, str>,
         asks: Cow<'a, str>,
     },
     Ticker {
-        name: &'a SymbolName,
+        /// [`ticker_head`].
+        head: Cow<'a, str>,
         stats: Option<TickerStats>,
         bbo: Bbo,
     },
     Candle {
-        name: &'a SymbolName,
-        interval: &'a str,
+        /// [`candle_head`].
+        head: Cow<'a, str>,
         interval_ms: u64,
         open_time: u64,
         candle: &'a Candle,
@@ -381,17 +423,13 @@ impl View<'_> {
     fn write_json(&self, ts: u64, out: &mut String) {
         match self {
             View::Book {
-                name,
-                resolution,
+                head,
                 seq,
                 status,
                 bids,
                 asks,
             } => {
-                push_head(out, head!("book"), name);
-                out.push_str(",\"resolution\":");
-                push_u64(out, u64::from(*resolution));
-                out.push_str(",\"ts\":");
+                out.push_str(head);
                 push_u64(out, ts);
                 out.push_str(",\"seq\":");
                 match seq {
@@ -406,9 +444,8 @@ impl View<'_> {
                 out.push_str(key!("asks"));
                 out.push_str(asks);
             }
-            View::Ticker { name, stats, bbo } => {
-                push_head(out, head!("ticker"), name);
-                out.push_str(",\"ts\":");
+            View::Ticker { head, stats, bbo } => {
+                out.push_str(head);
                 push_u64(out, ts);
                 match stats {
                     Some(s) => {
@@ -448,17 +485,13 @@ impl View<'_> {
                 }
             }
             View::Candle {
-                name,
-                interval,
+                head,
                 interval_ms,
                 open_time,
                 candle,
                 body,
             } => {
-                push_head(out, head!("candle"), name);
-                out.push_str(key!("interval"));
-                push_str(out, interval);
-                out.push_str(",\"open_time\":");
+                out.push_str(head);
                 push_u64(out, *open_time);
                 out.push_str(",\"close_time\":");
                 push_u64(out, open_time + interval_ms - 1);
@@ -479,9 +512,11 @@ impl View<'_> {
     /// About how long the record's JSON is, to allocate its buffer once.
     fn json_capacity(&self) -> usize {
         match self {
-            View::Book { bids, asks, .. } => 160 + bids.len() + asks.len(),
-            View::Ticker { .. } => 480,
-            View::Candle { .. } => 320,
+            View::Book {
+                head, bids, asks, ..
+            } => 96 + head.len() + bids.len() + asks.len(),
+            View::Ticker { head, .. } => 400 + head.len(),
+            View::Candle { head, .. } => 256 + head.len(),
         }
     }
 }
@@ -500,8 +535,7 @@ impl Record {
                 let text =
                     |side, levels: &Levels| RenderedSide::new(side, levels.clone(), None).text;
                 View::Book {
-                    name,
-                    resolution: *resolution,
+                    head: Cow::Owned(book_head(name, *resolution)),
                     seq: *seq,
                     status: *status,
                     bids: Cow::Owned(text(Side::Bid, bids)),
@@ -509,7 +543,7 @@ impl Record {
                 }
             }
             Record::Ticker { name, stats, bbo } => View::Ticker {
-                name,
+                head: Cow::Owned(ticker_head(name)),
                 stats: stats.clone(),
                 bbo: bbo.clone(),
             },
@@ -520,8 +554,7 @@ impl Record {
                 open_time,
                 candle,
             } => View::Candle {
-                name,
-                interval,
+                head: Cow::Owned(candle_head(name, interval)),
                 interval_ms: *interval_ms,
                 open_time: *open_time,
                 candle,

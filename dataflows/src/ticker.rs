@@ -31,6 +31,7 @@
 //! them. Fields derived from the aggregate (vwap, change) are computed as the record is
 //! rendered ([`crate::results::TickerStats`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -43,7 +44,9 @@ use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
 use crate::event::Body;
 use crate::orderbook::Bbo;
-use crate::results::{result_name, Change, Names, ResultKey, ResultName, TickerStats, View};
+use crate::results::{
+    result_name, ticker_head, Change, Names, ResultKey, ResultName, TickerStats, View,
+};
 use crate::sequence::{no_finish, sequence};
 use crate::source::Stamped;
 use crate::split::split2;
@@ -204,8 +207,8 @@ pub fn aggregate<'s>(
     let mut names = Names::default();
     let mut bbo: FoldMap<Sym, Bbo> = FoldMap::default();
     // The symbols that have had a trade (they have a ticker from then on), with their ticker's
-    // result name once made.
-    let mut traded: FoldMap<Sym, Option<Arc<ResultName>>> = FoldMap::default();
+    // result name and the start of its records ([`ticker_head`]) once made.
+    let mut traded: FoldMap<Sym, Option<(Arc<ResultName>, String)>> = FoldMap::default();
     sequence(
         input,
         ends,
@@ -277,8 +280,12 @@ pub fn aggregate<'s>(
                 let (Some(result), Some(name)) = (traded.get_mut(&sym), names.get(&sym)) else {
                     continue;
                 };
+                let (result, head) = result.get_or_insert_with(|| {
+                    let result = result_name(&ResultKey::Ticker(sym), name, &config);
+                    (Arc::new(result), ticker_head(name))
+                });
                 let view = View::Ticker {
-                    name,
+                    head: Cow::Borrowed(head),
                     stats: symbols
                         .get(&sym)
                         .and_then(|h| h.total.clone())
@@ -286,9 +293,6 @@ pub fn aggregate<'s>(
                     bbo: bbo.get(&sym).cloned().unwrap_or_default(),
                 };
                 let json = view.render(time);
-                let result = result.get_or_insert_with(|| {
-                    Arc::new(result_name(&ResultKey::Ticker(sym), name, &config))
-                });
                 out.push((Change::new(result.clone(), None, Some(json)), time));
             }
             // Sorted here, on every worker, so that gathering merges sorted runs.
