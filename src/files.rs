@@ -19,8 +19,9 @@ const CHUNK: usize = 128 << 10;
 /// every few hundred microseconds (always "cache hot", so never moved), while at `-w 2` the
 /// other worker, waiting for this one's events, idled on the other core: 12% of both cores'
 /// time. With 2 MiB batches the reader runs in longer, rarer stretches, which the kernel
-/// spreads (idle 296 -> 160 ms, context switches 1,546 -> 772; live file, `-w 2`, 6 alternating
-/// runs: 1.25-1.28 -> 1.18-1.20 s). The design note `20261204_read_ahead_chunks.md` has the rest.
+/// spreads (idle 296 -> 160 ms, context switches 1,546 -> 772; live file, `-w 2`: 3-7% faster in
+/// each of 7 rounds of alternating runs). The design note `20261204_read_ahead_chunks.md` has the
+/// rest.
 const ONE_FILE_CHUNK: usize = 2 << 20;
 /// Batches a worker's only file may be read ahead: 8 MiB of text.
 const ONE_FILE_BATCHES: usize = 4;
@@ -62,8 +63,8 @@ pub fn ahead_per_file(files: usize) -> AheadShare {
 /// that owns the input then only stamps and routes its events: with one file, parsing was a
 /// seventh of all the work and made its worker the slowest). A file that cannot be opened or
 /// read becomes one dead letter with the error as its reason (and, read partly, the part of the
-/// line read before it as its payload); it never stops the job. The thread reads up to `ahead`
-/// batches ahead of the worker ([`ahead_per_file`]).
+/// line read before it as its payload); it never stops the job. The thread reads chunks of
+/// `ahead.chunk` bytes, up to `ahead.batches` of them ahead of the worker ([`ahead_per_file`]).
 pub fn open(path: &Path, id: u32, ahead: AheadShare) -> LineInput {
     let name = path.display().to_string();
     let reader = reader(path, &name);
@@ -135,8 +136,9 @@ pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, (String, Str
     }))
 }
 
-/// A reader's chunks of whole lines, about `size` bytes each (a longer line makes a longer one), each ending with a line feed except the last of the input; after a read error, its
-/// reason and the part of a line read before it, and nothing more.
+/// A reader's chunks of whole lines, about `size` bytes each (a longer line makes a longer one),
+/// each ending with a line feed except the last of the input; after a read error, its reason and
+/// the part of a line read before it, and nothing more.
 struct Chunks<R> {
     reader: R,
     name: String,
@@ -313,7 +315,9 @@ mod tests {
     #[test]
     fn chunks_split_into_the_lines_of_the_file_whatever_the_reads() {
         let (data, lines) = file();
-        let sizes = [CHUNK, ONE_FILE_CHUNK];
+        // The size is a parameter of the same code: a small one makes many chunk boundaries and
+        // a line longer than two chunks; the one-file size reads this file in one chunk.
+        let sizes = [1_000, CHUNK, ONE_FILE_CHUNK];
         for (piece, size) in [1, 7, 4_096, CHUNK + 1, 1 << 22]
             .into_iter()
             .flat_map(|p| sizes.map(|s| (p, s)))
@@ -341,16 +345,23 @@ mod tests {
 
     #[test]
     fn lines_that_meet_a_chunk_boundary_are_read_whole() {
+        for size in [1_000, CHUNK] {
+            lines_that_meet_a_boundary_of(size);
+        }
+    }
+
+    /// `lines_that_meet_a_chunk_boundary_are_read_whole` for chunks of `size` bytes.
+    fn lines_that_meet_a_boundary_of(size: usize) {
         let line = |len: usize| "y".repeat(len);
         let files = [
             String::new(),
             // Ends exactly at the end of the first chunk, with and without a line feed.
-            format!("{}\n", line(CHUNK - 1)),
-            line(CHUNK),
+            format!("{}\n", line(size - 1)),
+            line(size),
             // A carriage return ends the first chunk, its line feed starts the second.
-            format!("a\n{}\r\nb", line(CHUNK - 3)),
+            format!("a\n{}\r\nb", line(size - 3)),
             // A line feed ends the first chunk, then one more line.
-            format!("{}\n{}\n", line(CHUNK - 1), line(5)),
+            format!("{}\n{}\n", line(size - 1), line(5)),
         ];
         for file in files {
             let pieces = Pieces {
@@ -359,7 +370,7 @@ mod tests {
                 piece: usize::MAX,
                 fail_at: None,
             };
-            let got: Vec<String> = (read_all(pieces, CHUNK).into_iter())
+            let got: Vec<String> = (read_all(pieces, size).into_iter())
                 .map(|(t, _)| t)
                 .collect();
             let mut expected: Vec<String> = file
@@ -370,8 +381,11 @@ mod tests {
                 expected.pop();
             }
             let lens = |v: &[String]| v.iter().map(String::len).collect::<Vec<_>>();
-            assert_eq!(lens(&got), lens(&expected));
-            assert_eq!(got, expected);
+            assert_eq!(lens(&got), lens(&expected), "chunks of {size}");
+            assert_eq!(got, expected, "chunks of {size}");
+            if size != CHUNK {
+                continue;
+            }
             // The lines `produce` sends come from the same chunks.
             let path = std::env::temp_dir().join(format!("tampines-lines-{}", std::process::id()));
             std::fs::write(&path, &file).unwrap();

@@ -198,8 +198,8 @@ fn push_decimal(out: &mut String, d: Decimal) {
 }
 
 /// A book side rendered as its JSON array (`[["price","size"],...]`), with where each level's
-/// text starts. The book stage keeps one per side and resolution and renders a changed side from
-/// the previous one, copying the text of every level whose price and size are unchanged (an
+/// text starts. The book stage keeps two per side and resolution (the one shown, and the buffers
+/// of the one before) and renders a changed side from the one shown, copying the text of every level whose price and size are unchanged (an
 /// update touches a few levels; rendering all of them again was most of the cost of publishing a
 /// book).
 #[derive(Clone, Debug, Default)]
@@ -882,7 +882,7 @@ mod tests {
 
     /// A side rendered from its previous rendering equals one rendered from scratch, and both
     /// are the JSON array of the levels, whatever moved: first, middle and last levels removed,
-    /// inserted or resized.
+    /// inserted or resized; so does one rendered into the buffers of another rendering.
     #[test]
     fn reused_rendering_equals_fresh_rendering() {
         let old = levels(&[
@@ -910,11 +910,18 @@ mod tests {
             old.clone(),
         ];
         let previous = RenderedSide::new(Side::Bid, old, None);
+        // The buffers of an earlier rendering, as the book stage renders into them.
+        let mut used = RenderedSide::new(Side::Bid, new_sides[0].clone(), None);
         for new in new_sides {
             let fresh = RenderedSide::new(Side::Bid, new.clone(), None);
             let reused = RenderedSide::new(Side::Bid, new.clone(), Some(&previous));
             assert_eq!(reused.text, fresh.text);
             assert_eq!(reused.starts, fresh.starts);
+            used.take_levels();
+            used.render(Side::Bid, new.clone(), Some(&previous));
+            assert_eq!(used.text, fresh.text);
+            assert_eq!(used.starts, fresh.starts);
+            assert_eq!(used.levels, new);
             let expected: Vec<[String; 2]> = new
                 .iter()
                 .map(|(p, q)| [p.to_string(), q.to_string()])

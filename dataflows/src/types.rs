@@ -927,6 +927,18 @@ mod tests {
             }
         }
 
+        /// The same for any 64-bit mantissa with up to 19 trailing zeros, at up to 19 places: the
+        /// zeros are stripped by every step of `without_trailing_digits` (16, 8, 4, 2, 1), and
+        /// mantissas of 20 digits take the 64-bit path too.
+        #[test]
+        fn fast_formatting_of_wide_mantissas_equals_decimal_display(v in any::<u64>(), zeros in 0u32..20, scale in 0u32..20) {
+            let p = 10u64.pow(zeros);
+            let d = Decimal::from_i128_with_scale(i128::from(v / p * p), scale);
+            let mut out = String::new();
+            push_decimal(&mut out, d);
+            prop_assert_eq!(out, d.normalize().to_string(), "{:?}", d);
+        }
+
         /// Zero with the sign bit set (negation keeps it) is written `0`, at any scale.
         #[test]
         fn negative_zero_is_written_as_zero(scale in 0u32..28) {
