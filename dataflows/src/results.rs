@@ -274,9 +274,13 @@ impl RenderedSide {
                     continue;
                 }
             }
-            // `["price","size"]`
+            // `["price","size"]`; a level whose size alone changed (most of those rendered)
+            // keeps its price's text.
             text.push_str("[\"");
-            push_decimal_text(text, price.value());
+            match old.and_then(|old| old.price_text(j, price)) {
+                Some(shown) => text.push_str(shown),
+                None => push_decimal_text(text, price.value()),
+            }
             text.push_str("\",\"");
             push_decimal_text(text, size.value());
             text.push_str("\"]");
@@ -293,6 +297,19 @@ impl RenderedSide {
         }
         text.push(']');
         self.levels = levels;
+    }
+
+    /// The text of level `i`'s price, if that is `price`.
+    fn price_text(&self, i: usize, price: Price) -> Option<&str> {
+        if self.levels.get(i)?.0 != price {
+            return None;
+        }
+        // After the level's `["`, up to the quote that closes the price.
+        let start = self.starts[i] + 2;
+        let len = self.text.as_bytes()[start..]
+            .iter()
+            .position(|&b| b == b'"')?;
+        Some(&self.text[start..start + len])
     }
 
     /// Where the text of level `i` ends: at the comma before the next level, or at the bracket.
