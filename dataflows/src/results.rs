@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::orderbook::{Bbo, BookPrice, Levels};
 use crate::sequence::sequence;
 use crate::types::{
-    push_decimal as push_decimal_text, round_dp, FoldMap, Price, Side, Sym, SymbolName,
+    push_decimal as push_decimal_text, round_dp, FoldMap, Price, Side, Sym, SymbolName, TradeId,
 };
 
 /// A book's status.
@@ -149,6 +149,18 @@ pub enum Record {
         /// Value.
         candle: Candle,
     },
+}
+
+/// Appends a trade id as a JSON string literal, without formatting it into a string first.
+fn push_id(out: &mut String, id: &TradeId) {
+    match id {
+        TradeId::Num(n) => {
+            out.push('"');
+            push_u64(out, *n);
+            out.push('"');
+        }
+        TradeId::Text(s) => push_str(out, s),
+    }
 }
 
 /// Appends `s` as a JSON string literal.
@@ -483,9 +495,9 @@ impl View<'_> {
                         out.push_str(key!("last_ts"));
                         push_u64(out, a.last.ts);
                         out.push_str(key!("first_id"));
-                        push_str(out, &a.open.id.to_string());
+                        push_id(out, &a.open.id);
                         out.push_str(key!("last_id"));
-                        push_str(out, &a.last.id.to_string());
+                        push_id(out, &a.last.id);
                     }
                     None => out.push_str(
                         ",\"open\":null,\"high\":null,\"low\":null,\"last\":null,\"volume\":null,\"quote_volume\":null,\"vwap\":null,\"count\":0,\"change\":null,\"change_pct\":null,\"open_ts\":null,\"last_ts\":null,\"first_id\":null,\"last_id\":null",
@@ -849,6 +861,37 @@ mod tests {
             assert_eq!(
                 (json["exchange"].as_str(), json["symbol"].as_str()),
                 (Some(exchange), Some(symbol))
+            );
+        }
+    }
+
+    /// Trade ids are JSON strings in tickers, numeric or not, escaped.
+    #[test]
+    fn trade_ids_are_strings_in_tickers() {
+        let trade = |id: &str, ts: u64| {
+            let trade = crate::event::Trade {
+                id: TradeId::new(id),
+                price: Price::parse("2").unwrap(),
+                qty: Qty::parse("1").unwrap(),
+                side: crate::types::TradeSide::Buy,
+            };
+            Agg::of(&crate::agg::TradeRec::new(ts, &trade))
+        };
+        for (first, last) in [("7", "12"), ("x\"1", "a\\b"), ("007", "0")] {
+            let mut agg = trade(first, 1);
+            agg.merge(&trade(last, 2));
+            let record = Record::Ticker {
+                name: SymbolName {
+                    exchange: "ex".into(),
+                    symbol: "S".into(),
+                },
+                stats: Some(TickerStats::new(agg)),
+                bbo: Bbo::default(),
+            };
+            let json = record.to_json(5);
+            assert_eq!(
+                (json["first_id"].as_str(), json["last_id"].as_str()),
+                (Some(first), Some(last))
             );
         }
     }
