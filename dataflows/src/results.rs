@@ -211,9 +211,10 @@ fn push_decimal(out: &mut String, d: Decimal) {
 
 /// A book side rendered as its JSON array (`[["price","size"],...]`), with where each level's
 /// text starts. The book stage keeps two per side and resolution (the one shown, and the buffers
-/// of the one before) and renders a changed side from the one shown, copying the text of every level whose price and size are unchanged (an
-/// update touches a few levels; rendering all of them again was most of the cost of publishing a
-/// book).
+/// of the one before) and renders a changed side from the one shown, copying the text of every
+/// level whose price and size are unchanged, and the price's text of a level whose size alone
+/// changed (an update touches a few levels; rendering all of them again was most of the cost of
+/// publishing a book).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RenderedSide {
     levels: Levels,
