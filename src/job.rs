@@ -89,7 +89,11 @@ impl Inputs for Throttled {
         self.inputs.known()
     }
     fn stamped(&mut self, input: u32, offset: u64, time: u64) {
-        *self.in_flight.entry(time).or_default() += 1;
+        // Lines come in runs of one timestamp, mostly the latest: look there first.
+        match self.in_flight.last_entry().filter(|e| *e.key() == time) {
+            Some(mut last) => *last.get_mut() += 1,
+            None => *self.in_flight.entry(time).or_default() += 1,
+        }
         self.inputs.stamped(input, offset, time)
     }
     fn paused(&self) -> bool {

@@ -496,6 +496,11 @@ impl Batch {
     const SPARE: usize = 4;
 
     fn push(&mut self, time: u64, record: SourceRecord) {
+        // Lines come in runs of one timestamp, mostly the latest: look there first.
+        if let Some(mut last) = self.times.last_entry().filter(|e| *e.key() == time) {
+            last.get_mut().push(record);
+            return;
+        }
         let spare = &mut self.spare;
         let records = self
             .times
