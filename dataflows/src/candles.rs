@@ -30,9 +30,7 @@ use timely::dataflow::StreamVec;
 
 use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
-use crate::results::{
-    candle_head, push_candle_body, result_name, Change, Names, ResultKey, ResultName, View,
-};
+use crate::results::{named_result, push_candle_body, Change, NamedResult, Names, ResultKey, View};
 use crate::sequence::{no_finish, sequence};
 use crate::stats::{Share, Stats};
 use crate::types::{FoldMap, Sym, SymbolName};
@@ -76,9 +74,8 @@ pub fn candles<'s>(
     let g = config.granularity_ms;
     let mut series: FoldMap<(Sym, u32), Series> = FoldMap::default();
     let mut names = Names::default();
-    // The result name of every series, with the start of its records ([`candle_head`]), made
-    // once.
-    let mut results: FoldMap<(Sym, u32), (Arc<ResultName>, String)> = FoldMap::default();
+    // The result of every series, made once.
+    let mut results: FoldMap<(Sym, u32), NamedResult> = FoldMap::default();
     let mut closing: BTreeMap<u64, Vec<CandleKey>> = BTreeMap::new();
     let mut held = 0usize;
     let mut share = Share::default();
@@ -173,8 +170,7 @@ pub fn candles<'s>(
                     continue;
                 };
                 let (result, head) = results.entry((sym, ivl)).or_insert_with(|| {
-                    let result = result_name(&ResultKey::Candle(sym, ivl, 0), name, &config);
-                    (Arc::new(result), candle_head(name, &interval.name))
+                    named_result(&ResultKey::Candle(sym, ivl, 0), name, &config)
                 });
                 let json = new.map(|candle| {
                     if rendered != Some((sym, &candle.agg)) {

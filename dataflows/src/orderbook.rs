@@ -55,7 +55,7 @@ use timely::dataflow::StreamVec;
 use crate::config::Config;
 use crate::event::{Body, Level};
 use crate::results::{
-    book_head, result_name, Change, Names, RenderedSide, ResultKey, ResultName, Status, View,
+    named_result, Change, NamedResult, Names, RenderedSide, ResultKey, Status, View,
 };
 use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
@@ -273,9 +273,8 @@ struct Book {
     grouped: Option<Grouped>,
     /// The sequence number and status last published, once the book was.
     published: Option<(Option<u64>, Status)>,
-    /// The book's result names per resolution, with the start of their records
-    /// ([`book_head`]), once published.
-    results: Vec<(Arc<ResultName>, String)>,
+    /// The book's results per resolution, once published.
+    results: Vec<NamedResult>,
     /// Room for a side's best groups while they are compared with the shown ones.
     scratch: Levels,
     /// Room for the size differences of the levels a timestamp changed.
@@ -421,10 +420,7 @@ impl Book {
         if let Some(name) = name {
             if self.results.is_empty() {
                 self.results = (config.resolutions.iter())
-                    .map(|&r| {
-                        let result = result_name(&ResultKey::Book(sym, r), name, config);
-                        (Arc::new(result), book_head(name, r))
-                    })
+                    .map(|&r| named_result(&ResultKey::Book(sym, r), name, config))
                     .collect();
             }
             self.published = Some(head);

@@ -367,7 +367,7 @@ fn names_head(head: &str, name: &SymbolName) -> String {
 /// resolution, up to the mark's `ts`. Each publishing stage makes a result's head once, with its
 /// name, and starts every record with it (writing the names and resolution again for every
 /// record was a twentieth of the work on the Flink file).
-pub(crate) fn book_head(name: &SymbolName, resolution: u32) -> String {
+fn book_head(name: &SymbolName, resolution: u32) -> String {
     let mut out = names_head(head!("book"), name);
     out.push_str(",\"resolution\":");
     push_u64(&mut out, u64::from(resolution));
@@ -376,7 +376,7 @@ pub(crate) fn book_head(name: &SymbolName, resolution: u32) -> String {
 }
 
 /// The start of a ticker's records, up to the mark's `ts` (see [`book_head`]).
-pub(crate) fn ticker_head(name: &SymbolName) -> String {
+fn ticker_head(name: &SymbolName) -> String {
     let mut out = names_head(head!("ticker"), name);
     out.push_str(",\"ts\":");
     out
@@ -384,7 +384,7 @@ pub(crate) fn ticker_head(name: &SymbolName) -> String {
 
 /// The start of the records of a candle series of `interval`, up to the candle's `open_time`
 /// (see [`book_head`]).
-pub(crate) fn candle_head(name: &SymbolName, interval: &str) -> String {
+fn candle_head(name: &SymbolName, interval: &str) -> String {
     let mut out = names_head(head!("candle"), name);
     out.push_str(key!("interval"));
     push_str(&mut out, interval);
@@ -729,8 +729,29 @@ fn prefix_of(kind: u8, exchange: &str, symbol: &str) -> (u128, bool) {
     (u128::from_be_bytes(bytes), whole)
 }
 
+/// A result as the stage that publishes it keeps it, made once: its name, and the start of its
+/// records ([`record_head`]).
+pub(crate) type NamedResult = (Arc<ResultName>, String);
+
+/// The result `key` stands for (open time aside), as its stage keeps it.
+pub(crate) fn named_result(key: &ResultKey, name: &SymbolName, config: &Config) -> NamedResult {
+    (
+        Arc::new(result_name(key, name, config)),
+        record_head(key, name, config),
+    )
+}
+
+/// The start of the records of the result `key` stands for.
+fn record_head(key: &ResultKey, name: &SymbolName, config: &Config) -> String {
+    match *key {
+        ResultKey::Book(_, resolution) => book_head(name, resolution),
+        ResultKey::Ticker(_) => ticker_head(name),
+        ResultKey::Candle(_, ivl, _) => candle_head(name, &config.intervals[ivl as usize].name),
+    }
+}
+
 /// The name of the result `key` stands for (open time aside).
-pub(crate) fn result_name(key: &ResultKey, name: &SymbolName, config: &Config) -> ResultName {
+fn result_name(key: &ResultKey, name: &SymbolName, config: &Config) -> ResultName {
     let (exchange, symbol) = (&name.exchange, &name.symbol);
     let (kind, sub) = match *key {
         ResultKey::Book(_, resolution) => (0, u64::from(resolution)),

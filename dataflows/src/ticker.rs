@@ -44,9 +44,7 @@ use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
 use crate::event::Body;
 use crate::orderbook::Bbo;
-use crate::results::{
-    result_name, ticker_head, Change, Names, ResultKey, ResultName, TickerStats, View,
-};
+use crate::results::{named_result, Change, NamedResult, Names, ResultKey, TickerStats, View};
 use crate::sequence::{no_finish, sequence};
 use crate::source::Stamped;
 use crate::split::split2;
@@ -207,8 +205,8 @@ pub fn aggregate<'s>(
     let mut names = Names::default();
     let mut bbo: FoldMap<Sym, Bbo> = FoldMap::default();
     // The symbols that have had a trade (they have a ticker from then on), with their ticker's
-    // result name and the start of its records ([`ticker_head`]) once made.
-    let mut traded: FoldMap<Sym, Option<(Arc<ResultName>, String)>> = FoldMap::default();
+    // result once made.
+    let mut traded: FoldMap<Sym, Option<NamedResult>> = FoldMap::default();
     sequence(
         input,
         ends,
@@ -280,10 +278,8 @@ pub fn aggregate<'s>(
                 let (Some(result), Some(name)) = (traded.get_mut(&sym), names.get(&sym)) else {
                     continue;
                 };
-                let (result, head) = result.get_or_insert_with(|| {
-                    let result = result_name(&ResultKey::Ticker(sym), name, &config);
-                    (Arc::new(result), ticker_head(name))
-                });
+                let (result, head) = result
+                    .get_or_insert_with(|| named_result(&ResultKey::Ticker(sym), name, &config));
                 let view = View::Ticker {
                     head: Cow::Borrowed(head),
                     stats: symbols
