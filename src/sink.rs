@@ -59,6 +59,8 @@ pub fn write_batches(out: &mut dyn Write, batches: &[Published]) -> std::io::Res
 /// Writes all of `slices` (however much each `write_vectored` takes), then empties it.
 fn write_all_vectored(out: &mut dyn Write, slices: &mut Vec<IoSlice<'_>>) -> std::io::Result<()> {
     let mut rest = &mut slices[..];
+    // Advancing by nothing drops empty slices at the front: slices that are all empty end the
+    // loop instead of writing zero bytes.
     IoSlice::advance_slices(&mut rest, 0);
     while !rest.is_empty() {
         match out.write_vectored(rest) {
