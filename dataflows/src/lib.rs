@@ -7,7 +7,7 @@
 //! Data flow, source to sink ([`build`]):
 //!
 //! ```text
-//! source::lines ──exchange by symbol──┬─ books, names ─ orderbook::orderbooks ─ book records ─────────────────┐
+//! source::lines ─routing::to_workers──┬─ books, names ─ orderbook::orderbooks ─ book records ─────────────────┐
 //!            (split::split3 by kind)  │                              │ bbo                                    │
 //!                                     └─ trades ─ ticker::window ─┬─ window, bbo, names ─ ticker::aggregate ─┤
 //!                                                                 │                       ticker records ────┤
@@ -25,6 +25,7 @@ pub mod config;
 pub mod event;
 pub mod orderbook;
 pub mod results;
+pub mod routing;
 pub mod sequence;
 pub mod source;
 pub mod split;
@@ -36,7 +37,7 @@ pub mod types;
 use std::sync::Arc;
 
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, Concatenate, Exchange};
+use timely::dataflow::operators::{Concat, Concatenate};
 use timely::dataflow::StreamVec;
 
 use crate::candles::CandleInput;
@@ -72,7 +73,7 @@ pub fn build<'s>(
     stats: Arc<Stats>,
 ) -> Outputs<'s> {
     let scope = source.scope();
-    let routed = source.exchange(|(r, _)| r.route());
+    let routed = routing::to_workers(source);
     let (books, trades, others) = split3(routed, "Route", |(r, t)| match r {
         SourceRecord::Event(s) if s.event.is_book() => Part3::First((BookInput::Event(s), t)),
         SourceRecord::Event(s) => Part3::Second((s, t)),

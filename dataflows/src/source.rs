@@ -7,7 +7,8 @@
 //! thread of its own); both give the same records.
 //!
 //! Output: one stream of [`SourceRecord`]s, each with its timestamp (an activation's records
-//! travel together, in timestamp order, at the capability):
+//! travel together at the capability, in timestamp order, one container per worker they go to,
+//! which [`crate::routing::to_workers`] hands on whole):
 //! - `Event`: a parsed event at the timestamp its input's [`Stamper`] chose, tagged with its read
 //!   position `(input, offset)`, which orders book events of a symbol inside a timestamp;
 //! - `Name`: the names of a symbol, the first time an input sees it;
@@ -304,7 +305,7 @@ pub fn source<'s, I: Inputs + 'static>(
         let mut started = Instant::now();
         let mut readers: FoldMap<u32, Reader> = FoldMap::default();
         let mut finished: HashMap<u32, Option<u64>> = HashMap::new();
-        let mut batch = Batch::default();
+        let mut batch = Batch::new(peers as usize);
         move |output| {
             let Some(c) = cap.as_mut() else { return };
             let floor = *c.time();
@@ -355,15 +356,11 @@ pub fn source<'s, I: Inputs + 'static>(
             counts.add_to(&stats);
             report_inputs(&mut readers, &stats);
             // One session at the floor: every record carries its timestamp (a session per
-            // timestamp made a message per timestamp on every edge downstream).
+            // timestamp made a message per timestamp on every edge downstream), and each
+            // worker's records are one container.
             if !batch.times.is_empty() {
                 let mut session = output.session(c);
-                while let Some((time, mut records)) = batch.times.pop_first() {
-                    session.give_iterator(records.drain(..).map(|r| (r, time)));
-                    if batch.spare.len() < Batch::SPARE {
-                        batch.spare.push(records);
-                    }
-                }
+                batch.drain(|records| session.give_container(records));
             }
             if done {
                 let marks = readers.values().filter_map(|r| r.stamper.last_mark());
@@ -372,9 +369,11 @@ pub fn source<'s, I: Inputs + 'static>(
                     .max()
                     .unwrap_or(0);
                 let now = *c.time();
-                output
-                    .session(c)
-                    .give_iterator((0..peers).map(|to| (SourceRecord::End { last, to }, now)));
+                let mut session = output.session(c);
+                for to in 0..peers {
+                    session.give_container(&mut vec![(SourceRecord::End { last, to }, now)]);
+                }
+                drop(session);
                 cap = None;
                 return;
             }
@@ -485,15 +484,26 @@ pub fn lines<'s>(
 /// What one source activation read, by timestamp. The vectors are kept for the next activations
 /// (a few of them: a sparse input's activation spans up to [`MAX_TIMES_PER_ACTIVATION`]
 /// timestamps): grown afresh in every activation, they copied their records at every doubling.
-#[derive(Default)]
+/// At the end of the activation the records leave in timestamp order, each worker's as one
+/// container ([`Batch::drain`]), sized from what that worker got the activation before.
 struct Batch {
     times: BTreeMap<u64, Vec<SourceRecord>>,
     spare: Vec<Vec<SourceRecord>>,
+    /// How many records each worker got in the last activation that sent it any.
+    last: Vec<usize>,
 }
 
 impl Batch {
     /// Emptied vectors kept at most.
     const SPARE: usize = 4;
+
+    fn new(peers: usize) -> Batch {
+        Batch {
+            times: BTreeMap::new(),
+            spare: Vec::new(),
+            last: vec![0; peers],
+        }
+    }
 
     fn push(&mut self, time: u64, record: SourceRecord) {
         // Lines come in runs of one timestamp, mostly the latest: look there first.
@@ -507,6 +517,29 @@ impl Batch {
             .entry(time)
             .or_insert_with(|| spare.pop().unwrap_or_default());
         records.push(record);
+    }
+
+    /// Hands each worker's records, with their timestamps and in timestamp order, to `give` as
+    /// one container (a worker is picked as timely's exchange picks one: the record's route
+    /// modulo the number of workers), and empties the batch.
+    fn drain(&mut self, mut give: impl FnMut(&mut Vec<(SourceRecord, u64)>)) {
+        let peers = self.last.len() as u64;
+        let mut to: Vec<Vec<(SourceRecord, u64)>> =
+            self.last.iter().map(|&n| Vec::with_capacity(n)).collect();
+        while let Some((time, mut records)) = self.times.pop_first() {
+            for record in records.drain(..) {
+                to[(record.route() % peers) as usize].push((record, time));
+            }
+            if self.spare.len() < Batch::SPARE {
+                self.spare.push(records);
+            }
+        }
+        for (records, last) in to.iter_mut().zip(&mut self.last) {
+            if !records.is_empty() {
+                *last = records.len();
+                give(records);
+            }
+        }
     }
 }
 
