@@ -88,13 +88,9 @@ impl Inputs for Throttled {
     fn known(&self) -> Vec<u32> {
         self.inputs.known()
     }
-    fn stamped(&mut self, input: u32, offset: u64, time: u64) {
-        // Lines come in runs of one timestamp, mostly the latest: look there first.
-        match self.in_flight.last_entry().filter(|e| *e.key() == time) {
-            Some(mut last) => *last.get_mut() += 1,
-            None => *self.in_flight.entry(time).or_default() += 1,
-        }
-        self.inputs.stamped(input, offset, time)
+    fn stamped(&mut self, input: u32, offset: u64, time: u64, lines: usize) {
+        *self.in_flight.entry(time).or_default() += lines;
+        self.inputs.stamped(input, offset, time, lines)
     }
     fn paused(&self) -> bool {
         self.sink.backpressure.load(Ordering::Relaxed) || self.congested || self.inputs.paused()

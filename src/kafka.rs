@@ -367,7 +367,7 @@ impl Inputs for KafkaInputs {
             .collect()
     }
 
-    fn stamped(&mut self, input: u32, offset: u64, time: u64) {
+    fn stamped(&mut self, input: u32, offset: u64, time: u64, _lines: usize) {
         let mut offsets = self.offsets.borrow_mut();
         let queue = offsets.pending.entry(input).or_default();
         match queue.back_mut() {
