@@ -229,7 +229,9 @@ where
             }
         };
         let probe = ProbeHandle::new();
-        let inputs: Box<dyn Inputs> = Box::new(Throttled {
+        // The source takes the wrapper as is: a box around it was a second dynamic call, and a
+        // second copy of what it returns, for every line.
+        let inputs = Throttled {
             inputs,
             sink: worker_sink_state.clone(),
             probe: probe.clone(),
@@ -237,7 +239,7 @@ where
             frontier: 0,
             congested: false,
             calls: 0,
-        });
+        };
         let publishing = index == 0;
         let redis_sink = match (&redis, publishing) {
             (Some(r), true) => match RedisSink::start(r.clone(), worker_sink_state.clone()) {
