@@ -26,7 +26,7 @@ use crate::sink;
 /// while too much closed input is still in flight.
 ///
 /// timely has no backpressure of its own: a worker that reads faster than the dataflow (or than
-/// the workers its records are exchanged to) completes them would queue them without bound, and
+/// the workers its records are routed to) completes them would queue them without bound, and
 /// each distinct timestamp in flight holds state in every stage. So the records this worker
 /// stamped below its source's capability (they can complete without more input) are counted
 /// until the results' frontier (the probe) passes them, and reading pauses while more than

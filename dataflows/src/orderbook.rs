@@ -1,6 +1,6 @@
 //! Orderbooks: raw books from snapshots and deltas, grouped and cut to depth at every resolution.
 //!
-//! Input: book and snapshot events of the symbols this worker owns (exchanged by symbol), each at
+//! Input: book and snapshot events of the symbols this worker owns (routed by symbol), each at
 //! its timestamp with its read position, and the names of those symbols (at or before the
 //! timestamp of a symbol's first event: they travel at the input's floor).
 //!

@@ -3,16 +3,20 @@
 //! Input: the source's containers of [`SourceRecord`]s, each holding the records of one
 //! destination worker ([`SourceRecord::route`]: events and names by symbol, dead letters to worker
 //! 0, ends to their addressee), as the source builds them. Output: the same containers, each on
-//! its worker, at the same times.
+//! its worker, at the same times. A container that holds records of several workers (not one the
+//! source made) is split record by record, as timely's exchange would.
 //!
 //! timely's `exchange` moves every record into a buffer per worker (68 source records of 120
 //! bytes each) and sends the full ones: on the worker that reads the file, which at `-w 2` the
 //! other worker waits for, that is a move and a push per record besides the source's own. The
 //! source already keeps its records per worker ([`crate::source`]), so [`to_workers`] sends each
-//! container whole, to the worker of its first record.
+//! container whole to the worker of its records, after checking that they share it (a pass that
+//! reads each record's route and moves nothing). A message then holds all of a worker's records
+//! of one source activation (up to `source_batch` lines); between processes, the serialization
+//! buffers grow to the largest message.
 //!
-//! Invariant: a container's records all go to one worker (checked in debug builds); a record goes
-//! to the worker timely's exchange would send it to, the route modulo the number of workers.
+//! Invariant: a record goes to the worker timely's exchange would send it to (the route modulo the
+//! number of workers), in the order it came.
 
 use timely::communication::Push;
 use timely::dataflow::channels::pact::DistributorPact;
@@ -47,17 +51,24 @@ impl Distributor<Vec<Timed>> for Whole {
         time: &T,
         pushers: &mut [P],
     ) {
-        let Some((first, _)) = container.first() else {
+        let peers = pushers.len() as u64;
+        let worker_of = |(record, _): &Timed| (record.route() % peers) as usize;
+        let Some(worker) = container.first().map(worker_of) else {
             return;
         };
-        let worker = (first.route() % pushers.len() as u64) as usize;
-        debug_assert!(
-            container
-                .iter()
-                .all(|(r, _)| (r.route() % pushers.len() as u64) as usize == worker),
-            "a container of records for several workers"
-        );
-        Message::push_at(container, time.clone(), &mut pushers[worker]);
+        if container.iter().all(|r| worker_of(r) == worker) {
+            Message::push_at(container, time.clone(), &mut pushers[worker]);
+            return;
+        }
+        let mut parts: Vec<Vec<Timed>> = pushers.iter().map(|_| Vec::new()).collect();
+        for record in container.drain(..) {
+            parts[worker_of(&record)].push(record);
+        }
+        for (part, pusher) in parts.iter_mut().zip(pushers.iter_mut()) {
+            if !part.is_empty() {
+                Message::push_at(part, time.clone(), pusher);
+            }
+        }
     }
 
     // Nothing is held back: every container went on as it came.
@@ -145,5 +156,55 @@ mod tests {
         // Every worker's source, with an input or without, sends every worker an end; names go
         // once per input and symbol.
         assert_eq!((events, names, dead, ends), (400, 26, 2, 9));
+    }
+
+    /// Containers that mix workers' records (not as the source makes them) are split record by
+    /// record: each record still reaches the worker of its route, in the order sent.
+    #[test]
+    fn mixed_containers_are_split_by_record() {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let seen = received.clone();
+        timely::execute(timely::Config::process(3), move |worker| {
+            let index = worker.index();
+            let seen = seen.clone();
+            let probe = worker.dataflow::<u64, _, _>(move |scope| {
+                use timely::dataflow::operators::ToStream;
+                let records: Vec<Timed> = if index == 0 {
+                    (0..30u64)
+                        .map(|i| (SourceRecord::End { last: i, to: i * 7 }, 5))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                to_workers(records.to_stream(scope))
+                    .inspect(move |(record, time): &Timed| {
+                        seen.lock()
+                            .expect("lock")
+                            .push((index, record.clone(), *time));
+                    })
+                    .probe()
+                    .0
+            });
+            while !probe.done() {
+                worker.step();
+            }
+        })
+        .expect("timely starts")
+        .join()
+        .into_iter()
+        .for_each(|r| r.expect("a worker ends"));
+        let received = received.lock().expect("lock");
+        let mut lasts: Vec<Vec<u64>> = vec![Vec::new(); 3];
+        for (worker, record, time) in received.iter() {
+            let SourceRecord::End { last, to } = record else {
+                panic!("{record:?}");
+            };
+            assert_eq!((to % 3, *time), (*worker as u64, 5), "{record:?}");
+            lasts[*worker].push(*last);
+        }
+        let expected: Vec<Vec<u64>> = (0..3u64)
+            .map(|w| (0..30).filter(|i| i * 7 % 3 == w).collect())
+            .collect();
+        assert_eq!(lasts, expected);
     }
 }

@@ -125,7 +125,8 @@ pub trait Inputs {
     /// The source stamped `lines` consecutive lines of `input` with `time`, the last at `offset`
     /// (for offset commits and flow control). It tells of a run of lines at once: once per line,
     /// through two dynamic calls, was a tenth of the source's work on the worker that reads a
-    /// file. A run is told before any line after it, and before the activation ends.
+    /// file. A run is told before a later run, before an input's end is handled and before the
+    /// activation ends (the line after a run is read before the run is told).
     fn stamped(&mut self, _input: u32, _offset: u64, _time: u64, _lines: usize) {}
     /// Reading is paused on purpose (backpressure): silence now is not idleness.
     fn paused(&self) -> bool {
@@ -547,8 +548,10 @@ impl Batch {
     /// modulo the number of workers), and empties the batch.
     fn drain(&mut self, mut give: impl FnMut(&mut Vec<(SourceRecord, u64)>)) {
         let peers = self.last.len() as u64;
-        let mut to: Vec<Vec<(SourceRecord, u64)>> =
-            self.last.iter().map(|&n| Vec::with_capacity(n)).collect();
+        let total: usize = self.times.values().map(Vec::len).sum();
+        let mut to: Vec<Vec<(SourceRecord, u64)>> = (self.last.iter())
+            .map(|&n| Vec::with_capacity(n.min(total)))
+            .collect();
         while let Some((time, mut records)) = self.times.pop_first() {
             for record in records.drain(..) {
                 to[(record.route() % peers) as usize].push((record, time));
