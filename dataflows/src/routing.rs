@@ -79,12 +79,46 @@ impl Distributor<Vec<Timed>> for Whole {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use timely::dataflow::operators::{Inspect, Probe};
+    use timely::dataflow::operators::{Inspect, Probe, ToStream};
+    use timely::dataflow::Scope;
 
     use super::*;
     use crate::config::Config;
     use crate::source::{lines, LineInput};
     use crate::stats::Stats;
+
+    /// Each record that [`to_workers`] delivers on three workers, with the worker and its time,
+    /// when `input` (given a worker's index and the number of workers) makes its input stream.
+    fn routed_on_three_workers<F>(input: F) -> Vec<(usize, SourceRecord, u64)>
+    where
+        F: for<'s> Fn(Scope<'s, u64>, usize, usize) -> StreamVec<'s, u64, Timed>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let seen = received.clone();
+        let workers = timely::execute(timely::Config::process(3), move |worker| {
+            let (index, peers) = (worker.index(), worker.peers());
+            let seen = seen.clone();
+            let probe = worker.dataflow::<u64, _, _>(|scope| {
+                to_workers(input(scope, index, peers))
+                    .inspect(move |(record, time): &Timed| {
+                        let delivered = (index, record.clone(), *time);
+                        seen.lock().expect("lock").push(delivered);
+                    })
+                    .probe()
+                    .0
+            });
+            while !probe.done() {
+                worker.step();
+            }
+        });
+        let results = workers.expect("timely starts").join();
+        results.into_iter().for_each(|r| r.expect("a worker ends"));
+        let received = received.lock().expect("lock");
+        received.clone()
+    }
 
     /// Two inputs read by two of three workers: every record (events and names by symbol, dead
     /// letters, ends) reaches exactly the worker of its route, with the timestamp it was
@@ -105,39 +139,21 @@ mod tests {
             lines.insert(50, "not json".to_string());
             lines
         };
-        let inputs = Arc::new([input(0), input(1)]);
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let seen = received.clone();
-        timely::execute(timely::Config::process(3), move |worker| {
-            let (index, peers) = (worker.index(), worker.peers());
+        let inputs = [input(0), input(1)];
+        let received = routed_on_three_workers(move |scope, index, peers| {
             let mine: Vec<LineInput> = (0..2)
                 .filter(|&i| crate::source::reader(i, peers) == index)
                 .map(|i| LineInput::text(i as u32, Box::new(inputs[i].clone().into_iter().map(Ok))))
                 .collect();
-            let seen = seen.clone();
-            let probe = worker.dataflow::<u64, _, _>(move |scope| {
-                let config = Arc::new(Config::default());
-                let source = lines(scope, mine, config, Arc::new(Stats::default()));
-                to_workers(source)
-                    .inspect(move |(record, time): &Timed| {
-                        seen.lock()
-                            .expect("lock")
-                            .push((index, record.clone(), *time));
-                    })
-                    .probe()
-                    .0
-            });
-            while !probe.done() {
-                worker.step();
-            }
-        })
-        .expect("timely starts")
-        .join()
-        .into_iter()
-        .for_each(|r| r.expect("a worker ends"));
-        let received = received.lock().expect("lock");
+            lines(
+                scope,
+                mine,
+                Arc::new(Config::default()),
+                Arc::new(Stats::default()),
+            )
+        });
         let (mut events, mut names, mut dead, mut ends) = (0, 0, 0, 0);
-        for (worker, record, time) in received.iter() {
+        for (worker, record, time) in &received {
             assert_eq!(
                 record.route() % 3,
                 *worker as u64,
@@ -162,40 +178,15 @@ mod tests {
     /// record: each record still reaches the worker of its route, in the order sent.
     #[test]
     fn mixed_containers_are_split_by_record() {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let seen = received.clone();
-        timely::execute(timely::Config::process(3), move |worker| {
-            let index = worker.index();
-            let seen = seen.clone();
-            let probe = worker.dataflow::<u64, _, _>(move |scope| {
-                use timely::dataflow::operators::ToStream;
-                let records: Vec<Timed> = if index == 0 {
-                    (0..30u64)
-                        .map(|i| (SourceRecord::End { last: i, to: i * 7 }, 5))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                to_workers(records.to_stream(scope))
-                    .inspect(move |(record, time): &Timed| {
-                        seen.lock()
-                            .expect("lock")
-                            .push((index, record.clone(), *time));
-                    })
-                    .probe()
-                    .0
-            });
-            while !probe.done() {
-                worker.step();
-            }
-        })
-        .expect("timely starts")
-        .join()
-        .into_iter()
-        .for_each(|r| r.expect("a worker ends"));
-        let received = received.lock().expect("lock");
+        let received = routed_on_three_workers(|scope, index, _peers| {
+            let records: Vec<Timed> = (0..30u64)
+                .filter(|_| index == 0)
+                .map(|i| (SourceRecord::End { last: i, to: i * 7 }, 5))
+                .collect();
+            records.to_stream(scope)
+        });
         let mut lasts: Vec<Vec<u64>> = vec![Vec::new(); 3];
-        for (worker, record, time) in received.iter() {
+        for (worker, record, time) in &received {
             let SourceRecord::End { last, to } = record else {
                 panic!("{record:?}");
             };
