@@ -145,6 +145,22 @@ struct Offsets {
     committed: HashMap<u32, u64>,
 }
 
+/// Notes in a partition's pending queue that the messages up to `offset` were stamped, the last
+/// of them (and those since the queue's last entry) with `time`: the last entry's offset moves
+/// up while the highest timestamp does not grow, and a higher timestamp starts an entry. The
+/// source tells of a run of messages of one timestamp once, with the run's last offset: the
+/// queue ends as it would after one call per message.
+fn note_stamped(queue: &mut VecDeque<(u64, u64)>, offset: u64, time: u64) {
+    match queue.back_mut() {
+        Some((last, max)) if *max >= time => *last = offset,
+        Some((_, max)) => {
+            let max = *max;
+            queue.push_back((offset, max.max(time)));
+        }
+        None => queue.push_back((offset, time)),
+    }
+}
+
 /// The partitions one worker reads.
 pub struct KafkaInputs {
     consumer: Rc<BaseConsumer>,
@@ -369,15 +385,7 @@ impl Inputs for KafkaInputs {
 
     fn stamped(&mut self, input: u32, offset: u64, time: u64, _lines: usize) {
         let mut offsets = self.offsets.borrow_mut();
-        let queue = offsets.pending.entry(input).or_default();
-        match queue.back_mut() {
-            Some((last, max)) if *max >= time => *last = offset,
-            Some((_, max)) => {
-                let max = *max;
-                queue.push_back((offset, max.max(time)));
-            }
-            None => queue.push_back((offset, time)),
-        }
+        note_stamped(offsets.pending.entry(input).or_default(), offset, time);
     }
 }
 
@@ -629,4 +637,29 @@ pub fn broker(partitions: i32, topics: &[String]) -> Result<()> {
     let _ = signals.forever().next();
     drop(cluster);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pending queue after one call per run of messages of one timestamp (the run's last
+    /// offset) equals the queue after one call per message, and both hold, per entry, the last
+    /// offset before the highest timestamp grows and that timestamp.
+    #[test]
+    fn runs_of_stamped_messages_leave_the_queue_one_call_per_message_leaves() {
+        let times = [10, 10, 20, 20, 15, 30, 30, 5, 30, 40];
+        let mut per_message = VecDeque::new();
+        for (offset, &time) in times.iter().enumerate() {
+            note_stamped(&mut per_message, offset as u64, time);
+        }
+        let mut per_run = VecDeque::new();
+        let mut offset = 0;
+        for run in times.chunk_by(|a, b| a == b) {
+            offset += run.len() as u64;
+            note_stamped(&mut per_run, offset - 1, run[0]);
+        }
+        assert_eq!(per_run, per_message);
+        assert_eq!(Vec::from(per_message), [(1, 10), (4, 20), (8, 30), (9, 40)]);
+    }
 }

@@ -15,8 +15,8 @@
 //! of one source activation (up to `source_batch` lines); between processes, the serialization
 //! buffers grow to the largest message.
 //!
-//! Invariant: a record goes to the worker timely's exchange would send it to (the route modulo the
-//! number of workers), in the order it came.
+//! Invariant: a record goes to the worker timely's exchange would send it to
+//! ([`SourceRecord::worker`]), in the order it came.
 
 use timely::communication::Push;
 use timely::dataflow::channels::pact::DistributorPact;
@@ -52,7 +52,7 @@ impl Distributor<Vec<Timed>> for Whole {
         pushers: &mut [P],
     ) {
         let peers = pushers.len() as u64;
-        let worker_of = |(record, _): &Timed| (record.route() % peers) as usize;
+        let worker_of = |(record, _): &Timed| record.worker(peers);
         let Some(worker) = container.first().map(worker_of) else {
             return;
         };

@@ -91,6 +91,14 @@ impl SourceRecord {
             SourceRecord::End { to, .. } => *to,
         }
     }
+
+    /// The worker among `peers` that the record goes to: its route modulo the number of
+    /// workers, as timely's exchange picks one (the source's batches and
+    /// [`crate::routing::to_workers`] both follow this).
+    #[inline]
+    pub fn worker(&self, peers: u64) -> usize {
+        (self.route() % peers) as usize
+    }
 }
 
 /// A line that could not be read: the dead letter's reason and whatever payload was recovered.
@@ -543,9 +551,8 @@ impl Batch {
         records.push(record);
     }
 
-    /// Hands each worker's records, with their timestamps and in timestamp order, to `give` as
-    /// one container (a worker is picked as timely's exchange picks one: the record's route
-    /// modulo the number of workers), and empties the batch.
+    /// Hands each worker's records ([`SourceRecord::worker`]), with their timestamps and in
+    /// timestamp order, to `give` as one container, and empties the batch.
     fn drain(&mut self, mut give: impl FnMut(&mut Vec<(SourceRecord, u64)>)) {
         let peers = self.last.len() as u64;
         let total: usize = self.times.values().map(Vec::len).sum();
@@ -554,7 +561,7 @@ impl Batch {
             .collect();
         while let Some((time, mut records)) = self.times.pop_first() {
             for record in records.drain(..) {
-                to[(record.route() % peers) as usize].push((record, time));
+                to[record.worker(peers)].push((record, time));
             }
             if self.spare.len() < Batch::SPARE {
                 self.spare.push(records);
