@@ -4,6 +4,12 @@
 //! release binary as a whole process per configuration, and prints events/s and peak memory (RSS,
 //! from GNU time; for a job of several processes on this machine, their sum). `BENCH_SCALE=0.1`
 //! shrinks every input for a quick look.
+//!
+//! The VM's speed drifts by up to 20% within minutes, so one run per row says little, least of
+//! all the ratio of two rows. Every row is run `BENCH_ROUNDS` times (default 3), a round being
+//! one run of each row in turn, and the table gives each row's median time (and its largest peak
+//! RSS). The live file's `-w 1` and `-w 2` runs are neighbours in every round: their ratio is
+//! printed per round and as the median of the rounds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -187,25 +193,63 @@ fn main() {
             vec!["-w", "2", "--granularity-ms", "1000"],
         ),
     ];
-    println!("| input | workload | options | seconds | events/s | peak RSS MiB |");
-    println!("|---|---|---|---|---|---|");
-    for (input, what, mut args) in runs {
-        let shown = args.join(" ");
-        // `-n N` is a job of N processes on this machine, each with the other options.
-        let processes = match args.iter().position(|&a| a == "-n") {
-            Some(i) => {
-                let n = args[i + 1].parse().expect("a number of processes");
-                args.drain(i..i + 2);
-                n
-            }
-            None => 1,
-        };
-        let (secs, mib) = replay(input, &args, processes);
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(3);
+    // Each row's seconds and peak RSS, per round.
+    let mut measured: Vec<Vec<(f64, f64)>> = vec![Vec::new(); runs.len()];
+    for round in 0..rounds {
+        for ((input, _, args), row) in runs.iter().zip(&mut measured) {
+            // `-n N` is a job of N processes on this machine, each with the other options.
+            let mut args = args.clone();
+            let processes = match args.iter().position(|&a| a == "-n") {
+                Some(i) => {
+                    let n = args[i + 1].parse().expect("a number of processes");
+                    args.drain(i..i + 2);
+                    n
+                }
+                None => 1,
+            };
+            row.push(replay(input, &args, processes));
+        }
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+    println!("| input | workload | options | seconds (median of {rounds}) | events/s | peak RSS MiB | every run, s |");
+    println!("|---|---|---|---|---|---|---|");
+    for ((input, what, args), row) in runs.iter().zip(&measured) {
+        let secs = median(row.iter().map(|r| r.0));
+        let mib = row.iter().map(|r| r.1).fold(f64::NAN, f64::max);
+        let all: Vec<String> = row.iter().map(|r| format!("{:.2}", r.0)).collect();
         println!(
-            "| {} | {what} | `{}` | {secs:.2} | {:.0} | {mib:.0} |",
+            "| {} | {what} | `{}` | {secs:.2} | {:.0} | {mib:.0} | {} |",
             input.name,
-            shown,
+            args.join(" "),
             input.events as f64 / secs,
+            all.join(" / "),
         );
+    }
+    // Rows 0 and 1: the live file at `-w 1` and `-w 2`, run one after the other in each round.
+    let ratios: Vec<f64> = (measured[0].iter().zip(&measured[1]))
+        .map(|(one, two)| one.0 / two.0)
+        .collect();
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "\nlive file, `-w 1` / `-w 2` seconds: {:.2}x (median of the rounds; per round {})",
+        median(ratios.iter().copied()),
+        shown.join(" / ")
+    );
+}
+
+/// The median of `values` (the mean of the middle two of an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
