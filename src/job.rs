@@ -411,3 +411,87 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
         || Ok(None),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tampines_dataflows::source::Next;
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::InputHandle;
+
+    /// Inputs that never answer `Pending`: a `Pending` from `Throttled` around them is its own
+    /// pause.
+    struct Ready;
+
+    impl Inputs for Ready {
+        fn next(&mut self) -> Next {
+            Next::Finished(0)
+        }
+        fn known(&self) -> Vec<u32> {
+            vec![0]
+        }
+    }
+
+    /// Reading pauses while more than `IN_FLIGHT_TIMES` distinct closed timestamps, or more than
+    /// `IN_FLIGHT_RECORDS` closed records, are in flight, and resumes as the results' frontier
+    /// passes them; records at or above the source's capability are never counted.
+    #[test]
+    fn flow_control_counts_closed_records_until_the_results_pass_them() {
+        timely::execute_directly(|worker| {
+            let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<()>>>::new();
+            let probe = ProbeHandle::new();
+            worker.dataflow(|scope| {
+                input.to_stream(scope).probe_with(&probe);
+            });
+            let mut throttled = Throttled {
+                inputs: Box::new(Ready),
+                sink: Arc::new(SinkState::default()),
+                probe: probe.clone(),
+                in_flight: Default::default(),
+                frontier: 0,
+                congested: false,
+                calls: 0,
+            };
+            let reads = |t: &mut Throttled| !matches!(t.next(), Next::Pending);
+            // One line at each of IN_FLIGHT_TIMES + 1 timestamps, all closed (below 10,000).
+            for time in 0..=IN_FLIGHT_TIMES as u64 {
+                throttled.stamped(0, time, time, 1);
+            }
+            throttled.progressed(10_000);
+            assert!(throttled.check(), "2,049 closed timestamps in flight");
+            // The results pass the first one: IN_FLIGHT_TIMES are left, which is not too many.
+            input.advance_to(1);
+            while probe.less_than(&1) {
+                worker.step();
+            }
+            assert!(!throttled.check(), "2,048 closed timestamps in flight");
+            assert_eq!(throttled.in_flight.len(), IN_FLIGHT_TIMES);
+
+            // Records: IN_FLIGHT_RECORDS + 1 at one timestamp, not counted while the capability
+            // is at it (they may still grow), counted once it is past.
+            input.advance_to(20_000);
+            while probe.less_than(&20_000) {
+                worker.step();
+            }
+            assert!(!throttled.check(), "everything passed");
+            assert!(throttled.in_flight.is_empty());
+            throttled.stamped(0, 0, 30_000, IN_FLIGHT_RECORDS + 1);
+            throttled.progressed(30_000);
+            assert!(!throttled.check(), "open records are not counted");
+            throttled.progressed(30_001);
+            assert!(throttled.check(), "200,001 closed records in flight");
+            // Reading checks every 256 calls: it pauses within as many.
+            let calls = (1..=256).find(|_| !reads(&mut throttled));
+            assert!(calls.is_some(), "reading goes on past 256 calls");
+            // While paused, every call checks again.
+            assert!(!reads(&mut throttled));
+            input.advance_to(30_001);
+            while probe.less_than(&30_001) {
+                worker.step();
+            }
+            // The first call after the results passed them reads again.
+            assert!(reads(&mut throttled));
+            assert!(throttled.in_flight.is_empty());
+        });
+    }
+}
