@@ -252,10 +252,11 @@ impl RenderedSide {
 
     /// Renders `levels` (best first on `side`) into these buffers, whose text is replaced,
     /// reusing the text of `old`'s equal levels: the levels both share at the front and at the
-    /// back are copied in one piece each (an update usually changes one level), the ones between
-    /// are matched level by level. The book stage renders each side into the buffers of the text
-    /// it showed before the last (two per side, taking turns), so that rendering allocates
-    /// nothing.
+    /// back are copied in one piece each (an update usually changes one level); between them, a
+    /// level found in `old` is copied with the ones after it that follow it there too, in one
+    /// piece (a level inserted or removed near the top shifts every level below it). The book
+    /// stage renders each side into the buffers of the text it showed before the last (two per
+    /// side, taking turns), so that rendering allocates nothing.
     pub(crate) fn render(&mut self, side: Side, levels: Levels, old: Option<&RenderedSide>) {
         let old = old.filter(|o| !o.levels.is_empty());
         let (n, (front, back)) = (levels.len(), old.map_or((0, 0), |o| o.shared(&levels)));
@@ -271,22 +272,35 @@ impl RenderedSide {
             text.push_str(&old.text[1..old.end(front - 1)]);
             starts.extend_from_slice(&old.starts[..front]);
         }
-        let mut j = front;
-        for (i, &(price, size)) in levels.iter().enumerate().take(n - back).skip(front) {
+        let (mut i, mut j, middle_end) = (front, front, n - back);
+        while i < middle_end {
+            let (price, size) = levels[i];
             if i > 0 {
                 text.push(',');
             }
-            starts.push(text.len());
             if let Some(old) = old {
                 // Both are in book order: walk the old levels along with the new.
                 while j < old.levels.len() && order(old.levels[j].0) < order(price) {
                     j += 1;
                 }
                 if old.levels.get(j) == Some(&(price, size)) {
-                    text.push_str(&old.text[old.starts[j]..old.end(j)]);
+                    // This level and the ones after it that follow it in the old side too, in
+                    // one piece (a level inserted or removed near the top shifts all below it,
+                    // which then share neither the front nor the back).
+                    let mut run = 1;
+                    while i + run < middle_end && old.levels.get(j + run) == Some(&levels[i + run])
+                    {
+                        run += 1;
+                    }
+                    let (from, at) = (old.starts[j], text.len());
+                    text.push_str(&old.text[from..old.end(j + run - 1)]);
+                    starts.extend(old.starts[j..j + run].iter().map(|&s| s - from + at));
+                    (i, j) = (i + run, j + run);
                     continue;
                 }
             }
+            starts.push(text.len());
+            i += 1;
             // `["price","size"]`; a level whose size alone changed (most of those rendered)
             // keeps its price's text.
             text.push_str("[\"");
