@@ -818,6 +818,21 @@ mod tests {
         prop_oneof![4 => "[0-9]{1,3}(\\.[0-9]{1,3})?", 1 => "[0-9.-]{1,5}"]
     }
 
+    /// A level array of up to three levels, their prices and quantities as `decimal` writes them.
+    fn level_array<S: Strategy<Value = String> + 'static>(
+        decimal: impl Fn() -> S,
+    ) -> BoxedStrategy<String> {
+        prop::collection::vec((decimal(), decimal()), 0..4)
+            .prop_map(|levels| {
+                let levels: Vec<String> = levels
+                    .iter()
+                    .map(|(p, q)| format!("[\"{p}\",\"{q}\"]"))
+                    .collect();
+                format!("[{}]", levels.join(","))
+            })
+            .boxed()
+    }
+
     /// A value of the type the key needs (mostly), or an odd one.
     fn value(key: &'static str, typed_weight: u32) -> BoxedStrategy<String> {
         let typed = match key {
@@ -825,15 +840,7 @@ mod tests {
                 .prop_map(|n| n.to_string())
                 .boxed(),
             "seq" | "prev_seq" => any::<u64>().prop_map(|n| n.to_string()).boxed(),
-            "bids" | "asks" => prop::collection::vec((decimal(), decimal()), 0..4)
-                .prop_map(|levels| {
-                    let levels: Vec<String> = levels
-                        .iter()
-                        .map(|(p, q)| format!("[\"{p}\",\"{q}\"]"))
-                        .collect();
-                    format!("[{}]", levels.join(","))
-                })
-                .boxed(),
+            "bids" | "asks" => level_array(decimal),
             "type" => prop::sample::select(vec!["snapshot", "book", "trade", "quote"])
                 .prop_map(|s| format!("\"{s}\""))
                 .boxed(),
@@ -1021,17 +1028,7 @@ mod tests {
             ]
             .boxed(),
             "bids" | "asks" => {
-                let decimal =
-                    || prop_oneof![30 => "[0-9]{1,3}(\\.[0-9]{1,3})?", 1 => "[0-9.-]{1,5}"];
-                prop::collection::vec((decimal(), decimal()), 0..4)
-                    .prop_map(|levels| {
-                        let levels: Vec<String> = levels
-                            .iter()
-                            .map(|(p, q)| format!("[\"{p}\",\"{q}\"]"))
-                            .collect();
-                        format!("[{}]", levels.join(","))
-                    })
-                    .boxed()
+                level_array(|| prop_oneof![30 => "[0-9]{1,3}(\\.[0-9]{1,3})?", 1 => "[0-9.-]{1,5}"])
             }
             _ => return value(k, 40),
         };
