@@ -8,8 +8,8 @@
 //! The VM's speed drifts by up to 20% within minutes, so one run per row says little, least of
 //! all the ratio of two rows. Every row is run `BENCH_ROUNDS` times (default 3), a round being
 //! one run of each row in turn, and the table gives each row's median time (and its largest peak
-//! RSS). The live file's `-w 1` and `-w 2` runs are neighbours in every round: their ratio is
-//! printed per round and as the median of the rounds.
+//! RSS). The live file's `-w 1` and `-w 2` runs are neighbours in every round, taking turns going
+//! first: their ratio is printed per round and as the median of the rounds.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -200,8 +200,20 @@ fn main() {
         .unwrap_or(3);
     // Each row's seconds and peak RSS, per round.
     let mut measured: Vec<Vec<(f64, f64)>> = vec![Vec::new(); runs.len()];
+    // Rows 0 and 1 are the live file at `-w 1` and `-w 2`, whose ratio is printed below.
+    assert!(
+        std::ptr::eq(runs[0].0, runs[1].0) && runs[0].2 == ["-w", "1"] && runs[1].2 == ["-w", "2"],
+        "the first two rows are the ratio's"
+    );
     for round in 0..rounds {
-        for ((input, _, args), row) in runs.iter().zip(&mut measured) {
+        // The ratio's two rows take turns going first, so that an order effect (a warmer page
+        // cache, the VM's drift) does not lean the same way in every round.
+        let mut order: Vec<usize> = (0..runs.len()).collect();
+        if round % 2 == 1 {
+            order.swap(0, 1);
+        }
+        for i in order {
+            let (input, _, args) = &runs[i];
             // `-n N` is a job of N processes on this machine, each with the other options.
             let mut args = args.clone();
             let processes = match args.iter().position(|&a| a == "-n") {
@@ -212,7 +224,7 @@ fn main() {
                 }
                 None => 1,
             };
-            row.push(replay(input, &args, processes));
+            measured[i].push(replay(input, &args, processes));
         }
         eprintln!("round {} of {rounds} done", round + 1);
     }
@@ -220,7 +232,14 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for ((input, what, args), row) in runs.iter().zip(&measured) {
         let secs = median(row.iter().map(|r| r.0));
-        let mib = row.iter().map(|r| r.1).fold(f64::NAN, f64::max);
+        // A run whose peak RSS could not be read makes the row's NaN, not a smaller figure.
+        let mib = (row.iter().map(|r| r.1)).fold(0.0, |m: f64, r| {
+            if m.is_nan() || r.is_nan() {
+                f64::NAN
+            } else {
+                m.max(r)
+            }
+        });
         let all: Vec<String> = row.iter().map(|r| format!("{:.2}", r.0)).collect();
         println!(
             "| {} | {what} | `{}` | {secs:.2} | {:.0} | {mib:.0} | {} |",

@@ -475,16 +475,20 @@ mod tests {
             }
             assert!(!throttled.check(), "everything passed");
             assert!(throttled.in_flight.is_empty());
-            throttled.stamped(0, 0, 30_000, IN_FLIGHT_RECORDS + 1);
+            throttled.stamped(0, 0, 30_000, IN_FLIGHT_RECORDS);
+            throttled.progressed(30_001);
+            assert!(!throttled.check(), "200,000 closed records in flight");
             throttled.progressed(30_000);
+            throttled.stamped(0, 0, 30_000, 1);
             assert!(!throttled.check(), "open records are not counted");
             throttled.progressed(30_001);
             assert!(throttled.check(), "200,001 closed records in flight");
             // Reading checks every 256 calls: it pauses within as many.
             let calls = (1..=256).find(|_| !reads(&mut throttled));
             assert!(calls.is_some(), "reading goes on past 256 calls");
-            // While paused, every call checks again.
             assert!(!reads(&mut throttled));
+            // While paused, every call checks again: the one right after the results pass the
+            // records reads (below).
             input.advance_to(30_001);
             while probe.less_than(&30_001) {
                 worker.step();
