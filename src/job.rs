@@ -467,8 +467,8 @@ mod tests {
             assert!(!throttled.check(), "2,048 closed timestamps in flight");
             assert_eq!(throttled.in_flight.len(), IN_FLIGHT_TIMES);
 
-            // Records: IN_FLIGHT_RECORDS + 1 at one timestamp, not counted while the capability
-            // is at it (they may still grow), counted once it is past.
+            // Records at one timestamp: IN_FLIGHT_RECORDS do not pause reading, one more does,
+            // but only once the capability is past them (while it is at them they may grow).
             input.advance_to(20_000);
             while probe.less_than(&20_000) {
                 worker.step();

@@ -324,8 +324,7 @@ pub fn source<'s, I: Inputs + 'static>(
             let mut done = false;
             let mut pending = false;
             let mut counts = Counts::default();
-            // The run of lines of one input stamped at one time: input, last offset, time, lines.
-            let mut run: Option<(u32, u64, u64, usize)> = None;
+            let mut run = StampedRun::default();
             for _ in 0..config.source_batch {
                 // Sparse inputs, whose batches span many timestamps, yield early: every stage
                 // downstream then completes a bounded number of timestamps at once (4,096 took
@@ -349,24 +348,10 @@ pub fn source<'s, I: Inputs + 'static>(
                                 read_parsed(reader, line, pos, counts, floor, batch)
                             }
                         };
-                        match &mut run {
-                            Some((i, last, t, lines)) if *i == input && *t == time => {
-                                *last = offset;
-                                *lines += 1;
-                            }
-                            _ => {
-                                if let Some((i, last, t, lines)) =
-                                    run.replace((input, offset, time, 1))
-                                {
-                                    inputs.stamped(i, last, t, lines);
-                                }
-                            }
-                        }
+                        run.note(input, offset, time, &mut inputs);
                     }
                     Next::Finished(input) => {
-                        if let Some((i, last, t, lines)) = run.take() {
-                            inputs.stamped(i, last, t, lines);
-                        }
+                        run.tell(&mut inputs);
                         report_inputs(&mut readers, &stats);
                         let last = readers.remove(&input).and_then(|r| r.stamper.last_mark());
                         tracing::debug!(worker, input, last_mark = last, "input finished");
@@ -382,9 +367,7 @@ pub fn source<'s, I: Inputs + 'static>(
                     }
                 }
             }
-            if let Some((i, last, t, lines)) = run.take() {
-                inputs.stamped(i, last, t, lines);
-            }
+            run.tell(&mut inputs);
             counts.add_to(&stats);
             report_inputs(&mut readers, &stats);
             // One session at the floor: every record carries its timestamp (a session per
@@ -511,6 +494,35 @@ pub fn lines<'s>(
     stats: Arc<Stats>,
 ) -> StreamVec<'s, u64, (SourceRecord, u64)> {
     source(scope, LineInputs::new(inputs), None, config, stats)
+}
+
+/// The run of lines of one input stamped at one time, not yet told to the inputs
+/// ([`Inputs::stamped`]): input, last offset, time, lines.
+#[derive(Default)]
+struct StampedRun(Option<(u32, u64, u64, usize)>);
+
+impl StampedRun {
+    /// Notes that `input`'s line at `offset` was stamped with `time`: it extends the run, or
+    /// the run so far is told and this line starts the next.
+    fn note(&mut self, input: u32, offset: u64, time: u64, inputs: &mut impl Inputs) {
+        match &mut self.0 {
+            Some((i, last, t, lines)) if *i == input && *t == time => {
+                *last = offset;
+                *lines += 1;
+            }
+            _ => {
+                self.tell(inputs);
+                self.0 = Some((input, offset, time, 1));
+            }
+        }
+    }
+
+    /// Tells the inputs of the run so far, if any, and ends it.
+    fn tell(&mut self, inputs: &mut impl Inputs) {
+        if let Some((input, last, time, lines)) = self.0.take() {
+            inputs.stamped(input, last, time, lines);
+        }
+    }
 }
 
 /// What one source activation read, by timestamp. The vectors are kept for the next activations
@@ -703,5 +715,57 @@ fn stamp(
             batch.push(time, SourceRecord::Event(Stamped { pos, event }));
             time
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inputs that only record what they are told of stamped lines.
+    #[derive(Default)]
+    struct Told(Vec<(u32, u64, u64, usize)>);
+
+    impl Inputs for Told {
+        fn next(&mut self) -> Next {
+            Next::Pending
+        }
+        fn known(&self) -> Vec<u32> {
+            Vec::new()
+        }
+        fn stamped(&mut self, input: u32, offset: u64, time: u64, lines: usize) {
+            self.0.push((input, offset, time, lines));
+        }
+    }
+
+    /// Lines are told in runs of one input and one time, each with its last offset and its
+    /// count, in order; the last run when told to.
+    #[test]
+    fn stamped_lines_are_told_in_runs() {
+        // (input, offset, time) per line, as the source stamps them.
+        let lines = [
+            (0, 0, 100),
+            (0, 1, 100),
+            (0, 2, 200),
+            (1, 0, 200),
+            (1, 1, 200),
+            (0, 3, 200),
+            (0, 4, 100),
+        ];
+        let (mut run, mut told) = (StampedRun::default(), Told::default());
+        for (input, offset, time) in lines {
+            run.note(input, offset, time, &mut told);
+        }
+        assert_eq!(told.0.len(), 4, "the last run is not told yet");
+        run.tell(&mut told);
+        run.tell(&mut told);
+        let expected = [
+            (0, 1, 100, 2),
+            (0, 2, 200, 1),
+            (1, 1, 200, 2),
+            (0, 3, 200, 1),
+            (0, 4, 100, 1),
+        ];
+        assert_eq!(told.0, expected);
     }
 }
