@@ -107,7 +107,7 @@ pub fn window<'s>(
                 let leaves = (stamped.event.ts + length).div_ceil(g) * g;
                 if leaves > time {
                     inside.insert(key, leaves);
-                    expiring.entry(leaves).or_default().push((sym, rec.clone()));
+                    push_one(&mut expiring, leaves, (sym, rec.clone()));
                     timers.schedule(leaves);
                     out.push(Out::Window((sym, rec.clone()), time, 1));
                 }
@@ -127,6 +127,17 @@ pub fn window<'s>(
         accepted,
         window: window.as_collection(),
     }
+}
+
+/// Appends `value` to the vector under `key`, a new one made for exactly one value. At 1 s or
+/// coarser marks most expiry times and most seconds of a window hold a single trade, and a
+/// vector's first push reserves room for four: with `Vec::default` the 24 h window of the
+/// trade-heavy bench file peaked at 481 MiB, with this at 352 MiB (the Flink file 411 -> 358 MiB),
+/// in the same time.
+fn push_one<K: Ord, V>(map: &mut BTreeMap<K, Vec<V>>, key: K, value: V) {
+    map.entry(key)
+        .or_insert_with(|| Vec::with_capacity(1))
+        .push(value);
 }
 
 /// The ids of the trades inside the window, with the timestamp at which each leaves it, in 64
@@ -347,7 +358,7 @@ impl Hierarchy {
             Some(total) => total.merge(&one),
             None => self.total = Some(one),
         }
-        self.trades.entry(rec.ts / spans[0]).or_default().push(rec);
+        push_one(&mut self.trades, rec.ts / spans[0], rec);
     }
 
     /// Notes a trade (one copy) as leaving and marks its buckets at every level for refolding.
@@ -413,4 +424,22 @@ fn fold(aggs: impl Iterator<Item = Agg>) -> Option<Agg> {
         acc.merge(&a);
         acc
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key's first value gets a vector of exactly its room; later ones grow it as a vector
+    /// grows, in the order pushed.
+    #[test]
+    fn a_new_key_holds_room_for_one_value() {
+        let mut map: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        push_one(&mut map, 7, 1);
+        assert_eq!(map[&7].capacity(), 1);
+        push_one(&mut map, 7, 2);
+        push_one(&mut map, 8, 3);
+        assert_eq!((map[&7].as_slice(), map[&8].as_slice()), (&[1, 2][..], &[3][..]));
+        assert_eq!(map[&8].capacity(), 1);
+    }
 }
