@@ -55,7 +55,8 @@ use timely::dataflow::StreamVec;
 use crate::config::Config;
 use crate::event::{Body, Level};
 use crate::results::{
-    named_result, Change, NamedResult, Names, RenderedSide, ResultKey, Status, View,
+    named_result, push_book_stamp, Change, NamedResult, Names, RenderedSide, ResultKey, Status,
+    View,
 };
 use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
@@ -279,6 +280,8 @@ struct Book {
     scratch: Levels,
     /// Room for the size differences of the levels a timestamp changed.
     diffs: Vec<(BookPrice, Qty)>,
+    /// Room for the mark, sequence number and status of the records being published.
+    stamp: String,
     /// The best prices were emitted (the `bbo` collection holds the last ones emitted).
     bbo_emitted: bool,
 }
@@ -425,6 +428,8 @@ impl Book {
             }
             self.published = Some(head);
         }
+        // Rendered at the first resolution published, copied into the others.
+        let mut stamp = std::mem::take(&mut self.stamp);
         for i in 0..config.resolutions.len() {
             let sides = self
                 .grouped
@@ -442,17 +447,21 @@ impl Book {
                 let sides = self.grouped.as_ref().map(|g| &g.sides[i][j]);
                 Cow::Borrowed(sides.map_or("[]", |s| s.shown.text()))
             };
+            if stamp.is_empty() {
+                push_book_stamp(&mut stamp, time, head.0, head.1);
+            }
             let (result, record_head) = &self.results[i];
             let view = View::Book {
                 head: Cow::Borrowed(record_head),
-                seq: head.0,
-                status: head.1,
+                stamp: Cow::Borrowed(&stamp),
                 bids: text(0),
                 asks: text(1),
             };
             let change = Change::new(result.clone(), None, Some(view.render(time)));
             out.push(BookOut::Change(change, time));
         }
+        stamp.clear();
+        self.stamp = stamp;
         if bbo != bbo0 {
             // A new book's first best prices retract nothing.
             if std::mem::replace(&mut self.bbo_emitted, true) {

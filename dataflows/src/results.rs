@@ -428,8 +428,9 @@ pub(crate) enum View<'a> {
     Book {
         /// [`book_head`].
         head: Cow<'a, str>,
-        seq: Option<u64>,
-        status: Status,
+        /// The mark, sequence number and status ([`push_book_stamp`]): the same at every
+        /// resolution of a book and mark, so rendered once for all of them.
+        stamp: Cow<'a, str>,
         bids: Cow<'a, str>,
         asks: Cow<'a, str>,
     },
@@ -450,6 +451,20 @@ pub(crate) enum View<'a> {
     },
 }
 
+/// Appends what follows a book record's head ([`book_head`]) up to its sides: the mark `ts`, the
+/// sequence number and the status (`T,"seq":S,"status":"ok"`).
+pub(crate) fn push_book_stamp(out: &mut String, ts: u64, seq: Option<u64>, status: Status) {
+    push_u64(out, ts);
+    out.push_str(",\"seq\":");
+    match seq {
+        Some(s) => push_u64(out, s),
+        None => out.push_str("null"),
+    }
+    out.push_str(",\"status\":\"");
+    out.push_str(status.as_str());
+    out.push('"');
+}
+
 /// Appends an unsigned integer.
 fn push_u64(out: &mut String, v: u64) {
     out.push_str(itoa::Buffer::new().format(v));
@@ -468,21 +483,12 @@ impl View<'_> {
         match self {
             View::Book {
                 head,
-                seq,
-                status,
+                stamp,
                 bids,
                 asks,
             } => {
                 out.push_str(head);
-                push_u64(out, ts);
-                out.push_str(",\"seq\":");
-                match seq {
-                    Some(s) => push_u64(out, *s),
-                    None => out.push_str("null"),
-                }
-                out.push_str(",\"status\":\"");
-                out.push_str(status.as_str());
-                out.push('"');
+                out.push_str(stamp);
                 out.push_str(key!("bids"));
                 out.push_str(bids);
                 out.push_str(key!("asks"));
@@ -557,8 +563,11 @@ impl View<'_> {
     fn json_capacity(&self) -> usize {
         match self {
             View::Book {
-                head, bids, asks, ..
-            } => 96 + head.len() + bids.len() + asks.len(),
+                head,
+                stamp,
+                bids,
+                asks,
+            } => 24 + head.len() + stamp.len() + bids.len() + asks.len(),
             View::Ticker { head, .. } => 400 + head.len(),
             View::Candle { head, .. } => 256 + head.len(),
         }
@@ -566,7 +575,8 @@ impl View<'_> {
 }
 
 impl Record {
-    fn view(&self) -> View<'_> {
+    /// The record's view at mark `ts` (which a book's stamp holds).
+    fn view(&self, ts: u64) -> View<'_> {
         match self {
             Record::Book {
                 name,
@@ -578,10 +588,11 @@ impl Record {
             } => {
                 let text =
                     |side, levels: &Levels| RenderedSide::new(side, levels.clone(), None).text;
+                let mut stamp = String::new();
+                push_book_stamp(&mut stamp, ts, *seq, *status);
                 View::Book {
                     head: Cow::Owned(book_head(name, *resolution)),
-                    seq: *seq,
-                    status: *status,
+                    stamp: Cow::Owned(stamp),
                     bids: Cow::Owned(text(Side::Bid, bids)),
                     asks: Cow::Owned(text(Side::Ask, asks)),
                 }
@@ -609,7 +620,7 @@ impl Record {
 
     /// Appends the JSON object of CONTRACT section 3, published at mark `ts`, to `out`.
     pub fn write_json(&self, ts: u64, out: &mut String) {
-        self.view().write_json(ts, out);
+        self.view(ts).write_json(ts, out);
     }
 
     /// The record as a JSON value (what [`Record::write_json`] writes, parsed back).

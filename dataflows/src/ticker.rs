@@ -439,7 +439,10 @@ mod tests {
         assert_eq!(map[&7].capacity(), 1);
         push_one(&mut map, 7, 2);
         push_one(&mut map, 8, 3);
-        assert_eq!((map[&7].as_slice(), map[&8].as_slice()), (&[1, 2][..], &[3][..]));
+        assert_eq!(
+            (map[&7].as_slice(), map[&8].as_slice()),
+            (&[1, 2][..], &[3][..])
+        );
         assert_eq!(map[&8].capacity(), 1);
     }
 }
