@@ -30,7 +30,9 @@ use timely::dataflow::StreamVec;
 
 use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
-use crate::results::{named_result, push_candle_body, Change, NamedResult, Names, ResultKey, View};
+use crate::results::{
+    named_result, push_candle_body, push_candle_times, Change, NamedResult, Names, ResultKey, View,
+};
 use crate::sequence::{no_finish, sequence};
 use crate::stats::{Share, Stats};
 use crate::types::{FoldMap, Sym, SymbolName};
@@ -74,8 +76,9 @@ pub fn candles<'s>(
     let g = config.granularity_ms;
     let mut series: FoldMap<(Sym, u32), Series> = FoldMap::default();
     let mut names = Names::default();
-    // The result of every series, made once.
-    let mut results: FoldMap<(Sym, u32), NamedResult> = FoldMap::default();
+    // The result of every series, made once, and the open time of the candle it rendered last
+    // with that candle's times rendered (a series' newest candle is rendered at every trade).
+    let mut results: FoldMap<(Sym, u32), (NamedResult, Option<u64>, String)> = FoldMap::default();
     let mut closing: BTreeMap<u64, Vec<CandleKey>> = BTreeMap::new();
     let mut held = 0usize;
     let mut share = Share::default();
@@ -169,20 +172,28 @@ pub fn candles<'s>(
                 else {
                     continue;
                 };
-                let (result, head) = results.entry((sym, ivl)).or_insert_with(|| {
-                    named_result(&ResultKey::Candle(sym, ivl, 0), name, &config)
-                });
+                let ((result, head), times_of, times) =
+                    results.entry((sym, ivl)).or_insert_with(|| {
+                        let result = named_result(&ResultKey::Candle(sym, ivl, 0), name, &config);
+                        (result, None, String::new())
+                    });
                 let json = new.map(|candle| {
                     if rendered != Some((sym, &candle.agg)) {
                         body.clear();
                         push_candle_body(&mut body, &candle.agg);
                         rendered = Some((sym, &candle.agg));
                     }
+                    if *times_of != Some(open) {
+                        times.clear();
+                        push_candle_times(times, open, interval.ms);
+                        *times_of = Some(open);
+                    }
                     let view = View::Candle {
                         head: Cow::Borrowed(head),
                         interval_ms: interval.ms,
                         open_time: open,
                         candle,
+                        times: Some(times),
                         body: Some(&body),
                     };
                     view.render(time)

@@ -406,6 +406,14 @@ fn candle_head(name: &SymbolName, interval: &str) -> String {
     out
 }
 
+/// Appends what follows a candle record's head ([`candle_head`]): its open time, and its close
+/// time (`O,"close_time":C`). A series' candle keeps them from its first record to its last.
+pub(crate) fn push_candle_times(out: &mut String, open_time: u64, interval_ms: u64) {
+    push_u64(out, open_time);
+    out.push_str(",\"close_time\":");
+    push_u64(out, open_time + interval_ms - 1);
+}
+
 /// Appends a candle's aggregate fields, `,"open":..` to `,"count":..`: what two candles of
 /// equal aggregates share.
 pub(crate) fn push_candle_body(out: &mut String, a: &Agg) {
@@ -446,6 +454,9 @@ pub(crate) enum View<'a> {
         interval_ms: u64,
         open_time: u64,
         candle: &'a Candle,
+        /// The candle's open and close times already rendered ([`push_candle_times`]), if they
+        /// are.
+        times: Option<&'a str>,
         /// The candle's aggregate fields already rendered ([`push_candle_body`]), if they are.
         body: Option<&'a str>,
     },
@@ -539,12 +550,14 @@ impl View<'_> {
                 interval_ms,
                 open_time,
                 candle,
+                times,
                 body,
             } => {
                 out.push_str(head);
-                push_u64(out, *open_time);
-                out.push_str(",\"close_time\":");
-                push_u64(out, open_time + interval_ms - 1);
+                match times {
+                    Some(times) => out.push_str(times),
+                    None => push_candle_times(out, *open_time, *interval_ms),
+                }
                 match body {
                     Some(body) => out.push_str(body),
                     None => push_candle_body(out, &candle.agg),
@@ -613,6 +626,7 @@ impl Record {
                 interval_ms: *interval_ms,
                 open_time: *open_time,
                 candle,
+                times: None,
                 body: None,
             },
         }
