@@ -181,11 +181,13 @@ impl GroupedSide {
             return false;
         }
         self.best_into(side, depth, raw, scratch);
-        if scratch == self.shown.levels() {
+        // One pass finds both whether they differ and what they share.
+        let shared = self.shown.shared(scratch);
+        if shared.0 == scratch.len() && scratch.len() == self.shown.levels().len() {
             return false;
         }
         let mut new = std::mem::take(&mut self.spare);
-        new.render(side, std::mem::take(scratch), Some(&self.shown));
+        new.render_sharing(side, std::mem::take(scratch), Some(&self.shown), shared);
         self.spare = std::mem::replace(&mut self.shown, new);
         *scratch = self.spare.take_levels();
         true

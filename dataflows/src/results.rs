@@ -258,8 +258,22 @@ impl RenderedSide {
     /// stage renders each side into the buffers of the text it showed before the last (two per
     /// side, taking turns), so that rendering allocates nothing.
     pub(crate) fn render(&mut self, side: Side, levels: Levels, old: Option<&RenderedSide>) {
+        let shared = old.map_or((0, 0), |o| o.shared(&levels));
+        self.render_sharing(side, levels, old, shared);
+    }
+
+    /// [`RenderedSide::render`], given how many levels `old` and `levels` share at the front
+    /// and then at the back ([`RenderedSide::shared`], which a caller that compared them
+    /// already knows).
+    pub(crate) fn render_sharing(
+        &mut self,
+        side: Side,
+        levels: Levels,
+        old: Option<&RenderedSide>,
+        (front, back): (usize, usize),
+    ) {
         let old = old.filter(|o| !o.levels.is_empty());
-        let (n, (front, back)) = (levels.len(), old.map_or((0, 0), |o| o.shared(&levels)));
+        let n = levels.len();
         let order = |p: Price| BookPrice { side, price: p };
         let (text, starts) = (&mut self.text, &mut self.starts);
         text.clear();
@@ -346,8 +360,9 @@ impl RenderedSide {
             .map_or(self.text.len() - 1, |&n| n - 1)
     }
 
-    /// How many levels `levels` shares with these at the front, and then at the back.
-    fn shared(&self, levels: &Levels) -> (usize, usize) {
+    /// How many levels `levels` shares with these at the front, and then at the back (all of
+    /// them at the front, and none at the back, when they are equal).
+    pub(crate) fn shared(&self, levels: &Levels) -> (usize, usize) {
         let old = &self.levels;
         let front = levels.iter().zip(old).take_while(|(a, b)| a == b).count();
         let rest = levels.len().min(old.len()) - front;
