@@ -15,7 +15,9 @@
 //!    raw levels: that resolution keeps no groups and reads the raw book;
 //! 2. for every resolution and side whose best `depth` groups may have moved (a changed group
 //!    ranks inside them, or fewer than `depth` are shown), compares the best `depth` with the
-//!    ones shown, and renders them again (reusing the text of unchanged levels) when they differ;
+//!    ones shown, and renders them again (reusing the text of unchanged levels) when they differ.
+//!    When only sizes of shown groups changed (no group added or removed among them), the best
+//!    `depth` are the shown ones with those sizes, and are not read out of the map again;
 //! 3. renders the book's record at every resolution if its sequence number or status changed,
 //!    else at the resolutions where a side's best groups did.
 //!
@@ -112,39 +114,72 @@ struct GroupedSide {
     spare: RenderedSide,
     /// A group that may rank among the best `depth` changed in the current timestamp.
     moved: bool,
+    /// Of those, one was added or removed (or the groups were built anew): the best `depth`
+    /// are read from the groups again. Else only sizes of shown groups changed, all of them in
+    /// `resized`, and the shown levels with those sizes are the best `depth`: a book update
+    /// usually changes sizes, and reading the best `depth` out of the map every time was a
+    /// twentieth of the Flink file's instructions.
+    reordered: bool,
+    /// The new sizes of shown groups whose size alone changed, in the order changed (while
+    /// not `reordered`).
+    resized: Vec<(Price, Qty)>,
 }
 
 impl GroupedSide {
     /// Adds `diff` to the size of `group` (removing it at zero), noting whether the best `depth`
     /// may have moved: they may unless `depth` groups are shown and `group` ranks below them all.
     fn add(&mut self, side: Side, group: Price, diff: Qty, depth: usize) {
-        match self.groups.entry(group) {
+        let resized = match self.groups.entry(group) {
             std::collections::btree_map::Entry::Occupied(mut e) => {
                 e.get_mut().plus_equals(&diff);
                 if e.get().value() <= Decimal::ZERO {
                     e.remove();
+                    None
+                } else {
+                    Some(*e.get())
                 }
             }
             std::collections::btree_map::Entry::Vacant(e) => {
                 if diff.value() > Decimal::ZERO {
                     e.insert(diff);
                 }
+                None
             }
-        }
-        self.note(side, group, depth);
+        };
+        self.note(side, group, resized, depth);
     }
 
-    /// Notes that `group` changed: the best `depth` may have moved unless `depth` groups are
-    /// shown and `group` ranks below them all.
-    fn note(&mut self, side: Side, group: Price, depth: usize) {
-        if !self.moved {
-            let shown = self.shown.levels();
-            let below = |&(worst, _): &(Price, Qty)| match side {
-                Side::Bid => group < worst,
-                Side::Ask => group > worst,
-            };
-            self.moved = shown.len() < depth || !shown.last().is_some_and(below);
+    /// Notes that `group` changed, to `resized` if only its size did (`None`: added or
+    /// removed): the best `depth` may have moved unless `depth` groups are shown and `group`
+    /// ranks below them all. A group whose size alone changed and that may rank among them is
+    /// one of the shown (prices rank groups, and sizes do not).
+    fn note(&mut self, side: Side, group: Price, resized: Option<Qty>, depth: usize) {
+        if self.reordered {
+            return;
         }
+        let shown = self.shown.levels();
+        let below = |&(worst, _): &(Price, Qty)| match side {
+            Side::Bid => group < worst,
+            Side::Ask => group > worst,
+        };
+        if shown.len() == depth && shown.last().is_some_and(below) {
+            return;
+        }
+        self.moved = true;
+        match resized {
+            Some(size) => self.resized.push((group, size)),
+            None => {
+                self.reordered = true;
+                self.resized.clear();
+            }
+        }
+    }
+
+    /// Notes that the groups were built anew: the best `depth` are read from them again.
+    fn rebuilt(&mut self) {
+        self.moved = true;
+        self.reordered = true;
+        self.resized.clear();
     }
 
     /// Puts the best `depth` groups, best first, into `out` (emptied first): of `raw`, the raw
@@ -180,7 +215,25 @@ impl GroupedSide {
         if !std::mem::take(&mut self.moved) {
             return false;
         }
-        self.best_into(side, depth, raw, scratch);
+        if std::mem::take(&mut self.reordered) {
+            self.best_into(side, depth, raw, scratch);
+        } else {
+            scratch.clear();
+            scratch.extend_from_slice(self.shown.levels());
+            for (price, size) in self.resized.drain(..) {
+                if let Some(level) = scratch.iter_mut().find(|(p, _)| *p == price) {
+                    level.1 = size;
+                }
+            }
+            debug_assert!(
+                {
+                    let mut best = Levels::new();
+                    self.best_into(side, depth, raw, &mut best);
+                    best == *scratch
+                },
+                "resizing the shown levels gives the best groups"
+            );
+        }
         // One pass finds both whether they differ and what they share.
         let shared = self.shown.shared(scratch);
         if shared.0 == scratch.len() && scratch.len() == self.shown.levels().len() {
@@ -230,11 +283,13 @@ impl Grouped {
     /// book order ([`BookPrice`]), so the levels of one group come one after another: a run of
     /// them is summed first and updates its group once (at coarse resolutions most changed
     /// levels of a timestamp share a few groups).
-    fn add(&mut self, diffs: &[(BookPrice, Qty)], depth: usize) {
+    /// Each diff also has the level's new size if only its size changed (`None`: the level was
+    /// added or removed), which the resolution whose groups are the raw levels notes.
+    fn add(&mut self, diffs: &[(BookPrice, Qty, Option<Qty>)], depth: usize) {
         for (i, (&step, sides)) in self.steps.iter().zip(&mut self.sides).enumerate() {
             if self.raw == Some(i) {
-                for &(BookPrice { side, price }, _) in diffs {
-                    sides[usize::from(side == Side::Ask)].note(side, price, depth);
+                for &(BookPrice { side, price }, _, resized) in diffs {
+                    sides[usize::from(side == Side::Ask)].note(side, price, resized, depth);
                 }
                 continue;
             }
@@ -244,7 +299,7 @@ impl Grouped {
                     sides[usize::from(side == Side::Ask)].add(side, group, sum, depth);
                 }
             };
-            for &(BookPrice { side, price }, diff) in diffs {
+            for &(BookPrice { side, price }, diff, _) in diffs {
                 let group = price.group(step, side);
                 match &mut run {
                     Some((s, g, sum)) if *s == side && *g == group => sum.plus_equals(&diff),
@@ -280,8 +335,9 @@ struct Book {
     results: Vec<NamedResult>,
     /// Room for a side's best groups while they are compared with the shown ones.
     scratch: Levels,
-    /// Room for the size differences of the levels a timestamp changed.
-    diffs: Vec<(BookPrice, Qty)>,
+    /// Room for the size differences of the levels a timestamp changed (with the new size of
+    /// a level whose size alone changed).
+    diffs: Vec<(BookPrice, Qty, Option<Qty>)>,
     /// Room for the mark, sequence number and status of the records being published.
     stamp: String,
     /// The best prices were emitted (the `bbo` collection holds the last ones emitted).
@@ -375,7 +431,8 @@ impl Book {
                 let mut diffs = std::mem::take(&mut self.diffs);
                 diffs.extend(touched.iter().filter_map(|&(level, old, new)| {
                     let diff = new.value() - old.value();
-                    (!diff.is_zero()).then(|| (level, Qty::from_decimal(diff)))
+                    let resized = (!old.is_zero_qty() && !new.is_zero_qty()).then_some(new);
+                    (!diff.is_zero()).then(|| (level, Qty::from_decimal(diff), resized))
                 }));
                 grouped.add(&diffs, depth);
                 diffs.clear();
@@ -402,14 +459,14 @@ impl Book {
                     .asks
                     .iter()
                     .map(|(&price, &size)| (Side::Ask, price, size));
-                let levels: Vec<(BookPrice, Qty)> = bids
+                let levels: Vec<(BookPrice, Qty, Option<Qty>)> = bids
                     .chain(asks)
-                    .map(|(side, price, size)| (BookPrice { side, price }, size))
+                    .map(|(side, price, size)| (BookPrice { side, price }, size, None))
                     .collect();
                 grouped.add(&levels, depth);
                 for sides in &mut grouped.sides {
                     for side in sides {
-                        side.moved = true;
+                        side.rebuilt();
                     }
                 }
                 *old = Some(grouped);
