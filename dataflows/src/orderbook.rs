@@ -112,13 +112,13 @@ struct GroupedSide {
     shown: RenderedSide,
     /// The buffers of the text shown before `shown`, with no levels: the next rendering's.
     spare: RenderedSide,
-    /// A group that may rank among the best `depth` changed in the current timestamp.
-    moved: bool,
-    /// Of those, one was added or removed (or the groups were built anew): the best `depth`
-    /// are read from the groups again. Else only sizes of shown groups changed, all of them in
-    /// `resized`, and the shown levels with those sizes are the best `depth`: a book update
-    /// usually changes sizes, and reading the best `depth` out of the map every time was a
-    /// twentieth of the Flink file's instructions.
+    /// Of the groups that may rank among the best `depth` and changed in the current timestamp
+    /// (the best `depth` may have moved when this is set or `resized` is not empty), one was
+    /// added or removed, or the groups were built anew: the best `depth` are read from the
+    /// groups again. Else only sizes of shown groups changed, all of them in `resized`, and the
+    /// shown levels with those sizes are the best `depth`: a book update usually changes sizes,
+    /// and reading the best `depth` out of the map every time was a twentieth of the Flink
+    /// file's instructions.
     reordered: bool,
     /// The new sizes of shown groups whose size alone changed, in the order changed (while
     /// not `reordered`).
@@ -165,7 +165,6 @@ impl GroupedSide {
         if shown.len() == depth && shown.last().is_some_and(below) {
             return;
         }
-        self.moved = true;
         match resized {
             Some(size) => self.resized.push((group, size)),
             None => {
@@ -177,7 +176,6 @@ impl GroupedSide {
 
     /// Notes that the groups were built anew: the best `depth` are read from them again.
     fn rebuilt(&mut self) {
-        self.moved = true;
         self.reordered = true;
         self.resized.clear();
     }
@@ -212,7 +210,7 @@ impl GroupedSide {
         scratch: &mut Levels,
         raw: Option<&BTreeMap<Price, Qty>>,
     ) -> bool {
-        if !std::mem::take(&mut self.moved) {
+        if !self.reordered && self.resized.is_empty() {
             return false;
         }
         if std::mem::take(&mut self.reordered) {
