@@ -550,14 +550,24 @@ impl Qty {
     /// `self + other` in canonical form. Two values at [`SCALE`] with 64-bit magnitudes (nearly
     /// every sum of a candle or ticker) add as integers; any other pair as [`Semigroup`]'s
     /// addition, then [`Qty::from_decimal`].
-    #[inline]
-    pub(crate) fn sum(mut self, other: Qty) -> Qty {
+    ///
+    /// Always inlined, the other case apart: called, it returned its value through memory, which
+    /// the caller read back in one piece before its two halves were stored (a stall per sum).
+    #[inline(always)]
+    pub(crate) fn sum(self, other: Qty) -> Qty {
         let both = (Stored::of(self.0).common(), Stored::of(other.0).common());
         if let (Some(a), Some(b)) = both {
             if let Some(s) = a.checked_add(b) {
                 return Qty(from_magnitude(u128::from(s), false, SCALE));
             }
         }
+        self.sum_uncommon(other)
+    }
+
+    /// [`Qty::sum`] of any other pair.
+    #[cold]
+    #[inline(never)]
+    fn sum_uncommon(mut self, other: Qty) -> Qty {
         self.plus_equals(&other);
         Qty::from_decimal(self.0)
     }
