@@ -540,6 +540,9 @@ pub fn orderbooks<'s>(
     let mut books: FoldMap<Sym, Book> = FoldMap::default();
     let mut names = Names::default();
     let mut share = Share::default();
+    // The raw levels of this worker's books, for the metrics gauge: counted as events change
+    // them (summing every book's at every timestamp touched each book, changed or not).
+    let mut held = 0usize;
     let mut changes: Vec<BookOut> = Vec::new();
     let out = sequence(
         input,
@@ -566,6 +569,7 @@ pub fn orderbooks<'s>(
                 };
                 let exists = books.contains_key(&event.sym);
                 let book = books.entry(event.sym).or_default();
+                let before = book.bids.len() + book.asks.len();
                 match &event.body {
                     Body::Snapshot { bids, asks, seq } => {
                         book.begin();
@@ -612,6 +616,7 @@ pub fn orderbooks<'s>(
                     }
                     Body::Trade(_) => continue,
                 }
+                held = held + (book.bids.len() + book.asks.len()) - before;
                 processed += 1;
                 dirty.push(event.sym);
             }
@@ -632,8 +637,7 @@ pub fn orderbooks<'s>(
                 (BookOut::Bbo(..), BookOut::Bbo(..)) => std::cmp::Ordering::Equal,
             });
             out.append(&mut changes);
-            let levels = books.values().map(|b| b.bids.len() + b.asks.len()).sum();
-            share.report(&stats.state.book_levels, levels);
+            share.report(&stats.state.book_levels, held);
         },
         no_finish,
     );

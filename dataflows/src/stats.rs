@@ -82,6 +82,29 @@ pub struct StateSizes {
     pub candles: AtomicI64,
 }
 
+/// A copy of the [`StateSizes`] gauges at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StateCounts {
+    /// See [`StateSizes::book_levels`].
+    pub book_levels: i64,
+    /// See [`StateSizes::window_trades`].
+    pub window_trades: i64,
+    /// See [`StateSizes::candles`].
+    pub candles: i64,
+}
+
+impl StateSizes {
+    /// A copy of the gauges.
+    pub fn counts(&self) -> StateCounts {
+        let get = |g: &AtomicI64| g.load(Ordering::Relaxed);
+        StateCounts {
+            book_levels: get(&self.book_levels),
+            window_trades: get(&self.window_trades),
+            candles: get(&self.candles),
+        }
+    }
+}
+
 /// A worker's share of one [`StateSizes`] gauge: reports its local size as a change of the sum.
 #[derive(Debug, Default)]
 pub struct Share {

@@ -148,6 +148,9 @@ fn push_one<K: Ord, V>(map: &mut BTreeMap<K, Vec<V>>, key: K, value: V) {
 struct Inside {
     hasher: foldhash::fast::RandomState,
     shards: Vec<FoldMap<(Sym, TradeId), u64>>,
+    /// The ids held, over all shards: counted as they come and go (summing the 64 shards'
+    /// lengths at every timestamp, for the metrics gauge, was 1.5% of the live file's time).
+    len: usize,
 }
 
 impl Default for Inside {
@@ -155,6 +158,7 @@ impl Default for Inside {
         Inside {
             hasher: foldhash::fast::RandomState::default(),
             shards: (0..64).map(|_| FoldMap::default()).collect(),
+            len: 0,
         }
     }
 }
@@ -170,7 +174,9 @@ impl Inside {
     }
 
     fn insert(&mut self, key: (Sym, TradeId), leaves: u64) {
-        self.shard(&key).insert(key, leaves);
+        if self.shard(&key).insert(key, leaves).is_none() {
+            self.len += 1;
+        }
     }
 
     /// Forgets `key` if it leaves the window at `time` (a later copy may have replaced it).
@@ -178,11 +184,12 @@ impl Inside {
         let shard = self.shard(&key);
         if shard.get(&key) == Some(&time) {
             shard.remove(&key);
+            self.len -= 1;
         }
     }
 
     fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.len()).sum()
+        self.len
     }
 }
 

@@ -96,6 +96,12 @@ pub fn check(
             run.totals, expected.totals
         ));
     }
+    if run.state != expected.state {
+        return fail(format!(
+            "state gauges at the end {:?}, expected {:?}",
+            run.state, expected.state
+        ));
+    }
     if !run.totals.balanced() {
         return fail(format!("counters do not add up: {:?}", run.totals));
     }

@@ -20,8 +20,8 @@ use tampines_dataflows::config::Config;
 use tampines_dataflows::event::{parse, Body, Event};
 use tampines_dataflows::orderbook::Bbo;
 use tampines_dataflows::results::{Record, Status, TickerStats};
-use tampines_dataflows::stats::Totals;
-use tampines_dataflows::types::{round_dp, Price, Qty, Sym, SymbolName, TradeSide};
+use tampines_dataflows::stats::{StateCounts, Totals};
+use tampines_dataflows::types::{round_dp, Price, Qty, Sym, SymbolName, TradeId, TradeSide};
 
 /// One expected progress mark: its time and the JSON of every record published with it.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +43,9 @@ pub struct Expected {
     pub totals: Totals,
     /// Dead-letter reasons, in input order per input.
     pub dead: Vec<String>,
+    /// What the stages hold after the last mark: the books' raw levels, the trades inside the
+    /// window (each id once), the candles retained.
+    pub state: StateCounts,
 }
 
 #[derive(Clone, Debug)]
@@ -138,8 +141,16 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
     }
     let mut marks = Vec::new();
     let mut previous: BTreeMap<Key, (Value, Record)> = BTreeMap::new();
+    let mut held = StateCounts::default();
     for &time in candidates.iter().filter(|&&t| t <= last_mark) {
-        let state = state_at(time, &events, &book_dups, &accepted, &names, config);
+        let (state, raw_levels) = state_at(time, &events, &book_dups, &accepted, &names, config);
+        if time == last_mark {
+            held.book_levels = raw_levels as i64;
+            held.candles = state
+                .keys()
+                .filter(|k| matches!(k, Key::Candle(..)))
+                .count() as i64;
+        }
         let mut changed = Vec::new();
         for (key, record) in &state {
             if previous.get(key).map(|(_, r)| r) != Some(record) {
@@ -174,10 +185,22 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
             .map(|(k, r)| (k, (Value::Null, r)))
             .collect();
     }
+    // A trade id is inside the window after the last mark if a copy of it leaves later.
+    let inside: BTreeSet<(Sym, &TradeId)> = accepted
+        .iter()
+        .filter_map(|(_, e)| match &e.event.body {
+            Body::Trade(t) if ceil_g(e.event.ts + config.window_ms) > last_mark => {
+                Some((e.event.sym, &t.id))
+            }
+            _ => None,
+        })
+        .collect();
+    held.window_trades = inside.len() as i64;
     Expected {
         marks,
         totals,
         dead,
+        state: held,
     }
 }
 
@@ -240,7 +263,7 @@ fn state_at(
     accepted: &[(u64, &Ev)],
     names: &HashMap<Sym, SymbolName>,
     config: &Config,
-) -> BTreeMap<Key, Record> {
+) -> (BTreeMap<Key, Record>, usize) {
     let mut out = BTreeMap::new();
     // Books, replayed from scratch.
     let mut books: BTreeMap<Sym, RefBook> = BTreeMap::new();
@@ -424,7 +447,8 @@ fn state_at(
             }
         }
     }
-    out
+    let raw_levels = books.values().map(|b| b.bids.len() + b.asks.len()).sum();
+    (out, raw_levels)
 }
 
 /// The aggregate of a list of trades, computed directly.

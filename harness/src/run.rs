@@ -6,7 +6,7 @@ use tampines_dataflows::ahead::{Ahead, ReadAhead};
 use tampines_dataflows::config::Config;
 use tampines_dataflows::results::Published;
 use tampines_dataflows::source::{lines, DeadLetter, LineInput};
-use tampines_dataflows::stats::{Stats, Totals};
+use tampines_dataflows::stats::{StateCounts, Stats, Totals};
 use timely::dataflow::operators::{Inspect, Probe};
 
 /// What one run produced.
@@ -18,6 +18,8 @@ pub struct Run {
     pub dead: Vec<DeadLetter>,
     /// Counters.
     pub totals: Totals,
+    /// The stages' state gauges once the run ended.
+    pub state: StateCounts,
 }
 
 /// How the inputs reach the source.
@@ -96,5 +98,6 @@ pub fn run(inputs: &[Vec<String>], config: &Config, workers: usize, reading: Rea
         published,
         dead,
         totals: stats.totals(),
+        state: stats.state.counts(),
     }
 }
