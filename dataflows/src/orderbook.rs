@@ -556,6 +556,18 @@ pub fn orderbooks<'s>(
                 BookInput::Name(..) => None,
                 BookInput::Event(s) => Some(s.pos),
             });
+            // Each message's first levels, read once ahead in a loop of independent loads: they
+            // were parsed on the reader thread long before, and are rarely in the caches. Read
+            // here, the misses overlap; read as each book applies them, each stalled it.
+            for (record, _) in &records {
+                if let BookInput::Event(stamped) = record {
+                    if let Body::Book { bids, asks, .. } | Body::Snapshot { bids, asks, .. } =
+                        &stamped.event.body
+                    {
+                        std::hint::black_box((bids.first().copied(), asks.first().copied()));
+                    }
+                }
+            }
             let mut dirty: Vec<Sym> = Vec::new();
             // Counted here, added to the shared counters once per timestamp.
             let (mut processed, mut duplicates) = (0, 0);
