@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -322,23 +322,16 @@ impl Collector for JobCollector {
             MetricType::Gauge,
             &rows(&|p| now - p.watermark as i64),
         )?;
-        let state = &stats.state;
-        let get = |g: &AtomicI64| g.load(Ordering::Relaxed);
+        let state = stats.state.counts();
         gauges(
             &mut encoder,
             "state_records",
             "Records held by the dataflow's own stages, by dataflow",
             MetricType::Gauge,
             &[
-                (
-                    vec![("dataflow", "orderbook".into())],
-                    get(&state.book_levels),
-                ),
-                (
-                    vec![("dataflow", "ticker".into())],
-                    get(&state.window_trades),
-                ),
-                (vec![("dataflow", "candles".into())], get(&state.candles)),
+                (vec![("dataflow", "orderbook".into())], state.book_levels),
+                (vec![("dataflow", "ticker".into())], state.window_trades),
+                (vec![("dataflow", "candles".into())], state.candles),
             ],
         )
     }
