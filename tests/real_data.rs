@@ -27,6 +27,12 @@ fn level(v: &Value) -> (rust_decimal::Decimal, rust_decimal::Decimal) {
 #[test]
 fn btcusdt_spot_matches_binance_bbo_candles_and_ticker() {
     let spot = shared().join("data/real/hftbacktest/spot");
+    // Beside the repository, as in the workspace and CI: a clone elsewhere reads no capture.
+    assert!(
+        spot.is_dir(),
+        "the real captures are read from {}: a checkout needs ../shared beside it",
+        spot.display()
+    );
     let dir = scratch("real_btcusdt");
     let out = dir.join("out.ndjson");
     // 1 ms timestamps: every depth update (no two share an E) is its own progress mark.
