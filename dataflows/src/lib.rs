@@ -22,6 +22,7 @@ pub mod agg;
 pub mod ahead;
 pub mod candles;
 pub mod config;
+mod digits;
 pub mod event;
 pub mod orderbook;
 pub mod results;

@@ -221,7 +221,24 @@ fn plain_at_scale(b: &[u8]) -> Option<Decimal> {
 /// not of the fast form: signed, empty, more than 19 digits, more than [`SCALE`] fractional, a
 /// point first, last or twice. The event scanner reads the values of level arrays with it, so
 /// that their text is scanned once.
+#[inline(always)]
 pub(crate) fn plain_prefix(b: &[u8]) -> Option<(Decimal, usize)> {
+    // Sixteen bytes at a time when the text ends within them (nearly always), else a byte at a
+    // time; both give the same digits.
+    let (m, frac, len) = match crate::digits::plain_prefix(b) {
+        Some(found) => found?,
+        None => plain_digits_bytewise(b)?,
+    };
+    if frac > SCALE as usize {
+        return None;
+    }
+    let d = crate::digits::at_scale(m, frac, SCALE, &POW10_U64)?;
+    Some((d, len))
+}
+
+/// [`plain_prefix`]'s digits read a byte at a time: their mantissa, how many are fractional and
+/// the text's length; `None` for text not of the fast form or of more than 19 digits.
+fn plain_digits_bytewise(b: &[u8]) -> Option<(u64, usize, usize)> {
     // Two runs of digits, the integer's and (after a point) the fraction's, into one mantissa.
     // Runs of more than 19 digits are refused below, before any use of the (then wrapped)
     // mantissa.
@@ -248,17 +265,10 @@ pub(crate) fn plain_prefix(b: &[u8]) -> Option<(Decimal, usize)> {
         }
         _ => (int, 0),
     };
-    if int + frac > 19 || frac > SCALE as usize {
+    if int + frac > 19 {
         return None;
     }
-    let v = u128::from(m) * u128::from(POW10_U64[SCALE as usize - frac]);
-    if v >> 96 != 0 {
-        return None;
-    }
-    // Truncations pick the three 32-bit words of a mantissa below 2^96.
-    let word = |shift: u32| (v >> shift) as u32;
-    let d = Decimal::from_parts(word(0), word(32), word(64), false, SCALE);
-    Some((d, len))
+    Some((m, frac, len))
 }
 
 /// A decimal as stored: its flags word (sign in bit 31, scale in bits 16-23, the other bits
