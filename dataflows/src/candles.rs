@@ -35,6 +35,7 @@ use crate::results::{
 };
 use crate::sequence::{no_finish, sequence};
 use crate::stats::{Share, Stats};
+use crate::time::Step;
 use crate::types::{FoldMap, Sym, SymbolName};
 
 /// A candle's value.
@@ -73,7 +74,9 @@ pub fn candles<'s>(
     config: Arc<Config>,
     stats: Arc<Stats>,
 ) -> StreamVec<'s, u64, (Change, u64)> {
-    let g = config.granularity_ms;
+    // Candle bounds and closing marks by multiplication (see `Step`): 14 divisions per trade.
+    let g = Step::new(config.granularity_ms);
+    let steps: Vec<Step> = config.intervals.iter().map(|i| Step::new(i.ms)).collect();
     let mut series: FoldMap<(Sym, u32), Series> = FoldMap::default();
     let mut names = Names::default();
     // The result of every series, made once, and the open time of the candle it rendered last
@@ -111,10 +114,10 @@ pub fn candles<'s>(
                     CandleInput::Trade(sym, trade) => (sym, trade),
                 };
                 let agg = Agg::of(&trade);
-                for (ivl, interval) in config.intervals.iter().enumerate() {
+                for (ivl, step) in steps.iter().enumerate() {
                     let ivl = ivl as u32;
-                    let open = trade.ts / interval.ms * interval.ms;
-                    let closes = (open + interval.ms).div_ceil(g) * g;
+                    let open = step.floor(trade.ts);
+                    let closes = g.ceil(open + step.ms());
                     let Series { candles, last } = series.entry((sym, ivl)).or_default();
                     // A candle is noted once per timestamp (unless trades alternate between
                     // candles of a series; the notes are deduplicated below anyway).

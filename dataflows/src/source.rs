@@ -250,11 +250,15 @@ impl Inputs for LineInputs {
         if self.inputs.is_empty() {
             return Next::Done;
         }
+        // `next` stays below the number of inputs (no division per line).
         if self.streak == STREAK {
             self.streak = 0;
-            self.next = (self.next + 1) % self.inputs.len();
+            self.next += 1;
         }
-        let i = self.next % self.inputs.len();
+        if self.next >= self.inputs.len() {
+            self.next = 0;
+        }
+        let i = self.next;
         let input = &mut self.inputs[i];
         match input.next_line() {
             Some(None) => Next::Pending,

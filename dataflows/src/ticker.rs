@@ -49,6 +49,7 @@ use crate::sequence::{no_finish, sequence};
 use crate::source::Stamped;
 use crate::split::split2;
 use crate::stats::{Share, Stats};
+use crate::time::Step;
 use crate::types::{FoldMap, Sym, SymbolName, TradeId};
 
 /// Outputs of the window stage.
@@ -72,7 +73,7 @@ pub fn window<'s>(
     config: Arc<Config>,
     stats: Arc<Stats>,
 ) -> Window<'s> {
-    let g = config.granularity_ms;
+    let g = Step::new(config.granularity_ms);
     let length = config.window_ms;
     // Ids of trades inside the window, with the timestamp at which they leave it.
     let mut inside = Inside::default();
@@ -104,7 +105,7 @@ pub fn window<'s>(
                 }
                 processed += 1;
                 let rec = TradeRec::new(stamped.event.ts, trade);
-                let leaves = (stamped.event.ts + length).div_ceil(g) * g;
+                let leaves = g.ceil(stamped.event.ts + length);
                 if leaves > time {
                     inside.insert(key, leaves);
                     push_one(&mut expiring, leaves, (sym, rec.clone()));
@@ -140,8 +141,12 @@ fn push_one<K: Ord, V>(map: &mut BTreeMap<K, Vec<V>>, key: K, value: V) {
         .push(value);
 }
 
-/// The ids of the trades inside the window, with the timestamp at which each leaves it, in 64
-/// hash maps chosen by the key's hash: a map grows by doubling, and rehashing one map of a whole
+/// How many maps [`Inside`] spreads its ids over: a constant, so that picking one is a mask,
+/// not a division.
+const SHARDS: usize = 64;
+
+/// The ids of the trades inside the window, with the timestamp at which each leaves it, in
+/// [`SHARDS`] hash maps chosen by the key's hash: a map grows by doubling, and rehashing one map of a whole
 /// day's trades stalled the stage for up to 95 ms (the live job's worst marks); a shard is a
 /// 64th of that. Hashed with foldhash, seeded per instance (the shard's hasher and each shard's
 /// own are independent): SipHash, the standard one, was 1% of all instructions on the live file.
@@ -157,7 +162,7 @@ impl Default for Inside {
     fn default() -> Inside {
         Inside {
             hasher: foldhash::fast::RandomState::default(),
-            shards: (0..64).map(|_| FoldMap::default()).collect(),
+            shards: (0..SHARDS).map(|_| FoldMap::default()).collect(),
             len: 0,
         }
     }
@@ -165,7 +170,7 @@ impl Default for Inside {
 
 impl Inside {
     fn shard(&mut self, key: &(Sym, TradeId)) -> &mut FoldMap<(Sym, TradeId), u64> {
-        let i = self.hasher.hash_one(key) as usize % self.shards.len();
+        let i = self.hasher.hash_one(key) as usize % SHARDS;
         &mut self.shards[i]
     }
 
