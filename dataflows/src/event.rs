@@ -347,8 +347,8 @@ mod fast {
     use rust_decimal::Decimal;
 
     use super::{trade_value_below_limit, Body, Event, Level, Parsed, Raw, Trade};
-    use crate::digits::uint_prefix;
     use crate::types::{plain_prefix, Price, Qty, Sym, TradeId, TradeSide};
+    use crate::words::{string_stop, uint_prefix};
 
     struct Scan<'a> {
         text: &'a str,
@@ -406,8 +406,14 @@ mod fast {
         fn str_rest(&mut self) -> Option<&'a str> {
             let bytes = self.text.as_bytes();
             let start = self.at;
-            // One table lookup per byte up to the first quote, backslash or control character.
-            let len = bytes[start..].iter().position(|&c| STOPS[usize::from(c)])?;
+            // A word at a time up to the first quote, backslash or control character when it is
+            // within two words (names, ids and kinds nearly always), else one table lookup per
+            // byte.
+            let rest = &bytes[start..];
+            let len = match string_stop(rest) {
+                Some(len) => len,
+                None => rest.iter().position(|&c| STOPS[usize::from(c)])?,
+            };
             let at = start + len;
             if bytes[at] != b'"' {
                 return None;

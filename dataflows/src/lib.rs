@@ -22,7 +22,6 @@ pub mod agg;
 pub mod ahead;
 pub mod candles;
 pub mod config;
-mod digits;
 pub mod event;
 pub mod orderbook;
 pub mod results;
@@ -34,6 +33,7 @@ pub mod stats;
 pub mod ticker;
 pub mod time;
 pub mod types;
+mod words;
 
 use std::sync::Arc;
 

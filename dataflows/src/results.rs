@@ -347,9 +347,11 @@ impl RenderedSide {
         }
         // After the level's `["`, up to the quote that closes the price.
         let start = self.starts[i] + 2;
-        let len = self.text.as_bytes()[start..]
-            .iter()
-            .position(|&b| b == b'"')?;
+        let rest = &self.text.as_bytes()[start..];
+        let len = match crate::words::quote_in_word(rest) {
+            Some(len) => len,
+            None => rest.iter().position(|&b| b == b'"')?,
+        };
         Some(&self.text[start..start + len])
     }
 

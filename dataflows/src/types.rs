@@ -225,14 +225,14 @@ fn plain_at_scale(b: &[u8]) -> Option<Decimal> {
 pub(crate) fn plain_prefix(b: &[u8]) -> Option<(Decimal, usize)> {
     // Sixteen bytes at a time when the text ends within them (nearly always), else a byte at a
     // time; both give the same digits.
-    let (m, frac, len) = match crate::digits::plain_prefix(b) {
+    let (m, frac, len) = match crate::words::plain_prefix(b) {
         Some(found) => found?,
         None => plain_digits_bytewise(b)?,
     };
     if frac > SCALE as usize {
         return None;
     }
-    let d = crate::digits::at_scale(m, frac, SCALE, &POW10_U64)?;
+    let d = crate::words::at_scale(m, frac, SCALE, &POW10_U64)?;
     Some((d, len))
 }
 
