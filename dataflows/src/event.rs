@@ -403,6 +403,7 @@ mod fast {
 
         /// The rest of a string whose opening quote is read: its text (without escapes or
         /// control characters), and its closing quote consumed.
+        #[inline(always)]
         fn str_rest(&mut self) -> Option<&'a str> {
             let bytes = self.text.as_bytes();
             let start = self.at;
