@@ -355,6 +355,9 @@ mod fast {
         at: usize,
     }
 
+    /// How many levels of a side [`Scan::usual_levels`] gathers before it makes their vector.
+    const FEW: usize = 8;
+
     impl<'a> Scan<'a> {
         fn peek(&self) -> Option<u8> {
             self.text.as_bytes().get(self.at).copied()
@@ -531,20 +534,38 @@ mod fast {
         /// value plain and valid); `None` for any other text.
         fn usual_levels(&mut self) -> Option<Vec<Level>> {
             self.lit(b"[")?;
-            let mut out = Vec::new();
             if self.lit_if(b"]") {
-                return Some(out);
+                return Some(Vec::new());
             }
+            // The first levels are gathered here and moved into a vector of their number: most
+            // sides hold 1 to 3, and a vector grown by pushes had room for 4 (128 bytes, which
+            // the reader wrote and a worker read, mostly from memory not in the caches).
+            let mut few = [Level::default(); FEW];
+            let mut n = 0;
+            let mut more = Vec::new();
             loop {
                 self.lit(b"[\"")?;
                 let price = self.plain(Price::checked)?;
                 self.lit(b",\"")?;
                 let qty = self.plain(Qty::checked)?;
                 self.lit(b"]")?;
-                out.push((price, qty));
+                if n < FEW {
+                    few[n] = (price, qty);
+                    n += 1;
+                } else {
+                    if more.is_empty() {
+                        more.reserve(2 * FEW);
+                        more.extend_from_slice(&few);
+                    }
+                    more.push((price, qty));
+                }
                 if !self.lit_if(b",") {
                     self.lit(b"]")?;
-                    return Some(out);
+                    return Some(if more.is_empty() {
+                        few[..n].to_vec()
+                    } else {
+                        more
+                    });
                 }
             }
         }
@@ -874,19 +895,24 @@ mod tests {
         prop_oneof![4 => "[0-9]{1,3}(\\.[0-9]{1,3})?", 1 => "[0-9.-]{1,5}"]
     }
 
-    /// A level array of up to three levels, their prices and quantities as `decimal` writes them.
+    /// A level array of up to three levels, now and then of 7 to 18 (around the number the usual
+    /// reader gathers before making their vector), their prices and quantities as `decimal`
+    /// writes them.
     fn level_array<S: Strategy<Value = String> + 'static>(
         decimal: impl Fn() -> S,
     ) -> BoxedStrategy<String> {
-        prop::collection::vec((decimal(), decimal()), 0..4)
-            .prop_map(|levels| {
-                let levels: Vec<String> = levels
-                    .iter()
-                    .map(|(p, q)| format!("[\"{p}\",\"{q}\"]"))
-                    .collect();
-                format!("[{}]", levels.join(","))
-            })
-            .boxed()
+        prop_oneof![
+            8 => prop::collection::vec((decimal(), decimal()), 0..4),
+            1 => prop::collection::vec((decimal(), decimal()), 7..19),
+        ]
+        .prop_map(|levels| {
+            let levels: Vec<String> = levels
+                .iter()
+                .map(|(p, q)| format!("[\"{p}\",\"{q}\"]"))
+                .collect();
+            format!("[{}]", levels.join(","))
+        })
+        .boxed()
     }
 
     /// A value of the type the key needs (mostly), or an odd one.
