@@ -250,15 +250,16 @@ impl Inputs for LineInputs {
         if self.inputs.is_empty() {
             return Next::Done;
         }
-        // `next` stays below the number of inputs (no division per line).
         if self.streak == STREAK {
             self.streak = 0;
-            self.next += 1;
+            self.next = (self.next + 1) % self.inputs.len();
         }
-        if self.next >= self.inputs.len() {
-            self.next = 0;
-        }
-        let i = self.next;
+        // `next % len`, with the division only when an input has gone since (not once a line).
+        let i = if self.next < self.inputs.len() {
+            self.next
+        } else {
+            self.next % self.inputs.len()
+        };
         let input = &mut self.inputs[i];
         match input.next_line() {
             Some(None) => Next::Pending,

@@ -223,8 +223,8 @@ fn plain_at_scale(b: &[u8]) -> Option<Decimal> {
 /// that their text is scanned once.
 #[inline(always)]
 pub(crate) fn plain_prefix(b: &[u8]) -> Option<(Decimal, usize)> {
-    // Sixteen bytes at a time when the text ends within them (nearly always), else a byte at a
-    // time; both give the same digits.
+    // A word at a time when the text ends within 8 bytes (the generators' values; not a real
+    // capture's 8-decimal texts), else a byte at a time; both give the same digits.
     let (m, frac, len) = match crate::words::plain_prefix(b) {
         Some(found) => found?,
         None => plain_digits_bytewise(b)?,
