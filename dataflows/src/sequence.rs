@@ -139,8 +139,14 @@ where
                 logic(next, records, &mut timers, &mut out);
             }
             if !out.is_empty() {
-                // At the held capability: no later than any time just completed.
-                output.session(c).give_iterator(out.drain(..));
+                // At the held capability: no later than any time just completed. Handed on as
+                // one container, moved: copied record by record into timely's buffers of 8 KiB,
+                // the copies took 2-3% of the workers' samples. The next activation's vector is
+                // made as large as this one's.
+                let len = out.len();
+                output.session(c).give_container(&mut out);
+                out.clear();
+                out.reserve(len);
             }
             if finished {
                 finish(last_mark, &mut out);
