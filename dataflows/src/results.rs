@@ -26,7 +26,6 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::{Scope, StreamVec};
 
@@ -855,7 +854,7 @@ pub fn gather<'s, const N: usize>(
     sequence(
         changes,
         ends,
-        Exchange::new(|_: &(Change, u64)| 0),
+        crate::routing::to_worker_zero(),
         "Gather",
         |(_, t)| *t,
         move |time, changes, _timers, out: &mut Vec<Published>| {
