@@ -492,7 +492,7 @@ mod fast {
         fn small_uint(&mut self) -> Option<u64> {
             let bytes = self.text.as_bytes();
             let start = self.at;
-            // Sixteen bytes at a time when the digits end within them (a time in ms has 13).
+            // A word or two at a time when the digits end within 16 bytes (a time in ms has 13).
             if let Some((n, digits)) = bytes.get(start..).and_then(uint_prefix) {
                 if digits == 0 || (digits > 1 && bytes[start] == b'0') {
                     return None;
@@ -1127,6 +1127,7 @@ mod tests {
         let cases = 2_000;
         let mut runner = TestRunner::new(Config::with_cases(cases));
         let read = std::cell::Cell::new(0u32);
+        let valid = std::cell::Cell::new(0u32);
         // Some lines lose a field, or are cut short at any byte.
         let lines = (
             usual_members(),
@@ -1149,18 +1150,24 @@ mod tests {
                     }
                     line.truncate(at);
                 }
+                let general = fast::raw(&line).map(|mut raw| checked(&mut raw));
+                if general.as_ref().is_some_and(Result::is_ok) {
+                    valid.set(valid.get() + 1);
+                }
                 if let Some(usual) = fast::read_usual(&line) {
                     read.set(read.get() + 1);
-                    let general = fast::raw(&line).map(|mut raw| checked(&mut raw));
                     prop_assert_eq!(Some(Ok(usual)), general, "{}", line);
                 }
                 Ok(())
             })
             .unwrap();
+        // Of the lines that check out (some 14%), about two thirds take the usual reader; the
+        // others carry, for instance, whitespace after the object or an integer past 18 digits.
         assert!(
-            read.get() >= cases / 20,
-            "only {} of {cases} generated lines took the usual form's reader",
-            read.get()
+            read.get() >= cases / 20 && 2 * read.get() >= valid.get(),
+            "only {} of {cases} generated lines, {} of them valid, took the usual form's reader",
+            read.get(),
+            valid.get()
         );
     }
 
