@@ -10,6 +10,10 @@
 //! one run of each row in turn, and the table gives each row's median time (and its largest peak
 //! RSS). The live file's `-w 1` and `-w 2` runs are neighbours in every round, taking turns going
 //! first: their ratio is printed per round and as the median of the rounds.
+//!
+//! `BENCH_OUTPUT=1` adds a second table: the Flink file with fewer results asked for (fewer
+//! resolutions, a smaller depth, fewer candle intervals), each row with the lines and bytes
+//! its output holds (counted in a run of its own, not timed), to show what the output costs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -232,14 +236,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     for ((input, what, args), row) in runs.iter().zip(&measured) {
         let secs = median(row.iter().map(|r| r.0));
-        // A run whose peak RSS could not be read makes the row's NaN, not a smaller figure.
-        let mib = (row.iter().map(|r| r.1)).fold(0.0, |m: f64, r| {
-            if m.is_nan() || r.is_nan() {
-                f64::NAN
-            } else {
-                m.max(r)
-            }
-        });
+        let mib = peak(row);
         let all: Vec<String> = row.iter().map(|r| format!("{:.2}", r.0)).collect();
         println!(
             "| {} | {what} | `{}` | {secs:.2} | {:.0} | {mib:.0} | {} |",
@@ -259,6 +256,90 @@ fn main() {
         median(ratios.iter().copied()),
         shown.join(" / ")
     );
+    if std::env::var_os("BENCH_OUTPUT").is_some() {
+        output_options(&flink, rounds);
+    }
+}
+
+/// The Flink file at `-w 2 --granularity-ms 1000` with fewer results asked for: seconds, and
+/// the lines (records and progress marks) and bytes of each row's output.
+fn output_options(flink: &Input, rounds: usize) {
+    let base = ["-w", "2", "--granularity-ms", "1000"];
+    let options: [&[&str]; 9] = [
+        &[],
+        &["--depth", "10"],
+        &["--depth", "5"],
+        &["--resolutions", "1,5"],
+        &["--resolutions", "1,100"],
+        &["--resolutions", "1"],
+        &["--intervals", "1m,1h,1d"],
+        &["--intervals", "1m"],
+        &["--resolutions", "1", "--depth", "5", "--intervals", "1m"],
+    ];
+    let args: Vec<Vec<&str>> = (options.iter())
+        .map(|o| base.iter().chain(o.iter()).copied().collect())
+        .collect();
+    let mut measured: Vec<Vec<(f64, f64)>> = vec![Vec::new(); args.len()];
+    for round in 0..rounds {
+        for (row, args) in measured.iter_mut().zip(&args) {
+            row.push(replay(flink, args, 1));
+        }
+        eprintln!("output options: round {} of {rounds} done", round + 1);
+    }
+    println!("\n| options (Flink file) | seconds (median of {rounds}) | events/s | output lines | output MB | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|");
+    for (args, row) in args.iter().zip(&measured) {
+        let secs = median(row.iter().map(|r| r.0));
+        let mib = peak(row);
+        let (records, bytes) = output_size(flink, args);
+        println!(
+            "| `{}` | {secs:.2} | {:.0} | {records} | {:.0} | {mib:.0} |",
+            args.join(" "),
+            flink.events as f64 / secs,
+            bytes as f64 / 1e6,
+        );
+    }
+}
+
+/// The lines and bytes `replay FILE ARGS` writes, progress lines included.
+fn output_size(input: &Input, args: &[&str]) -> (u64, u64) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .arg("replay")
+        .arg(&input.path)
+        .args(args)
+        .args(["--out", "-"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run tampines replay");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut lines, mut bytes) = (0u64, 0u64);
+    loop {
+        let n = stdout.read(&mut buf).expect("read replay output");
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    assert!(
+        child.wait().expect("wait for replay").success(),
+        "replay failed"
+    );
+    (lines, bytes)
+}
+
+/// The largest peak RSS of a row's runs; NaN if one could not be read (not a smaller figure).
+fn peak(row: &[(f64, f64)]) -> f64 {
+    (row.iter().map(|r| r.1)).fold(0.0, |m: f64, r| {
+        if m.is_nan() || r.is_nan() {
+            f64::NAN
+        } else {
+            m.max(r)
+        }
+    })
 }
 
 /// The median of `values` (the mean of the middle two of an even count).
