@@ -201,7 +201,7 @@ pub fn candles<'s>(
                     };
                     view.render(time)
                 });
-                out.push((Change::new(result.clone(), Some(open), json), time));
+                out.push((Change::new(result, Some(open), json), time));
             }
             // Sorted here, on every worker, so that gathering merges sorted runs.
             out[start..].sort_unstable_by(|a, b| a.0.order(&b.0));

@@ -540,7 +540,7 @@ impl Book {
                 bids: text(0),
                 asks: text(1),
             };
-            let change = Change::new(result.clone(), None, Some(view.render(time)));
+            let change = Change::new(result, None, Some(view.render(time)));
             out.push(BookOut::Change(change, time));
         }
         stamp.clear();

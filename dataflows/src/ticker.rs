@@ -312,7 +312,7 @@ pub fn aggregate<'s>(
                     bbo: bbo.get(&sym).cloned().unwrap_or_default(),
                 };
                 let json = view.render(time);
-                out.push((Change::new(result.clone(), None, Some(json)), time));
+                out.push((Change::new(result, None, Some(json)), time));
             }
             // Sorted here, on every worker, so that gathering merges sorted runs.
             out[start..].sort_unstable_by(|a, b| a.0.order(&b.0));
