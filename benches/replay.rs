@@ -256,7 +256,7 @@ fn main() {
         median(ratios.iter().copied()),
         shown.join(" / ")
     );
-    if std::env::var_os("BENCH_OUTPUT").is_some() {
+    if std::env::var("BENCH_OUTPUT").is_ok_and(|v| !v.is_empty() && v != "0") {
         output_options(&flink, rounds);
     }
 }
@@ -310,23 +310,28 @@ fn output_size(input: &Input, args: &[&str]) -> (u64, u64) {
         .args(args)
         .args(["--out", "-"])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        // Its few lines (the final counts) are read once stdout is done.
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run tampines replay");
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut buf = vec![0u8; 1 << 20];
     let (mut lines, mut bytes) = (0u64, 0u64);
     loop {
-        let n = stdout.read(&mut buf).expect("read replay output");
-        if n == 0 {
-            break;
-        }
+        let n = match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("read replay output: {e}"),
+        };
         bytes += n as u64;
         lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
     }
+    let done = child.wait_with_output().expect("wait for replay");
     assert!(
-        child.wait().expect("wait for replay").success(),
-        "replay failed"
+        done.status.success(),
+        "replay failed: {}",
+        String::from_utf8_lossy(&done.stderr)
     );
     (lines, bytes)
 }
