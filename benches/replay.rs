@@ -13,7 +13,8 @@
 //!
 //! `BENCH_OUTPUT=1` adds a second table: the Flink file with fewer results asked for (fewer
 //! resolutions, a smaller depth, fewer candle intervals), each row with the lines and bytes
-//! its output holds (counted in a run of its own, not timed), to show what the output costs.
+//! its output holds (counted in a run of its own, not timed), and a least-squares fit of the
+//! seconds over lines and bytes, to show what the output costs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -288,17 +289,61 @@ fn output_options(flink: &Input, rounds: usize) {
     }
     println!("\n| options (Flink file) | seconds (median of {rounds}) | events/s | output lines | output MB | peak RSS MiB |");
     println!("|---|---|---|---|---|---|");
+    // Per row: million lines, GB, seconds.
+    let mut rows: Vec<[f64; 3]> = Vec::new();
     for (args, row) in args.iter().zip(&measured) {
         let secs = median(row.iter().map(|r| r.0));
         let mib = peak(row);
-        let (records, bytes) = output_size(flink, args);
+        let (lines, bytes) = output_size(flink, args);
         println!(
-            "| `{}` | {secs:.2} | {:.0} | {records} | {:.0} | {mib:.0} |",
+            "| `{}` | {secs:.2} | {:.0} | {lines} | {:.0} | {mib:.0} |",
             args.join(" "),
             flink.events as f64 / secs,
             bytes as f64 / 1e6,
         );
+        rows.push([lines as f64 / 1e6, bytes as f64 / 1e9, secs]);
     }
+    let [a, b, c] = fit(&rows);
+    let off = rows.iter().map(|r| r[2] - (a + b * r[0] + c * r[1]));
+    let (low, high) = off.fold((0f64, 0f64), |(l, h), d| (l.min(d), h.max(d)));
+    println!(
+        "\nleast squares: seconds = {a:.2} + {b:.2} per million lines + {c:.2} per GB \
+         (measured minus fitted {low:+.2} to {high:+.2} s); at the defaults, {:.0}% of the \
+         time grows with the output",
+        100.0 * (1.0 - a / rows[0][2]),
+    );
+}
+
+/// The least-squares `[a, b, c]` of `seconds = a + b x lines + c x bytes` over `rows` of
+/// `[lines, bytes, seconds]`: the normal equations, solved by elimination.
+fn fit(rows: &[[f64; 3]]) -> [f64; 3] {
+    let x = |r: &[f64; 3]| [1.0, r[0], r[1]];
+    let mut m = [[0.0; 4]; 3];
+    for r in rows {
+        let xr = x(r);
+        for i in 0..3 {
+            for j in 0..3 {
+                m[i][j] += xr[i] * xr[j];
+            }
+            m[i][3] += xr[i] * r[2];
+        }
+    }
+    for i in 0..3 {
+        let pivot = (i..3)
+            .max_by(|&p, &q| m[p][i].abs().total_cmp(&m[q][i].abs()))
+            .unwrap_or(i);
+        m.swap(i, pivot);
+        for k in 0..3 {
+            if k != i {
+                let f = m[k][i] / m[i][i];
+                let row_i = m[i];
+                for (e, ei) in m[k].iter_mut().zip(row_i) {
+                    *e -= f * ei;
+                }
+            }
+        }
+    }
+    [0, 1, 2].map(|i| m[i][3] / m[i][i])
 }
 
 /// The lines and bytes `replay FILE ARGS` writes, progress lines included.

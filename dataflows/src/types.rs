@@ -232,8 +232,26 @@ pub(crate) fn plain_prefix(b: &[u8]) -> Option<(Decimal, usize)> {
     if frac > SCALE as usize {
         return None;
     }
-    let d = crate::words::at_scale(m, frac, SCALE, &POW10_U64)?;
-    Some((d, len))
+    Some((at_scale(m, frac)?, len))
+}
+
+/// A mantissa of `frac` (at most [`SCALE`]) fractional digits as a decimal at [`SCALE`], when
+/// it fits 96 bits.
+#[inline]
+fn at_scale(m: u64, frac: usize) -> Option<Decimal> {
+    let v = u128::from(m) * u128::from(POW10_U64[SCALE as usize - frac]);
+    if v >> 96 != 0 {
+        return None;
+    }
+    // Truncations pick the three 32-bit words of a mantissa below 2^96.
+    let word = |shift: u32| (v >> shift) as u32;
+    Some(Decimal::from_parts(
+        word(0),
+        word(32),
+        word(64),
+        false,
+        SCALE,
+    ))
 }
 
 /// [`plain_prefix`]'s digits read a byte at a time: their mantissa, how many are fractional and

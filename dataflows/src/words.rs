@@ -11,8 +11,6 @@
 //! Property tests compare both ways on texts of digits, points, quotes and other bytes, short
 //! and long.
 
-use rust_decimal::Decimal;
-
 /// A byte in every lane of an 8-byte word.
 const fn splat(b: u8) -> u64 {
     u64::from_ne_bytes([b; 8])
@@ -167,25 +165,6 @@ pub(crate) fn string_stop(b: &[u8]) -> Option<usize> {
 pub(crate) fn quote_in_word(b: &[u8]) -> Option<usize> {
     let found = lanes_of(u64::from_le_bytes(*b.first_chunk::<8>()?), b'"');
     (found != 0).then(|| (found.trailing_zeros() / 8) as usize)
-}
-
-/// A mantissa of `frac` fractional digits as a decimal at `scale`, when it fits 96 bits
-/// (`frac <= scale <= 19`).
-#[inline]
-pub(crate) fn at_scale(m: u64, frac: usize, scale: u32, pow10: &[u64; 20]) -> Option<Decimal> {
-    let v = u128::from(m) * u128::from(pow10[scale as usize - frac]);
-    if v >> 96 != 0 {
-        return None;
-    }
-    // Truncations pick the three 32-bit words of a mantissa below 2^96.
-    let word = |shift: u32| (v >> shift) as u32;
-    Some(Decimal::from_parts(
-        word(0),
-        word(32),
-        word(64),
-        false,
-        scale,
-    ))
 }
 
 #[cfg(test)]
