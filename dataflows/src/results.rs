@@ -976,8 +976,12 @@ mod tests {
         let back: Change = serde_json::from_str(&text).expect("deserialize");
         assert!(std::ptr::eq(back.name, a));
         assert_eq!(back, change);
-        let moved = text.replace("book:ex:S:5", "book:ex:S:6");
+        // A name this process never made (resolution 6, key and order alike) is made anew.
+        let moved = text
+            .replace("book:ex:S:5", "book:ex:S:6")
+            .replace(r#""S",5]"#, r#""S",6]"#);
         let elsewhere: Change = serde_json::from_str(&moved).expect("deserialize");
+        assert_eq!(elsewhere.name.order.3, 6);
         assert_eq!(elsewhere.key(), "book:ex:S:6");
         assert!(!std::ptr::eq(elsewhere.name, a));
     }
