@@ -146,10 +146,11 @@ fn push_one<K: Ord, V>(map: &mut BTreeMap<K, Vec<V>>, key: K, value: V) {
 const SHARDS: usize = 64;
 
 /// The ids of the trades inside the window, with the timestamp at which each leaves it, in
-/// [`SHARDS`] hash maps chosen by the key's hash: a map grows by doubling, and rehashing one map of a whole
-/// day's trades stalled the stage for up to 95 ms (the live job's worst marks); a shard is a
-/// 64th of that. Hashed with foldhash, seeded per instance (the shard's hasher and each shard's
-/// own are independent): SipHash, the standard one, was 1% of all instructions on the live file.
+/// [`SHARDS`] hash maps chosen by the key's hash: a map grows by doubling, and rehashing one map
+/// of a whole day's trades stalled the stage for up to 95 ms (the live job's worst marks); a
+/// shard is a 64th of that. Hashed with foldhash, seeded per instance (the shard's hasher and
+/// each shard's own are independent): SipHash, the standard one, was 1% of all instructions on
+/// the live file.
 struct Inside {
     hasher: foldhash::fast::RandomState,
     shards: Vec<FoldMap<(Sym, TradeId), u64>>,
