@@ -140,8 +140,10 @@ fn replay(input: &Input, args: &[&str], processes: usize) -> (f64, f64) {
 
 fn main() {
     // `cargo test --all-targets` builds and runs bench targets too; only `cargo bench` passes --bench.
+    // There it checks the arithmetic its tables rest on, and stops.
     if !std::env::args().any(|a| a == "--bench") {
-        println!("replay benchmark: run it with `cargo bench --bench replay`");
+        check_arithmetic();
+        println!("replay benchmark: arithmetic checked; run it with `cargo bench --bench replay`");
         return;
     }
     let scale: f64 = std::env::var("BENCH_SCALE")
@@ -355,28 +357,40 @@ fn output_size(input: &Input, args: &[&str]) -> (u64, u64) {
         .args(args)
         .args(["--out", "-"])
         .stdout(std::process::Stdio::piped())
-        // Its few lines (the final counts) are read once stdout is done.
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run tampines replay");
     let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut lines, mut bytes) = (0u64, 0u64);
-    loop {
-        let n = match stdout.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => panic!("read replay output: {e}"),
-        };
-        bytes += n as u64;
-        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-    }
-    let done = child.wait_with_output().expect("wait for replay");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    // stderr is read beside stdout, so a replay that logs more than a pipe holds cannot block.
+    let (lines, bytes, log) = std::thread::scope(|s| {
+        let log = s.spawn(move || {
+            let mut log = Vec::new();
+            stderr.read_to_end(&mut log).map(|_| log)
+        });
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut lines, mut bytes) = (0u64, 0u64);
+        loop {
+            let n = match stdout.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("read replay output: {e}"),
+            };
+            bytes += n as u64;
+            lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        }
+        let log = log
+            .join()
+            .expect("stderr reader")
+            .expect("read replay stderr");
+        (lines, bytes, log)
+    });
+    let status = child.wait().expect("wait for replay");
     assert!(
-        done.status.success(),
+        status.success(),
         "replay failed: {}",
-        String::from_utf8_lossy(&done.stderr)
+        String::from_utf8_lossy(&log)
     );
     (lines, bytes)
 }
@@ -402,4 +416,47 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// Checks `fit`, `median` and `peak` against figures worked out by hand; run by `cargo test
+/// --all-targets`, which runs a bench target without `--bench`.
+fn check_arithmetic() {
+    // Rows on the plane 1.25 + 0.5 x lines - 0.75 x bytes, not on a line (lines and bytes vary
+    // apart), are fitted exactly.
+    let plane = |l: f64, b: f64| [l, b, 1.25 + 0.5 * l - 0.75 * b];
+    let rows = [
+        plane(1.0, 2.0),
+        plane(3.0, 1.0),
+        plane(2.0, 5.0),
+        plane(4.0, 4.0),
+    ];
+    let [a, b, c] = fit(&rows);
+    for (got, want) in [(a, 1.25), (b, 0.5), (c, -0.75)] {
+        assert!(
+            (got - want).abs() < 1e-9,
+            "fit {:?}: {got} not {want}",
+            [a, b, c]
+        );
+    }
+    // Off the plane: three distinct points (1, 1), (2, 3) and (3, 2) fix the plane, so the fit
+    // passes through the mean of the seconds at each (1, 3 and 5 at (1, 1) give 3).
+    let [a, b, c] = fit(&[
+        [1.0, 1.0, 1.0],
+        [1.0, 1.0, 3.0],
+        [1.0, 1.0, 5.0],
+        [2.0, 3.0, 10.0],
+        [3.0, 2.0, 4.0],
+    ]);
+    let fitted = |l: f64, by: f64| a + b * l + c * by;
+    assert!((fitted(1.0, 1.0) - 3.0).abs() < 1e-9, "fit {:?}", [a, b, c]);
+    assert!(
+        (fitted(2.0, 3.0) - 10.0).abs() < 1e-9,
+        "fit {:?}",
+        [a, b, c]
+    );
+    assert!((fitted(3.0, 2.0) - 4.0).abs() < 1e-9, "fit {:?}", [a, b, c]);
+    assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+    assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), 2.5);
+    assert_eq!(peak(&[(1.0, 200.0), (1.0, 250.0)]), 250.0);
+    assert!(peak(&[(1.0, 200.0), (1.0, f64::NAN)]).is_nan());
 }
