@@ -239,19 +239,9 @@ pub(crate) fn plain_prefix(b: &[u8]) -> Option<(Decimal, usize)> {
 /// it fits 96 bits.
 #[inline]
 fn at_scale(m: u64, frac: usize) -> Option<Decimal> {
-    let v = u128::from(m) * u128::from(POW10_U64[SCALE as usize - frac]);
-    if v >> 96 != 0 {
-        return None;
-    }
-    // Truncations pick the three 32-bit words of a mantissa below 2^96.
-    let word = |shift: u32| (v >> shift) as u32;
-    Some(Decimal::from_parts(
-        word(0),
-        word(32),
-        word(64),
-        false,
-        SCALE,
-    ))
+    // Below 2^64 x 10^10: no overflow.
+    let v = i128::from(m) * i128::from(POW10_U64[SCALE as usize - frac]);
+    Decimal::try_from_i128_with_scale(v, SCALE).ok()
 }
 
 /// [`plain_prefix`]'s digits read a byte at a time: their mantissa, how many are fractional and
@@ -784,6 +774,29 @@ pub fn round_dp(d: Decimal, dp: u32) -> Decimal {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A mantissa becomes a decimal at [`SCALE`] while it stays below 2^96
+    /// (79,228,162,514,264,337,593,543,950,336), and not past it.
+    #[test]
+    fn at_scale_stops_at_96_bits() {
+        let below = 7_922_816_251_426_433_759u64; // x 10^10 is just below 2^96
+        assert_eq!(
+            at_scale(below, 0),
+            Some(Decimal::from_i128_with_scale(
+                i128::from(below) * 10_000_000_000,
+                SCALE
+            ))
+        );
+        assert_eq!(at_scale(below + 1, 0), None);
+        assert_eq!(
+            at_scale(123_456, 3),
+            Decimal::from_str_exact("123.456").ok()
+        );
+        assert_eq!(
+            at_scale(u64::MAX, SCALE as usize).map(|d| d.scale()),
+            Some(SCALE)
+        );
+    }
 
     #[test]
     fn parses_plain_decimals_only() {
