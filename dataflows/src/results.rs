@@ -18,7 +18,6 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::cmp::Ordering;
-use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -697,23 +696,55 @@ pub struct ResultName {
 /// flush); without it the Flink file took 1-2% less time. Results are few and live as long as
 /// their stages (a book at a resolution, a ticker, a candle series: about a dozen per symbol),
 /// so what is kept is bounded by them; a name that arrives from another process is made once
-/// here too.
+/// here too ([`interned`]).
 pub(crate) fn intern(name: ResultName) -> &'static ResultName {
-    static NAMES: OnceLock<Mutex<HashSet<&'static ResultName>>> = OnceLock::new();
-    let mut names = (NAMES.get_or_init(Default::default).lock())
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(&known) = names.get(&name) {
-        return known;
+    let mut names = names();
+    match known(&names, &name.key, |n| *n == name) {
+        Some(known) => known,
+        None => keep(&mut names, name),
     }
+}
+
+/// Every name made in this process, by key. A key almost always has one name; two spellings of
+/// a symbol can share one (`a:b` + `c` and `a` + `b:c`, see [`Names`]).
+type Kept = FoldMap<&'static str, Vec<&'static ResultName>>;
+
+/// The names made in this process, locked.
+fn names() -> std::sync::MutexGuard<'static, Kept> {
+    static NAMES: OnceLock<Mutex<Kept>> = OnceLock::new();
+    (NAMES.get_or_init(Default::default).lock()).unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The name kept under `key` that is `same`, if one is.
+fn known(
+    names: &Kept,
+    key: &str,
+    same: impl Fn(&ResultName) -> bool,
+) -> Option<&'static ResultName> {
+    names.get(key)?.iter().copied().find(|&n| same(n))
+}
+
+/// Keeps `name` for good.
+fn keep(names: &mut Kept, name: ResultName) -> &'static ResultName {
     let made: &'static ResultName = Box::leak(Box::new(name));
-    names.insert(made);
+    names.entry(made.key.as_str()).or_default().push(made);
     made
 }
 
-/// Changes' names cross processes by value and are interned where they arrive.
+/// Changes' names cross processes by value and are interned where they arrive. They are read
+/// with their texts borrowed from the message (bincode reads from a slice), so a name already
+/// kept costs one lookup by key and no allocation: reading names whole (two `Arc<str>` and a
+/// `String`, hashed whole and dropped) was 6% of the samples of the process that writes, at
+/// `-w 1 -n 2` on the live file.
 mod interned {
-    use super::{intern, ResultName};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::borrow::Cow;
+    use std::fmt;
+    use std::sync::Arc;
+
+    use serde::de::{Deserializer, Visitor};
+    use serde::{Deserialize, Serialize, Serializer};
+
+    use super::{keep, known, names, ResultName};
 
     pub(super) fn serialize<S: Serializer>(
         name: &&'static ResultName,
@@ -725,7 +756,71 @@ mod interned {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<&'static ResultName, D::Error> {
-        ResultName::deserialize(d).map(intern)
+        Arriving::deserialize(d).map(Arriving::intern)
+    }
+
+    /// A [`ResultName`] as it arrives: the same fields, in the same order, texts borrowed where
+    /// the reader allows (bincode always does; JSON not when a text has escapes).
+    #[derive(Deserialize)]
+    struct Arriving<'a> {
+        prefix: u128,
+        #[serde(borrow)]
+        order: (u8, Text<'a>, Text<'a>, u64),
+        whole: bool,
+        #[serde(borrow)]
+        key: Text<'a>,
+    }
+
+    impl Arriving<'_> {
+        /// Whether `name` is this one.
+        fn is(&self, name: &ResultName) -> bool {
+            let (kind, exchange, symbol, size) = &self.order;
+            (name.prefix, name.whole, name.order.0, name.order.3)
+                == (self.prefix, self.whole, *kind, *size)
+                && *name.order.1 == *exchange.0
+                && *name.order.2 == *symbol.0
+        }
+
+        /// The name kept in this process for this one, kept now if it is new.
+        fn intern(self) -> &'static ResultName {
+            let mut names = names();
+            if let Some(known) = known(&names, &self.key.0, |n| self.is(n)) {
+                return known;
+            }
+            let (kind, exchange, symbol, size) = self.order;
+            let name = ResultName {
+                prefix: self.prefix,
+                order: (kind, Arc::from(exchange.0), Arc::from(symbol.0), size),
+                whole: self.whole,
+                key: self.key.0.into_owned(),
+            };
+            keep(&mut names, name)
+        }
+    }
+
+    /// A text borrowed from the message when the reader allows.
+    struct Text<'a>(Cow<'a, str>);
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Borrowing;
+            impl<'de> Visitor<'de> for Borrowing {
+                type Value = Cow<'de, str>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                    Ok(Cow::Borrowed(v))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(Cow::Owned(v.to_owned()))
+                }
+                fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                    Ok(Cow::Owned(v))
+                }
+            }
+            d.deserialize_str(Borrowing).map(Text)
+        }
     }
 }
 
@@ -984,6 +1079,39 @@ mod tests {
         assert_eq!(elsewhere.name.order.3, 6);
         assert_eq!(elsewhere.key(), "book:ex:S:6");
         assert!(!std::ptr::eq(elsewhere.name, a));
+    }
+
+    /// Two spellings that share a key (`a:b` + `c` and `a` + `b:c`) are two names, and each
+    /// comes back to itself from another process, whether its texts are read borrowed or, with
+    /// escapes in JSON, owned.
+    #[test]
+    fn names_that_share_a_key_stay_apart() {
+        let config = Config::default();
+        let named = |exchange: &str, symbol: &str| {
+            let name = SymbolName {
+                exchange: exchange.into(),
+                symbol: symbol.into(),
+            };
+            let key = ResultKey::Ticker(Sym::of(exchange, symbol));
+            named_result(&key, &name, &config).0
+        };
+        let back = |name: &'static ResultName| {
+            let text = serde_json::to_string(&Change::new(name, None, None)).expect("serialize");
+            serde_json::from_str::<Change>(&text)
+                .expect("deserialize")
+                .name
+        };
+        let (left, right) = (named("a:b", "c"), named("a", "b:c"));
+        assert_eq!(
+            (left.key.as_str(), right.key.as_str()),
+            ("ticker:a:b:c", "ticker:a:b:c")
+        );
+        assert!(!std::ptr::eq(left, right));
+        assert!(std::ptr::eq(back(left), left));
+        assert!(std::ptr::eq(back(right), right));
+        let escaped = named("x\\y", "q\"z");
+        assert_eq!(escaped.key, "ticker:x\\y:q\"z");
+        assert!(std::ptr::eq(back(escaped), escaped));
     }
 
     /// A prefix is whole when the kind, both names and the zero byte fit in its 16 bytes, and
