@@ -1095,11 +1095,20 @@ mod tests {
             let key = ResultKey::Ticker(Sym::of(exchange, symbol));
             named_result(&key, &name, &config).0
         };
+        // Back through JSON, and through bincode as between processes (texts borrowed); both
+        // must agree.
         let back = |name: &'static ResultName| {
-            let text = serde_json::to_string(&Change::new(name, None, None)).expect("serialize");
-            serde_json::from_str::<Change>(&text)
+            let change = Change::new(name, None, None);
+            let text = serde_json::to_string(&change).expect("serialize");
+            let json = serde_json::from_str::<Change>(&text)
                 .expect("deserialize")
-                .name
+                .name;
+            let bytes = bincode::serialize(&change).expect("serialize");
+            let binary = bincode::deserialize::<Change>(&bytes)
+                .expect("deserialize")
+                .name;
+            assert!(std::ptr::eq(json, binary), "{name:?}");
+            json
         };
         let (left, right) = (named("a:b", "c"), named("a", "b:c"));
         assert_eq!(

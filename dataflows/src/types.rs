@@ -6,7 +6,8 @@
 //!   normalise the scale, so equal values are equal in every representation (`1.50` == `1.5`).
 //! - `Display` prints the normalised value; `parse(display(x)) == x` (property-tested).
 //! - Across processes both serialise as the 16 bytes of `Decimal::serialize`, which is exact and
-//!   what bincode accepts.
+//!   what bincode accepts, read as one little-endian `u128`: bincode writes the same 16 bytes as
+//!   for the array, in one call rather than sixteen.
 //! - [`Qty`] is also a differential *difference*: the orderbook's level collection carries the
 //!   quantity in the diff, so grouping prices is a `map` and summing sizes is consolidation.
 
@@ -166,12 +167,14 @@ fn without_trailing_digits(v: u64, scale: u32) -> (u64, usize) {
     (n, width)
 }
 
+/// `d`'s 16 bytes as one number: an array of 16 bytes is serialised byte by byte, which was 6% of
+/// the process that reads the file at `-w 1 -n 2`.
 fn serialize_decimal<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-    d.serialize().serialize(s)
+    u128::from_le_bytes(d.serialize()).serialize(s)
 }
 
 fn deserialize_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-    <[u8; 16]>::deserialize(d).map(Decimal::deserialize)
+    u128::deserialize(d).map(|n| Decimal::deserialize(n.to_le_bytes()))
 }
 
 /// A hash map with a fast, per-map seeded hasher (foldhash) for the dataflow's internal keys
@@ -987,6 +990,21 @@ mod tests {
             let mut q = Qty::from_decimal(da);
             q.plus_equals(&Qty::from_decimal(db));
             prop_assert_eq!(q.value(), da + db);
+        }
+
+        /// Across processes a price or a quantity is its decimal's 16 bytes, as before it was
+        /// read as one number, and comes back equal, in its canonical form, at any sign, scale
+        /// and width.
+        #[test]
+        fn values_cross_processes_as_their_decimals_bytes(m in any::<i64>(), hi in any::<u32>(), scale in 0u32..29) {
+            let d = Decimal::from_i128_with_scale(i128::from(m) * i128::from(hi), scale);
+            let (p, q) = (Price::from_decimal(d), Qty::from_decimal(d));
+            let bytes = bincode::serialize(&(p, q)).expect("serialize");
+            prop_assert_eq!(&bytes[..16], &p.value().serialize()[..]);
+            prop_assert_eq!(&bytes[16..], &q.value().serialize()[..]);
+            let (back_p, back_q): (Price, Qty) = bincode::deserialize(&bytes).expect("deserialize");
+            prop_assert_eq!(back_p.value().serialize(), p.value().serialize());
+            prop_assert_eq!(back_q.value().serialize(), q.value().serialize());
         }
 
         #[test]
