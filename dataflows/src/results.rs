@@ -822,6 +822,36 @@ mod interned {
             d.deserialize_str(Borrowing).map(Text)
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::config::Config;
+        use crate::results::{named_result, ResultKey};
+        use crate::types::{Sym, SymbolName};
+
+        /// Between processes (bincode, from a slice) a name's texts are borrowed from the
+        /// message, not copied: what makes a name already kept cost no allocation.
+        #[test]
+        fn arriving_names_borrow_their_texts() {
+            let symbol = SymbolName {
+                exchange: "ex".into(),
+                symbol: "S".into(),
+            };
+            let key = ResultKey::Ticker(Sym::of("ex", "S"));
+            let (name, _) = named_result(&key, &symbol, &Config::default());
+            let bytes = bincode::serialize(name).expect("serialize");
+            let arriving: Arriving = bincode::deserialize(&bytes).expect("deserialize");
+            let borrowed = |t: &Text| matches!(t.0, Cow::Borrowed(_));
+            assert!(
+                borrowed(&arriving.key)
+                    && borrowed(&arriving.order.1)
+                    && borrowed(&arriving.order.2)
+            );
+            assert!(arriving.is(name));
+            assert!(std::ptr::eq(arriving.intern(), name));
+        }
+    }
 }
 
 /// One changed result, rendered where its symbol lives.
@@ -1118,6 +1148,20 @@ mod tests {
         assert!(!std::ptr::eq(left, right));
         assert!(std::ptr::eq(back(left), left));
         assert!(std::ptr::eq(back(right), right));
+        // Long names share their prefix too (not whole): only the texts tell these two apart.
+        let (long_left, long_right) = (
+            named("exchange-0123456789:x", "y"),
+            named("exchange-0123456789", "x:y"),
+        );
+        assert_eq!(long_left.key, long_right.key);
+        assert_eq!(
+            (long_left.prefix, long_left.whole),
+            (long_right.prefix, long_right.whole)
+        );
+        assert!(!long_left.whole);
+        assert!(!std::ptr::eq(long_left, long_right));
+        assert!(std::ptr::eq(back(long_left), long_left));
+        assert!(std::ptr::eq(back(long_right), long_right));
         let escaped = named("x\\y", "q\"z");
         assert_eq!(escaped.key, "ticker:x\\y:q\"z");
         assert!(std::ptr::eq(back(escaped), escaped));

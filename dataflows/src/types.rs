@@ -7,7 +7,8 @@
 //! - `Display` prints the normalised value; `parse(display(x)) == x` (property-tested).
 //! - Across processes both serialise as the 16 bytes of `Decimal::serialize`, which is exact and
 //!   what bincode accepts, read as one little-endian `u128`: bincode writes the same 16 bytes as
-//!   for the array, in one call rather than sixteen.
+//!   for the array, in one call rather than sixteen. The form is for bincode: a `serde_json::Value`
+//!   holds no integer above 64 bits.
 //! - [`Qty`] is also a differential *difference*: the orderbook's level collection carries the
 //!   quantity in the diff, so grouping prices is a `map` and summing sizes is consolidation.
 
