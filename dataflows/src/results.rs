@@ -672,7 +672,7 @@ impl Record {
 
 /// What names a result, made once per result (a book at a resolution, a ticker, a candle series)
 /// and shared by its changes, for the life of the process ([`intern`]).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ResultName {
     /// The first 16 bytes of the kind, the exchange, a zero byte and the symbol (the names'
     /// bytes each plus one), big-endian, zero-padded ([`prefix_of`]): changes whose prefixes

@@ -993,9 +993,8 @@ mod tests {
             prop_assert_eq!(q.value(), da + db);
         }
 
-        /// Across processes a price or a quantity is its decimal's 16 bytes, as before it was
-        /// read as one number, and comes back equal, in its canonical form, at any sign, scale
-        /// and width.
+        /// Across processes a price or a quantity is its decimal's 16 bytes (as when they went
+        /// as an array), and comes back with the same bytes, at any sign, scale and width.
         #[test]
         fn values_cross_processes_as_their_decimals_bytes(m in any::<i64>(), hi in any::<u32>(), scale in 0u32..29) {
             let d = Decimal::from_i128_with_scale(i128::from(m) * i128::from(hi), scale);
