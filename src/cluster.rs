@@ -6,7 +6,8 @@
 //! way, only at once and quietly: process `p` listens on its address(es) of the hostfile and
 //! accepts every later process as soon as it connects; it connects to every earlier one,
 //! retrying every 10 ms until that one listens (processes start in any order, on any host, so
-//! it retries for as long as it takes, and says so on the log every 5 s). The handshake is
+//! it retries for as long as it takes, and says so on the log every 5 s; a connect that reached
+//! the socket itself counts as not listening yet, see [`dial_with`]). The handshake is
 //! timely's own (the connecting process's index, a big-endian `u64`), and the sockets go to
 //! timely's `initialize_networking_from_sockets`, which does everything else as `execute` would.
 //!
@@ -86,9 +87,35 @@ fn connect(addresses: &[String], me: usize) -> io::Result<Vec<Option<TcpStream>>
 
 /// Connects to process `index` at `address`, retrying until it listens, and introduces `me`.
 fn dial(address: &str, index: usize, me: usize) -> io::Result<TcpStream> {
+    dial_with(|| TcpStream::connect(address), address, index, me)
+}
+
+/// [`dial`], with `connect` making each attempt.
+///
+/// An attempt that connects the socket to itself is dropped and retried. While nobody listens
+/// on a port of the local range of ephemeral ports (`net.ipv4.ip_local_port_range`), a connect
+/// to it from the same host can be given that very port as its own, and TCP's simultaneous
+/// open then connects the socket to itself: on Linux within some thousands of attempts to an
+/// even port (measured: 5,484 on 127.0.0.1:47312). Taken for the earlier process, it would
+/// leave that process waiting for us for ever while we talk to ourselves.
+fn dial_with(
+    mut connect: impl FnMut() -> io::Result<TcpStream>,
+    address: &str,
+    index: usize,
+    me: usize,
+) -> io::Result<TcpStream> {
     let mut reported = Instant::now();
     loop {
-        match TcpStream::connect(address) {
+        let attempt = connect().and_then(|stream| {
+            if stream.local_addr()? == stream.peer_addr()? {
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "connected to itself: nobody listens yet",
+                ));
+            }
+            Ok(stream)
+        });
+        match attempt {
             Ok(mut stream) => {
                 stream.set_nodelay(true)?;
                 stream.write_all(&(me as u64).to_be_bytes())?;
@@ -168,4 +195,61 @@ fn place(mut stream: TcpStream, me: usize, accepted: &mut [Option<TcpStream>]) -
     }
     *slot = Some(stream);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket connected to itself, the way a process dialling an earlier one that does not
+    /// listen yet can get one: attempts to a free even port of the ephemeral range until one is
+    /// given that port as its own. (Linux gives connects even ports first, and binds to port 0
+    /// odd ones, so the even neighbour of a port bound that way is taken if it is free.)
+    fn connected_to_itself() -> TcpStream {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let port = loop {
+                assert!(Instant::now() < deadline, "no free even port");
+                let odd = TcpListener::bind("127.0.0.1:0").unwrap();
+                let port = odd.local_addr().unwrap().port() & !1;
+                if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                    break port;
+                }
+            };
+            for _ in 0..200_000 {
+                assert!(Instant::now() < deadline, "no connect reached itself on {port}");
+                match TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(stream) if stream.local_addr().unwrap() == stream.peer_addr().unwrap() => {
+                        return stream;
+                    }
+                    // Something else took the port meanwhile: another one.
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_connection_to_itself_is_not_the_process_dialled() {
+        let looped = connected_to_itself();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listening = listener.local_addr().unwrap();
+        let mut first = Some(looped);
+        let stream = dial_with(
+            || match first.take() {
+                Some(looped) => Ok(looped),
+                None => TcpStream::connect(listening),
+            },
+            "the test's listener",
+            0,
+            3,
+        )
+        .unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), listening);
+        let (mut accepted, _) = listener.accept().unwrap();
+        let mut index = [0u8; 8];
+        accepted.read_exact(&mut index).unwrap();
+        assert_eq!(u64::from_be_bytes(index), 3, "the handshake names the dialling process");
+    }
 }
