@@ -108,6 +108,9 @@ fn dial_with(
     loop {
         let attempt = connect().and_then(|stream| {
             if stream.local_addr()? == stream.peer_addr()? {
+                // Closed with a reset, not into TIME_WAIT: a socket of ours in TIME_WAIT on
+                // the port would stop the earlier process from listening there for a minute.
+                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionRefused,
                     "connected to itself: nobody listens yet",
@@ -217,7 +220,10 @@ mod tests {
                 }
             };
             for _ in 0..200_000 {
-                assert!(Instant::now() < deadline, "no connect reached itself on {port}");
+                assert!(
+                    Instant::now() < deadline,
+                    "no connect reached itself on {port}"
+                );
                 match TcpStream::connect(("127.0.0.1", port)) {
                     Ok(stream) if stream.local_addr().unwrap() == stream.peer_addr().unwrap() => {
                         return stream;
@@ -233,6 +239,7 @@ mod tests {
     #[test]
     fn a_connection_to_itself_is_not_the_process_dialled() {
         let looped = connected_to_itself();
+        let port = looped.local_addr().unwrap().port();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let listening = listener.local_addr().unwrap();
         let mut first = Some(looped);
@@ -250,6 +257,13 @@ mod tests {
         let (mut accepted, _) = listener.accept().unwrap();
         let mut index = [0u8; 8];
         accepted.read_exact(&mut index).unwrap();
-        assert_eq!(u64::from_be_bytes(index), 3, "the handshake names the dialling process");
+        assert_eq!(
+            u64::from_be_bytes(index),
+            3,
+            "the handshake names the dialling process"
+        );
+        // The dropped socket left nothing in TIME_WAIT on the port: the process that was not
+        // listening yet still can.
+        TcpListener::bind(("127.0.0.1", port)).expect("the looped port is free again");
     }
 }
