@@ -8,8 +8,10 @@
 //! retrying every 10 ms until that one listens (processes start in any order, on any host, so
 //! it retries for as long as it takes, and says so on the log every 5 s; a connect that reached
 //! the socket itself counts as not listening yet, see [`dial_with`]). The handshake is
-//! timely's own (the connecting process's index, a big-endian `u64`), and the sockets go to
-//! timely's `initialize_networking_from_sockets`, which does everything else as `execute` would.
+//! timely's own (the connecting process's index, a big-endian `u64`); an accepted connection
+//! that does not send it within 10 s (a port probe, a TCP health check) is logged and dropped,
+//! see [`place`]. The sockets go to timely's `initialize_networking_from_sockets`, which does
+//! everything else as `execute` would.
 //!
 //! A job of one process is handed to `timely::execute` unchanged.
 
@@ -30,6 +32,9 @@ const RETRY: Duration = Duration::from_millis(10);
 
 /// How often a wait for another process is logged.
 const REPORT: Duration = Duration::from_secs(5);
+
+/// How long an accepted connection may take to introduce itself (a process does at once).
+const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// `timely::execute`, with the processes of a cluster connected as the module doc says.
 pub fn execute<T, F>(config: timely::Config, func: F) -> Result<WorkerGuards<T>, String>
@@ -72,7 +77,7 @@ fn connect(addresses: &[String], me: usize) -> io::Result<Vec<Option<TcpStream>>
         .map(TcpListener::bind)
         .collect::<io::Result<Vec<_>>>()?;
     let later = addresses.len() - me - 1;
-    let accepting = std::thread::spawn(move || accept(&listeners, me, later));
+    let accepting = std::thread::spawn(move || accept(&listeners, me, later, HANDSHAKE));
     let mut sockets: Vec<Option<TcpStream>> = Vec::with_capacity(addresses.len());
     for (index, address) in addresses.iter().enumerate().take(me) {
         sockets.push(Some(dial(address, index, me)?));
@@ -135,14 +140,20 @@ fn dial_with(
     }
 }
 
-/// Accepts the `later` processes after `me`, on any of the listeners, in process order.
-fn accept(listeners: &[TcpListener], me: usize, later: usize) -> io::Result<Vec<TcpStream>> {
+/// Accepts the `later` processes after `me`, on any of the listeners, in process order; each
+/// connection has `handshake` to introduce itself ([`place`]).
+fn accept(
+    listeners: &[TcpListener],
+    me: usize,
+    later: usize,
+    handshake: Duration,
+) -> io::Result<Vec<TcpStream>> {
     let mut accepted: Vec<Option<TcpStream>> = (0..later).map(|_| None).collect();
     if let [listener] = listeners {
         // One address (the usual case): block on it.
         while accepted.iter().any(Option::is_none) {
             let (stream, _) = listener.accept()?;
-            place(stream, me, &mut accepted)?;
+            place(stream, me, &mut accepted, handshake)?;
         }
     } else {
         for listener in listeners {
@@ -155,7 +166,7 @@ fn accept(listeners: &[TcpListener], me: usize, later: usize) -> io::Result<Vec<
                 match listener.accept() {
                     Ok((stream, _)) => {
                         stream.set_nonblocking(false)?;
-                        place(stream, me, &mut accepted)?;
+                        place(stream, me, &mut accepted, handshake)?;
                         any = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -176,10 +187,29 @@ fn accept(listeners: &[TcpListener], me: usize, later: usize) -> io::Result<Vec<
 }
 
 /// Reads the index a connecting process introduces itself with and files its socket under it.
-fn place(mut stream: TcpStream, me: usize, accepted: &mut [Option<TcpStream>]) -> io::Result<()> {
+///
+/// A connection that closes, fails or stays silent for `handshake` before its 8 bytes is no
+/// process of the job (a port probe, a TCP health check): it is logged and dropped, and
+/// accepting goes on. An index that is no later process's, or one that came already, is an
+/// error: another job's process, or processes that were given different hostfiles.
+fn place(
+    mut stream: TcpStream,
+    me: usize,
+    accepted: &mut [Option<TcpStream>],
+    handshake: Duration,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(handshake))?;
     let mut index = [0u8; 8];
-    stream.read_exact(&mut index)?;
+    if let Err(error) = stream.read_exact(&mut index) {
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::warn!(peer, %error, "a connection did not introduce itself as a process; dropped");
+        return Ok(());
+    }
+    stream.set_read_timeout(None)?;
     let index = u64::from_be_bytes(index) as usize;
     let slot = index
         .checked_sub(me + 1)
@@ -265,5 +295,43 @@ mod tests {
         // The dropped socket left nothing in TIME_WAIT on the port: the process that was not
         // listening yet still can.
         TcpListener::bind(("127.0.0.1", port)).expect("the looped port is free again");
+    }
+
+    #[test]
+    fn connections_that_do_not_introduce_themselves_are_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let (done, accepting) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            done.send(accept(&[listener], 0, 1, Duration::from_millis(200)))
+        });
+        // Accepted in this order: a probe that closes at once, one that says nothing, then
+        // process 1.
+        drop(TcpStream::connect(address).unwrap());
+        let silent = TcpStream::connect(address).unwrap();
+        let mut process = TcpStream::connect(address).unwrap();
+        process.write_all(&1u64.to_be_bytes()).unwrap();
+        let accepted = accepting
+            .recv_timeout(Duration::from_secs(30))
+            .expect("accepting waits on the silent connection")
+            .unwrap();
+        let peers: Vec<_> = accepted.iter().map(|s| s.peer_addr().unwrap()).collect();
+        assert_eq!(peers, [process.local_addr().unwrap()]);
+        drop(silent);
+    }
+
+    #[test]
+    fn a_connection_that_names_no_later_process_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepting = std::thread::spawn(move || accept(&[listener], 1, 2, HANDSHAKE));
+        let mut earlier = TcpStream::connect(address).unwrap();
+        earlier.write_all(&0u64.to_be_bytes()).unwrap();
+        let error = accepting.join().unwrap().unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            error.to_string().contains("process 0, not one after 1"),
+            "{error}"
+        );
     }
 }
