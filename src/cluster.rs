@@ -9,8 +9,8 @@
 //! it retries for as long as it takes, and says so on the log every 5 s; a connect that reached
 //! the socket itself counts as not listening yet, see [`dial_with`]). The handshake is
 //! timely's own (the connecting process's index, a big-endian `u64`); an accepted connection
-//! that does not send it within 10 s (a port probe, a TCP health check) is logged and dropped,
-//! see [`place`]. The sockets go to timely's `initialize_networking_from_sockets`, which does
+//! that closes or does not send it within 10 s (a TCP-only probe, such as a TCP health check)
+//! is logged and dropped, see [`place`]. The sockets go to timely's `initialize_networking_from_sockets`, which does
 //! everything else as `execute` would.
 //!
 //! A job of one process is handed to `timely::execute` unchanged.
@@ -152,8 +152,11 @@ fn accept(
     if let [listener] = listeners {
         // One address (the usual case): block on it.
         while accepted.iter().any(Option::is_none) {
-            let (stream, _) = listener.accept()?;
-            place(stream, me, &mut accepted, handshake)?;
+            match listener.accept() {
+                Ok((stream, _)) => place(stream, me, &mut accepted, handshake)?,
+                Err(e) if passing(&e) => tracing::warn!(%e, "a connection failed as it came"),
+                Err(e) => return Err(e),
+            }
         }
     } else {
         for listener in listeners {
@@ -170,6 +173,7 @@ fn accept(
                         any = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if passing(&e) => tracing::warn!(%e, "a connection failed as it came"),
                     Err(e) => return Err(e),
                 }
             }
@@ -188,29 +192,28 @@ fn accept(
 
 /// Reads the index a connecting process introduces itself with and files its socket under it.
 ///
-/// A connection that closes, fails or stays silent for `handshake` before its 8 bytes is no
-/// process of the job (a port probe, a TCP health check): it is logged and dropped, and
-/// accepting goes on. An index that is no later process's, or one that came already, is an
-/// error: another job's process, or processes that were given different hostfiles.
+/// A connection that closes, fails or does not send its 8 bytes within `handshake` is no
+/// process of the job (a TCP-only probe, such as a TCP health check): it is logged and dropped,
+/// and accepting goes on. Other bytes are read as an index: one that is no later process's, or
+/// one that came already, is an error (another job's process, processes given different
+/// hostfiles, or a probe that sends data).
 fn place(
     mut stream: TcpStream,
     me: usize,
     accepted: &mut [Option<TcpStream>],
     handshake: Duration,
 ) -> io::Result<()> {
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(handshake))?;
-    let mut index = [0u8; 8];
-    if let Err(error) = stream.read_exact(&mut index) {
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        tracing::warn!(peer, %error, "a connection did not introduce itself as a process; dropped");
-        return Ok(());
-    }
-    stream.set_read_timeout(None)?;
-    let index = u64::from_be_bytes(index) as usize;
+    let index = match introduction(&mut stream, handshake) {
+        Ok(index) => u64::from_be_bytes(index) as usize,
+        Err(error) => {
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            tracing::warn!(peer, %error, "a connection did not introduce itself as a process; dropped");
+            return Ok(());
+        }
+    };
     let slot = index
         .checked_sub(me + 1)
         .and_then(|i| accepted.get_mut(i))
@@ -226,8 +229,64 @@ fn place(
             format!("process {index} connected twice"),
         ));
     }
+    // A process's socket: timely reads it blocking, and fails the job on a read error.
+    stream.set_read_timeout(None)?;
+    stream.set_nodelay(true)?;
     *slot = Some(stream);
     Ok(())
+}
+
+/// The 8 bytes a connecting process introduces itself with, all read within `within` (a peer
+/// that sends them a byte at a time cannot hold accepting for longer). The stream is left with
+/// a read timeout.
+fn introduction(stream: &mut TcpStream, within: Duration) -> io::Result<[u8; 8]> {
+    let deadline = Instant::now() + within;
+    let silent = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no handshake within {within:?}"),
+        )
+    };
+    let mut index = [0u8; 8];
+    let mut got = 0;
+    while got < index.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(silent());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(&mut index[got..]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before its handshake",
+                ))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(silent())
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(index)
+}
+
+/// An error of `accept` that concerns one connection (reset or aborted before it was accepted,
+/// or a signal), not the listener: accepting goes on.
+fn passing(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
 }
 
 #[cfg(test)]
@@ -235,16 +294,18 @@ mod tests {
     use super::*;
 
     /// A socket connected to itself, the way a process dialling an earlier one that does not
-    /// listen yet can get one: attempts to a free even port of the ephemeral range until one is
-    /// given that port as its own. (Linux gives connects even ports first, and binds to port 0
-    /// odd ones, so the even neighbour of a port bound that way is taken if it is free.)
+    /// listen yet can get one: attempts to a free port of the ephemeral range until one is given
+    /// that port as its own. Linux gives connects the ports of the range's first port's parity
+    /// first, and binds to port 0 the others, so the neighbour (`^ 1`) of a port bound that way
+    /// has the connects' parity; it is taken if it is free.
+    #[cfg(target_os = "linux")]
     fn connected_to_itself() -> TcpStream {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let port = loop {
                 assert!(Instant::now() < deadline, "no free even port");
-                let odd = TcpListener::bind("127.0.0.1:0").unwrap();
-                let port = odd.local_addr().unwrap().port() & !1;
+                let bound = TcpListener::bind("127.0.0.1:0").unwrap();
+                let port = bound.local_addr().unwrap().port() ^ 1;
                 if TcpListener::bind(("127.0.0.1", port)).is_ok() {
                     break port;
                 }
@@ -267,6 +328,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn a_connection_to_itself_is_not_the_process_dialled() {
         let looped = connected_to_itself();
         let port = looped.local_addr().unwrap().port();
@@ -306,17 +368,24 @@ mod tests {
             done.send(accept(&[listener], 0, 1, Duration::from_millis(200)))
         });
         // Accepted in this order: a probe that closes at once, one that says nothing, then
-        // process 1.
+        // process 1, whose introduction comes in two parts.
         drop(TcpStream::connect(address).unwrap());
         let silent = TcpStream::connect(address).unwrap();
         let mut process = TcpStream::connect(address).unwrap();
-        process.write_all(&1u64.to_be_bytes()).unwrap();
+        process.set_nodelay(true).unwrap();
+        process.write_all(&1u64.to_be_bytes()[..3]).unwrap();
+        process.write_all(&1u64.to_be_bytes()[3..]).unwrap();
         let accepted = accepting
             .recv_timeout(Duration::from_secs(30))
             .expect("accepting waits on the silent connection")
             .unwrap();
         let peers: Vec<_> = accepted.iter().map(|s| s.peer_addr().unwrap()).collect();
         assert_eq!(peers, [process.local_addr().unwrap()]);
+        assert_eq!(
+            accepted[0].read_timeout().unwrap(),
+            None,
+            "timely reads it blocking"
+        );
         drop(silent);
     }
 
@@ -324,10 +393,14 @@ mod tests {
     fn a_connection_that_names_no_later_process_is_an_error() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let accepting = std::thread::spawn(move || accept(&[listener], 1, 2, HANDSHAKE));
+        let (done, accepting) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(accept(&[listener], 1, 2, HANDSHAKE)));
         let mut earlier = TcpStream::connect(address).unwrap();
         earlier.write_all(&0u64.to_be_bytes()).unwrap();
-        let error = accepting.join().unwrap().unwrap_err();
+        let error = accepting
+            .recv_timeout(Duration::from_secs(30))
+            .expect("accepting waits on")
+            .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         assert!(
             error.to_string().contains("process 0, not one after 1"),
