@@ -90,8 +90,13 @@ fn connect(addresses: &[String], me: usize) -> io::Result<Vec<Option<TcpStream>>
     Ok(sockets)
 }
 
-/// Connects to process `index` at `address`, retrying until it listens, and introduces `me`.
-fn dial(address: &str, index: usize, me: usize) -> io::Result<TcpStream> {
+/// Connects to process `index` at `line`, retrying until it listens, and introduces `me`.
+/// A hostfile line may hold several addresses, which that process listens on (as timely's); the
+/// others dial the first. An address that cannot be one (no port, a bad port) is an error at
+/// once; a name that does not resolve yet is retried (a cluster's names may appear after its
+/// processes start).
+fn dial(line: &str, index: usize, me: usize) -> io::Result<TcpStream> {
+    let address = line.split_whitespace().next().unwrap_or(line);
     dial_with(|| TcpStream::connect(address), address, index, me)
 }
 
@@ -128,6 +133,12 @@ fn dial_with(
                 stream.set_nodelay(true)?;
                 stream.write_all(&(me as u64).to_be_bytes())?;
                 return Ok(stream);
+            }
+            Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
+                return Err(io::Error::new(
+                    error.kind(),
+                    format!("process {index}'s address {address:?}: {error}"),
+                ));
             }
             Err(error) => {
                 if reported.elapsed() >= REPORT {
@@ -406,5 +417,44 @@ mod tests {
             error.to_string().contains("process 0, not one after 1"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn an_address_that_cannot_be_one_is_an_error_at_once() {
+        for address in ["host-without-port", "127.0.0.1:port", "127.0.0.1", ""] {
+            let (done, dialled) = std::sync::mpsc::channel();
+            std::thread::spawn(move || done.send(dial(address, 0, 1).map(|_| ())));
+            let error = dialled
+                .recv_timeout(Duration::from_secs(30))
+                .expect("dialling retries for ever")
+                .unwrap_err();
+            assert_eq!(
+                error.kind(),
+                io::ErrorKind::InvalidInput,
+                "{address}: {error}"
+            );
+            assert!(
+                error.to_string().starts_with("process 0's address"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_of_several_addresses_is_dialled_at_its_first() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let line = format!("{} 127.0.0.1:1", listener.local_addr().unwrap());
+        let (done, dialled) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(dial(&line, 0, 1).map(|s| s.peer_addr().unwrap())));
+        // The connect completes in the listener's backlog, before it is accepted.
+        let peer = dialled
+            .recv_timeout(Duration::from_secs(30))
+            .expect("dialling retries for ever")
+            .unwrap();
+        assert_eq!(peer, listener.local_addr().unwrap());
+        let (mut accepted, _) = listener.accept().unwrap();
+        let mut index = [0u8; 8];
+        accepted.read_exact(&mut index).unwrap();
+        assert_eq!(u64::from_be_bytes(index), 1);
     }
 }
