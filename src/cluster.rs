@@ -120,7 +120,9 @@ fn dial_with(
             if stream.local_addr()? == stream.peer_addr()? {
                 // Closed with a reset, not into TIME_WAIT: a socket of ours in TIME_WAIT on
                 // the port would stop the earlier process from listening there for a minute.
-                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+                // Should the option fail, the socket closes as usual and the dial goes on (its
+                // error, `InvalidInput` on some systems, would otherwise end the dial below).
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
                 return Err(io::Error::new(
                     io::ErrorKind::ConnectionRefused,
                     "connected to itself: nobody listens yet",
