@@ -55,6 +55,11 @@ where
     let (threads, process, zerocopy) = (*threads, *process, *zerocopy);
     let sockets =
         connect(addresses, process).map_err(|e| format!("failed to connect the processes: {e}"))?;
+    tracing::info!(
+        process,
+        processes = addresses.len(),
+        "connected to the job's processes"
+    );
     let hooks = Hooks::default();
     let locals = if zerocopy {
         ProcessBuilder::new_bytes_vector(threads, hooks.refill.clone(), hooks.spill.clone())

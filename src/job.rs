@@ -370,7 +370,13 @@ where
         }
     })
     .map_err(|e| anyhow!(e))?;
-    for r in guards.join() {
+    // Timely's communication threads panic when a connection to another process breaks, and
+    // joining them panics in turn: a fatal runtime error (exit 1), not a crash (101).
+    let joined =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join())).map_err(|_| {
+            anyhow!("the connection to another process of the job broke (has it stopped?)")
+        })?;
+    for r in joined {
         r.map_err(|e| anyhow!("worker failed: {e}"))?;
     }
     if let Some(f) = failure.lock().expect("lock").take() {

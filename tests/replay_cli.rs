@@ -3,7 +3,10 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use common::{free_port, gen_events, marks, scratch, tampines, wait_job};
 
@@ -155,6 +158,62 @@ fn two_processes_write_to_stdout_exactly_what_one_process_does() {
         o1.stdout.is_empty(),
         "{}",
         String::from_utf8_lossy(&o1.stdout)
+    );
+}
+
+/// When another process of the job stops, a process exits with status 1 (CONTRACT section 5: a
+/// fatal runtime error) and says why on its last line, not with a panic's 101.
+#[test]
+fn a_process_whose_peer_stops_exits_1() {
+    let dir = scratch("replay_peer_stops");
+    let hostfile = dir.join("hosts");
+    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    std::fs::write(&hostfile, hosts).unwrap();
+    // Input from stdin, held open and empty: the job never ends by itself.
+    let spawn = |p: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", "/dev/stdin", "-w", "1", "-n", "2", "-p", p, "-h"])
+            .arg(&hostfile)
+            .args(["--out", "/dev/null"])
+            .env("RUST_LOG", "tampines::cluster=info")
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn process")
+    };
+    let mut p0 = spawn("0");
+    let mut p1 = spawn("1");
+    let stderr = p0.stderr.take().unwrap();
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let _ = send.send(line.unwrap());
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let next =
+        |what: &str| match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => Some(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("process 0: {what}"),
+        };
+    while !next("no word of being connected")
+        .expect("process 0 ended before it was connected")
+        .contains("connected to the job's processes")
+    {}
+    p1.kill().unwrap();
+    p1.wait().unwrap();
+    let mut said = Vec::new();
+    while let Some(line) = next("still running after its peer stopped") {
+        said.push(line);
+    }
+    assert_eq!(p0.wait().unwrap().code(), Some(1), "{said:#?}");
+    assert_eq!(
+        said.last().map(String::as_str),
+        Some("tampines: the connection to another process of the job broke (has it stopped?)"),
+        "{said:#?}"
     );
 }
 
