@@ -318,6 +318,7 @@ impl JobArgs {
         let mut timely = vec!["-w".to_string(), self.workers.to_string()];
         if self.processes > 1 {
             let hostfile = self.hostfile.as_ref().context("-n > 1 needs -h HOSTFILE")?;
+            check_hostfile(hostfile, self.processes)?;
             timely.extend([
                 "-n".to_string(),
                 self.processes.to_string(),
@@ -471,8 +472,55 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
     None
 }
 
+/// Checks the first `processes` lines of a hostfile (what timely reads): each holds one or more
+/// `HOST:PORT` separated by spaces, with a port number. Names are not resolved here: a
+/// cluster's may appear after its processes start ([`crate::cluster`] retries them).
+fn check_hostfile(path: &std::path::Path, processes: usize) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("-h {}: cannot read it", path.display()))?;
+    let lines: Vec<&str> = text.lines().take(processes).collect();
+    if lines.len() < processes {
+        bail!(
+            "-h {}: -n {processes} needs a line per process, it has {}",
+            path.display(),
+            lines.len()
+        );
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let good = |a: &str| {
+            a.rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        };
+        if line.split_whitespace().next().is_none() || !line.split_whitespace().all(good) {
+            bail!(
+                "-h {}: line {} {line:?}: want HOST:PORT (several separated by spaces)",
+                path.display(),
+                i + 1
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    /// Lines of one or more `HOST:PORT`, names and bracketed IPv6 included, pass; lines after
+    /// the `-n` first are not read.
+    #[test]
+    fn good_hostfile_lines_pass() {
+        let dir = std::env::temp_dir().join(format!("tampines-hostfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hosts");
+        let text = "host-a:2101 127.0.0.1:2101\n[::1]:2102\n10.0.0.3:2103\nnot a line\n";
+        std::fs::write(&path, text).unwrap();
+        check_hostfile(&path, 3).unwrap();
+        assert!(
+            check_hostfile(&path, 4).is_err(),
+            "the fourth line is read at -n 4"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     use super::*;
 
     fn parse(args: &[&str]) -> Cli {

@@ -372,10 +372,19 @@ where
     .map_err(|e| anyhow!(e))?;
     // Timely's communication threads panic when a connection to another process breaks, and
     // joining them panics in turn: a fatal runtime error (exit 1), not a crash (101).
-    let joined =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join())).map_err(|_| {
-            anyhow!("the connection to another process of the job broke (has it stopped?)")
-        })?;
+    let joined = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join())) {
+        Ok(joined) => joined,
+        Err(_) => {
+            if let Some(f) = failure.lock().ok().and_then(|mut f| f.take()) {
+                return Err(anyhow!(f));
+            }
+            // A worker's own panic in a job of several processes ends here too (its queues
+            // to the others break): the messages above say which it was.
+            return Err(anyhow!(
+                "the connection between the job's processes broke (has one stopped? see above)"
+            ));
+        }
+    };
     for r in joined {
         r.map_err(|e| anyhow!("worker failed: {e}"))?;
     }

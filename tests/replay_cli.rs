@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -183,13 +183,13 @@ fn a_process_whose_peer_stops_exits_1() {
             .spawn()
             .expect("spawn process")
     };
-    let mut p0 = spawn("0");
-    let mut p1 = spawn("1");
-    let stderr = p0.stderr.take().unwrap();
+    let mut p0 = Killed(spawn("0"));
+    let mut p1 = Killed(spawn("1"));
+    let stderr = p0.0.stderr.take().unwrap();
     let (send, lines) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let _ = send.send(line.unwrap());
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = send.send(line);
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -203,18 +203,77 @@ fn a_process_whose_peer_stops_exits_1() {
         .expect("process 0 ended before it was connected")
         .contains("connected to the job's processes")
     {}
-    p1.kill().unwrap();
-    p1.wait().unwrap();
+    p1.0.kill().unwrap();
+    p1.0.wait().unwrap();
+    let mut p1_said = String::new();
+    p1.0.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut p1_said)
+        .unwrap();
     let mut said = Vec::new();
     while let Some(line) = next("still running after its peer stopped") {
         said.push(line);
     }
-    assert_eq!(p0.wait().unwrap().code(), Some(1), "{said:#?}");
+    assert_eq!(p0.0.wait().unwrap().code(), Some(1), "{said:#?}\n{p1_said}");
     assert_eq!(
         said.last().map(String::as_str),
-        Some("tampines: the connection to another process of the job broke (has it stopped?)"),
-        "{said:#?}"
+        Some("tampines: the connection between the job's processes broke (has one stopped? see above)"),
+        "{said:#?}\n{p1_said}"
     );
+}
+
+/// A child process that is killed when dropped: a failing test leaves none running.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A hostfile that cannot serve the job is bad configuration: exit 2 with one line, before any
+/// process listens or dials.
+#[test]
+fn a_bad_hostfile_exits_2_with_one_line() {
+    let dir = scratch("replay_bad_hostfile");
+    let cases = [
+        (
+            "127.0.0.1:2101\n",
+            "-n 2 needs a line per process, it has 1",
+        ),
+        (
+            "127.0.0.1:2101\nhost-b\n",
+            "line 2 \"host-b\": want HOST:PORT (several separated by spaces)",
+        ),
+        (
+            "127.0.0.1:2101\n\n",
+            "line 2 \"\": want HOST:PORT (several separated by spaces)",
+        ),
+        (
+            "127.0.0.1:2101 :2102\nb:2101\n",
+            "line 1 \"127.0.0.1:2101 :2102\": want HOST:PORT (several separated by spaces)",
+        ),
+        (
+            "a:port\nb:2101\n",
+            "line 1 \"a:port\": want HOST:PORT (several separated by spaces)",
+        ),
+    ];
+    for (i, (hosts, message)) in cases.into_iter().enumerate() {
+        let hostfile = dir.join(format!("hosts{i}"));
+        std::fs::write(&hostfile, hosts).unwrap();
+        // Under `timeout`: without the check, a process would wait for the other for ever.
+        let out = Command::new("timeout")
+            .args(["30", env!("CARGO_BIN_EXE_tampines")])
+            .args(["replay", "x.ndjson", "-n", "2", "-p", "0", "-h"])
+            .arg(&hostfile)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{hosts:?}: {out:?}");
+        let expected = format!("tampines: -h {}: {message}", hostfile.display());
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), expected);
+    }
 }
 
 #[test]
