@@ -486,11 +486,11 @@ fn check_hostfile(path: &std::path::Path, processes: usize) -> Result<()> {
             lines.len()
         );
     }
+    let good = |a: &str| {
+        a.rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    };
     for (i, line) in lines.iter().enumerate() {
-        let good = |a: &str| {
-            a.rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-        };
         if line.split_whitespace().next().is_none() || !line.split_whitespace().all(good) {
             bail!(
                 "-h {}: line {} {line:?}: want HOST:PORT (several separated by spaces)",
@@ -504,6 +504,8 @@ fn check_hostfile(path: &std::path::Path, processes: usize) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// Lines of one or more `HOST:PORT`, names and bracketed IPv6 included, pass; lines after
     /// the `-n` first are not read.
     #[test]
@@ -520,8 +522,6 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
-
-    use super::*;
 
     fn parse(args: &[&str]) -> Cli {
         match parse_from(args.iter().map(OsString::from).collect()) {

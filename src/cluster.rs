@@ -10,8 +10,8 @@
 //! the socket itself counts as not listening yet, see [`dial_with`]). The handshake is
 //! timely's own (the connecting process's index, a big-endian `u64`); an accepted connection
 //! that closes or does not send it within 10 s (a TCP-only probe, such as a TCP health check)
-//! is logged and dropped, see [`place`]. The sockets go to timely's `initialize_networking_from_sockets`, which does
-//! everything else as `execute` would.
+//! is logged and dropped, see [`place`]. The sockets go to timely's
+//! `initialize_networking_from_sockets`, which does everything else as `execute` would.
 //!
 //! A job of one process is handed to `timely::execute` unchanged.
 
@@ -311,6 +311,24 @@ fn passing(error: &io::Error) -> bool {
 mod tests {
     use super::*;
 
+    /// `work`'s result, run on a thread; the test fails if it takes over 30 s (a dial that
+    /// retries for ever, an accept that waits for ever).
+    fn within_30s<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let (done, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done.send(work()));
+        result
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{what} still waits after 30 s"))
+    }
+
+    /// The index the next connection to `listener` introduces itself with.
+    fn introduced(listener: &TcpListener) -> u64 {
+        let (mut accepted, _) = listener.accept().unwrap();
+        let mut index = [0u8; 8];
+        accepted.read_exact(&mut index).unwrap();
+        u64::from_be_bytes(index)
+    }
+
     /// A socket connected to itself, the way a process dialling an earlier one that does not
     /// listen yet can get one: attempts to a free port of the ephemeral range until one is given
     /// that port as its own. Linux gives connects the ports of the range's first port's parity
@@ -321,7 +339,10 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let port = loop {
-                assert!(Instant::now() < deadline, "no free even port");
+                assert!(
+                    Instant::now() < deadline,
+                    "no free port of the connects' parity"
+                );
                 let bound = TcpListener::bind("127.0.0.1:0").unwrap();
                 let port = bound.local_addr().unwrap().port() ^ 1;
                 if TcpListener::bind(("127.0.0.1", port)).is_ok() {
@@ -364,11 +385,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(stream.peer_addr().unwrap(), listening);
-        let (mut accepted, _) = listener.accept().unwrap();
-        let mut index = [0u8; 8];
-        accepted.read_exact(&mut index).unwrap();
         assert_eq!(
-            u64::from_be_bytes(index),
+            introduced(&listener),
             3,
             "the handshake names the dialling process"
         );
@@ -381,9 +399,10 @@ mod tests {
     fn connections_that_do_not_introduce_themselves_are_dropped() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let (done, accepting) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            done.send(accept(&[listener], 0, 1, Duration::from_millis(200)))
+        let accepting = std::thread::spawn(move || {
+            within_30s("accepting after a silent connection", move || {
+                accept(&[listener], 0, 1, Duration::from_millis(200))
+            })
         });
         // Accepted in this order: a probe that closes at once, one that says nothing, then
         // process 1, whose introduction comes in two parts.
@@ -393,10 +412,7 @@ mod tests {
         process.set_nodelay(true).unwrap();
         process.write_all(&1u64.to_be_bytes()[..3]).unwrap();
         process.write_all(&1u64.to_be_bytes()[3..]).unwrap();
-        let accepted = accepting
-            .recv_timeout(Duration::from_secs(30))
-            .expect("accepting waits on the silent connection")
-            .unwrap();
+        let accepted = accepting.join().unwrap().unwrap();
         let peers: Vec<_> = accepted.iter().map(|s| s.peer_addr().unwrap()).collect();
         assert_eq!(peers, [process.local_addr().unwrap()]);
         assert_eq!(
@@ -411,14 +427,12 @@ mod tests {
     fn a_connection_that_names_no_later_process_is_an_error() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let (done, accepting) = std::sync::mpsc::channel();
-        std::thread::spawn(move || done.send(accept(&[listener], 1, 2, HANDSHAKE)));
         let mut earlier = TcpStream::connect(address).unwrap();
         earlier.write_all(&0u64.to_be_bytes()).unwrap();
-        let error = accepting
-            .recv_timeout(Duration::from_secs(30))
-            .expect("accepting waits on")
-            .unwrap_err();
+        let error = within_30s("accepting a wrong index", move || {
+            accept(&[listener], 1, 2, HANDSHAKE)
+        })
+        .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         assert!(
             error.to_string().contains("process 0, not one after 1"),
@@ -429,12 +443,8 @@ mod tests {
     #[test]
     fn an_address_that_cannot_be_one_is_an_error_at_once() {
         for address in ["host-without-port", "127.0.0.1:port", "127.0.0.1", ""] {
-            let (done, dialled) = std::sync::mpsc::channel();
-            std::thread::spawn(move || done.send(dial(address, 0, 1).map(|_| ())));
-            let error = dialled
-                .recv_timeout(Duration::from_secs(30))
-                .expect("dialling retries for ever")
-                .unwrap_err();
+            let error =
+                within_30s("dialling", move || dial(address, 0, 1).map(|_| ())).unwrap_err();
             assert_eq!(
                 error.kind(),
                 io::ErrorKind::InvalidInput,
@@ -451,17 +461,11 @@ mod tests {
     fn a_line_of_several_addresses_is_dialled_at_its_first() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let line = format!("{} 127.0.0.1:1", listener.local_addr().unwrap());
-        let (done, dialled) = std::sync::mpsc::channel();
-        std::thread::spawn(move || done.send(dial(&line, 0, 1).map(|s| s.peer_addr().unwrap())));
         // The connect completes in the listener's backlog, before it is accepted.
-        let peer = dialled
-            .recv_timeout(Duration::from_secs(30))
-            .expect("dialling retries for ever")
+        let peer = within_30s("dialling", move || dial(&line, 0, 1).map(|s| s.peer_addr()))
+            .unwrap()
             .unwrap();
         assert_eq!(peer, listener.local_addr().unwrap());
-        let (mut accepted, _) = listener.accept().unwrap();
-        let mut index = [0u8; 8];
-        accepted.read_exact(&mut index).unwrap();
-        assert_eq!(u64::from_be_bytes(index), 1);
+        assert_eq!(introduced(&listener), 1);
     }
 }

@@ -372,10 +372,11 @@ where
     .map_err(|e| anyhow!(e))?;
     // Timely's communication threads panic when a connection to another process breaks, and
     // joining them panics in turn: a fatal runtime error (exit 1), not a crash (101).
+    let recorded = || failure.lock().ok().and_then(|mut f| f.take());
     let joined = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join())) {
         Ok(joined) => joined,
         Err(_) => {
-            if let Some(f) = failure.lock().ok().and_then(|mut f| f.take()) {
+            if let Some(f) = recorded() {
                 return Err(anyhow!(f));
             }
             // A worker's own panic in a job of several processes ends here too (its queues
@@ -388,7 +389,7 @@ where
     for r in joined {
         r.map_err(|e| anyhow!("worker failed: {e}"))?;
     }
-    if let Some(f) = failure.lock().expect("lock").take() {
+    if let Some(f) = recorded() {
         return Err(anyhow!(f));
     }
     Ok(stats.totals())
