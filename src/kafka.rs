@@ -247,7 +247,9 @@ impl KafkaInputs {
         if added.is_empty() {
             return Ok(());
         }
-        let mut assignment = self.consumer.assignment().unwrap_or_default();
+        // Only the added partitions: `assign` with the whole list would restart every partition
+        // already read at the offset it was first assigned with (librdkafka clears and re-adds).
+        let mut assignment = TopicPartitionList::new();
         let mut committed = TopicPartitionList::new();
         for (_, topic, p) in &added {
             committed.add_partition(topic, *p);
@@ -297,7 +299,7 @@ impl KafkaInputs {
             self.owned.insert(id);
         }
         self.consumer
-            .assign(&assignment)
+            .incremental_assign(&assignment)
             .context("assigning partitions")?;
         Ok(())
     }

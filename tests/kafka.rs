@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, gen_events, marks, scratch, tampines, wait_job};
+use common::{free_port, gen_events, get, marks, sample, scratch, tampines, wait_job};
 
 use common::broker::Broker;
 
@@ -176,6 +176,104 @@ fn book(ts: u64, seq: u64, price: &str) -> String {
     )
 }
 
+fn trade(ts: u64, id: u64, price: &str) -> String {
+    format!(
+        r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":{ts},"id":"{id}","price":"{price}","qty":"1","side":"buy"}}"#
+    )
+}
+
+/// The text of a file being written (empty while it does not exist).
+fn text_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Polls `done` until it holds (true) or 60 s have passed (false).
+fn within_60s(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+    }
+}
+
+/// Produces `lines` with `tampines produce` (to `market.book` and `market.trade` by type).
+fn produce(dir: &Path, broker: &Broker, lines: &[String]) {
+    let events = dir.join("produce.ndjson");
+    std::fs::write(&events, lines.join("\n")).unwrap();
+    tampines(&[
+        "produce",
+        events.to_str().unwrap(),
+        "--brokers",
+        &broker.bootstrap,
+    ]);
+}
+
+/// A topic that appears while a live job runs is read from its start, and the partitions the job
+/// was reading go on where they were: none of their messages is read twice. (A worker assigned
+/// its whole list again, the old partitions with it: librdkafka restarted those at the offsets
+/// they were first assigned with, here the beginning, and 20 book events came back as
+/// duplicates.)
+#[test]
+fn a_topic_created_while_running_is_read_and_the_others_are_not_read_again() {
+    let dir = scratch("kafka_new_topic");
+    let broker = Broker::start(1, "market.book");
+    produce(
+        &dir,
+        &broker,
+        &(1..=20)
+            .map(|i| book(i * 100, i, &format!("{}", 100 + i)))
+            .collect::<Vec<_>>(),
+    );
+    let out = dir.join("live.ndjson");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let live = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &broker.bootstrap])
+            .args(["--topics", "market.book,market.trade", "--group", "g"])
+            .args(["--idle-ms", "300", "--lateness-ms", "0"])
+            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
+            .spawn()
+            .expect("run"),
+    );
+    let reached = within_60s(|| text_of(&out).contains(r#"{"kind":"progress","ts":1900}"#));
+    assert!(reached, "progress never reached 1900: {}", text_of(&out));
+
+    // `market.trade` does not exist yet: producing to it creates it (the mock cluster's default
+    // partition count). The job finds it within 10 s and reads the trade.
+    produce(&dir, &broker, &[trade(2500, 1, "110")]);
+    let read = || sample(&get(&metrics, "/metrics"), "tampines_events_read_total ");
+    assert!(
+        within_60s(|| read() >= 21.0),
+        "the new topic's trade was never read"
+    );
+    // One more book event, which closes the trade's timestamp (its ticker is published), and
+    // before which a partition read again from its start would have been read again whole.
+    produce(&dir, &broker, &[book(3000, 21, "130")]);
+    let ticker = within_60s(|| text_of(&out).contains(r#""kind":"ticker""#));
+    let text = get(&metrics, "/metrics");
+    drop(live);
+    assert!(
+        ticker,
+        "the trade's ticker was never published: {}",
+        text_of(&out)
+    );
+    assert_eq!(sample(&text, "tampines_events_read_total "), 22.0, "{text}");
+    assert_eq!(sample(&text, "tampines_duplicates_total "), 0.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"tampines_input_read_total{topic="market.book",partition="0"} "#
+        ),
+        21.0,
+        "{text}"
+    );
+}
+
 #[test]
 fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
     let dir = scratch("kafka_idle");
@@ -213,23 +311,9 @@ fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
             .expect("run"),
     );
     // W = 2000: every timestamp below it closes although one partition is silent.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let reached = loop {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        if text.contains(r#"{"kind":"progress","ts":1900}"#) {
-            break true;
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
-    };
+    let reached = within_60s(|| text_of(&out).contains(r#"{"kind":"progress","ts":1900}"#));
     drop(live);
-    assert!(
-        reached,
-        "progress never reached 1900: {}",
-        std::fs::read_to_string(&out).unwrap_or_default()
-    );
+    assert!(reached, "progress never reached 1900: {}", text_of(&out));
 
     // A late event (its timestamp closed) applies at the earliest open timestamp and is counted.
     lines.push(book(550, 21, "150"));

@@ -6,6 +6,8 @@ pub mod broker;
 pub mod redis_server;
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -88,6 +90,24 @@ pub fn wait_job(label: &str, processes: Vec<std::process::Child>) -> Vec<std::pr
             .join(" / ")
     );
     outputs
+}
+
+/// The response to `GET path` from an HTTP server at `addr` (the job's metrics), whole.
+pub fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to metrics");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read metrics");
+    body
+}
+
+/// The value of an unlabelled sample, or of the first sample starting with `prefix`.
+pub fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{text}"))
 }
 
 /// A fresh scratch directory for one test.
