@@ -89,8 +89,10 @@ pub struct TickerStats {
     pub vwap: Decimal,
     /// last - open.
     pub change: Decimal,
-    /// change / open x 100, rounded to 4 places.
-    pub change_pct: Decimal,
+    /// change / open x 100, rounded to 4 places; `None` when that is beyond a 96-bit decimal
+    /// (above about 7.9 x 10^28: `open` below about 10^-12, as no price reaches 10^15), which
+    /// is published as `null` rather than stopping the job.
+    pub change_pct: Option<Decimal>,
 }
 
 impl TickerStats {
@@ -98,7 +100,9 @@ impl TickerStats {
     pub fn new(agg: Agg) -> TickerStats {
         let open = agg.open.price.value();
         let change = (agg.last.price.value() - open).normalize();
-        let change_pct = round_dp(change * Decimal::ONE_HUNDRED / open, 4);
+        let change_pct = (change * Decimal::ONE_HUNDRED)
+            .checked_div(open)
+            .map(|pct| round_dp(pct, 4));
         TickerStats {
             vwap: agg.vwap(),
             change,
@@ -200,6 +204,17 @@ macro_rules! key {
 fn push_dec(out: &mut String, key: &str, d: impl Into<Decimal>) {
     out.push_str(key);
     push_decimal(out, d.into());
+}
+
+/// `key` and the decimal in quotes, or `null`.
+fn push_opt_dec(out: &mut String, key: &str, d: Option<impl Into<Decimal>>) {
+    match d {
+        Some(d) => push_dec(out, key, d),
+        None => {
+            out.push_str(key);
+            out.push_str("null");
+        }
+    }
 }
 
 fn push_decimal(out: &mut String, d: Decimal) {
@@ -537,7 +552,7 @@ impl View<'_> {
                         out.push_str(key!("count"));
                         push_u64(out, a.count);
                         push_dec(out, key!("change"), s.change);
-                        push_dec(out, key!("change_pct"), s.change_pct);
+                        push_opt_dec(out, key!("change_pct"), s.change_pct);
                         out.push_str(key!("open_ts"));
                         push_u64(out, a.open.ts);
                         out.push_str(key!("last_ts"));
@@ -552,13 +567,7 @@ impl View<'_> {
                     ),
                 }
                 for (key, p) in [(key!("bid"), bbo.bid), (key!("ask"), bbo.ask)] {
-                    match p {
-                        Some(p) => push_dec(out, key, p),
-                        None => {
-                            out.push_str(key);
-                            out.push_str("null");
-                        }
-                    }
+                    push_opt_dec(out, key, p);
                 }
             }
             View::Candle {

@@ -400,7 +400,10 @@ fn state_at(
             TickerStats {
                 vwap: round_dp(agg.quote_volume.value() / agg.volume.value(), 8),
                 change: change.normalize(),
-                change_pct: round_dp(change * Decimal::from(100) / open, 4),
+                // Beyond a 96-bit decimal: published as null (see `TickerStats`).
+                change_pct: (change * Decimal::from(100))
+                    .checked_div(open)
+                    .map(|pct| round_dp(pct, 4)),
                 agg,
             }
         });
