@@ -344,7 +344,15 @@ where
             // spin, it would take the cores from librdkafka, the broker and Redis.
             worker.step_or_park(Some(Duration::from_millis(1)));
             if let Some(r) = redis_sink.as_ref() {
-                r.borrow_mut().drain();
+                let mut r = r.borrow_mut();
+                r.drain();
+                if let Some(e) = r.failed() {
+                    // Nothing later can be written either. Exiting at once is the one way out of
+                    // a live job (the other processes see the connection break and exit 1 too);
+                    // offsets were committed only up to what Redis holds.
+                    eprintln!("tampines: {e}");
+                    std::process::exit(1);
+                }
             }
             if let Some(hook) = after_step.as_mut() {
                 hook(&Written { probe: &probe, durable: durable.as_deref() });

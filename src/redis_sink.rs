@@ -8,11 +8,18 @@
 //! runs a script atomically, so a reader that reads the frontier and keys together (MULTI/EXEC or
 //! a script) sees exactly the state at that frontier.
 //!
+//! Before writing, the script checks that every key it writes holds nothing or the type it writes
+//! there, and refuses the whole step otherwise: Redis does not undo a script's writes when a later
+//! command of it fails, so a step failing halfway would show readers keys ahead of the frontier.
+//!
 //! Writing happens on a thread of its own behind a bounded queue. When Redis is slow the thread
 //! merges the queued consecutive marks into one step (only the last is the new frontier; a key
 //! changed twice keeps its last value). When Redis is gone it retries with capped exponential
-//! backoff and logs; when the queue is full, the job's sources stop reading (backpressure) instead
-//! of buffering without bound, and resume when Redis catches up.
+//! backoff and logs (an outage, a timeout, a server loading, out of memory or read-only: failures
+//! that end); an error that retrying cannot mend (a key of another type, a refused command or
+//! password, a script error) stops the writer, and the job exits 1 with it. When the queue is
+//! full, the job's sources stop reading (backpressure) instead of buffering without bound, and
+//! resume when Redis catches up.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,6 +44,22 @@ local t = tonumber(ARGV[1])
 if frontier >= t then return 0 end
 local retention = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
+-- Every key must hold what this step writes there (or nothing), checked before any write: a
+-- script that fails halfway keeps its earlier writes, which readers would see ahead of the
+-- frontier.
+local function misplaced(key, kind)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= kind then
+    return redis.error_reply('TAMPINES ' .. key .. ' holds a ' .. found .. ', not a ' .. kind)
+  end
+end
+local bad = misplaced(KEYS[2], 'stream')
+for c = 1, n do
+  if bad then return bad end
+  local i = 4 * c
+  bad = misplaced(ARGV[i + 1], ARGV[i] == 's' and 'string' or 'zset')
+end
+if bad then return bad end
 local i = 4
 for c = 1, n do
   local kind, key, score, json = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -52,7 +75,7 @@ for c = 1, n do
   end
 end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4 + 4 * n], '*', 'ts', ARGV[1], 'keys', tostring(n))
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4 + 4 * n], '*', 'ts', ARGV[1], 'keys', ARGV[5 + 4 * n])
 return 1
 "#;
 
@@ -111,6 +134,7 @@ impl RedisSink {
             options,
             state: state.clone(),
             script: redis::Script::new(SCRIPT),
+            error: error.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("redis-writer".into())
@@ -159,6 +183,12 @@ impl RedisSink {
         metrics().redis_backpressure.set(behind as i64);
     }
 
+    /// Why the writer stopped, if it did: a write that retrying cannot mend. Nothing more can be
+    /// written, and the job must end (exit 1).
+    pub fn failed(&self) -> Option<String> {
+        self.error.lock().expect("lock").clone()
+    }
+
     /// Waits until everything is written (end of a bounded job).
     pub fn finish(&mut self) -> Result<()> {
         if let Some(queue) = self.queue.take() {
@@ -183,6 +213,25 @@ struct Writer {
     options: RedisOptions,
     state: Arc<SinkState>,
     script: redis::Script,
+    /// Set when a write fails for good; the writer then stops.
+    error: Arc<Mutex<Option<String>>>,
+}
+
+/// Whether retrying may mend `e`: an outage or a timeout, or a server that is loading, busy
+/// with a script, out of memory, failing to save, read-only (a replica before a failover) or a
+/// cluster in flux. Anything else (a key of another type, a refused command or password, a
+/// script error) would fail the same way again.
+fn passing(e: &redis::RedisError) -> bool {
+    use redis::ErrorKind::*;
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.kind(),
+            IoError | BusyLoadingError | TryAgain | ClusterDown | MasterDown | ReadOnly
+        )
+        || matches!(e.code(), Some("OOM" | "BUSY" | "MISCONF" | "LOADING"))
 }
 
 impl Writer {
@@ -203,12 +252,17 @@ impl Writer {
                 absorb(b, &mut merged);
             }
             let changes: Vec<Change> = merged.into_values().collect();
-            self.write(time, &changes);
+            if let Err(e) = self.write(time, &changes) {
+                tracing::error!(mark = time, error = %e, "redis write failed for good");
+                let message = format!("writing mark {time} to Redis: {e}");
+                self.error.lock().expect("lock").get_or_insert(message);
+                return;
+            }
         }
     }
 
-    /// Applies one step, retrying with capped backoff until it lands.
-    fn write(&mut self, time: u64, changes: &[Change]) {
+    /// Applies one step, retrying with capped backoff until it lands or fails for good.
+    fn write(&mut self, time: u64, changes: &[Change]) -> redis::RedisResult<()> {
         let mut backoff = Duration::from_millis(50);
         loop {
             let started = Instant::now();
@@ -226,8 +280,9 @@ impl Writer {
                         ms = started.elapsed().as_millis() as u64,
                         "redis write"
                     );
-                    return;
+                    return Ok(());
                 }
+                Err(e) if !passing(&e) => return Err(e),
                 Err(e) => {
                     self.connection = None;
                     self.state.failures.fetch_add(1, Ordering::Relaxed);
@@ -246,6 +301,9 @@ impl Writer {
                 .client
                 .get_connection_with_timeout(Duration::from_secs(5))?;
             c.set_read_timeout(Some(Duration::from_secs(30)))?;
+            // A step larger than the socket's buffers, sent into a network partition, would
+            // otherwise wait for the kernel's TCP timeout (about 15 minutes).
+            c.set_write_timeout(Some(Duration::from_secs(30)))?;
             self.connection = Some(c);
         }
         let connection = self.connection.as_mut().expect("connected");
@@ -268,7 +326,11 @@ impl Writer {
                 .arg(c.score.unwrap_or(0))
                 .arg(c.json.as_deref().unwrap_or(""));
         }
-        invocation.arg(STREAM_CAP);
+        // The stream entry counts keys: a sorted set may get several changes in one step (the
+        // changes come in key order, from `run`'s merge).
+        let mut keys: Vec<&str> = changes.iter().map(Change::key).collect();
+        keys.dedup();
+        invocation.arg(STREAM_CAP).arg(keys.len());
         let applied: i64 = invocation.invoke(connection)?;
         Ok(applied == 1)
     }

@@ -317,3 +317,122 @@ fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
     ]);
     assert!(stderr.contains("read 0 processed 0"), "{stderr}");
 }
+
+/// A snapshot of `ex:S` at 1000 (one bid, one ask) and one trade at 1000.
+const SMALL: &str = concat!(
+    r#"{"type":"snapshot","exchange":"ex","symbol":"S","ts":1000,"seq":1,"bids":[["10","1"]],"asks":[["11","1"]]}"#,
+    "\n",
+    r#"{"type":"trade","exchange":"ex","symbol":"S","ts":1000,"id":"1","price":"10.5","qty":"1","side":"buy"}"#,
+    "\n"
+);
+
+/// Runs `replay` of `events` into the server (`--prefix t`, `extra` options), killed if it
+/// runs past 30 s; its exit code (None if killed) and stderr.
+fn replay_within_30s(server: &RedisServer, events: &str, extra: &[&str]) -> (Option<i32>, String) {
+    let dir = scratch(&format!("redis_replay_{}", common::free_port()));
+    let input = dir.join("events.ndjson");
+    std::fs::write(&input, events).unwrap();
+    let mut job = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", input.to_str().unwrap(), "--redis", &server.url])
+            .args(["--prefix", "t"])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = job.0.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text).unwrap();
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = job.0.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            job.0.kill().unwrap();
+            job.0.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+    };
+    (code, reader.join().unwrap())
+}
+
+/// A key that holds another type than the job writes there fails the job (exit 1, naming the
+/// key) before anything of the step is written: Redis keeps a script's earlier writes when a
+/// later command of it fails, so the books of the mark were once written ahead of the frontier
+/// (a torn read), and the step was retried for ever.
+#[test]
+fn a_key_of_another_type_fails_the_job_before_any_write() {
+    let server = RedisServer::start();
+    let mut c = server.connection().unwrap();
+    for (key, shown) in [
+        (
+            "t:candles:ex:S:1m",
+            "t:candles:ex:S:1m holds a string, not a zset",
+        ),
+        ("t:updates", "t:updates holds a string, not a stream"),
+    ] {
+        redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap();
+        redis::cmd("SET")
+            .arg(key)
+            .arg("x")
+            .query::<()>(&mut c)
+            .unwrap();
+        let (code, stderr) = replay_within_30s(&server, SMALL, &[]);
+        assert_eq!(code, Some(1), "{key}: {stderr}");
+        assert!(stderr.trim_end().ends_with(shown), "{key}: {stderr}");
+        let (frontier, book): (Option<u64>, Option<String>) = redis::pipe()
+            .atomic()
+            .get("t:frontier")
+            .get("t:book:ex:S:1")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!((frontier, book), (None, None), "{key}");
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+        assert_eq!(
+            keys,
+            vec![key.to_string()],
+            "{key}: only the other type's key"
+        );
+    }
+}
+
+/// The stream entry of a mark counts the keys that changed, not the changes: a closed 1-minute
+/// candle and the next one are two changes of one sorted set.
+#[test]
+fn a_stream_entry_counts_keys() {
+    let server = RedisServer::start();
+    let trade = |ts: u64, id: u64| {
+        format!(
+            r#"{{"type":"trade","exchange":"ex","symbol":"S","ts":{ts},"id":"{id}","price":"1","qty":"1","side":"sell"}}"#
+        )
+    };
+    let events = format!("{}\n{}\n", trade(59_900, 1), trade(60_000, 2));
+    let (code, stderr) = replay_within_30s(&server, &events, &["--intervals", "1m"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut c = server.connection().unwrap();
+    let last: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XREVRANGE")
+        .arg("t:updates")
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    let fields = &last[0].1;
+    assert_eq!(fields["ts"], "60000");
+    // The ticker and the 1-minute candles (the closed one at 0, the new one at 60000).
+    assert_eq!(fields["keys"], "2", "{fields:?}");
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("t:candles:ex:S:1m")
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(members.len(), 2, "{members:?}");
+}
