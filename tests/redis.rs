@@ -436,3 +436,106 @@ fn a_stream_entry_counts_keys() {
         .unwrap();
     assert_eq!(members.len(), 2, "{members:?}");
 }
+
+/// `rediss://`: the job writes through TLS to a server whose certificate a private CA signed,
+/// trusted through `SSL_CERT_FILE`. (The first TLS connection panicked, exit 101: rustls had no
+/// crypto provider.)
+#[test]
+fn rediss_writes_through_tls() {
+    common::ensure_package("openssl", || {
+        Command::new("openssl").arg("version").output().is_ok()
+    });
+    let dir = scratch("redis_tls");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let rsa = ["-newkey", "rsa:2048", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509", "-days", "2", "-subj", "/CN=test CA"][..],
+            &rsa,
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &rsa,
+            &[
+                "-keyout",
+                "s.key",
+                "-out",
+                "s.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("san.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "s.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "s.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+    ]);
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let tls_port = common::free_port().to_string();
+    let server = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &path("s.pem"),
+        "--tls-key-file",
+        &path("s.key"),
+        "--tls-ca-cert-file",
+        &path("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    std::fs::write(dir.join("events.ndjson"), SMALL).unwrap();
+    let url = format!("rediss://localhost:{tls_port}/0");
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args([
+            "replay",
+            &path("events.ndjson"),
+            "--redis",
+            &url,
+            "--prefix",
+            "t",
+        ])
+        .env("SSL_CERT_FILE", path("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Read back over the plain port.
+    let mut c = server.connection().unwrap();
+    let frontier: Option<u64> = redis::cmd("GET").arg("t:frontier").query(&mut c).unwrap();
+    assert_eq!(frontier, Some(1000));
+    let ticker: String = redis::cmd("GET")
+        .arg("t:ticker:ex:S")
+        .query(&mut c)
+        .unwrap();
+    let ticker: Value = serde_json::from_str(&ticker).unwrap();
+    assert_eq!(
+        (&ticker["last"], &ticker["bid"]),
+        (&Value::from("10.5"), &Value::from("10"))
+    );
+}

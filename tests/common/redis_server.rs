@@ -12,6 +12,11 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one (installing the Debian package when missing) and waits until it answers.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts one with `extra` options as well (a TLS port, for one).
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         super::ensure_package("redis-server", || {
             Command::new("redis-server")
                 .arg("--version")
@@ -36,6 +41,7 @@ impl RedisServer {
                 "--enable-debug-command",
                 "yes",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("start redis-server");
