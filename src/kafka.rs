@@ -362,12 +362,16 @@ impl Inputs for KafkaInputs {
             }
             let line = match message.payload() {
                 None => Err(("empty message".to_string(), String::new())),
-                Some(bytes) => String::from_utf8(bytes.to_vec()).map_err(|e| {
-                    (
+                Some(bytes) => match String::from_utf8(bytes.to_vec()) {
+                    // A message is an input of its own: a blank one is dead-lettered, where a
+                    // file's blank line is only spacing and skipped.
+                    Ok(text) if text.trim().is_empty() => Err(("empty message".to_string(), text)),
+                    Ok(text) => Ok(text),
+                    Err(e) => Err((
                         "invalid utf-8".to_string(),
                         String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                    )
-                }),
+                    )),
+                },
             };
             return Next::Line {
                 input,

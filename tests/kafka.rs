@@ -94,6 +94,9 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
         r#"ex:A|{"type":"trade","exchange":"ex","symbol":"A","ts":1100,"id":"2","price":"12","qty":"1","side":"sell"}"#,
         r#"ex:A|{"type":"trade","exchange":"ex","symbol":"A","ts":1150,"id":"3","price":"1","qty":"0","side":"sell"}"#,
         "|not json",
+        // Blank, not empty: a message is an input of its own, dead-lettered, not skipped like a
+        // file's blank line (it vanished: neither read nor dead-lettered).
+        "ex:A|  ",
     ];
     let mut child = Command::new(kcat())
         .args([
@@ -128,7 +131,7 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
         out.to_str().unwrap(),
     ]);
     assert!(
-        stderr.contains("read 4 processed 2 dead-lettered 2"),
+        stderr.contains("read 5 processed 2 dead-lettered 3"),
         "{stderr}"
     );
     let state = common::final_state(&marks(&out));
@@ -158,14 +161,18 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
     let text = String::from_utf8_lossy(&dlq.stdout);
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
     assert!(
-        lines[0].starts_with("reason=not json") && lines[0].ends_with("|not json"),
+        lines[0].starts_with("reason=empty message") && lines[0].ends_with("|  "),
         "{text}"
     );
     assert!(
-        lines[1].starts_with("reason=trade quantity must be positive,offset=")
-            && lines[1].contains(r#""id":"3""#),
+        lines[1].starts_with("reason=not json") && lines[1].ends_with("|not json"),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with("reason=trade quantity must be positive,offset=")
+            && lines[2].contains(r#""id":"3""#),
         "{text}"
     );
 }
