@@ -305,6 +305,35 @@ impl KafkaInputs {
     }
 }
 
+impl KafkaInputs {
+    /// A bounded run: finishes the partitions whose consumer position reached their end. The
+    /// last records of a partition may never be delivered: a transaction's commit marker, an
+    /// aborted transaction's records. librdkafka moves the position past them when they are
+    /// polled, so waiting for a delivered message at `end - 1` would wait for ever.
+    fn finish_by_position(&mut self) {
+        let Some(ends) = self.ends.as_ref() else {
+            return;
+        };
+        if self.finished.len() == self.owned.len() {
+            return;
+        }
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for e in positions.elements() {
+            let Some(t) = self.topics.iter().position(|t| t == e.topic()) else {
+                continue;
+            };
+            let id = input_id(t, e.partition());
+            if let (Offset::Offset(at), Some(&end)) = (e.offset(), ends.get(&id)) {
+                if at >= 0 && at as u64 >= end && self.finished.insert(id) {
+                    self.to_announce.push(id);
+                }
+            }
+        }
+    }
+}
+
 impl Inputs for KafkaInputs {
     fn next(&mut self) -> Next {
         if let Some(id) = self.to_announce.pop() {
@@ -324,6 +353,13 @@ impl Inputs for KafkaInputs {
         }
         loop {
             let message = match self.consumer.poll(Duration::ZERO) {
+                None if self.ends.is_some() => {
+                    self.finish_by_position();
+                    return match self.to_announce.pop() {
+                        Some(id) => Next::Finished(id),
+                        None => Next::Pending,
+                    };
+                }
                 None => {
                     // Partitions added to a topic while running are picked up (live runs only;
                     // when nothing is waiting, so the metadata request never delays a message).
