@@ -40,6 +40,19 @@ pub fn parse_decimal(s: &str) -> Result<Decimal, DecimalError> {
         return Err(DecimalError::Syntax(s.to_string()));
     }
     Decimal::from_str_exact(s)
+        .or_else(|e| match frac {
+            // More than 28 fractional digits, some of them trailing zeros, which change no value.
+            Some(f) if f.ends_with('0') => {
+                let f = f.trim_end_matches('0');
+                let int = &s[..s.len() - frac.map_or(0, str::len) - 1];
+                Decimal::from_str_exact(&if f.is_empty() {
+                    int.to_string()
+                } else {
+                    format!("{int}.{f}")
+                })
+            }
+            _ => Err(e),
+        })
         .map(|d| d.normalize())
         .map_err(|_| DecimalError::Syntax(s.to_string()))
 }
@@ -821,6 +834,27 @@ mod tests {
         ));
         assert!(matches!(Qty::parse("-1"), Err(ValueError::NegativeQty(_))));
         assert_eq!(Qty::parse("-0").unwrap(), Qty::ZERO);
+    }
+
+    /// Trailing zeros past the 28 fractional digits a 96-bit decimal holds change no value:
+    /// such a text is its value (it was dead-lettered as a bad decimal). Digits that matter
+    /// there are still refused.
+    #[test]
+    fn zeros_past_28_fractional_digits_are_only_zeros() {
+        let zeros = "0".repeat(29);
+        assert_eq!(
+            Price::parse(&format!("1.{zeros}")).unwrap().to_string(),
+            "1"
+        );
+        assert_eq!(
+            Price::parse(&format!("0.{}5{zeros}", "0".repeat(27)))
+                .unwrap()
+                .to_string(),
+            "0.0000000000000000000000000005"
+        );
+        assert_eq!(Qty::parse(&format!("0.{zeros}")).unwrap(), Qty::ZERO);
+        assert!(Price::parse(&format!("0.{}1", "0".repeat(28))).is_err());
+        assert!(Price::parse(&format!("1.{}10", "0".repeat(28))).is_err());
     }
 
     #[test]
