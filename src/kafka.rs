@@ -213,6 +213,14 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
         last_refresh: Instant::now(),
     };
     inputs.assign_new(opts.start)?;
+    if inputs.owned.is_empty() && !opts.until_end {
+        // It must not hold progress back, so it finishes now, and cannot read later.
+        tracing::warn!(
+            worker = index,
+            "this worker owns no partition: partitions added later that fall to it are not read \
+             until the job restarts (use fewer workers than partitions)"
+        );
+    }
     let group = opts.group.clone();
     let topics = opts.topics.clone();
     let after_step: AfterStep = Box::new(move |written: &Written| {
