@@ -289,14 +289,7 @@ fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
     let mut lines: Vec<String> = (1..=20)
         .map(|i| book(i * 100, i, &format!("{}", 100 + i)))
         .collect();
-    let events = dir.join("events.ndjson");
-    std::fs::write(&events, lines.join("\n")).unwrap();
-    tampines(&[
-        "produce",
-        events.to_str().unwrap(),
-        "--brokers",
-        &broker.bootstrap,
-    ]);
+    produce(&dir, &broker, &lines);
     let out = dir.join("live.ndjson");
     let live = common::broker::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
@@ -324,13 +317,7 @@ fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
 
     // A late event (its timestamp closed) applies at the earliest open timestamp and is counted.
     lines.push(book(550, 21, "150"));
-    std::fs::write(&events, lines[20..].join("\n")).unwrap();
-    tampines(&[
-        "produce",
-        events.to_str().unwrap(),
-        "--brokers",
-        &broker.bootstrap,
-    ]);
+    produce(&dir, &broker, &lines[20..]);
     let bounded = dir.join("bounded.ndjson");
     let stderr = tampines(&[
         "run",
