@@ -311,9 +311,7 @@ impl KafkaInputs {
             .context("assigning partitions")?;
         Ok(())
     }
-}
 
-impl KafkaInputs {
     /// A bounded run: finishes the partitions whose consumer position reached their end. The
     /// last records of a partition may never be delivered: a transaction's commit marker, an
     /// aborted transaction's records. librdkafka moves the position past them when they are

@@ -54,12 +54,11 @@ local function misplaced(key, kind)
   end
 end
 local bad = misplaced(KEYS[2], 'stream')
-for c = 1, n do
-  if bad then return bad end
-  local i = 4 * c
-  bad = misplaced(ARGV[i + 1], ARGV[i] == 's' and 'string' or 'zset')
-end
 if bad then return bad end
+for c = 1, n do
+  bad = misplaced(ARGV[4 * c + 1], ARGV[4 * c] == 's' and 'string' or 'zset')
+  if bad then return bad end
+end
 local i = 4
 for c = 1, n do
   local kind, key, score, json = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -328,9 +327,8 @@ impl Writer {
         }
         // The stream entry counts keys: a sorted set may get several changes in one step (the
         // changes come in key order, from `run`'s merge).
-        let mut keys: Vec<&str> = changes.iter().map(Change::key).collect();
-        keys.dedup();
-        invocation.arg(STREAM_CAP).arg(keys.len());
+        let keys = changes.chunk_by(|a, b| a.key() == b.key()).count();
+        invocation.arg(STREAM_CAP).arg(keys);
         let applied: i64 = invocation.invoke(connection)?;
         Ok(applied == 1)
     }

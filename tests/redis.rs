@@ -326,40 +326,27 @@ const SMALL: &str = concat!(
     "\n"
 );
 
-/// Runs `replay` of `events` into the server (`--prefix t`, `extra` options), killed if it
-/// runs past 30 s; its exit code (None if killed) and stderr.
-fn replay_within_30s(server: &RedisServer, events: &str, extra: &[&str]) -> (Option<i32>, String) {
-    let dir = scratch(&format!("redis_replay_{}", common::free_port()));
-    let input = dir.join("events.ndjson");
+/// Runs `replay` of `events` into the server (`--prefix t`, `extra` options) under `timeout 30`;
+/// its exit code (124 if it ran past 30 s) and stderr.
+fn replay_within_30s(
+    name: &str,
+    server: &RedisServer,
+    events: &str,
+    extra: &[&str],
+) -> (Option<i32>, String) {
+    let input = scratch(name).join("events.ndjson");
     std::fs::write(&input, events).unwrap();
-    let mut job = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["replay", input.to_str().unwrap(), "--redis", &server.url])
-            .args(["--prefix", "t"])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = job.0.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text).unwrap();
-        text
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(status) = job.0.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            job.0.kill().unwrap();
-            job.0.wait().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
-    };
-    (code, reader.join().unwrap())
+    let out = Command::new("timeout")
+        .args(["30", env!("CARGO_BIN_EXE_tampines")])
+        .args(["replay", input.to_str().unwrap(), "--redis", &server.url])
+        .args(["--prefix", "t"])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A key that holds another type than the job writes there fails the job (exit 1, naming the
@@ -383,7 +370,7 @@ fn a_key_of_another_type_fails_the_job_before_any_write() {
             .arg("x")
             .query::<()>(&mut c)
             .unwrap();
-        let (code, stderr) = replay_within_30s(&server, SMALL, &[]);
+        let (code, stderr) = replay_within_30s("redis_wrong_type", &server, SMALL, &[]);
         assert_eq!(code, Some(1), "{key}: {stderr}");
         assert!(stderr.trim_end().ends_with(shown), "{key}: {stderr}");
         let (frontier, book): (Option<u64>, Option<String>) = redis::pipe()
@@ -413,7 +400,12 @@ fn a_stream_entry_counts_keys() {
         )
     };
     let events = format!("{}\n{}\n", trade(59_900, 1), trade(60_000, 2));
-    let (code, stderr) = replay_within_30s(&server, &events, &["--intervals", "1m"]);
+    let (code, stderr) = replay_within_30s(
+        "redis_stream_keys",
+        &server,
+        &events,
+        &["--intervals", "1m"],
+    );
     assert_eq!(code, Some(0), "{stderr}");
     let mut c = server.connection().unwrap();
     let last: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XREVRANGE")

@@ -43,8 +43,8 @@ pub fn parse_decimal(s: &str) -> Result<Decimal, DecimalError> {
         .or_else(|e| match frac {
             // More than 28 fractional digits, some of them trailing zeros, which change no value.
             Some(f) if f.ends_with('0') => {
+                let int = &s[..s.len() - f.len() - 1];
                 let f = f.trim_end_matches('0');
-                let int = &s[..s.len() - frac.map_or(0, str::len) - 1];
                 Decimal::from_str_exact(&if f.is_empty() {
                     int.to_string()
                 } else {
