@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
+use tampines_dataflows::idle::Idle;
 use tampines_dataflows::source::{DeadLetter, Inputs};
 use tampines_dataflows::stats::{Stats, Totals};
 use timely::dataflow::channels::pact::Pipeline;
@@ -279,6 +280,8 @@ where
         // With Redis, inputs count as done once Redis holds their results.
         let durable = redis.as_ref().map(|_| worker_sink_state.clone());
         crate::metrics::log_operators(worker, operator_logging);
+        // Silent inputs are judged over the whole job: workers share what theirs say.
+        let idle = idle.map(|after| Idle { after, peers: tampines_dataflows::idle::share(worker) });
         worker.dataflow::<u64, _, _>(|scope| {
             let source = tampines_dataflows::source::source(scope, inputs, idle, config.clone(), stats.clone());
             let outputs = tampines_dataflows::build(source, config, stats);

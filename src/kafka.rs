@@ -214,12 +214,9 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
     };
     inputs.assign_new(opts.start)?;
     if inputs.owned.is_empty() && !opts.until_end {
-        // It must not hold progress back, so it finishes now, and cannot read later.
-        tracing::warn!(
-            worker = index,
-            "this worker owns no partition: partitions added later that fall to it are not read \
-             until the job restarts (use fewer workers than partitions)"
-        );
+        // It stays, following the others' progress (`tampines_dataflows::idle`), and reads the
+        // partitions that fall to it once they exist.
+        tracing::info!(worker = index, "this worker owns no partition yet");
     }
     let group = opts.group.clone();
     let topics = opts.topics.clone();
@@ -345,11 +342,10 @@ impl Inputs for KafkaInputs {
         if let Some(id) = self.to_announce.pop() {
             return Next::Finished(id);
         }
-        // Done when a bounded run has read every partition, when told to stop, and at once for
-        // a worker that owns none (it must not hold progress back; partitions added later go to
-        // their owners).
-        if self.owned.is_empty()
-            || (self.ends.is_some() && self.finished.len() == self.owned.len())
+        // Done when a bounded run has read every partition (at once if this worker owns none),
+        // and when told to stop. A live worker that owns none stays: partitions added later may
+        // fall to it.
+        if (self.ends.is_some() && self.finished.len() == self.owned.len())
             || self
                 .stop
                 .as_ref()

@@ -178,8 +178,12 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
 }
 
 fn book(ts: u64, seq: u64, price: &str) -> String {
+    book_of("A", ts, seq, price)
+}
+
+fn book_of(symbol: &str, ts: u64, seq: u64, price: &str) -> String {
     format!(
-        r#"{{"type":"book","exchange":"ex","symbol":"A","ts":{ts},"seq":{seq},"bids":[["{price}","1"]],"asks":[]}}"#
+        r#"{{"type":"book","exchange":"ex","symbol":"{symbol}","ts":{ts},"seq":{seq},"bids":[["{price}","1"]],"asks":[]}}"#
     )
 }
 
@@ -218,6 +222,145 @@ fn produce(dir: &Path, broker: &Broker, lines: &[String]) {
         "--brokers",
         &broker.bootstrap,
     ]);
+}
+
+/// Produces `lines` with kcat to one partition of `topic` (created if it does not exist).
+fn kcat_to(broker: &Broker, topic: &str, partition: u32, lines: &[String]) {
+    let mut child = Command::new(kcat())
+        .args(["-b", &broker.bootstrap, "-t", topic, "-P", "-Z"])
+        .args(["-p", &partition.to_string()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat -P");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all((lines.join("\n") + "\n").as_bytes())
+        .unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+/// The highest progress mark of an NDJSON output being written (0 before the first).
+fn last_mark(path: &Path) -> u64 {
+    text_of(path)
+        .lines()
+        .filter_map(|l| l.strip_prefix(r#"{"kind":"progress","ts":"#))
+        .filter_map(|l| l.trim_end_matches('}').parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// A live job of two workers, each reading one of two partitions (contract section 2 is about
+/// the job's inputs, not one worker's):
+/// - a partition never written to does not hold back the other worker's, and when every
+///   partition is idle progress goes to the highest watermark among them;
+/// - events that arrive after that in the silent partition are late: they apply at the earliest
+///   open timestamp, and are published once the other partition's data moves progress past it.
+///
+/// Each worker used to apply the rule to its own partitions only: the worker of the silent one
+/// had no watermark to advance to, and held the job's progress at 0 for good.
+#[test]
+fn idle_partitions_of_other_workers_do_not_hold_progress_back() {
+    let dir = scratch("kafka_idle_workers");
+    let broker = Broker::start(2, "market.book");
+    // Partition 0 goes to worker 1, partition 1 to worker 0 (`source::reader`).
+    let a: Vec<String> = (1..=20)
+        .map(|i| book_of("A", i * 100, i, &format!("{}", 100 + i)))
+        .collect();
+    kcat_to(&broker, "market.book", 0, &a);
+    let out = dir.join("live.ndjson");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let live = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &broker.bootstrap, "-w", "2"])
+            .args(["--topics", "market.book", "--group", "g"])
+            .args(["--idle-ms", "300", "--lateness-ms", "0"])
+            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
+            .spawn()
+            .expect("run"),
+    );
+    // W = 2000, the highest watermark: every timestamp below it closes.
+    let reached = within_60s(|| last_mark(&out) >= 1900);
+    assert!(reached, "progress never reached 1900: {}", text_of(&out));
+
+    // Ten events of B at 100..1000 in the silent partition, all late now (they apply at 2000),
+    // and one of A at 2500.
+    let b: Vec<String> = (1..=10)
+        .map(|i| book_of("B", i * 100, i, &format!("{}", 200 + i)))
+        .collect();
+    kcat_to(&broker, "market.book", 1, &b);
+    kcat_to(&broker, "market.book", 0, &[book_of("A", 2500, 21, "130")]);
+    // Mark 2000 closes once B's partition is idle again: its worker follows A's to 2500.
+    let reached = within_60s(|| last_mark(&out) >= 2000);
+    let text = get(&metrics, "/metrics");
+    drop(live);
+    assert!(reached, "progress never reached 2000: {}", text_of(&out));
+    assert_eq!(sample(&text, "tampines_events_read_total "), 31.0, "{text}");
+    assert_eq!(sample(&text, "tampines_late_events_total "), 10.0, "{text}");
+    let marks = marks(&out);
+    let (at, records) = marks
+        .iter()
+        .find(|(_, records)| records.iter().any(|r| r["symbol"] == "B"))
+        .expect("B's book published");
+    assert!((2000..2500).contains(at), "B's late events at mark {at}");
+    let book = records
+        .iter()
+        .find(|r| r["symbol"] == "B" && r["resolution"] == 1)
+        .expect("B's book at resolution 1");
+    assert_eq!(book["bids"][0], serde_json::json!(["210", "1"]), "{book}");
+    assert_eq!(book["bids"].as_array().map(Vec::len), Some(10), "{book}");
+}
+
+/// A live worker that owns no partition at start (two workers, one partition) stays in the job,
+/// holding nothing back, and reads a partition that falls to it later. It used to finish at
+/// once, and a topic created while running went unread in its half of the partitions.
+#[test]
+fn a_worker_that_owned_no_partition_reads_one_created_later() {
+    let dir = scratch("kafka_no_partition");
+    let broker = Broker::start(1, "market.book");
+    produce(
+        &dir,
+        &broker,
+        &(1..=20)
+            .map(|i| book(i * 100, i, &format!("{}", 100 + i)))
+            .collect::<Vec<_>>(),
+    );
+    let out = dir.join("live.ndjson");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let live = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &broker.bootstrap, "-w", "2"])
+            .args(["--topics", "market.book,market.trade", "--group", "g"])
+            .args(["--idle-ms", "300", "--lateness-ms", "0"])
+            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
+            .spawn()
+            .expect("run"),
+    );
+    // `market.book/0` goes to worker 1; worker 0 reads nothing and must not hold progress back.
+    let reached = within_60s(|| last_mark(&out) >= 1900);
+    assert!(reached, "progress never reached 1900: {}", text_of(&out));
+
+    // `market.trade/0` (created now) goes to worker 0, which finds it within 10 s.
+    kcat_to(&broker, "market.trade", 0, &[trade(2500, 1, "110")]);
+    let read = || sample(&get(&metrics, "/metrics"), "tampines_events_read_total ");
+    let traded = within_60s(|| read() >= 21.0);
+    // One more book event closes the trade's timestamp: its ticker is published.
+    produce(&dir, &broker, &[book(3000, 21, "130")]);
+    let ticker = within_60s(|| last_mark(&out) >= 2500);
+    let text = get(&metrics, "/metrics");
+    drop(live);
+    assert!(traded, "the new topic's trade was never read: {text}");
+    assert!(ticker, "mark 2500 never closed: {}", text_of(&out));
+    assert_eq!(sample(&text, "tampines_events_read_total "), 22.0, "{text}");
+    let input = r#"tampines_input_read_total{topic="market.trade",partition="0"} "#;
+    assert_eq!(sample(&text, input), 1.0, "{text}");
+    let state = common::final_state(&marks(&out));
+    let ticker = &state["ticker:ex:A"];
+    assert_eq!(
+        (ticker["count"].as_u64(), ticker["last"].as_str()),
+        (Some(1), Some("110")),
+        "{ticker}"
+    );
 }
 
 /// A topic that appears while a live job runs is read from its start, and the partitions the job

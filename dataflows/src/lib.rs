@@ -15,6 +15,9 @@
 //!                                                                                       candle records ──────┤
 //!                                              results::gather: every mark's records, on worker 0 ◄───────────┘
 //! ```
+//!
+//! Live sources (Kafka) also tell each other how far their inputs are, on a small dataflow of
+//! its own beside this one ([`idle`]), so silent inputs are judged over the whole job.
 
 #![warn(missing_docs)]
 
@@ -23,6 +26,7 @@ pub mod ahead;
 pub mod candles;
 pub mod config;
 pub mod event;
+pub mod idle;
 pub mod orderbook;
 pub mod results;
 pub mod routing;

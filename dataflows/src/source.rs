@@ -16,7 +16,8 @@
 //! - `End`: when this worker's inputs are exhausted, its last mark, one copy addressed to every worker.
 //!
 //! Invariants: the capability is held in an `Option`, only moves forward (to the minimum of the
-//! earliest open timestamps of the inputs that are not idle; to the highest when all are idle) and
+//! earliest open timestamps of the inputs that are not idle; when all of this worker's are idle,
+//! to where the job's other inputs are, [`crate::idle`]) and
 //! is dropped only after every input is exhausted and the `End` records are sent. An event is
 //! never stamped below the capability: an input that wakes up after progress moved on has its
 //! events applied at the capability, counted as late. Bad input never stops the source.
@@ -32,6 +33,7 @@ use timely::dataflow::{Scope, StreamVec};
 use crate::ahead::{parse_line, Ahead, AheadLine, AheadLines, Parse};
 use crate::config::Config;
 use crate::event::{Event, Parsed};
+use crate::idle::{Idle, Note};
 use crate::stats::Stats;
 use crate::time::{Stamp, Stamper};
 use crate::types::{FoldMap, Sym, SymbolName};
@@ -313,12 +315,13 @@ pub fn reader(input: usize, peers: usize) -> usize {
 
 /// Reads a worker's inputs into a stream of [`SourceRecord`]s (see the module doc).
 ///
-/// `idle`: an input silent this long (wall time) does not hold progress back; when every input
-/// is idle, progress advances to the highest of their watermarks. `None` (files, tests): never.
+/// `idle`: an input silent for `idle.after` (wall time) does not hold progress back; when every
+/// input of the job is idle, progress advances to the highest of their watermarks (shared with
+/// the other workers, [`crate::idle`]). `None` (files, tests): never.
 pub fn source<'s, I: Inputs + 'static>(
     scope: Scope<'s, u64>,
     mut inputs: I,
-    idle: Option<Duration>,
+    mut idle: Option<Idle>,
     config: Arc<Config>,
     stats: Arc<Stats>,
 ) -> StreamVec<'s, u64, (SourceRecord, u64)> {
@@ -404,6 +407,9 @@ pub fn source<'s, I: Inputs + 'static>(
                 }
                 drop(session);
                 cap = None;
+                if let Some(idle) = idle.as_mut() {
+                    idle.peers.close();
+                }
                 return;
             }
             // Progress: the earliest open timestamp of the inputs that are not idle.
@@ -417,7 +423,8 @@ pub fn source<'s, I: Inputs + 'static>(
                 started = now;
                 readers.values_mut().for_each(|r| r.last_seen = now);
             }
-            let is_idle = |since: Instant| idle.is_some_and(|d| now.duration_since(since) >= d);
+            let after = idle.as_ref().map(|i| i.after);
+            let is_idle = |since: Instant| after.is_some_and(|d| now.duration_since(since) >= d);
             for (input, reader) in readers.iter_mut() {
                 if !reader.idle && is_idle(reader.last_seen) {
                     reader.idle = true;
@@ -434,21 +441,32 @@ pub fn source<'s, I: Inputs + 'static>(
                 .into_iter()
                 .filter(|i| !readers.contains_key(i) && !finished.contains_key(i));
             let waiting_for_first = silent_known.clone().count() > 0 && !is_idle(started);
-            let active = readers
-                .values()
-                .filter(|r| !is_idle(r.last_seen))
-                .map(|r| r.stamper.open());
-            let open = if waiting_for_first {
+            let busy = if waiting_for_first {
                 Some(floor)
             } else {
-                active
+                readers
+                    .values()
+                    .filter(|r| !is_idle(r.last_seen))
+                    .map(|r| r.stamper.open())
                     .min()
-                    .or_else(|| readers.values().map(|r| r.stamper.open()).max())
             };
+            let highest = readers.values().map(|r| r.stamper.open()).max();
+            // With no busy input of its own, a worker follows the job's (see `crate::idle`).
+            let open = busy.or_else(|| match idle.as_ref() {
+                Some(idle) => idle.peers.follow(highest),
+                None => highest,
+            });
             if let Some(open) = open.filter(|&o| o > floor) {
                 c.downgrade(&open);
                 inputs.progressed(open);
                 tracing::trace!(worker, frontier = open, "source progress");
+            }
+            if let Some(idle) = idle.as_mut() {
+                let at = *c.time();
+                idle.peers.tell(Note {
+                    busy: busy.map(|b| b.max(at)),
+                    highest: highest.map(|h| h.max(at)),
+                });
             }
             if pending {
                 activator.activate_after(Duration::from_millis(1));
