@@ -162,7 +162,7 @@ fn push_id(out: &mut String, id: &TradeId) {
             push_u64(out, *n);
             out.push('"');
         }
-        TradeId::Text(s) => push_str(out, s),
+        TradeId::Big(_) | TradeId::Text(_) => push_str(out, id.text().unwrap_or_default()),
     }
 }
 

@@ -749,14 +749,33 @@ pub struct SymbolName {
 /// A trade id, ordered as the contract says: as an integer when it is one, else as text
 /// (integers sort before text).
 ///
-/// `Num` holds only canonical integers (no sign, no leading zeros), so the original string is
-/// always `to_string()` of the value and two different strings never share an id.
+/// `Num` and `Big` hold only canonical integers (no sign, no leading zeros), so the original
+/// string is always the value's digits and two different strings never share an id.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TradeId {
-    /// A canonical unsigned integer id.
+    /// A canonical unsigned integer id that fits a `u64`.
     Num(u64),
+    /// A canonical unsigned integer id above `u64::MAX`.
+    Big(BigId),
     /// Any other id.
     Text(String),
+}
+
+/// The digits of a canonical integer above `u64::MAX`, ordered as integers: by length, then
+/// digit by digit (with no leading zeros, the longer is the larger).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BigId(String);
+
+impl Ord for BigId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.0.len(), &self.0).cmp(&(other.0.len(), &other.0))
+    }
+}
+
+impl PartialOrd for BigId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl TradeId {
@@ -765,9 +784,20 @@ impl TradeId {
         let canonical = !s.is_empty()
             && s.bytes().all(|b| b.is_ascii_digit())
             && (s == "0" || !s.starts_with('0'));
-        match canonical.then(|| s.parse::<u64>().ok()).flatten() {
-            Some(n) => TradeId::Num(n),
-            None => TradeId::Text(s.to_string()),
+        if !canonical {
+            return TradeId::Text(s.to_string());
+        }
+        match s.parse::<u64>() {
+            Ok(n) => TradeId::Num(n),
+            Err(_) => TradeId::Big(BigId(s.to_string())),
+        }
+    }
+
+    /// The id's text, unless it is a `Num`.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            TradeId::Num(_) => None,
+            TradeId::Big(BigId(s)) | TradeId::Text(s) => Some(s),
         }
     }
 }
@@ -776,7 +806,7 @@ impl fmt::Display for TradeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TradeId::Num(n) => write!(f, "{n}"),
-            TradeId::Text(s) => f.write_str(s),
+            TradeId::Big(BigId(s)) | TradeId::Text(s) => f.write_str(s),
         }
     }
 }
@@ -873,9 +903,21 @@ mod tests {
         assert!(TradeId::new("10") < TradeId::new("a"));
         assert_eq!(TradeId::new("007"), TradeId::Text("007".into()));
         assert_eq!(TradeId::new("0"), TradeId::Num(0));
+        // Integers above u64::MAX are integers too: 9 < 2^64 < 10^20 < any text.
+        let ids = [
+            "9",
+            "18446744073709551615",
+            "18446744073709551616",
+            "100000000000000000000",
+        ];
+        let ids: Vec<TradeId> = ids.into_iter().map(TradeId::new).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        assert!(matches!(ids[2], TradeId::Big(_)), "{ids:?}");
+        assert!(ids[3] < TradeId::new("0a"));
+        assert_eq!(ids[3].to_string(), "100000000000000000000");
         assert_eq!(
-            TradeId::new("99999999999999999999"),
-            TradeId::Text("99999999999999999999".into())
+            TradeId::new("0018446744073709551616"),
+            TradeId::Text("0018446744073709551616".into())
         );
     }
 
