@@ -108,6 +108,7 @@ pub fn build<'s>(
     let ticker_input = scope.concatenate([
         (window.window.inner)
             .map(|((sym, trade), t, diff)| (TickerInput::Window(sym, trade, diff), t)),
+        (window.outside).map(|(sym, t)| (TickerInput::Outside(sym), t)),
         (books.bbo.inner).map(|((sym, bbo), t, diff)| (TickerInput::Bbo(sym, bbo, diff), t)),
         names
             .clone()

@@ -10,7 +10,9 @@
 //!      at the first timestamp `>= ts + window_ms`. The retraction is held back inside the stage
 //!      (one capability, a timer) and released only when that timestamp completes, so no
 //!      arrangement ever holds future updates. A trade already outside the window when it
-//!      arrives never enters it.
+//!      arrives never enters it;
+//!    - `outside`: the symbol of each such trade, at its timestamp, so that a symbol whose first
+//!      trade is one still has a ticker from then on.
 //! 2. [`aggregate`], a [`sequence`] stage over the window collection's updates, keeps per symbol
 //!    the window's trades by second and the aggregate of every non-empty second, minute and hour,
 //!    and their total. A trade entering is merged into its second, minute, hour and the total
@@ -47,7 +49,7 @@ use crate::orderbook::Bbo;
 use crate::results::{named_result, Change, NamedResult, Names, ResultKey, TickerStats, View};
 use crate::sequence::{no_finish, sequence};
 use crate::source::Stamped;
-use crate::split::split2;
+use crate::split::{split3, Part3};
 use crate::stats::{Share, Stats};
 use crate::time::Step;
 use crate::types::{FoldMap, Sym, SymbolName, TradeId};
@@ -58,12 +60,15 @@ pub struct Window<'s> {
     pub accepted: StreamVec<'s, u64, ((Sym, TradeRec), u64)>,
     /// Trades inside the window.
     pub window: VecCollection<'s, u64, (Sym, TradeRec), isize>,
+    /// The symbols of trades already outside the window when they arrived, at their timestamp.
+    pub outside: StreamVec<'s, u64, (Sym, u64)>,
 }
 
 #[derive(Clone, Debug)]
 enum Out {
     Accepted((Sym, TradeRec), u64),
     Window((Sym, TradeRec), u64, isize),
+    Outside(Sym, u64),
 }
 
 /// Deduplicates trades and maintains the window collection (see the module doc).
@@ -111,6 +116,8 @@ pub fn window<'s>(
                     push_one(&mut expiring, leaves, (sym, rec.clone()));
                     timers.schedule(leaves);
                     out.push(Out::Window((sym, rec.clone()), time, 1));
+                } else {
+                    out.push(Out::Outside(sym, time));
                 }
                 out.push(Out::Accepted((sym, rec), time));
             }
@@ -120,13 +127,15 @@ pub fn window<'s>(
         },
         no_finish,
     );
-    let (window, accepted) = split2(out, "WindowParts", |o| match o {
-        Out::Window(d, t, r) => Ok((d, t, r)),
-        Out::Accepted(d, t) => Err((d, t)),
+    let (window, accepted, outside) = split3(out, "WindowParts", |o| match o {
+        Out::Window(d, t, r) => Part3::First((d, t, r)),
+        Out::Accepted(d, t) => Part3::Second((d, t)),
+        Out::Outside(sym, t) => Part3::Third((sym, t)),
     });
     Window {
         accepted,
         window: window.as_collection(),
+        outside,
     }
 }
 
@@ -205,6 +214,8 @@ impl Inside {
 pub enum TickerInput {
     /// A trade entering (`+1`) or leaving (`-1`) the window.
     Window(Sym, TradeRec, isize),
+    /// A trade of the symbol that never entered the window: it has a ticker from now on.
+    Outside(Sym),
     /// A change of a book's raw best prices.
     Bbo(Sym, Bbo, isize),
     /// A symbol's names (the first ones seen are kept).
@@ -263,6 +274,13 @@ pub fn aggregate<'s>(
                             bbo.insert(sym, value);
                         }
                         changed.push(sym);
+                        continue;
+                    }
+                    TickerInput::Outside(sym) => {
+                        if !traded.contains_key(&sym) {
+                            traded.insert(sym, None);
+                            changed.push(sym);
+                        }
                         continue;
                     }
                     TickerInput::Window(sym, rec, diff) => (sym, rec, diff),

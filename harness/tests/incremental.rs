@@ -198,3 +198,63 @@ fn lines_parsed_ahead_carry_their_own_names_when_two_names_share_an_id() {
     assert_eq!(ahead.published, text.published);
     assert_eq!(ahead.dead, text.dead);
 }
+
+/// A symbol whose first trade arrives already outside the window (late by more than lateness +
+/// window, not yet `too_late`: setting 2 has lateness 0, a 2 s window and a 4 s `too_late`
+/// span) has a ticker from then on, with `count` 0, as the contract says ("a symbol has a ticker
+/// from its first trade on"); the trade is in its candles. It had candles but no ticker.
+#[test]
+fn a_first_trade_already_outside_the_window_gives_a_ticker_with_count_0() {
+    let base = 1_700_000_000_000u64;
+    let inputs = vec![vec![
+        format!(
+            r#"{{"type":"snapshot","exchange":"ex","symbol":"X","ts":{},"seq":1,"bids":[["10","1"]],"asks":[["11","2"]]}}"#,
+            base + 5_000
+        ),
+        // Applies at 5000 (lateness 0), and would leave the window at 2000 + 2000 = 4000.
+        format!(
+            r#"{{"type":"trade","exchange":"ex","symbol":"Y","ts":{},"id":"1","price":"7","qty":"3","side":"sell"}}"#,
+            base + 2_000
+        ),
+    ]];
+    let config = config(&SETTINGS[2]);
+    for workers in [1, 2, 4] {
+        for reading in [Reading::Lines, Reading::Ahead(1)] {
+            let expected = check("outside the window", &inputs, &config, workers, reading)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let last = expected.marks.last().expect("a mark");
+            assert_eq!(last.time, base + 5_000);
+            let ticker = last
+                .changed
+                .iter()
+                .find(|r| r["kind"] == "ticker")
+                .expect("Y's ticker");
+            // Independent of the model: written out by hand.
+            assert_eq!(
+                (
+                    &ticker["symbol"],
+                    &ticker["count"],
+                    &ticker["last"],
+                    &ticker["volume"]
+                ),
+                (
+                    &serde_json::json!("Y"),
+                    &serde_json::json!(0),
+                    &serde_json::Value::Null,
+                    &serde_json::Value::Null
+                ),
+                "{ticker}"
+            );
+            let candle = last
+                .changed
+                .iter()
+                .find(|r| r["kind"] == "candle" && r["interval"] == "1s")
+                .expect("Y's 1s candle");
+            assert_eq!(
+                (&candle["close"], &candle["count"]),
+                (&serde_json::json!("7"), &serde_json::json!(1)),
+                "{candle}"
+            );
+        }
+    }
+}
