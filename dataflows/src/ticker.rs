@@ -277,8 +277,8 @@ pub fn aggregate<'s>(
                         continue;
                     }
                     TickerInput::Outside(sym) => {
-                        if !traded.contains_key(&sym) {
-                            traded.insert(sym, None);
+                        if let std::collections::hash_map::Entry::Vacant(e) = traded.entry(sym) {
+                            e.insert(None);
                             changed.push(sym);
                         }
                         continue;
