@@ -112,7 +112,7 @@ pub struct JobArgs {
     /// NDJSON output file, `-` for stdout.
     #[arg(long)]
     pub out: Option<String>,
-    /// Redis to publish to: redis://[user:password@]host:port/db (rediss:// for TLS).
+    /// Redis to publish to: `redis://[user:password@]host:port/db` (rediss:// for TLS).
     #[arg(long, env = "TAMPINES_REDIS")]
     pub redis: Option<String>,
     /// Redis key prefix.

@@ -7,10 +7,10 @@
 //! accepts every later process as soon as it connects; it connects to every earlier one,
 //! retrying every 10 ms until that one listens (processes start in any order, on any host, so
 //! it retries for as long as it takes, and says so on the log every 5 s; a connect that reached
-//! the socket itself counts as not listening yet, see [`dial_with`]). The handshake is
+//! the socket itself counts as not listening yet, see `dial_with`). The handshake is
 //! timely's own (the connecting process's index, a big-endian `u64`); an accepted connection
 //! that closes or does not send it within 10 s (a TCP-only probe, such as a TCP health check)
-//! is logged and dropped, see [`place`]. The sockets go to timely's
+//! is logged and dropped, see `place`. The sockets go to timely's
 //! `initialize_networking_from_sockets`, which does everything else as `execute` would.
 //!
 //! A job of one process is handed to `timely::execute` unchanged.

@@ -124,7 +124,7 @@ impl Written<'_> {
 }
 
 /// Called after every step of a worker with what is written (offset commits), and at the end
-/// until it returns true (nothing left to do) or [`FINAL_COMMIT_PATIENCE`] has passed.
+/// until it returns true (nothing left to do) or `FINAL_COMMIT_PATIENCE` has passed.
 pub type AfterStep = Box<dyn FnMut(&Written) -> bool>;
 
 /// How long a finished worker waits for its last results to become durable in Redis before it

@@ -34,7 +34,7 @@ fn writer(target: &str) -> Result<Box<dyn Write>> {
 const SLICES: usize = 1024;
 
 /// Writes published batches, in order: each one's changed records, then its progress line. The
-/// records are handed to `out` as they are (`write_vectored`, [`SLICES`] at a time), not copied.
+/// records are handed to `out` as they are (`write_vectored`, `SLICES` at a time), not copied.
 pub fn write_batches(out: &mut dyn Write, batches: &[Published]) -> std::io::Result<()> {
     let marks: Vec<String> = (batches.iter())
         .map(|b| format!("{{\"kind\":\"progress\",\"ts\":{}}}\n", b.time))

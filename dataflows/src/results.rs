@@ -2,8 +2,8 @@
 //! are gathered.
 //!
 //! Every stage that owns a kind of result renders its records where they live, on the worker
-//! that owns their symbol, with the pieces this module offers: books ([`RenderedSide`] keeps a
-//! side's text between renderings), tickers and candles ([`View`] writes any record, borrowing
+//! that owns their symbol, with the pieces this module offers: books (`RenderedSide` keeps a
+//! side's text between renderings), tickers and candles (`View` writes any record, borrowing
 //! its parts from the stage's state), each change named by its [`ResultName`], made once per
 //! result. A stage renders a record exactly when its value (all but `ts`) changed, and sorts the
 //! changes of each mark it emits.
@@ -680,7 +680,7 @@ impl Record {
 }
 
 /// What names a result, made once per result (a book at a resolution, a ticker, a candle series)
-/// and shared by its changes, for the life of the process ([`intern`]).
+/// and shared by its changes, for the life of the process (`intern`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ResultName {
     /// The first 16 bytes of the kind, the exchange, a zero byte and the symbol (the names'
@@ -866,7 +866,7 @@ mod interned {
 /// One changed result, rendered where its symbol lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
-    /// The result's name ([`intern`]).
+    /// The result's name (`intern`).
     #[serde(with = "interned")]
     pub name: &'static ResultName,
     /// Sorted-set score: the open time of a candle.

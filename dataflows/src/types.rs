@@ -353,7 +353,7 @@ const fn from_magnitude(m: u128, negative: bool, scale: u32) -> Decimal {
 }
 
 /// Whether `d` is a positive value at [`SCALE`] whose magnitude fits 64 bits (see
-/// [`Stored::common`]).
+/// `Stored::common`).
 pub fn is_common(d: Decimal) -> bool {
     Stored::of(d).common().is_some()
 }
