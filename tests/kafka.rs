@@ -289,6 +289,9 @@ fn idle_partitions_of_other_workers_do_not_hold_progress_back() {
         .map(|i| book_of("B", i * 100, i, &format!("{}", 200 + i)))
         .collect();
     kcat_to(&broker, "market.book", 1, &b);
+    // B is read first: were A's 2500 first, B's worker could follow it there before reading B.
+    let read = || sample(&get(&metrics, "/metrics"), "tampines_events_read_total ");
+    assert!(within_60s(|| read() >= 30.0), "B's events were never read");
     kcat_to(&broker, "market.book", 0, &[book_of("A", 2500, 21, "130")]);
     // Mark 2000 closes once B's partition is idle again: its worker follows A's to 2500.
     let reached = within_60s(|| last_mark(&out) >= 2000);

@@ -14,8 +14,9 @@
 //!
 //! The notes travel on a small dataflow of their own, beside the main one: an input held at
 //! time 0 (its messages go at once; nothing waits for its progress), broadcast to every worker,
-//! where each note lands in a table that worker's source reads. The source closes its handle
-//! when it finishes, so this dataflow ends with the job.
+//! where each note lands in a table that worker's source reads. A source that finishes (told to
+//! stop, or with inputs that failed to open) sends a last, empty note, and closes its handle, so
+//! this dataflow ends with the job.
 //!
 //! Invariants:
 //! - a worker follows nobody before every other worker has spoken (its own inputs decide until
@@ -139,7 +140,106 @@ impl Peers {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use timely::dataflow::operators::Probe;
+    use timely::dataflow::ProbeHandle;
+
     use super::*;
+    use crate::config::Config;
+    use crate::source::{source, Inputs, Line, Next};
+    use crate::stats::Stats;
+
+    /// A worker's inputs, scripted: `lines` of input `input`, then silence until `stop`; or
+    /// finished at once (`failed`, as a worker whose inputs could not be opened).
+    struct Scripted {
+        input: u32,
+        lines: VecDeque<String>,
+        offset: u64,
+        failed: bool,
+        stop: Arc<AtomicBool>,
+    }
+
+    impl Inputs for Scripted {
+        fn next(&mut self) -> Next {
+            if self.failed || self.stop.load(Ordering::Relaxed) {
+                return Next::Done;
+            }
+            let Some(line) = self.lines.pop_front() else {
+                return Next::Pending;
+            };
+            self.offset += 1;
+            Next::Line {
+                input: self.input,
+                offset: self.offset,
+                line: Line::Text(Ok(line)),
+            }
+        }
+        fn known(&self) -> Vec<u32> {
+            Vec::new()
+        }
+    }
+
+    /// Four workers' sources, live (idle after 50 ms, lateness 0): worker 0's inputs fail (it
+    /// finishes at once), worker 1 owns none, worker 2 reads events up to ts 500 and worker 3 up
+    /// to 2000, then both fall silent. Every worker's frontier reaches 2000, the highest
+    /// watermark: worker 2, idle, follows worker 3, busy, then all go to the highest; worker 1
+    /// follows them; worker 0's last word keeps nobody waiting for it. (Without that word,
+    /// worker 1 kept to its own inputs, none, and held the job at 0.)
+    #[test]
+    fn sources_of_four_workers_reach_the_highest_watermark() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker_stop = stop.clone();
+        let guards = timely::execute(timely::Config::process(4), move |worker| {
+            let index = worker.index();
+            let last = [0, 0, 5, 20][index];
+            let lines = (1..=last)
+                .map(|i| {
+                    format!(
+                        r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":{},"id":"{i}","price":"1","qty":"1","side":"buy"}}"#,
+                        i * 100
+                    )
+                })
+                .collect();
+            let inputs = Scripted {
+                input: index as u32,
+                lines,
+                offset: 0,
+                failed: index == 0,
+                stop: worker_stop.clone(),
+            };
+            let config = Arc::new(Config {
+                lateness_ms: 0,
+                ..Config::default()
+            });
+            let idle = Idle {
+                after: Duration::from_millis(50),
+                peers: share(worker),
+            };
+            let probe = ProbeHandle::new();
+            worker.dataflow::<u64, _, _>(|scope| {
+                let stats = Arc::new(Stats::default());
+                source(scope, inputs, Some(idle), config, stats).probe_with(&probe);
+            });
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while probe.less_than(&2000) && Instant::now() < deadline {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            let reached = !probe.less_than(&2000);
+            worker_stop.store(true, Ordering::Relaxed);
+            while !probe.done() {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            reached
+        })
+        .expect("timely");
+        let reached: Vec<bool> = guards.join().into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(reached, [true; 4]);
+        assert!(stop.load(Ordering::Relaxed));
+    }
 
     fn peers(me: usize, heard: Vec<Option<Note>>) -> Peers {
         Peers {

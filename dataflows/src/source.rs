@@ -408,6 +408,10 @@ pub fn source<'s, I: Inputs + 'static>(
                 drop(session);
                 cap = None;
                 if let Some(idle) = idle.as_mut() {
+                    // It holds nothing back now, and says so: a worker that never heard from
+                    // it would keep to its own inputs for good (one whose inputs failed to
+                    // open finishes before its first note).
+                    idle.peers.tell(Note::default());
                     idle.peers.close();
                 }
                 return;
