@@ -281,6 +281,7 @@ where
         let durable = redis.as_ref().map(|_| worker_sink_state.clone());
         crate::metrics::log_operators(worker, operator_logging);
         // Silent inputs are judged over the whole job: workers share what theirs say.
+        let live = idle.is_some();
         let idle = idle.map(|after| Idle { after, peers: tampines_dataflows::idle::share(worker) });
         worker.dataflow::<u64, _, _>(|scope| {
             let source = tampines_dataflows::source::source(scope, inputs, idle, config.clone(), stats.clone());
@@ -359,6 +360,15 @@ where
             }
             if let Some(hook) = after_step.as_mut() {
                 hook(&Written { probe: &probe, durable: durable.as_deref() });
+            }
+            if live {
+                // A live job never finishes to report a failure (a worker's inputs that could not
+                // be opened, results or dead letters that cannot be written): it stops at once,
+                // as a bounded one reports at its end.
+                if let Some(f) = worker_failure.lock().ok().and_then(|f| f.clone()) {
+                    eprintln!("tampines: {f}");
+                    std::process::exit(1);
+                }
             }
         }
         if let Some(r) = redis_sink.as_ref() {

@@ -366,6 +366,40 @@ fn a_worker_that_owned_no_partition_reads_one_created_later() {
     );
 }
 
+/// A live job that cannot write its results (here `/dev/full`) stops with exit 1 and the reason:
+/// it never finishes to report the failure at its end, as a bounded run does, and went on
+/// reading with nothing written, silently, until it was killed.
+#[test]
+fn a_live_job_that_cannot_write_its_results_exits_1() {
+    let broker = Broker::start(1, "market.book");
+    kcat_to(
+        &broker,
+        "market.book",
+        0,
+        &[book(100, 1, "101"), book(200, 2, "102")],
+    );
+    let out = Command::new("timeout")
+        .args(["30", env!("CARGO_BIN_EXE_tampines"), "run"])
+        .args(["--brokers", &broker.bootstrap, "--topics", "market.book"])
+        .args([
+            "--idle-ms",
+            "300",
+            "--lateness-ms",
+            "0",
+            "--out",
+            "/dev/full",
+        ])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.lines().last(),
+        Some("tampines: writing results: No space left on device (os error 28)"),
+        "{stderr}"
+    );
+}
+
 /// A topic that appears while a live job runs is read from its start, and the partitions the job
 /// was reading go on where they were: none of their messages is read twice. (A worker assigned
 /// its whole list again, the old partitions with it: librdkafka restarted those at the offsets
