@@ -143,8 +143,13 @@ pub struct WorkerInputs {
 pub trait DeadLetterSink {
     /// Writes one dead letter.
     fn write(&mut self, dead: &DeadLetter) -> Result<()>;
-    /// Flushes what was written.
+    /// Flushes what was written (at the end of the run).
     fn flush(&mut self) -> Result<()>;
+    /// Called after each activation that wrote dead letters: what a reader must see now
+    /// (a file's buffer; a Kafka producer sends on its own).
+    fn written(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 struct FileDeadLetters(Box<dyn Write>);
@@ -155,6 +160,9 @@ impl DeadLetterSink for FileDeadLetters {
     }
     fn flush(&mut self) -> Result<()> {
         Ok(self.0.flush()?)
+    }
+    fn written(&mut self) -> Result<()> {
+        self.flush()
     }
 }
 
@@ -287,22 +295,41 @@ where
             let source = tampines_dataflows::source::source(scope, inputs, idle, config.clone(), stats.clone());
             let outputs = tampines_dataflows::build(source, config, stats);
             let failure_dead = failure.clone();
+            // A dead letter that cannot be written is a failure of a bounded run (reported at
+            // its end). A live run goes on, logging each one: stopping would read the same
+            // message again at the restart and stop again; the dead letter is still counted
+            // and logged above.
+            let dead_failed = move |e: anyhow::Error| {
+                if live {
+                    tracing::error!(error = format!("{e:#}"), "writing a dead letter failed; going on");
+                } else {
+                    failure_dead.lock().expect("lock").get_or_insert(format!("writing dead letters: {e:#}"));
+                }
+            };
             outputs.dead.sink(Pipeline, "DeadLetterSink", move |(input, frontier)| {
+                let mut wrote = false;
                 input.for_each(|_, data| {
                     for dead in data.drain(..) {
+                        wrote = true;
                         metrics().dead.get_or_create(&vec![("reason", crate::metrics::reason_label(&dead.reason))]).inc();
                         tracing::warn!(reason = %dead.reason, input = dead.pos.0, offset = dead.pos.1, "dead letter");
                         for s in dead_sinks.iter_mut() {
                             if let Err(e) = s.write(&dead) {
-                                failure_dead.lock().expect("lock").get_or_insert(format!("writing dead letters: {e:#}"));
+                                dead_failed(e);
                             }
                         }
                     }
                 });
+                // Live readers see each dead letter as it is found, not when a buffer fills.
+                for s in dead_sinks.iter_mut().filter(|_| wrote) {
+                    if let Err(e) = s.written() {
+                        dead_failed(e);
+                    }
+                }
                 if frontier.is_empty() {
                     for s in dead_sinks.iter_mut() {
                         if let Err(e) = s.flush() {
-                            failure_dead.lock().expect("lock").get_or_insert(format!("writing dead letters: {e:#}"));
+                            dead_failed(e);
                         }
                     }
                 }
@@ -358,17 +385,17 @@ where
                     std::process::exit(1);
                 }
             }
-            if let Some(hook) = after_step.as_mut() {
-                hook(&Written { probe: &probe, durable: durable.as_deref() });
-            }
             if live {
                 // A live job never finishes to report a failure (a worker's inputs that could not
-                // be opened, results or dead letters that cannot be written): it stops at once,
-                // as a bounded one reports at its end.
+                // be opened, results that cannot be written): it stops at once, as a bounded one
+                // reports at its end; before the offsets of what was not written are committed.
                 if let Some(f) = worker_failure.lock().ok().and_then(|f| f.clone()) {
                     eprintln!("tampines: {f}");
                     std::process::exit(1);
                 }
+            }
+            if let Some(hook) = after_step.as_mut() {
+                hook(&Written { probe: &probe, durable: durable.as_deref() });
             }
         }
         if let Some(r) = redis_sink.as_ref() {

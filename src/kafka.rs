@@ -555,6 +555,13 @@ impl KafkaDeadLetters {
     }
 }
 
+/// Dead-letter payloads longer than this many bytes are cut (at a character boundary), and the
+/// message gets a `truncated` header with the payload's whole length: the broker takes messages
+/// up to its own `message.max.bytes` (1,048,588 by default), the producer sends up to 1,000,000
+/// by default, and a dead letter carries headers too. Uncut, such a message's dead letter could
+/// not be produced, and that stopped the job.
+const DEAD_PAYLOAD_MAX: usize = 900_000;
+
 impl DeadLetterSink for KafkaDeadLetters {
     fn write(&mut self, dead: &DeadLetter) -> Result<()> {
         let topic = format!(
@@ -573,10 +580,23 @@ impl DeadLetterSink for KafkaDeadLetters {
                 key: "offset",
                 value: Some(&dead.pos.1.to_string()),
             });
+        let mut payload = dead.payload.as_str();
+        let mut headers = headers;
+        if payload.len() > DEAD_PAYLOAD_MAX {
+            let mut end = DEAD_PAYLOAD_MAX;
+            while !payload.is_char_boundary(end) {
+                end -= 1;
+            }
+            payload = &payload[..end];
+            headers = headers.insert(Header {
+                key: "truncated",
+                value: Some(&dead.payload.len().to_string()),
+            });
+        }
         send(
             &self.producer,
             BaseRecord::<(), str>::to(&topic)
-                .payload(&dead.payload)
+                .payload(payload)
                 .headers(headers),
         )
     }

@@ -177,6 +177,48 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
     );
 }
 
+/// A bad message larger than the producer sends by default (1,000,000 bytes; the broker took it)
+/// is dead-lettered cut to 900,000 bytes, with its whole length in a `truncated` header. Its dead
+/// letter could not be produced before, and the run ended with exit 1.
+#[test]
+fn an_oversized_bad_message_is_dead_lettered_cut_to_size() {
+    let broker = Broker::start(1, "market.trade");
+    let mut child = Command::new(kcat())
+        .args(["-b", &broker.bootstrap, "-t", "market.trade", "-P"])
+        .args(["-X", "message.max.bytes=1048576"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat -P");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&[b'x'; 1_020_000]).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let stderr = tampines(&[
+        "run",
+        "--brokers",
+        &broker.bootstrap,
+        "--topics",
+        "market.trade",
+        "--until-end",
+        "--out",
+        "/dev/null",
+    ]);
+    assert!(
+        stderr.contains("read 1 processed 0 dead-lettered 1"),
+        "{stderr}"
+    );
+    let dlq = Command::new(kcat())
+        .args(["-b", &broker.bootstrap, "-C", "-t", "market.trade.dlq"])
+        .args(["-e", "-q", "-f", "%h|%S\n"])
+        .output()
+        .expect("kcat -C");
+    assert_eq!(
+        String::from_utf8_lossy(&dlq.stdout),
+        "reason=not json: expected value at line 1 column 1,offset=0,truncated=1020000|900000\n"
+    );
+}
+
 fn book(ts: u64, seq: u64, price: &str) -> String {
     book_of("A", ts, seq, price)
 }
@@ -393,10 +435,55 @@ fn a_live_job_that_cannot_write_its_results_exits_1() {
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(
-        stderr.lines().last(),
-        Some("tampines: writing results: No space left on device (os error 28)"),
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l == "tampines: writing results: No space left on device (os error 28)"),
         "{stderr}"
+    );
+}
+
+/// A live job's dead letters reach the `--dlq` file as they are found (they waited in a 1 MiB
+/// buffer until the run's end); and a dead letter that cannot be written (`/dev/full`) is logged
+/// and the job goes on (stopping would meet the same message again at the restart).
+#[test]
+fn a_live_job_writes_dead_letters_at_once_and_goes_on_when_it_cannot() {
+    let dir = scratch("kafka_live_dlq");
+    let broker = Broker::start(1, "market.book");
+    let mut lines = vec!["not json".to_string()];
+    lines.extend((1..=20).map(|i| book(i * 100, i, &format!("{}", 100 + i))));
+    kcat_to(&broker, "market.book", 0, &lines);
+    // Each job in a group of its own (named after its dead-letter target), from the beginning.
+    let live = |dlq: &str, out: &Path, stderr: &Path| {
+        common::broker::KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_tampines"))
+                .args(["run", "--brokers", &broker.bootstrap])
+                .args(["--topics", "market.book", "--group", dlq])
+                .args(["--idle-ms", "300", "--lateness-ms", "0", "--dlq", dlq])
+                .args(["--out", out.to_str().unwrap()])
+                .stderr(std::fs::File::create(stderr).unwrap())
+                .spawn()
+                .expect("run"),
+        )
+    };
+    let dlq = dir.join("dlq.ndjson");
+    let (out, stderr) = (dir.join("out.ndjson"), dir.join("stderr.txt"));
+    let job = live(dlq.to_str().unwrap(), &out, &stderr);
+    let written = within_60s(|| text_of(&dlq).ends_with('\n'));
+    drop(job);
+    assert!(written, "the dead letter never reached the file");
+    let letter: serde_json::Value = serde_json::from_str(text_of(&dlq).trim()).unwrap();
+    assert_eq!(letter["payload"], "not json", "{letter}");
+
+    let (out, stderr) = (dir.join("full_out.ndjson"), dir.join("full_stderr.txt"));
+    let job = live("/dev/full", &out, &stderr);
+    let reached = within_60s(|| last_mark(&out) >= 1900);
+    drop(job);
+    assert!(reached, "progress never reached 1900: {}", text_of(&stderr));
+    assert!(
+        text_of(&stderr).contains("writing a dead letter failed; going on"),
+        "{}",
+        text_of(&stderr)
     );
 }
 
