@@ -98,38 +98,15 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
         // file's blank line (it vanished: neither read nor dead-lettered).
         "ex:A|  ",
     ];
-    let mut child = Command::new(kcat())
-        .args([
-            "-b",
-            &broker.bootstrap,
-            "-t",
-            "market.trade",
-            "-P",
-            "-K|",
-            "-Z",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kcat -P");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all((messages.join("\n") + "\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let input = messages.join("\n") + "\n";
+    kcat_produce(
+        &broker,
+        &["-t", "market.trade", "-K|", "-Z"],
+        input.as_bytes(),
+    );
     let dir = scratch("kafka_kcat");
     let out = dir.join("out.ndjson");
-    let stderr = tampines(&[
-        "run",
-        "--brokers",
-        &broker.bootstrap,
-        "--topics",
-        "market.trade",
-        "--until-end",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let stderr = until_end(&broker, "market.trade", out.to_str().unwrap());
     assert!(
         stderr.contains("read 5 processed 2 dead-lettered 3"),
         "{stderr}"
@@ -183,27 +160,11 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
 #[test]
 fn an_oversized_bad_message_is_dead_lettered_cut_to_size() {
     let broker = Broker::start(1, "market.trade");
-    let mut child = Command::new(kcat())
-        .args(["-b", &broker.bootstrap, "-t", "market.trade", "-P"])
-        .args(["-X", "message.max.bytes=1048576"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kcat -P");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&[b'x'; 1_020_000]).unwrap();
-    stdin.write_all(b"\n").unwrap();
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
-    let stderr = tampines(&[
-        "run",
-        "--brokers",
-        &broker.bootstrap,
-        "--topics",
-        "market.trade",
-        "--until-end",
-        "--out",
-        "/dev/null",
-    ]);
+    let mut message = vec![b'x'; 1_020_000];
+    message.push(b'\n');
+    let args = ["-t", "market.trade", "-X", "message.max.bytes=1048576"];
+    kcat_produce(&broker, &args, &message);
+    let stderr = until_end(&broker, "market.trade", "/dev/null");
     assert!(
         stderr.contains("read 1 processed 0 dead-lettered 1"),
         "{stderr}"
@@ -268,18 +229,41 @@ fn produce(dir: &Path, broker: &Broker, lines: &[String]) {
 
 /// Produces `lines` with kcat to one partition of `topic` (created if it does not exist).
 fn kcat_to(broker: &Broker, topic: &str, partition: u32, lines: &[String]) {
+    let partition = partition.to_string();
+    let lines = lines.join("\n") + "\n";
+    kcat_produce(
+        broker,
+        &["-t", topic, "-Z", "-p", &partition],
+        lines.as_bytes(),
+    );
+}
+
+/// Produces `input` (one message a line) with `kcat -P` and `args`.
+fn kcat_produce(broker: &Broker, args: &[&str], input: &[u8]) {
     let mut child = Command::new(kcat())
-        .args(["-b", &broker.bootstrap, "-t", topic, "-P", "-Z"])
-        .args(["-p", &partition.to_string()])
+        .args(["-b", &broker.bootstrap, "-P"])
+        .args(args)
         .stdin(Stdio::piped())
         .spawn()
         .expect("kcat -P");
     let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all((lines.join("\n") + "\n").as_bytes())
-        .unwrap();
+    stdin.write_all(input).unwrap();
     drop(stdin);
     assert!(child.wait().unwrap().success());
+}
+
+/// `run --until-end` of `topic`, results to `out`; its stderr.
+fn until_end(broker: &Broker, topic: &str, out: &str) -> String {
+    tampines(&[
+        "run",
+        "--brokers",
+        &broker.bootstrap,
+        "--topics",
+        topic,
+        "--until-end",
+        "--out",
+        out,
+    ])
 }
 
 /// The highest progress mark of an NDJSON output being written (0 before the first).
@@ -290,6 +274,36 @@ fn last_mark(path: &Path) -> u64 {
         .filter_map(|l| l.trim_end_matches('}').parse().ok())
         .max()
         .unwrap_or(0)
+}
+
+/// A live job (`--idle-ms 300 --lateness-ms 0`, group `g`) of `workers` reading `topics`, with
+/// results in `out` and metrics at `metrics`, once it has published mark 1900.
+fn live_past_1900(
+    broker: &Broker,
+    workers: u32,
+    topics: &str,
+    out: &Path,
+    metrics: &str,
+) -> common::broker::KillOnDrop {
+    let live = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &broker.bootstrap])
+            .args([
+                "-w",
+                &workers.to_string(),
+                "--topics",
+                topics,
+                "--group",
+                "g",
+            ])
+            .args(["--idle-ms", "300", "--lateness-ms", "0"])
+            .args(["--metrics-addr", metrics, "--out", out.to_str().unwrap()])
+            .spawn()
+            .expect("run"),
+    );
+    let reached = within_60s(|| last_mark(out) >= 1900);
+    assert!(reached, "progress never reached 1900: {}", text_of(out));
+    live
 }
 
 /// A live job of two workers, each reading one of two partitions (contract section 2 is about
@@ -312,18 +326,8 @@ fn idle_partitions_of_other_workers_do_not_hold_progress_back() {
     kcat_to(&broker, "market.book", 0, &a);
     let out = dir.join("live.ndjson");
     let metrics = format!("127.0.0.1:{}", free_port());
-    let live = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &broker.bootstrap, "-w", "2"])
-            .args(["--topics", "market.book", "--group", "g"])
-            .args(["--idle-ms", "300", "--lateness-ms", "0"])
-            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
-            .spawn()
-            .expect("run"),
-    );
     // W = 2000, the highest watermark: every timestamp below it closes.
-    let reached = within_60s(|| last_mark(&out) >= 1900);
-    assert!(reached, "progress never reached 1900: {}", text_of(&out));
+    let live = live_past_1900(&broker, 2, "market.book", &out, &metrics);
 
     // Ten events of B at 100..1000 in the silent partition, all late now (they apply at 2000),
     // and one of A at 2500.
@@ -354,58 +358,6 @@ fn idle_partitions_of_other_workers_do_not_hold_progress_back() {
         .expect("B's book at resolution 1");
     assert_eq!(book["bids"][0], serde_json::json!(["210", "1"]), "{book}");
     assert_eq!(book["bids"].as_array().map(Vec::len), Some(10), "{book}");
-}
-
-/// A live worker that owns no partition at start (two workers, one partition) stays in the job,
-/// holding nothing back, and reads a partition that falls to it later. It used to finish at
-/// once, and a topic created while running went unread in its half of the partitions.
-#[test]
-fn a_worker_that_owned_no_partition_reads_one_created_later() {
-    let dir = scratch("kafka_no_partition");
-    let broker = Broker::start(1, "market.book");
-    produce(
-        &dir,
-        &broker,
-        &(1..=20)
-            .map(|i| book(i * 100, i, &format!("{}", 100 + i)))
-            .collect::<Vec<_>>(),
-    );
-    let out = dir.join("live.ndjson");
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let live = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &broker.bootstrap, "-w", "2"])
-            .args(["--topics", "market.book,market.trade", "--group", "g"])
-            .args(["--idle-ms", "300", "--lateness-ms", "0"])
-            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
-            .spawn()
-            .expect("run"),
-    );
-    // `market.book/0` goes to worker 1; worker 0 reads nothing and must not hold progress back.
-    let reached = within_60s(|| last_mark(&out) >= 1900);
-    assert!(reached, "progress never reached 1900: {}", text_of(&out));
-
-    // `market.trade/0` (created now) goes to worker 0, which finds it within 10 s.
-    kcat_to(&broker, "market.trade", 0, &[trade(2500, 1, "110")]);
-    let read = || sample(&get(&metrics, "/metrics"), "tampines_events_read_total ");
-    let traded = within_60s(|| read() >= 21.0);
-    // One more book event closes the trade's timestamp: its ticker is published.
-    produce(&dir, &broker, &[book(3000, 21, "130")]);
-    let ticker = within_60s(|| last_mark(&out) >= 2500);
-    let text = get(&metrics, "/metrics");
-    drop(live);
-    assert!(traded, "the new topic's trade was never read: {text}");
-    assert!(ticker, "mark 2500 never closed: {}", text_of(&out));
-    assert_eq!(sample(&text, "tampines_events_read_total "), 22.0, "{text}");
-    let input = r#"tampines_input_read_total{topic="market.trade",partition="0"} "#;
-    assert_eq!(sample(&text, input), 1.0, "{text}");
-    let state = common::final_state(&marks(&out));
-    let ticker = &state["ticker:ex:A"];
-    assert_eq!(
-        (ticker["count"].as_u64(), ticker["last"].as_str()),
-        (Some(1), Some("110")),
-        "{ticker}"
-    );
 }
 
 /// A live job that cannot write its results (here `/dev/full`) stops with exit 1 and the reason:
@@ -494,7 +446,22 @@ fn a_live_job_writes_dead_letters_at_once_and_goes_on_when_it_cannot() {
 /// duplicates.)
 #[test]
 fn a_topic_created_while_running_is_read_and_the_others_are_not_read_again() {
-    let dir = scratch("kafka_new_topic");
+    a_topic_created_while_running("kafka_new_topic", 1);
+}
+
+/// The same with two workers and one partition at start: worker 0 owns none, stays in the job
+/// holding nothing back, and reads the new topic's partition that falls to it. (It used to
+/// finish at once, and a topic created while running went unread in its share of partitions.)
+#[test]
+fn a_worker_that_owned_no_partition_reads_one_created_later() {
+    a_topic_created_while_running("kafka_no_partition", 2);
+}
+
+/// A live job of `workers` reads 20 book events of `market.book/0`; `market.trade` is then
+/// created with a trade in its partition 0, which goes to worker 0; one more book event closes
+/// the trade's timestamp. Every event is read once, and the trade's ticker is published.
+fn a_topic_created_while_running(name: &str, workers: u32) {
+    let dir = scratch(name);
     let broker = Broker::start(1, "market.book");
     produce(
         &dir,
@@ -505,46 +472,34 @@ fn a_topic_created_while_running_is_read_and_the_others_are_not_read_again() {
     );
     let out = dir.join("live.ndjson");
     let metrics = format!("127.0.0.1:{}", free_port());
-    let live = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &broker.bootstrap])
-            .args(["--topics", "market.book,market.trade", "--group", "g"])
-            .args(["--idle-ms", "300", "--lateness-ms", "0"])
-            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
-            .spawn()
-            .expect("run"),
-    );
-    let reached = within_60s(|| text_of(&out).contains(r#"{"kind":"progress","ts":1900}"#));
-    assert!(reached, "progress never reached 1900: {}", text_of(&out));
+    // With two workers, `market.book/0` goes to worker 1: worker 0 must not hold progress back.
+    let topics = "market.book,market.trade";
+    let live = live_past_1900(&broker, workers, topics, &out, &metrics);
 
-    // `market.trade` does not exist yet: producing to it creates it (the mock cluster's default
-    // partition count). The job finds it within 10 s and reads the trade.
-    produce(&dir, &broker, &[trade(2500, 1, "110")]);
+    // `market.trade` does not exist yet: producing to it creates it. The job finds it within 10 s.
+    kcat_to(&broker, "market.trade", 0, &[trade(2500, 1, "110")]);
     let read = || sample(&get(&metrics, "/metrics"), "tampines_events_read_total ");
-    assert!(
-        within_60s(|| read() >= 21.0),
-        "the new topic's trade was never read"
-    );
+    let traded = within_60s(|| read() >= 21.0);
     // One more book event, which closes the trade's timestamp (its ticker is published), and
     // before which a partition read again from its start would have been read again whole.
     produce(&dir, &broker, &[book(3000, 21, "130")]);
-    let ticker = within_60s(|| text_of(&out).contains(r#""kind":"ticker""#));
+    let closed = within_60s(|| last_mark(&out) >= 2500);
     let text = get(&metrics, "/metrics");
     drop(live);
-    assert!(
-        ticker,
-        "the trade's ticker was never published: {}",
-        text_of(&out)
-    );
+    assert!(traded, "the new topic's trade was never read: {text}");
+    assert!(closed, "mark 2500 never closed: {}", text_of(&out));
     assert_eq!(sample(&text, "tampines_events_read_total "), 22.0, "{text}");
     assert_eq!(sample(&text, "tampines_duplicates_total "), 0.0, "{text}");
+    let input =
+        |topic: &str| format!(r#"tampines_input_read_total{{topic="{topic}",partition="0"}} "#);
+    assert_eq!(sample(&text, &input("market.book")), 21.0, "{text}");
+    assert_eq!(sample(&text, &input("market.trade")), 1.0, "{text}");
+    let state = common::final_state(&marks(&out));
+    let ticker = &state["ticker:ex:A"];
     assert_eq!(
-        sample(
-            &text,
-            r#"tampines_input_read_total{topic="market.book",partition="0"} "#
-        ),
-        21.0,
-        "{text}"
+        (ticker["count"].as_u64(), ticker["last"].as_str()),
+        (Some(1), Some("110")),
+        "{ticker}"
     );
 }
 
