@@ -276,6 +276,45 @@ fn last_mark(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The same across processes (two of one worker each): the silent partition is process 0's, the
+/// written one process 1's, and the notes on idleness cross between them.
+#[test]
+fn an_idle_partition_of_another_process_does_not_hold_progress_back() {
+    let dir = scratch("kafka_idle_processes");
+    let broker = Broker::start(2, "market.book");
+    // Partition 0 goes to worker 1, which is process 1's.
+    let a: Vec<String> = (1..=20)
+        .map(|i| book_of("A", i * 100, i, &format!("{}", 100 + i)))
+        .collect();
+    kcat_to(&broker, "market.book", 0, &a);
+    let hostfile = dir.join("hosts");
+    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    std::fs::write(&hostfile, hosts).unwrap();
+    let out = dir.join("live.ndjson");
+    let spawn = |p: &str| {
+        common::broker::KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_tampines"))
+                .args(["run", "--brokers", &broker.bootstrap])
+                .args(["--topics", "market.book", "--group", "g"])
+                .args(["--idle-ms", "300", "--lateness-ms", "0"])
+                .args(["-n", "2", "-p", p, "-h", hostfile.to_str().unwrap()])
+                .args(["--out", out.to_str().unwrap()])
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("run"),
+        )
+    };
+    let processes = [spawn("0"), spawn("1")];
+    let reached = within_60s(|| last_mark(&out) >= 1900);
+    drop(processes);
+    assert!(reached, "progress never reached 1900: {}", text_of(&out));
+    let state = common::final_state(&marks(&out));
+    let book = &state["book:ex:A:1"];
+    assert_eq!(book["ts"], 1900, "{book}");
+    assert_eq!(book["bids"][0], serde_json::json!(["119", "1"]), "{book}");
+    assert_eq!(book["bids"].as_array().map(Vec::len), Some(19), "{book}");
+}
+
 /// A live job (`--idle-ms 300 --lateness-ms 0`, group `g`) of `workers` reading `topics`, with
 /// results in `out` and metrics at `metrics`, once it has published mark 1900.
 fn live_past_1900(
