@@ -276,17 +276,23 @@ fn last_mark(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// The same across processes (two of one worker each): the silent partition is process 0's, the
-/// written one process 1's, and the notes on idleness cross between them.
-#[test]
-fn an_idle_partition_of_another_process_does_not_hold_progress_back() {
-    let dir = scratch("kafka_idle_processes");
+/// A scratch folder `name` and a broker whose `market.book` has two partitions, the first holding
+/// 20 book events of symbol A at ts 100..2000, the second nothing.
+fn a_in_partition_0_of_2(name: &str) -> (std::path::PathBuf, Broker) {
     let broker = Broker::start(2, "market.book");
-    // Partition 0 goes to worker 1, which is process 1's.
     let a: Vec<String> = (1..=20)
         .map(|i| book_of("A", i * 100, i, &format!("{}", 100 + i)))
         .collect();
     kcat_to(&broker, "market.book", 0, &a);
+    (scratch(name), broker)
+}
+
+/// The same across processes (two of one worker each): the silent partition is process 0's, the
+/// written one process 1's, and the notes on idleness cross between them.
+#[test]
+fn an_idle_partition_of_another_process_does_not_hold_progress_back() {
+    // Partition 0 goes to worker 1, which is process 1's.
+    let (dir, broker) = a_in_partition_0_of_2("kafka_idle_processes");
     let hostfile = dir.join("hosts");
     let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
     std::fs::write(&hostfile, hosts).unwrap();
@@ -356,13 +362,8 @@ fn live_past_1900(
 /// had no watermark to advance to, and held the job's progress at 0 for good.
 #[test]
 fn idle_partitions_of_other_workers_do_not_hold_progress_back() {
-    let dir = scratch("kafka_idle_workers");
-    let broker = Broker::start(2, "market.book");
     // Partition 0 goes to worker 1, partition 1 to worker 0 (`source::reader`).
-    let a: Vec<String> = (1..=20)
-        .map(|i| book_of("A", i * 100, i, &format!("{}", 100 + i)))
-        .collect();
-    kcat_to(&broker, "market.book", 0, &a);
+    let (dir, broker) = a_in_partition_0_of_2("kafka_idle_workers");
     let out = dir.join("live.ndjson");
     let metrics = format!("127.0.0.1:{}", free_port());
     // W = 2000, the highest watermark: every timestamp below it closes.
