@@ -125,6 +125,10 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
         } else if rng.pct(1) {
             // Very old: older than the finest candle retention of the tests (4 x 1 s) for trades.
             ts = ts.saturating_sub(6_000).max(base + 1);
+        } else if rng.pct(1) {
+            // Older than lateness + window where the window is short (1.5-2 s), younger than the
+            // candle retention: a trade counted (candles) that never enters the window.
+            ts = ts.saturating_sub(2_100 + rng.below(1_800)).max(base + 1);
         }
         s.ts = s.ts.max(ts);
         let roll = rng.below(100);
@@ -149,6 +153,9 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
                 s.tid += 1;
                 let id = if s.exchange == "other" && rng.pct(30) {
                     format!("x{}", s.tid)
+                } else if rng.pct(10) {
+                    // An integer id above 2^64 - 1, still ordered as an integer.
+                    (u128::from(u64::MAX) + u128::from(s.tid)).to_string()
                 } else {
                     s.tid.to_string()
                 };
