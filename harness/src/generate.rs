@@ -81,6 +81,8 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
         ts: u64,
         sent: Vec<String>,
         trades: Vec<String>,
+        /// The last new trade's ts: trades often come several to a millisecond.
+        trade_ts: Option<u64>,
     }
     let base = 1_700_000_000_000u64;
     let mut syms: Vec<S> = (0..shape.symbols.max(1))
@@ -95,6 +97,7 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
             ts: base,
             sent: Vec::new(),
             trades: Vec::new(),
+            trade_ts: None,
         })
         .collect();
     for (i, s) in syms.iter_mut().enumerate() {
@@ -153,12 +156,19 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
                 s.tid += 1;
                 let id = if s.exchange == "other" && rng.pct(30) {
                     format!("x{}", s.tid)
-                } else if rng.pct(10) {
-                    // An integer id above 2^64 - 1, still ordered as an integer.
-                    (u128::from(u64::MAX) + u128::from(s.tid)).to_string()
+                } else if rng.pct(if i == 0 { 50 } else { 10 }) {
+                    // An integer id above 2^64 - 1, of 21 to 26 digits: ordered as an integer,
+                    // which is not their order as text (6 x 10^20 < 5 x 10^22).
+                    format!("{}{}", s.tid, "0".repeat(20 + (s.tid % 3) as usize))
                 } else {
                     s.tid.to_string()
                 };
+                // A fill at the millisecond of the last one: ties are ordered by id.
+                let ts = match s.trade_ts {
+                    Some(last) if rng.pct(25) => last,
+                    _ => ts,
+                };
+                s.trade_ts = Some(ts);
                 let p = price(s.mid + rng.below(5) as i64 - 2, s.places, rng.pct(20));
                 let q = format!("{}.{}", 1 + rng.below(3), rng.below(1000));
                 let side = if rng.pct(50) { "buy" } else { "sell" };

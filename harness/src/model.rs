@@ -455,8 +455,26 @@ fn state_at(
 }
 
 /// The aggregate of a list of trades, computed directly.
+/// The contract's order of trade ids, written out here rather than taken from `TradeId`: ids that
+/// are integers (digits only, no leading zero), of any size, by value, before every other id, by
+/// text. Ids compare as `(id_class(id), id)`: with the length first, digit strings compare as
+/// their values.
+fn id_class(id: &str) -> (bool, usize) {
+    let integer = !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_digit())
+        && (id == "0" || !id.starts_with('0'));
+    if integer {
+        (false, id.len())
+    } else {
+        (true, 0)
+    }
+}
+
 fn summarize(trades: &[(u64, &tampines_dataflows::event::Trade)]) -> Option<Agg> {
-    let order = |(ts, t): &&(u64, &tampines_dataflows::event::Trade)| (*ts, t.id.clone());
+    let order = |(ts, t): &&(u64, &tampines_dataflows::event::Trade)| {
+        let id = t.id.to_string();
+        (*ts, id_class(&id), id)
+    };
     let first = trades.iter().min_by_key(order)?;
     let last = trades.iter().max_by_key(order)?;
     let mark = |(ts, t): &(u64, &tampines_dataflows::event::Trade)| agg::Mark {
