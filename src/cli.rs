@@ -264,6 +264,33 @@ pub struct GenArgs {
     pub out: Option<PathBuf>,
 }
 
+impl GenArgs {
+    /// Checks the options, so that every event generated is valid (mid prices start at 2,000
+    /// ticks; times stay positive and far from overflowing): the message names the option.
+    pub fn check(&self) -> Result<()> {
+        let span = tampines_dataflows::config::MAX_SPAN_MS;
+        if self.symbols == 0 {
+            bail!("--symbols must be positive");
+        }
+        if !(1..=1_000).contains(&self.depth) {
+            bail!("--depth must be between 1 and 1000");
+        }
+        if !(0.0..=1.0).contains(&self.trade_ratio) {
+            bail!("--trade-ratio must be between 0 and 1");
+        }
+        if !(self.hours >= 0.0 && self.hours * 3_600_000.0 <= span as f64) {
+            bail!("--hours must be between 0 and {}", span / 3_600_000);
+        }
+        if !(1..=span).contains(&self.start_ms) {
+            bail!("--start-ms must be between 1 and {span}");
+        }
+        if self.disorder_ms > span {
+            bail!("--disorder-ms must be at most {span}");
+        }
+        Ok(())
+    }
+}
+
 /// Validated settings of a job.
 #[derive(Debug, Clone)]
 pub struct Settings {

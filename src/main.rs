@@ -16,11 +16,12 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = match parse_from(std::env::args_os().collect()) {
         Ok(cli) => cli,
-        Err(ConfigError::Usage(e)) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        // Help and version go to stdout whole; an error is one line.
+        Err(ConfigError::Usage(e)) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
         }
+        Err(ConfigError::Usage(e)) => return usage(anyhow::anyhow!(e.render().to_string())),
         Err(ConfigError::File(e)) => return usage(anyhow::anyhow!(e)),
     };
     // RUST_LOG filters (default: errors only; `demo` says what it does at info).
@@ -43,6 +44,18 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
+            // A file named that cannot be read at all is bad usage, not bad input (a typo must
+            // not pass as a run that read nothing); read errors inside a file are dead letters.
+            for file in &args.files {
+                let readable = std::fs::File::open(file).and_then(|f| f.metadata());
+                match readable {
+                    Ok(m) if m.is_dir() => {
+                        return usage(anyhow::anyhow!("{} is a directory", file.display()))
+                    }
+                    Ok(_) => {}
+                    Err(e) => return usage(anyhow::anyhow!("cannot read {}: {e}", file.display())),
+                }
+            }
             report(job::replay(args.files, settings))
         }
         Command::Run(args) => {
@@ -117,13 +130,16 @@ fn main() -> ExitCode {
             },
         },
         Command::Gen(a) => {
+            if let Err(e) = a.check() {
+                return usage(e);
+            }
             let market = Market {
-                symbols: a.symbols.max(1),
+                symbols: a.symbols,
                 events: a.events,
                 hours: a.hours,
                 seed: a.seed,
                 trade_ratio: a.trade_ratio,
-                depth: a.depth.max(1),
+                depth: a.depth,
                 disorder_ms: a.disorder_ms,
                 exchange: a.exchange,
                 start_ms: a.start_ms,
@@ -148,8 +164,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Bad usage or configuration: exit 2 with a one-line reason (clap's and the TOML parser's
+/// messages span lines: a usage summary, a pointer under the bad spot; their lines are joined,
+/// without clap's `error:` prefix and its closing hints).
 fn usage(e: anyhow::Error) -> ExitCode {
-    eprintln!("tampines: {e:#}");
+    let text = format!("{e:#}");
+    let lines: Vec<&str> = (text.lines())
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| "|^ ".contains(c)))
+        .collect();
+    eprintln!(
+        "tampines: {}",
+        lines.join(" ").trim_start_matches("error: ")
+    );
     ExitCode::from(2)
 }
 

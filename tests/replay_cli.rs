@@ -278,7 +278,7 @@ fn a_bad_hostfile_exits_2_with_one_line() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -294,6 +294,38 @@ fn bad_usage_exits_2_with_one_line() {
         (
             &["demo", "--depth", "0"],
             "tampines: --depth must be positive",
+        ),
+        // clap's own messages span lines (a usage summary, hints): joined into one.
+        (
+            &["replay", "x.ndjson", "--granularity-ms", "abc"],
+            "tampines: invalid value 'abc' for '--granularity-ms <GRANULARITY_MS>': invalid digit found in string",
+        ),
+        (
+            &["replay"],
+            "tampines: the following required arguments were not provided: <FILES>...",
+        ),
+        // Spans beyond any time panicked on an overflow (exit 101, or 1 from a worker).
+        (
+            &["replay", "x.ndjson", "--window-ms", "18446744073709551615"],
+            "tampines: --window-ms must be at most 1000000000000000",
+        ),
+        (
+            &["replay", "x.ndjson", "--intervals", "100000000000000w"],
+            "tampines: --intervals: interval \"100000000000000w\" is longer than 1000000000000000 ms",
+        ),
+        (
+            &["gen", "--disorder-ms", "9223372036854775808"],
+            "tampines: --disorder-ms must be at most 1000000000000000",
+        ),
+        // Prices would go negative: the events would be invalid.
+        (
+            &["gen", "--depth", "5000"],
+            "tampines: --depth must be between 1 and 1000",
+        ),
+        // A file that cannot be read at all passed as a run that read nothing (exit 0).
+        (
+            &["replay", "/nonexistent/x.ndjson"],
+            "tampines: cannot read /nonexistent/x.ndjson: No such file or directory (os error 2)",
         ),
     ];
     for (args, message) in cases {

@@ -40,8 +40,11 @@ impl FromStr for Interval {
         if n == 0 {
             return Err(format!("interval {s:?} must be positive"));
         }
+        let ms = (n.checked_mul(unit_ms))
+            .filter(|&ms| ms <= MAX_SPAN_MS)
+            .ok_or_else(|| format!("interval {s:?} is longer than {MAX_SPAN_MS} ms"))?;
         Ok(Interval {
-            ms: n * unit_ms,
+            ms,
             name: s.to_string(),
         })
     }
@@ -52,6 +55,11 @@ impl fmt::Display for Interval {
         f.write_str(&self.name)
     }
 }
+
+/// The longest span any option may give, in ms (about 31,700 years): event times are below 2^63,
+/// so a time plus such a span stays inside the `u64` the stages compute in. (Larger values made
+/// the job panic on an overflow.)
+pub const MAX_SPAN_MS: u64 = 1_000_000_000_000_000;
 
 /// Settings of the dataflow. Built and validated once, shared read-only by all workers.
 #[derive(Clone, Debug)]
@@ -100,6 +108,15 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.granularity_ms == 0 {
             return Err("--granularity-ms must be positive".into());
+        }
+        for (option, ms) in [
+            ("--granularity-ms", self.granularity_ms),
+            ("--lateness-ms", self.lateness_ms),
+            ("--window-ms", self.window_ms),
+        ] {
+            if ms > MAX_SPAN_MS {
+                return Err(format!("{option} must be at most {MAX_SPAN_MS}"));
+            }
         }
         if self.window_ms == 0 {
             return Err("--window-ms must be positive".into());
