@@ -424,7 +424,11 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
         let arg = sub
             .get_arguments()
             .chain(command.get_arguments().filter(|a| a.is_global_set()))
-            .find(|a| a.get_id().as_str() == id && !a.is_positional() && id != "config")
+            .find(|a| {
+                a.get_id().as_str() == id
+                    && !a.is_positional()
+                    && !["config", "help", "version"].contains(&id.as_str())
+            })
             .ok_or_else(|| {
                 ConfigError::File(format!(
                     "--config {}: `{}` has no option {key:?}",
@@ -434,7 +438,13 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
             })?;
         let long = arg.get_long().map(|l| format!("--{l}"));
         let short = arg.get_short().map(|c| format!("-{c}"));
-        let on_command_line = given[at + 1..].iter().any(|a| {
+        // A global option (`--log-format`) may come before the subcommand too.
+        let searched = if arg.is_global_set() {
+            &given[1..]
+        } else {
+            &given[at + 1..]
+        };
+        let on_command_line = searched.iter().any(|a| {
             long.as_ref()
                 .is_some_and(|l| a == l || a.starts_with(&format!("{l}=")))
                 || short
@@ -453,19 +463,27 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
             toml::Value::Array(items) => items.clone(),
             other => vec![other.clone()],
         };
+        let wrong = |want: &str| {
+            ConfigError::File(format!(
+                "--config {}: {key} = {value}: want {want}",
+                path.display()
+            ))
+        };
+        if items.is_empty() {
+            return Err(wrong("at least one value"));
+        }
+        // A flag takes a boolean; any other option a value (a boolean there was dropped, or
+        // taken as the option's value the next argument).
+        let is_flag = !arg.get_action().takes_values();
         for item in items {
-            match item {
-                toml::Value::Boolean(true) => extra.push(flag.clone()),
-                toml::Value::Boolean(false) => {}
-                toml::Value::String(v) => extra.extend([flag.clone(), v]),
-                toml::Value::Integer(v) => extra.extend([flag.clone(), v.to_string()]),
-                toml::Value::Float(v) => extra.extend([flag.clone(), v.to_string()]),
-                other => {
-                    return Err(ConfigError::File(format!(
-                        "--config {}: {key} = {other}: want a string, number, boolean or array",
-                        path.display()
-                    )))
-                }
+            match (item, is_flag) {
+                (toml::Value::Boolean(true), true) => extra.push(flag.clone()),
+                (toml::Value::Boolean(false), true) => {}
+                (_, true) => return Err(wrong("true or false")),
+                (toml::Value::String(v), false) => extra.extend([flag.clone(), v]),
+                (toml::Value::Integer(v), false) => extra.extend([flag.clone(), v.to_string()]),
+                (toml::Value::Float(v), false) => extra.extend([flag.clone(), v.to_string()]),
+                (_, false) => return Err(wrong("a string, a number, or an array of them")),
             }
         }
     }

@@ -389,29 +389,49 @@ fn config_file_maps_onto_the_command_line() {
     assert_eq!(overridden, depth_3, "the command line wins over the file");
     assert_ne!(overridden, from_file);
 
-    std::fs::write(&config, "no_such_option = 1\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args([
-            "replay",
-            events.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no_such_option"), "{stderr}");
+    // Keys and values the options cannot take are bad configuration: a boolean for an option
+    // with a value was dropped, an empty list gave the defaults, `help = true` printed help.
+    let at = format!("tampines: --config {}: ", config.display());
+    for (text, message) in [
+        (
+            "no_such_option = 1",
+            "`replay` has no option \"no_such_option\"",
+        ),
+        (
+            "depth = false",
+            "depth = false: want a string, a number, or an array of them",
+        ),
+        (
+            "resolutions = []",
+            "resolutions = []: want at least one value",
+        ),
+        ("help = true", "`replay` has no option \"help\""),
+    ] {
+        std::fs::write(&config, format!("{text}\n")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", events.to_str().unwrap()])
+            .args(["--config", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim(), format!("{at}{message}"), "{text}");
+    }
 }
 
-/// `--log-format json`: every log line on stderr is a JSON object (filtered by RUST_LOG).
+/// `--log-format json`: every log line on stderr is a JSON object (filtered by RUST_LOG), even
+/// with a config file that says `text`: the command line wins.
 #[test]
 fn json_logs() {
     let dir = scratch("replay_json_logs");
     let input = dir.join("in.ndjson");
     std::fs::write(&input, INPUT).unwrap();
+    // The flag, given before the subcommand, wins over the file (the file used to win there).
+    let config = dir.join("text.toml");
+    std::fs::write(&config, "log_format = \"text\"\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
         .args(["--log-format", "json", "replay", input.to_str().unwrap()])
+        .args(["--config", config.to_str().unwrap()])
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
