@@ -253,7 +253,9 @@ fn reader(path: &Path, name: &str) -> Result<Box<dyn Read + Send>, String> {
     File::open(path)
         .map_err(|e| format!("read error: {name}: {e}"))
         .map(|f| {
-            let gz = path.extension().is_some_and(|e| e == "gz");
+            let gz = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
             if gz {
                 Box::new(MultiGzDecoder::new(f)) as Box<dyn Read + Send>
             } else {
@@ -284,6 +286,30 @@ mod tests {
             getpriority_process(None).expect("this thread's priority"),
             before
         );
+    }
+
+    /// `.gz` in any case is gunzipped (`.GZ` was read as raw bytes, every line invalid UTF-8).
+    #[test]
+    fn gz_in_any_case_is_gunzipped() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("tampines_gz_case_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["a.ndjson.gz", "b.ndjson.GZ", "c.ndjson.Gz"] {
+            let path = dir.join(name);
+            let mut gz = flate2::write::GzEncoder::new(
+                File::create(&path).unwrap(),
+                flate2::Compression::fast(),
+            );
+            gz.write_all(b"line one\n").unwrap();
+            gz.finish().unwrap();
+            let mut text = String::new();
+            reader(&path, name)
+                .unwrap()
+                .read_to_string(&mut text)
+                .unwrap();
+            assert_eq!(text, "line one\n", "{name}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
