@@ -321,9 +321,11 @@ where
                     }
                 });
                 // Live readers see each dead letter as it is found, not when a buffer fills.
-                for s in dead_sinks.iter_mut().filter(|_| wrote) {
-                    if let Err(e) = s.written() {
-                        dead_failed(e);
+                if wrote {
+                    for s in dead_sinks.iter_mut() {
+                        if let Err(e) = s.written() {
+                            dead_failed(e);
+                        }
                     }
                 }
                 if frontier.is_empty() {

@@ -345,7 +345,7 @@ impl Inputs for KafkaInputs {
         // Done when a bounded run has read every partition (at once if this worker owns none),
         // and when told to stop. A live worker that owns none stays: partitions added later may
         // fall to it.
-        if (self.ends.is_some() && self.finished.len() == self.owned.len())
+        if self.ends.is_some() && self.finished.len() == self.owned.len()
             || self
                 .stop
                 .as_ref()
@@ -571,7 +571,7 @@ impl DeadLetterSink for KafkaDeadLetters {
                 .map(String::as_str)
                 .unwrap_or("unknown")
         );
-        let headers = OwnedHeaders::new()
+        let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: "reason",
                 value: Some(dead.reason.as_str()),
@@ -581,7 +581,6 @@ impl DeadLetterSink for KafkaDeadLetters {
                 value: Some(&dead.pos.1.to_string()),
             });
         let mut payload = dead.payload.as_str();
-        let mut headers = headers;
         if payload.len() > DEAD_PAYLOAD_MAX {
             let mut end = DEAD_PAYLOAD_MAX;
             while !payload.is_char_boundary(end) {

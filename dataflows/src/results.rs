@@ -35,7 +35,8 @@ use crate::config::Config;
 use crate::orderbook::{Bbo, BookPrice, Levels};
 use crate::sequence::sequence;
 use crate::types::{
-    push_decimal as push_decimal_text, round_dp, FoldMap, Price, Side, Sym, SymbolName, TradeId,
+    push_decimal as push_decimal_text, round_dp, BigId, FoldMap, Price, Side, Sym, SymbolName,
+    TradeId,
 };
 
 /// A book's status.
@@ -162,7 +163,7 @@ fn push_id(out: &mut String, id: &TradeId) {
             push_u64(out, *n);
             out.push('"');
         }
-        TradeId::Big(_) | TradeId::Text(_) => push_str(out, id.text().unwrap_or_default()),
+        TradeId::Big(BigId(s)) | TradeId::Text(s) => push_str(out, s),
     }
 }
 

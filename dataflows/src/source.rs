@@ -454,11 +454,12 @@ pub fn source<'s, I: Inputs + 'static>(
                     .map(|r| r.stamper.open())
                     .min()
             };
-            let highest = readers.values().map(|r| r.stamper.open()).max();
+            // Only wanted when no input of this worker is busy, or when it is live.
+            let highest = || readers.values().map(|r| r.stamper.open()).max();
             // With no busy input of its own, a worker follows the job's (see `crate::idle`).
             let open = busy.or_else(|| match idle.as_ref() {
-                Some(idle) => idle.peers.follow(highest),
-                None => highest,
+                Some(idle) => idle.peers.follow(highest()),
+                None => highest(),
             });
             if let Some(open) = open.filter(|&o| o > floor) {
                 c.downgrade(&open);
@@ -469,7 +470,7 @@ pub fn source<'s, I: Inputs + 'static>(
                 let at = *c.time();
                 idle.peers.tell(Note {
                     busy: busy.map(|b| b.max(at)),
-                    highest: highest.map(|h| h.max(at)),
+                    highest: highest().map(|h| h.max(at)),
                 });
             }
             if pending {

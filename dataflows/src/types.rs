@@ -764,7 +764,7 @@ pub enum TradeId {
 /// The digits of a canonical integer above `u64::MAX`, ordered as integers: by length, then
 /// digit by digit (with no leading zeros, the longer is the larger).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct BigId(String);
+pub struct BigId(pub(crate) String);
 
 impl Ord for BigId {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
@@ -790,14 +790,6 @@ impl TradeId {
         match s.parse::<u64>() {
             Ok(n) => TradeId::Num(n),
             Err(_) => TradeId::Big(BigId(s.to_string())),
-        }
-    }
-
-    /// The id's text, unless it is a `Num`.
-    pub fn text(&self) -> Option<&str> {
-        match self {
-            TradeId::Num(_) => None,
-            TradeId::Big(BigId(s)) | TradeId::Text(s) => Some(s),
         }
     }
 }
