@@ -46,8 +46,15 @@ fn main() -> ExitCode {
             };
             // A file named that cannot be read at all is bad usage, not bad input (a typo must
             // not pass as a run that read nothing); read errors inside a file are dead letters.
+            // Only a regular file is opened to check: opening a named pipe waits for its writer,
+            // and closing it again loses what was written or ends the writer.
             for file in &args.files {
-                let readable = std::fs::File::open(file).and_then(|f| f.metadata());
+                let readable = std::fs::metadata(file).and_then(|m| {
+                    m.is_file()
+                        .then(|| std::fs::File::open(file))
+                        .transpose()
+                        .map(|_| m)
+                });
                 match readable {
                     Ok(m) if m.is_dir() => {
                         return usage(anyhow::anyhow!("{} is a directory", file.display()))

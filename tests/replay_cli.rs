@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -221,6 +221,54 @@ fn a_process_whose_peer_stops_exits_1() {
         Some("tampines: the connection between the job's processes broke (has one stopped? see above)"),
         "{said:#?}\n{p1_said}"
     );
+}
+
+/// A named pipe is read whole, once. Checking that the file can be read used to open it and
+/// close it again, which took the writer's first lines or made its writes fail (no reader), and
+/// the job then waited on a pipe with no writer.
+#[cfg(unix)]
+#[test]
+fn a_named_pipe_is_read_whole() {
+    let dir = scratch("replay_named_pipe");
+    let (pipe, file) = (dir.join("events.pipe"), dir.join("events.ndjson"));
+    std::fs::write(&file, INPUT).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap()
+        .success());
+    let replay = |input: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", input.to_str().unwrap(), "--out", "-"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tampines")
+    };
+    let mut job = Killed(replay(&pipe));
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut w = std::fs::OpenOptions::new().write(true).open(&pipe)?;
+        for line in INPUT.lines() {
+            writeln!(w, "{line}")?;
+            w.flush()?;
+        }
+        Ok(())
+    });
+    let mut stdout = job.0.stdout.take().unwrap();
+    let (send, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = send.send(stdout.read_to_string(&mut text).map(|_| text));
+    });
+    let from_pipe = done
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the job never finished: it waits on the pipe")
+        .unwrap();
+    writer.join().unwrap().expect("the pipe's reader went away");
+    assert!(job.0.wait().unwrap().success());
+    let from_file = replay(&file).wait_with_output().unwrap();
+    assert!(from_pipe.contains(r#""kind":"ticker""#), "{from_pipe}");
+    assert_eq!(from_pipe, String::from_utf8(from_file.stdout).unwrap());
 }
 
 /// A child process that is killed when dropped: a failing test leaves none running.

@@ -112,7 +112,9 @@ impl Agg {
 
     /// vwap = quote_volume / volume, rounded to 8 decimal places.
     pub fn vwap(&self) -> Decimal {
-        crate::types::round_dp(self.quote_volume.value() / self.volume.value(), 8)
+        // The volume is positive, and a mean of prices below `VALUE_LIMIT` is below it too.
+        crate::types::div_round(self.quote_volume.value(), self.volume.value(), 8)
+            .expect("a weighted mean of prices is a decimal")
     }
 }
 

@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::orderbook::{Bbo, BookPrice, Levels};
 use crate::sequence::sequence;
 use crate::types::{
-    push_decimal as push_decimal_text, round_dp, BigId, FoldMap, Price, Side, Sym, SymbolName,
+    div_round, push_decimal as push_decimal_text, BigId, FoldMap, Price, Side, Sym, SymbolName,
     TradeId,
 };
 
@@ -101,9 +101,7 @@ impl TickerStats {
     pub fn new(agg: Agg) -> TickerStats {
         let open = agg.open.price.value();
         let change = (agg.last.price.value() - open).normalize();
-        let change_pct = (change * Decimal::ONE_HUNDRED)
-            .checked_div(open)
-            .map(|pct| round_dp(pct, 4));
+        let change_pct = div_round(change * Decimal::ONE_HUNDRED, open, 4);
         TickerStats {
             vwap: agg.vwap(),
             change,

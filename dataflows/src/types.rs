@@ -809,6 +809,53 @@ pub fn round_dp(d: Decimal, dp: u32) -> Decimal {
         .normalize()
 }
 
+/// `a / b` rounded half away from zero to `dp` decimal places, normalised, as the exact
+/// quotient rounds; `None` when that value is beyond a decimal (or `b` is zero).
+///
+/// Rounding the decimal quotient would round twice: the division keeps 28 digits, rounded to
+/// nearest, so an exact quotient a hair below a midpoint of `dp` places can become the
+/// midpoint and then round away from zero: `0.00005 / 1.000000000000000000000000001` to 4
+/// places is 0, where the decimal quotient, `0.0000500000000000000000000000`, gives 0.0001.
+/// The decimal quotient is used when it has more than `dp` places and is not on a midpoint:
+/// the midpoints of `dp` places then lie on its finer grid, and it rounds as the exact one
+/// does. Otherwise (a midpoint, or a quotient too large for `dp + 1` places) the quotient is
+/// computed exactly, in big integers.
+pub fn div_round(a: Decimal, b: Decimal, dp: u32) -> Option<Decimal> {
+    let q = a.checked_div(b)?;
+    let scale = q.scale();
+    if scale > dp {
+        let step = 10u128.pow(scale - dp);
+        if q.mantissa().unsigned_abs() % step != step / 2 {
+            return Some(round_dp(q, dp));
+        }
+    }
+    exact_div_round(a, b, dp)
+}
+
+/// `a / b` rounded half away from zero to `dp` places in big integers; `None` when it is
+/// beyond a decimal or `b` is zero.
+fn exact_div_round(a: Decimal, b: Decimal, dp: u32) -> Option<Decimal> {
+    use num_bigint::BigUint;
+    let magnitude = |d: Decimal| BigUint::from(d.mantissa().unsigned_abs());
+    let ten = |e: u32| BigUint::from(10u32).pow(e);
+    // a / b x 10^dp = (ma x 10^(sb + dp)) / (mb x 10^sa); half away from zero on magnitudes.
+    let n = magnitude(a) * ten(b.scale() + dp);
+    let d = magnitude(b) * ten(a.scale());
+    if d == BigUint::ZERO {
+        return None;
+    }
+    // Past 2^128 no value fits 96 bits, even with `dp` (at most 9) trailing zeros taken off.
+    let mut rounded: u128 = ((n * 2u32 + &d) / (d * 2u32)).try_into().ok()?;
+    let mut scale = dp;
+    while scale > 0 && rounded % 10 == 0 {
+        rounded /= 10;
+        scale -= 1;
+    }
+    let mut value = Decimal::try_from_i128_with_scale(rounded.try_into().ok()?, scale).ok()?;
+    value.set_sign_negative(a.is_sign_negative() != b.is_sign_negative() && rounded != 0);
+    Some(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -913,6 +960,55 @@ mod tests {
         );
     }
 
+    /// Quotients whose decimal form (28 digits, rounded) lands on a midpoint: values worked out by
+    /// hand from the exact fractions.
+    #[test]
+    fn quotients_round_as_the_exact_quotient() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let cases = [
+            // 0.00005 / (1 + 10^-27) = 0.0000499...: below the midpoint.
+            ("0.00005", "1.000000000000000000000000001", 4, Some("0")),
+            ("-0.00005", "1.000000000000000000000000001", 4, Some("0")),
+            // 2.000000010000000000000000001 / 2.000000000000000000000000001 = 1.00000000499...
+            (
+                "2.000000010000000000000000001",
+                "2.000000000000000000000000001",
+                8,
+                Some("1"),
+            ),
+            // On a midpoint exactly: away from zero.
+            ("1", "8", 2, Some("0.13")),
+            ("-1", "8", 2, Some("-0.13")),
+            ("1", "-8", 2, Some("-0.13")),
+            ("0.00005", "1", 4, Some("0.0001")),
+            // Just above a midpoint.
+            (
+                "0.00005",
+                "0.999999999999999999999999999",
+                4,
+                Some("0.0001"),
+            ),
+            // Few places left: exact integers, and the value beyond a decimal.
+            (
+                "79228162514264337593543950335",
+                "1",
+                4,
+                Some("79228162514264337593543950335"),
+            ),
+            (
+                "10000000000000000000000000",
+                "3",
+                4,
+                Some("3333333333333333333333333.3333"),
+            ),
+            ("100000000000000000000000000", "3", 4, None),
+            ("1", "0", 4, None),
+        ];
+        for (a, b, dp, want) in cases {
+            assert_eq!(div_round(d(a), d(b), dp), want.map(d), "{a} / {b} to {dp}");
+        }
+    }
+
     proptest! {
         /// The fast path of decimal parsing gives the very representation (mantissa and scale)
         /// of the general parse followed by `canonical`, or the same error.
@@ -933,6 +1029,20 @@ mod tests {
                 }
                 _ => prop_assert_eq!(fast, slow, "{}", s),
             }
+        }
+
+        /// `div_round`'s decimal path gives the exact quotient's rounding, also for quotients a
+        /// hair from a midpoint (`a` made as a midpoint times `b`, rounded by the product).
+        #[test]
+        fn div_round_is_the_exact_rounding(mb in 1i128..(1 << 95), sb in 0u32..28, k in -99_999i64..99_999, dp in 0u32..9, near in any::<bool>(), ma in any::<i64>(), sa in 0u32..28) {
+            let b = Decimal::from_i128_with_scale(mb, sb);
+            let a = if near {
+                let midpoint = Decimal::new(k * 10 + 5, dp + 1);
+                match midpoint.checked_mul(b) { Some(a) => a, None => return Ok(()) }
+            } else {
+                Decimal::new(ma, sa)
+            };
+            prop_assert_eq!(div_round(a, b, dp), exact_div_round(a, b, dp), "{} / {} to {}", a, b, dp);
         }
 
         /// A price's fractional digits are those of its normalised value, on the fast path

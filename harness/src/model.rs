@@ -21,7 +21,7 @@ use tampines_dataflows::event::{parse, Body, Event};
 use tampines_dataflows::orderbook::Bbo;
 use tampines_dataflows::results::{Record, Status, TickerStats};
 use tampines_dataflows::stats::{StateCounts, Totals};
-use tampines_dataflows::types::{round_dp, Price, Qty, Sym, SymbolName, TradeId, TradeSide};
+use tampines_dataflows::types::{Price, Qty, Sym, SymbolName, TradeId, TradeSide};
 
 /// One expected progress mark: its time and the JSON of every record published with it.
 #[derive(Clone, Debug, PartialEq)]
@@ -398,12 +398,11 @@ fn state_at(
             let open = agg.open.price.value();
             let change = agg.last.price.value() - open;
             TickerStats {
-                vwap: round_dp(agg.quote_volume.value() / agg.volume.value(), 8),
+                vwap: quotient(agg.quote_volume.value(), agg.volume.value(), 8)
+                    .expect("a mean of prices is a decimal"),
                 change: change.normalize(),
                 // Beyond a 96-bit decimal: published as null (see `TickerStats`).
-                change_pct: (change * Decimal::from(100))
-                    .checked_div(open)
-                    .map(|pct| round_dp(pct, 4)),
+                change_pct: quotient(change * Decimal::from(100), open, 4),
                 agg,
             }
         });
@@ -468,6 +467,50 @@ fn id_class(id: &str) -> (bool, usize) {
     } else {
         (true, 0)
     }
+}
+
+/// `a / b` to `dp` places, half away from zero, from the exact fraction in big integers: the
+/// whole part of `10^dp x |a| / |b|`, plus one when twice the remainder reaches `|b|`. `None`
+/// when the value is beyond a decimal (or `b` is zero).
+fn quotient(a: Decimal, b: Decimal, dp: u32) -> Option<Decimal> {
+    use num_bigint::BigInt;
+    let as_fraction = |d: Decimal| {
+        let denominator = BigInt::from(10).pow(d.scale());
+        (BigInt::from(d.mantissa()), denominator)
+    };
+    let ((an, ad), (bn, bd)) = (as_fraction(a), as_fraction(b));
+    // a / b = (an x bd) / (ad x bn); both denominators are positive.
+    let numerator = an * bd * BigInt::from(10).pow(dp);
+    let denominator = ad * bn;
+    if denominator == BigInt::from(0) {
+        return None;
+    }
+    let negative = (numerator < BigInt::from(0)) != (denominator < BigInt::from(0));
+    let (n, d) = (
+        numerator.magnitude().clone(),
+        denominator.magnitude().clone(),
+    );
+    let (whole, rest) = (&n / &d, &n % &d);
+    let units = if rest * 2u32 >= d {
+        whole + 1u32
+    } else {
+        whole
+    };
+    let sign = if negative && units.bits() > 0 {
+        "-"
+    } else {
+        ""
+    };
+    // Written out with `dp` places, trailing fractional zeros dropped, then read exactly.
+    let digits = format!("{units:0>width$}", width = dp as usize + 1);
+    let (int, frac) = digits.split_at(digits.len() - dp as usize);
+    let frac = frac.trim_end_matches('0');
+    let text = if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    };
+    Decimal::from_str_exact(&text).ok()
 }
 
 fn summarize(trades: &[(u64, &tampines_dataflows::event::Trade)]) -> Option<Agg> {
