@@ -76,7 +76,7 @@ pub fn open(path: &Path, id: u32, ahead: AheadShare) -> LineInput {
             // A worker that has gone (the job stopped) ends the thread.
             let send = |batch: ParsedBatch| batches.send(batch).is_ok();
             match reader {
-                Ok(reader) => read_ahead(reader, &name, ahead.chunk, send),
+                Ok((reader, fill)) => read_ahead(reader, &name, ahead.chunk, fill, send),
                 Err(reason) => {
                     send(ReadAhead::unreadable(reason, Vec::new()));
                 }
@@ -126,11 +126,17 @@ fn lower_priority() {
     }
 }
 
-/// Reads `reader` in chunks of whole lines and `send`s each parsed, until the end, a read error
-/// (its dead letter last) or a refused send.
-fn read_ahead(reader: impl Read, name: &str, chunk: usize, send: impl Fn(ParsedBatch) -> bool) {
+/// Reads `reader` in chunks of whole lines (filled, or as they come: [`Chunks`]) and `send`s
+/// each parsed, until the end, a read error (its dead letter last) or a refused send.
+fn read_ahead(
+    reader: impl Read,
+    name: &str,
+    chunk: usize,
+    fill: bool,
+    send: impl Fn(ParsedBatch) -> bool,
+) {
     let mut ahead = ReadAhead::default();
-    for chunk in Chunks::new(reader, name, chunk) {
+    for chunk in Chunks::new(reader, name, chunk, fill) {
         let batch = match chunk {
             Ok(lines) => ahead.batch(lines),
             Err((reason, payload)) => ReadAhead::unreadable(reason, payload),
@@ -145,13 +151,13 @@ fn read_ahead(reader: impl Read, name: &str, chunk: usize, send: impl Fn(ParsedB
 /// one unreadable line with the part of the line read before it, then nothing).
 pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, (String, String)>>> {
     let name = path.display().to_string();
-    let reader = match reader(path, &name) {
-        Ok(reader) => reader,
+    let (reader, fill) = match reader(path, &name) {
+        Ok(opened) => opened,
         Err(reason) => return Box::new(std::iter::once(Err((reason, String::new())))),
     };
     let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    Box::new(Chunks::new(reader, &name, CHUNK).flat_map(move |chunk| {
-        match chunk {
+    Box::new(
+        Chunks::new(reader, &name, CHUNK, fill).flat_map(move |chunk| match chunk {
             Ok(text) => (ahead::lines_of(&text))
                 .map(|(start, end)| {
                     let line = &text[start..end];
@@ -160,18 +166,25 @@ pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, (String, Str
                 })
                 .collect::<Vec<_>>(),
             Err((reason, payload)) => vec![Err((reason, lossy(&payload)))],
-        }
-    }))
+        }),
+    )
 }
 
 /// A reader's chunks of whole lines, about `size` bytes each (a longer line makes a longer one),
 /// each ending with a line feed except the last of the input; after a read error, its reason and
 /// the part of a line read before it, and nothing more.
+///
+/// A regular file's chunks are filled (read until `size` bytes or the end). Anything else (a
+/// pipe, a terminal, `/dev/stdin`) gives a chunk after every read that ends a line: its lines go
+/// on as they come, where filling waited for `size` bytes or the writer's end (a replay of
+/// `kcat ... |` published nothing until then).
 struct Chunks<R> {
     reader: R,
     name: String,
     /// Bytes read at once.
     size: usize,
+    /// Whether reads go on until the chunk is full.
+    fill: bool,
     /// The chunk being read: whole lines are cut from its front, a line read in part stays.
     chunk: Vec<u8>,
     /// The bytes at the start of `chunk` already searched for a line feed, in vain.
@@ -182,11 +195,12 @@ struct Chunks<R> {
 }
 
 impl<R: Read> Chunks<R> {
-    fn new(reader: R, name: &str, size: usize) -> Chunks<R> {
+    fn new(reader: R, name: &str, size: usize, fill: bool) -> Chunks<R> {
         Chunks {
             reader,
             name: name.to_string(),
             size,
+            fill,
             chunk: Vec::with_capacity(size),
             searched: 0,
             done: false,
@@ -207,8 +221,12 @@ impl<R: Read> Iterator for Chunks<R> {
                 .checked_sub(chunk.len())
                 .filter(|&n| n > 0)
                 .unwrap_or(size);
-            chunk.reserve(want);
-            let read = (&mut self.reader).take(want as u64).read_to_end(chunk);
+            let read = if self.fill {
+                chunk.reserve(want);
+                (&mut self.reader).take(want as u64).read_to_end(chunk)
+            } else {
+                read_once(&mut self.reader, chunk, want.min(PIPE_READ))
+            };
             let (end, error) = match read {
                 Ok(n) => (n == 0, None),
                 Err(e) => (true, Some(format!("read error: {}: {e}", self.name))),
@@ -248,19 +266,39 @@ impl<R: Read> Iterator for Chunks<R> {
     }
 }
 
-/// A reader of the file, gunzipping a `.gz` one.
-fn reader(path: &Path, name: &str) -> Result<Box<dyn Read + Send>, String> {
+/// Bytes asked of a pipe at once: a pipe's buffer holds 64 KiB.
+const PIPE_READ: usize = 64 << 10;
+
+/// Appends what one read of up to `want` bytes gives (retried if interrupted).
+fn read_once(reader: &mut impl Read, chunk: &mut Vec<u8>, want: usize) -> std::io::Result<usize> {
+    let len = chunk.len();
+    chunk.resize(len + want, 0);
+    let read = loop {
+        match reader.read(&mut chunk[len..]) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            read => break read,
+        }
+    };
+    chunk.truncate(len + read.as_ref().map_or(0, |n| *n));
+    read
+}
+
+/// A reader of the file, gunzipping a `.gz` one, and whether its chunks are to be filled (a
+/// regular file's: [`Chunks`]).
+fn reader(path: &Path, name: &str) -> Result<(Box<dyn Read + Send>, bool), String> {
     File::open(path)
         .map_err(|e| format!("read error: {name}: {e}"))
         .map(|f| {
+            let fill = f.metadata().is_ok_and(|m| m.is_file());
             let gz = path
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-            if gz {
+            let reader = if gz {
                 Box::new(MultiGzDecoder::new(f)) as Box<dyn Read + Send>
             } else {
                 Box::new(f)
-            }
+            };
+            (reader, fill)
         })
 }
 
@@ -305,6 +343,7 @@ mod tests {
             let mut text = String::new();
             reader(&path, name)
                 .unwrap()
+                .0
                 .read_to_string(&mut text)
                 .unwrap();
             assert_eq!(text, "line one\n", "{name}");
@@ -347,9 +386,9 @@ mod tests {
 
     /// Every line of `pieces`, as read ahead in chunks of `size`: its text and dead-letter
     /// reason.
-    fn read_all(pieces: Pieces, size: usize) -> Vec<(String, Option<String>)> {
+    fn read_all(pieces: Pieces, size: usize, fill: bool) -> Vec<(String, Option<String>)> {
         let got = std::cell::RefCell::new(Vec::new());
-        read_ahead(pieces, "f", size, |batch| {
+        read_ahead(pieces, "f", size, fill, |batch| {
             let lines = batch.lines().map(|(text, reason)| {
                 let text = String::from_utf8_lossy(text).into_owned();
                 (text, reason.map(str::to_string))
@@ -392,9 +431,10 @@ mod tests {
         // The size is a parameter of the same code: a small one makes many chunk boundaries and
         // a line longer than two chunks; the one-file size reads this file in one chunk.
         let sizes = [1_000, CHUNK, ONE_FILE_CHUNK];
-        for (piece, size) in [1, 7, 4_096, CHUNK + 1, 1 << 22]
+        for (piece, size, fill) in [1, 7, 4_096, CHUNK + 1, 1 << 22]
             .into_iter()
             .flat_map(|p| sizes.map(|s| (p, s)))
+            .flat_map(|(p, s)| [(p, s, true), (p, s, false)])
         {
             let pieces = Pieces {
                 data: data.clone(),
@@ -402,12 +442,12 @@ mod tests {
                 piece,
                 fail_at: None,
             };
-            let got = read_all(pieces, size);
+            let got = read_all(pieces, size, fill);
             let texts: Vec<&String> = got.iter().map(|(t, _)| t).collect();
             assert_eq!(
                 texts,
                 lines.iter().collect::<Vec<_>>(),
-                "reads of {piece}, chunks of {size}"
+                "reads of {piece}, chunks of {size}, filled {fill}"
             );
             let bad: Vec<(usize, &str)> = (got.iter().enumerate())
                 .filter_map(|(i, (_, r))| r.as_deref().map(|r| (i, r)))
@@ -444,7 +484,7 @@ mod tests {
                 piece: usize::MAX,
                 fail_at: None,
             };
-            let got: Vec<String> = (read_all(pieces, size).into_iter())
+            let got: Vec<String> = (read_all(pieces, size, true).into_iter())
                 .map(|(t, _)| t)
                 .collect();
             let mut expected: Vec<String> = file
@@ -485,11 +525,37 @@ mod tests {
             piece: 1_000,
             fail_at: Some(line_start + 10),
         };
-        let got = read_all(pieces, CHUNK);
+        let got = read_all(pieces, CHUNK, false);
         assert_eq!(got.len(), 4_001);
         let texts: Vec<&String> = got[..4_000].iter().map(|(t, _)| t).collect();
         assert_eq!(texts, lines[..4_000].iter().collect::<Vec<_>>());
         let error = "read error: f: disk gone".to_string();
         assert_eq!(got[4_000], (lines[4_000][..10].to_string(), Some(error)));
+    }
+
+    /// A pipe's lines go on as they come: a read that ends a line gives a chunk, with no further
+    /// read (which would wait for the writer). A filled chunk reads on.
+    #[test]
+    fn a_pipes_lines_go_as_they_come() {
+        /// Gives its lines one per read, then fails the test if read again.
+        struct Writer(Vec<&'static str>);
+        impl Read for Writer {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                assert!(!self.0.is_empty(), "read again: waited for the writer");
+                let line = self.0.remove(0).as_bytes();
+                buf[..line.len()].copy_from_slice(line);
+                Ok(line.len())
+            }
+        }
+        let mut chunks = Chunks::new(Writer(vec!["one\n", "tw", "o\nthr"]), "p", CHUNK, false);
+        assert_eq!(chunks.next().unwrap().unwrap(), b"one\n");
+        assert_eq!(chunks.next().unwrap().unwrap(), b"two\n");
+        let filled = std::panic::catch_unwind(move || {
+            Chunks::new(Writer(vec!["one\n"]), "f", CHUNK, true).next()
+        });
+        assert!(
+            filled.is_err(),
+            "a filled chunk reads until it is full or the end"
+        );
     }
 }

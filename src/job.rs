@@ -205,7 +205,7 @@ where
     let sink_state = Arc::new(SinkState::default());
     let worker_sink_state = sink_state.clone();
     let redis = settings.redis.clone();
-    // Marks Redis already holds are not written again (the script would ignore them anyway).
+    // Marks Redis already holds are not written by themselves (the sink catches up at the next).
     let stored = match (&redis, settings.process) {
         (Some(r), 0) => stored_frontier(r, Duration::from_secs(30))?,
         _ => None,
@@ -251,7 +251,7 @@ where
         };
         let publishing = index == 0;
         let redis_sink = match (&redis, publishing) {
-            (Some(r), true) => match RedisSink::start(r.clone(), worker_sink_state.clone()) {
+            (Some(r), true) => match RedisSink::start(r.clone(), worker_sink_state.clone(), stored) {
                 Ok(s) => Some(std::rc::Rc::new(std::cell::RefCell::new(s))),
                 Err(e) => {
                     fail(e);
@@ -345,9 +345,7 @@ where
                         metrics().count_published(batch);
                         tracing::debug!(mark = batch.time, changes = batch.changes.len(), behind_ms = crate::metrics::now_ms().saturating_sub(batch.time), "published");
                         if let Some(r) = sink_in_dataflow.as_ref() {
-                            if stored.is_none_or(|f| batch.time > f) {
-                                r.borrow_mut().push(batch.clone());
-                            }
+                            r.borrow_mut().push(batch.clone());
                         }
                     }
                     if let Some(w) = out.as_mut() {

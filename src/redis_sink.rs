@@ -1,7 +1,8 @@
 //! The Redis sink (CONTRACT section 4): every published mark applied in ONE atomic, idempotent step.
 //!
 //! A Lua script receives the mark `T` and its changes. If the stored `{prefix}:frontier` is `>= T`
-//! it changes nothing (replays and restarts never move results backwards). Otherwise it writes the
+//! it changes nothing (replays and restarts never move results backwards; marks are compared as
+//! decimal texts, exact at any `u64`, where Lua's numbers are doubles). Otherwise it writes the
 //! book and ticker strings, replaces the candle member of each changed `open_time` in its sorted set
 //! (and trims the set to `candle_retention`), removes candles dropped by retention, sets the
 //! frontier and appends `{ts, keys}` to the `{prefix}:updates` stream (capped near 10,000). Redis
@@ -11,6 +12,16 @@
 //! Before writing, the script checks that every key it writes holds nothing or the type it writes
 //! there, and refuses the whole step otherwise: Redis does not undo a script's writes when a later
 //! command of it fails, so a step failing halfway would show readers keys ahead of the frontier.
+//! It also refuses a step when the stored frontier is below the last one this job found or wrote:
+//! Redis lost results (restarted empty, or from an older save), and writing on would publish a
+//! frontier whose state is incomplete. The job exits 1; started again, it rebuilds them.
+//!
+//! **Catching up.** A job that finds a frontier `F` stored rebuilds its state by replaying its
+//! input, and marks at or below `F` are not written. Their changes are kept (the last per key)
+//! and written with the first mark above `F`, in its one step: how the rebuilt state got to `F`
+//! may differ from what Redis holds (an event late in the first run by wall-clock idleness lands
+//! at its own timestamp in the replay; a later run may read events below `F` that the first never
+//! saw), and the step brings every key the rebuilt state has to its value at that mark.
 //!
 //! Writing happens on a thread of its own behind a bounded queue. When Redis is slow the thread
 //! merges the queued consecutive marks into one step (only the last is the new frontier; a key
@@ -39,11 +50,22 @@ const QUEUE: usize = 64;
 const STREAM_CAP: usize = 10_000;
 
 const SCRIPT: &str = r#"
-local frontier = tonumber(redis.call('GET', KEYS[1]) or '-1')
-local t = tonumber(ARGV[1])
-if frontier >= t then return 0 end
+-- Marks are u64 decimal texts without leading zeros, compared exactly (Lua numbers are doubles).
+local function below(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local frontier = redis.call('GET', KEYS[1])
+local t = ARGV[1]
+if frontier and not below(frontier, t) then return 0 end
 local retention = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
+-- The last frontier this job found or wrote ('' if none): one stored below it was lost.
+local last = ARGV[6 + 4 * n]
+if last ~= '' and (not frontier or below(frontier, last)) then
+  return redis.error_reply('TAMPINES Redis lost results: its frontier is ' .. (frontier or 'gone') ..
+    ', where this job had ' .. last .. ' (restarted empty or from an older save?); start the job again to rebuild them')
+end
 -- Every key must hold what this step writes there (or nothing), checked before any write: a
 -- script that fails halfway keeps its earlier writes, which readers would see ahead of the
 -- frontier.
@@ -102,10 +124,17 @@ pub struct RedisOptions {
     pub retention: usize,
 }
 
+/// A change's place in a step: its key and score (the last change of each is written).
+type Slot = (&'static str, Option<u64>);
+
 /// The handle the publishing worker holds.
 pub struct RedisSink {
     queue: Option<SyncSender<Published>>,
     held: std::collections::VecDeque<Published>,
+    /// The frontier found stored at start: marks up to it are not written by themselves.
+    stored: Option<u64>,
+    /// The changes of those marks, the last per slot, for the first mark above `stored`.
+    catching_up: BTreeMap<Slot, Change>,
     thread: Option<JoinHandle<()>>,
     /// Shared state.
     pub state: Arc<SinkState>,
@@ -122,8 +151,12 @@ impl RedisOptions {
 }
 
 impl RedisSink {
-    /// Starts the writer thread.
-    pub fn start(options: RedisOptions, state: Arc<SinkState>) -> Result<RedisSink> {
+    /// Starts the writer thread, for a Redis that held the frontier `stored` at start.
+    pub fn start(
+        options: RedisOptions,
+        state: Arc<SinkState>,
+        stored: Option<u64>,
+    ) -> Result<RedisSink> {
         let client = redis::Client::open(options.url.as_str()).context("--redis")?;
         let (tx, rx) = sync_channel(QUEUE);
         let error = Arc::new(Mutex::new(None));
@@ -134,6 +167,7 @@ impl RedisSink {
             state: state.clone(),
             script: redis::Script::new(SCRIPT),
             error: error.clone(),
+            last: stored,
         };
         let thread = std::thread::Builder::new()
             .name("redis-writer".into())
@@ -142,6 +176,8 @@ impl RedisSink {
         Ok(RedisSink {
             queue: Some(tx),
             held: Default::default(),
+            stored,
+            catching_up: BTreeMap::new(),
             thread: Some(thread),
             state,
             error,
@@ -149,8 +185,22 @@ impl RedisSink {
     }
 
     /// Hands a batch to the writer; never blocks. Batches wait here while the queue is full, and
-    /// the sources are told to pause.
-    pub fn push(&mut self, batch: Published) {
+    /// the sources are told to pause. A batch at or below the stored frontier is kept for the
+    /// first one above it (catching up, in the module doc).
+    pub fn push(&mut self, mut batch: Published) {
+        if self.stored.is_some_and(|f| batch.time <= f) {
+            for c in batch.changes {
+                self.catching_up.insert(slot(&c), c);
+            }
+            return;
+        }
+        if !self.catching_up.is_empty() {
+            let mut merged = std::mem::take(&mut self.catching_up);
+            for c in batch.changes {
+                merged.insert(slot(&c), c);
+            }
+            batch.changes = merged.into_values().collect();
+        }
         self.held.push_back(batch);
         self.drain();
     }
@@ -206,6 +256,11 @@ impl RedisSink {
     }
 }
 
+/// Where `c` goes in a step.
+fn slot(c: &Change) -> Slot {
+    (c.key(), c.score)
+}
+
 struct Writer {
     client: redis::Client,
     connection: Option<redis::Connection>,
@@ -214,6 +269,9 @@ struct Writer {
     script: redis::Script,
     /// Set when a write fails for good; the writer then stops.
     error: Arc<Mutex<Option<String>>>,
+    /// The last frontier found in Redis or written there: a lower one stored means Redis lost
+    /// results.
+    last: Option<u64>,
 }
 
 /// Whether retrying may mend `e`: an outage or a timeout, or a server that is loading, busy
@@ -238,14 +296,13 @@ impl Writer {
         while let Ok(first) = rx.recv() {
             // Merge whatever else is already queued: one atomic step for consecutive marks.
             let mut time = first.time;
-            let mut merged: BTreeMap<(String, Option<u64>), Change> = BTreeMap::new();
-            let mut absorb =
-                |b: Published, merged: &mut BTreeMap<(String, Option<u64>), Change>| {
-                    time = time.max(b.time);
-                    for c in b.changes {
-                        merged.insert((c.key().to_string(), c.score), c);
-                    }
-                };
+            let mut merged: BTreeMap<Slot, Change> = BTreeMap::new();
+            let mut absorb = |b: Published, merged: &mut BTreeMap<Slot, Change>| {
+                time = time.max(b.time);
+                for c in b.changes {
+                    merged.insert(slot(&c), c);
+                }
+            };
             absorb(first, &mut merged);
             while let Ok(b) = rx.try_recv() {
                 absorb(b, &mut merged);
@@ -272,6 +329,7 @@ impl Writer {
                     m.redis_frontier.set(time as i64);
                     self.state.writes.fetch_add(1, Ordering::Relaxed);
                     self.state.durable.fetch_max(time, Ordering::Relaxed);
+                    self.last = self.last.max(Some(time));
                     tracing::debug!(
                         mark = time,
                         keys = changes.len(),
@@ -329,6 +387,7 @@ impl Writer {
         // changes come in key order, from `run`'s merge).
         let keys = changes.chunk_by(|a, b| a.key() == b.key()).count();
         invocation.arg(STREAM_CAP).arg(keys);
+        invocation.arg(self.last.map(|f| f.to_string()).unwrap_or_default());
         let applied: i64 = invocation.invoke(connection)?;
         Ok(applied == 1)
     }

@@ -887,9 +887,10 @@ impl Change {
         Change { name, score, json }
     }
 
-    /// The result's key without prefix (CONTRACT section 4).
-    pub fn key(&self) -> &str {
-        &self.name.key
+    /// The result's key without prefix (CONTRACT section 4); names are interned for good.
+    pub fn key(&self) -> &'static str {
+        let name: &'static ResultName = self.name;
+        &name.key
     }
 
     /// The kind of result: `book`, `ticker` or `candles` (the key's first component).

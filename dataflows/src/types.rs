@@ -847,7 +847,7 @@ fn exact_div_round(a: Decimal, b: Decimal, dp: u32) -> Option<Decimal> {
     // Past 2^128 no value fits 96 bits, even with `dp` (at most 9) trailing zeros taken off.
     let mut rounded: u128 = ((n * 2u32 + &d) / (d * 2u32)).try_into().ok()?;
     let mut scale = dp;
-    while scale > 0 && rounded % 10 == 0 {
+    while scale > 0 && rounded.is_multiple_of(10) {
         rounded /= 10;
         scale -= 1;
     }
