@@ -264,6 +264,22 @@ pub struct GenArgs {
     pub out: Option<PathBuf>,
 }
 
+impl DemoArgs {
+    /// Checks the demo's own options: a demo of nothing is a mistake, not a demo.
+    pub fn check(&self) -> Result<()> {
+        if self.symbols == 0 {
+            bail!("--symbols must be positive");
+        }
+        if self.rate == 0 {
+            bail!("--rate must be positive");
+        }
+        if self.partitions < 1 {
+            bail!("--partitions must be positive");
+        }
+        Ok(())
+    }
+}
+
 impl GenArgs {
     /// Checks the options, so that every event generated is valid (mid prices start at 2,000
     /// ticks; times stay positive and far from overflowing): the message names the option.

@@ -11,7 +11,7 @@
 //! Metrics are served (on a free local port unless `--metrics-addr` says where) and the demo
 //! prints their URL.
 //!
-//! Ctrl-C (or SIGTERM) stops the producer and the inputs; the job closes its last marks,
+//! Ctrl-C (or SIGTERM, or SIGHUP when the terminal closes) stops the producer and the inputs; the job closes its last marks,
 //! everything is flushed, a `redis-server` it started is stopped, and the demo exits 0. A second
 //! Ctrl-C exits at once (130), for when the last write waits for a Redis that went away.
 
@@ -54,7 +54,9 @@ impl Drop for RedisServer {
 }
 
 fn say(line: &str) {
-    eprintln!("demo: {line}");
+    // Not eprintln!: it panics when stderr is gone (the terminal closed, SIGHUP), and the demo
+    // must still stop cleanly then.
+    let _ = writeln!(std::io::stderr(), "demo: {line}");
 }
 
 /// True when something at `addr` answers a Redis PING.
@@ -246,9 +248,12 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         Target::Started(_, server) => Some(server.0.id()),
         _ => None,
     };
+    // SIGHUP: the terminal closed. (SIGKILL cannot be caught: a redis-server the demo started
+    // then stays, and is stopped by hand.)
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .context("signal handler")?;
     {
@@ -274,7 +279,7 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     let producer = connection.producer()?;
     let feeder = {
         let stop = stop.clone();
-        let (symbols, rate) = (args.symbols.max(1), args.rate.max(1));
+        let (symbols, rate) = (args.symbols, args.rate);
         std::thread::Builder::new()
             .name("demo-feed".into())
             .spawn(move || feed(producer, symbols, rate, stop))?
@@ -335,9 +340,15 @@ fn report_status(stop: &AtomicBool) {
         last = Instant::now();
         let read = m.totals().map(|t| t.read).unwrap_or(0);
         let frontier = m.frontier();
-        let behind = now_ms().saturating_sub(frontier);
+        let last = match frontier {
+            0 => "no mark yet".to_string(),
+            f => format!(
+                "last mark {f} ({} ms behind the wall clock)",
+                now_ms().saturating_sub(f)
+            ),
+        };
         say(&format!(
-            "{read} events read, {} marks published, last mark {frontier} ({behind} ms behind the wall clock)",
+            "{read} events read, {} marks published, {last}",
             m.marks.get()
         ));
     }

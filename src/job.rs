@@ -350,8 +350,9 @@ where
                     }
                     if let Some(w) = out.as_mut() {
                         if let Err(e) = sink::write_batches(w.as_mut(), &batches) {
-                            // A closed pipe (`| head`) means the reader is done: stop writing quietly.
-                            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                            // A closed pipe (`| head`) means the reader is done: a replay stops
+                            // writing quietly (and computes on to its end); a live job stops.
+                            if live || e.kind() != std::io::ErrorKind::BrokenPipe {
                                 failure.lock().expect("lock").get_or_insert(format!("writing results: {e}"));
                             }
                             out = None;
@@ -362,7 +363,7 @@ where
                 if wrote || frontier.is_empty() {
                     if let Some(w) = out.as_mut() {
                         if let Err(e) = w.flush() {
-                            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                            if live || e.kind() != std::io::ErrorKind::BrokenPipe {
                                 failure.lock().expect("lock").get_or_insert(format!("writing results: {e}"));
                             }
                         }

@@ -287,9 +287,15 @@ impl KafkaInputs {
                 _ => low,
             };
             tracing::info!(worker = self.index, topic = %topic, partition = p, input = id, low, high, start = first, "assigned");
-            if start == Start::Earliest && low > 0 {
-                // Rebuilding state by replay needs the partition from its first message on.
-                tracing::error!(topic = %topic, partition = p, low, "messages before this offset are gone (retention): state rebuilt from here may be incomplete");
+            // Reading from an offset that retention has passed skips messages without a word from
+            // librdkafka (`--start committed` without a commit reads from the beginning too).
+            let wanted = match from {
+                Offset::Beginning => Some(0),
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            };
+            if let Some(wanted) = wanted.filter(|&o| o < low) {
+                tracing::error!(topic = %topic, partition = p, wanted, low, "messages before this offset are gone (retention): they are not read, and state rebuilt from here may be incomplete");
             }
             if let Some(ends) = self.ends.as_mut() {
                 ends.insert(id, high.max(0) as u64);

@@ -126,7 +126,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Demo(args) => match args.job.settings() {
+        Command::Demo(args) => match args.check().and_then(|()| args.job.settings()) {
             Err(e) => usage(e),
             Ok(_) => match tampines::demo::demo(args) {
                 Ok((totals, _)) => report(Ok(totals)),

@@ -13,7 +13,8 @@
 //! computed at scrape time too, so a stalled job shows a growing lag.
 //!
 //! The HTTP side is deliberately minimal: a listening thread, a short-lived thread per request
-//! (timeouts, 16 KiB request limit), `GET /metrics` (anything else is 404).
+//! (timeouts, 16 KiB request limit), `GET /metrics` (and HEAD; another path is 404, another
+//! method 405).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -474,8 +475,15 @@ fn answer(stream: TcpStream) -> std::io::Result<()> {
         header.clear();
     }
     let mut stream = reader.into_inner().into_inner();
-    let path = request.split_whitespace().nth(1).unwrap_or("");
-    let (status, kind, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+    let mut words = request.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (status, kind, body) = if !matches!(method, "GET" | "HEAD") {
+        (
+            "405 Method Not Allowed\r\nAllow: GET, HEAD",
+            "text/plain",
+            "GET /metrics\n".to_string(),
+        )
+    } else if path == "/metrics" || path.starts_with("/metrics?") {
         (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -486,9 +494,13 @@ fn answer(stream: TcpStream) -> std::io::Result<()> {
     };
     write!(
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
+    // A HEAD request gets the headers of a GET, without the body.
+    if method != "HEAD" {
+        stream.write_all(body.as_bytes())?;
+    }
     stream.flush()
 }
 

@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::broker::KillOnDrop;
-use common::{dec, final_state, free_port, get, key, sample, scratch};
+use common::{dec, final_state, free_port, get, key, request, sample, scratch};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -107,6 +107,11 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     }
     assert!(sample(&text, "tampines_events_read_total ") > 0.0);
     assert!(get(&metrics, "/nothing").starts_with("HTTP/1.1 404"));
+    // HEAD: a GET's headers and no body (it had the whole body); other methods are refused.
+    let head = request(&metrics, "HEAD", "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.ends_with("Connection: close\r\n\r\n"), "{head}");
+    assert!(request(&metrics, "POST", "/metrics").starts_with("HTTP/1.1 405"));
 
     // SIGINT: the demo stops its feed and inputs, publishes its last marks and exits 0.
     let pid = child.0.id().to_string();

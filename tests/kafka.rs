@@ -433,6 +433,35 @@ fn a_live_job_that_cannot_write_its_results_exits_1() {
             .any(|l| l == "tampines: writing results: No space left on device (os error 28)"),
         "{stderr}"
     );
+
+    // A closed pipe (`run --out - | head -1`): the results' reader is gone. A live job wrote on
+    // into nothing for ever (and committed the offsets of what it never wrote).
+    let mut job = Command::new("timeout")
+        .args(["30", env!("CARGO_BIN_EXE_tampines"), "run"])
+        .args(["--brokers", &broker.bootstrap, "--topics", "market.book"])
+        .args(["--idle-ms", "300", "--lateness-ms", "0", "--out", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(job.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.contains(r#""kind":"book""#), "{first}");
+    // The pipe is closed; one more event makes sure there is more to write.
+    kcat_to(&broker, "market.book", 0, &[book(300, 3, "103")]);
+    let out = job.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l == "tampines: writing results: Broken pipe (os error 32)"),
+        "{stderr}"
+    );
 }
 
 /// A live job's dead letters reach the `--dlq` file as they are found (they waited in a 1 MiB

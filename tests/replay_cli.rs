@@ -326,7 +326,7 @@ fn a_bad_hostfile_exits_2_with_one_line() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 14] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -343,6 +343,13 @@ fn bad_usage_exits_2_with_one_line() {
             &["demo", "--depth", "0"],
             "tampines: --depth must be positive",
         ),
+        // A demo of nothing: 0 partitions read nothing; 0 symbols and 0 events/s ran as 1.
+        (
+            &["demo", "--partitions", "0"],
+            "tampines: --partitions must be positive",
+        ),
+        (&["demo", "--symbols", "0"], "tampines: --symbols must be positive"),
+        (&["demo", "--rate", "0"], "tampines: --rate must be positive"),
         // clap's own messages span lines (a usage summary, hints): joined into one.
         (
             &["replay", "x.ndjson", "--granularity-ms", "abc"],

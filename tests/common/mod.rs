@@ -94,8 +94,13 @@ pub fn wait_job(label: &str, processes: Vec<std::process::Child>) -> Vec<std::pr
 
 /// The response to `GET path` from an HTTP server at `addr` (the job's metrics), whole.
 pub fn get(addr: &str, path: &str) -> String {
+    request(addr, "GET", path)
+}
+
+/// The response to `METHOD path` from an HTTP server at `addr`, whole.
+pub fn request(addr: &str, method: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect to metrics");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).expect("read metrics");
     body
