@@ -714,7 +714,7 @@ pub enum TradeSide {
     Sell,
 }
 
-/// A symbol of an exchange, as a stable 64-bit hash of `exchange:symbol`.
+/// A symbol of an exchange, as a stable 64-bit hash of its names.
 ///
 /// Every worker and process computes the same id from the same names, so the id is what the
 /// dataflow exchanges and keys on; the names travel once, to the worker that publishes.
@@ -722,12 +722,18 @@ pub enum TradeSide {
 pub struct Sym(pub u64);
 
 impl Sym {
-    /// The id of `exchange:symbol` (FNV-1a, 64 bit).
+    /// The id of the names (FNV-1a, 64 bit) of `exchange:symbol`, or, when the exchange
+    /// contains `:`, of the names joined by the byte 0xFF. `exchange:symbol` alone is the same
+    /// text for exchange `a:b` with symbol `c` and exchange `a` with symbol `b:c`, which made
+    /// them one symbol: one book, ticker and candles. The text splits at its first `:` when the
+    /// exchange has none, and no UTF-8 text holds 0xFF, so different names give different texts
+    /// (and ids, but for a hash collision). Names without `:` in the exchange keep their ids.
     pub fn of(exchange: &str, symbol: &str) -> Sym {
+        let separator = if exchange.contains(':') { 0xFF } else { b':' };
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in exchange
             .bytes()
-            .chain(std::iter::once(b':'))
+            .chain(std::iter::once(separator))
             .chain(symbol.bytes())
         {
             h ^= u64::from(b);

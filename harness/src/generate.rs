@@ -1,7 +1,8 @@
 //! Seeded adversarial inputs: several symbols and inputs, snapshots (and symbols without one),
 //! zero-size deletes, crossed books, sequence gaps and duplicates, prices whose precision grows
 //! (the inferred tick changes), disorder within lateness, late events beyond it, trades repeated
-//! with the same id, text trade ids, very old trades (`too_late`), and bad lines of every kind.
+//! with the same id, text trade ids, very old trades (`too_late`), names whose `exchange:symbol`
+//! texts are equal (`ex:x` + `SYM1`, `ex` + `x:SYM1`), and bad lines of every kind.
 
 use serde_json::json;
 
@@ -87,8 +88,18 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
     let base = 1_700_000_000_000u64;
     let mut syms: Vec<S> = (0..shape.symbols.max(1))
         .map(|i| S {
-            exchange: if i % 3 == 2 { "other" } else { "ex" },
-            symbol: format!("SYM{i}"),
+            // `ex:x` + `SYM1` and `ex` + `x:SYM1` (with 4 symbols) share `ex:x:SYM1`: they
+            // are two symbols all the same.
+            exchange: match i {
+                1 => "ex:x",
+                _ if i % 3 == 2 => "other",
+                _ => "ex",
+            },
+            symbol: if i == 3 {
+                "x:SYM1".to_string()
+            } else {
+                format!("SYM{i}")
+            },
             input: i % shape.inputs.max(1),
             places: 1 + (i as u32 % 2),
             mid: 1000 + 37 * i as i64,

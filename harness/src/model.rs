@@ -48,10 +48,13 @@ pub struct Expected {
     pub state: StateCounts,
 }
 
+/// An event with its mark and place, and its names: the model keys symbols by their names
+/// (exchange, symbol), not by the dataflow's 64-bit id of them.
 #[derive(Clone, Debug)]
 struct Ev {
     time: u64,
     pos: (u32, u64),
+    name: SymbolName,
     event: Event,
 }
 
@@ -69,12 +72,11 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
     let mut totals = Totals::default();
     let mut dead = Vec::new();
     let mut events: Vec<Ev> = Vec::new();
-    let mut names: HashMap<Sym, SymbolName> = HashMap::new();
     let mut last_mark = 0u64;
     let span = config.retention_span_ms();
     for (input, lines) in inputs.iter().enumerate() {
         let mut max_ts: Option<u64> = None;
-        let mut last_book: HashMap<Sym, u64> = HashMap::new();
+        let mut last_book: HashMap<SymbolName, u64> = HashMap::new();
         for (offset, line) in lines.iter().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -103,14 +105,14 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
             }
             let mut time = natural.max(open);
             if is_book {
-                time = time.max(last_book.get(&ev.sym).copied().unwrap_or(0));
-                last_book.insert(ev.sym, time);
+                time = time.max(last_book.get(&name).copied().unwrap_or(0));
+                last_book.insert(name.clone(), time);
             }
             max_ts = Some(max_ts.map_or(ev.ts, |m| m.max(ev.ts)));
-            names.entry(ev.sym).or_insert(name);
             events.push(Ev {
                 time,
                 pos: (input as u32, offset as u64),
+                name,
                 event: ev,
             });
         }
@@ -143,7 +145,7 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
     let mut previous: BTreeMap<Key, (Value, Record)> = BTreeMap::new();
     let mut held = StateCounts::default();
     for &time in candidates.iter().filter(|&&t| t <= last_mark) {
-        let (state, raw_levels) = state_at(time, &events, &book_dups, &accepted, &names, config);
+        let (state, raw_levels) = state_at(time, &events, &book_dups, &accepted, config);
         if time == last_mark {
             held.book_levels = raw_levels as i64;
             held.candles = state
@@ -186,11 +188,11 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
             .collect();
     }
     // A trade id is inside the window after the last mark if a copy of it leaves later.
-    let inside: BTreeSet<(Sym, &TradeId)> = accepted
+    let inside: BTreeSet<(&SymbolName, &TradeId)> = accepted
         .iter()
         .filter_map(|(_, e)| match &e.event.body {
             Body::Trade(t) if ceil_g(e.event.ts + config.window_ms) > last_mark => {
-                Some((e.event.sym, &t.id))
+                Some((&e.name, &t.id))
             }
             _ => None,
         })
@@ -208,15 +210,15 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
 fn classify<'a>(events: &'a [Ev], config: &Config) -> (BTreeSet<usize>, Vec<(u64, &'a Ev)>) {
     let g = config.granularity_ms;
     let mut dups = BTreeSet::new();
-    let mut last_seq: HashMap<Sym, Option<u64>> = HashMap::new(); // Some(seq state) when synced
+    let mut last_seq: HashMap<&SymbolName, Option<u64>> = HashMap::new(); // Some(seq state) when synced
     let mut accepted: Vec<(u64, &Ev)> = Vec::new();
     for (i, e) in events.iter().enumerate() {
         match &e.event.body {
             Body::Snapshot { seq, .. } => {
-                last_seq.insert(e.event.sym, *seq);
+                last_seq.insert(&e.name, *seq);
             }
             Body::Book { seq, .. } => {
-                let state = last_seq.entry(e.event.sym).or_insert(None);
+                let state = last_seq.entry(&e.name).or_insert(None);
                 if let (Some(last), Some(s)) = (*state, *seq) {
                     if s <= last {
                         dups.insert(i);
@@ -232,7 +234,7 @@ fn classify<'a>(events: &'a [Ev], config: &Config) -> (BTreeSet<usize>, Vec<(u64
                     let Body::Trade(at) = &a.event.body else {
                         return false;
                     };
-                    a.event.sym == e.event.sym
+                    a.name == e.name
                         && at.id == t.id
                         && (a.event.ts + config.window_ms).div_ceil(g) * g > e.time
                 });
@@ -261,19 +263,18 @@ fn state_at(
     events: &[Ev],
     book_dups: &BTreeSet<usize>,
     accepted: &[(u64, &Ev)],
-    names: &HashMap<Sym, SymbolName>,
     config: &Config,
 ) -> (BTreeMap<Key, Record>, usize) {
     let mut out = BTreeMap::new();
     // Books, replayed from scratch.
-    let mut books: BTreeMap<Sym, RefBook> = BTreeMap::new();
+    let mut books: BTreeMap<&SymbolName, RefBook> = BTreeMap::new();
     for (i, e) in events.iter().enumerate().filter(|(_, e)| e.time <= time) {
         if book_dups.contains(&i) {
             continue;
         }
         let book = match &e.event.body {
             Body::Trade(_) => continue,
-            _ => books.entry(e.event.sym).or_default(),
+            _ => books.entry(&e.name).or_default(),
         };
         let apply = |book: &mut RefBook, bids: &[(Price, Qty)], asks: &[(Price, Qty)]| {
             for (side, levels) in [(&mut book.bids, bids), (&mut book.asks, asks)] {
@@ -327,11 +328,11 @@ fn state_at(
         bid: b.bids.keys().next_back().copied(),
         ask: b.asks.keys().next().copied(),
     };
-    for (sym, book) in &books {
-        let name = names[sym].clone();
+    for (&name, book) in &books {
+        let name = name.clone();
         let tick = config
             .tick_sizes
-            .get(sym)
+            .get(&Sym::of(&name.exchange, &name.symbol))
             .map(|p| p.value())
             .unwrap_or_else(|| Decimal::new(1, book.digits));
         let bbo = bbo_of(book);
@@ -378,17 +379,17 @@ fn state_at(
         }
     }
     // Trades counted once, applied by this time.
-    let trades: Vec<(Sym, u64, &tampines_dataflows::event::Trade)> = accepted
+    let trades: Vec<(&SymbolName, u64, &tampines_dataflows::event::Trade)> = accepted
         .iter()
         .filter(|(t, _)| *t <= time)
         .filter_map(|(_, e)| match &e.event.body {
-            Body::Trade(t) => Some((e.event.sym, e.event.ts, t)),
+            Body::Trade(t) => Some((&e.name, e.event.ts, t)),
             _ => None,
         })
         .collect();
-    let traded: BTreeSet<Sym> = trades.iter().map(|(s, _, _)| *s).collect();
+    let traded: BTreeSet<&SymbolName> = trades.iter().map(|(s, _, _)| *s).collect();
     for sym in traded {
-        let name = names[&sym].clone();
+        let name = sym.clone();
         let window: Vec<_> = trades
             .iter()
             .filter(|(s, ts, _)| *s == sym && *ts + config.window_ms > time)
