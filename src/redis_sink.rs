@@ -21,7 +21,9 @@
 //! and written with the first mark above `F`, in its one step: how the rebuilt state got to `F`
 //! may differ from what Redis holds (an event late in the first run by wall-clock idleness lands
 //! at its own timestamp in the replay; a later run may read events below `F` that the first never
-//! saw), and the step brings every key the rebuilt state has to its value at that mark.
+//! saw), and the step brings every key the rebuilt state has to its value at that mark. Before
+//! that step the writer reads what Redis holds of those keys and leaves out the changes it
+//! holds already (usually nearly all), so the step stays the size of what differs.
 //!
 //! Writing happens on a thread of its own behind a bounded queue. When Redis is slow the thread
 //! merges the queued consecutive marks into one step (only the last is the new frontier; a key
@@ -48,6 +50,8 @@ use crate::metrics::metrics;
 const QUEUE: usize = 64;
 /// Stream entries kept (approximately).
 const STREAM_CAP: usize = 10_000;
+/// Keys read per pipeline when catching up.
+const READ_BATCH: usize = 10_000;
 
 const SCRIPT: &str = r#"
 -- Marks are u64 decimal texts without leading zeros, compared exactly (Lua numbers are doubles).
@@ -168,6 +172,7 @@ impl RedisSink {
             script: redis::Script::new(SCRIPT),
             error: error.clone(),
             last: stored,
+            catching_up: stored.is_some(),
         };
         let thread = std::thread::Builder::new()
             .name("redis-writer".into())
@@ -272,6 +277,8 @@ struct Writer {
     /// The last frontier found in Redis or written there: a lower one stored means Redis lost
     /// results.
     last: Option<u64>,
+    /// The next step is the first after finding a frontier: it catches up (module doc).
+    catching_up: bool,
 }
 
 /// Whether retrying may mend `e`: an outage or a timeout, or a server that is loading, busy
@@ -307,7 +314,10 @@ impl Writer {
             while let Ok(b) = rx.try_recv() {
                 absorb(b, &mut merged);
             }
-            let changes: Vec<Change> = merged.into_values().collect();
+            let mut changes: Vec<Change> = merged.into_values().collect();
+            if std::mem::take(&mut self.catching_up) {
+                changes = self.not_held(changes);
+            }
             if let Err(e) = self.write(time, &changes) {
                 tracing::error!(mark = time, error = %e, "redis write failed for good");
                 let message = format!("writing mark {time} to Redis: {e}");
@@ -315,6 +325,56 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    /// The changes of a catching-up step that Redis does not hold already. Most of a rebuilt
+    /// state equals what Redis holds, and a step with all of it would be as large as the
+    /// results, blocking Redis's readers while it ran. Read in pipelines of [`READ_BATCH`]; a
+    /// read that fails keeps the changes it concerned (writing them again changes nothing).
+    fn not_held(&mut self, changes: Vec<Change>) -> Vec<Change> {
+        let p = self.options.prefix.clone();
+        let mut held = vec![false; changes.len()];
+        for (batch, held) in changes.chunks(READ_BATCH).zip(held.chunks_mut(READ_BATCH)) {
+            let (strings, sets): (Vec<usize>, Vec<usize>) =
+                (0..batch.len()).partition(|&i| batch[i].score.is_none());
+            let mut get = redis::pipe();
+            for &i in &strings {
+                get.get(format!("{p}:{}", batch[i].key()));
+            }
+            let mut range = redis::pipe();
+            for &i in &sets {
+                let score = batch[i].score.unwrap_or(0);
+                range.zrangebyscore(format!("{p}:{}", batch[i].key()), score, score);
+            }
+            let read = connected(&self.client, &mut self.connection).and_then(|c| {
+                let values: Vec<Option<String>> = get.query(c)?;
+                let members: Vec<Vec<String>> = range.query(c)?;
+                Ok((values, members))
+            });
+            let Ok((values, members)) = read else {
+                self.connection = None;
+                continue;
+            };
+            for (&i, value) in strings.iter().zip(values) {
+                held[i] = batch[i].json.is_some() && value == batch[i].json;
+            }
+            for (&i, members) in sets.iter().zip(members) {
+                held[i] = match &batch[i].json {
+                    Some(json) => members.len() == 1 && &members[0] == json,
+                    None => members.is_empty(), // nothing to remove
+                };
+            }
+        }
+        let before = changes.len();
+        let kept: Vec<Change> = (changes.into_iter().zip(held))
+            .filter_map(|(c, held)| (!held).then_some(c))
+            .collect();
+        tracing::info!(
+            kept = kept.len(),
+            of = before,
+            "catching up: changes Redis does not hold yet"
+        );
+        kept
     }
 
     /// Applies one step, retrying with capped backoff until it lands or fails for good.
@@ -353,18 +413,7 @@ impl Writer {
     }
 
     fn try_write(&mut self, time: u64, changes: &[Change]) -> redis::RedisResult<bool> {
-        if self.connection.is_none() {
-            let c = self
-                .client
-                .get_connection_with_timeout(Duration::from_secs(5))?;
-            c.set_read_timeout(Some(Duration::from_secs(30)))?;
-            // A step larger than the socket's buffers, sent into a network partition, would
-            // otherwise wait for the kernel's TCP timeout (about 15 minutes).
-            c.set_write_timeout(Some(Duration::from_secs(30)))?;
-            self.connection = Some(c);
-        }
-        let connection = self.connection.as_mut().expect("connected");
-        let p = &self.options.prefix;
+        let p = self.options.prefix.clone();
         let mut invocation = self.script.key(format!("{p}:frontier"));
         invocation
             .key(format!("{p}:updates"))
@@ -388,9 +437,25 @@ impl Writer {
         let keys = changes.chunk_by(|a, b| a.key() == b.key()).count();
         invocation.arg(STREAM_CAP).arg(keys);
         invocation.arg(self.last.map(|f| f.to_string()).unwrap_or_default());
-        let applied: i64 = invocation.invoke(connection)?;
+        let applied: i64 = invocation.invoke(connected(&self.client, &mut self.connection)?)?;
         Ok(applied == 1)
     }
+}
+
+/// `connection`, opened on `client` if there is none.
+fn connected<'a>(
+    client: &redis::Client,
+    connection: &'a mut Option<redis::Connection>,
+) -> redis::RedisResult<&'a mut redis::Connection> {
+    if connection.is_none() {
+        let c = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        c.set_read_timeout(Some(Duration::from_secs(30)))?;
+        // A step larger than the socket's buffers, sent into a network partition, would
+        // otherwise wait for the kernel's TCP timeout (about 15 minutes).
+        c.set_write_timeout(Some(Duration::from_secs(30)))?;
+        *connection = Some(c);
+    }
+    Ok(connection.as_mut().expect("connected"))
 }
 
 /// Reads the stored frontier (None if there is none), retrying for up to `patience`.
