@@ -458,7 +458,9 @@ fn connected<'a>(
     Ok(connection.as_mut().expect("connected"))
 }
 
-/// Reads the stored frontier (None if there is none), retrying for up to `patience`.
+/// Reads the stored frontier (None if there is none), retrying for up to `patience` while the
+/// failure may pass (`passing`: no connection yet, a server loading); a wrong password or a
+/// refused command fails at once.
 pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Option<u64>> {
     let client = redis::Client::open(options.url.as_str()).context("--redis")?;
     let deadline = Instant::now() + patience;
@@ -472,7 +474,7 @@ pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Opt
             });
         match attempt {
             Ok(f) => return Ok(f),
-            Err(e) if Instant::now() < deadline => {
+            Err(e) if passing(&e) && Instant::now() < deadline => {
                 tracing::warn!(error = %e, "reading the stored frontier");
                 std::thread::sleep(Duration::from_millis(200)); // retry interval, bounded by the deadline
             }

@@ -382,6 +382,43 @@ fn a_later_run_writes_what_changed_below_the_stored_frontier() {
     }
 }
 
+/// A Redis that refuses the job's password fails it at once, with exit 1 and Redis's reason:
+/// the stored frontier was read with 30 s of patience for any error, a refusal's as much as an
+/// outage's.
+#[test]
+fn a_refused_password_fails_the_job_at_once() {
+    let server = RedisServer::start();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("secret")
+        .query::<()>(&mut server.connection().unwrap())
+        .unwrap();
+    let input = scratch("redis_refused").join("events.ndjson");
+    std::fs::write(&input, SMALL).unwrap();
+    for (url, reason) in [
+        (server.url.clone(), "NOAUTH"),
+        (
+            server.url.replace("redis://", "redis://:wrong@"),
+            "Password authentication failed",
+        ),
+    ] {
+        // Well within the 30 s the patience took.
+        let out = Command::new("timeout")
+            .args(["20", env!("CARGO_BIN_EXE_tampines"), "replay"])
+            .args([input.to_str().unwrap(), "--redis", &url])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url}: {stderr}");
+        let last = stderr.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("tampines: reading the stored frontier: ") && last.contains(reason),
+            "{url}: {stderr}"
+        );
+    }
+}
+
 /// A Redis that lost results while the job ran (restarted empty, or from an older save) stops
 /// the job with exit 1 and the reason, writing nothing more: it carried on and published a
 /// frontier whose keys were gone. Started again, the job rebuilds them.
