@@ -197,7 +197,7 @@ fn main() {
                     let s = sent % symbols;
                     let ts = now_ms();
                     let key = format!("x:S{s}");
-                    let payload = if sent % 4 == 0 {
+                    let payload = if sent.is_multiple_of(4) {
                         format!(
                             r#"{{"type":"trade","exchange":"x","symbol":"S{s}","ts":{ts},"id":"{sent}","price":"100.5","qty":"0.1","side":"buy"}}"#
                         )
@@ -210,7 +210,7 @@ fn main() {
                             sent % 5
                         )
                     };
-                    let topic = if sent % 4 == 0 {
+                    let topic = if sent.is_multiple_of(4) {
                         "market.trade"
                     } else {
                         "market.book"

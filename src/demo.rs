@@ -199,10 +199,10 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     match &target {
         Target::Redis(url) | Target::Started(url, _) => {
             job_args.redis = Some(url.clone());
-            let how = if matches!(target, Target::Started(..)) {
-                "started redis-server"
-            } else {
-                "found Redis"
+            let how = match target {
+                Target::Started(..) => "started redis-server",
+                _ if args.job.redis.is_some() => "using the Redis named by --redis",
+                _ => "found Redis",
             };
             let cli = redis_cli(url);
             let p = &job_args.prefix;

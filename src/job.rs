@@ -222,6 +222,7 @@ where
         sink_state
             .durable
             .store(f, std::sync::atomic::Ordering::Relaxed);
+        metrics().redis_frontier.set(f as i64);
     }
     let guards = crate::cluster::execute(timely_config, move |worker| {
         let index = worker.index();

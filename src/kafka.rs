@@ -659,7 +659,7 @@ pub fn produce(files: &[PathBuf], connection: &Connection, topic: Option<&str>) 
             }
             send(&producer, record)?;
             sent += 1;
-            if sent % 65_536 == 0 {
+            if sent.is_multiple_of(65_536) {
                 producer.poll(Duration::ZERO);
                 if progress {
                     eprint!("\rproduced {sent}");

@@ -47,13 +47,16 @@ fn main() -> ExitCode {
             // A file named that cannot be read at all is bad usage, not bad input (a typo must
             // not pass as a run that read nothing); read errors inside a file are dead letters.
             // Only a regular file is opened to check: opening a named pipe waits for its writer,
-            // and closing it again loses what was written or ends the writer.
+            // and closing it again loses what was written or ends the writer; a pipe or device
+            // is asked whether it may be read (Linux: access).
             for file in &args.files {
                 let readable = std::fs::metadata(file).and_then(|m| {
-                    m.is_file()
-                        .then(|| std::fs::File::open(file))
-                        .transpose()
-                        .map(|_| m)
+                    if m.is_file() {
+                        std::fs::File::open(file)?;
+                    } else if !m.is_dir() {
+                        may_read(file)?;
+                    }
+                    Ok(m)
                 });
                 match readable {
                     Ok(m) if m.is_dir() => {
@@ -169,6 +172,15 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether this process may read `path` (its permissions), without opening it.
+fn may_read(path: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    rustix::fs::access(path, rustix::fs::Access::READ_OK)?;
+    #[cfg(not(target_os = "linux"))]
+    let _ = path;
+    Ok(())
 }
 
 /// Bad usage or configuration: exit 2 with a one-line reason (clap's and the TOML parser's

@@ -17,7 +17,8 @@
 //! frontier whose state is incomplete. The job exits 1; started again, it rebuilds them.
 //!
 //! **Catching up.** A job that finds a frontier `F` stored rebuilds its state by replaying its
-//! input, and marks at or below `F` are not written. Their changes are kept (the last per key)
+//! input, and marks at or below `F` are not written. Their changes are kept (the last per key
+//! and candle; a candle dropped by retention is forgotten, as the run that wrote `F` removed it)
 //! and written with the first mark above `F`, in its one step: how the rebuilt state got to `F`
 //! may differ from what Redis holds (an event late in the first run by wall-clock idleness lands
 //! at its own timestamp in the replay; a later run may read events below `F` that the first never
@@ -195,7 +196,13 @@ impl RedisSink {
     pub fn push(&mut self, mut batch: Published) {
         if self.stored.is_some_and(|f| batch.time <= f) {
             for c in batch.changes {
-                self.catching_up.insert(slot(&c), c);
+                if c.json.is_some() {
+                    self.catching_up.insert(slot(&c), c);
+                } else {
+                    // A candle dropped by retention: its removal was written by the run that
+                    // wrote the frontier; kept, every candle ever dropped would be held here.
+                    self.catching_up.remove(&slot(&c));
+                }
             }
             return;
         }
@@ -351,9 +358,15 @@ impl Writer {
                 let members: Vec<Vec<String>> = range.query(c)?;
                 Ok((values, members))
             });
-            let Ok((values, members)) = read else {
-                self.connection = None;
-                continue;
+            let (values, members) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    // The rest stays unfiltered: the step is larger, and written (with retries)
+                    // as any other; one connection timeout per batch would stall it instead.
+                    tracing::warn!(error = %e, "catching up: cannot read what Redis holds; writing every change");
+                    self.connection = None;
+                    break;
+                }
             };
             for (&i, value) in strings.iter().zip(values) {
                 held[i] = batch[i].json.is_some() && value == batch[i].json;

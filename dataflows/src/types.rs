@@ -827,6 +827,7 @@ pub fn round_dp(d: Decimal, dp: u32) -> Decimal {
 /// does. Otherwise (a midpoint, or a quotient too large for `dp + 1` places) the quotient is
 /// computed exactly, in big integers.
 pub fn div_round(a: Decimal, b: Decimal, dp: u32) -> Option<Decimal> {
+    debug_assert!(dp <= 9, "exact_div_round's bound");
     let q = a.checked_div(b)?;
     let scale = q.scale();
     if scale > dp {
@@ -834,8 +835,27 @@ pub fn div_round(a: Decimal, b: Decimal, dp: u32) -> Option<Decimal> {
         if q.mantissa().unsigned_abs() % step != step / 2 {
             return Some(round_dp(q, dp));
         }
+    } else if exact_product(q, b) == Some(a) {
+        // A quotient that is exact with `dp` places or fewer (0 when nothing changed; a whole
+        // one), checked without big integers.
+        return Some(q.normalize());
     }
     exact_div_round(a, b, dp)
+}
+
+/// `q x b` when it is exact in 96 bits (decimal multiplication rounds a longer product).
+fn exact_product(q: Decimal, b: Decimal) -> Option<Decimal> {
+    let magnitude = q
+        .mantissa()
+        .unsigned_abs()
+        .checked_mul(b.mantissa().unsigned_abs())?;
+    let scale = q.scale() + b.scale();
+    if magnitude >= 1 << 96 || scale > 28 {
+        return None;
+    }
+    let mut product = Decimal::from_i128_with_scale(magnitude as i128, scale);
+    product.set_sign_negative(q.is_sign_negative() != b.is_sign_negative());
+    Some(product)
 }
 
 /// `a / b` rounded half away from zero to `dp` places in big integers; `None` when it is

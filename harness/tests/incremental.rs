@@ -161,7 +161,7 @@ fn the_cases_exercise_every_feature() {
 }
 
 #[test]
-fn lines_parsed_ahead_carry_their_own_names_when_two_names_share_an_id() {
+fn lines_parsed_ahead_carry_their_own_names_when_two_names_share_a_text() {
     // `a:b` + `c` and `a` + `b:c` hashed to one symbol id (of `exchange:symbol`); they are two
     // symbols now (`Sym::of`). The first is seen first, in a trade too late to apply; the
     // second's book is published under its own names, read either way.
