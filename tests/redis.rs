@@ -318,6 +318,19 @@ fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
     assert!(stderr.contains("read 0 processed 0"), "{stderr}");
 }
 
+/// The fields of the last entry of the `t:updates` stream.
+fn last_update(c: &mut redis::Connection) -> BTreeMap<String, String> {
+    let mut last: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XREVRANGE")
+        .arg("t:updates")
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(c)
+        .unwrap();
+    last.pop().expect("a stream entry").1
+}
+
 /// A one-level snapshot of `ex:{symbol}` at `ts`.
 fn book(symbol: &str, ts: u64, price: u32) -> String {
     format!(
@@ -370,15 +383,8 @@ fn a_later_run_writes_what_changed_below_the_stored_frontier() {
         let keys: Vec<String> = redis::cmd("KEYS").arg("t:book:*").query(&mut c).unwrap();
         assert_eq!(keys.len(), 3, "base {base}: {keys:?}");
         // The catching-up step left out A's book, which Redis held already: B's and C's.
-        let last: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XREVRANGE")
-            .arg("t:updates")
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query(&mut c)
-            .unwrap();
-        assert_eq!(last[0].1["keys"], "2", "base {base}: {last:?}");
+        let last = last_update(&mut c);
+        assert_eq!(last["keys"], "2", "base {base}: {last:?}");
     }
 }
 
@@ -560,15 +566,7 @@ fn a_stream_entry_counts_keys() {
     );
     assert_eq!(code, Some(0), "{stderr}");
     let mut c = server.connection().unwrap();
-    let last: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XREVRANGE")
-        .arg("t:updates")
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query(&mut c)
-        .unwrap();
-    let fields = &last[0].1;
+    let fields = &last_update(&mut c);
     assert_eq!(fields["ts"], "60000");
     // The ticker and the 1-minute candles (the closed one at 0, the new one at 60000).
     assert_eq!(fields["keys"], "2", "{fields:?}");
