@@ -396,7 +396,10 @@ where
                     std::process::exit(1);
                 }
             }
-            if let Some(hook) = after_step.as_mut() {
+            // After a recorded failure (a bounded run's dead letter that was not delivered, say)
+            // nothing more is committed: a run again reads from before it.
+            let failed = worker_failure.lock().map_or(true, |f| f.is_some());
+            if let (Some(hook), false) = (after_step.as_mut(), failed) {
                 hook(&Written { probe: &probe, durable: durable.as_deref() });
             }
         }
@@ -405,7 +408,8 @@ where
                 fail(e);
             }
         }
-        if let Some(hook) = after_step.as_mut() {
+        let failed = worker_failure.lock().map_or(true, |f| f.is_some());
+        if let (Some(hook), false) = (after_step.as_mut(), failed) {
             // The last commits wait for Redis to hold the last marks: worker 0 of process 0 has
             // written them by now; its peers and other processes learn it through the shared
             // sink state (or from Redis), so they poll, with a deadline.

@@ -16,17 +16,19 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use tampines_dataflows::event::{parse, Body};
 use tampines_dataflows::source::{DeadLetter, Inputs, Line, Next};
@@ -97,6 +99,11 @@ impl Connection {
     }
 
     pub fn producer(&self) -> Result<BaseProducer> {
+        self.producer_with(rdkafka::producer::DefaultProducerContext)
+    }
+
+    /// A producer whose delivery reports go to `context`.
+    pub fn producer_with<C: ProducerContext>(&self, context: C) -> Result<BaseProducer<C>> {
         let mut c = self.client();
         // Batch for throughput; a few ms of delay is nothing against a 100 ms timestamp.
         c.set("linger.ms", "5")
@@ -104,7 +111,49 @@ impl Connection {
         for (k, v) in &self.properties {
             c.set(k, v);
         }
-        c.create().context("creating the Kafka producer")
+        c.create_with_context(context)
+            .context("creating the Kafka producer")
+    }
+}
+
+/// Counts the messages the broker did not take (delivery reports), keeping the first reason.
+/// `send` and `flush` returning Ok say only that a message was queued: a message that times out
+/// or is refused is reported here, and was lost without a word.
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    reason: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: Self::DeliveryOpaque) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            let mut reason = self.reason.lock().expect("lock");
+            reason.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+impl Deliveries {
+    /// The messages not delivered since `seen` (which it updates), as an error.
+    fn check(&self, seen: &mut u64, what: &str) -> Result<()> {
+        let failed = self.failed.load(Ordering::Relaxed);
+        if failed == *seen {
+            return Ok(());
+        }
+        let new = failed - std::mem::replace(seen, failed);
+        let reason = self
+            .reason
+            .lock()
+            .expect("lock")
+            .clone()
+            .unwrap_or_default();
+        bail!("{new} {what} not delivered: {reason}")
     }
 }
 
@@ -547,16 +596,19 @@ fn commit_done(
 
 /// Dead letters to `<topic>.dlq`: the original payload, the reason in header `reason`.
 pub struct KafkaDeadLetters {
-    producer: BaseProducer,
+    producer: BaseProducer<Deliveries>,
     topics: Vec<String>,
+    /// Failed deliveries already reported.
+    failed: u64,
 }
 
 impl KafkaDeadLetters {
     /// A producer for the dead-letter topics of `topics`.
     pub fn new(connection: &Connection, topics: Vec<String>) -> Result<KafkaDeadLetters> {
         Ok(KafkaDeadLetters {
-            producer: connection.producer()?,
+            producer: connection.producer_with(Deliveries::default())?,
             topics,
+            failed: 0,
         })
     }
 }
@@ -609,13 +661,20 @@ impl DeadLetterSink for KafkaDeadLetters {
     fn flush(&mut self) -> Result<()> {
         self.producer
             .flush(Duration::from_secs(30))
-            .context("flushing dead letters")
+            .context("flushing dead letters")?;
+        (self.producer.context()).check(&mut self.failed, "dead letters were")
+    }
+
+    /// Waits for the batch's delivery reports: a dead letter the broker did not take is a
+    /// failure before the offsets past it are committed (it was lost, offsets committed).
+    fn written(&mut self) -> Result<()> {
+        self.flush()
     }
 }
 
 /// Sends, waiting while the local queue is full.
-fn send<K: rdkafka::message::ToBytes + ?Sized>(
-    producer: &BaseProducer,
+fn send<K: rdkafka::message::ToBytes + ?Sized, C: ProducerContext<DeliveryOpaque = ()>>(
+    producer: &BaseProducer<C>,
     mut record: BaseRecord<'_, K, str>,
 ) -> Result<()> {
     loop {
@@ -634,7 +693,7 @@ fn send<K: rdkafka::message::ToBytes + ?Sized>(
 /// events go to `market.book` and trades to `market.trade` (lines that do not parse go to
 /// `market.book` unkeyed, to be dead-lettered by the job). Returns the number sent.
 pub fn produce(files: &[PathBuf], connection: &Connection, topic: Option<&str>) -> Result<u64> {
-    let producer = connection.producer()?;
+    let producer = connection.producer_with(Deliveries::default())?;
     let progress = std::io::stderr().is_terminal();
     let mut sent = 0u64;
     for path in files {
@@ -673,6 +732,7 @@ pub fn produce(files: &[PathBuf], connection: &Connection, topic: Option<&str>) 
     if progress {
         eprint!("\r");
     }
+    producer.context().check(&mut 0, "messages were")?;
     Ok(sent)
 }
 

@@ -180,6 +180,50 @@ fn an_oversized_bad_message_is_dead_lettered_cut_to_size() {
     );
 }
 
+/// A bounded run whose dead letter the broker refuses (here: larger than the producer may send)
+/// ends with exit 1 and commits nothing past it, so a run again reads the message again and
+/// dead-letters it. The offsets were committed: the message was never read again, and its dead
+/// letter was lost.
+#[test]
+fn a_dead_letter_that_was_not_written_is_read_again() {
+    let broker = Broker::start(1, "market.trade");
+    let mut message = vec![b'z'; 5_000];
+    message.push(b'\n');
+    kcat_produce(&broker, &["-t", "market.trade"], &message);
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args([
+                "run",
+                "--brokers",
+                &broker.bootstrap,
+                "--topics",
+                "market.trade",
+            ])
+            .args(["--until-end", "--group", "g", "--start", "committed"])
+            .args(["--out", "/dev/null"])
+            .args(extra)
+            .output()
+            .expect("run")
+    };
+    let refused = run(&["-X", "message.max.bytes=2000"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("MessageSizeTooLarge"), "{stderr}");
+    let again = run(&[]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("read 1 processed 0 dead-lettered 1"),
+        "{stderr}"
+    );
+    let dlq = Command::new(kcat())
+        .args(["-b", &broker.bootstrap, "-C", "-t", "market.trade.dlq"])
+        .args(["-e", "-q", "-f", "%S\n"])
+        .output()
+        .expect("kcat -C");
+    assert_eq!(String::from_utf8_lossy(&dlq.stdout), "5000\n");
+}
+
 fn book(ts: u64, seq: u64, price: &str) -> String {
     book_of("A", ts, seq, price)
 }
