@@ -551,6 +551,7 @@ fn check_hostfile(path: &std::path::Path, processes: usize) -> Result<()> {
         a.rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
     };
+    let mut seen: std::collections::HashMap<&str, usize> = Default::default();
     for (i, line) in lines.iter().enumerate() {
         if line.split_whitespace().next().is_none() || !line.split_whitespace().all(good) {
             bail!(
@@ -558,6 +559,17 @@ fn check_hostfile(path: &std::path::Path, processes: usize) -> Result<()> {
                 path.display(),
                 i + 1
             );
+        }
+        // Two processes cannot listen at one address: the second failed to bind, and the
+        // first waited for it for ever.
+        for address in line.split_whitespace() {
+            if let Some(first) = seen.insert(address, i + 1).filter(|&first| first != i + 1) {
+                bail!(
+                    "-h {}: lines {first} and {} both name {address}",
+                    path.display(),
+                    i + 1
+                );
+            }
         }
     }
     Ok(())
@@ -581,6 +593,9 @@ mod tests {
             check_hostfile(&path, 4).is_err(),
             "the fourth line is read at -n 4"
         );
+        std::fs::write(&path, "127.0.0.1:2101\nhost-b:2102 127.0.0.1:2101\n").unwrap();
+        let e = check_hostfile(&path, 2).unwrap_err().to_string();
+        assert!(e.ends_with("lines 1 and 2 both name 127.0.0.1:2101"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

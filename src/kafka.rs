@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -67,6 +67,23 @@ impl Connection {
             c.set(k, v);
         }
         c
+    }
+
+    /// Checks the `-X` properties as librdkafka reads them (unknown names, bad values) without
+    /// connecting: a client is made and dropped. A property of a producer only, or of a
+    /// consumer only, passes.
+    pub fn check(&self) -> Result<()> {
+        for (k, v) in &self.properties {
+            let mut c = ClientConfig::new();
+            c.set("bootstrap.servers", &self.brokers).set(k, v);
+            // Logged by librdkafka as an error, not a warning, when it names the other role.
+            c.set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg);
+            c.create::<BaseProducer>()
+                .map(drop)
+                .or_else(|_| c.create::<BaseConsumer>().map(drop))
+                .map_err(|e| anyhow!("-X {k}={v}: {e}"))?;
+        }
+        Ok(())
     }
 
     pub fn consumer(&self, group: &str, start: Start) -> Result<BaseConsumer> {
@@ -343,6 +360,11 @@ impl KafkaInputs {
                 Offset::Offset(o) => Some(o),
                 _ => None,
             };
+            if let (Offset::Offset(o), true) = (from, start == Start::Committed) {
+                if o > low {
+                    tracing::warn!(topic = %topic, partition = p, committed = o, "resuming at the committed offset: the state of the messages before it (books, window, candles) is not rebuilt; --start earliest rebuilds it");
+                }
+            }
             if let Some(wanted) = wanted.filter(|&o| o < low) {
                 tracing::error!(topic = %topic, partition = p, wanted, low, "messages before this offset are gone (retention): they are not read, and state rebuilt from here may be incomplete");
             }

@@ -76,6 +76,15 @@ fn main() -> ExitCode {
             if args.topics.is_empty() {
                 return usage(anyhow::anyhow!("--topics must name at least one topic"));
             }
+            if let Some(t) = (args.topics.iter().enumerate())
+                .find_map(|(i, t)| args.topics[..i].contains(t).then_some(t))
+            {
+                // Its partitions were read once, under the first name: a bounded run never ended.
+                return usage(anyhow::anyhow!("--topics names {t} twice"));
+            }
+            if let Err(e) = args.kafka.connection().check() {
+                return usage(e);
+            }
             let opts = kafka::SourceOptions {
                 connection: args.kafka.connection(),
                 topics: args.topics.clone(),
@@ -111,6 +120,9 @@ fn main() -> ExitCode {
             ))
         }
         Command::Produce(args) => {
+            if let Err(e) = args.kafka.connection().check() {
+                return usage(e);
+            }
             match kafka::produce(&args.files, &args.kafka.connection(), args.topic.as_deref()) {
                 Ok(n) => {
                     eprintln!("produced {n} messages");

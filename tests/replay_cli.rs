@@ -326,7 +326,7 @@ fn a_bad_hostfile_exits_2_with_one_line() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 14] = [
+    let cases: [(&[&str], &str); 16] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -350,6 +350,16 @@ fn bad_usage_exits_2_with_one_line() {
         ),
         (&["demo", "--symbols", "0"], "tampines: --symbols must be positive"),
         (&["demo", "--rate", "0"], "tampines: --rate must be positive"),
+        // librdkafka's refusal of a property was a runtime error (exit 1); a topic named twice
+        // was read once, and a bounded run never ended.
+        (
+            &["run", "--brokers", "127.0.0.1:1", "-X", "no.such.prop=1"],
+            "tampines: -X no.such.prop=1: Client config error: No such configuration property: \"no.such.prop\" no.such.prop 1",
+        ),
+        (
+            &["run", "--brokers", "127.0.0.1:1", "--topics", "a,b,a"],
+            "tampines: --topics names a twice",
+        ),
         // clap's own messages span lines (a usage summary, hints): joined into one.
         (
             &["replay", "x.ndjson", "--granularity-ms", "abc"],
