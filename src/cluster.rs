@@ -8,7 +8,9 @@
 //! retrying every 10 ms until that one listens (processes start in any order, on any host, so
 //! it retries for as long as it takes, and says so on the log every 5 s; a connect that reached
 //! the socket itself counts as not listening yet, see `dial_with`). The handshake is
-//! timely's own (the connecting process's index, a big-endian `u64`); an accepted connection
+//! timely's own (the connecting process's index, a big-endian `u64`) followed by a fingerprint
+//! of the options every process must share (a `u64`: a process started with other ones is
+//! refused, where it made the job's output silently wrong); an accepted connection
 //! that closes or does not send it within 10 s (a TCP-only probe, such as a TCP health check)
 //! is logged and dropped, see `place`. The sockets go to timely's
 //! `initialize_networking_from_sockets`, which does everything else as `execute` would.
@@ -37,7 +39,13 @@ const REPORT: Duration = Duration::from_secs(5);
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// `timely::execute`, with the processes of a cluster connected as the module doc says.
-pub fn execute<T, F>(config: timely::Config, func: F) -> Result<WorkerGuards<T>, String>
+/// `fingerprint` sums up the options every process must share (and the build): a process that
+/// connects with another one is refused.
+pub fn execute<T, F>(
+    config: timely::Config,
+    fingerprint: u64,
+    func: F,
+) -> Result<WorkerGuards<T>, String>
 where
     T: Send + 'static,
     F: Fn(&mut Worker) -> T + Send + Sync + 'static,
@@ -53,8 +61,15 @@ where
         return timely::execute(config, func);
     };
     let (threads, process, zerocopy) = (*threads, *process, *zerocopy);
-    let sockets =
-        connect(addresses, process).map_err(|e| format!("failed to connect the processes: {e}"))?;
+    // Every process runs as many workers: timely panicked on a mismatch.
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (fingerprint, threads).hash(&mut h);
+        h.finish()
+    };
+    let sockets = connect(addresses, process, fingerprint)
+        .map_err(|e| format!("failed to connect the processes: {e}"))?;
     tracing::info!(
         process,
         processes = addresses.len(),
@@ -75,17 +90,22 @@ where
 
 /// One socket per process, in process order, `None` at `me`: connected to the earlier processes,
 /// accepted from the later ones.
-fn connect(addresses: &[String], me: usize) -> io::Result<Vec<Option<TcpStream>>> {
+fn connect(
+    addresses: &[String],
+    me: usize,
+    fingerprint: u64,
+) -> io::Result<Vec<Option<TcpStream>>> {
     // Listening first: later processes may already be trying.
     let listeners = addresses[me]
         .split_whitespace()
         .map(TcpListener::bind)
         .collect::<io::Result<Vec<_>>>()?;
     let later = addresses.len() - me - 1;
-    let accepting = std::thread::spawn(move || accept(&listeners, me, later, HANDSHAKE));
+    let accepting =
+        std::thread::spawn(move || accept(&listeners, me, later, HANDSHAKE, fingerprint));
     let mut sockets: Vec<Option<TcpStream>> = Vec::with_capacity(addresses.len());
     for (index, address) in addresses.iter().enumerate().take(me) {
-        sockets.push(Some(dial(address, index, me)?));
+        sockets.push(Some(dial(address, index, me, fingerprint)?));
     }
     sockets.push(None);
     let accepted = accepting
@@ -100,9 +120,24 @@ fn connect(addresses: &[String], me: usize) -> io::Result<Vec<Option<TcpStream>>
 /// others dial the first. An address that cannot be one (no port, a bad port) is an error at
 /// once; a name that does not resolve yet is retried (a cluster's names may appear after its
 /// processes start).
-fn dial(line: &str, index: usize, me: usize) -> io::Result<TcpStream> {
+fn dial(line: &str, index: usize, me: usize, fingerprint: u64) -> io::Result<TcpStream> {
     let address = line.split_whitespace().next().unwrap_or(line);
-    dial_with(|| TcpStream::connect(address), address, index, me)
+    dial_with(
+        || TcpStream::connect(address),
+        address,
+        index,
+        me,
+        fingerprint,
+    )
+}
+
+/// What a connecting process introduces itself with: its index, then the fingerprint of its
+/// options, big-endian.
+fn hello(me: usize, fingerprint: u64) -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&(me as u64).to_be_bytes());
+    bytes[8..].copy_from_slice(&fingerprint.to_be_bytes());
+    bytes
 }
 
 /// [`dial`], with `connect` making each attempt.
@@ -118,6 +153,7 @@ fn dial_with(
     address: &str,
     index: usize,
     me: usize,
+    fingerprint: u64,
 ) -> io::Result<TcpStream> {
     let mut reported = Instant::now();
     loop {
@@ -138,7 +174,7 @@ fn dial_with(
         match attempt {
             Ok(mut stream) => {
                 stream.set_nodelay(true)?;
-                stream.write_all(&(me as u64).to_be_bytes())?;
+                stream.write_all(&hello(me, fingerprint))?;
                 return Ok(stream);
             }
             Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
@@ -165,13 +201,14 @@ fn accept(
     me: usize,
     later: usize,
     handshake: Duration,
+    fingerprint: u64,
 ) -> io::Result<Vec<TcpStream>> {
     let mut accepted: Vec<Option<TcpStream>> = (0..later).map(|_| None).collect();
     if let [listener] = listeners {
         // One address (the usual case): block on it.
         while accepted.iter().any(Option::is_none) {
             match listener.accept() {
-                Ok((stream, _)) => place(stream, me, &mut accepted, handshake)?,
+                Ok((stream, _)) => place(stream, me, &mut accepted, handshake, fingerprint)?,
                 Err(e) if passing(&e) => tracing::warn!(%e, "a connection failed as it came"),
                 Err(e) => return Err(e),
             }
@@ -187,7 +224,7 @@ fn accept(
                 match listener.accept() {
                     Ok((stream, _)) => {
                         stream.set_nonblocking(false)?;
-                        place(stream, me, &mut accepted, handshake)?;
+                        place(stream, me, &mut accepted, handshake, fingerprint)?;
                         any = true;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -210,19 +247,24 @@ fn accept(
 
 /// Reads the index a connecting process introduces itself with and files its socket under it.
 ///
-/// A connection that closes, fails or does not send its 8 bytes within `handshake` is no
+/// A connection that closes, fails or does not send its 16 bytes within `handshake` is no
 /// process of the job (a TCP-only probe, such as a TCP health check): it is logged and dropped,
 /// and accepting goes on. Other bytes are read as an index: one that is no later process's, or
 /// one that came already, is an error (another job's process, processes given different
-/// hostfiles, or a probe that sends data).
+/// hostfiles, or a probe that sends data); so is a process whose options' fingerprint is not
+/// ours (it computed other results: silently wrong output before).
 fn place(
     mut stream: TcpStream,
     me: usize,
     accepted: &mut [Option<TcpStream>],
     handshake: Duration,
+    fingerprint: u64,
 ) -> io::Result<()> {
-    let index = match introduction(&mut stream, handshake) {
-        Ok(index) => u64::from_be_bytes(index) as usize,
+    let (index, theirs) = match introduction(&mut stream, handshake) {
+        Ok(hello) => {
+            let word = |at: usize| u64::from_be_bytes(hello[at..at + 8].try_into().expect("8"));
+            (word(0) as usize, word(8))
+        }
         Err(error) => {
             let peer = stream
                 .peer_addr()
@@ -247,6 +289,12 @@ fn place(
             format!("process {index} connected twice"),
         ));
     }
+    if theirs != fingerprint {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("process {index} was started with other options than process {me} (or another build): every process of a job needs the same ones"),
+        ));
+    }
     // A process's socket: timely reads it blocking, and fails the job on a read error.
     stream.set_read_timeout(None)?;
     stream.set_nodelay(true)?;
@@ -254,10 +302,10 @@ fn place(
     Ok(())
 }
 
-/// The 8 bytes a connecting process introduces itself with, all read within `within` (a peer
+/// The 16 bytes a connecting process introduces itself with ([`hello`]), all read within `within` (a peer
 /// that sends them a byte at a time cannot hold accepting for longer). The stream is left with
 /// a read timeout.
-fn introduction(stream: &mut TcpStream, within: Duration) -> io::Result<[u8; 8]> {
+fn introduction(stream: &mut TcpStream, within: Duration) -> io::Result<[u8; 16]> {
     let deadline = Instant::now() + within;
     let silent = || {
         io::Error::new(
@@ -265,7 +313,7 @@ fn introduction(stream: &mut TcpStream, within: Duration) -> io::Result<[u8; 8]>
             format!("no handshake within {within:?}"),
         )
     };
-    let mut index = [0u8; 8];
+    let mut index = [0u8; 16];
     let mut got = 0;
     while got < index.len() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -321,12 +369,13 @@ mod tests {
             .unwrap_or_else(|_| panic!("{what} still waits after 30 s"))
     }
 
-    /// The index the next connection to `listener` introduces itself with.
-    fn introduced(listener: &TcpListener) -> u64 {
+    /// The index and fingerprint the next connection to `listener` introduces itself with.
+    fn introduced(listener: &TcpListener) -> (u64, u64) {
         let (mut accepted, _) = listener.accept().unwrap();
-        let mut index = [0u8; 8];
-        accepted.read_exact(&mut index).unwrap();
-        u64::from_be_bytes(index)
+        let mut hello = [0u8; 16];
+        accepted.read_exact(&mut hello).unwrap();
+        let word = |at: usize| u64::from_be_bytes(hello[at..at + 8].try_into().unwrap());
+        (word(0), word(8))
     }
 
     /// A socket connected to itself, the way a process dialling an earlier one that does not
@@ -382,13 +431,14 @@ mod tests {
             "the test's listener",
             0,
             3,
+            7,
         )
         .unwrap();
         assert_eq!(stream.peer_addr().unwrap(), listening);
         assert_eq!(
             introduced(&listener),
-            3,
-            "the handshake names the dialling process"
+            (3, 7),
+            "the handshake names the dialling process and its options"
         );
         // The dropped socket left nothing in TIME_WAIT on the port: the process that was not
         // listening yet still can.
@@ -401,7 +451,7 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let accepting = std::thread::spawn(move || {
             within_30s("accepting after a silent connection", move || {
-                accept(&[listener], 0, 1, Duration::from_millis(200))
+                accept(&[listener], 0, 1, Duration::from_millis(200), 7)
             })
         });
         // Accepted in this order: a probe that closes at once, one that says nothing, then
@@ -410,8 +460,8 @@ mod tests {
         let silent = TcpStream::connect(address).unwrap();
         let mut process = TcpStream::connect(address).unwrap();
         process.set_nodelay(true).unwrap();
-        process.write_all(&1u64.to_be_bytes()[..3]).unwrap();
-        process.write_all(&1u64.to_be_bytes()[3..]).unwrap();
+        process.write_all(&hello(1, 7)[..3]).unwrap();
+        process.write_all(&hello(1, 7)[3..]).unwrap();
         let accepted = accepting.join().unwrap().unwrap();
         let peers: Vec<_> = accepted.iter().map(|s| s.peer_addr().unwrap()).collect();
         assert_eq!(peers, [process.local_addr().unwrap()]);
@@ -428,9 +478,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         let mut earlier = TcpStream::connect(address).unwrap();
-        earlier.write_all(&0u64.to_be_bytes()).unwrap();
+        earlier.write_all(&hello(0, 7)).unwrap();
         let error = within_30s("accepting a wrong index", move || {
-            accept(&[listener], 1, 2, HANDSHAKE)
+            accept(&[listener], 1, 2, HANDSHAKE, 7)
         })
         .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
@@ -444,7 +494,7 @@ mod tests {
     fn an_address_that_cannot_be_one_is_an_error_at_once() {
         for address in ["host-without-port", "127.0.0.1:port", "127.0.0.1", ""] {
             let error =
-                within_30s("dialling", move || dial(address, 0, 1).map(|_| ())).unwrap_err();
+                within_30s("dialling", move || dial(address, 0, 1, 7).map(|_| ())).unwrap_err();
             assert_eq!(
                 error.kind(),
                 io::ErrorKind::InvalidInput,
@@ -462,10 +512,33 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let line = format!("{} 127.0.0.1:1", listener.local_addr().unwrap());
         // The connect completes in the listener's backlog, before it is accepted.
-        let peer = within_30s("dialling", move || dial(&line, 0, 1).map(|s| s.peer_addr()))
-            .unwrap()
-            .unwrap();
+        let peer = within_30s("dialling", move || {
+            dial(&line, 0, 1, 7).map(|s| s.peer_addr())
+        })
+        .unwrap()
+        .unwrap();
         assert_eq!(peer, listener.local_addr().unwrap());
-        assert_eq!(introduced(&listener), 1);
+        assert_eq!(introduced(&listener), (1, 7));
+    }
+
+    /// A process whose options differ (another fingerprint) is refused: its results differ, and
+    /// the job published a mix of both, exit 0.
+    #[test]
+    fn a_process_with_other_options_is_an_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut other = TcpStream::connect(address).unwrap();
+        other.write_all(&hello(1, 8)).unwrap();
+        let error = within_30s("accepting other options", move || {
+            accept(&[listener], 0, 1, HANDSHAKE, 7)
+        })
+        .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            error
+                .to_string()
+                .starts_with("process 1 was started with other options than process 0"),
+            "{error}"
+        );
     }
 }

@@ -224,7 +224,8 @@ where
             .store(f, std::sync::atomic::Ordering::Relaxed);
         metrics().redis_frontier.set(f as i64);
     }
-    let guards = crate::cluster::execute(timely_config, move |worker| {
+    // Processes must agree on the results' options (and, `execute` adds, their worker count).
+    let guards = crate::cluster::execute(timely_config, config.fingerprint(), move |worker| {
         let index = worker.index();
         let peers = worker.peers();
         let fail = |e: anyhow::Error| {

@@ -104,6 +104,30 @@ impl Default for Config {
 }
 
 impl Config {
+    /// A digest of everything that decides the results (not `source_batch`, which decides only
+    /// how work is cut): processes of one job must agree on it. Tick sizes are taken in order.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            self.granularity_ms,
+            self.lateness_ms,
+            self.window_ms,
+            self.depth,
+        )
+            .hash(&mut h);
+        (&self.resolutions, self.candle_retention).hash(&mut h);
+        for i in &self.intervals {
+            (i.ms, &i.name).hash(&mut h);
+        }
+        let mut ticks: Vec<(u64, String)> = (self.tick_sizes.iter())
+            .map(|(sym, step)| (sym.0, step.value().to_string()))
+            .collect();
+        ticks.sort();
+        ticks.hash(&mut h);
+        h.finish()
+    }
+
     /// Checks the settings; the message names the offending option.
     pub fn validate(&self) -> Result<(), String> {
         if self.granularity_ms == 0 {
