@@ -160,24 +160,33 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
 #[test]
 fn an_oversized_bad_message_is_dead_lettered_cut_to_size() {
     let broker = Broker::start(1, "market.trade");
-    let mut message = vec![b'x'; 1_020_000];
-    message.push(b'\n');
-    let args = ["-t", "market.trade", "-X", "message.max.bytes=1048576"];
-    kcat_produce(&broker, &args, &message);
+    produce_bad(&broker, 1_020_000, &["-X", "message.max.bytes=1048576"]);
     let stderr = until_end(&broker, "market.trade", "/dev/null");
     assert!(
         stderr.contains("read 1 processed 0 dead-lettered 1"),
         "{stderr}"
     );
-    let dlq = Command::new(kcat())
-        .args(["-b", &broker.bootstrap, "-C", "-t", "market.trade.dlq"])
-        .args(["-e", "-q", "-f", "%h|%S\n"])
-        .output()
-        .expect("kcat -C");
     assert_eq!(
-        String::from_utf8_lossy(&dlq.stdout),
+        dead_letters(&broker, "%h|%S\n"),
         "reason=not json: expected value at line 1 column 1,offset=0,truncated=1020000|900000\n"
     );
+}
+
+/// A message of `size` bytes that is not JSON, produced to `market.trade` (kcat `args` too).
+fn produce_bad(broker: &Broker, size: usize, args: &[&str]) {
+    let mut message = vec![b'z'; size];
+    message.push(b'\n');
+    kcat_produce(broker, &[&["-t", "market.trade"], args].concat(), &message);
+}
+
+/// The dead letters of `market.trade`, as kcat prints them in `format`.
+fn dead_letters(broker: &Broker, format: &str) -> String {
+    let dlq = Command::new(kcat())
+        .args(["-b", &broker.bootstrap, "-C", "-t", "market.trade.dlq"])
+        .args(["-e", "-q", "-f", format])
+        .output()
+        .expect("kcat -C");
+    String::from_utf8_lossy(&dlq.stdout).into_owned()
 }
 
 /// A bounded run whose dead letter the broker refuses (here: larger than the producer may send)
@@ -187,9 +196,7 @@ fn an_oversized_bad_message_is_dead_lettered_cut_to_size() {
 #[test]
 fn a_dead_letter_that_was_not_written_is_read_again() {
     let broker = Broker::start(1, "market.trade");
-    let mut message = vec![b'z'; 5_000];
-    message.push(b'\n');
-    kcat_produce(&broker, &["-t", "market.trade"], &message);
+    produce_bad(&broker, 5_000, &[]);
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args([
@@ -216,12 +223,7 @@ fn a_dead_letter_that_was_not_written_is_read_again() {
         stderr.contains("read 1 processed 0 dead-lettered 1"),
         "{stderr}"
     );
-    let dlq = Command::new(kcat())
-        .args(["-b", &broker.bootstrap, "-C", "-t", "market.trade.dlq"])
-        .args(["-e", "-q", "-f", "%S\n"])
-        .output()
-        .expect("kcat -C");
-    assert_eq!(String::from_utf8_lossy(&dlq.stdout), "5000\n");
+    assert_eq!(dead_letters(&broker, "%S\n"), "5000\n");
 }
 
 fn book(ts: u64, seq: u64, price: &str) -> String {
