@@ -199,14 +199,9 @@ fn a_dead_letter_that_was_not_written_is_read_again() {
     produce_bad(&broker, 5_000, &[]);
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args([
-                "run",
-                "--brokers",
-                &broker.bootstrap,
-                "--topics",
-                "market.trade",
-            ])
-            .args(["--until-end", "--group", "g", "--start", "committed"])
+            .args(["run", "--brokers", &broker.bootstrap])
+            .args(["--topics", "market.trade", "--until-end"])
+            .args(["--group", "g", "--start", "committed"])
             .args(["--out", "/dev/null"])
             .args(extra)
             .output()
@@ -471,13 +466,9 @@ fn a_live_job_that_cannot_write_its_results_exits_1() {
         ])
         .output()
         .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr
-            .lines()
-            .any(|l| l == "tampines: writing results: No space left on device (os error 28)"),
-        "{stderr}"
+    exited_1_saying(
+        &out,
+        "tampines: writing results: No space left on device (os error 28)",
     );
 
     // A closed pipe (`run --out - | head -1`): the results' reader is gone. A live job wrote on
@@ -500,14 +491,14 @@ fn a_live_job_that_cannot_write_its_results_exits_1() {
     // The pipe is closed; one more event makes sure there is more to write.
     kcat_to(&broker, "market.book", 0, &[book(300, 3, "103")]);
     let out = job.wait_with_output().unwrap();
+    exited_1_saying(&out, "tampines: writing results: Broken pipe (os error 32)");
+}
+
+/// Asserts that a job exited 1 with `line` among its stderr's lines.
+fn exited_1_saying(out: &std::process::Output, line: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr
-            .lines()
-            .any(|l| l == "tampines: writing results: Broken pipe (os error 32)"),
-        "{stderr}"
-    );
+    assert!(stderr.lines().any(|l| l == line), "{stderr}");
 }
 
 /// A live job's dead letters reach the `--dlq` file as they are found (they waited in a 1 MiB
