@@ -242,6 +242,8 @@ pub struct KafkaInputs {
     peers: usize,
     index: usize,
     last_refresh: Instant,
+    /// Topics said to have no partitions (worker 0 says it once per topic).
+    absent: HashSet<String>,
 }
 
 /// Options of `run`'s source.
@@ -277,6 +279,7 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
         peers,
         index,
         last_refresh: Instant::now(),
+        absent: HashSet::new(),
     };
     inputs.assign_new(opts.start)?;
     if inputs.owned.is_empty() && !opts.until_end {
@@ -305,7 +308,13 @@ impl KafkaInputs {
                 .consumer
                 .fetch_metadata(Some(topic), META_TIMEOUT)
                 .with_context(|| format!("metadata of {topic}"))?;
-            let Some(m) = meta.topics().iter().find(|m| m.name() == topic) else {
+            let found = meta.topics().iter().find(|m| m.name() == topic);
+            let Some(m) = found.filter(|m| !m.partitions().is_empty()) else {
+                // A typo would otherwise pass as a topic with nothing to read.
+                if self.index == 0 && self.absent.insert(topic.clone()) {
+                    // At error, which the default log shows: it is most likely a mistake.
+                    tracing::error!(topic = %topic, "the topic has no partitions (does it exist?): nothing is read from it until it has");
+                }
                 continue;
             };
             for p in m.partitions() {

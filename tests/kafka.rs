@@ -189,6 +189,19 @@ fn dead_letters(broker: &Broker, format: &str) -> String {
     String::from_utf8_lossy(&dlq.stdout).into_owned()
 }
 
+/// A topic that does not exist is said to have no partitions (a typo passed as a topic with
+/// nothing to read, without a word).
+#[test]
+fn a_topic_that_does_not_exist_is_named() {
+    let broker = Broker::start(1, "market.trade");
+    let stderr = until_end(&broker, "market.trade,no.such.topic", "/dev/null");
+    assert!(
+        stderr.contains("the topic has no partitions (does it exist?)")
+            && stderr.contains("no.such.topic"),
+        "{stderr}"
+    );
+}
+
 /// A bounded run whose dead letter the broker refuses (here: larger than the producer may send)
 /// ends with exit 1 and commits nothing past it, so a run again reads the message again and
 /// dead-letters it. The offsets were committed: the message was never read again, and its dead
