@@ -264,6 +264,22 @@ pub struct GenArgs {
     pub out: Option<PathBuf>,
 }
 
+impl RunArgs {
+    /// Checks `run`'s own options (the `-X` properties are librdkafka's to check).
+    pub fn check(&self) -> Result<()> {
+        if self.topics.is_empty() {
+            bail!("--topics must name at least one topic");
+        }
+        if let Some(t) = (self.topics.iter().enumerate())
+            .find_map(|(i, t)| self.topics[..i].contains(t).then_some(t))
+        {
+            // Its partitions were read once, under the first name: a bounded run never ended.
+            bail!("--topics names {t} twice");
+        }
+        Ok(())
+    }
+}
+
 impl DemoArgs {
     /// Checks the demo's own options: a demo of nothing is a mistake, not a demo.
     pub fn check(&self) -> Result<()> {

@@ -473,17 +473,23 @@ mod tests {
         drop(silent);
     }
 
-    #[test]
-    fn a_connection_that_names_no_later_process_is_an_error() {
+    /// The error of process `me` (with `later` processes after it, options' fingerprint 7) when
+    /// a connection introduces itself with `hello`.
+    fn refusal(hello: [u8; 16], me: usize, later: usize) -> io::Error {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let mut earlier = TcpStream::connect(address).unwrap();
-        earlier.write_all(&hello(0, 7)).unwrap();
-        let error = within_30s("accepting a wrong index", move || {
-            accept(&[listener], 1, 2, HANDSHAKE, 7)
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        peer.write_all(&hello).unwrap();
+        let error = within_30s("accepting a refused process", move || {
+            accept(&[listener], me, later, HANDSHAKE, 7)
         })
         .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        error
+    }
+
+    #[test]
+    fn a_connection_that_names_no_later_process_is_an_error() {
+        let error = refusal(hello(0, 7), 1, 2);
         assert!(
             error.to_string().contains("process 0, not one after 1"),
             "{error}"
@@ -525,15 +531,7 @@ mod tests {
     /// the job published a mix of both, exit 0.
     #[test]
     fn a_process_with_other_options_is_an_error() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let mut other = TcpStream::connect(address).unwrap();
-        other.write_all(&hello(1, 8)).unwrap();
-        let error = within_30s("accepting other options", move || {
-            accept(&[listener], 0, 1, HANDSHAKE, 7)
-        })
-        .unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        let error = refusal(hello(1, 8), 0, 1);
         assert!(
             error
                 .to_string()

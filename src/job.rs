@@ -388,18 +388,18 @@ where
                     std::process::exit(1);
                 }
             }
-            if live {
+            let failed = worker_failure.lock().map_or(true, |f| f.is_some());
+            if live && failed {
                 // A live job never finishes to report a failure (a worker's inputs that could not
                 // be opened, results that cannot be written): it stops at once, as a bounded one
                 // reports at its end; before the offsets of what was not written are committed.
-                if let Some(f) = worker_failure.lock().ok().and_then(|f| f.clone()) {
-                    eprintln!("tampines: {f}");
-                    std::process::exit(1);
-                }
+                let f = worker_failure.lock().ok().and_then(|f| f.clone());
+                let f = f.unwrap_or_else(|| "a worker panicked".into());
+                eprintln!("tampines: {f}");
+                std::process::exit(1);
             }
             // After a recorded failure (a bounded run's dead letter that was not delivered, say)
             // nothing more is committed: a run again reads from before it.
-            let failed = worker_failure.lock().map_or(true, |f| f.is_some());
             if let (Some(hook), false) = (after_step.as_mut(), failed) {
                 hook(&Written { probe: &probe, durable: durable.as_deref() });
             }

@@ -73,16 +73,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
-            if args.topics.is_empty() {
-                return usage(anyhow::anyhow!("--topics must name at least one topic"));
-            }
-            if let Some(t) = (args.topics.iter().enumerate())
-                .find_map(|(i, t)| args.topics[..i].contains(t).then_some(t))
-            {
-                // Its partitions were read once, under the first name: a bounded run never ended.
-                return usage(anyhow::anyhow!("--topics names {t} twice"));
-            }
-            if let Err(e) = args.kafka.connection().check() {
+            if let Err(e) = args.check().and_then(|()| args.kafka.connection().check()) {
                 return usage(e);
             }
             let opts = kafka::SourceOptions {

@@ -172,7 +172,6 @@ impl RedisSink {
             state: state.clone(),
             script: redis::Script::new(SCRIPT),
             error: error.clone(),
-            last: stored,
             catching_up: stored.is_some(),
         };
         let thread = std::thread::Builder::new()
@@ -281,9 +280,6 @@ struct Writer {
     script: redis::Script,
     /// Set when a write fails for good; the writer then stops.
     error: Arc<Mutex<Option<String>>>,
-    /// The last frontier found in Redis or written there: a lower one stored means Redis lost
-    /// results.
-    last: Option<u64>,
     /// The next step is the first after finding a frontier: it catches up (module doc).
     catching_up: bool,
 }
@@ -402,7 +398,6 @@ impl Writer {
                     m.redis_frontier.set(time as i64);
                     self.state.writes.fetch_add(1, Ordering::Relaxed);
                     self.state.durable.fetch_max(time, Ordering::Relaxed);
-                    self.last = self.last.max(Some(time));
                     tracing::debug!(
                         mark = time,
                         keys = changes.len(),
@@ -449,7 +444,14 @@ impl Writer {
         // changes come in key order, from `run`'s merge).
         let keys = changes.chunk_by(|a, b| a.key() == b.key()).count();
         invocation.arg(STREAM_CAP).arg(keys);
-        invocation.arg(self.last.map(|f| f.to_string()).unwrap_or_default());
+        // The last frontier found in Redis or written there (`durable`; marks are above 0): a
+        // lower one stored means Redis lost results.
+        let last = self.state.durable.load(Ordering::Relaxed);
+        invocation.arg(if last > 0 {
+            last.to_string()
+        } else {
+            String::new()
+        });
         let applied: i64 = invocation.invoke(connected(&self.client, &mut self.connection)?)?;
         Ok(applied == 1)
     }

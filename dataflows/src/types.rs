@@ -850,12 +850,8 @@ fn exact_product(q: Decimal, b: Decimal) -> Option<Decimal> {
         .unsigned_abs()
         .checked_mul(b.mantissa().unsigned_abs())?;
     let scale = q.scale() + b.scale();
-    if magnitude >= 1 << 96 || scale > 28 {
-        return None;
-    }
-    let mut product = Decimal::from_i128_with_scale(magnitude as i128, scale);
-    product.set_sign_negative(q.is_sign_negative() != b.is_sign_negative());
-    Some(product)
+    let negative = q.is_sign_negative() != b.is_sign_negative();
+    (magnitude < 1 << 96 && scale <= 28).then(|| from_magnitude(magnitude, negative, scale))
 }
 
 /// `a / b` rounded half away from zero to `dp` places in big integers; `None` when it is
@@ -877,9 +873,8 @@ fn exact_div_round(a: Decimal, b: Decimal, dp: u32) -> Option<Decimal> {
         rounded /= 10;
         scale -= 1;
     }
-    let mut value = Decimal::try_from_i128_with_scale(rounded.try_into().ok()?, scale).ok()?;
-    value.set_sign_negative(a.is_sign_negative() != b.is_sign_negative() && rounded != 0);
-    Some(value)
+    let negative = a.is_sign_negative() != b.is_sign_negative() && rounded != 0;
+    (rounded < 1 << 96).then(|| from_magnitude(rounded, negative, scale))
 }
 
 #[cfg(test)]
