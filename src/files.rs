@@ -149,23 +149,22 @@ fn read_ahead(
 
 /// The lines of `path` as text (a file that cannot be opened: one unreadable line; a read error:
 /// one unreadable line with the part of the line read before it, then nothing).
-pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, (String, String)>>> {
+pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, (String, Vec<u8>)>>> {
     let name = path.display().to_string();
     let (reader, fill) = match reader(path, &name) {
         Ok(opened) => opened,
-        Err(reason) => return Box::new(std::iter::once(Err((reason, String::new())))),
+        Err(reason) => return Box::new(std::iter::once(Err((reason, Vec::new())))),
     };
-    let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     Box::new(
         Chunks::new(reader, &name, CHUNK, fill).flat_map(move |chunk| match chunk {
             Ok(text) => (ahead::lines_of(&text))
                 .map(|(start, end)| {
                     let line = &text[start..end];
                     String::from_utf8(line.to_vec())
-                        .map_err(|_| ("invalid utf-8".to_string(), lossy(line)))
+                        .map_err(|e| ("invalid utf-8".to_string(), e.into_bytes()))
                 })
                 .collect::<Vec<_>>(),
-            Err((reason, payload)) => vec![Err((reason, lossy(&payload)))],
+            Err((reason, payload)) => vec![Err((reason, payload))],
         }),
     )
 }

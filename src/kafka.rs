@@ -485,16 +485,16 @@ impl Inputs for KafkaInputs {
                 }
             }
             let line = match message.payload() {
-                None => Err(("empty message".to_string(), String::new())),
+                None => Err(("empty message".to_string(), Vec::new())),
                 Some(bytes) => match String::from_utf8(bytes.to_vec()) {
                     // A message is an input of its own: a blank one is dead-lettered, where a
                     // file's blank line is only spacing and skipped.
-                    Ok(text) if text.trim().is_empty() => Err(("empty message".to_string(), text)),
+                    Ok(text) if text.trim().is_empty() => {
+                        Err(("empty message".to_string(), text.into_bytes()))
+                    }
                     Ok(text) => Ok(text),
-                    Err(e) => Err((
-                        "invalid utf-8".to_string(),
-                        String::from_utf8_lossy(e.as_bytes()).into_owned(),
-                    )),
+                    // Its dead letter carries the bytes as they came.
+                    Err(e) => Err(("invalid utf-8".to_string(), e.into_bytes())),
                 },
             };
             return Next::Line {
@@ -669,10 +669,11 @@ impl DeadLetterSink for KafkaDeadLetters {
                 key: "offset",
                 value: Some(&dead.pos.1.to_string()),
             });
-        let mut payload = dead.payload.as_str();
+        let mut payload = dead.payload.as_slice();
         if payload.len() > DEAD_PAYLOAD_MAX {
+            // Cut at a character's start, so that a text payload stays text.
             let mut end = DEAD_PAYLOAD_MAX;
-            while !payload.is_char_boundary(end) {
+            while end > 0 && (payload[end] as i8) < -64 {
                 end -= 1;
             }
             payload = &payload[..end];
@@ -683,7 +684,7 @@ impl DeadLetterSink for KafkaDeadLetters {
         }
         send(
             &self.producer,
-            BaseRecord::<(), str>::to(&topic)
+            BaseRecord::<(), [u8]>::to(&topic)
                 .payload(payload)
                 .headers(headers),
         )
@@ -704,10 +705,12 @@ impl DeadLetterSink for KafkaDeadLetters {
 }
 
 /// Sends, waiting while the local queue is full.
-fn send<K: rdkafka::message::ToBytes + ?Sized, C: ProducerContext<DeliveryOpaque = ()>>(
-    producer: &BaseProducer<C>,
-    mut record: BaseRecord<'_, K, str>,
-) -> Result<()> {
+fn send<K, P, C>(producer: &BaseProducer<C>, mut record: BaseRecord<'_, K, P>) -> Result<()>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+    C: ProducerContext<DeliveryOpaque = ()>,
+{
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),

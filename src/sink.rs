@@ -74,11 +74,13 @@ fn write_all_vectored(out: &mut dyn Write, slices: &mut Vec<IoSlice<'_>>) -> std
     Ok(())
 }
 
-/// Writes one dead letter as `{"reason":..,"payload":..}`.
+/// Writes one dead letter as `{"reason":..,"payload":..}`: JSON text holds no other bytes, so a
+/// payload that is not UTF-8 is written as its lossy text (U+FFFD for each bad sequence).
 pub fn write_dead(out: &mut dyn Write, dead: &DeadLetter) -> std::io::Result<()> {
+    let payload = String::from_utf8_lossy(&dead.payload);
     serde_json::to_writer(
         &mut *out,
-        &json!({"reason": dead.reason, "payload": dead.payload}),
+        &json!({"reason": dead.reason, "payload": payload}),
     )?;
     out.write_all(b"\n")
 }

@@ -98,17 +98,15 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
         // file's blank line (it vanished: neither read nor dead-lettered).
         "ex:A|  ",
     ];
-    let input = messages.join("\n") + "\n";
-    kcat_produce(
-        &broker,
-        &["-t", "market.trade", "-K|", "-Z"],
-        input.as_bytes(),
-    );
+    // Not UTF-8: its dead letter carries these bytes, not their lossy text.
+    let not_text = b"ex:A|\xff\xfe bad\n";
+    let input = [(messages.join("\n") + "\n").as_bytes(), not_text].concat();
+    kcat_produce(&broker, &["-t", "market.trade", "-K|", "-Z"], &input);
     let dir = scratch("kafka_kcat");
     let out = dir.join("out.ndjson");
     let stderr = until_end(&broker, "market.trade", out.to_str().unwrap());
     assert!(
-        stderr.contains("read 5 processed 2 dead-lettered 3"),
+        stderr.contains("read 6 processed 2 dead-lettered 4"),
         "{stderr}"
     );
     let state = common::final_state(&marks(&out));
@@ -138,19 +136,29 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
     let text = String::from_utf8_lossy(&dlq.stdout);
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort();
-    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines.len(), 4, "{text}");
     assert!(
         lines[0].starts_with("reason=empty message") && lines[0].ends_with("|  "),
         "{text}"
     );
     assert!(
-        lines[1].starts_with("reason=not json") && lines[1].ends_with("|not json"),
+        lines[1].starts_with("reason=invalid utf-8,offset="),
         "{text}"
     );
     assert!(
-        lines[2].starts_with("reason=trade quantity must be positive,offset=")
-            && lines[2].contains(r#""id":"3""#),
+        lines[2].starts_with("reason=not json") && lines[2].ends_with("|not json"),
         "{text}"
+    );
+    assert!(
+        lines[3].starts_with("reason=trade quantity must be positive,offset=")
+            && lines[3].contains(r#""id":"3""#),
+        "{text}"
+    );
+    let raw = b"|\xff\xfe bad\n";
+    assert!(
+        dlq.stdout.windows(raw.len()).any(|w| w == raw),
+        "{:?}",
+        dlq.stdout
     );
 }
 

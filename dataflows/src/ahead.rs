@@ -91,9 +91,9 @@ impl AheadLine {
 }
 
 impl TextRange {
-    /// The line as read (its lossy text, if it is not UTF-8).
-    pub(crate) fn owned(&self) -> String {
-        String::from_utf8_lossy(&self.text[self.start..self.end]).into_owned()
+    /// The line as read, byte for byte.
+    pub(crate) fn owned(&self) -> Vec<u8> {
+        self.text[self.start..self.end].to_vec()
     }
 }
 

@@ -58,8 +58,9 @@ pub struct Stamped {
 pub struct DeadLetter {
     /// Short lowercase reason.
     pub reason: String,
-    /// The input as read.
-    pub payload: String,
+    /// The input as read, byte for byte (a Kafka dead letter carries it unchanged; a file's,
+    /// in JSON, as its lossy text).
+    pub payload: Vec<u8>,
     /// Where it was read.
     pub pos: Position,
 }
@@ -112,7 +113,7 @@ impl SourceRecord {
 }
 
 /// A line that could not be read: the dead letter's reason and whatever payload was recovered.
-pub type Unreadable = (String, String);
+pub type Unreadable = (String, Vec<u8>);
 
 /// What a worker's inputs offer next.
 #[derive(Debug)]
@@ -655,7 +656,7 @@ fn read_line(
     let (parse, payload) = match line {
         Ok(line) => {
             let unseen = |p: &Parsed<'_>| (!reader.seen.contains(&p.event.sym)).then(|| p.name());
-            (parse_line(&line, unseen), line)
+            (parse_line(&line, unseen), line.into_bytes())
         }
         Err((reason, payload)) => (Parse::Bad(reason), payload),
     };
@@ -688,7 +689,7 @@ fn read_parsed(
 fn dead(
     reader: &Reader,
     reason: String,
-    payload: String,
+    payload: Vec<u8>,
     pos: Position,
     counts: &mut Counts,
     floor: u64,
@@ -712,7 +713,7 @@ fn dead(
 fn stamp(
     reader: &mut Reader,
     parse: Parse,
-    payload: impl FnOnce() -> String,
+    payload: impl FnOnce() -> Vec<u8>,
     pos: Position,
     counts: &mut Counts,
     floor: u64,
