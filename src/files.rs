@@ -8,7 +8,7 @@ use flate2::read::MultiGzDecoder;
 use std::sync::mpsc::TryRecvError;
 
 use tampines_dataflows::ahead::{self, Ahead, ParsedBatch, ReadAhead};
-use tampines_dataflows::source::LineInput;
+use tampines_dataflows::source::{LineInput, Unreadable};
 
 /// Bytes a reader thread reads at once when its worker reads several files: a chunk of whole
 /// lines, parsed into one batch.
@@ -149,7 +149,7 @@ fn read_ahead(
 
 /// The lines of `path` as text (a file that cannot be opened: one unreadable line; a read error:
 /// one unreadable line with the part of the line read before it, then nothing).
-pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, (String, Vec<u8>)>>> {
+pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, Unreadable>>> {
     let name = path.display().to_string();
     let (reader, fill) = match reader(path, &name) {
         Ok(opened) => opened,
