@@ -240,7 +240,6 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         "feeding {} symbols at {} events/s (event time = wall clock); {} workers; Ctrl-C stops",
         args.symbols, args.rate, job_args.workers
     ));
-    let stop = Arc::new(AtomicBool::new(false));
     // The first Ctrl-C (or SIGTERM) stops cleanly; a second one while stopping (say Redis went
     // away and the last write waits for it) stops a redis-server the demo started and exits
     // at once, with 130.
@@ -250,28 +249,17 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     };
     // SIGHUP: the terminal closed. (SIGKILL cannot be caught: a redis-server the demo started
     // then stays, and is stopped by hand.)
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let stop = job::stop_on_signals(
+        &[SIGINT, SIGTERM, SIGHUP],
+        || say("stopping: closing the last marks (Ctrl-C again to quit at once)"),
+        move || {
+            if let Some(pid) = server_pid {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
+        },
+    )
     .context("signal handler")?;
-    {
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("demo-signals".into())
-            .spawn(move || {
-                for _ in signals.forever() {
-                    if stop.swap(true, Ordering::Relaxed) {
-                        if let Some(pid) = server_pid {
-                            let _ = Command::new("kill").arg(pid.to_string()).status();
-                        }
-                        std::process::exit(130);
-                    }
-                    say("stopping: closing the last marks (Ctrl-C again to quit at once)");
-                }
-            })?;
-    }
     let connection = kafka::Connection {
         brokers: bootstrap.clone(),
         properties: Vec::new(),

@@ -5,7 +5,7 @@
 //! letters; other processes never touch the sinks.
 
 use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -164,6 +164,32 @@ impl DeadLetterSink for FileDeadLetters {
     fn written(&mut self) -> Result<()> {
         self.flush()
     }
+}
+
+/// A live job's stop: a flag set by the first of `signals`, which also calls `stopping`. A
+/// second signal while stopping (the last write waiting for a Redis that went away) calls
+/// `at_once` and exits 130 at once. With the flag passed to the inputs, their end closes the
+/// last marks, every sink is flushed and the offsets of what was written are committed.
+pub fn stop_on_signals(
+    signals: &[std::ffi::c_int],
+    stopping: impl Fn() + Send + 'static,
+    at_once: impl Fn() + Send + 'static,
+) -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut caught = signal_hook::iterator::Signals::new(signals)?;
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for _ in caught.forever() {
+                if flag.swap(true, Ordering::Relaxed) {
+                    at_once();
+                    std::process::exit(130);
+                }
+                stopping();
+            }
+        })?;
+    Ok(stop)
 }
 
 /// Runs a job to completion and returns this process's counters.

@@ -88,6 +88,24 @@ fn main() -> ExitCode {
                 until_end: args.until_end,
                 stop: None,
             };
+            // A live job stops cleanly on SIGINT or SIGTERM: its inputs end where they are, the
+            // last marks close, and what was written is committed. (A bounded run ends anyway.)
+            let opts = if args.until_end {
+                opts
+            } else {
+                use signal_hook::consts::{SIGINT, SIGTERM};
+                let stopping = || {
+                    let line = "tampines: stopping: closing the last marks (again to quit at once)";
+                    let _ = writeln!(std::io::stderr(), "{line}");
+                };
+                match job::stop_on_signals(&[SIGINT, SIGTERM], stopping, || {}) {
+                    Ok(stop) => kafka::SourceOptions {
+                        stop: Some(stop),
+                        ..opts
+                    },
+                    Err(e) => return report(Err(e.context("signal handler"))),
+                }
+            };
             // A bounded run knows every partition's end offset: a partition with data left to read
             // is slow, not silent, so idleness (a live notion) does not apply.
             let idle =

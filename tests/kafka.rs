@@ -515,6 +515,70 @@ fn a_live_job_that_cannot_write_its_results_exits_1() {
     exited_1_saying(&out, "tampines: writing results: Broken pipe (os error 32)");
 }
 
+/// SIGTERM stops a live job cleanly: its inputs end where they are, the last marks close (up to
+/// 2000; lateness held 1000 and above open), the offsets of what was written are committed, and it exits 0.
+/// It used to die by the signal, its last marks unpublished and the last offsets uncommitted.
+#[test]
+fn sigterm_stops_a_live_job_after_its_last_marks() {
+    let dir = scratch("kafka_sigterm");
+    let broker = Broker::start(2, "market.book");
+    for (partition, symbol) in [(0, "A"), (1, "B")] {
+        let lines: Vec<String> = (1..=20)
+            .map(|i| book_of(symbol, i * 100, i, &format!("{}", 100 + i)))
+            .collect();
+        kcat_to(&broker, "market.book", partition, &lines);
+    }
+    let out = dir.join("out.ndjson");
+    let mut job = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &broker.bootstrap, "-w", "2"])
+            .args(["--topics", "market.book", "--group", "stopped"])
+            .args(["--idle-ms", "600000", "--lateness-ms", "1000"])
+            .args(["--out", out.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run"),
+    );
+    assert!(within_60s(|| last_mark(&out) >= 900), "{}", text_of(&out));
+    assert_eq!(last_mark(&out), 900, "the watermark, 1000, is still open");
+    let pid = job.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut status = None;
+    assert!(within_60s(|| {
+        status = job.0.try_wait().unwrap();
+        status.is_some()
+    }));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(job.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.unwrap().code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("tampines: stopping: closing the last marks"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("read 40 processed 40"), "{stderr}");
+    let state = common::final_state(&marks(&out));
+    assert_eq!(last_mark(&out), 2000);
+    for symbol in ["A", "B"] {
+        let book = &state[&format!("book:ex:{symbol}:1")];
+        assert_eq!(book["bids"][0][0], "120", "{book}");
+    }
+    let again = tampines(&[
+        "run",
+        "--brokers",
+        &broker.bootstrap,
+        "--topics",
+        "market.book",
+        "--group",
+        "stopped",
+        "--until-end",
+    ]);
+    assert!(again.contains("read 0 processed 0"), "{again}");
+}
+
 /// Asserts that a job exited 1 with `line` among its stderr's lines.
 fn exited_1_saying(out: &std::process::Output, line: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
