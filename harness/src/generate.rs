@@ -1,8 +1,11 @@
-//! Seeded adversarial inputs: several symbols and inputs, snapshots (and symbols without one),
-//! zero-size deletes, crossed books, sequence gaps and duplicates, prices whose precision grows
-//! (the inferred tick changes), disorder within lateness, late events beyond it, trades repeated
-//! with the same id, text trade ids, very old trades (`too_late`), names whose `exchange:symbol`
-//! texts are equal (`ex:x` + `SYM1`, `ex` + `x:SYM1`), and bad lines of every kind.
+//! Seeded adversarial inputs: several symbols and inputs, snapshots (and symbols without one,
+//! repeated ones, ones with `"0"` levels), zero-size deletes, crossed books, sequence gaps and
+//! duplicates (`prev_seq` overlapping the last `seq` or past it, book events without `seq`),
+//! prices whose precision grows (the inferred tick changes), prices of about 5 x 10^10 or with 12
+//! to 14 places and sizes with 9 places (beyond the decimals' common fast paths), disorder
+//! within lateness, late events beyond it, trades repeated with the same id, text trade ids, very
+//! old trades (`too_late`), names whose `exchange:symbol` texts are equal (`ex:x` + `SYM1`, `ex` +
+//! `x:SYM1`), and bad lines of every kind.
 
 use serde_json::json;
 
@@ -67,6 +70,27 @@ fn price(ticks: i64, places: u32, pad: bool) -> String {
     }
 }
 
+/// What a symbol's prices and sizes look like.
+#[derive(Clone, Copy, PartialEq)]
+enum Scale {
+    /// Prices about 1000 with 1 to 4 places, sizes `whole.frac` (up to 3 places).
+    Usual,
+    /// Prices about 5 x 10^10, and now and then sizes about 10^8 to 10^9.
+    Large,
+    /// Prices about 0.0000123 with 12 to 14 places, and now and then sizes with 9 places.
+    Fine,
+}
+
+/// A size above zero, below `whole + 1` unless `scale` is `Large`. Products and their sums stay
+/// within 28 digits (a larger sum rounds: README, Known limitations).
+fn size(rng: &mut Rng, scale: Scale, whole: u64) -> String {
+    match (rng.below(10), scale) {
+        (0..=2, Scale::Fine) => format!("{}.{:09}", rng.below(whole), 1 + rng.below(999_999_999)),
+        (0..=1, Scale::Large) => format!("{}.5", 100_000_000 + rng.below(900_000_000)),
+        _ => format!("{}.{}", rng.below(whole), 1 + rng.below(999)),
+    }
+}
+
 /// Generates the inputs (each a list of lines) of one case.
 pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
     let mut rng = Rng::new(seed);
@@ -76,6 +100,9 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
         symbol: String,
         input: usize,
         places: u32,
+        /// Prices get finer up to this many places.
+        max_places: u32,
+        scale: Scale,
         mid: i64,
         seq: u64,
         tid: u64,
@@ -87,28 +114,39 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
     }
     let base = 1_700_000_000_000u64;
     let mut syms: Vec<S> = (0..shape.symbols.max(1))
-        .map(|i| S {
-            // `ex:x` + `SYM1` and `ex` + `x:SYM1` (with 4 symbols) share `ex:x:SYM1`: they
-            // are two symbols all the same.
-            exchange: match i {
-                1 => "ex:x",
-                _ if i % 3 == 2 => "other",
-                _ => "ex",
-            },
-            symbol: if i == 3 {
-                "x:SYM1".to_string()
-            } else {
-                format!("SYM{i}")
-            },
-            input: i % shape.inputs.max(1),
-            places: 1 + (i as u32 % 2),
-            mid: 1000 + 37 * i as i64,
-            seq: 100,
-            tid: 0,
-            ts: base,
-            sent: Vec::new(),
-            trades: Vec::new(),
-            trade_ts: None,
+        .map(|i| {
+            // Symbol 2's prices are about 5 x 10^10 (even seeds) or 0.0000123 with 12 places
+            // (odd seeds): beyond the decimals' common fast paths.
+            let (mid, places, scale) = match i {
+                2 if seed.is_multiple_of(2) => (5_000_000_000_037, 2, Scale::Large),
+                2 => (12_345_678, 12, Scale::Fine),
+                _ => (1000 + 37 * i as i64, 1 + (i as u32 % 2), Scale::Usual),
+            };
+            S {
+                // `ex:x` + `SYM1` and `ex` + `x:SYM1` (with 4 symbols) share `ex:x:SYM1`: they
+                // are two symbols all the same.
+                exchange: match i {
+                    1 => "ex:x",
+                    _ if i % 3 == 2 => "other",
+                    _ => "ex",
+                },
+                symbol: if i == 3 {
+                    "x:SYM1".to_string()
+                } else {
+                    format!("SYM{i}")
+                },
+                input: i % shape.inputs.max(1),
+                places,
+                max_places: places.max(2) + 2,
+                scale,
+                mid,
+                seq: 100,
+                tid: 0,
+                ts: base,
+                sent: Vec::new(),
+                trades: Vec::new(),
+                trade_ts: None,
+            }
         })
         .collect();
     for (i, s) in syms.iter_mut().enumerate() {
@@ -153,15 +191,23 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
                 s.trades[rng.below(s.trades.len() as u64) as usize].clone()
             } // repeated trade
             9 => {
-                // a new snapshot
+                // a new snapshot, now and then with a "0" level (no level)
                 s.seq += 1 + rng.below(3);
+                let zero = if rng.pct(30) {
+                    rng.below(3) as i64 + 1
+                } else {
+                    0
+                };
+                let qty = |k: i64, q: &str| if k == zero { "0" } else { q }.to_string();
                 let bids: Vec<_> = (1..=3)
-                    .map(|k| json!([price(s.mid - k, s.places, false), "3"]))
+                    .map(|k| json!([price(s.mid - k, s.places, false), qty(k, "3")]))
                     .collect();
                 let asks: Vec<_> = (1..=3)
-                    .map(|k| json!([price(s.mid + k, s.places, false), "4"]))
+                    .map(|k| json!([price(s.mid + k, s.places, false), qty(k, "4")]))
                     .collect();
-                json!({"type":"snapshot","exchange":s.exchange,"symbol":s.symbol,"ts":ts,"seq":s.seq,"bids":bids,"asks":asks}).to_string()
+                let line = json!({"type":"snapshot","exchange":s.exchange,"symbol":s.symbol,"ts":ts,"seq":s.seq,"bids":bids,"asks":asks}).to_string();
+                s.sent.push(line.clone()); // repeated later, it takes the book back
+                line
             }
             10..=44 => {
                 s.tid += 1;
@@ -181,7 +227,7 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
                 };
                 s.trade_ts = Some(ts);
                 let p = price(s.mid + rng.below(5) as i64 - 2, s.places, rng.pct(20));
-                let q = format!("{}.{}", 1 + rng.below(3), rng.below(1000));
+                let q = size(&mut rng, s.scale, 4);
                 let side = if rng.pct(50) { "buy" } else { "sell" };
                 let line = json!({"type":"trade","exchange":s.exchange,"symbol":s.symbol,"ts":ts,"id":id,"price":p,"qty":q,"side":side}).to_string();
                 s.trades.push(line.clone());
@@ -191,7 +237,7 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
                 if rng.pct(10) {
                     s.mid += rng.below(5) as i64 - 2;
                 }
-                if rng.pct(2) && s.places < 4 {
+                if rng.pct(2) && s.places < s.max_places {
                     s.places += 1; // finer prices from now on: the inferred tick changes
                     s.mid *= 10;
                 }
@@ -203,7 +249,7 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
                             let q = if rng.pct(30) {
                                 "0".to_string()
                             } else {
-                                format!("{}.{}", rng.below(5), 1 + rng.below(99))
+                                size(rng, s.scale, 5)
                             };
                             json!([price(s.mid + sign * off, s.places, rng.pct(15)), q])
                         })
@@ -214,12 +260,23 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
                 let mut ev = json!({"type":"book","exchange":s.exchange,"symbol":s.symbol,"ts":ts,"bids":bids,"asks":asks});
                 let step = if rng.pct(4) { 2 + rng.below(3) } else { 1 }; // a gap now and then
                 if rng.pct(25) {
-                    ev["prev_seq"] = json!(s.seq);
+                    // `prev_seq` mostly the last `seq`; now and then before it (an update
+                    // overlapping what it follows: in sequence) or past it (a gap).
+                    let prev = match rng.below(10) {
+                        0 => s.seq.saturating_sub(1 + rng.below(3)),
+                        1 => s.seq + 1 + rng.below(2),
+                        _ => s.seq,
+                    };
+                    ev["prev_seq"] = json!(prev);
                     s.seq += step + rng.below(3);
                 } else {
                     s.seq += step;
                 }
-                ev["seq"] = json!(s.seq);
+                // Now and then no `seq` at all: a gap, once synced, unless `prev_seq` says
+                // otherwise.
+                if !rng.pct(3) {
+                    ev["seq"] = json!(s.seq);
+                }
                 let line = ev.to_string();
                 s.sent.push(line.clone());
                 line

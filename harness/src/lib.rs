@@ -42,10 +42,7 @@ pub fn check(
                 .changes
                 .iter()
                 .filter(|c| c.json.is_none())
-                .map(|c| {
-                    let interval = c.key().rsplit(':').next().unwrap_or_default().to_string();
-                    (String::new(), interval, c.score.unwrap_or(0))
-                })
+                .map(|c| (c.key().to_string(), c.score.unwrap_or(0)))
                 .collect(),
         })
         .collect();
@@ -62,12 +59,7 @@ pub fn check(
             let diff = first_difference(&a.changed, &e.changed);
             return fail(format!("mark {}: records differ: {diff}", a.time));
         }
-        let strip = |r: &[(String, String, u64)]| {
-            r.iter()
-                .map(|(_, i, o)| (i.clone(), *o))
-                .collect::<Vec<_>>()
-        };
-        let (mut ra, mut re) = (strip(&a.removed), strip(&e.removed));
+        let (mut ra, mut re) = (a.removed.clone(), e.removed.clone());
         ra.sort();
         re.sort();
         if ra != re {

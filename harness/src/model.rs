@@ -30,8 +30,9 @@ pub struct Mark {
     pub time: u64,
     /// Records whose value changed, in publishing order.
     pub changed: Vec<Value>,
-    /// Keys of candles that retention dropped: (symbol, interval, open_time).
-    pub removed: Vec<(String, String, u64)>,
+    /// Candles that retention dropped: their series' key without prefix
+    /// (`candles:EX:SYM:INTERVAL`) and their open time.
+    pub removed: Vec<(String, u64)>,
 }
 
 /// What the model expects.
@@ -159,18 +160,18 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
                 changed.push((key.clone(), record.to_json(time)));
             }
         }
-        let removed: Vec<(String, String, u64)> = previous
+        let removed: Vec<(String, u64)> = previous
             .keys()
             .filter(|k| !state.contains_key(*k))
             .filter_map(|k| match k {
-                Key::Candle(_, s, ms, open) => {
+                Key::Candle(exchange, symbol, ms, open) => {
                     let interval = config
                         .intervals
                         .iter()
                         .find(|i| i.ms == *ms)
                         .map(|i| i.name.clone())
                         .unwrap_or_default();
-                    Some((s.clone(), interval, *open))
+                    Some((format!("candles:{exchange}:{symbol}:{interval}"), *open))
                 }
                 _ => None,
             })

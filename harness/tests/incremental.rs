@@ -29,8 +29,9 @@ const SETTINGS: &[Setting] = &[
         window_ms: 3_000,
         batch: 8192,
     },
+    // A granularity that divides neither the window nor the intervals.
     Setting {
-        granularity_ms: 10,
+        granularity_ms: 7,
         lateness_ms: 200,
         window_ms: 1_500,
         batch: 7,
@@ -46,6 +47,13 @@ const SETTINGS: &[Setting] = &[
         lateness_ms: 500,
         window_ms: 10_000,
         batch: 64,
+    },
+    // Coarser than the finest interval (1 s): a mark can close several of its candles.
+    Setting {
+        granularity_ms: 1500,
+        lateness_ms: 700,
+        window_ms: 4_000,
+        batch: 3,
     },
 ];
 
