@@ -189,6 +189,8 @@ struct Chunks<R> {
     /// The bytes at the start of `chunk` already searched for a line feed, in vain.
     searched: usize,
     done: bool,
+    /// No line has been handed out yet: a UTF-8 byte order mark before the first is dropped.
+    first: bool,
     /// A read error, reported after the lines read before it.
     pending: Option<(String, Vec<u8>)>,
 }
@@ -203,9 +205,20 @@ impl<R: Read> Chunks<R> {
             chunk: Vec::with_capacity(size),
             searched: 0,
             done: false,
+            first: true,
             pending: None,
         }
     }
+}
+
+/// `lines` without the byte order mark that Windows tools write at the start of a text file, if
+/// they are the input's `first` (it would dead-letter the first line, often the snapshot that
+/// every later update of its book needs).
+fn unmarked(first: &mut bool, mut lines: Vec<u8>) -> Vec<u8> {
+    if std::mem::take(first) && lines.starts_with(b"\xef\xbb\xbf") {
+        lines.drain(..3);
+    }
+    lines
 }
 
 impl<R: Read> Iterator for Chunks<R> {
@@ -248,6 +261,7 @@ impl<R: Read> Iterator for Chunks<R> {
             rest.extend_from_slice(&chunk[cut..]);
             chunk.truncate(cut);
             let lines = std::mem::replace(chunk, rest);
+            let lines = unmarked(&mut self.first, lines);
             if let Some(reason) = error {
                 // The lines before the error first; the error with its payload next time.
                 let payload = std::mem::take(chunk);

@@ -30,6 +30,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
+use tampines_dataflows::ahead::is_blank;
 use tampines_dataflows::event::{parse, Body};
 use tampines_dataflows::source::{DeadLetter, Inputs, Line, Next};
 
@@ -489,7 +490,7 @@ impl Inputs for KafkaInputs {
                 Some(bytes) => match String::from_utf8(bytes.to_vec()) {
                     // A message is an input of its own: a blank one is dead-lettered, where a
                     // file's blank line is only spacing and skipped.
-                    Ok(text) if text.trim().is_empty() => {
+                    Ok(text) if is_blank(&text) => {
                         Err(("empty message".to_string(), text.into_bytes()))
                     }
                     Ok(text) => Ok(text),
@@ -733,7 +734,7 @@ pub fn produce(files: &[PathBuf], connection: &Connection, topic: Option<&str>) 
     for path in files {
         for line in crate::files::lines(path) {
             let line = match line {
-                Ok(l) if l.trim().is_empty() => continue,
+                Ok(l) if is_blank(&l) => continue,
                 Ok(l) => l,
                 Err((reason, _)) => bail!("{reason}"),
             };

@@ -27,10 +27,16 @@ not json at all
 fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
     let dir = scratch("replay_dlq");
     let input = dir.join("in.ndjson");
-    // Also a line that is not UTF-8, a blank line (not counted) and Windows line ends (read as
-    // the line without them): the file's reader thread parses them, as the source would.
-    let text = INPUT.replacen("not json at all\n", "not json at all\r\n@@ bad\n\n", 1);
-    let mut bytes = text.into_bytes();
+    // Also a line that is not UTF-8, a blank line (not counted), a line of no-break spaces (not
+    // JSON whitespace: dead-lettered, where it vanished uncounted) and Windows line ends (read
+    // as the line without them): the file's reader thread parses them, as the source would.
+    // The file starts with a byte order mark, which is dropped (it dead-lettered the snapshot).
+    let text = INPUT.replacen(
+        "not json at all\n",
+        "not json at all\r\n@@ bad\n\n\u{a0}\u{a0}\n",
+        1,
+    );
+    let mut bytes = [b"\xef\xbb\xbf".as_slice(), text.as_bytes()].concat();
     let at = bytes.windows(2).position(|w| w == b"@@").unwrap();
     bytes.splice(at..at + 2, [0xff, 0xfe]);
     std::fs::write(&input, bytes).unwrap();
@@ -43,11 +49,11 @@ fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
         "--dlq",
         dlq.to_str().unwrap(),
     ]);
-    // 12 lines and a blank one: 7 bad (3 of them values so large that their sums could
+    // 13 lines and a blank one: 8 bad (3 of them values so large that their sums could
     // overflow: they used to stop the job), 1 duplicate book event (seq 11 again), 1 repeated
     // trade id, 3 applied.
     assert!(
-        stderr.contains("read 12 processed 3 dead-lettered 7 duplicates 2 late 0"),
+        stderr.contains("read 13 processed 3 dead-lettered 8 duplicates 2 late 0"),
         "{stderr}"
     );
     let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
@@ -56,9 +62,12 @@ fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
-    assert_eq!(reasons.len(), 7);
+    assert_eq!(reasons.len(), 8);
     assert!(reasons[0].starts_with("not json"));
     assert_eq!(reasons[1], "invalid utf-8");
+    assert!(reasons[2].starts_with("not json"));
+    assert_eq!(dead[2]["payload"], "\u{a0}\u{a0}");
+    let reasons = [&reasons[..2], &reasons[3..]].concat();
     assert_eq!(reasons[2], "trade quantity must be positive");
     assert_eq!(
         reasons[3],

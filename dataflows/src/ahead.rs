@@ -155,6 +155,15 @@ pub fn lines_of(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
+/// JSON's whitespace: space, tab, carriage return, line feed.
+const JSON_SPACE: [char; 4] = [' ', '\t', '\r', '\n'];
+
+/// True for a line of JSON whitespace only: spacing between lines, neither an input nor counted.
+/// Other whitespace (a no-break space, a form feed) is text, and such a line is dead-lettered.
+pub fn is_blank(line: &str) -> bool {
+    line.trim_start_matches(JSON_SPACE).is_empty()
+}
+
 /// Parses a line of text (without its line end): a blank line gives nothing, a bad one its
 /// dead-letter reason, an event the names `name` picks for it. The source reads lines as text
 /// through it too, so both ways parse alike.
@@ -162,10 +171,10 @@ pub(crate) fn parse_line(
     line: &str,
     name: impl FnOnce(&Parsed<'_>) -> Option<SymbolName>,
 ) -> Parse {
-    if line.trim().is_empty() {
+    if is_blank(line) {
         return Parse::Blank;
     }
-    match parse(line.trim_end()) {
+    match parse(line.trim_end_matches(JSON_SPACE)) {
         Err(err) => Parse::Bad(err.to_string()),
         Ok(parsed) => {
             let name = name(&parsed);
