@@ -371,6 +371,19 @@ impl JobArgs {
         if self.workers == 0 || self.processes == 0 {
             bail!("-w and -n must be positive");
         }
+        if self.workers > MAX_WORKERS {
+            bail!(
+                "-w {}: at most {MAX_WORKERS} workers per process",
+                self.workers
+            );
+        }
+        if let (Some(out), Some(dlq)) = (&self.out, &self.dlq) {
+            if out != "-" && same_file(std::path::Path::new(out), dlq) {
+                bail!(
+                    "--out and --dlq name one file: the results would overwrite the dead letters"
+                );
+            }
+        }
         if self.process >= self.processes {
             bail!("-p {} must be below -n {}", self.process, self.processes);
         }
@@ -552,6 +565,20 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
 /// Checks the first `processes` lines of a hostfile (what timely reads): each holds one or more
 /// `HOST:PORT` separated by spaces, with a port number. Names are not resolved here: a
 /// cluster's may appear after its processes start ([`crate::cluster`] retries them).
+/// Workers per process (`-w`): timely starts a thread and channels for each, and more than
+/// this exhausts memory long before it could help.
+const MAX_WORKERS: usize = 1024;
+
+/// True when `a` and `b` name one regular file: the same path, or the same file through another
+/// (a link, `./`). Devices such as `/dev/null` may be named twice.
+pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.is_file() && x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => a == b,
+    }
+}
+
 fn check_hostfile(path: &std::path::Path, processes: usize) -> Result<()> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("-h {}: cannot read it", path.display()))?;

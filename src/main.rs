@@ -65,6 +65,26 @@ fn main() -> ExitCode {
                     Ok(_) => {}
                     Err(e) => return usage(anyhow::anyhow!("cannot read {}: {e}", file.display())),
                 }
+                // Opening a sink truncates its file before the input is read.
+                let sinks = [
+                    (
+                        "--out",
+                        settings
+                            .out
+                            .as_deref()
+                            .filter(|o| *o != "-")
+                            .map(std::path::Path::new),
+                    ),
+                    ("--dlq", settings.dlq.as_deref()),
+                ];
+                for (option, sink) in sinks {
+                    if sink.is_some_and(|s| tampines::cli::same_file(file, s)) {
+                        return usage(anyhow::anyhow!(
+                            "{} is also {option}: it would be emptied before it is read",
+                            file.display()
+                        ));
+                    }
+                }
             }
             report(job::replay(args.files, settings))
         }

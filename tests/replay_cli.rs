@@ -335,7 +335,7 @@ fn a_bad_hostfile_exits_2_with_one_line() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 16] = [
+    let cases: [(&[&str], &str); 18] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -401,6 +401,15 @@ fn bad_usage_exits_2_with_one_line() {
             &["replay", "/nonexistent/x.ndjson"],
             "tampines: cannot read /nonexistent/x.ndjson: No such file or directory (os error 2)",
         ),
+        // The results overwrote the dead letters (exit 0); 100,000 workers took 19 GB.
+        (
+            &["replay", "x.ndjson", "--out", "o.ndjson", "--dlq", "o.ndjson"],
+            "tampines: --out and --dlq name one file: the results would overwrite the dead letters",
+        ),
+        (
+            &["replay", "x.ndjson", "-w", "100000"],
+            "tampines: -w 100000: at most 1024 workers per process",
+        ),
     ];
     for (args, message) in cases {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
@@ -409,6 +418,39 @@ fn bad_usage_exits_2_with_one_line() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), message);
+    }
+}
+
+/// A sink named as an input (here through `..`) is refused: opening it emptied the input before
+/// it was read, and the run exited 0 having read nothing.
+#[test]
+fn a_sink_that_names_an_input_is_refused() {
+    let dir = scratch("replay_sink_is_input");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, INPUT).unwrap();
+    let alias = dir
+        .join("..")
+        .join("replay_sink_is_input")
+        .join("in.ndjson");
+    for option in ["--out", "--dlq"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args([
+                "replay",
+                input.to_str().unwrap(),
+                option,
+                alias.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{option}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            format!(
+                "tampines: {} is also {option}: it would be emptied before it is read",
+                input.display()
+            )
+        );
+        assert_eq!(std::fs::read_to_string(&input).unwrap(), INPUT);
     }
 }
 
