@@ -267,16 +267,57 @@ pub struct GenArgs {
 impl RunArgs {
     /// Checks `run`'s own options (the `-X` properties are librdkafka's to check).
     pub fn check(&self) -> Result<()> {
-        if self.topics.is_empty() {
-            bail!("--topics must name at least one topic");
+        check_topics(&self.topics)
+    }
+}
+
+/// `--topics`: at least one, each a name Kafka accepts, none twice.
+pub fn check_topics(topics: &[String]) -> Result<()> {
+    if topics.is_empty() {
+        bail!("--topics must name at least one topic");
+    }
+    for t in topics {
+        check_topic("--topics", t)?;
+    }
+    if let Some(t) =
+        (topics.iter().enumerate()).find_map(|(i, t)| topics[..i].contains(t).then_some(t))
+    {
+        // Its partitions were read once, under the first name: a bounded run never ended.
+        bail!("--topics names {t} twice");
+    }
+    Ok(())
+}
+
+/// A topic name as Kafka takes it: 1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..` (an empty
+/// one reached the broker and failed at run time).
+pub fn check_topic(option: &str, topic: &str) -> Result<()> {
+    let valid = (1..=249).contains(&topic.len())
+        && topic != "."
+        && topic != ".."
+        && (topic.bytes()).all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !valid {
+        bail!("{option}: {topic:?} is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)");
+    }
+    Ok(())
+}
+
+impl BrokerArgs {
+    /// Checks the partitions (librdkafka aborts on a negative count) and topics.
+    pub fn check(&self) -> Result<()> {
+        if !(1..=10_000).contains(&self.partitions) {
+            bail!("--partitions must be between 1 and 10000");
         }
-        if let Some(t) = (self.topics.iter().enumerate())
-            .find_map(|(i, t)| self.topics[..i].contains(t).then_some(t))
-        {
-            // Its partitions were read once, under the first name: a bounded run never ended.
-            bail!("--topics names {t} twice");
+        check_topics(&self.topics)
+    }
+}
+
+impl ProduceArgs {
+    /// Checks `--topic`.
+    pub fn check(&self) -> Result<()> {
+        match &self.topic {
+            Some(t) => check_topic("--topic", t),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -301,8 +342,8 @@ impl GenArgs {
     /// ticks; times stay positive and far from overflowing): the message names the option.
     pub fn check(&self) -> Result<()> {
         let span = tampines_dataflows::config::MAX_SPAN_MS;
-        if self.symbols == 0 {
-            bail!("--symbols must be positive");
+        if !(1..=1_000_000).contains(&self.symbols) {
+            bail!("--symbols must be between 1 and 1000000");
         }
         if !(1..=1_000).contains(&self.depth) {
             bail!("--depth must be between 1 and 1000");

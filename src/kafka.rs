@@ -74,6 +74,9 @@ impl Connection {
     /// connecting: a client is made and dropped. A property of a producer only, or of a
     /// consumer only, passes.
     pub fn check(&self) -> Result<()> {
+        if self.brokers.trim().is_empty() {
+            bail!("--brokers must name at least one broker (HOST:PORT)");
+        }
         for (k, v) in &self.properties {
             let mut c = ClientConfig::new();
             c.set("bootstrap.servers", &self.brokers).set(k, v);
@@ -724,34 +727,64 @@ where
     }
 }
 
-/// `produce FILE...`: events keyed by `exchange:symbol`; without `--topic`, book and snapshot
-/// events go to `market.book` and trades to `market.trade` (lines that do not parse go to
-/// `market.book` unkeyed, to be dead-lettered by the job). Returns the number sent.
-pub fn produce(files: &[PathBuf], connection: &Connection, topic: Option<&str>) -> Result<u64> {
+/// What `produce` did: messages sent (and delivered), and what was not, each a line.
+pub struct Produced {
+    /// Messages sent and delivered.
+    pub sent: u64,
+    /// Lines not sent (the broker refused them, say too large), and read errors that ended a
+    /// file.
+    pub problems: u64,
+    /// The first of them, with where it was.
+    pub first_problem: Option<String>,
+}
+
+/// `produce FILE...`: every line of the files but blank ones, as is, even one that is not an
+/// event (the job dead-letters it, as replay would), keyed by `exchange:symbol`. Without
+/// `--topic`, trades go to `market.trade` and everything else to `market.book`. A line that does
+/// not parse is keyed and routed by what its JSON says of them, if anything.
+///
+/// A line the broker refuses is counted among the problems and the rest go on; a read error
+/// ends its file. Everything sent is flushed and its delivery checked before returning.
+pub fn produce(
+    files: &[PathBuf],
+    connection: &Connection,
+    topic: Option<&str>,
+) -> Result<Produced> {
     let producer = connection.producer_with(Deliveries::default())?;
     let progress = std::io::stderr().is_terminal();
     let mut sent = 0u64;
+    let (mut problems, mut first_problem) = (0, None);
+    let mut problem = |what: String| {
+        problems += 1;
+        first_problem.get_or_insert(what);
+    };
     for path in files {
-        for line in crate::files::lines(path) {
+        for (number, line) in crate::files::lines(path).enumerate() {
             let line = match line {
                 Ok(l) if is_blank(&l) => continue,
-                Ok(l) => l,
-                Err((reason, _)) => bail!("{reason}"),
+                Ok(l) => l.into_bytes(),
+                // Not UTF-8: sent as it is, for the job to dead-letter.
+                Err((reason, bytes)) if reason == "invalid utf-8" => bytes,
+                Err((reason, _)) => {
+                    problem(format!("{}: {reason}", path.display()));
+                    break;
+                }
             };
-            let parsed = parse(&line).ok();
-            let key = parsed
-                .as_ref()
-                .map(|p| format!("{}:{}", p.exchange, p.symbol));
-            let target = match (topic, parsed.as_ref().map(|p| &p.event.body)) {
-                (Some(t), _) => t,
-                (None, Some(Body::Trade(_))) => "market.trade",
-                (None, _) => "market.book",
+            let (key, trade) = route(&line);
+            let target = match topic {
+                Some(t) => t,
+                None if trade => "market.trade",
+                None => "market.book",
             };
-            let mut record = BaseRecord::<str, str>::to(target).payload(&line);
+            let mut record = BaseRecord::<str, [u8]>::to(target).payload(&line);
             if let Some(k) = key.as_deref() {
                 record = record.key(k);
             }
-            send(&producer, record)?;
+            if let Err(e) = send(&producer, record) {
+                let at = format!("{} line {}", path.display(), number + 1);
+                problem(format!("{at}: {e:#}"));
+                continue;
+            }
             sent += 1;
             if sent.is_multiple_of(65_536) {
                 producer.poll(Duration::ZERO);
@@ -768,7 +801,29 @@ pub fn produce(files: &[PathBuf], connection: &Connection, topic: Option<&str>) 
         eprint!("\r");
     }
     producer.context().check(&mut 0, "messages were")?;
-    Ok(sent)
+    Ok(Produced {
+        sent,
+        problems,
+        first_problem,
+    })
+}
+
+/// A line's key (`exchange:symbol`) and whether it is a trade: from the event, or, for a line
+/// that is no valid event, from what its JSON says (a trade with a bad price still goes to the
+/// trades, under its symbol's key, to be dead-lettered into `market.trade.dlq`).
+fn route(line: &[u8]) -> (Option<String>, bool) {
+    if let Some(p) = std::str::from_utf8(line).ok().and_then(|l| parse(l).ok()) {
+        let trade = matches!(p.event.body, Body::Trade(_));
+        return (Some(format!("{}:{}", p.exchange, p.symbol)), trade);
+    }
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(line) else {
+        return (None, false);
+    };
+    let text = |k: &str| fields.get(k).and_then(serde_json::Value::as_str);
+    let key = text("exchange")
+        .zip(text("symbol"))
+        .map(|(e, s)| format!("{e}:{s}"));
+    (key, text("type") == Some("trade"))
 }
 
 /// A mock cluster on 127.0.0.1 with `topics` (and their `.dlq` topics) created.

@@ -44,27 +44,10 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
-            // A file named that cannot be read at all is bad usage, not bad input (a typo must
-            // not pass as a run that read nothing); read errors inside a file are dead letters.
-            // Only a regular file is opened to check: opening a named pipe waits for its writer,
-            // and closing it again loses what was written or ends the writer; a pipe or device
-            // is asked whether it may be read (Linux: access).
+            if let Err(e) = readable(&args.files) {
+                return usage(e);
+            }
             for file in &args.files {
-                let readable = std::fs::metadata(file).and_then(|m| {
-                    if m.is_file() {
-                        std::fs::File::open(file)?;
-                    } else if !m.is_dir() {
-                        may_read(file)?;
-                    }
-                    Ok(m)
-                });
-                match readable {
-                    Ok(m) if m.is_dir() => {
-                        return usage(anyhow::anyhow!("{} is a directory", file.display()))
-                    }
-                    Ok(_) => {}
-                    Err(e) => return usage(anyhow::anyhow!("cannot read {}: {e}", file.display())),
-                }
                 // Opening a sink truncates its file before the input is read.
                 let sinks = [
                     (
@@ -149,13 +132,23 @@ fn main() -> ExitCode {
             ))
         }
         Command::Produce(args) => {
-            if let Err(e) = args.kafka.connection().check() {
+            if let Err(e) = (args.check()).and_then(|()| args.kafka.connection().check()) {
+                return usage(e);
+            }
+            if let Err(e) = readable(&args.files) {
                 return usage(e);
             }
             match kafka::produce(&args.files, &args.kafka.connection(), args.topic.as_deref()) {
-                Ok(n) => {
-                    eprintln!("produced {n} messages");
-                    ExitCode::SUCCESS
+                Ok(produced) => {
+                    eprintln!("produced {} messages", produced.sent);
+                    match produced.first_problem {
+                        None => ExitCode::SUCCESS,
+                        Some(first) => {
+                            let n = produced.problems;
+                            eprintln!("tampines: {n} not produced; the first: {first}");
+                            ExitCode::from(1)
+                        }
+                    }
                 }
                 Err(e) => {
                     eprintln!("tampines: {e:#}");
@@ -163,13 +156,18 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Broker(args) => match kafka::broker(args.partitions, &args.topics) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("tampines: {e:#}");
-                ExitCode::from(1)
+        Command::Broker(args) => {
+            if let Err(e) = args.check() {
+                return usage(e);
             }
-        },
+            match kafka::broker(args.partitions, &args.topics) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tampines: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Demo(args) => match args.check().and_then(|()| args.job.settings()) {
             Err(e) => usage(e),
             Ok(_) => match tampines::demo::demo(args) {
@@ -195,7 +193,8 @@ fn main() -> ExitCode {
                 exchange: a.exchange,
                 start_ms: a.start_ms,
             };
-            let result = match &a.out {
+            // `--out -` is stdout, as for the jobs.
+            let result = match a.out.as_ref().filter(|p| p.as_os_str() != "-") {
                 Some(path) => std::fs::File::create(path)
                     .and_then(|f| generate(&market, &mut std::io::BufWriter::new(f))),
                 None => generate(
@@ -216,6 +215,30 @@ fn main() -> ExitCode {
 }
 
 /// Whether this process may read `path` (its permissions), without opening it.
+/// A file named that cannot be read at all is bad usage, not bad input (a typo must not pass as a
+/// run that read nothing); read errors inside a file are dead letters. Only a regular file is
+/// opened to check: opening a named pipe waits for its writer, and closing it again loses what
+/// was written or ends the writer; a pipe or device is asked whether it may be read.
+fn readable(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    for file in files {
+        let checked = std::fs::metadata(file).and_then(|m| {
+            if m.is_file() {
+                std::fs::File::open(file)?;
+            } else if !m.is_dir() {
+                may_read(file)?;
+            }
+            Ok(m)
+        });
+        match checked {
+            Ok(m) if m.is_dir() => anyhow::bail!("{} is a directory", file.display()),
+            Ok(_) => {}
+            Err(e) => anyhow::bail!("cannot read {}: {e}", file.display()),
+        }
+    }
+    Ok(())
+}
+
+/// Whether this process may read `path` (Linux: access).
 fn may_read(path: &std::path::Path) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     rustix::fs::access(path, rustix::fs::Access::READ_OK)?;

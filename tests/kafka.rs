@@ -197,6 +197,68 @@ fn dead_letters(broker: &Broker, format: &str) -> String {
     String::from_utf8_lossy(&dlq.stdout).into_owned()
 }
 
+/// `produce` sends every line it can and says what it could not: a line that is not UTF-8 goes as
+/// it is (the job dead-letters it), a trade with a bad price goes to the trades under its
+/// symbol's key, and a line the producer refuses (over 1,000,000 bytes) is counted and the rest
+/// go on; exit 1. It used to stop at the first of these, exit 1 without flushing: part of what it
+/// had sent before was lost, and the bad trade went unkeyed to `market.book`.
+#[test]
+fn produce_sends_what_it_can_and_names_what_it_could_not() {
+    let dir = scratch("kafka_produce");
+    let broker = Broker::start(1, "market.book,market.trade");
+    let file = dir.join("events.ndjson");
+    let bad_price = trade(1100, 2, "abc");
+    let mut bytes = Vec::new();
+    for line in [
+        trade(1000, 1, "10").as_bytes(),
+        b"\xff bad",
+        bad_price.as_bytes(),
+    ] {
+        bytes.extend_from_slice(line);
+        bytes.push(b'\n');
+    }
+    bytes.extend(vec![b'z'; 1_020_000]);
+    bytes.push(b'\n');
+    let after: Vec<String> = (3..=1000).map(|i| trade(1000 + i, i, "11")).collect();
+    bytes.extend_from_slice((after.join("\n") + "\n").as_bytes());
+    std::fs::write(&file, bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args([
+            "produce",
+            file.to_str().unwrap(),
+            "--brokers",
+            &broker.bootstrap,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines[0], "produced 1001 messages", "{stderr}");
+    assert!(
+        lines[1].starts_with(&format!(
+            "tampines: 1 not produced; the first: {} line 4: producing: Message production error: MessageSizeTooLarge",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    let read = |topic: &str| {
+        let out = Command::new(kcat())
+            .args(["-b", &broker.bootstrap, "-C", "-t", topic, "-e", "-q"])
+            .args(["-f", "%k|%s\n"])
+            .output()
+            .unwrap();
+        out.stdout
+    };
+    let book = read("market.book");
+    assert_eq!(book, b"|\xff bad\n", "{}", String::from_utf8_lossy(&book));
+    let trades = String::from_utf8(read("market.trade")).unwrap();
+    let trades: Vec<&str> = trades.lines().collect();
+    assert_eq!(trades.len(), 1000);
+    assert_eq!(trades[1], format!("ex:A|{bad_price}"));
+    assert_eq!(trades[999], format!("ex:A|{}", after[997]));
+}
+
 /// A topic that does not exist is said to have no partitions (a typo passed as a topic with
 /// nothing to read, without a word).
 #[test]

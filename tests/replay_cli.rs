@@ -335,7 +335,7 @@ fn a_bad_hostfile_exits_2_with_one_line() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 18] = [
+    let cases: [(&[&str], &str); 23] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -410,6 +410,28 @@ fn bad_usage_exits_2_with_one_line() {
             &["replay", "x.ndjson", "-w", "100000"],
             "tampines: -w 100000: at most 1024 workers per process",
         ),
+        // Each was a runtime error (exit 1), after a minute for the brokers; -1 partitions
+        // aborted in librdkafka; 2^64 - 1 symbols panicked.
+        (
+            &["produce", "/nonexistent/x.ndjson", "--brokers", "127.0.0.1:1"],
+            "tampines: cannot read /nonexistent/x.ndjson: No such file or directory (os error 2)",
+        ),
+        (
+            &["run", "--brokers", " "],
+            "tampines: --brokers must name at least one broker (HOST:PORT)",
+        ),
+        (
+            &["run", "--brokers", "127.0.0.1:1", "--topics", "market.book,"],
+            "tampines: --topics: \"\" is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)",
+        ),
+        (
+            &["broker", "--partitions=-1"],
+            "tampines: --partitions must be between 1 and 10000",
+        ),
+        (
+            &["gen", "--symbols", "18446744073709551615"],
+            "tampines: --symbols must be between 1 and 1000000",
+        ),
     ];
     for (args, message) in cases {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
@@ -419,6 +441,25 @@ fn bad_usage_exits_2_with_one_line() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), message);
     }
+}
+
+/// `gen --out -` writes to stdout, as `--out -` does for the jobs (it made a file named `-`),
+/// the same lines as `--out FILE`.
+#[test]
+fn gen_out_dash_is_stdout() {
+    let dir = scratch("gen_stdout");
+    let file = dir.join("events.ndjson");
+    gen_events(&file, 2, 50, "0.01", 3, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["gen", "--symbols", "2", "--events", "50", "--hours", "0.01"])
+        .args(["--seed", "3", "--out", "-"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, std::fs::read(&file).unwrap());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 52);
+    assert!(!dir.join("-").exists());
 }
 
 /// A sink named as an input (here through `..`) is refused: opening it emptied the input before
