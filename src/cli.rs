@@ -544,7 +544,14 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
         if on_command_line || in_environment {
             continue;
         }
-        let flag = long.or(short).expect("options have a name");
+        let with_value = |v: String| match (&long, &short) {
+            // Joined, so that a value starting with `-` (`prefix = "-dev"`) is not taken
+            // for an option.
+            (Some(l), _) => format!("{l}={v}"),
+            (None, Some(s)) => format!("{s}{v}"),
+            (None, None) => unreachable!("options have a name"),
+        };
+        let flag = long.clone().or(short.clone()).expect("options have a name");
         let items = match value {
             toml::Value::Array(items) => items.clone(),
             other => vec![other.clone()],
@@ -566,9 +573,9 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
                 (toml::Value::Boolean(true), true) => extra.push(flag.clone()),
                 (toml::Value::Boolean(false), true) => {}
                 (_, true) => return Err(wrong("true or false")),
-                (toml::Value::String(v), false) => extra.extend([flag.clone(), v]),
-                (toml::Value::Integer(v), false) => extra.extend([flag.clone(), v.to_string()]),
-                (toml::Value::Float(v), false) => extra.extend([flag.clone(), v.to_string()]),
+                (toml::Value::String(v), false) => extra.push(with_value(v)),
+                (toml::Value::Integer(v), false) => extra.push(with_value(v.to_string())),
+                (toml::Value::Float(v), false) => extra.push(with_value(v.to_string())),
                 (_, false) => return Err(wrong("a string, a number, or an array of them")),
             }
         }
@@ -603,9 +610,6 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
     None
 }
 
-/// Checks the first `processes` lines of a hostfile (what timely reads): each holds one or more
-/// `HOST:PORT` separated by spaces, with a port number. Names are not resolved here: a
-/// cluster's may appear after its processes start ([`crate::cluster`] retries them).
 /// Workers per process (`-w`): timely starts a thread and channels for each, and more than
 /// this exhausts memory long before it could help.
 const MAX_WORKERS: usize = 1024;
@@ -620,6 +624,9 @@ pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     }
 }
 
+/// Checks the first `processes` lines of a hostfile (what timely reads): each holds one or more
+/// `HOST:PORT` separated by spaces, with a port number. Names are not resolved here: a
+/// cluster's may appear after its processes start ([`crate::cluster`] retries them).
 fn check_hostfile(path: &std::path::Path, processes: usize) -> Result<()> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("-h {}: cannot read it", path.display()))?;

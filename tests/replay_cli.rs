@@ -462,6 +462,29 @@ fn gen_out_dash_is_stdout() {
     assert!(!dir.join("-").exists());
 }
 
+/// A `--config` value that starts with `-` is a value (`unexpected argument '-x' found`, exit 2).
+#[test]
+fn config_values_may_start_with_a_dash() {
+    let dir = scratch("config_dash");
+    let config = dir.join("gen.toml");
+    std::fs::write(&config, "exchange = \"-x\"\nsymbols = 1\nevents = 3\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["gen", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 4);
+    assert!(
+        text.lines().all(|l| l.contains(r#""exchange":"-x""#)),
+        "{text}"
+    );
+}
+
 /// A sink named as an input (here through `..`) is refused: opening it emptied the input before
 /// it was read, and the run exited 0 having read nothing.
 #[test]
