@@ -629,7 +629,8 @@ fn commit_done(
     pending.values().all(|q| q.is_empty())
 }
 
-/// Dead letters to `<topic>.dlq`: the original payload, the reason in header `reason`.
+/// Dead letters to `<topic>.dlq`: the original payload, the reason in header `reason`, where it
+/// was read in headers `partition` and `offset`.
 pub struct KafkaDeadLetters {
     producer: BaseProducer<Deliveries>,
     topics: Vec<String>,
@@ -672,6 +673,11 @@ impl DeadLetterSink for KafkaDeadLetters {
             .insert(Header {
                 key: "offset",
                 value: Some(&dead.pos.1.to_string()),
+            })
+            // Offsets of different partitions are told apart by it.
+            .insert(Header {
+                key: "partition",
+                value: Some(&(dead.pos.0 % 65_536).to_string()),
             });
         let mut payload = dead.payload.as_slice();
         if payload.len() > DEAD_PAYLOAD_MAX {

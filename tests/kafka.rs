@@ -176,7 +176,7 @@ fn an_oversized_bad_message_is_dead_lettered_cut_to_size() {
     );
     assert_eq!(
         dead_letters(&broker, "%h|%S\n"),
-        "reason=not json: expected value at line 1 column 1,offset=0,truncated=1020000|900000\n"
+        "reason=not json: expected value at line 1 column 1,offset=0,partition=0,truncated=1020000|900000\n"
     );
 }
 
