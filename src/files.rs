@@ -171,7 +171,9 @@ pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, Unreadable>>
 
 /// A reader's chunks of whole lines, about `size` bytes each (a longer line makes a longer one),
 /// each ending with a line feed except the last of the input; after a read error, its reason and
-/// the part of a line read before it, and nothing more.
+/// the part of a line read before it, and nothing more. A line longer than [`MAX_LINE`] is not
+/// kept: it is an unreadable line of its own (its first [`KEPT`] bytes the payload) and reading
+/// goes on after it.
 ///
 /// A regular file's chunks are filled (read until `size` bytes or the end). Anything else (a
 /// pipe, a terminal, `/dev/stdin`) gives a chunk after every read that ends a line: its lines go
@@ -191,9 +193,24 @@ struct Chunks<R> {
     done: bool,
     /// No line has been handed out yet: a UTF-8 byte order mark before the first is dropped.
     first: bool,
-    /// A read error, reported after the lines read before it.
-    pending: Option<(String, Vec<u8>)>,
+    /// A line longer than this is skipped to its end ([`MAX_LINE`]; smaller in tests).
+    max_line: usize,
+    /// The line being skipped: its first bytes and its length so far.
+    overlong: Option<(Vec<u8>, usize)>,
+    /// What the last read gave, in order.
+    ready: std::collections::VecDeque<Chunk>,
 }
+
+/// A chunk of whole lines, or a line that could not be read: its reason and payload.
+type Chunk = Result<Vec<u8>, (String, Vec<u8>)>;
+
+/// A line longer than this (16 MiB, give or take a read) is dead-lettered rather than kept: a
+/// few MiB of gzip can unpack to a line of gigabytes, and each byte of a line is held twice
+/// while it is read. The longest real events (snapshots of thousands of levels) are well under
+/// 1 MiB; a Kafka message is at most 1 MiB by default.
+const MAX_LINE: usize = 16 << 20;
+/// The first bytes of a line too long to keep that its dead letter carries.
+const KEPT: usize = 1 << 20;
 
 impl<R: Read> Chunks<R> {
     fn new(reader: R, name: &str, size: usize, fill: bool) -> Chunks<R> {
@@ -206,7 +223,86 @@ impl<R: Read> Chunks<R> {
             searched: 0,
             done: false,
             first: true,
-            pending: None,
+            max_line: MAX_LINE,
+            overlong: None,
+            ready: Default::default(),
+        }
+    }
+
+    /// Reads once more and queues what that gave: whole lines, a line too long to keep that
+    /// ended, a read error.
+    fn read_more(&mut self) {
+        // A chunk of `size` bytes; a longer line grows it by as much at a time (by doubling
+        // its room: a line of any length is read in time linear in it).
+        let (chunk, size) = (&mut self.chunk, self.size);
+        let want = size
+            .checked_sub(chunk.len())
+            .filter(|&n| n > 0)
+            .unwrap_or(size);
+        let read = if self.fill {
+            chunk.reserve(want);
+            (&mut self.reader).take(want as u64).read_to_end(chunk)
+        } else {
+            read_once(&mut self.reader, chunk, want.min(PIPE_READ))
+        };
+        let (end, error) = match read {
+            Ok(n) => (n == 0, None),
+            Err(e) => (true, Some(format!("read error: {}: {e}", self.name))),
+        };
+        self.done = end;
+        if let Some((_, length)) = &mut self.overlong {
+            // The rest of a line too long to keep, skipped to its line feed or the end.
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(feed) => {
+                    *length += feed;
+                    chunk.drain(..=feed);
+                }
+                None => {
+                    *length += chunk.len();
+                    chunk.clear();
+                    if !end {
+                        return;
+                    }
+                }
+            }
+            let (kept, length) = self.overlong.take().expect("a line being skipped");
+            let reason = format!("line too long: {length} bytes (at most {})", self.max_line);
+            self.ready.push_back(Err((reason, kept)));
+            self.searched = 0;
+        }
+        // Whole lines go now; the rest (a line read in part) starts the next chunk. At the end
+        // of the input the rest is its last line; after an error, the error's payload.
+        let cut = match chunk[self.searched..].iter().rposition(|&b| b == b'\n') {
+            _ if end && error.is_none() => chunk.len(),
+            Some(feed) => self.searched + feed + 1,
+            None => 0,
+        };
+        if cut == 0 && !end {
+            if chunk.len() > self.max_line {
+                // Skipped from here on, but for its first bytes.
+                let kept = chunk[..KEPT.min(chunk.len())].to_vec();
+                self.overlong = Some((kept, chunk.len()));
+                chunk.clear();
+                self.searched = 0;
+            } else {
+                // No line has ended yet: read on into the same chunk.
+                self.searched = chunk.len();
+            }
+            return;
+        }
+        self.searched = 0;
+        let mut rest = Vec::with_capacity(size.max(chunk.len() - cut));
+        rest.extend_from_slice(&chunk[cut..]);
+        chunk.truncate(cut);
+        let lines = std::mem::replace(chunk, rest);
+        let lines = unmarked(&mut self.first, lines);
+        if !lines.is_empty() {
+            self.ready.push_back(Ok(lines));
+        }
+        if let Some(reason) = error {
+            // After the lines before it, the error, with the line read in part as its payload.
+            let payload = std::mem::take(&mut self.chunk);
+            self.ready.push_back(Err((reason, payload)));
         }
     }
 }
@@ -222,60 +318,18 @@ fn unmarked(first: &mut bool, mut lines: Vec<u8>) -> Vec<u8> {
 }
 
 impl<R: Read> Iterator for Chunks<R> {
-    type Item = Result<Vec<u8>, (String, Vec<u8>)>;
+    type Item = Chunk;
 
-    fn next(&mut self) -> Option<Self::Item> {
-        while !self.done {
-            // A chunk of `size` bytes; a longer line grows it by as much at a time (by
-            // doubling its room: a line of any length is read in time linear in it).
-            let (chunk, size) = (&mut self.chunk, self.size);
-            let want = size
-                .checked_sub(chunk.len())
-                .filter(|&n| n > 0)
-                .unwrap_or(size);
-            let read = if self.fill {
-                chunk.reserve(want);
-                (&mut self.reader).take(want as u64).read_to_end(chunk)
-            } else {
-                read_once(&mut self.reader, chunk, want.min(PIPE_READ))
-            };
-            let (end, error) = match read {
-                Ok(n) => (n == 0, None),
-                Err(e) => (true, Some(format!("read error: {}: {e}", self.name))),
-            };
-            self.done = end;
-            // Whole lines go now; the rest (a line read in part) starts the next chunk. At the
-            // end of the input the rest is its last line; after an error, the error's payload.
-            let cut = match chunk[self.searched..].iter().rposition(|&b| b == b'\n') {
-                _ if end && error.is_none() => chunk.len(),
-                Some(feed) => self.searched + feed + 1,
-                None => 0,
-            };
-            if cut == 0 && !end {
-                // No line has ended yet: read on into the same chunk.
-                self.searched = chunk.len();
-                continue;
+    fn next(&mut self) -> Option<Chunk> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(item);
             }
-            self.searched = 0;
-            let mut rest = Vec::with_capacity(size.max(chunk.len() - cut));
-            rest.extend_from_slice(&chunk[cut..]);
-            chunk.truncate(cut);
-            let lines = std::mem::replace(chunk, rest);
-            let lines = unmarked(&mut self.first, lines);
-            if let Some(reason) = error {
-                // The lines before the error first; the error with its payload next time.
-                let payload = std::mem::take(chunk);
-                if lines.is_empty() {
-                    return Some(Err((reason, payload)));
-                }
-                self.pending = Some((reason, payload));
-                return Some(Ok(lines));
+            if self.done {
+                return None;
             }
-            if !lines.is_empty() {
-                return Some(Ok(lines));
-            }
+            self.read_more();
         }
-        self.pending.take().map(Err)
     }
 }
 
@@ -374,6 +428,89 @@ mod tests {
         let several = [2, 4, 7, 8, 9, 100].map(ahead_per_file);
         assert!(several.iter().all(|a| a.chunk == 128 << 10));
         assert_eq!(several.map(|a| a.batches), [16, 8, 4, 4, 4, 4]);
+    }
+
+    /// A line longer than `max_line` is one unreadable line, its first bytes the payload, and
+    /// the lines after it are read as usual: read in pieces of any size, filled or not, at the
+    /// start, in the middle, or at the end of the input (with or without its line feed), and
+    /// cut by a read error.
+    #[test]
+    fn a_line_too_long_is_skipped_to_its_end() {
+        let long = "x".repeat(1_000);
+        for (text, fail_at) in [
+            (format!("a\n{long}\nb\nc\n"), None),
+            (format!("{long}\nb\n"), None),
+            (format!("a\n{long}"), None),
+            (format!("a\n{long}\n"), None),
+            (format!("a\n{long}\nb\n"), Some(900)),
+        ] {
+            for (piece, fill) in [
+                (1, false),
+                (7, true),
+                (64, false),
+                (333, true),
+                (5_000, true),
+            ] {
+                let pieces = Pieces {
+                    data: text.clone().into_bytes(),
+                    at: 0,
+                    piece,
+                    fail_at,
+                };
+                let mut chunks = Chunks::new(pieces, "f", 64, fill);
+                chunks.max_line = 100;
+                let mut got = Vec::new();
+                for chunk in chunks {
+                    match chunk {
+                        Ok(lines) => {
+                            got.extend(ahead::lines_of(&lines).map(|(s, e)| {
+                                Ok(String::from_utf8_lossy(&lines[s..e]).into_owned())
+                            }))
+                        }
+                        Err((reason, payload)) => got.push(Err((reason, payload.len()))),
+                    }
+                }
+                // The payload keeps up to `KEPT` bytes of what was read before the line was
+                // given up on: more than `max_line`, less than a chunk more.
+                let too_long = |got: &Result<String, (String, usize)>| match got {
+                    Err((reason, kept)) => {
+                        (101..=100 + 64 + piece).contains(kept)
+                            && reason.as_str()
+                                == if fail_at.is_some() {
+                                    "line too long: 898 bytes (at most 100)"
+                                } else {
+                                    "line too long: 1000 bytes (at most 100)"
+                                }
+                    }
+                    Ok(_) => false,
+                };
+                let case = format!("{text:.8}.. piece {piece} fill {fill}");
+                let ok = |s: &str| Ok(s.to_string());
+                let lines: Vec<&str> = text.lines().collect();
+                match (lines[0] == "a", fail_at) {
+                    (_, Some(_)) => {
+                        assert_eq!(got.len(), 3, "{case}: {got:?}");
+                        assert_eq!(got[0], ok("a"), "{case}");
+                        assert!(too_long(&got[1]), "{case}: {got:?}");
+                        assert_eq!(
+                            got[2],
+                            Err(("read error: f: disk gone".into(), 0)),
+                            "{case}"
+                        );
+                    }
+                    (true, None) => {
+                        assert_eq!(got[0], ok("a"), "{case}");
+                        assert!(too_long(&got[1]), "{case}: {got:?}");
+                        let rest: Vec<_> = lines[2..].iter().map(|l| ok(l)).collect();
+                        assert_eq!(got[2..], rest, "{case}");
+                    }
+                    (false, None) => {
+                        assert!(too_long(&got[0]), "{case}: {got:?}");
+                        assert_eq!(got[1..], [ok("b")], "{case}");
+                    }
+                }
+            }
+        }
     }
 
     /// A reader that hands out `data` at most `piece` bytes per read, and fails at `fail_at`.
