@@ -113,8 +113,15 @@ fn choose_target(args: &DemoArgs) -> Target {
     }
 }
 
-/// Feeds the broker at `rate` events/s with event time = wall clock until `stop`.
-fn feed(producer: BaseProducer, symbols: usize, rate: u64, stop: Arc<AtomicBool>) -> Result<u64> {
+/// Feeds the broker at `rate` events/s with event time = wall clock until `stop`. Symbols are
+/// dealt to the `partitions` in turn, so that each holds some (hashing their keys left one of
+/// four empty, and an empty partition holds progress back for `--idle-ms`).
+fn feed(
+    producer: BaseProducer,
+    (symbols, partitions): (usize, i32),
+    rate: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<u64> {
     let start = now_ms();
     let market = Market {
         symbols,
@@ -129,6 +136,7 @@ fn feed(producer: BaseProducer, symbols: usize, rate: u64, stop: Arc<AtomicBool>
     };
     let mut generator = Generator::new(&market);
     let mut sent = 0u64;
+    let mut placed: std::collections::HashMap<String, i32> = Default::default();
     let mut send = |line: String, producer: &BaseProducer| -> Result<()> {
         let parsed = tampines_dataflows::event::parse(&line).ok();
         let (topic, key) = match parsed {
@@ -142,8 +150,11 @@ fn feed(producer: BaseProducer, symbols: usize, rate: u64, stop: Arc<AtomicBool>
             ),
             None => ("market.book", String::new()),
         };
+        let dealt = placed.len() as i32 % partitions;
+        let partition = *placed.entry(key.clone()).or_insert(dealt);
         loop {
-            match producer.send(BaseRecord::to(topic).key(&key).payload(&line)) {
+            let record = BaseRecord::to(topic).key(&key).partition(partition);
+            match producer.send(record.payload(&line)) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     producer.poll(Duration::from_millis(10)); // local queue full: let it drain
@@ -267,7 +278,7 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     let producer = connection.producer()?;
     let feeder = {
         let stop = stop.clone();
-        let (symbols, rate) = (args.symbols, args.rate);
+        let (symbols, rate) = ((args.symbols, args.partitions), args.rate);
         std::thread::Builder::new()
             .name("demo-feed".into())
             .spawn(move || feed(producer, symbols, rate, stop))?

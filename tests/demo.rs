@@ -30,7 +30,7 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
             "--rate",
             "1500",
             "--partitions",
-            "1",
+            "2",
         ])
         .args(["--idle-ms", "1000"])
         .args(["--probe-redis", &probe, "--metrics-addr", &metrics])
@@ -106,6 +106,14 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
         assert!(sample(&text, &series) >= count(record), "{series}: {text}");
     }
     assert!(sample(&text, "tampines_events_read_total ") > 0.0);
+    // The symbols are dealt to the partitions: each holds two of the four (hashed, all four
+    // keys went to partition 1, and partition 0 held progress back for --idle-ms).
+    for partition in [0, 1] {
+        let series = format!(
+            "tampines_input_read_total{{topic=\"market.book\",partition=\"{partition}\"}} "
+        );
+        assert!(sample(&text, &series) > 0.0, "{series}: {text}");
+    }
     assert!(get(&metrics, "/nothing").starts_with("HTTP/1.1 404"));
     // HEAD: a GET's headers and no body (it had the whole body); other methods are refused.
     let head = request(&metrics, "HEAD", "/metrics");
