@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -71,23 +71,31 @@ impl Connection {
     }
 
     /// Checks the `-X` properties as librdkafka reads them (unknown names, bad values) without
-    /// connecting: a client is made and dropped. A property of a producer only, or of a
-    /// consumer only, passes.
+    /// connecting: a client is made and dropped. They are checked together, since some hold
+    /// only with others (`security.protocol=sasl_ssl` asks for the default SASL mechanism,
+    /// GSSAPI, unless `sasl.mechanisms` names another). A property of a producer only, or of a
+    /// consumer only, passes. A refusal names the property librdkafka names.
     pub fn check(&self) -> Result<()> {
         if self.brokers.trim().is_empty() {
             bail!("--brokers must name at least one broker (HOST:PORT)");
         }
-        for (k, v) in &self.properties {
+        let accepted = |properties: &[(String, String)]| {
             let mut c = ClientConfig::new();
-            c.set("bootstrap.servers", &self.brokers).set(k, v);
+            c.set("bootstrap.servers", &self.brokers);
+            for (k, v) in properties {
+                c.set(k, v);
+            }
             // Logged by librdkafka as an error, not a warning, when it names the other role.
             c.set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg);
             c.create::<BaseProducer>()
                 .map(drop)
                 .or_else(|_| c.create::<BaseConsumer>().map(drop))
-                .map_err(|e| anyhow!("-X {k}={v}: {e}"))?;
+        };
+        match &accepted(&self.properties) {
+            Ok(()) => Ok(()),
+            Err(e @ KafkaError::ClientConfig(_, _, k, v)) => bail!("-X {k}={v}: {e}"),
+            Err(e) => bail!("-X: {e}"),
         }
-        Ok(())
     }
 
     pub fn consumer(&self, group: &str, start: Start) -> Result<BaseConsumer> {
@@ -886,5 +894,42 @@ mod tests {
         }
         assert_eq!(per_run, per_message);
         assert_eq!(Vec::from(per_message), [(1, 10), (4, 20), (8, 30), (9, 40)]);
+    }
+
+    /// Security settings are accepted as a whole: TLS (librdkafka is built with OpenSSL) and
+    /// SASL over it, whose mechanism is named by another property than the protocol (each
+    /// checked alone, `security.protocol=sasl_ssl` asked for GSSAPI, which is not built; and
+    /// without OpenSSL, `ssl` was refused). A consumer's property beside a producer's passes; a
+    /// bad value is named.
+    #[test]
+    fn kafka_properties_are_checked_together() {
+        let connection = |properties: &[(&str, &str)]| Connection {
+            brokers: "127.0.0.1:9092".into(),
+            properties: (properties.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        for properties in [
+            &[("security.protocol", "ssl")][..],
+            &[
+                ("security.protocol", "sasl_ssl"),
+                ("sasl.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ],
+            &[
+                ("sasl.mechanisms", "PLAIN"),
+                ("security.protocol", "sasl_plaintext"),
+                ("sasl.username", "u"),
+                ("sasl.password", "p"),
+            ],
+            &[("session.timeout.ms", "10000"), ("linger.ms", "20")],
+        ] {
+            let checked = connection(properties).check();
+            assert!(checked.is_ok(), "{properties:?}: {checked:?}");
+        }
+        let refused = connection(&[("security.protocol", "ssl"), ("linger.ms", "x")]).check();
+        let message = refused.expect_err("a bad value").to_string();
+        assert!(message.starts_with("-X linger.ms=x: "), "{message}");
     }
 }
