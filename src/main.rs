@@ -24,16 +24,19 @@ fn main() -> ExitCode {
         Err(ConfigError::Usage(e)) => return usage(anyhow::anyhow!(e.render().to_string())),
         Err(ConfigError::File(e)) => return usage(anyhow::anyhow!(e)),
     };
-    // RUST_LOG filters (default: errors only; `demo` says what it does at info).
+    // RUST_LOG filters (default: Tampines' warnings, among them every dead letter and every
+    // failed Redis write, and other crates' errors; `demo` says what it does at info). Colours
+    // only on a terminal.
     let default = match cli.command {
         Command::Demo(_) => "error,tampines=info",
-        _ => "error",
+        _ => "error,tampines=warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),

@@ -485,6 +485,32 @@ fn config_values_may_start_with_a_dash() {
     );
 }
 
+/// By default a dead letter is logged (at warn) as well as counted and written, without colour
+/// codes when stderr is no terminal. The default showed errors only: dead letters were not
+/// logged unless `RUST_LOG` asked, and colour codes went into log files.
+#[test]
+fn dead_letters_are_logged_by_default() {
+    let dir = scratch("replay_logged");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, INPUT).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["replay", input.to_str().unwrap(), "--out", "/dev/null"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let logged: Vec<&str> = (stderr.lines())
+        .filter(|l| l.contains(" WARN tampines::job: dead letter reason="))
+        .collect();
+    assert_eq!(logged.len(), 6, "{stderr}");
+    assert!(
+        logged[5].ends_with(r#"dead letter reason=unknown type "quote" input=0 offset=10"#),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\x1b'), "{stderr}");
+}
+
 /// A sink named as an input (here through `..`) is refused: opening it emptied the input before
 /// it was read, and the run exited 0 having read nothing.
 #[test]
