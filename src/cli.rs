@@ -124,9 +124,9 @@ pub struct JobArgs {
     /// Lines a source reads before yielding.
     #[arg(long, default_value_t = 8192, hide = true)]
     pub source_batch: usize,
-    /// Worker threads per process (timely -w).
-    #[arg(short = 'w', long = "workers", default_value_t = 1)]
-    pub workers: usize,
+    /// Worker threads per process (timely -w) [default: 1; demo: 2].
+    #[arg(short = 'w', long = "workers")]
+    pub workers: Option<usize>,
     /// Number of processes (timely -n).
     #[arg(short = 'n', long = "processes", default_value_t = 1)]
     pub processes: usize,
@@ -384,6 +384,11 @@ pub struct Settings {
 }
 
 impl JobArgs {
+    /// Worker threads per process: `-w`, or 1.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or(1)
+    }
+
     /// Checks every option and builds the settings; errors name the option.
     pub fn settings(&self) -> Result<Settings> {
         let intervals = self
@@ -409,14 +414,12 @@ impl JobArgs {
             source_batch: self.source_batch,
         };
         config.validate().map_err(anyhow::Error::msg)?;
-        if self.workers == 0 || self.processes == 0 {
+        let workers = self.workers();
+        if workers == 0 || self.processes == 0 {
             bail!("-w and -n must be positive");
         }
-        if self.workers > MAX_WORKERS {
-            bail!(
-                "-w {}: at most {MAX_WORKERS} workers per process",
-                self.workers
-            );
+        if workers > MAX_WORKERS {
+            bail!("-w {workers}: at most {MAX_WORKERS} workers per process");
         }
         if let (Some(out), Some(dlq)) = (&self.out, &self.dlq) {
             if out != "-" && same_file(std::path::Path::new(out), dlq) {
@@ -428,7 +431,7 @@ impl JobArgs {
         if self.process >= self.processes {
             bail!("-p {} must be below -n {}", self.process, self.processes);
         }
-        let mut timely = vec!["-w".to_string(), self.workers.to_string()];
+        let mut timely = vec!["-w".to_string(), workers.to_string()];
         if self.processes > 1 {
             let hostfile = self.hostfile.as_ref().context("-n > 1 needs -h HOSTFILE")?;
             check_hostfile(hostfile, self.processes)?;
@@ -706,7 +709,7 @@ mod tests {
             panic!("run");
         };
         assert_eq!(run.kafka.brokers, "kafka-1:9092,kafka-2:9092");
-        assert_eq!(run.job.workers, 4);
+        assert_eq!(run.job.workers, Some(4));
         assert_eq!(run.job.redis.as_deref(), Some("redis://redis:6379/0"));
         assert_eq!(run.job.metrics_addr.as_deref(), Some("0.0.0.0:9187"));
         assert_eq!(run.job.resolutions, vec![1, 5, 10, 100]);
@@ -714,6 +717,6 @@ mod tests {
         else {
             panic!("run");
         };
-        assert_eq!(run.job.workers, 2, "the command line wins");
+        assert_eq!(run.job.workers, Some(2), "the command line wins");
     }
 }

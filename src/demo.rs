@@ -4,7 +4,7 @@
 //!    port, which kcat and any client can use).
 //! 2. A producer thread feeding it a generated market at a live pace: event time is the wall
 //!    clock, `--symbols` symbols, `--rate` events per second.
-//! 3. The job itself (`run`, live, at least 2 workers) reading the broker.
+//! 3. The job itself (`run`, live, 2 workers unless `-w` says otherwise) reading the broker.
 //! 4. Results to Redis when one answers at `--probe-redis` (127.0.0.1:6379) or `--redis` names
 //!    one, else to a `redis-server` started from PATH on a free port, else as NDJSON to stdout.
 //!
@@ -198,7 +198,8 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     ));
     let target = choose_target(&args);
     let mut job_args = args.job.clone();
-    job_args.workers = job_args.workers.max(2);
+    // Two workers unless `-w` says otherwise: the job as it runs across cores.
+    job_args.workers.get_or_insert(2);
     if job_args.metrics_addr.is_none() {
         // Metrics on by default, on a free port (said below).
         let port = TcpListener::bind("127.0.0.1:0")
@@ -248,8 +249,11 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         say(&format!("metrics: curl http://{addr}/metrics"));
     }
     say(&format!(
-        "feeding {} symbols at {} events/s (event time = wall clock); {} workers; Ctrl-C stops",
-        args.symbols, args.rate, job_args.workers
+        "feeding {} symbols at {} events/s (event time = wall clock); {} worker{}; Ctrl-C stops",
+        args.symbols,
+        args.rate,
+        job_args.workers(),
+        if job_args.workers() == 1 { "" } else { "s" }
     ));
     // The first Ctrl-C (or SIGTERM) stops cleanly; a second one while stopping (say Redis went
     // away and the last write waits for it) stops a redis-server the demo started and exits
@@ -297,7 +301,7 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         until_end: false,
         stop: Some(stop.clone()),
     };
-    let workers = job_args.workers;
+    let workers = job_args.workers();
     if let Err(e) = kafka::watch_lag(&opts, 0, workers, workers) {
         tracing::warn!(error = %e, "consumer lag will not be reported");
     }

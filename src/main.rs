@@ -117,7 +117,7 @@ fn main() -> ExitCode {
             let idle =
                 (!args.until_end).then(|| std::time::Duration::from_millis(args.job.idle_ms));
             let dlq = (opts.connection.clone(), opts.topics.clone());
-            let (w, n) = (args.job.workers, args.job.processes);
+            let (w, n) = (args.job.workers(), args.job.processes);
             if let Err(e) = kafka::watch_lag(&opts, args.job.process, w, w * n) {
                 tracing::warn!(error = %e, "consumer lag will not be reported");
             }

@@ -32,7 +32,7 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
             "--partitions",
             "2",
         ])
-        .args(["--idle-ms", "1000"])
+        .args(["--idle-ms", "1000", "-w", "1"])
         .args(["--probe-redis", &probe, "--metrics-addr", &metrics])
         .args(["--granularity-ms", "200", "--lateness-ms", "400"])
         .env("PATH", &empty)
@@ -146,6 +146,11 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
         "demo exit status; stderr:\n{stderr}"
     );
     assert!(stderr.contains("results go to stdout"), "{stderr}");
+    // -w 1 is one worker (the demo made it 2; its default is 2).
+    assert!(
+        stderr.contains("events/s (event time = wall clock); 1 worker; Ctrl-C stops"),
+        "{stderr}"
+    );
     lines.extend(
         rx.iter()
             .map(|l| serde_json::from_str::<Value>(&l).expect("NDJSON")),
