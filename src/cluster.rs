@@ -10,7 +10,8 @@
 //! the socket itself counts as not listening yet, see `dial_with`). The handshake is
 //! timely's own (the connecting process's index, a big-endian `u64`) followed by a fingerprint
 //! of the options every process must share (a `u64`: a process started with other ones is
-//! refused, where it made the job's output silently wrong); an accepted connection
+//! refused, where it made the job's output silently wrong), answered with the accepting
+//! process's fingerprint, so that both sides of a mismatch say so; an accepted connection
 //! that closes or does not send it within 10 s (a TCP-only probe, such as a TCP health check)
 //! is logged and dropped, see `place`. The sockets go to timely's
 //! `initialize_networking_from_sockets`, which does everything else as `execute` would.
@@ -175,6 +176,7 @@ fn dial_with(
             Ok(mut stream) => {
                 stream.set_nodelay(true)?;
                 stream.write_all(&hello(me, fingerprint))?;
+                check_reply(&mut stream, index, me, fingerprint)?;
                 return Ok(stream);
             }
             Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
@@ -192,6 +194,42 @@ fn dial_with(
             }
         }
     }
+}
+
+/// How long a process waits for the reply of one it connected to: longer than [`HANDSHAKE`],
+/// since that one places the connections it accepts one at a time.
+const REPLY: Duration = Duration::from_secs(60);
+
+/// Reads the fingerprint process `index` replies with (once it has placed the connection) and
+/// compares it with ours: both processes of a mismatch say so, where the connecting one used
+/// to go on into timely and panic on the closed socket.
+fn check_reply(
+    stream: &mut TcpStream,
+    index: usize,
+    me: usize,
+    fingerprint: u64,
+) -> io::Result<()> {
+    let mut reply = [0u8; 8];
+    stream.set_read_timeout(Some(REPLY))?;
+    stream.read_exact(&mut reply).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("process {index} did not take this process ({me}) in: {e} (another job's, or another hostfile?)"),
+        )
+    })?;
+    stream.set_read_timeout(None)?;
+    if u64::from_be_bytes(reply) != fingerprint {
+        return Err(mismatch(me, index));
+    }
+    Ok(())
+}
+
+/// Process `later` and process `earlier` were given other options (or builds).
+fn mismatch(later: usize, earlier: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("process {later} was started with other options than process {earlier} (or another build): every process of a job needs the same ones"),
+    )
 }
 
 /// Accepts the `later` processes after `me`, on any of the listeners, in process order; each
@@ -289,11 +327,10 @@ fn place(
             format!("process {index} connected twice"),
         ));
     }
+    // Our fingerprint, for the connecting process to compare (it says so too on a mismatch).
+    stream.write_all(&fingerprint.to_be_bytes())?;
     if theirs != fingerprint {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("process {index} was started with other options than process {me} (or another build): every process of a job needs the same ones"),
-        ));
+        return Err(mismatch(index, me));
     }
     // A process's socket: timely reads it blocking, and fails the job on a read error.
     stream.set_read_timeout(None)?;
@@ -369,11 +406,13 @@ mod tests {
             .unwrap_or_else(|_| panic!("{what} still waits after 30 s"))
     }
 
-    /// The index and fingerprint the next connection to `listener` introduces itself with.
-    fn introduced(listener: &TcpListener) -> (u64, u64) {
+    /// The index and fingerprint the next connection to `listener` introduces itself with,
+    /// answered with the fingerprint `reply`, as an earlier process answers.
+    fn introduced(listener: &TcpListener, reply: u64) -> (u64, u64) {
         let (mut accepted, _) = listener.accept().unwrap();
         let mut hello = [0u8; 16];
         accepted.read_exact(&mut hello).unwrap();
+        accepted.write_all(&reply.to_be_bytes()).unwrap();
         let word = |at: usize| u64::from_be_bytes(hello[at..at + 8].try_into().unwrap());
         (word(0), word(8))
     }
@@ -423,23 +462,25 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let listening = listener.local_addr().unwrap();
         let mut first = Some(looped);
-        let stream = dial_with(
-            || match first.take() {
-                Some(looped) => Ok(looped),
-                None => TcpStream::connect(listening),
-            },
-            "the test's listener",
-            0,
-            3,
-            7,
-        )
-        .unwrap();
-        assert_eq!(stream.peer_addr().unwrap(), listening);
+        let dialled = std::thread::spawn(move || {
+            dial_with(
+                || match first.take() {
+                    Some(looped) => Ok(looped),
+                    None => TcpStream::connect(listening),
+                },
+                "the test's listener",
+                0,
+                3,
+                7,
+            )
+        });
         assert_eq!(
-            introduced(&listener),
+            introduced(&listener, 7),
             (3, 7),
             "the handshake names the dialling process and its options"
         );
+        let stream = dialled.join().unwrap().unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), listening);
         // The dropped socket left nothing in TIME_WAIT on the port: the process that was not
         // listening yet still can.
         TcpListener::bind(("127.0.0.1", port)).expect("the looped port is free again");
@@ -518,13 +559,27 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let line = format!("{} 127.0.0.1:1", listener.local_addr().unwrap());
         // The connect completes in the listener's backlog, before it is accepted.
-        let peer = within_30s("dialling", move || {
-            dial(&line, 0, 1, 7).map(|s| s.peer_addr())
-        })
-        .unwrap()
-        .unwrap();
+        let dialled = std::thread::spawn(move || dial(&line, 0, 1, 7).map(|s| s.peer_addr()));
+        assert_eq!(introduced(&listener, 7), (1, 7));
+        let peer = dialled.join().unwrap().unwrap().unwrap();
         assert_eq!(peer, listener.local_addr().unwrap());
-        assert_eq!(introduced(&listener), (1, 7));
+    }
+
+    /// The connecting process of a mismatch says so too: the earlier one replies with its
+    /// fingerprint. It went on into timely, which panicked on the closed socket.
+    #[test]
+    fn a_process_told_of_other_options_is_an_error_too() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let dialled = std::thread::spawn(move || dial(&address, 0, 1, 7).map(|_| ()));
+        assert_eq!(introduced(&listener, 8), (1, 7));
+        let error = dialled.join().unwrap().unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("process 1 was started with other options than process 0"),
+            "{error}"
+        );
     }
 
     /// A process whose options differ (another fingerprint) is refused: its results differ, and
