@@ -400,7 +400,13 @@ impl JobArgs {
         let mut tick_sizes = std::collections::HashMap::new();
         for t in &self.tick_size {
             let (exchange, symbol, step) = parse_tick_size(t).map_err(anyhow::Error::msg)?;
-            tick_sizes.insert(Sym::of(&exchange, &symbol), step);
+            if tick_sizes
+                .insert(Sym::of(&exchange, &symbol), step)
+                .is_some()
+            {
+                // The last one won, without a word.
+                bail!("--tick-size names {exchange}:{symbol} twice");
+            }
         }
         let config = Config {
             granularity_ms: self.granularity_ms,

@@ -335,7 +335,7 @@ fn a_bad_hostfile_exits_2_with_one_line() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 23] = [
+    let cases: [(&[&str], &str); 25] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -431,6 +431,14 @@ fn bad_usage_exits_2_with_one_line() {
         (
             &["gen", "--symbols", "18446744073709551615"],
             "tampines: --symbols must be between 1 and 1000000",
+        ),
+        (
+            &["replay", "x.ndjson", "--tick-size", ":B=0.1"],
+            "tampines: bad tick size \":B=0.1\": want EXCHANGE:SYMBOL=STEP",
+        ),
+        (
+            &["replay", "x.ndjson", "--tick-size", "a:B=0.1", "--tick-size", "a:B=0.5"],
+            "tampines: --tick-size names a:B twice",
         ),
     ];
     for (args, message) in cases {

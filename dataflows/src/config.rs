@@ -196,6 +196,7 @@ pub fn parse_tick_size(s: &str) -> Result<(String, String, Price), String> {
         .ok_or_else(|| format!("bad tick size {s:?}: want EXCHANGE:SYMBOL=STEP"))?;
     let (exchange, symbol) = name
         .split_once(':')
+        .filter(|(e, s)| !e.is_empty() && !s.is_empty())
         .ok_or_else(|| format!("bad tick size {s:?}: want EXCHANGE:SYMBOL=STEP"))?;
     let step = Price::parse(step).map_err(|e| format!("bad tick size {s:?}: {e}"))?;
     Ok((exchange.to_string(), symbol.to_string(), step))
