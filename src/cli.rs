@@ -118,6 +118,10 @@ pub struct JobArgs {
     /// Redis key prefix.
     #[arg(long, default_value = "tampines")]
     pub prefix: String,
+    /// A bounded job (replay, run --until-end) stops (exit 1) after this many seconds of failing
+    /// Redis writes; a live one retries for ever.
+    #[arg(long, default_value_t = 300)]
+    pub redis_patience_s: u64,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (process p listens on PORT + p).
     #[arg(long, env = "TAMPINES_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
@@ -468,6 +472,7 @@ impl JobArgs {
                 url: url.clone(),
                 prefix: self.prefix.clone(),
                 retention: self.candle_retention,
+                patience: Some(std::time::Duration::from_secs(self.redis_patience_s)),
             });
         if let Some(r) = &redis {
             r.validate()?;

@@ -244,7 +244,9 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
             }
         }
     }
-    let settings = job_args.settings().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let mut settings = job_args.settings().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    // Live: it waits for Redis to come back, however long.
+    settings.redis.iter_mut().for_each(|r| r.patience = None);
     if let Some(addr) = &settings.metrics_addr {
         say(&format!("metrics: curl http://{addr}/metrics"));
     }

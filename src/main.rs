@@ -75,10 +75,14 @@ fn main() -> ExitCode {
             report(job::replay(args.files, settings))
         }
         Command::Run(args) => {
-            let settings = match args.job.settings() {
+            let mut settings = match args.job.settings() {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
+            if !args.until_end {
+                // A live job waits for Redis to come back, however long.
+                settings.redis.iter_mut().for_each(|r| r.patience = None);
+            }
             if let Err(e) = args.check().and_then(|()| args.kafka.connection().check()) {
                 return usage(e);
             }

@@ -127,6 +127,9 @@ pub struct RedisOptions {
     pub prefix: String,
     /// Candles kept per sorted set.
     pub retention: usize,
+    /// How long a mark's write may go on failing before the writer stops (a bounded job's
+    /// `--redis-patience-s`), or None: for ever (a live job waits for Redis to come back).
+    pub patience: Option<Duration>,
 }
 
 /// A change's place in a step: its key and score (the last change of each is written).
@@ -389,6 +392,7 @@ impl Writer {
     /// Applies one step, retrying with capped backoff until it lands or fails for good.
     fn write(&mut self, time: u64, changes: &[Change]) -> redis::RedisResult<()> {
         let mut backoff = Duration::from_millis(50);
+        let mut failing_since = None;
         loop {
             let started = Instant::now();
             match self.try_write(time, changes) {
@@ -409,6 +413,14 @@ impl Writer {
                 }
                 Err(e) if !passing(&e) => return Err(e),
                 Err(e) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if let Some(patience) = self.options.patience {
+                        if since.elapsed() >= patience {
+                            let waited = format!("{} s; the last error: {e}", patience.as_secs());
+                            let what = "Redis failing for longer than --redis-patience-s";
+                            return Err((redis::ErrorKind::IoError, what, waited).into());
+                        }
+                    }
                     self.connection = None;
                     self.state.failures.fetch_add(1, Ordering::Relaxed);
                     metrics().redis_failures.inc();

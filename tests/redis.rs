@@ -476,6 +476,58 @@ fn a_redis_that_lost_results_stops_the_job() {
     replay_and_compare(&server, &dir, &[&file]);
 }
 
+/// A bounded job whose Redis goes away for good stops after `--redis-patience-s` of failing
+/// writes, exit 1 with the reason; it retried for ever (a backfill that never ended).
+#[test]
+fn a_bounded_job_gives_up_on_a_redis_gone_for_good() {
+    let server = RedisServer::start();
+    let mut job = Command::new("timeout")
+        .args(["60", env!("CARGO_BIN_EXE_tampines")])
+        .args([
+            "replay",
+            "/dev/stdin",
+            "--redis",
+            &server.url,
+            "--prefix",
+            "t",
+        ])
+        .args([
+            "--resolutions",
+            "1",
+            "--lateness-ms",
+            "0",
+            "--redis-patience-s",
+            "1",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = job.stdin.take().unwrap();
+    use std::io::Write;
+    stdin
+        .write_all((book("A", 1000, 10) + &book("B", 2000, 20)).as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    let mut c = server.connection().unwrap();
+    wait_for_first_write(&mut c);
+    drop(c);
+    drop(server); // killed
+    stdin.write_all(book("C", 3000, 30).as_bytes()).unwrap();
+    drop(stdin);
+    let out = job.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    // Mark 2000 (closed by C), or 2000 and 3000 merged into one step.
+    assert!(
+        last.starts_with("tampines: writing mark ")
+            && last.contains(" to Redis: Redis failing for longer than --redis-patience-s")
+            && last.contains("1 s; the last error: "),
+        "{stderr}"
+    );
+}
+
 /// A snapshot of `ex:S` at 1000 (one bid, one ask) and one trade at 1000.
 const SMALL: &str = concat!(
     r#"{"type":"snapshot","exchange":"ex","symbol":"S","ts":1000,"seq":1,"bids":[["10","1"]],"asks":[["11","1"]]}"#,
