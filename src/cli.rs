@@ -628,13 +628,24 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
 /// this exhausts memory long before it could help.
 const MAX_WORKERS: usize = 1024;
 
-/// True when `a` and `b` name one regular file: the same path, or the same file through another
-/// (a link, `./`). Devices such as `/dev/null` may be named twice.
+/// True when `a` and `b` name one regular file, however spelled (a link, `./`, `dir/..`), or
+/// one file yet to be made (the same name in the same folder). Devices such as `/dev/null` may
+/// be named twice.
 pub fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     use std::os::unix::fs::MetadataExt;
+    // A file yet to be made: its folder, resolved, and its name.
+    let to_be = |p: &std::path::Path| {
+        let folder = p.parent().filter(|f| !f.as_os_str().is_empty());
+        let folder = folder
+            .unwrap_or(std::path::Path::new("."))
+            .canonicalize()
+            .ok()?;
+        Some(folder.join(p.file_name()?))
+    };
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(x), Ok(y)) => x.is_file() && x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => a == b,
+        (Err(_), Err(_)) => to_be(a).is_some_and(|p| Some(p) == to_be(b)),
+        _ => false,
     }
 }
 

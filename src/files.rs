@@ -279,7 +279,9 @@ impl<R: Read> Chunks<R> {
         };
         if cut == 0 && !end {
             if chunk.len() > self.max_line {
-                // Skipped from here on, but for its first bytes.
+                // Skipped from here on, but for its first bytes. A mark at the start of the
+                // next line is text.
+                self.first = false;
                 let kept = chunk[..KEPT.min(chunk.len())].to_vec();
                 self.overlong = Some((kept, chunk.len()));
                 chunk.clear();

@@ -166,10 +166,67 @@ impl DeadLetterSink for FileDeadLetters {
     }
 }
 
+/// Logs dead letters one by one, [`DEAD_LOGGED_PER_SECOND`] a second at most; the others are
+/// told as a number once a second (and at the end). A file of bad lines logged each one, which
+/// took longer than the replay (500,000 lines: 2.3 s against 1.2). Every dead letter is still
+/// counted and written to the dead-letter output.
+#[derive(Default)]
+struct DeadLetterLog {
+    /// When the current second began, and how many were logged and left unlogged in it.
+    since: Option<std::time::Instant>,
+    logged: u32,
+    unlogged: u64,
+}
+
+/// Dead letters logged one by one per second.
+const DEAD_LOGGED_PER_SECOND: u32 = 10;
+
+impl DeadLetterLog {
+    fn log(&mut self, dead: &DeadLetter) {
+        self.tell_unlogged();
+        self.since.get_or_insert_with(std::time::Instant::now);
+        if self.logged < DEAD_LOGGED_PER_SECOND {
+            self.logged += 1;
+            tracing::warn!(reason = %dead.reason, input = dead.pos.0, offset = dead.pos.1, "dead letter");
+        } else {
+            self.unlogged += 1;
+        }
+    }
+
+    /// Once the second is over: how many were not logged in it, and a new second begins.
+    fn tell_unlogged(&mut self) {
+        if self
+            .since
+            .is_some_and(|s| s.elapsed() >= Duration::from_secs(1))
+        {
+            self.tell_unlogged_now();
+        }
+    }
+
+    /// How many were not logged so far, at once (the end of the job).
+    fn tell_unlogged_now(&mut self) {
+        if self.unlogged > 0 {
+            tracing::warn!(
+                count = self.unlogged,
+                "more dead letters, not logged one by one (counted, and in the dead-letter output)"
+            );
+        }
+        *self = DeadLetterLog::default();
+    }
+}
+
+/// Set once a worker of this process has opened its inputs: from then on a stop signal ends the
+/// inputs (see [`stop_on_signals`]); before, there is nothing to close.
+static READING: AtomicBool = AtomicBool::new(false);
+
 /// A live job's stop: a flag set by the first of `signals`, which also calls `stopping`. A
 /// second signal while stopping (the last write waiting for a Redis that went away) calls
 /// `at_once` and exits 130 at once. With the flag passed to the inputs, their end closes the
 /// last marks, every sink is flushed and the offsets of what was written are committed.
+///
+/// Before the job reads (connecting its processes, which waits for the others however long;
+/// opening Kafka), a signal calls `at_once` and exits at once with 128 + the signal's number,
+/// as dying by it would: the flag would only be seen once reading begins.
 pub fn stop_on_signals(
     signals: &[std::ffi::c_int],
     stopping: impl Fn() + Send + 'static,
@@ -181,7 +238,11 @@ pub fn stop_on_signals(
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            for _ in caught.forever() {
+            for signal in caught.forever() {
+                if !READING.load(Ordering::Relaxed) {
+                    at_once();
+                    std::process::exit(128 + signal);
+                }
                 if flag.swap(true, Ordering::Relaxed) {
                     at_once();
                     std::process::exit(130);
@@ -255,14 +316,26 @@ where
         let index = worker.index();
         let peers = worker.peers();
         let fail = |e: anyhow::Error| {
-            worker_failure.lock().expect("lock").get_or_insert(format!("{e:#}"));
+            worker_failure
+                .lock()
+                .expect("lock")
+                .get_or_insert(format!("{e:#}"));
         };
-        let WorkerInputs { inputs, mut after_step } = match make_inputs(index, peers) {
-            Ok(w) => w,
+        let WorkerInputs {
+            inputs,
+            mut after_step,
+        } = match make_inputs(index, peers) {
+            Ok(w) => {
+                READING.store(true, Ordering::Relaxed);
+                w
+            }
             Err(e) => {
                 fail(e);
                 // Take part in the dataflow with no input, so the other workers can finish.
-                WorkerInputs { inputs: Box::new(tampines_dataflows::source::LineInputs::new(Vec::new())), after_step: None }
+                WorkerInputs {
+                    inputs: Box::new(tampines_dataflows::source::LineInputs::new(Vec::new())),
+                    after_step: None,
+                }
             }
         };
         let probe = ProbeHandle::new();
@@ -279,7 +352,8 @@ where
         };
         let publishing = index == 0;
         let redis_sink = match (&redis, publishing) {
-            (Some(r), true) => match RedisSink::start(r.clone(), worker_sink_state.clone(), stored) {
+            (Some(r), true) => match RedisSink::start(r.clone(), worker_sink_state.clone(), stored)
+            {
                 Ok(s) => Some(std::rc::Rc::new(std::cell::RefCell::new(s))),
                 Err(e) => {
                     fail(e);
@@ -318,9 +392,18 @@ where
         crate::metrics::log_operators(worker, operator_logging);
         // Silent inputs are judged over the whole job: workers share what theirs say.
         let live = idle.is_some();
-        let idle = idle.map(|after| Idle { after, peers: tampines_dataflows::idle::share(worker) });
+        let idle = idle.map(|after| Idle {
+            after,
+            peers: tampines_dataflows::idle::share(worker),
+        });
         worker.dataflow::<u64, _, _>(|scope| {
-            let source = tampines_dataflows::source::source(scope, inputs, idle, config.clone(), stats.clone());
+            let source = tampines_dataflows::source::source(
+                scope,
+                inputs,
+                idle,
+                config.clone(),
+                stats.clone(),
+            );
             let outputs = tampines_dataflows::build(source, config, stats);
             let failure_dead = failure.clone();
             // A dead letter that cannot be written is a failure of a bounded run (reported at
@@ -329,75 +412,107 @@ where
             // and logged above.
             let dead_failed = move |e: anyhow::Error| {
                 if live {
-                    tracing::error!(error = format!("{e:#}"), "writing a dead letter failed; going on");
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "writing a dead letter failed; going on"
+                    );
                 } else {
-                    failure_dead.lock().expect("lock").get_or_insert(format!("writing dead letters: {e:#}"));
+                    failure_dead
+                        .lock()
+                        .expect("lock")
+                        .get_or_insert(format!("writing dead letters: {e:#}"));
                 }
             };
-            outputs.dead.sink(Pipeline, "DeadLetterSink", move |(input, frontier)| {
-                let mut wrote = false;
-                input.for_each(|_, data| {
-                    for dead in data.drain(..) {
-                        wrote = true;
-                        metrics().dead.get_or_create(&vec![("reason", crate::metrics::reason_label(&dead.reason))]).inc();
-                        tracing::warn!(reason = %dead.reason, input = dead.pos.0, offset = dead.pos.1, "dead letter");
+            let mut dead_log = DeadLetterLog::default();
+            outputs
+                .dead
+                .sink(Pipeline, "DeadLetterSink", move |(input, frontier)| {
+                    let mut wrote = false;
+                    input.for_each(|_, data| {
+                        for dead in data.drain(..) {
+                            wrote = true;
+                            metrics()
+                                .dead
+                                .get_or_create(&vec![(
+                                    "reason",
+                                    crate::metrics::reason_label(&dead.reason),
+                                )])
+                                .inc();
+                            dead_log.log(&dead);
+                            for s in dead_sinks.iter_mut() {
+                                if let Err(e) = s.write(&dead) {
+                                    dead_failed(e);
+                                }
+                            }
+                        }
+                    });
+                    // Live readers see each dead letter as it is found, not when a buffer fills.
+                    if wrote {
                         for s in dead_sinks.iter_mut() {
-                            if let Err(e) = s.write(&dead) {
+                            if let Err(e) = s.written() {
+                                dead_failed(e);
+                            }
+                        }
+                    }
+                    dead_log.tell_unlogged();
+                    if frontier.is_empty() {
+                        dead_log.tell_unlogged_now();
+                        for s in dead_sinks.iter_mut() {
+                            if let Err(e) = s.flush() {
                                 dead_failed(e);
                             }
                         }
                     }
                 });
-                // Live readers see each dead letter as it is found, not when a buffer fills.
-                if wrote {
-                    for s in dead_sinks.iter_mut() {
-                        if let Err(e) = s.written() {
-                            dead_failed(e);
-                        }
-                    }
-                }
-                if frontier.is_empty() {
-                    for s in dead_sinks.iter_mut() {
-                        if let Err(e) = s.flush() {
-                            dead_failed(e);
-                        }
-                    }
-                }
-            });
-            outputs.published.probe_with(&probe).sink(Pipeline, "NdjsonSink", move |(input, frontier)| {
-                let mut wrote = false;
-                input.for_each(|_, data| {
-                    let batches = std::mem::take(data);
-                    for batch in &batches {
-                        wrote = true;
-                        metrics().count_published(batch);
-                        tracing::debug!(mark = batch.time, changes = batch.changes.len(), behind_ms = crate::metrics::now_ms().saturating_sub(batch.time), "published");
-                        if let Some(r) = sink_in_dataflow.as_ref() {
-                            r.borrow_mut().push(batch.clone());
-                        }
-                    }
-                    if let Some(w) = out.as_mut() {
-                        if let Err(e) = sink::write_batches(w.as_mut(), &batches) {
-                            // A closed pipe (`| head`) means the reader is done: a replay stops
-                            // writing quietly (and computes on to its end); a live job stops.
-                            if live || e.kind() != std::io::ErrorKind::BrokenPipe {
-                                failure.lock().expect("lock").get_or_insert(format!("writing results: {e}"));
-                            }
-                            out = None;
-                        }
-                    }
-                });
-                // Flush what this activation wrote: live readers see each mark as it is published.
-                if wrote || frontier.is_empty() {
-                    if let Some(w) = out.as_mut() {
-                        if let Err(e) = w.flush() {
-                            if live || e.kind() != std::io::ErrorKind::BrokenPipe {
-                                failure.lock().expect("lock").get_or_insert(format!("writing results: {e}"));
+            outputs.published.probe_with(&probe).sink(
+                Pipeline,
+                "NdjsonSink",
+                move |(input, frontier)| {
+                    let mut wrote = false;
+                    input.for_each(|_, data| {
+                        let batches = std::mem::take(data);
+                        for batch in &batches {
+                            wrote = true;
+                            metrics().count_published(batch);
+                            tracing::debug!(
+                                mark = batch.time,
+                                changes = batch.changes.len(),
+                                behind_ms = crate::metrics::now_ms().saturating_sub(batch.time),
+                                "published"
+                            );
+                            if let Some(r) = sink_in_dataflow.as_ref() {
+                                r.borrow_mut().push(batch.clone());
                             }
                         }
+                        if let Some(w) = out.as_mut() {
+                            if let Err(e) = sink::write_batches(w.as_mut(), &batches) {
+                                // A closed pipe (`| head`) means the reader is done: a replay stops
+                                // writing quietly (and computes on to its end); a live job stops.
+                                if live || e.kind() != std::io::ErrorKind::BrokenPipe {
+                                    failure
+                                        .lock()
+                                        .expect("lock")
+                                        .get_or_insert(format!("writing results: {e}"));
+                                }
+                                out = None;
+                            }
+                        }
+                    });
+                    // Flush what this activation wrote: live readers see each mark as it is published.
+                    if wrote || frontier.is_empty() {
+                        if let Some(w) = out.as_mut() {
+                            if let Err(e) = w.flush() {
+                                if live || e.kind() != std::io::ErrorKind::BrokenPipe {
+                                    failure
+                                        .lock()
+                                        .expect("lock")
+                                        .get_or_insert(format!("writing results: {e}"));
+                                }
+                            }
+                        }
                     }
-                }
-            });
+                },
+            );
         });
         while !probe.done() {
             // Park (up to 1 ms) when no operator has work: a live job waiting for input must not
@@ -427,7 +542,10 @@ where
             // After a recorded failure (a bounded run's dead letter that was not delivered, say)
             // nothing more is committed: a run again reads from before it.
             if let (Some(hook), false) = (after_step.as_mut(), failed) {
-                hook(&Written { probe: &probe, durable: durable.as_deref() });
+                hook(&Written {
+                    probe: &probe,
+                    durable: durable.as_deref(),
+                });
             }
         }
         if let Some(r) = redis_sink.as_ref() {
@@ -441,9 +559,15 @@ where
             // written them by now; its peers and other processes learn it through the shared
             // sink state (or from Redis), so they poll, with a deadline.
             let deadline = std::time::Instant::now() + FINAL_COMMIT_PATIENCE;
-            while !hook(&Written { probe: &probe, durable: durable.as_deref() }) {
+            while !hook(&Written {
+                probe: &probe,
+                durable: durable.as_deref(),
+            }) {
                 if std::time::Instant::now() > deadline {
-                    tracing::warn!(worker = index, "results not durable in time: last offsets not committed");
+                    tracing::warn!(
+                        worker = index,
+                        "results not durable in time: last offsets not committed"
+                    );
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50)); // poll interval, bounded by the deadline

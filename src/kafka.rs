@@ -664,6 +664,14 @@ impl KafkaDeadLetters {
 /// not be produced, and that stopped the job.
 const DEAD_PAYLOAD_MAX: usize = 900_000;
 
+/// Where to cut `payload` (longer than `max`): at `max`, or up to 3 bytes before it at the start
+/// of a character, so that a text payload stays text. Bytes that are no text (more than 3
+/// continuation bytes in a row) are cut at `max`; walking back over them left nothing.
+fn cut(payload: &[u8], max: usize) -> usize {
+    let continues = |at: usize| (payload[at] as i8) < -64; // 0b10xx_xxxx
+    max - (0..4).find(|b| !continues(max - b)).unwrap_or(0)
+}
+
 impl DeadLetterSink for KafkaDeadLetters {
     fn write(&mut self, dead: &DeadLetter) -> Result<()> {
         let topic = format!(
@@ -689,12 +697,7 @@ impl DeadLetterSink for KafkaDeadLetters {
             });
         let mut payload = dead.payload.as_slice();
         if payload.len() > DEAD_PAYLOAD_MAX {
-            // Cut at a character's start, so that a text payload stays text.
-            let mut end = DEAD_PAYLOAD_MAX;
-            while end > 0 && (payload[end] as i8) < -64 {
-                end -= 1;
-            }
-            payload = &payload[..end];
+            payload = &payload[..cut(payload, DEAD_PAYLOAD_MAX)];
             headers = headers.insert(Header {
                 key: "truncated",
                 value: Some(&dead.payload.len().to_string()),
@@ -779,9 +782,15 @@ pub fn produce(
                 Ok(l) => l.into_bytes(),
                 // Not UTF-8: sent as it is, for the job to dead-letter.
                 Err((reason, bytes)) if reason == "invalid utf-8" => bytes,
-                Err((reason, _)) => {
+                // A read error (or a file that cannot be opened) ends the file.
+                Err((reason, _)) if reason.starts_with("read error") => {
                     problem(format!("{}: {reason}", path.display()));
                     break;
+                }
+                // A line too long to keep: the lines after it are read.
+                Err((reason, _)) => {
+                    problem(format!("{} line {}: {reason}", path.display(), number + 1));
+                    continue;
                 }
             };
             let (key, trade) = route(&line);
@@ -894,6 +903,19 @@ mod tests {
         }
         assert_eq!(per_run, per_message);
         assert_eq!(Vec::from(per_message), [(1, 10), (4, 20), (8, 30), (9, 40)]);
+    }
+
+    /// A payload is cut at a character's start, or where it is when it is no text.
+    #[test]
+    fn dead_letter_payloads_are_cut_at_a_character() {
+        let text = "aé€😀".as_bytes(); // 1, 2, 3 and 4 bytes: starts at 0, 1, 3, 6
+        let cuts: Vec<usize> = (1..text.len()).map(|max| cut(text, max)).collect();
+        assert_eq!(cuts, [1, 1, 3, 3, 3, 6, 6, 6, 6]);
+        assert_eq!(
+            cut(&[0x80; 100], 50),
+            50,
+            "no text: cut where it is, not emptied"
+        );
     }
 
     /// Security settings are accepted as a whole: TLS (librdkafka is built with OpenSSL) and

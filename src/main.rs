@@ -221,7 +221,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Whether this process may read `path` (its permissions), without opening it.
 /// A file named that cannot be read at all is bad usage, not bad input (a typo must not pass as a
 /// run that read nothing); read errors inside a file are dead letters. Only a regular file is
 /// opened to check: opening a named pipe waits for its writer, and closing it again loses what
@@ -245,7 +244,8 @@ fn readable(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether this process may read `path` (Linux: access).
+/// Whether this process may read `path` (its permissions: Linux's `access`), without opening
+/// it.
 fn may_read(path: &std::path::Path) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     rustix::fs::access(path, rustix::fs::Access::READ_OK)?;

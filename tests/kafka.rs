@@ -199,8 +199,8 @@ fn dead_letters(broker: &Broker, format: &str) -> String {
 
 /// `produce` sends every line it can and says what it could not: a line that is not UTF-8 goes as
 /// it is (the job dead-letters it), a trade with a bad price goes to the trades under its
-/// symbol's key, and a line the producer refuses (over 1,000,000 bytes) is counted and the rest
-/// go on; exit 1. It used to stop at the first of these, exit 1 without flushing: part of what it
+/// symbol's key, and a line the producer refuses (over 1,000,000 bytes) or one too long to read
+/// (over 16 MiB) is counted and the rest go on; exit 1. It used to stop at the first of these, exit 1 without flushing: part of what it
 /// had sent before was lost, and the bad trade went unkeyed to `market.book`.
 #[test]
 fn produce_sends_what_it_can_and_names_what_it_could_not() {
@@ -218,6 +218,9 @@ fn produce_sends_what_it_can_and_names_what_it_could_not() {
         bytes.push(b'\n');
     }
     bytes.extend(vec![b'z'; 1_020_000]);
+    bytes.push(b'\n');
+    // Too long to read (over 16 MiB): counted, and the lines after it still go.
+    bytes.extend(vec![b'y'; 17 << 20]);
     bytes.push(b'\n');
     let after: Vec<String> = (3..=1000).map(|i| trade(1000 + i, i, "11")).collect();
     bytes.extend_from_slice((after.join("\n") + "\n").as_bytes());
@@ -237,7 +240,7 @@ fn produce_sends_what_it_can_and_names_what_it_could_not() {
     assert_eq!(lines[0], "produced 1001 messages", "{stderr}");
     assert!(
         lines[1].starts_with(&format!(
-            "tampines: 1 not produced; the first: {} line 4: producing: Message production error: MessageSizeTooLarge",
+            "tampines: 2 not produced; the first: {} line 4: producing: Message production error: MessageSizeTooLarge",
             file.display()
         )),
         "{stderr}"
@@ -639,6 +642,47 @@ fn sigterm_stops_a_live_job_after_its_last_marks() {
         "--until-end",
     ]);
     assert!(again.contains("read 0 processed 0"), "{again}");
+}
+
+/// A signal before the job reads (here process 1 waits for a process 0 that never comes) ends it
+/// at once, as the signal would (128 + 15): the first one only set the stop flag, which nothing
+/// read yet, and the job waited on.
+#[test]
+fn a_signal_before_the_job_reads_ends_it_at_once() {
+    let dir = scratch("kafka_signal_early");
+    let hosts = dir.join("hosts");
+    let lines = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    std::fs::write(&hosts, lines).unwrap();
+    let mut job = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", "127.0.0.1:1", "--topics", "market.book"])
+            .args(["-n", "2", "-p", "1", "-h", hosts.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run"),
+    );
+    let pid = job.0.id().to_string();
+    // Once SIGTERM is caught (bit 15 of the mask of caught signals), not before: sent earlier,
+    // it would end the process by itself.
+    let caught = within_60s(|| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        (status.lines())
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << 14) != 0)
+    });
+    assert!(caught, "SIGTERM never caught");
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut status = None;
+    assert!(within_60s(|| {
+        status = job.0.try_wait().unwrap();
+        status.is_some()
+    }));
+    assert_eq!(status.unwrap().code(), Some(143));
 }
 
 /// Asserts that a job exited 1 with `line` among its stderr's lines.

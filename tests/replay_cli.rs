@@ -403,7 +403,7 @@ fn bad_usage_exits_2_with_one_line() {
         ),
         // The results overwrote the dead letters (exit 0); 100,000 workers took 19 GB.
         (
-            &["replay", "x.ndjson", "--out", "o.ndjson", "--dlq", "o.ndjson"],
+            &["replay", "x.ndjson", "--out", "o.ndjson", "--dlq", "./o.ndjson"],
             "tampines: --out and --dlq name one file: the results would overwrite the dead letters",
         ),
         (
@@ -517,6 +517,35 @@ fn dead_letters_are_logged_by_default() {
         "{stderr}"
     );
     assert!(!stderr.contains('\x1b'), "{stderr}");
+}
+
+/// Dead letters are logged one by one up to 10 a second, the rest as a number (a file of bad
+/// lines logged each, which took longer than the replay); the numbers add up to them all.
+#[test]
+fn many_dead_letters_are_logged_as_a_number() {
+    let dir = scratch("replay_many_logged");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, "not json\n".repeat(5_000)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["replay", input.to_str().unwrap(), "--out", "/dev/null"])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    let one_by_one = stderr.matches(" dead letter reason=").count();
+    let numbers: usize = (stderr.lines())
+        .filter(|l| l.contains("more dead letters, not logged one by one"))
+        .map(|l| {
+            l.rsplit_once(" count=")
+                .unwrap()
+                .1
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    assert!((10..=100).contains(&one_by_one), "{stderr}");
+    assert_eq!(one_by_one + numbers, 5_000, "{stderr}");
 }
 
 /// A sink named as an input (here through `..`) is refused: opening it emptied the input before
