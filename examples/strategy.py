@@ -6,7 +6,12 @@ entry (the newest, when several arrived at once), reads ONE consistent snapshot:
 newest 1-minute candles inside MULTI/EXEC. The job writes each mark atomically, so the four values
 always belong to the same progress mark. One line per snapshot:
 
-    frontier=T symbol=EX:SYM bid=.. ask=.. spread=.. change_24h=.. change_pct=.. last_closed_1m=OPEN_TIME:O/H/L/C/V
+    frontier=T symbol=EX:SYM bid=.. ask=.. status=.. spread=.. change_24h=.. change_pct=.. last_closed_1m=OPEN_TIME:O/H/L/C/V
+
+`status` is the book's: trade on `ok` only (`stale`: a sequence gap or no snapshot yet, until
+the next snapshot; `crossed`: bid >= ask). At its start it shows the state as it is, if a job
+has written one. It follows through Redis restarts (reconnecting), and on its end says on stderr
+the stream id to resume after (`--from ID`).
 
 Needs redis-py (Debian: apt-get install python3-redis; or pip install redis).
 
@@ -16,6 +21,7 @@ Needs redis-py (Debian: apt-get install python3-redis; or pip install redis).
 import argparse
 import json
 import sys
+import time
 from decimal import Decimal, InvalidOperation
 
 import redis
@@ -63,9 +69,10 @@ def render(symbol, frontier, book, ticker, candles):
                 c["open_time"], text(c["open"]), text(c["high"]), text(c["low"]),
                 text(c["close"]), text(c["volume"]))
             break
+    status = text((book or {}).get("status"))
     return (f"frontier={frontier if frontier is not None else '-'} symbol={symbol} "
-            f"bid={bid or '-'} ask={ask or '-'} spread={spread} change_24h={change} "
-            f"change_pct={pct} last_closed_1m={closed}")
+            f"bid={bid or '-'} ask={ask or '-'} status={status} spread={spread} "
+            f"change_24h={change} change_pct={pct} last_closed_1m={closed}")
 
 
 def main():
@@ -78,17 +85,39 @@ def main():
     ap.add_argument("--count", type=int, default=None, help="stop after N snapshots")
     a = ap.parse_args()
     r = redis.Redis.from_url(a.redis, decode_responses=True)
-    stream, last, seen = f"{a.prefix}:updates", a.start, 0
-    while True:
-        entries = [e for _, es in r.xread({stream: last}, count=100, block=5000) or [] for e in es]
-        # A snapshot reads the current state, so when several updates arrived since the last read
-        # (the strategy is behind), one snapshot serves them all.
-        if entries:
-            last = entries[-1][0]
-            print(render(a.symbol, *snapshot(r, a.prefix, a.symbol)), flush=True)
-            seen += 1
-            if a.count is not None and seen >= a.count:
-                return 0
+    stream, seen = f"{a.prefix}:updates", 0
+    state = {"last": a.start}
+    try:
+        # The state as it is now, if a job has written one (a quiet or finished job shows it too).
+        # The stream id first: an update after the snapshot is then read below, not missed.
+        if state["last"] == "$":
+            newest = r.xrevrange(stream, count=1)
+            state["last"] = newest[0][0] if newest else "0"
+            shown = snapshot(r, a.prefix, a.symbol)
+            if shown[0] is not None:
+                print(render(a.symbol, *shown), flush=True)
+                seen += 1
+        backoff = 0.1
+        while a.count is None or seen < a.count:
+            try:
+                # Blocking 1 s, well inside redis-py's socket timeout (5 s in recent versions).
+                replies = r.xread({stream: state["last"]}, count=100, block=1000) or []
+                entries = [e for _, es in replies for e in es]
+                # A snapshot reads the current state, so when several updates arrived since the
+                # last read (the strategy is behind), one snapshot serves them all.
+                if entries:
+                    state["last"] = entries[-1][0]
+                    print(render(a.symbol, *snapshot(r, a.prefix, a.symbol)), flush=True)
+                    seen += 1
+                backoff = 0.1
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
+                # Redis restarting: try again, from the last entry shown.
+                print(f"strategy: redis: {e}; retrying in {backoff:.1f} s", file=sys.stderr)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        return 0
+    finally:
+        print(f"strategy: resume with --from {state['last']}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

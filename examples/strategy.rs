@@ -6,8 +6,13 @@
 //! four values always belong to the same progress mark. It prints one line per update:
 //!
 //! ```text
-//! frontier=T symbol=EX:SYM bid=.. ask=.. spread=.. change_24h=.. change_pct=.. last_closed_1m=OPEN_TIME:O/H/L/C/V
+//! frontier=T symbol=EX:SYM bid=.. ask=.. status=.. spread=.. change_24h=.. change_pct=.. last_closed_1m=OPEN_TIME:O/H/L/C/V
 //! ```
+//!
+//! `status` is the book's: trade on `ok` only (`stale`: a sequence gap or no snapshot yet, until
+//! the next snapshot; `crossed`: bid >= ask). At its start it shows the state as it is, if a job
+//! has written one. It follows through Redis restarts (reconnecting), and on its end says on
+//! stderr the stream id to resume after (`--from ID`).
 //!
 //! Run it beside a job writing to Redis (`tampines demo` prints the URL):
 //!
@@ -139,8 +144,11 @@ fn render(o: &Options, s: &Snapshot) -> String {
             )
         })
         .unwrap_or_else(|| "-".into());
+    let status = book
+        .map(|b| text(&b["status"]))
+        .unwrap_or_else(|| "-".into());
     format!(
-        "frontier={} symbol={} bid={} ask={} spread={spread} change_24h={change} change_pct={pct} last_closed_1m={closed}",
+        "frontier={} symbol={} bid={} ask={} status={status} spread={spread} change_24h={change} change_pct={pct} last_closed_1m={closed}",
         s.frontier.as_deref().unwrap_or("-"),
         o.symbol,
         bid.as_deref().unwrap_or("-"),
@@ -148,28 +156,56 @@ fn render(o: &Options, s: &Snapshot) -> String {
     )
 }
 
-fn follow(o: &Options) -> redis::RedisResult<()> {
-    let mut c = redis::Client::open(o.redis.as_str())?.get_connection()?;
+/// Follows the stream from `last` (updated to the last entry shown), printing snapshots, until
+/// `--count` of them. Connection failures (Redis restarting) are retried with backoff, from the
+/// last entry shown.
+fn follow(o: &Options, last: &mut String) -> redis::RedisResult<()> {
+    let client = redis::Client::open(o.redis.as_str())?;
     let stream = format!("{}:updates", o.prefix);
-    let mut last = o.from.clone();
     let mut seen = 0usize;
-    loop {
-        let reply: StreamReadReply = c.xread_options(
-            &[&stream],
-            &[&last],
-            &StreamReadOptions::default().block(5_000).count(100),
-        )?;
-        // A snapshot reads the current state, so when several updates arrived since the last
-        // read (the strategy is behind), one snapshot serves them all.
-        if let Some(entry) = reply.keys.iter().flat_map(|k| k.ids.iter()).last() {
-            last = entry.id.clone();
-            println!("{}", render(o, &snapshot(&mut c, o)?));
+    let mut c = client.get_connection()?;
+    if last == "$" {
+        // The state as it is now, if a job has written one (a quiet or finished job shows it
+        // too). The stream id first: an update after the snapshot is then read below.
+        let newest: redis::streams::StreamRangeReply = c.xrevrange_count(&stream, "+", "-", 1)?;
+        *last = newest.ids.first().map_or("0".into(), |e| e.id.clone());
+        let now = snapshot(&mut c, o)?;
+        if now.frontier.is_some() {
+            println!("{}", render(o, &now));
             seen += 1;
-            if o.count.is_some_and(|n| seen >= n) {
-                return Ok(());
-            }
         }
     }
+    let mut backoff = std::time::Duration::from_millis(100);
+    while o.count.is_none_or(|n| seen < n) {
+        let step = (|| -> redis::RedisResult<()> {
+            let reply: StreamReadReply = c.xread_options(
+                &[&stream],
+                &[&*last],
+                &StreamReadOptions::default().block(1_000).count(100),
+            )?;
+            // A snapshot reads the current state, so when several updates arrived since the
+            // last read (the strategy is behind), one snapshot serves them all.
+            if let Some(entry) = reply.keys.iter().flat_map(|k| k.ids.iter()).last() {
+                *last = entry.id.clone();
+                println!("{}", render(o, &snapshot(&mut c, o)?));
+                seen += 1;
+            }
+            Ok(())
+        })();
+        match step {
+            Ok(()) => backoff = std::time::Duration::from_millis(100),
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+                eprintln!("strategy: redis: {e}; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                if let Ok(fresh) = client.get_connection() {
+                    c = fresh;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -180,7 +216,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match follow(&o) {
+    let mut last = o.from.clone();
+    let result = follow(&o, &mut last);
+    eprintln!("strategy: resume with --from {last}");
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("strategy: {e}");

@@ -143,6 +143,8 @@ pub struct RedisSink {
     stored: Option<u64>,
     /// The changes of those marks, the last per slot, for the first mark above `stored`.
     catching_up: BTreeMap<Slot, Change>,
+    /// Every mark so far was at or below `stored` (and there was one): nothing was written.
+    catching_up_only: bool,
     thread: Option<JoinHandle<()>>,
     /// Shared state.
     pub state: Arc<SinkState>,
@@ -186,6 +188,7 @@ impl RedisSink {
             held: Default::default(),
             stored,
             catching_up: BTreeMap::new(),
+            catching_up_only: false,
             thread: Some(thread),
             state,
             error,
@@ -197,6 +200,7 @@ impl RedisSink {
     /// first one above it (catching up, in the module doc).
     pub fn push(&mut self, mut batch: Published) {
         if self.stored.is_some_and(|f| batch.time <= f) {
+            self.catching_up_only = true;
             for c in batch.changes {
                 if c.json.is_some() {
                     self.catching_up.insert(slot(&c), c);
@@ -208,6 +212,7 @@ impl RedisSink {
             }
             return;
         }
+        self.catching_up_only = false;
         if !self.catching_up.is_empty() {
             let mut merged = std::mem::take(&mut self.catching_up);
             for c in batch.changes {
@@ -254,6 +259,14 @@ impl RedisSink {
 
     /// Waits until everything is written (end of a bounded job).
     pub fn finish(&mut self) -> Result<()> {
+        if let (Some(frontier), true) = (self.stored, self.catching_up_only) {
+            // A run below a later one's results (a backtest into the prefix a live job or the
+            // demo used): it exited 0 having written nothing, without a word.
+            tracing::warn!(
+                frontier,
+                "every mark of this run is at or below the frontier Redis holds: nothing was written (another --prefix, or deleting this prefix's keys, starts afresh)"
+            );
+        }
         if let Some(queue) = self.queue.take() {
             for batch in self.held.drain(..) {
                 let _ = queue.send(batch);

@@ -59,9 +59,10 @@ fn expected(state: &BTreeMap<String, Value>, frontier: u64) -> String {
         })
         .unwrap_or_else(|| "-".into());
     format!(
-        "frontier={frontier} symbol={SYMBOL} bid={} ask={} spread={spread} change_24h={} change_pct={} last_closed_1m={closed}",
+        "frontier={frontier} symbol={SYMBOL} bid={} ask={} status={} spread={spread} change_24h={} change_pct={} last_closed_1m={closed}",
         bid.as_deref().unwrap_or("-"),
         ask.as_deref().unwrap_or("-"),
+        book.and_then(|b| b["status"].as_str()).unwrap_or("-"),
         field("change"),
         field("change_pct"),
     )

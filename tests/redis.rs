@@ -559,6 +559,29 @@ fn replay_within_30s(
     )
 }
 
+/// A run whose every mark is at or below the frontier Redis holds (a backtest into the prefix
+/// a later run used) writes nothing, and says so: it exited 0 without a word.
+#[test]
+fn a_run_below_the_stored_frontier_says_it_wrote_nothing() {
+    let server = RedisServer::start();
+    let mut c = server.connection().unwrap();
+    redis::cmd("SET")
+        .arg("t:frontier")
+        .arg(5_000)
+        .query::<()>(&mut c)
+        .unwrap();
+    let (code, stderr) = replay_within_30s("redis_below", &server, SMALL, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "every mark of this run is at or below the frontier Redis holds: nothing was written"
+        ) && stderr.contains("frontier=5000"),
+        "{stderr}"
+    );
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert_eq!(keys, ["t:frontier"]);
+}
+
 /// A key that holds another type than the job writes there fails the job (exit 1, naming the
 /// key) before anything of the step is written: Redis keeps a script's earlier writes when a
 /// later command of it fails, so the books of the mark were once written ahead of the frontier
