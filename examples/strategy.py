@@ -111,7 +111,7 @@ def main():
                     seen += 1
                 backoff = 0.1
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
-                # Redis restarting: try again, from the last entry shown.
+                # Redis restarting: try again, from the last entry read.
                 print(f"strategy: redis: {e}; retrying in {backoff:.1f} s", file=sys.stderr)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -3,7 +3,8 @@
 //! It follows `{prefix}:updates` (one stream entry per published progress mark) and, for each
 //! new entry (the newest, when several arrived at once), reads ONE consistent snapshot: the frontier, the symbol's resolution-1 book, its ticker
 //! and its newest 1-minute candles inside MULTI/EXEC. The job writes each mark atomically, so the
-//! four values always belong to the same progress mark. It prints one line per update:
+//! four values always belong to the same progress mark. It prints one line per read that
+//! returned entries:
 //!
 //! ```text
 //! frontier=T symbol=EX:SYM bid=.. ask=.. status=.. spread=.. change_24h=.. change_pct=.. last_closed_1m=OPEN_TIME:O/H/L/C/V
@@ -11,8 +12,9 @@
 //!
 //! `status` is the book's: trade on `ok` only (`stale`: a sequence gap or no snapshot yet, until
 //! the next snapshot; `crossed`: bid >= ask). At its start it shows the state as it is, if a job
-//! has written one. It follows through Redis restarts (reconnecting), and on its end says on
-//! stderr the stream id to resume after (`--from ID`).
+//! has written one. It follows through Redis restarts (reconnecting, from the last entry read;
+//! a failure at its start is not retried), and on its end (`--count`, or an error; the Python
+//! one also on Ctrl-C) says on stderr the stream id to resume after (`--from ID`).
 //!
 //! Run it beside a job writing to Redis (`tampines demo` prints the URL):
 //!

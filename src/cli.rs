@@ -118,8 +118,8 @@ pub struct JobArgs {
     /// Redis key prefix.
     #[arg(long, default_value = "tampines")]
     pub prefix: String,
-    /// A bounded job (replay, run --until-end) stops (exit 1) after this many seconds of failing
-    /// Redis writes; a live one retries for ever.
+    /// A bounded job (replay, run --until-end) stops (exit 1) once one mark's write to Redis has
+    /// failed for this many seconds; a live one retries for ever.
     #[arg(long, default_value_t = 300)]
     pub redis_patience_s: u64,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (process p listens on PORT + p).
@@ -203,7 +203,8 @@ pub struct ProduceArgs {
     pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// Topic for every event; without it book events go to market.book and trades to market.trade.
+    /// Topic for every line; without it trades (by their JSON's `type`) go to market.trade and
+    /// everything else to market.book.
     #[arg(long)]
     pub topic: Option<String>,
 }

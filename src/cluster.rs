@@ -116,7 +116,8 @@ fn connect(
     Ok(sockets)
 }
 
-/// Connects to process `index` at `line`, retrying until it listens, and introduces `me`.
+/// Connects to process `index` at `line`, retrying until it listens, introduces `me`, and
+/// waits up to [`REPLY`] for its fingerprint in reply: a mismatch or no reply is an error.
 /// A hostfile line may hold several addresses, which that process listens on (as timely's); the
 /// others dial the first. An address that cannot be one (no port, a bad port) is an error at
 /// once; a name that does not resolve yet is retried (a cluster's names may appear after its

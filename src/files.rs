@@ -148,7 +148,9 @@ fn read_ahead(
 }
 
 /// The lines of `path` as text (a file that cannot be opened: one unreadable line; a read error:
-/// one unreadable line with the part of the line read before it, then nothing).
+/// one unreadable line with the part of the line read before it, then nothing; a line that is
+/// not UTF-8: `invalid utf-8` with its bytes; a line too long: its reason, then the lines after
+/// it). A byte order mark at the start is dropped.
 pub fn lines(path: &Path) -> Box<dyn Iterator<Item = Result<String, Unreadable>>> {
     let name = path.display().to_string();
     let (reader, fill) = match reader(path, &name) {

@@ -2,7 +2,8 @@
 //! Kafka. `replay` and `run` differ only in their inputs.
 //!
 //! Every process gets the same options; global worker 0 (on process 0) publishes and writes dead
-//! letters; other processes never touch the sinks.
+//! letters; other processes never write to the sinks (with Redis they read its frontier, to
+//! commit their offsets).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -409,7 +410,7 @@ where
             // A dead letter that cannot be written is a failure of a bounded run (reported at
             // its end). A live run goes on, logging each one: stopping would read the same
             // message again at the restart and stop again; the dead letter is still counted
-            // and logged above.
+            // and logged above (or told in the number of those not logged one by one).
             let dead_failed = move |e: anyhow::Error| {
                 if live {
                     tracing::error!(

@@ -271,7 +271,8 @@ pub struct SourceOptions {
     pub start: Start,
     /// Bounded run: stop at each partition's end offset as of start.
     pub until_end: bool,
-    /// Set to end reading (demo's Ctrl-C): every input ends where it is and the job finishes.
+    /// Set to end reading (SIGINT or SIGTERM of a live `run` or `demo`): every input ends where
+    /// it is and the job finishes.
     pub stop: Option<Arc<AtomicBool>>,
 }
 
@@ -748,8 +749,8 @@ where
 pub struct Produced {
     /// Messages sent and delivered.
     pub sent: u64,
-    /// Lines not sent (the broker refused them, say too large), and read errors that ended a
-    /// file.
+    /// Lines not sent (the broker refused them, say too large; or over 16 MiB, too long to
+    /// read), and read errors that ended a file.
     pub problems: u64,
     /// The first of them, with where it was.
     pub first_problem: Option<String>,
@@ -760,8 +761,8 @@ pub struct Produced {
 /// `--topic`, trades go to `market.trade` and everything else to `market.book`. A line that does
 /// not parse is keyed and routed by what its JSON says of them, if anything.
 ///
-/// A line the broker refuses is counted among the problems and the rest go on; a read error
-/// ends its file. Everything sent is flushed and its delivery checked before returning.
+/// A line the broker refuses, or one too long to read (over 16 MiB), is counted among the
+/// problems and the rest go on; a read error ends its file. Everything sent is flushed and its delivery checked before returning.
 pub fn produce(
     files: &[PathBuf],
     connection: &Connection,

@@ -24,9 +24,9 @@ fn main() -> ExitCode {
         Err(ConfigError::Usage(e)) => return usage(anyhow::anyhow!(e.render().to_string())),
         Err(ConfigError::File(e)) => return usage(anyhow::anyhow!(e)),
     };
-    // RUST_LOG filters (default: Tampines' warnings, among them every dead letter and every
-    // failed Redis write, and other crates' errors; `demo` says what it does at info). Colours
-    // only on a terminal.
+    // RUST_LOG filters (default: Tampines' warnings, among them dead letters (up to 10 a second,
+    // the rest as a number) and failed Redis writes, and other crates' errors; `demo` says what it
+    // does at info). Colours only on a terminal.
     let default = match cli.command {
         Command::Demo(_) => "error,tampines=info",
         _ => "error,tampines=warn",

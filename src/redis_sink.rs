@@ -31,7 +31,8 @@
 //! changed twice keeps its last value). When Redis is gone it retries with capped exponential
 //! backoff and logs (an outage, a timeout, a server loading, out of memory or read-only: failures
 //! that end); an error that retrying cannot mend (a key of another type, a refused command or
-//! password, a script error) stops the writer, and the job exits 1 with it. When the queue is
+//! password, a script error) stops the writer, and the job exits 1 with it; so does, in a bounded
+//! job, one mark's write failing for `--redis-patience-s`. When the queue is
 //! full, the job's sources stop reading (backpressure) instead of buffering without bound, and
 //! resume when Redis catches up.
 

@@ -13,7 +13,8 @@
 //! payload) and counts, and the same names (a line's names go with it whenever they are not the
 //! last ones sent for its symbol id, so the worker always holds the line's own spelling). Lines
 //! end at a line feed, without the carriage returns before it; a blank line is not counted; a
-//! line that is not UTF-8 is dead-lettered with its lossy text.
+//! line that is not UTF-8 is dead-lettered with its bytes as read (a `--dlq` file shows their
+//! lossy text).
 
 use std::rc::Rc;
 
@@ -201,8 +202,9 @@ impl ReadAhead {
         ParsedBatch { text, lines }
     }
 
-    /// A line that could not be read (a read error, the part of a line read before it): a dead
-    /// letter with `reason` and `payload` (its lossy text).
+    /// A line that could not be read (a read error with the part of a line read before it, or a
+    /// line too long with its first bytes): a dead letter with `reason` and `payload` (bytes as
+    /// read).
     pub fn unreadable(reason: String, payload: Vec<u8>) -> ParsedBatch {
         ParsedBatch {
             lines: vec![(0, payload.len(), Parse::Bad(reason))],

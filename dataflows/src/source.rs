@@ -12,7 +12,8 @@
 //! - `Event`: a parsed event at the timestamp its input's [`Stamper`] chose, tagged with its read
 //!   position `(input, offset)`, which orders book events of a symbol inside a timestamp;
 //! - `Name`: the names of a symbol, the first time an input sees it;
-//! - `Dead`: a dead letter (bad line, read error, `too_late` trade), with its reason and payload;
+//! - `Dead`: a dead letter (bad line, read error, line too long, `too_late` trade), with its
+//!   reason and payload;
 //! - `End`: when this worker's inputs are exhausted, its last mark, one copy addressed to every worker.
 //!
 //! Invariants: the capability is held in an `Option`, only moves forward (to the minimum of the
@@ -58,8 +59,8 @@ pub struct Stamped {
 pub struct DeadLetter {
     /// Short lowercase reason.
     pub reason: String,
-    /// The input as read, byte for byte (a Kafka dead letter carries it unchanged; a file's,
-    /// in JSON, as its lossy text).
+    /// The input as read, byte for byte (a Kafka dead letter carries it unchanged; a `--dlq`
+    /// file's JSON line shows its lossy text; a line too long keeps its first MiB).
     pub payload: Vec<u8>,
     /// Where it was read.
     pub pos: Position,
