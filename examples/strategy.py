@@ -10,8 +10,9 @@ always belong to the same progress mark. One line per snapshot:
 
 `status` is the book's: trade on `ok` only (`stale`: a sequence gap or no snapshot yet, until
 the next snapshot; `crossed`: bid >= ask). At its start it shows the state as it is, if a job
-has written one. It follows through Redis restarts (reconnecting), and on its end says on stderr
-the stream id to resume after (`--from ID`).
+has written one. It follows through Redis restarts (reconnecting, from the last entry read; a
+failure at its start is not retried), and on its end (`--count`, an error or Ctrl-C) says on
+stderr the stream id to resume after (`--from ID`).
 
 Needs redis-py (Debian: apt-get install python3-redis; or pip install redis).
 
