@@ -333,6 +333,8 @@ pub fn source<'s, I: Inputs + 'static>(
         let activator = scope.activator_for(info.address);
         let mut cap = Some(capability);
         let mut started = Instant::now();
+        // The previous activation: the time since it was spent paused if the inputs are paused.
+        let mut stepped = started;
         let mut readers: FoldMap<u32, Reader> = FoldMap::default();
         let mut finished: HashMap<u32, Option<u64>> = HashMap::new();
         let mut batch = Batch::new(peers as usize);
@@ -425,10 +427,16 @@ pub fn source<'s, I: Inputs + 'static>(
                 reader.last_seen = now;
             }
             if inputs.paused() {
-                // Time spent paused by backpressure does not make an input idle.
-                started = now;
-                readers.values_mut().for_each(|r| r.last_seen = now);
+                // Time spent paused by backpressure does not make an input idle: silences are
+                // moved on by it. (Set to now, they began again at every pause, and a partition
+                // that never sent anything held progress back for `--idle-ms` after each one:
+                // with Redis behind in a burst, marks came seconds late.)
+                let paused = now.duration_since(stepped);
+                started = not_counting(started, paused, now);
+                (readers.values_mut())
+                    .for_each(|r| r.last_seen = not_counting(r.last_seen, paused, now));
             }
+            stepped = now;
             let after = idle.as_ref().map(|i| i.after);
             let is_idle = |since: Instant| after.is_some_and(|d| now.duration_since(since) >= d);
             for (input, reader) in readers.iter_mut() {
@@ -757,9 +765,36 @@ fn stamp(
     }
 }
 
+/// When a silence that began `since` began, not counting `paused` of it (time spent paused by
+/// backpressure, up to `now`): moved on by that much, never past `now`.
+fn not_counting(since: Instant, paused: Duration, now: Instant) -> Instant {
+    (since + paused).min(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Time paused by backpressure is left out of a silence, and time before and after it
+    /// counts: 3 s silent, 2 s paused, 2 s silent again is 5 s of silence, idle at `--idle-ms`
+    /// 5000. Reset at the pause, it was 2 s, and a partition that never sent anything held
+    /// progress back for 5 s after every pause.
+    #[test]
+    fn a_pause_is_left_out_of_a_silence() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut since = t0;
+        // Activations every 100 ms while paused, from 3 s to 5 s.
+        for step in 1..=20 {
+            let now = t0 + s(3) + Duration::from_millis(100 * step);
+            since = not_counting(since, Duration::from_millis(100), now);
+        }
+        assert_eq!(since, t0 + s(2));
+        let now = t0 + s(7);
+        assert_eq!(now.duration_since(since), s(5));
+        // A silence that began during the pause does not begin in the future.
+        assert_eq!(not_counting(now, s(2), now), now);
+    }
 
     /// A record's worker is its route modulo the number of workers, for every count (the mask
     /// taken for powers of two included), as timely's exchange picks it.
