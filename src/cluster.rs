@@ -99,7 +99,17 @@ fn connect(
     // Listening first: later processes may already be trying.
     let listeners = addresses[me]
         .split_whitespace()
-        .map(TcpListener::bind)
+        .map(|address| {
+            TcpListener::bind(address).map_err(|e| {
+                let line = me + 1;
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "listening on {address} (line {line} of the hostfile, this process's): {e}"
+                    ),
+                )
+            })
+        })
         .collect::<io::Result<Vec<_>>>()?;
     let later = addresses.len() - me - 1;
     let accepting =
@@ -188,7 +198,7 @@ fn dial_with(
             }
             Err(error) => {
                 if reported.elapsed() >= REPORT {
-                    tracing::info!(process = index, address, %error, "waiting for a process to listen");
+                    tracing::warn!(process = index, address, %error, "waiting for a process to listen");
                     reported = Instant::now();
                 }
                 std::thread::sleep(RETRY);
@@ -274,7 +284,7 @@ fn accept(
             if !any {
                 if reported.elapsed() >= REPORT {
                     let waiting = accepted.iter().filter(|s| s.is_none()).count();
-                    tracing::info!(waiting, "waiting for processes to connect");
+                    tracing::warn!(waiting, "waiting for processes to connect");
                     reported = Instant::now();
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -564,6 +574,22 @@ mod tests {
         assert_eq!(introduced(&listener, 7), (1, 7));
         let peer = dialled.join().unwrap().unwrap().unwrap();
         assert_eq!(peer, listener.local_addr().unwrap());
+    }
+
+    /// A process that cannot listen on its own line names the line and the address (it said
+    /// only the system's error, as if another process's name did not resolve).
+    #[test]
+    fn a_process_that_cannot_listen_names_its_line() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap().to_string();
+        let lines = ["127.0.0.1:1".to_string(), address.clone()];
+        let error = connect(&lines, 1, 7).unwrap_err().to_string();
+        assert!(
+            error.starts_with(&format!(
+                "listening on {address} (line 2 of the hostfile, this process's): "
+            )),
+            "{error}"
+        );
     }
 
     /// The connecting process of a mismatch says so too: the earlier one replies with its
