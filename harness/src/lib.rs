@@ -97,9 +97,13 @@ pub fn check(
     if !run.totals.balanced() {
         return fail(format!("counters do not add up: {:?}", run.totals));
     }
-    let reasons: Vec<String> = run.dead.iter().map(|d| d.reason.clone()).collect();
+    // Each with its line, byte for byte (the payload a dead-letter output carries).
+    let got_dead = run.dead.iter().map(|d| {
+        let payload = String::from_utf8_lossy(&d.payload).into_owned();
+        (d.reason.clone(), payload)
+    });
     let mut want = expected.dead.clone();
-    let mut got = reasons;
+    let mut got: Vec<(String, String)> = got_dead.collect();
     want.sort();
     got.sort();
     if got != want {

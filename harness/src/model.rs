@@ -42,8 +42,8 @@ pub struct Expected {
     pub marks: Vec<Mark>,
     /// The accounting.
     pub totals: Totals,
-    /// Dead-letter reasons, in input order per input.
-    pub dead: Vec<String>,
+    /// Dead letters, in input order per input: the reason and the line as given.
+    pub dead: Vec<(String, String)>,
     /// What the stages hold after the last mark: the books' raw levels, the trades inside the
     /// window (each id once), the candles retained.
     pub state: StateCounts,
@@ -79,15 +79,16 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
         let mut max_ts: Option<u64> = None;
         let mut last_book: HashMap<SymbolName, u64> = HashMap::new();
         for (offset, line) in lines.iter().enumerate() {
-            if line.trim().is_empty() {
+            // Blank: JSON's whitespace only (README); other whitespace is a line to dead-letter.
+            if line.chars().all(|c| matches!(c, ' ' | '\t' | '\r' | '\n')) {
                 continue;
             }
             totals.read += 1;
-            let parsed = match parse(line.trim_end()) {
+            let parsed = match parse(line.trim_end_matches([' ', '\t', '\r', '\n'])) {
                 Ok(p) => p,
                 Err(e) => {
                     totals.dead_lettered += 1;
-                    dead.push(e.to_string());
+                    dead.push((e.to_string(), line.clone()));
                     continue;
                 }
             };
@@ -96,7 +97,7 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
             let is_book = ev.is_book();
             if !is_book && max_ts.is_some_and(|m| ev.ts + span <= m) {
                 totals.dead_lettered += 1;
-                dead.push("too_late".into());
+                dead.push(("too_late".into(), line.clone()));
                 continue;
             }
             let natural = ceil_g(ev.ts);

@@ -130,7 +130,7 @@ fn the_cases_exercise_every_feature() {
         totals.duplicates += e.totals.duplicates;
         totals.dead_lettered += e.totals.dead_lettered;
         totals.late += e.totals.late;
-        too_late += e.dead.iter().filter(|r| *r == "too_late").count();
+        too_late += e.dead.iter().filter(|(r, _)| r == "too_late").count();
         for m in &e.marks {
             removed += m.removed.len();
             for r in &m.changed {
