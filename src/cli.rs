@@ -595,11 +595,21 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
             }
         }
     }
-    let mut merged = args;
+    let mut merged = args.clone();
     let tail = merged.split_off(at + 1);
     merged.extend(extra.into_iter().map(OsString::from));
     merged.extend(tail);
-    Cli::try_parse_from(merged).map_err(ConfigError::Usage)
+    Cli::try_parse_from(merged).map_err(|e| {
+        // A value the file gave: the message names the file (the command line alone parses).
+        if e.use_stderr() && Cli::try_parse_from(args).is_ok() {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let first = first.trim_start_matches("error: ");
+            ConfigError::File(format!("--config {}: {first}", path.display()))
+        } else {
+            ConfigError::Usage(e)
+        }
+    })
 }
 
 /// Why a command line was not accepted.

@@ -470,6 +470,33 @@ fn gen_out_dash_is_stdout() {
     assert!(!dir.join("-").exists());
 }
 
+/// A bad value from the `--config` file names the file (it read as if given on the command line,
+/// where it was not); one on the command line does not.
+#[test]
+fn a_bad_value_in_the_config_file_names_the_file() {
+    let dir = scratch("config_bad_value");
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, "depth = \"abc\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        String::from_utf8(out.stderr).unwrap().trim().to_string()
+    };
+    let invalid = "invalid value 'abc' for '--depth <DEPTH>': invalid digit found in string";
+    assert_eq!(
+        run(&["replay", "x.ndjson", "--config", config]),
+        format!("tampines: --config {config}: {invalid}")
+    );
+    assert_eq!(
+        run(&["replay", "x.ndjson", "--depth", "abc"]),
+        format!("tampines: {invalid}")
+    );
+}
+
 /// A `--config` value that starts with `-` is a value (`unexpected argument '-x' found`, exit 2).
 #[test]
 fn config_values_may_start_with_a_dash() {
