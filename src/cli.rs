@@ -518,6 +518,11 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
     }) else {
         return Cli::try_parse_from(args).map_err(ConfigError::Usage);
     };
+    let before = &given[..at];
+    if (1..at).any(|i| before[i] == "help" && before[i - 1] != "--config") {
+        // `tampines --config FILE help CMD`: help takes no options (they were refused).
+        return Cli::try_parse_from(args).map_err(ConfigError::Usage);
+    }
     let mut extra: Vec<String> = Vec::new();
     for (key, value) in &table {
         let id = key.replace('-', "_");

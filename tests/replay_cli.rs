@@ -495,6 +495,17 @@ fn a_bad_value_in_the_config_file_names_the_file() {
         run(&["replay", "x.ndjson", "--depth", "abc"]),
         format!("tampines: {invalid}")
     );
+    // Help takes no options: the file's were given to it, and refused.
+    let help = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["--config", config, "help", "replay"])
+        .output()
+        .unwrap();
+    assert!(
+        help.status.success(),
+        "{}",
+        String::from_utf8_lossy(&help.stderr)
+    );
+    assert!(String::from_utf8_lossy(&help.stdout).starts_with("Runs the dataflow over NDJSON"));
 }
 
 /// A `--config` value that starts with `-` is a value (`unexpected argument '-x' found`, exit 2).
