@@ -13,8 +13,8 @@
 //! `status` is the book's: trade on `ok` only (`stale`: a sequence gap or no snapshot yet, until
 //! the next snapshot; `crossed`: bid >= ask). At its start it shows the state as it is, if a job
 //! has written one. It follows through Redis restarts (reconnecting, from the last entry read;
-//! a failure at its start is not retried), and on its end (`--count`, or an error; the Python
-//! one also on Ctrl-C) says on stderr the stream id to resume after (`--from ID`).
+//! a failure at its start is not retried), and on its end (`--count`, Ctrl-C or SIGTERM, or an
+//! error) says on stderr the stream id to resume after (`--from ID`).
 //!
 //! Run it beside a job writing to Redis (`tampines demo` prints the URL):
 //!
@@ -177,8 +177,15 @@ fn follow(o: &Options, last: &mut String) -> redis::RedisResult<()> {
             seen += 1;
         }
     }
+    // Ctrl-C (or SIGTERM) ends the loop within a read's block, so that it says where to resume.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::IoError, "signal handler", e.to_string()))
+        })?;
+    }
     let mut backoff = std::time::Duration::from_millis(100);
-    while o.count.is_none_or(|n| seen < n) {
+    while o.count.is_none_or(|n| seen < n) && !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let step = (|| -> redis::RedisResult<()> {
             let reply: StreamReadReply = c.xread_options(
                 &[&stream],
