@@ -162,6 +162,17 @@ fn render(o: &Options, s: &Snapshot) -> String {
 /// `--count` of them. Connection failures (Redis restarting) are retried with backoff, from the
 /// last entry shown.
 fn follow(o: &Options, last: &mut String) -> redis::RedisResult<()> {
+    // Ctrl-C (or SIGTERM) ends the loop within a read's block, so that it says where to resume;
+    // a second one exits at once (130), should a read hang.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let registered =
+            signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+                .and_then(|_| signal_hook::flag::register(signal, stop.clone()));
+        registered.map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::IoError, "signal handler", e.to_string()))
+        })?;
+    }
     let client = redis::Client::open(o.redis.as_str())?;
     let stream = format!("{}:updates", o.prefix);
     let mut seen = 0usize;
@@ -176,13 +187,6 @@ fn follow(o: &Options, last: &mut String) -> redis::RedisResult<()> {
             println!("{}", render(o, &now));
             seen += 1;
         }
-    }
-    // Ctrl-C (or SIGTERM) ends the loop within a read's block, so that it says where to resume.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).map_err(|e| {
-            redis::RedisError::from((redis::ErrorKind::IoError, "signal handler", e.to_string()))
-        })?;
     }
     let mut backoff = std::time::Duration::from_millis(100);
     while o.count.is_none_or(|n| seen < n) && !stop.load(std::sync::atomic::Ordering::Relaxed) {

@@ -600,13 +600,26 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
             }
         }
     }
-    let mut merged = args.clone();
+    if given[at + 1..].iter().any(|a| a == "--help") {
+        // `CMD --help` shows the help whatever the file says.
+        return Cli::try_parse_from(args).map_err(ConfigError::Usage);
+    }
+    let mut merged = args;
     let tail = merged.split_off(at + 1);
-    merged.extend(extra.into_iter().map(OsString::from));
+    merged.extend(extra.iter().map(OsString::from));
     merged.extend(tail);
     Cli::try_parse_from(merged).map_err(|e| {
-        // A value the file gave: the message names the file (the command line alone parses).
-        if e.use_stderr() && Cli::try_parse_from(args).is_ok() {
+        // A value the file gave (the option the error names is one of the file's, passed as
+        // `--long=value`): the message names the file.
+        use clap::error::{ContextKind, ContextValue};
+        let from_file = match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(arg)) => {
+                let flag = arg.split([' ', '=']).next().unwrap_or_default();
+                !flag.is_empty() && extra.iter().any(|x| x.starts_with(flag))
+            }
+            _ => false,
+        };
+        if from_file {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or_default();
             let first = first.trim_start_matches("error: ");

@@ -495,17 +495,35 @@ fn a_bad_value_in_the_config_file_names_the_file() {
         run(&["replay", "x.ndjson", "--depth", "abc"]),
         format!("tampines: {invalid}")
     );
-    // Help takes no options: the file's were given to it, and refused.
-    let help = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args(["--config", config, "help", "replay"])
-        .output()
-        .unwrap();
-    assert!(
-        help.status.success(),
-        "{}",
-        String::from_utf8_lossy(&help.stderr)
+    // Also when the file gives a required option, so that the command line alone is short.
+    let run_config = dir.join("run.toml");
+    std::fs::write(
+        &run_config,
+        "brokers = \"localhost:1\"\nidle_ms = \"abc\"\n",
+    )
+    .unwrap();
+    let run_config = run_config.to_str().unwrap();
+    assert_eq!(
+        run(&["--config", run_config, "run"]),
+        format!("tampines: --config {run_config}: invalid value 'abc' for '--idle-ms <IDLE_MS>': invalid digit found in string")
     );
-    assert!(String::from_utf8_lossy(&help.stdout).starts_with("Runs the dataflow over NDJSON"));
+    // Help takes no options: the file's were given to it, and refused.
+    for args in [
+        ["--config", config, "help", "replay"],
+        ["--config", config, "replay", "--help"],
+    ] {
+        let help = Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            help.status.success(),
+            "{}",
+            String::from_utf8_lossy(&help.stderr)
+        );
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(text.starts_with("Runs the dataflow over NDJSON"), "{text}");
+    }
 }
 
 /// A `--config` value that starts with `-` is a value (`unexpected argument '-x' found`, exit 2).
