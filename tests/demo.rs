@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::broker::KillOnDrop;
-use common::{dec, final_state, free_port, get, key, request, sample, scratch};
+use common::{dec, final_state, free_port, get, key, request, sample, scratch, signalled};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -122,23 +122,7 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     assert!(request(&metrics, "POST", "/metrics").starts_with("HTTP/1.1 405"));
 
     // SIGINT: the demo stops its feed and inputs, publishes its last marks and exits 0.
-    let pid = child.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "demo did not stop within 30 s of SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50)); // poll the exit, bounded by the deadline
-    };
+    let status = signalled(&mut child.0, "INT").expect("the demo stops within 60 s of SIGINT");
     let stderr = stderr.join().unwrap();
     assert_eq!(
         status.code(),

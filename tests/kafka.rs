@@ -606,20 +606,10 @@ fn sigterm_stops_a_live_job_after_its_last_marks() {
     );
     assert!(within_60s(|| last_mark(&out) >= 900), "{}", text_of(&out));
     assert_eq!(last_mark(&out), 900, "the watermark, 1000, is still open");
-    let pid = job.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let mut status = None;
-    assert!(within_60s(|| {
-        status = job.0.try_wait().unwrap();
-        status.is_some()
-    }));
+    let status = common::signalled(&mut job.0, "TERM").expect("it ends within 60 s");
     let mut stderr = String::new();
     std::io::Read::read_to_string(job.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert_eq!(status.unwrap().code(), Some(0), "{stderr}");
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(
         stderr.contains("tampines: stopping: closing the last marks"),
         "{stderr}"
@@ -672,17 +662,8 @@ fn a_signal_before_the_job_reads_ends_it_at_once() {
             .is_some_and(|mask| mask & (1 << 14) != 0)
     });
     assert!(caught, "SIGTERM never caught");
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let mut status = None;
-    assert!(within_60s(|| {
-        status = job.0.try_wait().unwrap();
-        status.is_some()
-    }));
-    assert_eq!(status.unwrap().code(), Some(143));
+    let status = common::signalled(&mut job.0, "TERM").expect("it ends within 60 s");
+    assert_eq!(status.code(), Some(143));
 }
 
 /// Asserts that a job exited 1 with `line` among its stderr's lines.

@@ -432,35 +432,11 @@ fn a_refused_password_fails_the_job_at_once() {
 fn a_redis_that_lost_results_stops_the_job() {
     let server = RedisServer::start();
     let dir = scratch("redis_lost");
-    let mut job = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args([
-            "replay",
-            "/dev/stdin",
-            "--redis",
-            &server.url,
-            "--prefix",
-            "t",
-        ])
-        .args(["--resolutions", "1", "--lateness-ms", "0"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let events = [
-        book("A", 1000, 10),
-        book("B", 2000, 20),
-        book("C", 3000, 30),
-    ];
-    let mut stdin = job.stdin.take().unwrap();
-    use std::io::Write;
-    stdin
-        .write_all((events[0].clone() + &events[1]).as_bytes())
-        .unwrap();
-    stdin.flush().unwrap();
+    let (job, mut stdin) = replaying_a_and_b(&server, &[]);
     let mut c = server.connection().unwrap();
-    wait_for_first_write(&mut c); // mark 1000: B's 2000 closed it
     redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap();
-    stdin.write_all(events[2].as_bytes()).unwrap();
+    use std::io::Write;
+    stdin.write_all(book("C", 3000, 30).as_bytes()).unwrap();
     drop(stdin);
     let out = job.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -472,33 +448,27 @@ fn a_redis_that_lost_results_stops_the_job() {
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
     assert!(keys.is_empty(), "{keys:?}");
     let file = dir.join("events.ndjson");
+    let events = [
+        book("A", 1000, 10),
+        book("B", 2000, 20),
+        book("C", 3000, 30),
+    ];
     std::fs::write(&file, events.concat()).unwrap();
     replay_and_compare(&server, &dir, &[&file]);
 }
 
-/// A bounded job whose Redis goes away for good stops after `--redis-patience-s` of failing
-/// writes, exit 1 with the reason; it retried for ever (a backfill that never ended).
-#[test]
-fn a_bounded_job_gives_up_on_a_redis_gone_for_good() {
-    let server = RedisServer::start();
+/// `replay` from its stdin into `server` (`--prefix t`, resolution 1, no lateness, `extra`),
+/// within 60 s: the job and its stdin, once it has written mark 1000 (book A at 1000, closed by
+/// book B at 2000).
+fn replaying_a_and_b(
+    server: &RedisServer,
+    extra: &[&str],
+) -> (std::process::Child, std::process::ChildStdin) {
     let mut job = Command::new("timeout")
         .args(["60", env!("CARGO_BIN_EXE_tampines")])
-        .args([
-            "replay",
-            "/dev/stdin",
-            "--redis",
-            &server.url,
-            "--prefix",
-            "t",
-        ])
-        .args([
-            "--resolutions",
-            "1",
-            "--lateness-ms",
-            "0",
-            "--redis-patience-s",
-            "1",
-        ])
+        .args(["replay", "/dev/stdin", "--redis", &server.url])
+        .args(["--prefix", "t", "--resolutions", "1", "--lateness-ms", "0"])
+        .args(extra)
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -509,10 +479,18 @@ fn a_bounded_job_gives_up_on_a_redis_gone_for_good() {
         .write_all((book("A", 1000, 10) + &book("B", 2000, 20)).as_bytes())
         .unwrap();
     stdin.flush().unwrap();
-    let mut c = server.connection().unwrap();
-    wait_for_first_write(&mut c);
-    drop(c);
+    wait_for_first_write(&mut server.connection().unwrap());
+    (job, stdin)
+}
+
+/// A bounded job whose Redis goes away for good stops after `--redis-patience-s` of failing
+/// writes, exit 1 with the reason; it retried for ever (a backfill that never ended).
+#[test]
+fn a_bounded_job_gives_up_on_a_redis_gone_for_good() {
+    let server = RedisServer::start();
+    let (job, mut stdin) = replaying_a_and_b(&server, &["--redis-patience-s", "1"]);
     drop(server); // killed
+    use std::io::Write;
     stdin.write_all(book("C", 3000, 30).as_bytes()).unwrap();
     drop(stdin);
     let out = job.wait_with_output().unwrap();

@@ -14,6 +14,29 @@ use std::process::Command;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+/// Sends `signal` (`INT`, `TERM`) to `child` and waits for it to end: its exit status, or None if
+/// it still runs after 60 s (polled, bounded by that deadline).
+pub fn signalled(
+    child: &mut std::process::Child,
+    signal: &str,
+) -> Option<std::process::ExitStatus> {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), pid.as_str()])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20)); // poll, bounded by the deadline
+    }
+}
+
 /// `../shared` beside the checkout.
 pub fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
