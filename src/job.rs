@@ -169,8 +169,8 @@ impl DeadLetterSink for FileDeadLetters {
 
 /// Logs dead letters one by one, [`DEAD_LOGGED_PER_SECOND`] a second at most; the others are
 /// told as a number once a second (and at the end). A file of bad lines logged each one, which
-/// took longer than the replay (500,000 lines: 2.3 s against 1.2). Every dead letter is still
-/// counted and written to the dead-letter output.
+/// took longer than the replay (500,000 bad lines, release build: 1.05 s logging each, 0.31 s so,
+/// as with logs off). Every dead letter is still counted and written to the dead-letter output.
 #[derive(Default)]
 struct DeadLetterLog {
     /// When the current second began, and how many were logged and left unlogged in it.
