@@ -40,8 +40,9 @@ const REPORT: Duration = Duration::from_secs(5);
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// `timely::execute`, with the processes of a cluster connected as the module doc says.
-/// `fingerprint` sums up the options every process must share (and the build): a process that
-/// connects with another one is refused.
+/// `fingerprint` sums up the options every process must share (`job::run` says which): a process
+/// that connects with another one is refused. It is a `DefaultHasher`'s, whose algorithm may
+/// change between Rust releases, so builds of two toolchains may refuse each other.
 pub fn execute<T, F>(
     config: timely::Config,
     fingerprint: u64,

@@ -311,6 +311,7 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     let result = job::run(
         settings.clone(),
         Some(Duration::from_millis(args.job.idle_ms)),
+        opts.shared(),
         labels,
         move |index, peers| kafka::open(&opts, index, peers),
         move || {

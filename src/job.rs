@@ -257,11 +257,13 @@ pub fn stop_on_signals(
 /// Runs a job to completion and returns this process's counters.
 ///
 /// `make_inputs(worker index, peers)` opens a worker's inputs; `make_dead(...)` opens worker 0's
-/// extra dead-letter sink (Kafka); `idle` is the idleness of inputs (None: never idle); `labels`
-/// names inputs in metrics.
+/// extra dead-letter sink (Kafka); `idle` is the idleness of inputs (None: never idle); `inputs`
+/// is a fingerprint of the inputs' options every process must share (with `idle` and the
+/// dataflow's options it is checked when processes connect); `labels` names inputs in metrics.
 pub fn run<F, D>(
     settings: Settings,
     idle: Option<Duration>,
+    inputs: u64,
     labels: InputLabels,
     make_inputs: F,
     make_dead: D,
@@ -312,8 +314,15 @@ where
             .store(f, std::sync::atomic::Ordering::Relaxed);
         metrics().redis_frontier.set(f as i64);
     }
-    // Processes must agree on the results' options (and, `execute` adds, their worker count).
-    let guards = crate::cluster::execute(timely_config, config.fingerprint(), move |worker| {
+    // Processes must agree on the results' options, their inputs' and (`execute` adds) their
+    // worker count.
+    let fingerprint = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (config.fingerprint(), inputs, idle).hash(&mut h);
+        h.finish()
+    };
+    let guards = crate::cluster::execute(timely_config, fingerprint, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
         let fail = |e: anyhow::Error| {
@@ -607,9 +616,18 @@ where
 pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Totals> {
     let files = Arc::new(files);
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    // The number of files, not their paths: a file's reader follows its place in the list, and
+    // each host may name its copy its own way.
+    let inputs = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ("files", files.len()).hash(&mut h);
+        h.finish()
+    };
     run(
         settings,
         None,
+        inputs,
         Box::new(move |id| {
             let file = names.get(id as usize).cloned().unwrap_or_default();
             vec![("file", crate::metrics::label_value(&file))]

@@ -276,6 +276,19 @@ pub struct SourceOptions {
     pub stop: Option<Arc<AtomicBool>>,
 }
 
+impl SourceOptions {
+    /// What every process of a job must share of these options, hashed for the processes'
+    /// handshake: the topics in order (a partition's reader follows its topic's index), the
+    /// group, where reading starts and whether it ends. Brokers and `-X` may differ by host.
+    pub fn shared(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let start = format!("{:?}", self.start);
+        ("kafka", &self.topics, &self.group, start, self.until_end).hash(&mut h);
+        h.finish()
+    }
+}
+
 /// Opens worker `index`'s partitions.
 pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerInputs> {
     let consumer = Rc::new(opts.connection.consumer(&opts.group, opts.start)?);

@@ -121,6 +121,7 @@ fn main() -> ExitCode {
             let idle =
                 (!args.until_end).then(|| std::time::Duration::from_millis(args.job.idle_ms));
             let dlq = (opts.connection.clone(), opts.topics.clone());
+            let inputs = opts.shared();
             let (w, n) = (args.job.workers(), args.job.processes);
             if let Err(e) = kafka::watch_lag(&opts, args.job.process, w, w * n) {
                 tracing::warn!(error = %e, "consumer lag will not be reported");
@@ -128,6 +129,7 @@ fn main() -> ExitCode {
             report(job::run(
                 settings,
                 idle,
+                inputs,
                 kafka::input_labels(args.topics.clone()),
                 move |index, peers| kafka::open(&opts, index, peers),
                 move || {
