@@ -50,7 +50,8 @@ pub enum Command {
     /// Writes synthetic events as NDJSON.
     Gen(GenArgs),
     /// The whole pipeline with nothing installed: embedded broker, live generated market data,
-    /// results to Redis when one is reachable, else to stdout. Ctrl-C stops it.
+    /// results to Redis (`--redis`, else one that answers, else a redis-server started from
+    /// PATH), else to stdout. Ctrl-C stops it.
     Demo(DemoArgs),
 }
 
@@ -66,7 +67,7 @@ pub struct DemoArgs {
     /// Partitions per topic of the embedded broker.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
-    /// Results to stdout even when a Redis is reachable.
+    /// Results to stdout even when a Redis is reachable (`--redis` wins over it).
     #[arg(long)]
     pub stdout: bool,
     /// Where to look for a running Redis.
@@ -85,7 +86,8 @@ pub struct JobArgs {
     /// Allowed disorder in ms: watermark = highest ts - lateness.
     #[arg(long, env = "TAMPINES_LATENESS_MS", default_value_t = 1000)]
     pub lateness_ms: u64,
-    /// A partition silent this long (wall time) does not hold progress back.
+    /// A partition silent this long (wall time) does not hold progress back (live `run` and
+    /// `demo`; files and `run --until-end` are read to their end).
     #[arg(long, env = "TAMPINES_IDLE_MS", default_value_t = 5000)]
     pub idle_ms: u64,
     /// Ticker window in ms.

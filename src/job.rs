@@ -1,5 +1,8 @@
-//! Running a job: the dataflow over some inputs, results to NDJSON, dead letters to a file and/or
-//! Kafka. `replay` and `run` differ only in their inputs.
+//! Running a job: the dataflow over some inputs, results to NDJSON and/or Redis (both written
+//! by the `NdjsonSink` operator on worker 0), dead letters to a file and/or Kafka. [`replay`] opens
+//! files and never idles; the live `run` and `demo` (wired in `main.rs` and `demo.rs` through
+//! [`run`]) open Kafka partitions, idle, commit offsets after each step, stop on signals
+//! ([`stop_on_signals`]) and stop at once when a sink fails.
 //!
 //! Every process gets the same options; global worker 0 (on process 0) publishes and writes dead
 //! letters; other processes never write to the sinks (with Redis they read its frontier, to

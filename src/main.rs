@@ -1,4 +1,6 @@
-//! `tampines`: a thin entry point. Exit status: 0 success, 2 bad usage or configuration, 1 runtime error.
+//! `tampines`: a thin entry point. Exit status: 0 success, 2 bad usage or configuration, 1 runtime
+//! error; a live job stopped by a second signal exits 130, and one signalled before it reads
+//! 128 + the signal's number (`job::stop_on_signals`).
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -3,7 +3,8 @@
 //! Input: one JSON object as text. Output: `Ok(Parsed)` with the event and its symbol names, or
 //! `Err(ParseError)` whose `Display` is the dead-letter reason. Parsing never panics on input.
 //!
-//! Invariants of a parsed [`Event`]: `ts > 0`; every price > 0; every quantity >= 0; a trade's
+//! Invariants of a parsed [`Event`]: `0 < ts < 2^63` (an `i64`, which `config`'s bounds rely
+//! on); every price > 0; every quantity >= 0; a trade's
 //! quantity > 0; prices and quantities are exact and normalised.
 
 use std::borrow::Cow;

@@ -1,13 +1,13 @@
 //! Tampines' dataflow logic: the event model, orderbooks, the rolling ticker and candles, on
-//! timely and differential dataflow. No I/O: inputs arrive as iterators of lines (or of lines
-//! parsed ahead, [`ahead`]), results leave as
-//! a stream of [`results::Published`] batches and dead letters as a stream of
-//! [`source::DeadLetter`]s; the binary attaches files, Kafka and Redis to them.
+//! timely and differential dataflow. No I/O: inputs arrive through [`source::Inputs`] (files'
+//! lines, parsed ahead by [`ahead`], or Kafka messages; the harness's [`source::lines`] takes
+//! plain iterators), results leave as a stream of [`results::Published`] batches and dead letters
+//! as a stream of [`source::DeadLetter`]s; the binary attaches files, Kafka and Redis to them.
 //!
 //! Data flow, source to sink ([`build`]):
 //!
 //! ```text
-//! source::lines ─routing::to_workers──┬─ books, names ─ orderbook::orderbooks ─ book records ─────────────────┐
+//! source::source ─routing::to_workers─┬─ books, names ─ orderbook::orderbooks ─ book records ─────────────────┐
 //!            (split::split3 by kind)  │                              │ bbo                                    │
 //!                                     └─ trades ─ ticker::window ─┬─ window, bbo, names ─ ticker::aggregate ─┤
 //!                                                                 │                       ticker records ────┤
@@ -15,6 +15,15 @@
 //!                                                                                       candle records ──────┤
 //!                                              results::gather: every mark's records, on worker 0 ◄───────────┘
 //! ```
+//!
+//! Not drawn: the source's rare records are split off again into names (to every stage),
+//! dead letters (straight to [`Outputs::dead`]) and inputs' ends (to every stage, which closes
+//! its last marks with them), and the window's `outside` (symbols whose trades all left it) goes
+//! to the ticker too.
+//!
+//! Invariant: after [`routing::to_workers`], every stage reads with the `Pipeline` pact. All of a
+//! symbol's records, books and trades alike, are on the worker `sym % peers` of the job, which is
+//! what lets the ticker join the book's best prices without another exchange.
 //!
 //! Live sources (Kafka) also tell each other how far their inputs are, on a small dataflow of
 //! its own beside this one ([`idle`]), so silent inputs are judged over the whole job.

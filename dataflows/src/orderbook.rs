@@ -5,7 +5,8 @@
 //! timestamp of a symbol's first event: they travel at the input's floor).
 //!
 //! [`orderbooks`] is one [`sequence`] stage ("Books") that owns every book of its symbols and
-//! publishes them. Per complete timestamp it applies each symbol's events in read order with the
+//! publishes them. Per complete timestamp it applies each symbol's events in `(input, offset)`
+//! order (read order within an input; inputs by number, should one symbol come from several) with the
 //! sequence rules of CONTRACT section 1 (duplicate dropped, gap -> stale until the next snapshot,
 //! no snapshot yet -> stale), then, once per symbol that changed:
 //! 1. adds each changed raw level's size difference (`new - old`) to its group at every

@@ -1,8 +1,7 @@
 //! Splitting a stream into up to three streams of different types, in one operator.
 //!
-//! A stage that produces several kinds of output (raw levels, sequence state and best prices;
-//! trades in the window and trades accepted; events, names and dead letters) emits one stream of
-//! an enum, and [`split3`] routes each record to the stream of its kind. timely's `partition`
+//! A stage that produces several kinds of output (book changes and best prices; book events,
+//! trades and rare records; names, dead letters and ends) emits one stream of an enum, and [`split3`] routes each record to the stream of its kind. timely's `partition`
 //! followed by a `flat_map` per part does the same with one operator more per part, each with its
 //! own scheduling and progress tracking at every timestamp, and copies every record twice.
 //!

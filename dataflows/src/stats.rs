@@ -1,5 +1,8 @@
 //! Counters every worker of a process adds to: the accounting of CONTRACT section 1
 //! (`processed + dead-lettered + duplicates = read`) and the late-event count of section 2.
+//! `read` is counted by the worker that reads an input, the others by the worker that owns the
+//! symbol, which may be in another process: with several processes the equation holds for the
+//! sum over all of them, not for each.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -71,7 +74,7 @@ impl Totals {
 }
 
 /// Sizes of the state the dataflow's own stages hold, summed over this process's workers
-/// (metrics). Arrangement sizes are measured separately, from differential's logging.
+/// (metrics).
 #[derive(Debug, Default)]
 pub struct StateSizes {
     /// Price levels held by the orderbook stage (raw, every side of every book).

@@ -13,8 +13,10 @@
 //! - a book event never applies before an earlier-read book event of the same symbol on this
 //!   input: its timestamp is raised to that event's timestamp.
 //!
-//! Consequences: every assigned timestamp is `>= open` at the time of reading and
-//! `<= ceil(highest ts / g) * g`, so the last mark of a finite input is `ceil(max ts / g) * g`.
+//! Consequences: every assigned timestamp is `>= open` at the time of reading and, unless the
+//! input was idle and the job's progress moved past it (a live source's `floor`, see
+//! `source.rs`), `<= ceil(highest ts / g) * g`, so the last mark of a finite input is
+//! `ceil(max ts / g) * g`.
 
 use crate::config::Config;
 use crate::types::{FoldMap, Sym};

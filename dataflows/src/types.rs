@@ -1,16 +1,18 @@
 //! Domain values: exact prices and quantities, sides, symbols, trade ids.
 //!
 //! Invariants:
-//! - [`Price`] and [`Qty`] wrap `rust_decimal::Decimal`, never `f64`. They are built only through
-//!   checked constructors ([`Price::parse`], [`Qty::parse`]) that accept plain decimal notation and
-//!   normalise the scale, so equal values are equal in every representation (`1.50` == `1.5`).
+//! - [`Price`] and [`Qty`] wrap `rust_decimal::Decimal`, never `f64`. Input is parsed through
+//!   checked constructors ([`Price::parse`], [`Qty::parse`]) that accept plain decimal notation;
+//!   computed values come through the unchecked `from_decimal`. Either way a value is stored in one
+//!   representation (at scale 10 when that is exact, else normalised), so equal values are equal
+//!   however they were written (`1.50` == `1.5`).
 //! - `Display` prints the normalised value; `parse(display(x)) == x` (property-tested).
 //! - Across processes both serialise as the 16 bytes of `Decimal::serialize`, which is exact and
 //!   what bincode accepts, read as one little-endian `u128`: bincode writes the same 16 bytes as
 //!   for the array, in one call rather than sixteen. The form is for bincode: a `serde_json::Value`
 //!   holds no integer above 64 bits.
-//! - [`Qty`] is also a differential *difference*: the orderbook's level collection carries the
-//!   quantity in the diff, so grouping prices is a `map` and summing sizes is consolidation.
+//! - [`Qty`] is also a differential *difference* (`Semigroup`, `Monoid`, `Abelian`): the
+//!   orderbook adds and subtracts sizes with it, inside its stage.
 
 use std::collections::HashMap;
 use std::fmt;
