@@ -476,6 +476,7 @@ impl JobArgs {
                 prefix: self.prefix.clone(),
                 retention: self.candle_retention,
                 patience: Some(std::time::Duration::from_secs(self.redis_patience_s)),
+                whole_history: true,
             });
         if let Some(r) = &redis {
             r.validate()?;

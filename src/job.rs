@@ -316,6 +316,12 @@ where
             .durable
             .store(f, std::sync::atomic::Ordering::Relaxed);
         metrics().redis_frontier.set(f as i64);
+        if redis.as_ref().is_some_and(|r| !r.whole_history) {
+            tracing::error!(
+                frontier = f,
+                "some partitions are not read from their first message (retention dropped it, or --start begins later): the state rebuilt below the stored frontier lacks them, so the results Redis holds up to it are left as they are; results after it that need the missing messages (a ticker's window, open candles, a book until its next snapshot) are made without them"
+            );
+        }
     }
     // Processes must agree on the results' options, their inputs' and (`execute` adds) their
     // worker count.

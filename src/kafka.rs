@@ -602,6 +602,48 @@ pub fn watch_lag(opts: &SourceOptions, process: usize, workers: usize, peers: us
     Ok(())
 }
 
+/// The partitions that this job will not read from their first message (offset 0): retention
+/// dropped their start, or `--start` begins later. Each as `topic/partition from offset N`. State
+/// rebuilt by replay below a stored frontier is whole only when this is empty.
+pub fn read_from_later(opts: &SourceOptions) -> Result<Vec<String>> {
+    let consumer = opts.connection.consumer(&opts.group, Start::Committed)?;
+    let mut list = TopicPartitionList::new();
+    for topic in &opts.topics {
+        let meta = consumer
+            .fetch_metadata(Some(topic), META_TIMEOUT)
+            .with_context(|| format!("metadata of {topic}"))?;
+        for m in meta.topics().iter().filter(|m| m.name() == topic) {
+            for p in m.partitions() {
+                list.add_partition(topic, p.id());
+            }
+        }
+    }
+    let committed = if opts.start == Start::Committed {
+        consumer.committed_offsets(list.clone(), META_TIMEOUT)?
+    } else {
+        list
+    };
+    let mut later = Vec::new();
+    for e in committed.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(e.topic(), e.partition(), META_TIMEOUT)
+            .with_context(|| format!("watermarks of {}/{}", e.topic(), e.partition()))?;
+        let first = match (opts.start, e.offset()) {
+            (Start::Latest, _) => high,
+            (Start::Committed, Offset::Offset(o)) => o.max(low),
+            _ => low,
+        };
+        if first > 0 {
+            later.push(format!(
+                "{}/{} from offset {first}",
+                e.topic(),
+                e.partition()
+            ));
+        }
+    }
+    Ok(later)
+}
+
 /// Commits, per partition, the offset after the last message whose results are all written;
 /// true when no message is left waiting.
 fn commit_done(

@@ -122,6 +122,19 @@ fn main() -> ExitCode {
             // is slow, not silent, so idleness (a live notion) does not apply.
             let idle =
                 (!args.until_end).then(|| std::time::Duration::from_millis(args.job.idle_ms));
+            if let (Some(r), 0) = (settings.redis.as_mut(), args.job.process) {
+                // A restart rebuilds by replay: whole only from every partition's first message.
+                match kafka::read_from_later(&opts) {
+                    Ok(later) if !later.is_empty() => {
+                        tracing::info!(partitions = ?later, "not read from their first message");
+                        r.whole_history = false;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot tell whether every partition is read from its first message; assuming so")
+                    }
+                }
+            }
             let dlq = (opts.connection.clone(), opts.topics.clone());
             let inputs = opts.shared();
             let (w, n) = (args.job.workers(), args.job.processes);

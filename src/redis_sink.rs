@@ -24,7 +24,10 @@
 //! at its own timestamp in the replay; a later run may read events below `F` that the first never
 //! saw), and the step brings every key the rebuilt state has to its value at that mark. Before
 //! that step the writer reads what Redis holds of those keys and leaves out the changes it
-//! holds already (usually nearly all), so the step stays the size of what differs.
+//! holds already (usually nearly all), so the step stays the size of what differs. That needs
+//! the whole input from its first message ([`RedisOptions::whole_history`]); without it, the kept
+//! changes are dropped instead and Redis keeps what it holds up to `F`: a rebuild without the
+//! lost messages would bring correct results to partial ones.
 //!
 //! Writing happens on a thread of its own behind a bounded queue. When Redis is slow the thread
 //! merges the queued consecutive marks into one step (only the last is the new frontier; a key
@@ -131,6 +134,11 @@ pub struct RedisOptions {
     /// How long a mark's write may go on failing before the writer stops (a bounded job's
     /// `--redis-patience-s`), or None: for ever (a live job waits for Redis to come back).
     pub patience: Option<Duration>,
+    /// The job reads every input from its first message, so state rebuilt below a stored
+    /// frontier is whole. When false (retention dropped the start of a partition, or reading
+    /// starts later), the changes of the marks at or below it are not written: Redis's results
+    /// there are the first run's, made from more input than this one has.
+    pub whole_history: bool,
 }
 
 /// A change's place in a step: its key and score (the last change of each is written).
@@ -146,6 +154,8 @@ pub struct RedisSink {
     catching_up: BTreeMap<Slot, Change>,
     /// Every mark so far was at or below `stored` (and there was one): nothing was written.
     catching_up_only: bool,
+    /// [`RedisOptions::whole_history`]: false, the changes at or below `stored` are dropped.
+    whole_history: bool,
     thread: Option<JoinHandle<()>>,
     /// Shared state.
     pub state: Arc<SinkState>,
@@ -171,6 +181,7 @@ impl RedisSink {
         let client = redis::Client::open(options.url.as_str()).context("--redis")?;
         let (tx, rx) = sync_channel(QUEUE);
         let error = Arc::new(Mutex::new(None));
+        let whole_history = options.whole_history;
         let writer = Writer {
             client,
             connection: None,
@@ -190,6 +201,7 @@ impl RedisSink {
             stored,
             catching_up: BTreeMap::new(),
             catching_up_only: false,
+            whole_history,
             thread: Some(thread),
             state,
             error,
@@ -202,6 +214,9 @@ impl RedisSink {
     pub fn push(&mut self, mut batch: Published) {
         if self.stored.is_some_and(|f| batch.time <= f) {
             self.catching_up_only = true;
+            if !self.whole_history {
+                return;
+            }
             for c in batch.changes {
                 if c.json.is_some() {
                     self.catching_up.insert(slot(&c), c);

@@ -734,3 +734,121 @@ fn rediss_writes_through_tls() {
         (&Value::from("10.5"), &Value::from("10"))
     );
 }
+
+/// A restart whose input lost its start to retention cannot rebuild the results Redis holds, and
+/// leaves them as they are. Symbol X trades, the job writes them; then symbol Y trades past the
+/// mock broker's 5 MiB per partition, which drops X's first trades; the restart's rebuilt X has
+/// only the rest. It used to write that partial X over the whole one (catching up), though no
+/// X trade came after the stored frontier.
+#[test]
+fn a_restart_without_its_first_messages_leaves_stored_results_alone() {
+    let dir = scratch("redis_retention");
+    let trades = |symbol: &str, from_ms: u64, n: u64| -> std::path::PathBuf {
+        let path = dir.join(format!("{symbol}.ndjson"));
+        let lines: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"type":"trade","exchange":"e","symbol":"{symbol}","ts":{},"id":"{}","price":"{}","qty":"1","side":"buy"}}"#,
+                    1_700_000_000_000 + from_ms + i * 10,
+                    i + 1,
+                    100 + i % 7
+                )
+            })
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    let x = trades("X", 0, 20_000);
+    let broker = common::broker::Broker::start(1, "market.book,market.trade");
+    let server = RedisServer::start();
+    let run = || {
+        tampines(&[
+            "run",
+            "--brokers",
+            &broker.bootstrap,
+            "--until-end",
+            "--redis",
+            &server.url,
+            "--prefix",
+            "t",
+            "--intervals",
+            "1m",
+            "--resolutions",
+            "1",
+            "--depth",
+            "1",
+        ])
+    };
+    let produce = |file: &Path| {
+        tampines(&[
+            "produce",
+            file.to_str().unwrap(),
+            "--brokers",
+            &broker.bootstrap,
+        ]);
+    };
+    let mut c = server.connection().unwrap();
+    let of_x = |c: &mut redis::Connection| -> BTreeMap<String, Value> {
+        let (_, keys) = snapshot(c).unwrap();
+        keys.into_iter().filter(|(k, _)| k.contains(":X")).collect()
+    };
+
+    produce(&x);
+    let first = run();
+    assert!(!first.contains("are gone"), "{first}");
+    let stored = of_x(&mut c);
+    let ticker = &stored["ticker:e:X"];
+    assert_eq!(
+        (&ticker["count"], &ticker["volume"]),
+        (&Value::from(20_000), &Value::from("20000"))
+    );
+    assert_eq!(stored.len(), 2, "the ticker and the 1m candles: {stored:?}"); // 200 s of trades
+    assert_eq!(stored["candles:e:X:1m"].as_array().unwrap().len(), 4);
+
+    // Y in pieces until the broker has dropped X's first batch (of the few that X was sent in):
+    // X is then partly there, and its rebuilt ticker and candles differ from what Redis holds.
+    let low = || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.bootstrap)
+            .create()
+            .unwrap();
+        let timeout = Duration::from_secs(10);
+        consumer
+            .fetch_watermarks("market.trade", 0, timeout)
+            .unwrap()
+            .0
+    };
+    let mut piece = 0;
+    while low() == 0 {
+        assert!(piece < 50, "the broker kept every message");
+        produce(&trades(
+            &format!("Y{piece}"),
+            300_000 + piece * 20_000,
+            2_000,
+        ));
+        piece += 1;
+    }
+    assert!(low() < 20_000, "X was dropped whole: {}", low());
+    let second = run();
+    assert!(
+        second.contains("messages before this offset are gone"),
+        "{second}"
+    );
+    assert!(
+        second.contains("the results Redis holds up to it are left as they are"),
+        "{second}"
+    );
+    // Unchanged, but for X's last candle, which Y's trades closed (a change after the frontier).
+    let mut expected = stored.clone();
+    let candles = expected.get_mut("candles:e:X:1m").unwrap();
+    let last = candles.as_array_mut().unwrap().last_mut().unwrap();
+    assert_eq!(last["closed"], Value::from(false));
+    last["closed"] = Value::from(true);
+    assert_eq!(of_x(&mut c), expected);
+    // Y was read whole, after the stored frontier, and written.
+    let (frontier, keys) = snapshot(&mut c).unwrap();
+    assert_eq!(frontier, Some(1_700_000_000_000 + 300_000 + piece * 20_000));
+    let last = format!("ticker:e:Y{}", piece - 1);
+    assert_eq!(keys[&last]["count"], Value::from(2_000));
+}
