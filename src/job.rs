@@ -174,12 +174,28 @@ impl DeadLetterSink for FileDeadLetters {
 /// told as a number once a second (and at the end). A file of bad lines logged each one, which
 /// took longer than the replay (500,000 bad lines, release build: 1.05 s logging each, 0.31 s so,
 /// as with logs off). Every dead letter is still counted and written to the dead-letter output.
-#[derive(Default)]
 struct DeadLetterLog {
     /// When the current second began, and how many were logged and left unlogged in it.
     since: Option<std::time::Instant>,
     logged: u32,
     unlogged: u64,
+    /// Names an input (its metrics labels: topic and partition, or file).
+    names: Arc<dyn Fn(u32) -> crate::metrics::Labels + Send + Sync>,
+}
+
+/// An input as the log names it, from its metrics labels: `topic/partition`, or the file.
+fn input_name(labels: &crate::metrics::Labels) -> String {
+    let label = |name: &str| {
+        labels
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    match (label("topic"), label("partition"), label("file")) {
+        (Some(topic), Some(partition), _) => format!("{topic}/{partition}"),
+        (_, _, Some(file)) => file.to_string(),
+        _ => "?".to_string(),
+    }
 }
 
 /// Dead letters logged one by one per second.
@@ -191,7 +207,8 @@ impl DeadLetterLog {
         self.since.get_or_insert_with(std::time::Instant::now);
         if self.logged < DEAD_LOGGED_PER_SECOND {
             self.logged += 1;
-            tracing::warn!(reason = %dead.reason, input = dead.pos.0, offset = dead.pos.1, "dead letter");
+            let input = input_name(&(self.names)(dead.pos.0));
+            tracing::warn!(reason = %dead.reason, input = %input, offset = dead.pos.1, "dead letter");
         } else {
             self.unlogged += 1;
         }
@@ -215,7 +232,7 @@ impl DeadLetterLog {
                 "more dead letters, not logged one by one (counted, and in the dead-letter output)"
             );
         }
-        *self = DeadLetterLog::default();
+        (self.since, self.logged, self.unlogged) = (None, 0, 0);
     }
 }
 
@@ -283,8 +300,10 @@ where
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis),
     };
+    let labels: Arc<dyn Fn(u32) -> crate::metrics::Labels + Send + Sync> = Arc::from(labels);
     if let Some(addr) = &settings.metrics_addr {
-        metrics().attach(stats.clone(), labels);
+        let labels = labels.clone();
+        metrics().attach(stats.clone(), Box::new(move |id| labels(id)));
         serve(addr, settings.process)?;
     }
     let config = Arc::new(settings.config.clone());
@@ -442,7 +461,12 @@ where
                         .get_or_insert(format!("writing dead letters: {e:#}"));
                 }
             };
-            let mut dead_log = DeadLetterLog::default();
+            let mut dead_log = DeadLetterLog {
+                since: None,
+                logged: 0,
+                unlogged: 0,
+                names: labels.clone(),
+            };
             outputs
                 .dead
                 .sink(Pipeline, "DeadLetterSink", move |(input, frontier)| {
@@ -637,10 +661,7 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
         settings,
         None,
         inputs,
-        Box::new(move |id| {
-            let file = names.get(id as usize).cloned().unwrap_or_default();
-            vec![("file", crate::metrics::label_value(&file))]
-        }),
+        Box::new(move |id| file_labels(&names, id)),
         move |index, peers| {
             let mine: Vec<_> = files
                 .iter()
@@ -661,10 +682,46 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
     )
 }
 
+/// A file's labels: its place among the inputs and its name. The name alone is not enough: label
+/// values keep a few characters and 128 of them (`label_value`), so two names could give one
+/// series twice, which Prometheus refuses.
+fn file_labels(names: &[String], id: u32) -> crate::metrics::Labels {
+    let file = names.get(id as usize).map(String::as_str).unwrap_or("");
+    vec![
+        ("input", id.to_string()),
+        ("file", crate::metrics::label_value(file)),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tampines_dataflows::source::Next;
+
+    #[test]
+    fn files_whose_names_read_alike_have_labels_of_their_own() {
+        let long = "d/".repeat(64);
+        let names: Vec<String> = [
+            "f a.ndjson",
+            "f_a.ndjson",
+            &(long.clone() + "x"),
+            &(long + "y"),
+        ]
+        .map(String::from)
+        .into();
+        let labels: Vec<_> = (0..4).map(|id| file_labels(&names, id)).collect();
+        assert_eq!(labels[0][1], labels[1][1]); // the names alone collide
+        assert_eq!(labels[2][1], labels[3][1]);
+        for (i, a) in labels.iter().enumerate() {
+            for b in &labels[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(
+            labels[1],
+            vec![("input", "1".into()), ("file", "f_a.ndjson".into())]
+        );
+    }
     use timely::container::CapacityContainerBuilder;
     use timely::dataflow::InputHandle;
 

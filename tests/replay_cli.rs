@@ -610,7 +610,10 @@ fn dead_letters_are_logged_by_default() {
         .collect();
     assert_eq!(logged.len(), 6, "{stderr}");
     assert!(
-        logged[5].ends_with(r#"dead letter reason=unknown type "quote" input=0 offset=10"#),
+        logged[5].ends_with(&format!(
+            r#"dead letter reason=unknown type "quote" input={} offset=10"#,
+            input.display()
+        )),
         "{stderr}"
     );
     assert!(!stderr.contains('\x1b'), "{stderr}");
