@@ -649,12 +649,15 @@ where
 pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Totals> {
     let files = Arc::new(files);
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
-    // The number of files, not their paths: a file's reader follows its place in the list, and
-    // each host may name its copy its own way.
+    // The files' number and lengths, not their paths: a file's reader follows its place in the
+    // list, and each host may name its copy its own way. (A pipe's length is not known: 0.)
     let inputs = {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        ("files", files.len()).hash(&mut h);
+        let lengths: Vec<u64> = (files.iter())
+            .map(|f| std::fs::metadata(f).map_or(0, |m| if m.is_file() { m.len() } else { 0 }))
+            .collect();
+        ("files", lengths).hash(&mut h);
         h.finish()
     };
     run(

@@ -124,14 +124,20 @@ fn main() -> ExitCode {
                 (!args.until_end).then(|| std::time::Duration::from_millis(args.job.idle_ms));
             if let (Some(r), 0) = (settings.redis.as_mut(), args.job.process) {
                 // A restart rebuilds by replay: whole only from every partition's first message.
-                match kafka::read_from_later(&opts) {
-                    Ok(later) if !later.is_empty() => {
-                        tracing::info!(partitions = ?later, "not read from their first message");
-                        r.whole_history = false;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot tell whether every partition is read from its first message; assuming so")
+                // Asked only when Redis holds results to rebuild (or cannot say yet).
+                let stored = tampines::redis_sink::stored_frontier(r, std::time::Duration::ZERO);
+                if !matches!(stored, Ok(None)) {
+                    match kafka::read_from_later(&opts) {
+                        Ok(later) if !later.is_empty() => {
+                            tracing::warn!(partitions = ?later, "not read from their first message");
+                            r.whole_history = false;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            // Kept as Redis holds it rather than brought to a partial rebuild.
+                            tracing::warn!(error = %e, "cannot tell whether every partition is read from its first message; taking it that some are not");
+                            r.whole_history = false;
+                        }
                     }
                 }
             }
