@@ -338,7 +338,7 @@ where
         if redis.as_ref().is_some_and(|r| !r.whole_history) {
             tracing::error!(
                 frontier = f,
-                "some partitions are not read from their first message (retention dropped it, or --start begins later): the state rebuilt below the stored frontier lacks them, so the results Redis holds up to it are left as they are; results after it that need the missing messages (a ticker's window, open candles, a book until its next snapshot) are made without them"
+                "not every partition is known to be read from its first message (see the warning above): the state rebuilt below the stored frontier may lack some, so the results Redis holds up to it are left as they are, late events up to it included; results after it that need missing messages (a ticker's window, open candles, a book until its next snapshot) are made without them"
             );
         }
     }

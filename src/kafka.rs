@@ -400,6 +400,9 @@ impl KafkaInputs {
                     tracing::warn!(topic = %topic, partition = p, committed = o, "resuming at the committed offset: the state of the messages before it (books, window, candles) is not rebuilt; --start earliest rebuilds it");
                 }
             }
+            if start == Start::Latest && high > low {
+                tracing::warn!(topic = %topic, partition = p, skipped = high - low, "starting at the end: the state of the messages before it (books, window, candles) is not built; --start earliest builds it");
+            }
             if let Some(wanted) = wanted.filter(|&o| o < low) {
                 tracing::error!(topic = %topic, partition = p, wanted, low, "messages before this offset are gone (retention): they are not read, and state rebuilt from here may be incomplete");
             }
