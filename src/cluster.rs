@@ -39,6 +39,14 @@ const REPORT: Duration = Duration::from_secs(5);
 /// How long an accepted connection may take to introduce itself (a process does at once).
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
+/// A digest of options for the handshake (see [`execute`]).
+pub fn digest(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut h);
+    h.finish()
+}
+
 /// `timely::execute`, with the processes of a cluster connected as the module doc says.
 /// `fingerprint` sums up the options every process must share (`job::run` says which): a process
 /// that connects with another one is refused. It is a `DefaultHasher`'s, whose algorithm may
@@ -64,12 +72,7 @@ where
     };
     let (threads, process, zerocopy) = (*threads, *process, *zerocopy);
     // Every process runs as many workers: timely panicked on a mismatch.
-    let fingerprint = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (fingerprint, threads).hash(&mut h);
-        h.finish()
-    };
+    let fingerprint = digest(&(fingerprint, threads));
     let sockets = connect(addresses, process, fingerprint)
         .map_err(|e| format!("failed to connect the processes: {e}"))?;
     tracing::info!(

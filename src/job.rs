@@ -180,7 +180,7 @@ struct DeadLetterLog {
     logged: u32,
     unlogged: u64,
     /// Names an input (its metrics labels: topic and partition, or file).
-    names: Arc<dyn Fn(u32) -> crate::metrics::Labels + Send + Sync>,
+    names: InputLabels,
 }
 
 /// An input as the log names it, from its metrics labels: `topic/partition`, or the file.
@@ -300,10 +300,8 @@ where
             .and_then(|v| v.parse().ok())
             .map(Duration::from_millis),
     };
-    let labels: Arc<dyn Fn(u32) -> crate::metrics::Labels + Send + Sync> = Arc::from(labels);
     if let Some(addr) = &settings.metrics_addr {
-        let labels = labels.clone();
-        metrics().attach(stats.clone(), Box::new(move |id| labels(id)));
+        metrics().attach(stats.clone(), labels.clone());
         serve(addr, settings.process)?;
     }
     let config = Arc::new(settings.config.clone());
@@ -344,12 +342,7 @@ where
     }
     // Processes must agree on the results' options, their inputs' and (`execute` adds) their
     // worker count.
-    let fingerprint = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (config.fingerprint(), inputs, idle).hash(&mut h);
-        h.finish()
-    };
+    let fingerprint = crate::cluster::digest(&(config.fingerprint(), inputs, idle));
     let guards = crate::cluster::execute(timely_config, fingerprint, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
@@ -651,20 +644,15 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
     let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
     // The files' number and lengths, not their paths: a file's reader follows its place in the
     // list, and each host may name its copy its own way. (A pipe's length is not known: 0.)
-    let inputs = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        let lengths: Vec<u64> = (files.iter())
-            .map(|f| std::fs::metadata(f).map_or(0, |m| if m.is_file() { m.len() } else { 0 }))
-            .collect();
-        ("files", lengths).hash(&mut h);
-        h.finish()
-    };
+    let lengths: Vec<u64> = (files.iter())
+        .map(|f| std::fs::metadata(f).map_or(0, |m| if m.is_file() { m.len() } else { 0 }))
+        .collect();
+    let inputs = crate::cluster::digest(&("files", lengths));
     run(
         settings,
         None,
         inputs,
-        Box::new(move |id| file_labels(&names, id)),
+        Arc::new(move |id| file_labels(&names, id)),
         move |index, peers| {
             let mine: Vec<_> = files
                 .iter()

@@ -40,7 +40,7 @@ use crate::job::{AfterStep, DeadLetterSink, WorkerInputs, Written};
 const META_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a consumer starts when the group has no committed offset, or always.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Start {
     /// From the beginning of each partition.
     Earliest,
@@ -201,7 +201,7 @@ pub fn partition_labels(topic: &str, partition: i32) -> crate::metrics::Labels {
 
 /// Metric labels of an input id, given the topics in order.
 pub fn input_labels(topics: Vec<String>) -> crate::metrics::InputLabels {
-    Box::new(move |id| {
+    Arc::new(move |id| {
         let topic = topics
             .get((id / 65_536) as usize)
             .map(String::as_str)
@@ -281,11 +281,14 @@ impl SourceOptions {
     /// handshake: the topics in order (a partition's reader follows its topic's index), the
     /// group, where reading starts and whether it ends. Brokers and `-X` may differ by host.
     pub fn shared(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        let start = format!("{:?}", self.start);
-        ("kafka", &self.topics, &self.group, start, self.until_end).hash(&mut h);
-        h.finish()
+        let Self {
+            topics,
+            group,
+            start,
+            until_end,
+            ..
+        } = self;
+        crate::cluster::digest(&("kafka", topics, group, start, until_end))
     }
 }
 
@@ -330,21 +333,16 @@ impl KafkaInputs {
     fn assign_new(&mut self, start: Start) -> Result<()> {
         let mut added = Vec::new();
         for (t, topic) in self.topics.iter().enumerate() {
-            let meta = self
-                .consumer
-                .fetch_metadata(Some(topic), META_TIMEOUT)
-                .with_context(|| format!("metadata of {topic}"))?;
-            let found = meta.topics().iter().find(|m| m.name() == topic);
-            let Some(m) = found.filter(|m| !m.partitions().is_empty()) else {
+            let found = partitions(&self.consumer, topic)?;
+            if found.is_empty() {
                 // A typo would otherwise pass as a topic with nothing to read.
                 if self.index == 0 && self.absent.insert(topic.clone()) {
                     // At error, which the default log shows: it is most likely a mistake.
                     tracing::error!(topic = %topic, "the topic has no partitions (does it exist?): nothing is read from it until it has");
                 }
                 continue;
-            };
-            for p in m.partitions() {
-                let p = p.id();
+            }
+            for p in found {
                 if owner(t, p, self.peers) == self.index && !self.owned.contains(&input_id(t, p)) {
                     added.push((t, topic.clone(), p));
                 }
@@ -373,20 +371,11 @@ impl KafkaInputs {
                 .consumer
                 .fetch_watermarks(&topic, p, META_TIMEOUT)
                 .with_context(|| format!("watermarks of {topic}/{p}"))?;
-            let from = match (
+            let from = start_at(
                 start,
                 committed.find_partition(&topic, p).map(|e| e.offset()),
-            ) {
-                (Start::Earliest, _) => Offset::Beginning,
-                (Start::Latest, _) => Offset::End,
-                (Start::Committed, Some(Offset::Offset(o))) => Offset::Offset(o),
-                (Start::Committed, _) => Offset::Beginning,
-            };
-            let first = match from {
-                Offset::Offset(o) => o.max(low),
-                Offset::End => high,
-                _ => low,
-            };
+            );
+            let first = first_offset(from, low, high);
             tracing::info!(worker = self.index, topic = %topic, partition = p, input = id, low, high, start = first, "assigned");
             // Reading from an offset that retention has passed skips messages without a word from
             // librdkafka (`--start committed` without a commit reads from the beginning too).
@@ -562,18 +551,10 @@ pub fn watch_lag(opts: &SourceOptions, process: usize, workers: usize, peers: us
             std::thread::sleep(Duration::from_secs(10)); // the reporting interval
             let mut list = TopicPartitionList::new();
             for (t, topic) in topics.iter().enumerate() {
-                let Ok(meta) = consumer.fetch_metadata(Some(topic), META_TIMEOUT) else {
-                    continue;
-                };
-                for m in meta.topics().iter().filter(|m| m.name() == topic) {
-                    for p in m
-                        .partitions()
-                        .iter()
-                        .map(|p| p.id())
-                        .filter(|&p| mine(t, p))
-                    {
-                        list.add_partition(topic, p);
-                    }
+                for p in (partitions(&consumer, topic).unwrap_or_default().into_iter())
+                    .filter(|&p| mine(t, p))
+                {
+                    list.add_partition(topic, p);
                 }
             }
             let committed = consumer
@@ -605,20 +586,62 @@ pub fn watch_lag(opts: &SourceOptions, process: usize, workers: usize, peers: us
     Ok(())
 }
 
+/// The partition ids of `topic` (none when it does not exist or has none yet).
+fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
+    let meta = consumer
+        .fetch_metadata(Some(topic), META_TIMEOUT)
+        .with_context(|| format!("metadata of {topic}"))?;
+    let found = meta.topics().iter().find(|m| m.name() == topic);
+    Ok(found.map_or(Vec::new(), |m| {
+        m.partitions().iter().map(|p| p.id()).collect()
+    }))
+}
+
+/// Where a partition is read from, by `--start` and the group's committed offset there.
+fn start_at(start: Start, committed: Option<Offset>) -> Offset {
+    match (start, committed) {
+        (Start::Earliest, _) => Offset::Beginning,
+        (Start::Latest, _) => Offset::End,
+        (Start::Committed, Some(Offset::Offset(o))) => Offset::Offset(o),
+        (Start::Committed, _) => Offset::Beginning,
+    }
+}
+
+/// The first offset read from a partition holding `low..high`, starting at `from`.
+fn first_offset(from: Offset, low: i64, high: i64) -> i64 {
+    match from {
+        Offset::Offset(o) => o.max(low),
+        Offset::End => high,
+        _ => low,
+    }
+}
+
+/// Whether this job reads every partition from its first message ([`read_from_later`]), saying
+/// why not at warn. A broker that does not answer counts as no: results Redis holds are then
+/// kept as they are rather than brought to a state rebuilt from part of the input.
+pub fn whole_history(opts: &SourceOptions) -> bool {
+    match read_from_later(opts) {
+        Ok(later) if later.is_empty() => true,
+        Ok(later) => {
+            tracing::warn!(partitions = ?later, "not read from their first message");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot tell whether every partition is read from its first message; taking it that some are not");
+            false
+        }
+    }
+}
+
 /// The partitions that this job will not read from their first message (offset 0): retention
 /// dropped their start, or `--start` begins later. Each as `topic/partition from offset N`. State
 /// rebuilt by replay below a stored frontier is whole only when this is empty.
-pub fn read_from_later(opts: &SourceOptions) -> Result<Vec<String>> {
+fn read_from_later(opts: &SourceOptions) -> Result<Vec<String>> {
     let consumer = opts.connection.consumer(&opts.group, Start::Committed)?;
     let mut list = TopicPartitionList::new();
     for topic in &opts.topics {
-        let meta = consumer
-            .fetch_metadata(Some(topic), META_TIMEOUT)
-            .with_context(|| format!("metadata of {topic}"))?;
-        for m in meta.topics().iter().filter(|m| m.name() == topic) {
-            for p in m.partitions() {
-                list.add_partition(topic, p.id());
-            }
+        for p in partitions(&consumer, topic)? {
+            list.add_partition(topic, p);
         }
     }
     let committed = if opts.start == Start::Committed {
@@ -631,11 +654,7 @@ pub fn read_from_later(opts: &SourceOptions) -> Result<Vec<String>> {
         let (low, high) = consumer
             .fetch_watermarks(e.topic(), e.partition(), META_TIMEOUT)
             .with_context(|| format!("watermarks of {}/{}", e.topic(), e.partition()))?;
-        let first = match (opts.start, e.offset()) {
-            (Start::Latest, _) => high,
-            (Start::Committed, Offset::Offset(o)) => o.max(low),
-            _ => low,
-        };
+        let first = first_offset(start_at(opts.start, Some(e.offset())), low, high);
         if first > 0 {
             later.push(format!(
                 "{}/{} from offset {first}",

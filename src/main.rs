@@ -127,18 +127,7 @@ fn main() -> ExitCode {
                 // Asked only when Redis holds results to rebuild (or cannot say yet).
                 let stored = tampines::redis_sink::stored_frontier(r, std::time::Duration::ZERO);
                 if !matches!(stored, Ok(None)) {
-                    match kafka::read_from_later(&opts) {
-                        Ok(later) if !later.is_empty() => {
-                            tracing::warn!(partitions = ?later, "not read from their first message");
-                            r.whole_history = false;
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            // Kept as Redis holds it rather than brought to a partial rebuild.
-                            tracing::warn!(error = %e, "cannot tell whether every partition is read from its first message; taking it that some are not");
-                            r.whole_history = false;
-                        }
-                    }
+                    r.whole_history = kafka::whole_history(&opts);
                 }
             }
             let dlq = (opts.connection.clone(), opts.topics.clone());

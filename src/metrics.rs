@@ -38,7 +38,7 @@ use tampines_dataflows::stats::Stats;
 pub type Labels = Vec<(&'static str, String)>;
 
 /// Names an input for its labels (`topic`/`partition`, or `file`).
-pub type InputLabels = Box<dyn Fn(u32) -> Labels + Send + Sync>;
+pub type InputLabels = Arc<dyn Fn(u32) -> Labels + Send + Sync>;
 
 /// The running job, as the scrape-time collector sees it.
 #[derive(Default)]

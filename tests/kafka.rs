@@ -420,9 +420,7 @@ fn a_in_partition_0_of_2(name: &str) -> (std::path::PathBuf, Broker) {
 fn an_idle_partition_of_another_process_does_not_hold_progress_back() {
     // Partition 0 goes to worker 1, which is process 1's.
     let (dir, broker) = a_in_partition_0_of_2("kafka_idle_processes");
-    let hostfile = dir.join("hosts");
-    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
-    std::fs::write(&hostfile, hosts).unwrap();
+    let hostfile = common::two_hosts(&dir);
     let out = dir.join("live.ndjson");
     let spawn = |p: &str| {
         common::broker::KillOnDrop(
@@ -640,9 +638,7 @@ fn sigterm_stops_a_live_job_after_its_last_marks() {
 #[test]
 fn a_signal_before_the_job_reads_ends_it_at_once() {
     let dir = scratch("kafka_signal_early");
-    let hosts = dir.join("hosts");
-    let lines = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
-    std::fs::write(&hosts, lines).unwrap();
+    let hosts = common::two_hosts(&dir);
     let mut job = common::broker::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args(["run", "--brokers", "127.0.0.1:1", "--topics", "market.book"])
@@ -853,12 +849,7 @@ fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
 fn two_processes_of_two_workers_equal_one_process() {
     let dir = scratch("kafka_processes");
     let files = [gen(&dir, "a", 5), gen(&dir, "b", 6), gen(&dir, "c", 7)];
-    let hostfile = dir.join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
+    let hostfile = common::two_hosts(&dir);
     let broker = Broker::start(4, "market.book,market.trade");
     tampines(&[
         "produce",

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, gen_events, marks, scratch, tampines, wait_job};
+use common::{gen_events, marks, scratch, tampines, wait_job};
 
 const INPUT: &str = r#"{"type":"snapshot","exchange":"ex","symbol":"A","ts":1000,"seq":10,"bids":[["10.0","1"],["9.5","2"]],"asks":[["10.5","3"]]}
 not json at all
@@ -144,9 +144,7 @@ fn two_processes_write_to_stdout_exactly_what_one_process_does() {
     tampines(&["replay", input, "-w", "2", "--out", one.to_str().unwrap()]);
     let one = std::fs::read_to_string(one).unwrap();
     assert!(one.lines().count() > 1000, "{}", one.lines().count());
-    let hostfile = dir.join("hosts");
-    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
-    std::fs::write(&hostfile, hosts).unwrap();
+    let hostfile = common::two_hosts(&dir);
     let spawn = |p: &str, out: &str| {
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args(["replay", input, "-w", "1", "-n", "2", "-p", p, "-h"])
@@ -180,9 +178,7 @@ fn processes_with_other_inputs_are_refused() {
     let b = gen_events(&dir.join("b.ndjson"), 2, 300, "0.01", 2, &[]);
     // One file missing from a list; the same files in another order.
     for (first, second) in [(vec![&a, &b], vec![&a]), (vec![&a, &b], vec![&b, &a])] {
-        let hostfile = dir.join("hosts");
-        let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
-        std::fs::write(&hostfile, hosts).unwrap();
+        let hostfile = common::two_hosts(&dir);
         let spawn = |p: &str, files: &[&String]| {
             let hostfile = hostfile.clone();
             let p = p.to_string();
@@ -221,9 +217,7 @@ fn processes_with_other_inputs_are_refused() {
 #[test]
 fn a_process_whose_peer_stops_exits_1() {
     let dir = scratch("replay_peer_stops");
-    let hostfile = dir.join("hosts");
-    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
-    std::fs::write(&hostfile, hosts).unwrap();
+    let hostfile = common::two_hosts(&dir);
     // Input from stdin, held open and empty: the job never ends by itself.
     let spawn = |p: &str| {
         Command::new(env!("CARGO_BIN_EXE_tampines"))

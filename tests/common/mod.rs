@@ -96,6 +96,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A hostfile in `dir` for a job of two processes on this host, each on a free port.
+pub fn two_hosts(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("hosts");
+    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    std::fs::write(&path, hosts).expect("write the hostfile");
+    path
+}
+
 /// Waits for every process of one job (spawned with piped stderr) and asserts that each
 /// succeeded, showing all their stderr under `label` if not; returns their outputs, in order.
 pub fn wait_job(label: &str, processes: Vec<std::process::Child>) -> Vec<std::process::Output> {
