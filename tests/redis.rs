@@ -171,6 +171,52 @@ const OPTS: [&str; 6] = [
     "1000",
 ];
 
+/// Each entry of the stream is a step of published marks (one, or several merged when the
+/// writer fell behind), in order, the last at the frontier, and counts the keys that changed
+/// in the marks since the entry before: the union of each mark's changed keys, from the
+/// reference. Returns the number of entries.
+fn check_stream(c: &mut redis::Connection, reference: &Reference) -> usize {
+    let entries: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("t:updates")
+        .arg("-")
+        .arg("+")
+        .query(c)
+        .unwrap();
+    assert!(
+        entries.len() < 10_000,
+        "the stream was trimmed: every entry is checked"
+    );
+    let mut marks = reference.iter().peekable();
+    let empty = BTreeMap::new();
+    let mut before = &empty;
+    for (id, fields) in &entries {
+        let ts: u64 = fields["ts"].parse().unwrap();
+        let mut changed = std::collections::BTreeSet::new();
+        loop {
+            let (mark, state) = marks
+                .next()
+                .unwrap_or_else(|| panic!("entry {id}: ts {ts} is not a mark after the last"));
+            changed.extend(
+                state
+                    .keys()
+                    .chain(before.keys())
+                    .filter(|k| state.get(*k) != before.get(*k)),
+            );
+            before = state;
+            if *mark == ts {
+                break;
+            }
+        }
+        assert_eq!(
+            fields["keys"],
+            changed.len().to_string(),
+            "entry {id} at {ts}"
+        );
+    }
+    assert!(marks.next().is_none(), "the last entry is at the frontier");
+    entries.len()
+}
+
 #[test]
 fn snapshots_are_consistent_and_a_second_run_changes_nothing() {
     let (_dir, events, reference) = prepare("redis_consistency", 20_000);
@@ -192,14 +238,14 @@ fn snapshots_are_consistent_and_a_second_run_changes_nothing() {
     assert_eq!(frontier, Some(last));
     assert_eq!(&first, &reference[&last]);
     assert!(checked > 0, "the reader took no snapshot");
-    let entries: u64 = redis::cmd("XLEN").arg("t:updates").query(&mut c).unwrap();
+    let entries = check_stream(&mut c, &reference);
     // Idempotence: the same bounded job again leaves Redis unchanged (no stream entry either).
     tampines(&[&["replay", &events, "--redis", &server.url][..], &OPTS].concat());
     assert_eq!(snapshot(&mut c).unwrap(), (frontier, first));
     assert_eq!(
         redis::cmd("XLEN")
             .arg("t:updates")
-            .query::<u64>(&mut c)
+            .query::<usize>(&mut c)
             .unwrap(),
         entries
     );
@@ -851,4 +897,64 @@ fn a_restart_without_its_first_messages_leaves_stored_results_alone() {
     assert_eq!(frontier, Some(1_700_000_000_000 + 300_000 + piece * 20_000));
     let last = format!("ticker:e:Y{}", piece - 1);
     assert_eq!(keys[&last]["count"], Value::from(2_000));
+}
+
+/// The stream has one entry per written mark, in order, its last at the frontier, and is capped
+/// near 10,000 entries (CONTRACT section 4): 10,500 marks written one at a time, each waited
+/// for so that none merge, leave 10,000 up to one of Redis's stream nodes (100 entries) more,
+/// the newest ones.
+#[test]
+fn the_stream_holds_each_mark_in_order_and_is_capped_near_10000() {
+    use std::sync::atomic::Ordering;
+    use tampines::redis_sink::{RedisOptions, RedisSink, SinkState};
+    use tampines_dataflows::results::Published;
+
+    let server = RedisServer::start();
+    let state = Arc::new(SinkState::default());
+    let options = RedisOptions {
+        url: server.url.clone(),
+        prefix: "t".into(),
+        retention: 10,
+        patience: Some(Duration::from_secs(20)),
+        whole_history: true,
+    };
+    let mut sink = RedisSink::start(options, state.clone(), None).unwrap();
+    let marks = 10_500;
+    for time in 1..=marks {
+        sink.push(Published {
+            time,
+            changes: vec![],
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while state.durable.load(Ordering::Relaxed) < time {
+            assert_eq!(sink.failed(), None);
+            assert!(Instant::now() < deadline, "mark {time} not written");
+            std::thread::sleep(Duration::from_micros(50)); // poll interval, bounded by the deadline
+        }
+    }
+    sink.finish().unwrap();
+    assert_eq!(
+        state.writes.load(Ordering::Relaxed),
+        marks,
+        "one step per mark"
+    );
+
+    let mut c = server.connection().unwrap();
+    let entries: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("t:updates")
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    let len = entries.len() as u64;
+    assert!((10_000..=10_100).contains(&len), "{len} entries");
+    let ts: Vec<u64> = entries
+        .iter()
+        .map(|(_, f)| f["ts"].parse().unwrap())
+        .collect();
+    let newest: Vec<u64> = (marks - len + 1..=marks).collect();
+    assert_eq!(ts, newest, "the newest marks, one entry each, in order");
+    assert!(entries.iter().all(|(_, f)| f["keys"] == "0"));
+    let frontier: String = redis::cmd("GET").arg("t:frontier").query(&mut c).unwrap();
+    assert_eq!(frontier, marks.to_string());
 }
