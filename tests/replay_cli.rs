@@ -139,25 +139,44 @@ fn output_is_identical_for_1_2_and_4_workers() {
 fn two_processes_write_to_stdout_exactly_what_one_process_does() {
     let dir = scratch("replay_processes");
     let input = gen_events(&dir.join("in.ndjson"), 6, 4000, "0.02", 3, &[]);
-    let input = input.as_str();
+    // A bad line in each file, read by a worker of each process: both dead letters are process
+    // 0's to write.
+    let mut text = std::fs::read_to_string(&input).unwrap();
+    text.push_str("not json\n");
+    std::fs::write(&input, text).unwrap();
+    let bad = dir.join("bad.ndjson");
+    std::fs::write(&bad, "not json\n").unwrap();
+    let files = [input.as_str(), bad.to_str().unwrap()];
     let one = dir.join("one.ndjson");
-    tampines(&["replay", input, "-w", "2", "--out", one.to_str().unwrap()]);
+    let stderr = tampines(
+        &[
+            &["replay"],
+            &files[..],
+            &["-w", "2", "--out", one.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert!(stderr.contains("dead-lettered 2 "), "{stderr}");
     let one = std::fs::read_to_string(one).unwrap();
     assert!(one.lines().count() > 1000, "{}", one.lines().count());
     let hostfile = common::two_hosts(&dir);
-    let spawn = |p: &str, out: &str| {
+    let dlq = |p: &str| dir.join(format!("dlq{p}.ndjson"));
+    let spawn = |p: &str| {
         Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["replay", input, "-w", "1", "-n", "2", "-p", p, "-h"])
+            .arg("replay")
+            .args(files)
+            .args(["-w", "1", "-n", "2", "-p", p, "-h"])
             .arg(&hostfile)
-            .args(["--out", out])
+            .args(["--out", "-", "--dlq"])
+            .arg(dlq(p))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn process")
     };
     // The later process first: it waits for the earlier one to listen.
-    let p1 = spawn("1", "/dev/null");
-    let p0 = spawn("0", "-");
+    let p1 = spawn("1");
+    let p0 = spawn("0");
     let outputs = wait_job("replay on 2 processes", vec![p0, p1]);
     let (o0, o1) = (&outputs[0], &outputs[1]);
     assert_eq!(String::from_utf8_lossy(&o0.stdout), one);
@@ -166,6 +185,12 @@ fn two_processes_write_to_stdout_exactly_what_one_process_does() {
         "{}",
         String::from_utf8_lossy(&o1.stdout)
     );
+    let dead = std::fs::read_to_string(dlq("0")).unwrap();
+    let line =
+        "{\"reason\":\"not json: expected ident at line 1 column 2\",\"payload\":\"not json\"}\n";
+    assert_eq!(dead, line.repeat(2));
+    let other = std::fs::read_to_string(dlq("1")).unwrap_or_default();
+    assert!(other.is_empty(), "process 1 wrote dead letters: {other}");
 }
 
 /// Processes given different input lists are refused when they connect, both with one line,
