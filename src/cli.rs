@@ -755,6 +755,45 @@ mod tests {
         }
     }
 
+    /// The contract's defaults (sections 2, 3 and 5), where no option, file or environment
+    /// variable gives one.
+    #[test]
+    fn defaults_are_the_contracts() {
+        let Command::Run(run) = parse(&["tampines", "run", "--brokers", "b:9092"]).command else {
+            panic!("run");
+        };
+        assert_eq!(run.topics, ["market.book", "market.trade"]);
+        let job = &run.job;
+        let vars = [
+            "GRANULARITY_MS",
+            "LATENESS_MS",
+            "IDLE_MS",
+            "WINDOW_MS",
+            "REDIS",
+        ];
+        if vars
+            .iter()
+            .any(|v| std::env::var_os(format!("TAMPINES_{v}")).is_some())
+        {
+            return; // the environment gives values of its own
+        }
+        assert_eq!(
+            (
+                job.granularity_ms,
+                job.lateness_ms,
+                job.idle_ms,
+                job.window_ms
+            ),
+            (100, 1000, 5000, 86_400_000)
+        );
+        assert_eq!(job.depth, 20);
+        assert_eq!(job.resolutions, [1, 5, 10, 100]);
+        assert_eq!(job.intervals, ["1m", "5m", "15m", "30m", "1h", "4h", "1d"]);
+        assert_eq!(job.candle_retention, 1000);
+        assert_eq!(job.prefix, "tampines");
+        assert_eq!((job.redis.as_deref(), job.out.as_deref()), (None, None));
+    }
+
     /// The shipped example file is a valid configuration of `run`, and flags win over it.
     #[test]
     fn example_config_is_valid_for_run() {

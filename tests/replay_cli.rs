@@ -110,6 +110,144 @@ fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
     );
 }
 
+/// With no option, a replay follows the contract's defaults: 100 ms timestamps, 1 s of
+/// lateness, depth 20, resolutions 1, 5, 10 and 100, the seven intervals, a 24 h window and
+/// 1,000 candles kept (a trade older than 1,000 minutes is too late). Each value below changes
+/// when one default does.
+#[test]
+fn defaults_are_the_contracts() {
+    let dir = scratch("replay_defaults");
+    let input = dir.join("in.ndjson");
+    let bids: Vec<String> = (76..=100)
+        .rev()
+        .map(|p| format!(r#"["{p}","1"]"#))
+        .collect();
+    let mut text = format!(
+        r#"{{"type":"snapshot","exchange":"ex","symbol":"A","ts":1000,"seq":1,"bids":[{}],"asks":[["101","1"]]}}"#,
+        bids.join(",")
+    ) + "\n";
+    // Read in this order: trade 3 is within the lateness of trade 2, 4 and 6 are late, 5 too
+    // late (more than 1,000 minutes below the watermark, 86,400,000; 6 is not).
+    for (ts, id, price) in [
+        (1000, 1, 100),
+        (86_401_000, 2, 101),
+        (86_400_500, 3, 102),
+        (86_399_000, 4, 103),
+        (25_000_000, 5, 105),
+        (30_000_000, 6, 104),
+    ] {
+        text += &format!(
+            r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":{ts},"id":"{id}","price":"{price}","qty":"1","side":"buy"}}"#
+        );
+        text += "\n";
+    }
+    std::fs::write(&input, text).unwrap();
+    let (out, dlq) = (dir.join("out.ndjson"), dir.join("dlq.ndjson"));
+    let stderr = tampines(&[
+        "replay",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--dlq",
+        dlq.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("read 7 processed 6 dead-lettered 1 duplicates 0 late 2"),
+        "{stderr}"
+    );
+    let dead: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&dlq).unwrap().trim()).unwrap();
+    assert_eq!(dead["reason"], "too_late");
+    assert!(dead["payload"].as_str().unwrap().contains(r#""id":"5""#));
+
+    let marks = marks(&out);
+    let times: Vec<u64> = marks.iter().map(|(t, _)| *t).collect();
+    // The first events; the closing of trade 1's candles of each interval (1m at 60 s, ...,
+    // 1d at 86,400 s); trade 3 (with the late 4 and 6, at the earliest open timestamp); trade 2.
+    let closings = [
+        60_000, 300_000, 900_000, 1_800_000, 3_600_000, 14_400_000, 86_400_000,
+    ];
+    let expected: Vec<u64> = [1000]
+        .into_iter()
+        .chain(closings)
+        .chain([86_400_500, 86_401_000])
+        .collect();
+    assert_eq!(times, expected);
+
+    let first = &marks[0].1;
+    let books: Vec<&serde_json::Value> = first.iter().filter(|r| r["kind"] == "book").collect();
+    let resolutions: Vec<u64> = books
+        .iter()
+        .map(|b| b["resolution"].as_u64().unwrap())
+        .collect();
+    assert_eq!(resolutions, [1, 5, 10, 100]);
+    let finest = books[0]["bids"].as_array().unwrap();
+    assert_eq!(finest.len(), 20);
+    assert_eq!(finest[19], serde_json::json!(["81", "1"]));
+    let intervals: Vec<&str> = first
+        .iter()
+        .filter(|r| r["kind"] == "candle")
+        .map(|r| r["interval"].as_str().unwrap())
+        .collect();
+    assert_eq!(intervals, ["1m", "5m", "15m", "30m", "1h", "4h", "1d"]);
+
+    // The window (86,401,000 - 86,400,000, 86,401,000] leaves trade 1 out, exactly at its edge.
+    let ticker = marks
+        .last()
+        .unwrap()
+        .1
+        .iter()
+        .find(|r| r["kind"] == "ticker")
+        .unwrap();
+    assert_eq!(ticker["count"], 4);
+    assert_eq!(
+        (&ticker["first_id"], &ticker["open"]),
+        (&"6".into(), &"104".into())
+    );
+    assert_eq!(
+        (&ticker["last_id"], &ticker["last"]),
+        (&"2".into(), &"101".into())
+    );
+}
+
+/// `--tick-size EXCHANGE:SYMBOL=STEP` groups that symbol's levels by the step (bids down, asks
+/// up) at resolution 1, and no other symbol's; without it the tick comes from the prices.
+#[test]
+fn a_tick_size_groups_its_symbol_only() {
+    let dir = scratch("replay_tick_size");
+    let input = dir.join("in.ndjson");
+    let book = |symbol: &str| {
+        format!(
+            r#"{{"type":"snapshot","exchange":"ex","symbol":"{symbol}","ts":1000,"seq":1,"bids":[["100.37","1"]],"asks":[["100.41","1"]]}}"#
+        ) + "\n"
+    };
+    std::fs::write(&input, book("A") + &book("B")).unwrap();
+    let sides = |extra: &[&str]| -> Vec<(String, String, String)> {
+        let out = dir.join("out.ndjson");
+        let args = ["replay", input.to_str().unwrap(), "--resolutions", "1"];
+        tampines(&[&args[..], extra, &["--out", out.to_str().unwrap()]].concat());
+        marks(&out)[0]
+            .1
+            .iter()
+            .map(|r| {
+                let price = |side: &str| r[side][0][0].as_str().unwrap().to_string();
+                (
+                    r["symbol"].as_str().unwrap().into(),
+                    price("bids"),
+                    price("asks"),
+                )
+            })
+            .collect()
+    };
+    let own = |s: &str| (s.to_string(), "100.37".to_string(), "100.41".to_string());
+    assert_eq!(
+        sides(&["--tick-size", "ex:A=0.05"]),
+        [("A".into(), "100.35".into(), "100.45".into()), own("B")]
+    );
+    assert_eq!(sides(&[]), [own("A"), own("B")]);
+    assert_eq!(sides(&["--tick-size", "A:ex=0.05"]), [own("A"), own("B")]);
+}
+
 #[test]
 fn output_is_identical_for_1_2_and_4_workers() {
     let dir = scratch("replay_workers");
