@@ -1313,6 +1313,48 @@ mod tests {
                 r#"{"type":"snapshot","exchange":"x","symbol":"y","ts":1,"bids":[[1,2]],"asks":[]}"#,
                 "ill-typed field bids",
             ),
+            // Prices must be positive and quantities not negative on either side and in trades;
+            // every field of a type is required.
+            (
+                r#"{"type":"book","exchange":"x","symbol":"y","ts":1,"bids":[["-1","1"]],"asks":[]}"#,
+                "bad bids: price must be positive: -1",
+            ),
+            (
+                r#"{"type":"snapshot","exchange":"x","symbol":"y","ts":1,"bids":[],"asks":[["0","1"]]}"#,
+                "bad asks: price must be positive: 0",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"-5","qty":"1","side":"buy"}"#,
+                "bad price: price must be positive: -5",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"5","qty":"-1","side":"buy"}"#,
+                "bad qty: negative quantity: -1",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"5","qty":"1"}"#,
+                "missing field side",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"price":"5","qty":"1","side":"buy"}"#,
+                "missing field id",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","qty":"1","side":"buy"}"#,
+                "missing field price",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"5","side":"buy"}"#,
+                "missing field qty",
+            ),
+            (
+                r#"{"type":"snapshot","exchange":"x","symbol":"y","bids":[],"asks":[]}"#,
+                "missing field ts",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","ts":1,"id":"1","price":"5","qty":"1","side":"buy"}"#,
+                "missing field symbol",
+            ),
         ];
         for (line, reason) in cases {
             let err = parse(line).expect_err(line).to_string();

@@ -326,4 +326,27 @@ mod tests {
             Stamp::At { late: true, .. }
         ));
     }
+
+    /// The retention's span is that of the finest interval, wherever the list names it.
+    #[test]
+    fn too_late_follows_the_finest_interval_in_any_order() {
+        let c = Config {
+            candle_retention: 2,
+            intervals: ["5m", "1m", "1h"]
+                .iter()
+                .map(|i| i.parse::<crate::config::Interval>().unwrap())
+                .collect(),
+            ..cfg(100, 1000)
+        };
+        let mut s = Stamper::new(&c);
+        s.stamp(Sym(1), 1_000_000, false, 0);
+        assert_eq!(
+            s.stamp(Sym(1), 1_000_000 - 120_000, false, 0),
+            Stamp::TooLate
+        );
+        assert!(matches!(
+            s.stamp(Sym(1), 1_000_000 - 119_999, false, 0),
+            Stamp::At { late: true, .. }
+        ));
+    }
 }
