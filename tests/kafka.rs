@@ -262,6 +262,41 @@ fn produce_sends_what_it_can_and_names_what_it_could_not() {
     assert_eq!(trades[999], format!("ex:A|{}", after[997]));
 }
 
+/// `produce --topic T` sends every event, book or trade, to T, keyed by `exchange:symbol`, in
+/// the file's order; the default topics get none.
+#[test]
+fn produce_to_a_named_topic() {
+    let broker = Broker::start(1, "custom,market.book,market.trade");
+    let file = scratch("kafka_produce_topic").join("events.ndjson");
+    let lines = [
+        r#"{"type":"snapshot","exchange":"ex","symbol":"A","ts":1000,"seq":1,"bids":[["10","1"]],"asks":[["11","1"]]}"#,
+        r#"{"type":"trade","exchange":"ex","symbol":"B","ts":1000,"id":"1","price":"10.5","qty":"1","side":"buy"}"#,
+    ];
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let stderr = tampines(&[
+        "produce",
+        file.to_str().unwrap(),
+        "--brokers",
+        &broker.bootstrap,
+        "--topic",
+        "custom",
+    ]);
+    assert!(stderr.contains("produced 2 messages"), "{stderr}");
+    let read = |topic: &str| {
+        let out = Command::new(kcat())
+            .args(["-b", &broker.bootstrap, "-C", "-t", topic, "-e", "-q"])
+            .args(["-f", "%k|%s\n"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(
+        read("custom"),
+        format!("ex:A|{}\nex:B|{}\n", lines[0], lines[1])
+    );
+    assert_eq!(read("market.book") + &read("market.trade"), "");
+}
+
 /// A topic that does not exist is said to have no partitions (a typo passed as a topic with
 /// nothing to read, without a word).
 #[test]

@@ -471,6 +471,57 @@ fn a_refused_password_fails_the_job_at_once() {
     }
 }
 
+/// A user and password in the URL log in as that user, and the URL's database is the one
+/// written (CONTRACT section 4): an ACL user, database 3, nothing in database 0.
+#[test]
+fn a_user_password_and_database_in_the_url_are_used() {
+    let server = RedisServer::start();
+    let mut admin = server.connection().unwrap();
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "writer", "on", ">pw", "~*", "+@all"][..])
+        .query::<()>(&mut admin)
+        .unwrap();
+    // The default user may not log in: the job must use the one named.
+    redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "off"][..])
+        .query::<()>(&mut admin)
+        .unwrap();
+    let input = scratch("redis_user_db").join("events.ndjson");
+    std::fs::write(&input, SMALL).unwrap();
+    let url = server
+        .url
+        .replace("redis://", "redis://writer:pw@")
+        .replace("/0", "/3");
+    tampines(&[
+        "replay",
+        input.to_str().unwrap(),
+        "--redis",
+        &url,
+        "--prefix",
+        "t",
+    ]);
+    let expected = scratch("redis_user_db_out").join("out.ndjson");
+    tampines(&[
+        "replay",
+        input.to_str().unwrap(),
+        "--out",
+        expected.to_str().unwrap(),
+    ]);
+    let last = marks(&expected).last().unwrap().0;
+    let mut c = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let frontier: Option<u64> = redis::cmd("GET").arg("t:frontier").query(&mut c).unwrap();
+    assert_eq!(frontier, Some(last));
+    let elsewhere: u64 = redis::cmd("SELECT")
+        .arg(0)
+        .query::<()>(&mut c)
+        .and_then(|()| redis::cmd("DBSIZE").query(&mut c))
+        .unwrap();
+    assert_eq!(elsewhere, 0, "database 0 holds keys");
+}
+
 /// A Redis that lost results while the job ran (restarted empty, or from an older save) stops
 /// the job with exit 1 and the reason, writing nothing more: it carried on and published a
 /// frontier whose keys were gone. Started again, the job rebuilds them.
