@@ -226,3 +226,131 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
         "read = processed + dead-lettered + duplicates: {summary}"
     );
 }
+
+/// `demo` with a Redis answering at the probed address publishes there and not to stdout
+/// (CONTRACT section 5): the frontier advances, SIGINT exits 0, and the state Redis holds at
+/// its last frontier is consistent: each ticker's volume and count equal the sums of its
+/// 1-minute candles, and the stream's last entry is that frontier.
+#[test]
+fn demo_publishes_to_a_redis_it_finds() {
+    let server = common::redis_server::RedisServer::start();
+    let probe = server
+        .url
+        .trim_start_matches("redis://")
+        .trim_end_matches("/0")
+        .to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args([
+            "demo",
+            "--symbols",
+            "2",
+            "--rate",
+            "1000",
+            "--partitions",
+            "2",
+        ])
+        .args(["--idle-ms", "1000", "-w", "1", "--probe-redis", &probe])
+        .args(["--granularity-ms", "200", "--lateness-ms", "400"])
+        .env_remove("TAMPINES_REDIS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start demo");
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stdout).read_to_string(&mut text);
+        text
+    });
+    let stderr = child.0.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    // The frontier moves past its first value, with tickers and candles of both symbols there.
+    let mut c = server.connection().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut first = None;
+    loop {
+        let frontier: Option<u64> = redis::cmd("GET")
+            .arg("tampines:frontier")
+            .query(&mut c)
+            .unwrap();
+        let tickers: Vec<String> = redis::cmd("KEYS")
+            .arg("tampines:ticker:*")
+            .query(&mut c)
+            .unwrap();
+        if let Some(f) = frontier {
+            if first.is_some_and(|first| f > first) && tickers.len() == 2 {
+                break;
+            }
+            first.get_or_insert(f);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no moving frontier and two tickers in Redis within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50)); // poll interval, bounded by the deadline
+    }
+    let status = signalled(&mut child.0, "INT").expect("the demo stops within 60 s of SIGINT");
+    let stderr = stderr.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "found Redis at redis://{probe}: results are published there"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stdout.join().unwrap(), "", "records went to stdout");
+
+    // The state at the last frontier, read in one script.
+    let (frontier, values): (u64, Vec<(String, Vec<String>)>) = redis::Script::new(
+        r#"local out = {}
+        for _, k in ipairs(redis.call('KEYS', 'tampines:*')) do
+          local t = redis.call('TYPE', k)['ok']
+          if t == 'string' then table.insert(out, {k, {redis.call('GET', k)}})
+          elseif t == 'zset' then table.insert(out, {k, redis.call('ZRANGE', k, 0, -1)}) end
+        end
+        return {redis.call('GET', 'tampines:frontier'), out}"#,
+    )
+    .invoke(&mut c)
+    .unwrap();
+    let json = |s: &String| serde_json::from_str::<Value>(s).unwrap();
+    let mut sums: BTreeMap<String, (Decimal, u64)> = BTreeMap::new();
+    for (k, members) in values.iter().filter(|(k, _)| k.ends_with(":1m")) {
+        let series = k
+            .trim_start_matches("tampines:candles:")
+            .trim_end_matches(":1m");
+        let s = sums.entry(series.to_string()).or_default();
+        for c in members.iter().map(json) {
+            s.0 += dec(&c["volume"]);
+            s.1 += c["count"].as_u64().unwrap();
+        }
+    }
+    let tickers: Vec<Value> = values
+        .iter()
+        .filter(|(k, _)| k.starts_with("tampines:ticker:demo:"))
+        .map(|(_, v)| json(&v[0]))
+        .collect();
+    assert_eq!(tickers.len(), 2, "one ticker per symbol");
+    for t in tickers {
+        let series = format!("demo:{}", t["symbol"].as_str().unwrap());
+        assert_eq!(
+            (dec(&t["volume"]), t["count"].as_u64().unwrap()),
+            sums[&series],
+            "{series}: ticker = sums of its 1m candles"
+        );
+        assert!(t["ts"].as_u64().unwrap() <= frontier);
+    }
+    let last: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XREVRANGE")
+        .arg("tampines:updates")
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(last[0].1["ts"], frontier.to_string());
+}
