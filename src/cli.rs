@@ -794,6 +794,38 @@ mod tests {
         assert_eq!((job.redis.as_deref(), job.out.as_deref()), (None, None));
     }
 
+    /// `run`'s own options from a file: `-X` properties (by the name `property`, repeated as an
+    /// array), a boolean flag, a choice and a list.
+    #[test]
+    fn run_options_read_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("tampines-run-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.toml");
+        std::fs::write(
+            &path,
+            "brokers = \"k:9092\"\nproperty = [\"fetch.wait.max.ms=10\", \"client.id=t\"]\n\
+             until_end = true\nstart = \"earliest\"\ntopics = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let Command::Run(run) =
+            parse(&["tampines", "run", "--config", path.to_str().unwrap()]).command
+        else {
+            panic!("run");
+        };
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(run.kafka.brokers, "k:9092");
+        assert_eq!(
+            run.kafka.property,
+            [
+                ("fetch.wait.max.ms".to_string(), "10".to_string()),
+                ("client.id".to_string(), "t".to_string())
+            ]
+        );
+        assert!(run.until_end);
+        assert_eq!(run.start, Some(crate::kafka::Start::Earliest));
+        assert_eq!(run.topics, ["a", "b"]);
+    }
+
     /// The shipped example file is a valid configuration of `run`, and flags win over it.
     #[test]
     fn example_config_is_valid_for_run() {
