@@ -13,7 +13,9 @@
 //! refused, where it made the job's output silently wrong), answered with the accepting
 //! process's fingerprint, so that both sides of a mismatch say so; an accepted connection
 //! that closes or does not send it within 10 s (a TCP-only probe, such as a TCP health check)
-//! is logged and dropped, see `place`. The sockets go to timely's
+//! is logged and dropped, see `place`. Once the job has formed, a process keeps listening and
+//! turns away whoever connects (a second copy of a later process), which then exits 1 at once
+//! (`turn_away`). The sockets go to timely's
 //! `initialize_networking_from_sockets`, which does everything else as `execute` would.
 //!
 //! A job of one process is handed to `timely::execute` unchanged.
@@ -116,8 +118,13 @@ fn connect(
         })
         .collect::<io::Result<Vec<_>>>()?;
     let later = addresses.len() - me - 1;
-    let accepting =
-        std::thread::spawn(move || accept(&listeners, me, later, HANDSHAKE, fingerprint));
+    let accepting = std::thread::spawn(move || {
+        let accepted = accept(&listeners, me, later, HANDSHAKE, fingerprint)?;
+        if later > 0 {
+            turn_away(listeners);
+        }
+        Ok::<_, io::Error>(accepted)
+    });
     let mut sockets: Vec<Option<TcpStream>> = Vec::with_capacity(addresses.len());
     for (index, address) in addresses.iter().enumerate().take(me) {
         sockets.push(Some(dial(address, index, me, fingerprint)?));
@@ -227,9 +234,16 @@ fn check_reply(
     let mut reply = [0u8; 8];
     stream.set_read_timeout(Some(REPLY))?;
     stream.read_exact(&mut reply).map_err(|e| {
+        let why = if e.kind() == io::ErrorKind::UnexpectedEof {
+            "it closed the connection: its job has formed without this process (a second copy of \
+             it?), or the hostfiles differ"
+                .to_string()
+        } else {
+            format!("{e} (another job's, or another hostfile?)")
+        };
         io::Error::new(
             e.kind(),
-            format!("process {index} did not take this process ({me}) in: {e} (another job's, or another hostfile?)"),
+            format!("process {index} did not take this process ({me}) in: {why}"),
         )
     })?;
     stream.set_read_timeout(None)?;
@@ -296,6 +310,52 @@ fn accept(
         }
     }
     Ok(accepted.into_iter().flatten().collect())
+}
+
+/// Keeps listening once the job has formed, for a process that connects now (a second copy of
+/// a later process, started after the job formed): its introduction is read, logged and the
+/// connection closed, so that it ends at once with an error ([`check_reply`] reads the close).
+/// With the listeners closed instead, it found nobody listening and retried for ever. One
+/// connection at a time, each given [`HANDSHAKE`] to introduce itself; the threads end with the
+/// process.
+fn turn_away(listeners: Vec<TcpListener>) {
+    for listener in listeners {
+        let spawned = std::thread::Builder::new()
+            .name("turn-away".into())
+            .spawn(move || {
+                // The listeners of several addresses were polled without blocking.
+                if listener.set_nonblocking(false).is_err() {
+                    return;
+                }
+                loop {
+                    let mut stream = match listener.accept() {
+                        Ok((stream, _)) => stream,
+                        Err(e) if passing(&e) => continue,
+                        Err(e) => {
+                            tracing::warn!(%e, "no longer turning away late processes");
+                            return;
+                        }
+                    };
+                    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    match introduction(&mut stream, HANDSHAKE) {
+                        Ok(hello) => {
+                            let index = u64::from_be_bytes(hello[..8].try_into().expect("8"));
+                            tracing::warn!(
+                                peer,
+                                process = index,
+                                "a process connected after the job formed (a second copy?): turned away"
+                            );
+                        }
+                        Err(error) => {
+                            tracing::warn!(peer, %error, "a connection did not introduce itself as a process; dropped");
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(%e, "late processes will not be turned away");
+        }
+    }
 }
 
 /// Reads the index a connecting process introduces itself with and files its socket under it.
@@ -594,6 +654,39 @@ mod tests {
             )),
             "{error}"
         );
+    }
+
+    /// A second copy of a process, started after the job has formed, is turned away at once:
+    /// the earlier process's listener was closed, and the copy retried for ever.
+    #[test]
+    fn a_process_that_comes_after_the_job_formed_is_turned_away() {
+        let free = || {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let addresses = vec![free(), free()];
+        let lines = addresses.clone();
+        let first = std::thread::spawn(move || connect(&lines, 0, 7));
+        let lines = addresses.clone();
+        let second = within_30s("process 1", move || connect(&lines, 1, 7)).unwrap();
+        let first = first.join().unwrap().unwrap();
+        let lines = addresses.clone();
+        let error = within_30s("a second process 1", move || {
+            connect(&lines, 1, 7).map(|_| ())
+        })
+        .unwrap_err();
+        assert!(
+            error.to_string().starts_with(
+                "process 0 did not take this process (1) in: it closed the connection: its job has formed"
+            ),
+            "{error}"
+        );
+        // The job's own connection is untouched.
+        let (mut a, mut b) = (first[1].as_ref().unwrap(), second[0].as_ref().unwrap());
+        a.write_all(b"ok").unwrap();
+        let mut got = [0u8; 2];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ok");
     }
 
     /// The connecting process of a mismatch says so too: the earlier one replies with its
