@@ -346,8 +346,10 @@ fn turn_away(listeners: Vec<TcpListener>) {
                                 "a process connected after the job formed (a second copy?): turned away"
                             );
                         }
+                        // A TCP health check, every few seconds for the job's life: not worth
+                        // a warning each time.
                         Err(error) => {
-                            tracing::warn!(peer, %error, "a connection did not introduce itself as a process; dropped");
+                            tracing::debug!(peer, %error, "a connection did not introduce itself as a process; dropped");
                         }
                     }
                 }
