@@ -127,7 +127,7 @@ fn defaults_are_the_contracts() {
         bids.join(",")
     ) + "\n";
     // Read in this order: trade 3 is within the lateness of trade 2, 4 and 6 are late, 5 too
-    // late (more than 1,000 minutes below the watermark, 86,400,000; 6 is not).
+    // late (1,000 minutes or more below the highest ts read, 86,401,000; 6 is not).
     for (ts, id, price) in [
         (1000, 1, 100),
         (86_401_000, 2, 101),
@@ -246,6 +246,57 @@ fn a_tick_size_groups_its_symbol_only() {
     );
     assert_eq!(sides(&[]), [own("A"), own("B")]);
     assert_eq!(sides(&["--tick-size", "A:ex=0.05"]), [own("A"), own("B")]);
+}
+
+/// Copies of one trade in two files: the first in (timestamp, input, offset) order counts,
+/// whatever the worker count, and the other is a duplicate.
+#[test]
+fn the_first_copy_of_a_trade_by_timestamp_then_input_counts() {
+    let dir = scratch("replay_first_copy");
+    let trade = |name: &str, ts: u64, price: &str| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":{ts},"id":"1","price":"{price}","qty":"1","side":"buy"}}"#
+            ) + "\n",
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let a = trade("a.ndjson", 1050, "20");
+    let b = trade("b.ndjson", 1020, "10");
+    let later_a = trade("later_a.ndjson", 1150, "20");
+    // Both at mark 1100: the first input's copy; a's at 1200: b's, the earlier timestamp.
+    for (files, open, open_ts) in [
+        ([&a, &b], "20", 1050),
+        ([&b, &a], "10", 1020),
+        ([&later_a, &b], "10", 1020),
+    ] {
+        for workers in ["1", "2"] {
+            let out = dir.join("out.ndjson");
+            let stderr = tampines(&[
+                "replay",
+                files[0],
+                files[1],
+                "-w",
+                workers,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+            let context = format!("{files:?} -w {workers}");
+            assert!(
+                stderr.contains("read 2 processed 1 dead-lettered 0 duplicates 1"),
+                "{context}: {stderr}"
+            );
+            let marks = marks(&out);
+            let ticker = marks[0].1.iter().find(|r| r["kind"] == "ticker").unwrap();
+            assert_eq!(marks[0].0, 1100, "{context}");
+            assert_eq!(ticker["open"], open, "{context}");
+            assert_eq!(ticker["open_ts"], open_ts, "{context}");
+            assert_eq!(ticker["count"], 1, "{context}");
+        }
+    }
 }
 
 #[test]
