@@ -299,6 +299,119 @@ fn the_first_copy_of_a_trade_by_timestamp_then_input_counts() {
     }
 }
 
+/// A mark's records are in the README's order (books by resolution, tickers, candles by
+/// interval length) whatever order the options list them in.
+#[test]
+fn records_of_a_mark_follow_sizes_not_the_options_order() {
+    let dir = scratch("replay_record_order");
+    let input = dir.join("in.ndjson");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"type":"trade","exchange":"ex","symbol":"A","ts":1000,"id":"1","price":"10","qty":"1","side":"buy"}"#,
+            "\n",
+            r#"{"type":"snapshot","exchange":"ex","symbol":"A","ts":1000,"seq":1,"bids":[["9","1"]],"asks":[["11","1"]]}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out.ndjson");
+    tampines(&[
+        "replay",
+        input.to_str().unwrap(),
+        "--resolutions",
+        "10,1",
+        "--intervals",
+        "1h,1m",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let marks = marks(&out);
+    let order: Vec<String> = marks[0]
+        .1
+        .iter()
+        .map(|r| match r["kind"].as_str().unwrap() {
+            "book" => format!("book {}", r["resolution"]),
+            "candle" => format!("candle {}", r["interval"].as_str().unwrap()),
+            kind => kind.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        order,
+        ["book 1", "book 10", "ticker", "candle 1m", "candle 1h"]
+    );
+}
+
+/// Blank lines are JSON whitespace only (space, tab, CR), skipped and not counted; a form feed
+/// or a trailing no-break space is not JSON (dead-lettered), trailing JSON whitespace is. A
+/// byte order mark is dropped at the start of a file, gzipped too, and nowhere else.
+#[test]
+fn blank_lines_and_byte_order_marks() {
+    let dir = scratch("replay_blank_lines");
+    let trade = |id: u32| {
+        format!(
+            r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":1000,"id":"{id}","price":"10","qty":"1","side":"buy"}}"#
+        )
+    };
+    let lines = [
+        trade(1),
+        "\t \r".into(),
+        " ".into(),
+        "\r".into(),
+        "\u{c}".into(),
+        trade(2) + "\u{a0}",
+        trade(1) + "\t ",
+        format!("\u{feff}{}", trade(3)),
+    ];
+    let plain = dir.join("blank.ndjson");
+    std::fs::write(&plain, lines.join("\n") + "\n").unwrap();
+    let gz = dir.join("bom.ndjson.gz");
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    write!(encoder, "\u{feff}{}\n", trade(4)).unwrap();
+    encoder.finish().unwrap();
+    let dlq = dir.join("dlq.ndjson");
+    let stderr = tampines(&[
+        "replay",
+        plain.to_str().unwrap(),
+        gz.to_str().unwrap(),
+        "--out",
+        "/dev/null",
+        "--dlq",
+        dlq.to_str().unwrap(),
+    ]);
+    // Trades 1 and 4 processed, 1 again a duplicate; the form feed, trade 2 and trade 3 dead.
+    assert!(
+        stderr.contains("read 6 processed 2 dead-lettered 3 duplicates 1"),
+        "{stderr}"
+    );
+    let dead: Vec<(String, String)> = std::fs::read_to_string(&dlq)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["reason"].as_str().unwrap().into(),
+                v["payload"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let not_json = |column: u32| format!("not json: expected value at line 1 column {column}");
+    assert_eq!(
+        dead,
+        [
+            (not_json(1), "\u{c}".to_string()),
+            (
+                "not json: trailing characters at line 1 column 101".to_string(),
+                trade(2) + "\u{a0}"
+            ),
+            (not_json(1), format!("\u{feff}{}", trade(3))),
+        ]
+    );
+}
+
 #[test]
 fn output_is_identical_for_1_2_and_4_workers() {
     let dir = scratch("replay_workers");

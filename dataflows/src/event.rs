@@ -1364,4 +1364,45 @@ mod tests {
             );
         }
     }
+
+    /// `seq` and `prev_seq` (README, sequence rules): null reads as absent, any `u64` is taken,
+    /// a negative value or one past `u64` is ill-typed; in the usual form and any other.
+    #[test]
+    fn sequence_numbers_read_as_the_readme_says() {
+        let book = |fields: &str| {
+            format!(
+                r#"{{"type":"book","exchange":"x","symbol":"y","ts":1,{fields}"bids":[],"asks":[]}}"#
+            )
+        };
+        let seqs = |line: &str| match parse(line).expect(line).event.body {
+            Body::Book { seq, prev_seq, .. } => (seq, prev_seq),
+            Body::Snapshot { seq, .. } => (seq, None),
+            Body::Trade(_) => panic!("{line}"),
+        };
+        for (fields, want) in [
+            (r#""seq":null,"prev_seq":null,"#, (None, None)),
+            (r#""prev_seq":null,"seq":7,"#, (Some(7), None)),
+            (
+                r#""seq":18446744073709551615,"prev_seq":0,"#,
+                (Some(u64::MAX), Some(0)),
+            ),
+            (r#""seq":5,"prev_seq":4,"#, (Some(5), Some(4))),
+            (r#""seq" : 5 , "#, (Some(5), None)),
+        ] {
+            assert_eq!(seqs(&book(fields)), want, "{fields}");
+        }
+        let snapshot = r#"{"type":"snapshot","exchange":"x","symbol":"y","ts":1,"seq":null,"bids":[],"asks":[]}"#;
+        assert_eq!(seqs(snapshot), (None, None));
+        for (fields, reason) in [
+            (r#""seq":-1,"#, "ill-typed field seq"),
+            (r#""seq":18446744073709551616,"#, "ill-typed field seq"),
+            (r#""seq":1.5,"#, "ill-typed field seq"),
+            (r#""seq":"5","#, "ill-typed field seq"),
+            (r#""seq":5,"prev_seq":-1,"#, "ill-typed field prev_seq"),
+        ] {
+            let line = book(fields);
+            let err = parse(&line).expect_err(&line).to_string();
+            assert!(err.starts_with(reason), "{line}: got {err:?}");
+        }
+    }
 }
