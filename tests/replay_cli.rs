@@ -370,7 +370,7 @@ fn blank_lines_and_byte_order_marks() {
         std::fs::File::create(&gz).unwrap(),
         flate2::Compression::default(),
     );
-    write!(encoder, "\u{feff}{}\n", trade(4)).unwrap();
+    writeln!(encoder, "\u{feff}{}", trade(4)).unwrap();
     encoder.finish().unwrap();
     let dlq = dir.join("dlq.ndjson");
     let stderr = tampines(&[
@@ -1201,4 +1201,55 @@ fn environment_wins_over_the_config_file() {
     // INPUT spans ts 1000..1095: one 1 s mark from the file, 100 ms marks from the environment.
     assert_eq!(marks(&run(None)), vec![1000, 2000]);
     assert_eq!(marks(&run(Some("100"))), vec![1000, 1100]);
+
+    // The command line wins over the environment; the lateness and the window read it too.
+    let trades = dir.join("trades.ndjson");
+    let trade = |ts: u64, id: u32, price: &str| {
+        format!(
+            r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":{ts},"id":"{id}","price":"{price}","qty":"1","side":"buy"}}"#
+        ) + "\n"
+    };
+    std::fs::write(
+        &trades,
+        trade(1000, 1, "9") + &trade(5000, 2, "9.6") + &trade(3000, 3, "9.3"),
+    )
+    .unwrap();
+    let replay = |env: &[(&str, &str)], flags: &[&str]| -> (String, serde_json::Value) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", trades.to_str().unwrap(), "--out", "-"])
+            .args(flags)
+            .env_remove("TAMPINES_GRANULARITY_MS")
+            .env_remove("TAMPINES_LATENESS_MS")
+            .env_remove("TAMPINES_WINDOW_MS")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let ticker = text
+            .lines()
+            .rev()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["kind"] == "ticker")
+            .unwrap();
+        (String::from_utf8(out.stderr).unwrap(), ticker)
+    };
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"));
+    c.args(["replay", input.to_str().unwrap(), "--out", "-"])
+        .args(["--granularity-ms", "100"])
+        .env("TAMPINES_GRANULARITY_MS", "1000");
+    let flag_wins = String::from_utf8(c.output().unwrap().stdout).unwrap();
+    assert_eq!(marks(&flag_wins), vec![1000, 1100], "the flag's 100 ms");
+    // Trade 3 comes 2 s below trade 2: late with the default 1 s of lateness, in time with 3 s.
+    let late = |env: &[(&str, &str)]| replay(env, &[]).0;
+    assert!(late(&[]).contains(" late 1"));
+    assert!(late(&[("TAMPINES_LATENESS_MS", "3000")]).contains(" late 0"));
+    // A 1 s window at the last mark (5000) holds trade 2 alone.
+    let (_, ticker) = replay(&[("TAMPINES_WINDOW_MS", "1000")], &[]);
+    assert_eq!(
+        (&ticker["count"], &ticker["open"]),
+        (&1.into(), &"9.6".into())
+    );
+    let (_, ticker) = replay(&[], &[]);
+    assert_eq!(ticker["count"], 3);
 }
