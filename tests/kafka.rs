@@ -697,6 +697,98 @@ fn a_signal_before_the_job_reads_ends_it_at_once() {
     assert_eq!(status.code(), Some(143));
 }
 
+/// Signals to a job whose output nobody reads (a FIFO whose reader never reads: its writes
+/// block, as a last write to a Redis that went away does): a live `run` stops on the first and
+/// exits 130 on a second while stopping; a `--until-end` run dies by the first, the signal's
+/// default.
+#[test]
+fn signals_to_a_job_that_cannot_write() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = scratch("kafka_signals_blocked");
+    let broker = Broker::start(1, "market.book");
+    let lines: Vec<String> = (1..=3000)
+        .map(|i| book(i * 10, i, &format!("{}", 100 + i)))
+        .collect();
+    kcat_to(&broker, "market.book", 0, &lines);
+    for (bounded, group) in [(false, "live"), (true, "bounded")] {
+        let fifo = dir.join(format!("{group}.fifo"));
+        assert!(Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        // The read end, opened without waiting for a writer and read only to see output start.
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(0o4000) // O_NONBLOCK
+            .open(&fifo)
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tampines"));
+        command
+            .args([
+                "run",
+                "--brokers",
+                &broker.bootstrap,
+                "--topics",
+                "market.book",
+            ])
+            .args(["--group", group, "--idle-ms", "600000"])
+            .args(["--out", fifo.to_str().unwrap()])
+            .stderr(Stdio::piped());
+        if bounded {
+            command.arg("--until-end");
+        }
+        let mut job = common::broker::KillOnDrop(command.spawn().expect("run"));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let stderr = job.0.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        // Some output: the job reads. It writes megabytes, so it blocks in a write soon after.
+        let mut first = [0u8; 1024];
+        assert!(
+            within_60s(|| reader.read(&mut first).is_ok_and(|n| n > 0)),
+            "{group}: no output"
+        );
+        let status = if bounded {
+            common::signalled(&mut job.0, "TERM").expect("it ends within 60 s")
+        } else {
+            let pid = job.0.id().to_string();
+            assert!(Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success());
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let line = rx
+                    .recv_timeout(left)
+                    .expect("no 'stopping' line within 60 s");
+                if line.starts_with("tampines: stopping: closing the last marks") {
+                    break;
+                }
+            }
+            common::signalled(&mut job.0, "TERM").expect("it ends within 60 s")
+        };
+        if bounded {
+            // The signal's default: it dies by it (a shell shows 143).
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(status.signal(), Some(15), "{group}: {status:?}");
+        } else {
+            assert_eq!(status.code(), Some(130), "{group}");
+        }
+        drop(reader);
+    }
+}
+
 /// Asserts that a job exited 1 with `line` among its stderr's lines.
 fn exited_1_saying(out: &std::process::Output, line: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
