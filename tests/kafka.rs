@@ -789,6 +789,49 @@ fn signals_to_a_job_that_cannot_write() {
     }
 }
 
+/// `--start`: `latest` reads nothing of what is there and says per partition what it skipped;
+/// the default resumes at the group's committed offsets (none: the beginning), and `earliest`
+/// reads everything again whatever the group committed.
+#[test]
+fn where_reading_starts() {
+    let broker = Broker::start(2, "market.book");
+    for (partition, count) in [(0, 30), (1, 20)] {
+        let lines: Vec<String> = (1..=count)
+            .map(|i| book_of(&format!("A{partition}"), i * 100, i, "1"))
+            .collect();
+        kcat_to(&broker, "market.book", partition, &lines);
+    }
+    let run = |group: &str, start: &[&str]| {
+        let base = [
+            "run",
+            "--brokers",
+            &broker.bootstrap,
+            "--topics",
+            "market.book",
+        ];
+        let rest = ["--group", group, "--until-end", "--out", "/dev/null"];
+        tampines(&[&base[..], &rest, start].concat())
+    };
+    let latest = run("from_latest", &["--start", "latest"]);
+    assert!(latest.contains("read 0 processed 0"), "{latest}");
+    for (partition, skipped) in [(0, 30), (1, 20)] {
+        let warning = format!("topic=market.book partition={partition} skipped={skipped}");
+        assert!(
+            latest
+                .lines()
+                .any(|l| l.contains("starting at the end") && l.ends_with(&warning)),
+            "{latest}"
+        );
+    }
+    assert!(run("g", &[]).contains("read 50 processed 50"));
+    assert!(
+        run("g", &[]).contains("read 0 processed 0"),
+        "resumed at the end"
+    );
+    assert!(run("g", &["--start", "earliest"]).contains("read 50 processed 50"));
+    assert!(run("g", &["--start", "committed"]).contains("read 0 processed 0"));
+}
+
 /// Asserts that a job exited 1 with `line` among its stderr's lines.
 fn exited_1_saying(out: &std::process::Output, line: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
