@@ -93,7 +93,8 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
         r#"ex:A|{"type":"trade","exchange":"ex","symbol":"A","ts":1000,"id":"1","price":"10","qty":"2","side":"buy"}"#,
         r#"ex:A|{"type":"trade","exchange":"ex","symbol":"A","ts":1100,"id":"2","price":"12","qty":"1","side":"sell"}"#,
         r#"ex:A|{"type":"trade","exchange":"ex","symbol":"A","ts":1150,"id":"3","price":"1","qty":"0","side":"sell"}"#,
-        "|not json",
+        // Keyed to land in partition 1 (librdkafka's CRC32 of the key, as `ex:A` lands in 0).
+        "bad|not json",
         // Blank, not empty: a message is an input of its own, dead-lettered, not skipped like a
         // file's blank line (it vanished: neither read nor dead-lettered).
         "ex:A|  ",
@@ -160,6 +161,34 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
         "{:?}",
         dlq.stdout
     );
+    // Each text dead letter's partition and offset headers are its message's, as kcat reads
+    // them from the topic.
+    let source = Command::new(kcat())
+        .args([
+            "-b",
+            &broker.bootstrap,
+            "-C",
+            "-t",
+            "market.trade",
+            "-e",
+            "-q",
+        ])
+        .args(["-f", "offset=%o,partition=%p|%s\n"])
+        .output()
+        .expect("kcat -C");
+    let source = String::from_utf8_lossy(&source.stdout);
+    for line in &lines {
+        let (headers, payload) = line.split_once('|').unwrap();
+        if payload.contains('\u{fffd}') {
+            continue; // the bytes that are not UTF-8, checked above
+        }
+        let place = headers.split_once(",offset=").unwrap().1;
+        let message = format!("offset={place}|{payload}");
+        assert!(
+            source.lines().any(|l| l == message),
+            "{message} not in\n{source}"
+        );
+    }
 }
 
 /// A bad message larger than the producer sends by default (1,000,000 bytes; the broker took it)
