@@ -861,6 +861,64 @@ fn where_reading_starts() {
     assert!(run("g", &["--start", "committed"]).contains("read 0 processed 0"));
 }
 
+/// A live job's accounting in `/metrics`: read = processed + dead-lettered (by reason) +
+/// duplicates + what waits at open timestamps (here the last book event, at 2000, which a
+/// live job holds open); and the exposition is OpenMetrics whatever the scraper's `Accept`
+/// asks for.
+#[test]
+fn metrics_account_for_every_message() {
+    let dir = scratch("kafka_metrics_accounting");
+    let broker = Broker::start(1, "market.book");
+    let mut lines: Vec<String> = (1..=20)
+        .map(|i| book(i * 100, i, &format!("{}", 100 + i)))
+        .collect();
+    lines.insert(5, "not json".into());
+    lines.insert(9, book(500, 5, "105")); // seq 5 again: a duplicate
+    lines.insert(
+        12,
+        r#"{"type":"quote","exchange":"ex","symbol":"A","ts":900}"#.into(),
+    );
+    // Sequence checks start with a snapshot that has a seq.
+    lines.insert(
+        0,
+        r#"{"type":"snapshot","exchange":"ex","symbol":"A","ts":50,"seq":0,"bids":[],"asks":[]}"#
+            .into(),
+    );
+    kcat_to(&broker, "market.book", 0, &lines);
+    let out = dir.join("out.ndjson");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let live = live_past_1900(&broker, 1, "market.book", &out, &metrics);
+    let text = get(&metrics, "/metrics");
+    assert_eq!(sample(&text, "tampines_events_read_total "), 24.0, "{text}");
+    // The snapshot and 19 book events; the 20th waits at 2000.
+    assert_eq!(
+        sample(&text, "tampines_events_processed_total "),
+        20.0,
+        "{text}"
+    );
+    assert_eq!(sample(&text, "tampines_duplicates_total "), 1.0, "{text}");
+    for reason in ["not_json", "unknown_type"] {
+        let series = format!(r#"tampines_dead_lettered_total{{reason="{reason}"}} "#);
+        assert_eq!(sample(&text, &series), 1.0, "{text}");
+    }
+    let mut scrape = std::net::TcpStream::connect(&metrics).unwrap();
+    write!(
+        scrape,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: text/plain;version=0.0.4\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut scrape, &mut response).unwrap();
+    drop(live);
+    assert!(
+        response.lines().any(|l| l.eq_ignore_ascii_case(
+            "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"
+        )),
+        "{response}"
+    );
+    assert!(response.ends_with("# EOF\n"), "{response}");
+}
+
 /// Asserts that a job exited 1 with `line` among its stderr's lines.
 fn exited_1_saying(out: &std::process::Output, line: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
