@@ -603,6 +603,55 @@ fn a_bounded_job_gives_up_on_a_redis_gone_for_good() {
     );
 }
 
+/// A Redis out of memory is a failure that ends (README, Redis): the job retries, logs each
+/// failure, and writes once memory is freed, exit 0; an error that retrying cannot mend would
+/// have stopped it at once.
+#[test]
+fn a_redis_out_of_memory_is_retried() {
+    let server = RedisServer::start();
+    let mut c = server.connection().unwrap();
+    let limit = |bytes: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .query::<()>(&mut server.connection().unwrap())
+            .unwrap()
+    };
+    limit("1"); // every write refused with OOM
+    let input = scratch("redis_oom").join("events.ndjson");
+    std::fs::write(&input, SMALL).unwrap();
+    let mut job = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", input.to_str().unwrap(), "--redis", &server.url])
+            .args(["--prefix", "t", "--redis-patience-s", "60"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(job.0.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "ended: {seen}");
+        seen += &line;
+        if line.contains("redis write failed") {
+            assert!(line.contains("OOM"), "{line}");
+            break;
+        }
+    }
+    let frontier: Option<u64> = redis::cmd("GET").arg("t:frontier").query(&mut c).unwrap();
+    assert_eq!(frontier, None, "written while out of memory");
+    limit("0");
+    // Its stderr ends when it does: retries back off to a few seconds at most, and the patience
+    // of 60 s bounds the wait if it never writes.
+    std::io::Read::read_to_string(&mut stderr, &mut seen).unwrap();
+    let status = job.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{seen}");
+    let frontier: Option<u64> = redis::cmd("GET").arg("t:frontier").query(&mut c).unwrap();
+    assert_eq!(frontier, Some(1000));
+}
+
 /// A snapshot of `ex:S` at 1000 (one bid, one ask) and one trade at 1000.
 const SMALL: &str = concat!(
     r#"{"type":"snapshot","exchange":"ex","symbol":"S","ts":1000,"seq":1,"bids":[["10","1"]],"asks":[["11","1"]]}"#,

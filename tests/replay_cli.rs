@@ -412,6 +412,41 @@ fn blank_lines_and_byte_order_marks() {
     );
 }
 
+/// A line over 16 MiB is dead-lettered with its length and its first MiB, and the lines after
+/// it are read (README, files); the limits themselves, which the unit tests set lower.
+#[test]
+fn a_line_over_16_mib_is_dead_lettered_and_reading_goes_on() {
+    let dir = scratch("replay_long_line");
+    let input = dir.join("in.ndjson");
+    let trade = r#"{"type":"trade","exchange":"ex","symbol":"A","ts":1000,"id":"1","price":"10","qty":"1","side":"buy"}"#;
+    let long = 20 << 20;
+    let mut bytes = vec![b'x'; long];
+    bytes.push(b'\n');
+    bytes.extend_from_slice(trade.as_bytes());
+    bytes.push(b'\n');
+    std::fs::write(&input, bytes).unwrap();
+    let dlq = dir.join("dlq.ndjson");
+    let stderr = tampines(&[
+        "replay",
+        input.to_str().unwrap(),
+        "--out",
+        "/dev/null",
+        "--dlq",
+        dlq.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("read 2 processed 1 dead-lettered 1 duplicates 0"),
+        "{stderr}"
+    );
+    let dead: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&dlq).unwrap().trim()).unwrap();
+    assert_eq!(
+        dead["reason"],
+        format!("line too long: {long} bytes (at most {})", 16 << 20)
+    );
+    assert_eq!(dead["payload"], "x".repeat(1 << 20));
+}
+
 #[test]
 fn output_is_identical_for_1_2_and_4_workers() {
     let dir = scratch("replay_workers");
