@@ -17,28 +17,30 @@ use common::{dec, final_state, free_port, get, key, request, sample, scratch, si
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+/// `tampines demo` of `symbols` at `rate` events/s over 2 partitions, one worker, probing for a
+/// Redis at `probe`; 200 ms marks, 400 ms of lateness, partitions idle after 1 s; stdout and
+/// stderr piped.
+fn demo(symbols: &str, rate: &str, probe: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tampines"));
+    command
+        .args(["demo", "--symbols", symbols, "--rate", rate])
+        .args(["--partitions", "2", "--idle-ms", "1000", "-w", "1"])
+        .args(["--probe-redis", probe])
+        .args(["--granularity-ms", "200", "--lateness-ms", "400"])
+        .env_remove("TAMPINES_REDIS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
 #[test]
 fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     let empty = scratch("demo_path");
     let probe = format!("127.0.0.1:{}", free_port()); // nothing listens there
     let metrics = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args([
-            "demo",
-            "--symbols",
-            "4",
-            "--rate",
-            "1500",
-            "--partitions",
-            "2",
-        ])
-        .args(["--idle-ms", "1000", "-w", "1"])
-        .args(["--probe-redis", &probe, "--metrics-addr", &metrics])
-        .args(["--granularity-ms", "200", "--lateness-ms", "400"])
+    let child = demo("4", "1500", &probe)
+        .args(["--metrics-addr", &metrics])
         .env("PATH", &empty)
-        .env_remove("TAMPINES_REDIS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("start demo");
     let mut child = KillOnDrop(child);
@@ -239,23 +241,7 @@ fn demo_publishes_to_a_redis_it_finds() {
         .trim_start_matches("redis://")
         .trim_end_matches("/0")
         .to_string();
-    let child = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args([
-            "demo",
-            "--symbols",
-            "2",
-            "--rate",
-            "1000",
-            "--partitions",
-            "2",
-        ])
-        .args(["--idle-ms", "1000", "-w", "1", "--probe-redis", &probe])
-        .args(["--granularity-ms", "200", "--lateness-ms", "400"])
-        .env_remove("TAMPINES_REDIS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start demo");
+    let child = demo("2", "1000", &probe).spawn().expect("start demo");
     let mut child = KillOnDrop(child);
     let stdout = child.0.stdout.take().unwrap();
     let stdout = std::thread::spawn(move || {

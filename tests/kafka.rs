@@ -163,20 +163,8 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
     );
     // Each text dead letter's partition and offset headers are its message's, as kcat reads
     // them from the topic.
-    let source = Command::new(kcat())
-        .args([
-            "-b",
-            &broker.bootstrap,
-            "-C",
-            "-t",
-            "market.trade",
-            "-e",
-            "-q",
-        ])
-        .args(["-f", "offset=%o,partition=%p|%s\n"])
-        .output()
-        .expect("kcat -C");
-    let source = String::from_utf8_lossy(&source.stdout);
+    let source = consume(&broker, "market.trade", "offset=%o,partition=%p|%s\n");
+    let source = String::from_utf8_lossy(&source);
     for line in &lines {
         let (headers, payload) = line.split_once('|').unwrap();
         if payload.contains('\u{fffd}') {
@@ -218,12 +206,17 @@ fn produce_bad(broker: &Broker, size: usize, args: &[&str]) {
 
 /// The dead letters of `market.trade`, as kcat prints them in `format`.
 fn dead_letters(broker: &Broker, format: &str) -> String {
-    let dlq = Command::new(kcat())
-        .args(["-b", &broker.bootstrap, "-C", "-t", "market.trade.dlq"])
+    String::from_utf8_lossy(&consume(broker, "market.trade.dlq", format)).into_owned()
+}
+
+/// Every message of `topic` as kcat prints it with `format`.
+fn consume(broker: &Broker, topic: &str, format: &str) -> Vec<u8> {
+    let out = Command::new(kcat())
+        .args(["-b", &broker.bootstrap, "-C", "-t", topic])
         .args(["-e", "-q", "-f", format])
         .output()
         .expect("kcat -C");
-    String::from_utf8_lossy(&dlq.stdout).into_owned()
+    out.stdout
 }
 
 /// `produce` sends every line it can and says what it could not: a line that is not UTF-8 goes as
@@ -274,14 +267,7 @@ fn produce_sends_what_it_can_and_names_what_it_could_not() {
         )),
         "{stderr}"
     );
-    let read = |topic: &str| {
-        let out = Command::new(kcat())
-            .args(["-b", &broker.bootstrap, "-C", "-t", topic, "-e", "-q"])
-            .args(["-f", "%k|%s\n"])
-            .output()
-            .unwrap();
-        out.stdout
-    };
+    let read = |topic: &str| consume(&broker, topic, "%k|%s\n");
     let book = read("market.book");
     assert_eq!(book, b"|\xff bad\n", "{}", String::from_utf8_lossy(&book));
     let trades = String::from_utf8(read("market.trade")).unwrap();
@@ -311,14 +297,7 @@ fn produce_to_a_named_topic() {
         "custom",
     ]);
     assert!(stderr.contains("produced 2 messages"), "{stderr}");
-    let read = |topic: &str| {
-        let out = Command::new(kcat())
-            .args(["-b", &broker.bootstrap, "-C", "-t", topic, "-e", "-q"])
-            .args(["-f", "%k|%s\n"])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let read = |topic: &str| String::from_utf8(consume(&broker, topic, "%k|%s\n")).unwrap();
     assert_eq!(
         read("custom"),
         format!("ex:A|{}\nex:B|{}\n", lines[0], lines[1])
@@ -373,6 +352,13 @@ fn a_dead_letter_that_was_not_written_is_read_again() {
 
 fn book(ts: u64, seq: u64, price: &str) -> String {
     book_of("A", ts, seq, price)
+}
+
+/// Book events 1..=`n` of `symbol`: at i x 100 ms, seq i, one bid at 100 + i.
+fn rising_books(symbol: &str, n: u64) -> Vec<String> {
+    (1..=n)
+        .map(|i| book_of(symbol, i * 100, i, &format!("{}", 100 + i)))
+        .collect()
 }
 
 fn book_of(symbol: &str, ts: u64, seq: u64, price: &str) -> String {
@@ -650,9 +636,7 @@ fn sigterm_stops_a_live_job_after_its_last_marks() {
     let dir = scratch("kafka_sigterm");
     let broker = Broker::start(2, "market.book");
     for (partition, symbol) in [(0, "A"), (1, "B")] {
-        let lines: Vec<String> = (1..=20)
-            .map(|i| book_of(symbol, i * 100, i, &format!("{}", 100 + i)))
-            .collect();
+        let lines = rising_books(symbol, 20);
         kcat_to(&broker, "market.book", partition, &lines);
     }
     let out = dir.join("out.ndjson");
@@ -869,9 +853,7 @@ fn where_reading_starts() {
 fn metrics_account_for_every_message() {
     let dir = scratch("kafka_metrics_accounting");
     let broker = Broker::start(1, "market.book");
-    let mut lines: Vec<String> = (1..=20)
-        .map(|i| book(i * 100, i, &format!("{}", 100 + i)))
-        .collect();
+    let mut lines = rising_books("A", 20);
     lines.insert(5, "not json".into());
     lines.insert(9, book(500, 5, "105")); // seq 5 again: a duplicate
     lines.insert(
@@ -934,7 +916,7 @@ fn a_live_job_writes_dead_letters_at_once_and_goes_on_when_it_cannot() {
     let dir = scratch("kafka_live_dlq");
     let broker = Broker::start(1, "market.book");
     let mut lines = vec!["not json".to_string()];
-    lines.extend((1..=20).map(|i| book(i * 100, i, &format!("{}", 100 + i))));
+    lines.extend(rising_books("A", 20));
     kcat_to(&broker, "market.book", 0, &lines);
     // Each job in a group of its own (named after its dead-letter target), from the beginning.
     let live = |dlq: &str, out: &Path, stderr: &Path| {
@@ -994,13 +976,7 @@ fn a_worker_that_owned_no_partition_reads_one_created_later() {
 fn a_topic_created_while_running(name: &str, workers: u32) {
     let dir = scratch(name);
     let broker = Broker::start(1, "market.book");
-    produce(
-        &dir,
-        &broker,
-        &(1..=20)
-            .map(|i| book(i * 100, i, &format!("{}", 100 + i)))
-            .collect::<Vec<_>>(),
-    );
+    produce(&dir, &broker, &rising_books("A", 20));
     let out = dir.join("live.ndjson");
     let metrics = format!("127.0.0.1:{}", free_port());
     // With two workers, `market.book/0` goes to worker 1: worker 0 must not hold progress back.
@@ -1039,9 +1015,7 @@ fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
     let dir = scratch("kafka_idle");
     let broker = Broker::start(2, "market.book");
     // Symbol A lives in one partition; the other partition never receives anything.
-    let mut lines: Vec<String> = (1..=20)
-        .map(|i| book(i * 100, i, &format!("{}", 100 + i)))
-        .collect();
+    let mut lines = rising_books("A", 20);
     produce(&dir, &broker, &lines);
     let out = dir.join("live.ndjson");
     let live = common::broker::KillOnDrop(

@@ -23,6 +23,37 @@ not json at all
 {"type":"quote","exchange":"ex","symbol":"A","ts":1095}
 "#;
 
+/// A trade of `ex:A`, quantity 1, taken by a buyer: one line with its line feed.
+fn trade_a(ts: u64, id: impl std::fmt::Display, price: impl std::fmt::Display) -> String {
+    format!(
+        r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":{ts},"id":"{id}","price":"{price}","qty":"1","side":"buy"}}"#
+    ) + "\n"
+}
+
+/// `tampines replay FILES --out OUT --dlq DIR/dlq.ndjson`: its stderr and its dead letters as
+/// (reason, payload).
+fn replay_with_dlq(
+    dir: &std::path::Path,
+    files: &[&std::path::Path],
+    out: &str,
+) -> (String, Vec<(String, String)>) {
+    let dlq = dir.join("dlq.ndjson");
+    let mut args = vec!["replay"];
+    args.extend(files.iter().map(|f| f.to_str().unwrap()));
+    args.extend(["--out", out, "--dlq", dlq.to_str().unwrap()]);
+    let stderr = tampines(&args);
+    let dead = std::fs::read_to_string(&dlq)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let text = |k: &str| v[k].as_str().unwrap().to_string();
+            (text("reason"), text("payload"))
+        })
+        .collect();
+    (stderr, dead)
+}
+
 #[test]
 fn bad_lines_are_dead_lettered_counted_and_never_fatal() {
     let dir = scratch("replay_dlq");
@@ -136,29 +167,17 @@ fn defaults_are_the_contracts() {
         (25_000_000, 5, 105),
         (30_000_000, 6, 104),
     ] {
-        text += &format!(
-            r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":{ts},"id":"{id}","price":"{price}","qty":"1","side":"buy"}}"#
-        );
-        text += "\n";
+        text += &trade_a(ts, id, price);
     }
     std::fs::write(&input, text).unwrap();
-    let (out, dlq) = (dir.join("out.ndjson"), dir.join("dlq.ndjson"));
-    let stderr = tampines(&[
-        "replay",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--dlq",
-        dlq.to_str().unwrap(),
-    ]);
+    let out = dir.join("out.ndjson");
+    let (stderr, dead) = replay_with_dlq(&dir, &[&input], out.to_str().unwrap());
     assert!(
         stderr.contains("read 7 processed 6 dead-lettered 1 duplicates 0 late 2"),
         "{stderr}"
     );
-    let dead: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(&dlq).unwrap().trim()).unwrap();
-    assert_eq!(dead["reason"], "too_late");
-    assert!(dead["payload"].as_str().unwrap().contains(r#""id":"5""#));
+    let too_late = trade_a(25_000_000, 5, 105);
+    assert_eq!(dead, [("too_late".into(), too_late.trim_end().into())]);
 
     let marks = marks(&out);
     let times: Vec<u64> = marks.iter().map(|(t, _)| *t).collect();
@@ -255,13 +274,7 @@ fn the_first_copy_of_a_trade_by_timestamp_then_input_counts() {
     let dir = scratch("replay_first_copy");
     let trade = |name: &str, ts: u64, price: &str| {
         let path = dir.join(name);
-        std::fs::write(
-            &path,
-            format!(
-                r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":{ts},"id":"1","price":"{price}","qty":"1","side":"buy"}}"#
-            ) + "\n",
-        )
-        .unwrap();
+        std::fs::write(&path, trade_a(ts, 1, price)).unwrap();
         path.to_str().unwrap().to_string()
     };
     let a = trade("a.ndjson", 1050, "20");
@@ -348,11 +361,7 @@ fn records_of_a_mark_follow_sizes_not_the_options_order() {
 #[test]
 fn blank_lines_and_byte_order_marks() {
     let dir = scratch("replay_blank_lines");
-    let trade = |id: u32| {
-        format!(
-            r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":1000,"id":"{id}","price":"10","qty":"1","side":"buy"}}"#
-        )
-    };
+    let trade = |id: u32| trade_a(1000, id, 10).trim_end().to_string();
     let lines = [
         trade(1),
         "\t \r".into(),
@@ -372,32 +381,12 @@ fn blank_lines_and_byte_order_marks() {
     );
     writeln!(encoder, "\u{feff}{}", trade(4)).unwrap();
     encoder.finish().unwrap();
-    let dlq = dir.join("dlq.ndjson");
-    let stderr = tampines(&[
-        "replay",
-        plain.to_str().unwrap(),
-        gz.to_str().unwrap(),
-        "--out",
-        "/dev/null",
-        "--dlq",
-        dlq.to_str().unwrap(),
-    ]);
+    let (stderr, dead) = replay_with_dlq(&dir, &[&plain, &gz], "/dev/null");
     // Trades 1 and 4 processed, 1 again a duplicate; the form feed, trade 2 and trade 3 dead.
     assert!(
         stderr.contains("read 6 processed 2 dead-lettered 3 duplicates 1"),
         "{stderr}"
     );
-    let dead: Vec<(String, String)> = std::fs::read_to_string(&dlq)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["reason"].as_str().unwrap().into(),
-                v["payload"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
     let not_json = |column: u32| format!("not json: expected value at line 1 column {column}");
     assert_eq!(
         dead,
@@ -418,33 +407,18 @@ fn blank_lines_and_byte_order_marks() {
 fn a_line_over_16_mib_is_dead_lettered_and_reading_goes_on() {
     let dir = scratch("replay_long_line");
     let input = dir.join("in.ndjson");
-    let trade = r#"{"type":"trade","exchange":"ex","symbol":"A","ts":1000,"id":"1","price":"10","qty":"1","side":"buy"}"#;
     let long = 20 << 20;
     let mut bytes = vec![b'x'; long];
     bytes.push(b'\n');
-    bytes.extend_from_slice(trade.as_bytes());
-    bytes.push(b'\n');
+    bytes.extend_from_slice(trade_a(1000, 1, 10).as_bytes());
     std::fs::write(&input, bytes).unwrap();
-    let dlq = dir.join("dlq.ndjson");
-    let stderr = tampines(&[
-        "replay",
-        input.to_str().unwrap(),
-        "--out",
-        "/dev/null",
-        "--dlq",
-        dlq.to_str().unwrap(),
-    ]);
+    let (stderr, dead) = replay_with_dlq(&dir, &[&input], "/dev/null");
     assert!(
         stderr.contains("read 2 processed 1 dead-lettered 1 duplicates 0"),
         "{stderr}"
     );
-    let dead: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(&dlq).unwrap().trim()).unwrap();
-    assert_eq!(
-        dead["reason"],
-        format!("line too long: {long} bytes (at most {})", 16 << 20)
-    );
-    assert_eq!(dead["payload"], "x".repeat(1 << 20));
+    let reason = format!("line too long: {long} bytes (at most {})", 16 << 20);
+    assert_eq!(dead, [(reason, "x".repeat(1 << 20))]);
 }
 
 #[test]
@@ -1239,14 +1213,9 @@ fn environment_wins_over_the_config_file() {
 
     // The command line wins over the environment; the lateness and the window read it too.
     let trades = dir.join("trades.ndjson");
-    let trade = |ts: u64, id: u32, price: &str| {
-        format!(
-            r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":{ts},"id":"{id}","price":"{price}","qty":"1","side":"buy"}}"#
-        ) + "\n"
-    };
     std::fs::write(
         &trades,
-        trade(1000, 1, "9") + &trade(5000, 2, "9.6") + &trade(3000, 3, "9.3"),
+        trade_a(1000, 1, "9") + &trade_a(5000, 2, "9.6") + &trade_a(3000, 3, "9.3"),
     )
     .unwrap();
     let replay = |env: &[(&str, &str)], flags: &[&str]| -> (String, serde_json::Value) {
