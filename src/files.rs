@@ -137,11 +137,11 @@ fn read_ahead(
 ) {
     let mut ahead = ReadAhead::default();
     for chunk in Chunks::new(reader, name, chunk, fill) {
-        let batch = match chunk {
-            Ok(lines) => ahead.batch(lines),
-            Err((reason, payload)) => ReadAhead::unreadable(reason, payload),
+        let sent = match chunk {
+            Ok(lines) => ahead.batches(lines, &send),
+            Err((reason, payload)) => send(ReadAhead::unreadable(reason, payload)),
         };
-        if !send(batch) {
+        if !sent {
             return;
         }
     }

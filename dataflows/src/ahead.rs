@@ -184,22 +184,62 @@ pub(crate) fn parse_line(
     }
 }
 
+/// Lines a batch holds at most. A parsed line takes some 200 bytes however short its text, so
+/// a chunk of 2 MiB of 2-byte bad lines (a million) parsed whole took 200 MB, and with the
+/// batches read ahead a file of such lines held about 100 times its size (16M lines of `x`:
+/// 961 MB). Lines of real events are 100 bytes and more: a chunk of them is one batch.
+pub const MOST_LINES: usize = 32_768;
+
 impl ReadAhead {
     /// Parses the lines of `text`, the input's next chunk: lines that each end with a line feed,
     /// except the input's last, which may not. The batch keeps `text`.
     pub fn batch(&mut self, text: Vec<u8>) -> ParsedBatch {
-        let mut lines = Vec::with_capacity(text.len() / 128 + 1);
+        let (batch, rest) = self.batch_of(text, usize::MAX);
+        debug_assert!(rest.is_none());
+        batch
+    }
+
+    /// [`ReadAhead::batch`] in batches of at most [`MOST_LINES`] lines, each `send` in order
+    /// (the text of those after the first is copied: only chunks of lines shorter than 64 bytes
+    /// on average have them). False when a send was refused.
+    pub fn batches(&mut self, text: Vec<u8>, mut send: impl FnMut(ParsedBatch) -> bool) -> bool {
+        let mut text = text;
+        loop {
+            let (batch, rest) = self.batch_of(text, MOST_LINES);
+            if !send(batch) {
+                return false;
+            }
+            match rest {
+                Some(rest) => text = rest,
+                None => return true,
+            }
+        }
+    }
+
+    /// The first `most` lines of `text` parsed, and the text of the lines after them, if any.
+    fn batch_of(&mut self, mut text: Vec<u8>, most: usize) -> (ParsedBatch, Option<Vec<u8>>) {
+        let mut lines = Vec::with_capacity((text.len() / 128 + 1).min(most));
+        let mut rest = None;
         // Nearly always the whole chunk is UTF-8, and then so is every line in it (lines end
         // at ASCII bytes): one check of the chunk costs a third of one per line.
         let whole = std::str::from_utf8(&text).ok();
         for (start, end) in lines_of(&text) {
+            if lines.len() == most {
+                rest = Some(start);
+                break;
+            }
             let parse = match whole {
                 Some(whole) => self.parse_text(&whole[start..end]),
                 None => self.parse(&text[start..end]),
             };
             lines.push((start, end, parse));
         }
-        ParsedBatch { text, lines }
+        let rest = rest.map(|at| {
+            let rest = text[at..].to_vec();
+            text.truncate(at);
+            rest
+        });
+        (ParsedBatch { text, lines }, rest)
     }
 
     /// A line that could not be read (a read error with the part of a line read before it, or a
@@ -234,5 +274,53 @@ impl ReadAhead {
             self.named.insert(parsed.event.sym, name.clone());
             Some(name)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk of many short lines is parsed in batches of at most [`MOST_LINES`], each ending
+    /// at a line's end, together every line in order; a chunk of fewer is one batch.
+    #[test]
+    fn many_short_lines_are_parsed_in_batches_of_bounded_lines() {
+        let count = 2 * MOST_LINES + 100;
+        let mut text: Vec<u8> = (0..count)
+            .flat_map(|i| format!("x{i}{}", if i % 2 == 0 { "\n" } else { "\r\n" }).into_bytes())
+            .collect();
+        text.extend_from_slice(b"last, without a line feed");
+        let mut ahead = ReadAhead::default();
+        let mut sizes = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+        assert!(ahead.batches(text, |batch| {
+            sizes.push(batch.lines.len());
+            for (line, reason) in batch.lines() {
+                assert!(reason.is_some(), "a bad line");
+                seen.push(String::from_utf8(line.to_vec()).unwrap());
+            }
+            true
+        }));
+        assert_eq!(sizes, [MOST_LINES, MOST_LINES, 101]);
+        let expected: Vec<String> = (0..count)
+            .map(|i| format!("x{i}"))
+            .chain(["last, without a line feed".to_string()])
+            .collect();
+        assert_eq!(seen, expected);
+
+        let mut batches = 0;
+        assert!(ahead.batches(b"a\nb\n".to_vec(), |_| {
+            batches += 1;
+            true
+        }));
+        assert_eq!(batches, 1);
+        // A refused send stops the rest.
+        let mut offered = 0;
+        let long: Vec<u8> = b"x\n".repeat(MOST_LINES + 1);
+        assert!(!ahead.batches(long, |_| {
+            offered += 1;
+            false
+        }));
+        assert_eq!(offered, 1);
     }
 }
