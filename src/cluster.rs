@@ -121,7 +121,7 @@ fn connect(
     let accepting = std::thread::spawn(move || {
         let accepted = accept(&listeners, me, later, HANDSHAKE, fingerprint)?;
         if later > 0 {
-            turn_away(listeners);
+            turn_away(listeners, fingerprint);
         }
         Ok::<_, io::Error>(accepted)
     });
@@ -318,7 +318,7 @@ fn accept(
 /// With the listeners closed instead, it found nobody listening and retried for ever. One
 /// connection at a time, each given [`HANDSHAKE`] to introduce itself; the threads end with the
 /// process.
-fn turn_away(listeners: Vec<TcpListener>) {
+fn turn_away(listeners: Vec<TcpListener>, fingerprint: u64) {
     for listener in listeners {
         let spawned = std::thread::Builder::new()
             .name("turn-away".into())
@@ -337,17 +337,22 @@ fn turn_away(listeners: Vec<TcpListener>) {
                         }
                     };
                     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+                    let word = |hello: &[u8; 16], at: usize| {
+                        u64::from_be_bytes(hello[at..at + 8].try_into().expect("8"))
+                    };
                     match introduction(&mut stream, HANDSHAKE) {
-                        Ok(hello) => {
-                            let index = u64::from_be_bytes(hello[..8].try_into().expect("8"));
+                        Ok(hello) if word(&hello, 8) == fingerprint => {
                             tracing::warn!(
                                 peer,
-                                process = index,
+                                process = word(&hello, 0),
                                 "a process connected after the job formed (a second copy?): turned away"
                             );
                         }
-                        // A TCP health check, every few seconds for the job's life: not worth
-                        // a warning each time.
+                        // A health check or a scan, every few seconds for the job's life: not
+                        // worth a warning each time.
+                        Ok(_) => {
+                            tracing::debug!(peer, "a connection that is no process of this job; dropped");
+                        }
                         Err(error) => {
                             tracing::debug!(peer, %error, "a connection did not introduce itself as a process; dropped");
                         }

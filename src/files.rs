@@ -367,7 +367,7 @@ fn reader(path: &Path, name: &str) -> Result<(Box<dyn Read + Send>, bool), Strin
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
             let reader = match (gz, fill) {
-                (true, true) => Box::new(GzFile::new(path, f)) as Box<dyn Read + Send>,
+                (true, true) => Box::new(GzFile::new(f)) as Box<dyn Read + Send>,
                 (true, false) => Box::new(MultiGzDecoder::new(f)),
                 (false, _) => Box::new(f),
             };
@@ -380,19 +380,28 @@ fn reader(path: &Path, name: &str) -> Result<(Box<dyn Read + Send>, bool), Strin
 /// flate2 drops what a read decoded before it met a broken block, and how much that is depends
 /// on the buffer the read was given (2 MiB or 128 KiB here, by the worker's number of files):
 /// thousands of intact lines vanished, neither read nor dead-lettered, and the results changed
-/// with `-w`. So at the first error the file is decoded again: at full speed up to a MiB of
-/// output before where the error came (a read stops when its buffer is full, so it cannot reach
-/// a break that far ahead), then one compressed byte a read, which decodes to a few bytes at
-/// most, so that the bytes before the break are all given and the error comes right after them.
+/// with `-w`. So at the first error the file (the same open file, rewound: its path may name
+/// another by then) is decoded again: at full speed up to a MiB of output before where the
+/// error came (a read stops when its buffer is full, and the decoder runs at most a block's
+/// worth past what it returns, so it cannot reach a break that far ahead), then one compressed
+/// byte a read, so that the error comes right after the bytes before the break, less what the
+/// compressed byte holding the break decodes to (a KiB at most). Past where the first error
+/// came, by more than any read's buffer, it runs at full speed again (the file grew meanwhile).
 /// A pipe cannot be read twice; a `.gz` one keeps flate2's behaviour.
 struct GzFile {
-    path: std::path::PathBuf,
     decoder: flate2::bufread::MultiGzDecoder<Paced>,
+    /// The same open file, to decode again.
+    spare: Option<File>,
     /// Bytes given so far.
     given: u64,
-    /// The file is being decoded the second time, a compressed byte at a time.
-    again: bool,
+    /// Once decoded again: a compressed byte a read until this many bytes are given.
+    slow_until: Option<u64>,
 }
+
+/// How far past where its first error came a file decoded again is read a byte at a time:
+/// more than any read asks for (a chunk grows by its size while a line is longer than it, up
+/// to [`MAX_LINE`] and a read more).
+const SLOW_FOR: u64 = 2 * MAX_LINE as u64;
 
 /// A file's bytes, at most `step` of them offered at a time.
 struct Paced {
@@ -426,12 +435,12 @@ impl Read for Paced {
 }
 
 impl GzFile {
-    fn new(path: &Path, file: File) -> GzFile {
+    fn new(file: File) -> GzFile {
         GzFile {
-            path: path.to_path_buf(),
+            spare: file.try_clone().ok(),
             decoder: GzFile::decoder(file),
             given: 0,
-            again: false,
+            slow_until: None,
         }
     }
 
@@ -442,10 +451,17 @@ impl GzFile {
         })
     }
 
-    /// Decodes the file again up to where it was, the last MiB a compressed byte at a time.
+    /// Decodes the file again from its start up to where it was, the last MiB a compressed
+    /// byte at a time. An error when it cannot (no spare handle, a file that changed).
     fn again(&mut self) -> std::io::Result<()> {
-        self.again = true;
-        self.decoder = GzFile::decoder(File::open(&self.path)?);
+        use std::io::Seek;
+        let mut file = self
+            .spare
+            .take()
+            .ok_or_else(|| std::io::Error::other("no second handle"))?;
+        file.rewind()?;
+        self.decoder = GzFile::decoder(file);
+        self.slow_until = Some(self.given + SLOW_FOR);
         let fast = self.given.saturating_sub(1 << 20);
         let skip = |decoder: &mut flate2::bufread::MultiGzDecoder<Paced>, n: u64| {
             let skipped = std::io::copy(&mut decoder.take(n), &mut std::io::sink())?;
@@ -465,10 +481,13 @@ impl Read for GzFile {
         match self.decoder.read(buf) {
             Ok(n) => {
                 self.given += n as u64;
+                if self.slow_until.is_some_and(|until| self.given > until) {
+                    self.decoder.get_mut().step = usize::MAX;
+                }
                 Ok(n)
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
-            Err(e) if !self.again => match self.again() {
+            Err(e) if self.slow_until.is_none() => match self.again() {
                 Ok(()) => self.read(buf),
                 // Where it was cannot be reached again: the first error stands.
                 Err(_) => Err(e),
@@ -548,10 +567,18 @@ mod tests {
         let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]; // a gzip header
         bytes.extend(deflate.get_ref());
         bytes.extend([0x07, 0, 0, 0, 0]); // a last block of the reserved type 3: broken
-        std::fs::write(&path, bytes).unwrap();
+                                          // Another gzip file, moved to the path once the broken one is open (a rotation): the
+                                          // second decoding reads the file that was opened, not the one the path names.
+        let other = dir.join("other.ndjson.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&b"{\"other\":1}\n".repeat(50_000)).unwrap();
+        let other_bytes = gz.finish().unwrap();
         for size in [CHUNK, ONE_FILE_CHUNK] {
+            std::fs::write(&path, &bytes).unwrap();
             let (reader, fill) = reader(&path, "broken").unwrap();
             assert!(fill);
+            std::fs::write(&other, &other_bytes).unwrap();
+            std::fs::rename(&other, &path).unwrap();
             let mut read = Vec::new();
             let mut errors = Vec::new();
             for chunk in Chunks::new(reader, "broken", size, fill) {

@@ -194,39 +194,43 @@ impl ReadAhead {
     /// Parses the lines of `text`, the input's next chunk: lines that each end with a line feed,
     /// except the input's last, which may not. The batch keeps `text`.
     pub fn batch(&mut self, text: Vec<u8>) -> ParsedBatch {
-        let (batch, rest) = self.batch_of(text, usize::MAX);
-        debug_assert!(rest.is_none());
-        batch
+        let mut batch = None;
+        self.batches_of(text, usize::MAX, |b| batch.replace(b).is_none());
+        batch.expect("one batch")
     }
 
-    /// [`ReadAhead::batch`] in batches of at most [`MOST_LINES`] lines, each `send` in order
-    /// (the text of those after the first is copied: only chunks of lines shorter than 64 bytes
-    /// on average have them). False when a send was refused.
-    pub fn batches(&mut self, text: Vec<u8>, mut send: impl FnMut(ParsedBatch) -> bool) -> bool {
-        let mut text = text;
-        loop {
-            let (batch, rest) = self.batch_of(text, MOST_LINES);
-            if !send(batch) {
-                return false;
-            }
-            match rest {
-                Some(rest) => text = rest,
-                None => return true,
-            }
-        }
+    /// [`ReadAhead::batch`] in batches of at most [`MOST_LINES`] lines, each `send` in order.
+    /// False when a send was refused.
+    pub fn batches(&mut self, text: Vec<u8>, send: impl FnMut(ParsedBatch) -> bool) -> bool {
+        self.batches_of(text, MOST_LINES, send)
     }
 
-    /// The first `most` lines of `text` parsed, and the text of the lines after them, if any.
-    fn batch_of(&mut self, mut text: Vec<u8>, most: usize) -> (ParsedBatch, Option<Vec<u8>>) {
+    /// Batches of at most `most` lines of `text`: each but the last with a copy of its own
+    /// text (each byte copied once; only chunks of lines under 64 bytes on average have them),
+    /// the last keeping `text`. Each batch's lines are parsed after the one before is sent.
+    fn batches_of(
+        &mut self,
+        text: Vec<u8>,
+        most: usize,
+        mut send: impl FnMut(ParsedBatch) -> bool,
+    ) -> bool {
         let mut lines = Vec::with_capacity((text.len() / 128 + 1).min(most));
-        let mut rest = None;
         // Nearly always the whole chunk is UTF-8, and then so is every line in it (lines end
         // at ASCII bytes): one check of the chunk costs a third of one per line.
         let whole = std::str::from_utf8(&text).ok();
+        let mut from = 0;
         for (start, end) in lines_of(&text) {
             if lines.len() == most {
-                rest = Some(start);
-                break;
+                let part = ParsedBatch {
+                    text: text[from..start].to_vec(),
+                    lines: (lines.drain(..))
+                        .map(|(s, e, parse)| (s - from, e - from, parse))
+                        .collect(),
+                };
+                if !send(part) {
+                    return false;
+                }
+                from = start;
             }
             let parse = match whole {
                 Some(whole) => self.parse_text(&whole[start..end]),
@@ -234,12 +238,7 @@ impl ReadAhead {
             };
             lines.push((start, end, parse));
         }
-        let rest = rest.map(|at| {
-            let rest = text[at..].to_vec();
-            text.truncate(at);
-            rest
-        });
-        (ParsedBatch { text, lines }, rest)
+        send(ParsedBatch { text, lines })
     }
 
     /// A line that could not be read (a read error with the part of a line read before it, or a
