@@ -163,6 +163,12 @@ fn hello(me: usize, fingerprint: u64) -> [u8; 16] {
     bytes
 }
 
+/// A [`hello`] read back: the connecting process's index and its options' fingerprint.
+fn read_hello(bytes: &[u8; 16]) -> (u64, u64) {
+    let word = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    (word(0), word(8))
+}
+
 /// [`dial`], with `connect` making each attempt.
 ///
 /// An attempt that connects the socket to itself is dropped and retried. While nobody listens
@@ -337,14 +343,11 @@ fn turn_away(listeners: Vec<TcpListener>, fingerprint: u64) {
                         }
                     };
                     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-                    let word = |hello: &[u8; 16], at: usize| {
-                        u64::from_be_bytes(hello[at..at + 8].try_into().expect("8"))
-                    };
-                    match introduction(&mut stream, HANDSHAKE) {
-                        Ok(hello) if word(&hello, 8) == fingerprint => {
+                    match introduction(&mut stream, HANDSHAKE).map(|h| read_hello(&h)) {
+                        Ok((index, theirs)) if theirs == fingerprint => {
                             tracing::warn!(
                                 peer,
-                                process = word(&hello, 0),
+                                process = index,
                                 "a process connected after the job formed (a second copy?): turned away"
                             );
                         }
@@ -382,8 +385,8 @@ fn place(
 ) -> io::Result<()> {
     let (index, theirs) = match introduction(&mut stream, handshake) {
         Ok(hello) => {
-            let word = |at: usize| u64::from_be_bytes(hello[at..at + 8].try_into().expect("8"));
-            (word(0) as usize, word(8))
+            let (index, theirs) = read_hello(&hello);
+            (index as usize, theirs)
         }
         Err(error) => {
             let peer = stream
@@ -495,8 +498,7 @@ mod tests {
         let mut hello = [0u8; 16];
         accepted.read_exact(&mut hello).unwrap();
         accepted.write_all(&reply.to_be_bytes()).unwrap();
-        let word = |at: usize| u64::from_be_bytes(hello[at..at + 8].try_into().unwrap());
-        (word(0), word(8))
+        read_hello(&hello)
     }
 
     /// A socket connected to itself, the way a process dialling an earlier one that does not

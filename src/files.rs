@@ -283,9 +283,7 @@ impl<R: Read> Chunks<R> {
             if chunk.len() > self.max_line {
                 // Skipped from here on, but for its first bytes. A mark at the start of the
                 // file is dropped, as from a line kept; at the start of the next line it is text.
-                if std::mem::take(&mut self.first) && chunk.starts_with(b"\xef\xbb\xbf") {
-                    chunk.drain(..3);
-                }
+                unmark(&mut self.first, chunk);
                 let kept = chunk[..KEPT.min(chunk.len())].to_vec();
                 self.overlong = Some((kept, chunk.len()));
                 chunk.clear();
@@ -300,8 +298,8 @@ impl<R: Read> Chunks<R> {
         let mut rest = Vec::with_capacity(size.max(chunk.len() - cut));
         rest.extend_from_slice(&chunk[cut..]);
         chunk.truncate(cut);
-        let lines = std::mem::replace(chunk, rest);
-        let lines = unmarked(&mut self.first, lines);
+        let mut lines = std::mem::replace(chunk, rest);
+        unmark(&mut self.first, &mut lines);
         if !lines.is_empty() {
             self.ready.push_back(Ok(lines));
         }
@@ -313,14 +311,13 @@ impl<R: Read> Chunks<R> {
     }
 }
 
-/// `lines` without the byte order mark that Windows tools write at the start of a text file, if
-/// they are the input's `first` (it would dead-letter the first line, often the snapshot that
+/// Drops from `text` the byte order mark that Windows tools write at the start of a text file,
+/// if it is the input's `first` (it would dead-letter the first line, often the snapshot that
 /// every later update of its book needs).
-fn unmarked(first: &mut bool, mut lines: Vec<u8>) -> Vec<u8> {
-    if std::mem::take(first) && lines.starts_with(b"\xef\xbb\xbf") {
-        lines.drain(..3);
+fn unmark(first: &mut bool, text: &mut Vec<u8>) {
+    if std::mem::take(first) && text.starts_with(b"\xef\xbb\xbf") {
+        text.drain(..3);
     }
-    lines
 }
 
 impl<R: Read> Iterator for Chunks<R> {
@@ -421,6 +418,7 @@ impl std::io::BufRead for Paced {
     }
 }
 
+// `BufRead` needs it; flate2 reads through `BufRead` only.
 impl Read for Paced {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = {
@@ -566,9 +564,10 @@ mod tests {
         deflate.flush().unwrap(); // to a byte's edge
         let mut bytes = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]; // a gzip header
         bytes.extend(deflate.get_ref());
-        bytes.extend([0x07, 0, 0, 0, 0]); // a last block of the reserved type 3: broken
-                                          // Another gzip file, moved to the path once the broken one is open (a rotation): the
-                                          // second decoding reads the file that was opened, not the one the path names.
+        // A last block of the reserved type 3: broken.
+        bytes.extend([0x07, 0, 0, 0, 0]);
+        // Another gzip file, moved to the path once the broken one is open (a rotation): the
+        // second decoding reads the file that was opened, not the one the path names.
         let other = dir.join("other.ndjson.gz");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&b"{\"other\":1}\n".repeat(50_000)).unwrap();
