@@ -1,12 +1,24 @@
 //! Running a job: the dataflow over some inputs, results to NDJSON and/or Redis (both written
-//! by the `NdjsonSink` operator on worker 0), dead letters to a file and/or Kafka. [`replay`] opens
-//! files and never idles; the live `run` and `demo` (wired in `main.rs` and `demo.rs` through
-//! [`run`]) open Kafka partitions, idle, commit offsets after each step, stop on signals
-//! ([`stop_on_signals`]) and stop at once when a sink fails.
+//! by the `ResultsSink` operator on worker 0), dead letters to a file and/or Kafka (the
+//! `DeadLetterSink` operator, also on worker 0). [`replay`] opens files and never idles; the live
+//! `run` and `demo` (wired in `main.rs` and `demo.rs` through [`run`]) open Kafka partitions,
+//! idle, commit offsets after each step, stop on signals ([`stop_on_signals`]) and stop at once
+//! when a sink fails.
 //!
 //! Every process gets the same options; global worker 0 (on process 0) publishes and writes dead
 //! letters; other processes never write to the sinks (with Redis they read its frontier, to
 //! commit their offsets).
+//!
+//! **What every worker knows of the writing.** Each worker's probe follows the two writing
+//! operators, so its frontier passes a time only once the results and dead letters at that time
+//! are written (handed to the file, or to Redis's writer), whichever process wrote them:
+//! - A failure to write at time `T` is broadcast, so every worker, in every process, records it
+//!   before its probe passes `T`; a worker commits no offsets after a failure ([`AfterStep`]).
+//! - The `ResultsSink` keeps a capability at the earliest mark Redis's writer has not taken
+//!   into its queue, so the probe stays below it in every process: each worker's flow control
+//!   (`Throttled`) then pauses its reading once its closed input in flight reaches its bound,
+//!   and the marks waiting for Redis stay bounded. Process 0's workers also stop at once while
+//!   the queue is full.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,10 +29,16 @@ use anyhow::{anyhow, Result};
 use tampines_dataflows::idle::Idle;
 use tampines_dataflows::source::{DeadLetter, Inputs};
 use tampines_dataflows::stats::{Stats, Totals};
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, Concat, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
+
+/// What the writing operators emit: the text of a failure to write, at the time of what was not
+/// written.
+type Notices = CapacityContainerBuilder<Vec<String>>;
 
 use crate::cli::Settings;
 use crate::metrics::{metrics, serve, InputLabels};
@@ -48,6 +66,10 @@ struct Throttled {
     /// The last congestion check's answer, and calls of `next` since it.
     congested: bool,
     calls: u32,
+    /// The last call of `next` paused (counted in [`Metrics::workers_paused`]).
+    ///
+    /// [`Metrics::workers_paused`]: crate::metrics::Metrics::workers_paused
+    pausing: bool,
 }
 
 /// Closed records in flight per worker before reading pauses.
@@ -83,9 +105,22 @@ impl Throttled {
     }
 }
 
+impl Drop for Throttled {
+    fn drop(&mut self) {
+        if self.pausing {
+            metrics().workers_paused.dec();
+        }
+    }
+}
+
 impl Inputs for Throttled {
     fn next(&mut self) -> tampines_dataflows::source::Next {
-        if self.sink.backpressure.load(Ordering::Relaxed) || self.congested() {
+        let pause = self.sink.backpressure.load(Ordering::Relaxed) || self.congested();
+        if pause != self.pausing {
+            self.pausing = pause;
+            metrics().workers_paused.inc_by(if pause { 1 } else { -1 });
+        }
+        if pause {
             return tampines_dataflows::source::Next::Pending;
         }
         self.inputs.next()
@@ -380,6 +415,7 @@ where
             frontier: 0,
             congested: false,
             calls: 0,
+            pausing: false,
         };
         let publishing = index == 0;
         let redis_sink = match (&redis, publishing) {
@@ -438,21 +474,21 @@ where
             let outputs = tampines_dataflows::build(source, config, stats);
             let failure_dead = failure.clone();
             // A dead letter that cannot be written is a failure of a bounded run (reported at
-            // its end). A live run goes on, logging each one: stopping would read the same
-            // message again at the restart and stop again; the dead letter is still counted
-            // and logged above (or told in the number of those not logged one by one).
+            // its end): its text is returned, to be told to every worker. A live run goes on,
+            // logging each one: stopping would read the same message again at the restart and
+            // stop again; the dead letter is still counted and logged above (or told in the
+            // number of those not logged one by one).
             let dead_failed = move |e: anyhow::Error| {
                 if live {
                     tracing::error!(
                         error = format!("{e:#}"),
                         "writing a dead letter failed; going on"
                     );
-                } else {
-                    failure_dead
-                        .lock()
-                        .expect("lock")
-                        .get_or_insert(format!("writing dead letters: {e:#}"));
+                    return None;
                 }
+                let f = format!("writing dead letters: {e:#}");
+                failure_dead.lock().expect("lock").get_or_insert(f.clone());
+                Some(f)
             };
             let mut dead_log = DeadLetterLog {
                 since: None,
@@ -460,104 +496,159 @@ where
                 unlogged: 0,
                 names: labels.clone(),
             };
-            outputs
-                .dead
-                .sink(Pipeline, "DeadLetterSink", move |(input, frontier)| {
-                    let mut wrote = false;
-                    input.for_each(|_, data| {
-                        for dead in data.drain(..) {
-                            wrote = true;
-                            metrics()
-                                .dead
-                                .get_or_create(&vec![(
-                                    "reason",
-                                    crate::metrics::reason_label(&dead.reason),
-                                )])
-                                .inc();
-                            dead_log.log(&dead);
-                            for s in dead_sinks.iter_mut() {
-                                if let Err(e) = s.write(&dead) {
-                                    dead_failed(e);
-                                }
-                            }
-                        }
-                    });
-                    // Live readers see each dead letter as it is found, not when a buffer fills.
-                    if wrote {
-                        for s in dead_sinks.iter_mut() {
-                            if let Err(e) = s.written() {
-                                dead_failed(e);
-                            }
-                        }
-                    }
-                    dead_log.tell_unlogged();
-                    if frontier.is_empty() {
-                        dead_log.tell_unlogged_now();
-                        for s in dead_sinks.iter_mut() {
-                            if let Err(e) = s.flush() {
-                                dead_failed(e);
-                            }
-                        }
-                    }
-                });
-            outputs.published.probe_with(&probe).sink(
+            let dead_failures = outputs.dead.unary_frontier::<Notices, _, _, _>(
                 Pipeline,
-                "NdjsonSink",
-                move |(input, frontier)| {
-                    let mut wrote = false;
-                    input.for_each(|_, data| {
-                        let batches = std::mem::take(data);
-                        for batch in &batches {
-                            wrote = true;
-                            metrics().count_published(batch);
-                            tracing::debug!(
-                                mark = batch.time,
-                                changes = batch.changes.len(),
-                                behind_ms = crate::metrics::now_ms().saturating_sub(batch.time),
-                                "published"
-                            );
-                            if let Some(r) = sink_in_dataflow.as_ref() {
-                                r.borrow_mut().push(batch.clone());
-                            }
-                        }
-                        if let Some(w) = out.as_mut() {
-                            if let Err(e) = sink::write_batches(w.as_mut(), &batches) {
-                                // A closed pipe (`| head`) means the reader is done: a replay stops
-                                // writing quietly (and computes on to its end); a live job stops.
-                                if live || e.kind() != std::io::ErrorKind::BrokenPipe {
-                                    failure
-                                        .lock()
-                                        .expect("lock")
-                                        .get_or_insert(format!("writing results: {e}"));
+                "DeadLetterSink",
+                move |_, _| {
+                    move |(input, frontier), output| {
+                        // The earliest time written in this activation: a failure to deliver
+                        // what it wrote is told at it.
+                        let mut first = None;
+                        input.for_each(|cap, data| {
+                            for dead in data.drain(..) {
+                                metrics()
+                                    .dead
+                                    .get_or_create(&vec![(
+                                        "reason",
+                                        crate::metrics::reason_label(&dead.reason),
+                                    )])
+                                    .inc();
+                                dead_log.log(&dead);
+                                for s in dead_sinks.iter_mut() {
+                                    if let Some(f) = s.write(&dead).err().and_then(&dead_failed) {
+                                        output.session(&cap).give(f);
+                                    }
                                 }
-                                out = None;
+                            }
+                            if first
+                                .as_ref()
+                                .is_none_or(|f: &Capability<u64>| cap.time() < f.time())
+                            {
+                                first = Some(cap.retain(0));
+                            }
+                        });
+                        // Live readers see each dead letter as it is found, not when a buffer
+                        // fills.
+                        if let Some(cap) = first {
+                            for s in dead_sinks.iter_mut() {
+                                if let Some(f) = s.written().err().and_then(&dead_failed) {
+                                    output.session(&cap).give(f);
+                                }
                             }
                         }
-                    });
-                    // Flush what this activation wrote: live readers see each mark as it is published.
-                    if wrote || frontier.is_empty() {
-                        if let Some(w) = out.as_mut() {
-                            if let Err(e) = w.flush() {
-                                if live || e.kind() != std::io::ErrorKind::BrokenPipe {
-                                    failure
-                                        .lock()
-                                        .expect("lock")
-                                        .get_or_insert(format!("writing results: {e}"));
+                        dead_log.tell_unlogged();
+                        if frontier.is_empty() {
+                            dead_log.tell_unlogged_now();
+                            for s in dead_sinks.iter_mut() {
+                                if let Err(e) = s.flush() {
+                                    dead_failed(e);
                                 }
                             }
                         }
                     }
                 },
             );
+            let results_failure = failure.clone();
+            let results_failed = move |e: std::io::Error| {
+                // A closed pipe (`| head`) means the reader is done: a replay stops writing
+                // quietly (and computes on to its end); a live job stops.
+                if !live && e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return None;
+                }
+                let f = format!("writing results: {e}");
+                results_failure
+                    .lock()
+                    .expect("lock")
+                    .get_or_insert(f.clone());
+                Some(f)
+            };
+            let result_failures = outputs.published.unary_frontier::<Notices, _, _, _>(
+                Pipeline,
+                "ResultsSink",
+                move |_, info| {
+                    let activator = scope.activator_for(info.address);
+                    // The earliest mark the Redis writer's queue has not taken, held so that the
+                    // results' frontier stays below it in every process (module doc).
+                    let mut waiting: Option<Capability<u64>> = None;
+                    move |(input, frontier), output| {
+                        let mut first = None;
+                        input.for_each(|cap, data| {
+                            let batches = std::mem::take(data);
+                            for batch in &batches {
+                                metrics().count_published(batch);
+                                tracing::debug!(
+                                    mark = batch.time,
+                                    changes = batch.changes.len(),
+                                    behind_ms = crate::metrics::now_ms().saturating_sub(batch.time),
+                                    "published"
+                                );
+                                if let Some(r) = sink_in_dataflow.as_ref() {
+                                    r.borrow_mut().push(batch.clone());
+                                    if waiting.as_ref().is_none_or(|w| cap.time() < w.time()) {
+                                        waiting = Some(cap.retain(0));
+                                    }
+                                }
+                            }
+                            if let Some(w) = out.as_mut() {
+                                if let Err(e) = sink::write_batches(w.as_mut(), &batches) {
+                                    if let Some(f) = results_failed(e) {
+                                        output.session(&cap).give(f);
+                                    }
+                                    out = None;
+                                }
+                            }
+                            if first
+                                .as_ref()
+                                .is_none_or(|f: &Capability<u64>| cap.time() < f.time())
+                            {
+                                first = Some(cap.retain(0));
+                            }
+                        });
+                        // Flush what this activation wrote: live readers see each mark as it is
+                        // published.
+                        if first.is_some() || frontier.is_empty() {
+                            if let Some(Err(e)) = out.as_mut().map(|w| w.flush()) {
+                                if let (Some(f), Some(cap)) = (results_failed(e), first.as_ref()) {
+                                    output.session(cap).give(f);
+                                }
+                            }
+                        }
+                        if let Some(r) = sink_in_dataflow.as_ref() {
+                            let mut r = r.borrow_mut();
+                            r.drain();
+                            match r.oldest_held() {
+                                None => waiting = None,
+                                Some(t) => {
+                                    if let Some(w) = waiting.as_mut().filter(|w| *w.time() < t) {
+                                        w.downgrade(&t);
+                                    }
+                                    activator.activate_after(Duration::from_millis(1));
+                                }
+                            }
+                        }
+                    }
+                },
+            );
+            // Every worker learns of a failure to write at `T` before its probe passes `T`: no
+            // process commits offsets past what was lost.
+            let failure_told = failure.clone();
+            dead_failures
+                .concat(result_failures)
+                .broadcast()
+                .inspect(move |f: &String| {
+                    failure_told
+                        .lock()
+                        .expect("lock")
+                        .get_or_insert_with(|| f.clone());
+                })
+                .probe_with(&probe);
         });
         while !probe.done() {
             // Park (up to 1 ms) when no operator has work: a live job waiting for input must not
             // spin, it would take the cores from librdkafka, the broker and Redis.
             worker.step_or_park(Some(Duration::from_millis(1)));
             if let Some(r) = redis_sink.as_ref() {
-                let mut r = r.borrow_mut();
-                r.drain();
-                if let Some(e) = r.failed() {
+                if let Some(e) = r.borrow().failed() {
                     // Nothing later can be written either. Exiting at once is the one way out of
                     // a live job (the other processes see the connection break and exit 1 too);
                     // offsets were committed only up to what Redis holds.
@@ -748,6 +839,7 @@ mod tests {
                 frontier: 0,
                 congested: false,
                 calls: 0,
+                pausing: false,
             };
             let reads = |t: &mut Throttled| !matches!(t.next(), Next::Pending);
             // One line at each of IN_FLIGHT_TIMES + 1 timestamps, all closed (below 10,000).

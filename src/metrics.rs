@@ -68,6 +68,8 @@ pub struct Metrics {
     pub redis_frontier: Gauge,
     /// 1 while the sources are paused because the Redis writer is behind.
     pub redis_backpressure: Gauge,
+    /// Workers of this process whose reading is paused by flow control.
+    pub workers_paused: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -102,6 +104,7 @@ impl Metrics {
             redis_failures: Counter::default(),
             redis_frontier: Gauge::default(),
             redis_backpressure: Gauge::default(),
+            workers_paused: Gauge::default(),
         };
         registry.register(
             "results_published",
@@ -142,6 +145,11 @@ impl Metrics {
             "redis_backpressure",
             "1 while input is paused because the Redis writer is behind",
             m.redis_backpressure.clone(),
+        );
+        registry.register(
+            "workers_paused",
+            "Workers of this process whose reading is paused: results in flight wait to be written, or Redis is behind",
+            m.workers_paused.clone(),
         );
         registry.register_collector(Box::new(JobCollector { job, frontier }));
         Metrics { registry, ..m }

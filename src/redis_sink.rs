@@ -37,7 +37,9 @@
 //! password, a script error) stops the writer, and the job exits 1 with it; so does, in a bounded
 //! job, one mark's write failing for `--redis-patience-s`. When the queue is
 //! full, the job's sources stop reading (backpressure) instead of buffering without bound, and
-//! resume when Redis catches up.
+//! resume when Redis catches up: process 0's at once, every process's once its closed input in
+//! flight reaches its bound (the results' frontier stays at the first mark waiting here; module
+//! doc of `crate::job`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -265,6 +267,11 @@ impl RedisSink {
         let behind = !self.held.is_empty();
         self.state.backpressure.store(behind, Ordering::Relaxed);
         metrics().redis_backpressure.set(behind as i64);
+    }
+
+    /// The earliest mark waiting for room in the writer's queue, if any.
+    pub fn oldest_held(&self) -> Option<u64> {
+        self.held.front().map(|b| b.time)
     }
 
     /// Why the writer stopped, if it did: a write that retrying cannot mend. Nothing more can be

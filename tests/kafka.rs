@@ -197,6 +197,55 @@ fn an_oversized_bad_message_is_dead_lettered_cut_to_size() {
     );
 }
 
+/// The same across processes: process 1 reads the bad message, and process 0, which writes
+/// every dead letter, cannot. Both exit 1 saying why, and neither commits past the message.
+/// Process 1 used to commit its offsets as soon as the results passed them, exit 0, and the
+/// message was never read again.
+#[test]
+fn a_dead_letter_that_another_process_could_not_write_is_read_again() {
+    let dir = scratch("kafka_dead_letter_processes");
+    let broker = Broker::start(1, "market.trade");
+    produce_bad(&broker, 5_000, &[]);
+    let hostfile = common::two_hosts(&dir);
+    // The one partition is input 0, read by worker 1: process 1's.
+    let spawn = |p: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &broker.bootstrap])
+            .args(["--topics", "market.trade", "--until-end"])
+            .args(["--group", "g", "--start", "committed"])
+            .args(["--out", "/dev/null", "-X", "message.max.bytes=2000"])
+            .args(["-n", "2", "-p", p, "-h", hostfile.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run")
+    };
+    let processes = [spawn("0"), spawn("1")];
+    for (p, process) in processes.into_iter().enumerate() {
+        let out = process.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "process {p}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("tampines: writing dead letters: ")
+                && last.contains("MessageSizeTooLarge"),
+            "process {p}: {stderr}"
+        );
+    }
+    let again = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["run", "--brokers", &broker.bootstrap])
+        .args(["--topics", "market.trade", "--until-end"])
+        .args(["--group", "g", "--start", "committed", "--out", "/dev/null"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("read 1 processed 0 dead-lettered 1"),
+        "{stderr}"
+    );
+    assert_eq!(dead_letters(&broker, "%S\n"), "5000\n");
+}
+
 /// A message of `size` bytes that is not JSON, produced to `market.trade` (kcat `args` too).
 fn produce_bad(broker: &Broker, size: usize, args: &[&str]) {
     let mut message = vec![b'z'; size];

@@ -1058,3 +1058,111 @@ fn the_stream_holds_each_mark_in_order_and_is_capped_near_10000() {
     let frontier: String = redis::cmd("GET").arg("t:frontier").query(&mut c).unwrap();
     assert_eq!(frontier, marks.to_string());
 }
+
+/// Backpressure reaches every process of a job. Process 1 reads the only file (10,000 marks of 1 ms) and process 0 publishes. While Redis takes no writes (`CLIENT PAUSE ... WRITE`),
+/// process 1 pauses once its closed input in flight reaches the bound (2,048 timestamps),
+/// because the results' frontier stays at the first mark Redis has not taken, in every process.
+/// Once Redis takes writes again, the job ends with what a run of one process writes. Process 1
+/// used to read the whole file, its results held in process 0's memory without bound.
+#[test]
+fn backpressure_reaches_every_process() {
+    const EVENTS: u64 = 10_000;
+    let dir = scratch("redis_backpressure_processes");
+    let input = dir.join("events.ndjson");
+    let lines: String = (1..=EVENTS)
+        .map(|ts| {
+            format!(
+                r#"{{"type":"book","exchange":"ex","symbol":"A","ts":{ts},"bids":[["{}","1"]],"asks":[["20000","1"]]}}"#,
+                ts % 1000 + 1
+            ) + "\n"
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let opts = [
+        "--granularity-ms",
+        "1",
+        "--lateness-ms",
+        "0",
+        "--resolutions",
+        "1",
+        "--prefix",
+        "t",
+    ];
+    let server = RedisServer::start();
+    let mut c = server.connection().unwrap();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .query::<()>(&mut c)
+        .unwrap();
+    let hostfile = common::two_hosts(&dir);
+    let port = common::free_port();
+    let spawn = |p: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", input.to_str().unwrap(), "--redis", &server.url])
+            .args(opts)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(["-n", "2", "-p", p, "-h", hostfile.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn process")
+    };
+    let processes = vec![spawn("0"), spawn("1")];
+    // Process 1's metrics (PORT + 1): wait until its worker is paused and has read the same
+    // number of lines at three scrapes in a row, or has read them all.
+    let reader = format!("127.0.0.1:{}", port + 1);
+    let scrape = || {
+        let text = std::net::TcpStream::connect(&reader)
+            .is_ok()
+            .then(|| common::get(&reader, "/metrics"));
+        text.filter(|t| t.contains("tampines_workers_paused "))
+            .map(|t| {
+                (
+                    common::sample(&t, "tampines_workers_paused "),
+                    common::sample(&t, "tampines_events_read_total "),
+                )
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let read = loop {
+        assert!(Instant::now() < deadline, "never paused: {seen:?}");
+        if let Some(s) = scrape() {
+            seen.push(s);
+        }
+        if let [.., a, b, (paused, read)] = seen[..] {
+            if (paused == 1.0 && a == b && b == (paused, read)) || read == EVENTS as f64 {
+                break read;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100)); // poll interval, bounded by the deadline
+    };
+    let frontier: Option<u64> = redis::cmd("GET").arg("t:frontier").query(&mut c).unwrap();
+    assert_eq!(frontier, None, "written while paused");
+    // 2,048 closed timestamps in flight, and a few hundred more: the marks the writer's queue
+    // took, and lines read between two checks of the bound.
+    assert!(
+        (2_048.0..3_000.0).contains(&read),
+        "read {read} lines: {seen:?}"
+    );
+    redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query::<()>(&mut c)
+        .unwrap();
+    common::wait_job("replay into a paused Redis", processes);
+    let expected = dir.join("expected.ndjson");
+    tampines(
+        &[
+            &["replay", input.to_str().unwrap(), "--out"][..],
+            &[expected.to_str().unwrap()],
+            &opts,
+        ]
+        .concat(),
+    );
+    let reference = reference(&expected, 1000);
+    let (last, state) = reference.last_key_value().unwrap();
+    let (frontier, keys) = snapshot(&mut c).unwrap();
+    assert_eq!(frontier, Some(*last));
+    assert_eq!(&keys, state);
+}
