@@ -1188,3 +1188,61 @@ fn two_processes_of_two_workers_equal_one_process() {
         );
     }
 }
+
+/// Time the job did not run (stopped with SIGSTOP for longer than `--idle-ms`) is not counted as
+/// silence: it could not watch its partitions then. Partition 0 holds symbol A, 100 s of event
+/// time ahead of symbol B in partition 1; A gets ten more events while the job is stopped, B ten
+/// more once it runs again. The stop was counted: B was idle at the first activation after it,
+/// progress jumped to A's watermark, and B's ten new events were late, applied at A's time. (A
+/// stop while both partitions keep receiving did the same whenever the consumer had not fetched
+/// yet at that activation.)
+#[test]
+fn a_stopped_job_finds_no_input_idle_when_it_resumes() {
+    let dir = scratch("kafka_stopped_job");
+    let broker = Broker::start(2, "market.book");
+    let events = |symbol: &str, from: u64, range: std::ops::Range<u64>| -> Vec<String> {
+        range
+            .map(|i| book_of(symbol, from + i * 100, i + 1, &format!("{}", 100 + i)))
+            .collect()
+    };
+    let out = dir.join("out.ndjson");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut job = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &broker.bootstrap, "-w", "1"])
+            .args(["--topics", "market.book", "--group", "g"])
+            .args(["--idle-ms", "2000", "--lateness-ms", "0"])
+            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run"),
+    );
+    let read = || {
+        std::net::TcpStream::connect(&metrics)
+            .is_ok()
+            .then(|| sample(&get(&metrics, "/metrics"), "tampines_events_read_total "))
+    };
+    assert!(within_60s(|| read().is_some()), "no metrics");
+    kcat_to(&broker, "market.book", 0, &events("A", 100_000, 0..10));
+    kcat_to(&broker, "market.book", 1, &events("B", 1_000, 0..10));
+    // Stopped right after reading: far less than --idle-ms of silence before the stop.
+    assert!(within_60s(|| read() == Some(20.0)), "never read 20 events");
+    assert!(common::signal(&job.0, "STOP"));
+    kcat_to(&broker, "market.book", 0, &events("A", 100_000, 10..20));
+    std::thread::sleep(Duration::from_secs(3)); // the stall under test: longer than --idle-ms
+    assert!(common::signal(&job.0, "CONT"));
+    kcat_to(&broker, "market.book", 1, &events("B", 1_000, 10..20));
+    // Once everything is silent for --idle-ms, progress goes to A's last open timestamp.
+    assert!(
+        within_60s(|| last_mark(&out) >= 101_800),
+        "progress never reached 101800: {}",
+        text_of(&out)
+    );
+    let text = get(&metrics, "/metrics");
+    assert!(common::signalled(&mut job.0, "KILL").is_some());
+    assert_eq!(sample(&text, "tampines_late_events_total "), 0.0, "{text}");
+    let state = common::final_state(&marks(&out));
+    let b = &state["book:ex:B:1"];
+    assert_eq!(b["ts"], 2_900, "{b}");
+    assert_eq!(b["bids"].as_array().map(Vec::len), Some(20), "{b}");
+}

@@ -426,18 +426,21 @@ pub fn source<'s, I: Inputs + 'static>(
                 reader.read = false;
                 reader.last_seen = now;
             }
-            if inputs.paused() {
-                // Time spent paused by backpressure does not make an input idle: silences are
-                // moved on by it. (Set to now, they began again at every pause, and a partition
-                // that never sent anything held progress back for `--idle-ms` after each one:
-                // with Redis behind in a burst, marks came seconds late.)
-                let paused = now.duration_since(stepped);
-                started = not_counting(started, paused, now);
+            let after = idle.as_ref().map(|i| i.after);
+            // Silence counts only while the source watches its inputs: time spent paused by
+            // backpressure, and a stall of the worker itself, do not make an input idle, and
+            // silences are moved on by them. (Set to now, they began again at every pause, and a
+            // partition that never sent anything held progress back for `--idle-ms` after each
+            // one: with Redis behind in a burst, marks came seconds late.)
+            let unwatched = after.map_or(Duration::ZERO, |after| {
+                unwatched(now.duration_since(stepped), inputs.paused(), after)
+            });
+            if !unwatched.is_zero() {
+                started = not_counting(started, unwatched, now);
                 (readers.values_mut())
-                    .for_each(|r| r.last_seen = not_counting(r.last_seen, paused, now));
+                    .for_each(|r| r.last_seen = not_counting(r.last_seen, unwatched, now));
             }
             stepped = now;
-            let after = idle.as_ref().map(|i| i.after);
             let is_idle = |since: Instant| after.is_some_and(|d| now.duration_since(since) >= d);
             for (input, reader) in readers.iter_mut() {
                 if !reader.idle && is_idle(reader.last_seen) {
@@ -765,8 +768,23 @@ fn stamp(
     }
 }
 
-/// When a silence that began `since` began, not counting `paused` of it (time spent paused by
-/// backpressure, up to `now`): moved on by that much, never past `now`.
+/// How much of the `gap` since the source's previous activation it did not watch its inputs:
+/// all of it while reading is paused on purpose; otherwise what is beyond a quarter of
+/// `--idle-ms`. Activations come every millisecond while inputs are silent, so a longer gap is the
+/// worker not running: the process stopped (SIGSTOP, a paused VM or container), swapped out, or
+/// a step that long. Messages kept arriving meanwhile, and at the first activation after it the
+/// consumer may not have fetched them yet: counted, the gap made every input idle at once and
+/// moved progress to the highest watermark, and a slower partition's events became late.
+fn unwatched(gap: Duration, paused: bool, idle_after: Duration) -> Duration {
+    if paused {
+        gap
+    } else {
+        gap.saturating_sub(idle_after / 4)
+    }
+}
+
+/// When a silence that began `since` began, not counting `paused` of it (time the source did not
+/// watch its inputs, [`unwatched`], up to `now`): moved on by that much, never past `now`.
 fn not_counting(since: Instant, paused: Duration, now: Instant) -> Instant {
     (since + paused).min(now)
 }
@@ -794,6 +812,21 @@ mod tests {
         assert_eq!(now.duration_since(since), s(5));
         // A silence that began during the pause does not begin in the future.
         assert_eq!(not_counting(now, s(2), now), now);
+    }
+
+    /// A gap between activations counts as silence up to a quarter of `--idle-ms` (a stalled
+    /// process finds no input idle when it resumes), all of it while reading is paused, and
+    /// in full up to that quarter (a busy worker's long steps still let a silent input idle).
+    #[test]
+    fn a_stall_counts_as_a_quarter_of_the_idle_time_at_most() {
+        let ms = Duration::from_millis;
+        let idle = ms(2_000);
+        assert_eq!(unwatched(ms(1), false, idle), Duration::ZERO);
+        assert_eq!(unwatched(ms(500), false, idle), Duration::ZERO);
+        assert_eq!(unwatched(ms(501), false, idle), ms(1));
+        assert_eq!(unwatched(ms(7_000), false, idle), ms(6_500));
+        assert_eq!(unwatched(ms(1), true, idle), ms(1));
+        assert_eq!(unwatched(ms(7_000), true, idle), ms(7_000));
     }
 
     /// A record's worker is its route modulo the number of workers, for every count (the mask

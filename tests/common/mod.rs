@@ -14,17 +14,18 @@ use std::process::Command;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+/// Sends `signal` (a name, as `kill -NAME`) to `child`; whether `kill` succeeded.
+pub fn signal(child: &std::process::Child, signal: &str) -> bool {
+    Command::new("kill")
+        .args([&format!("-{signal}"), child.id().to_string().as_str()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Sends `signal` (`INT`, `TERM`) to `child` and waits for it to end: its exit status, or None if
 /// it still runs after 60 s (polled, bounded by that deadline).
-pub fn signalled(
-    child: &mut std::process::Child,
-    signal: &str,
-) -> Option<std::process::ExitStatus> {
-    let pid = child.id().to_string();
-    let sent = Command::new("kill")
-        .args([&format!("-{signal}"), pid.as_str()])
-        .status();
-    assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+pub fn signalled(child: &mut std::process::Child, name: &str) -> Option<std::process::ExitStatus> {
+    assert!(signal(child, name), "kill -{name} {}", child.id());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
