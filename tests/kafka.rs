@@ -919,7 +919,23 @@ fn metrics_account_for_every_message() {
     let out = dir.join("out.ndjson");
     let metrics = format!("127.0.0.1:{}", free_port());
     let live = live_past_1900(&broker, 1, "market.book", &out, &metrics);
+    let now_ms = || {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since.unwrap().as_millis() as f64
+    };
+    let before = now_ms();
     let text = get(&metrics, "/metrics");
+    let after = now_ms();
+    // Lags are the wall clock at the scrape minus the output frontier and the watermark (the
+    // last event's ts, 2000, less lateness 0).
+    for (series, at) in [
+        ("tampines_output_frontier_ms ", 1900.0),
+        ("tampines_input_watermark_ms{", 2000.0),
+    ] {
+        assert_eq!(sample(&text, series), at, "{text}");
+        let lag = sample(&text, &series.replace("_ms", "_lag_ms"));
+        assert!((before - at..=after - at).contains(&lag), "{series}: {lag}");
+    }
     assert_eq!(sample(&text, "tampines_events_read_total "), 24.0, "{text}");
     // The snapshot and 19 book events; the 20th waits at 2000.
     assert_eq!(

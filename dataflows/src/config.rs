@@ -210,7 +210,10 @@ mod tests {
     fn intervals_parse() {
         let i: Interval = "15m".parse().unwrap();
         assert_eq!(i.ms, 900_000);
-        assert_eq!("1d".parse::<Interval>().unwrap().ms, 86_400_000);
+        let ms = |s: &str| s.parse::<Interval>().map(|i| i.ms);
+        let units = ["250ms", "30s", "2m", "3h", "1d", "1w"].map(ms);
+        let expected = [250, 30_000, 120_000, 10_800_000, 86_400_000, 604_800_000].map(Ok);
+        assert_eq!(units, expected);
         assert!("0m".parse::<Interval>().is_err());
         assert!("5x".parse::<Interval>().is_err());
     }
