@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{gen_events, marks, scratch, tampines, wait_job};
+use serde_json::json;
 
 const INPUT: &str = r#"{"type":"snapshot","exchange":"ex","symbol":"A","ts":1000,"seq":10,"bids":[["10.0","1"],["9.5","2"]],"asks":[["10.5","3"]]}
 not json at all
@@ -309,6 +310,67 @@ fn the_first_copy_of_a_trade_by_timestamp_then_input_counts() {
             assert_eq!(ticker["open_ts"], open_ts, "{context}");
             assert_eq!(ticker["count"], 1, "{context}");
         }
+    }
+}
+
+/// Within a timestamp, one symbol's events from several files apply in (input, offset) order:
+/// the first file's before the second's, whatever their offsets. Here the first file's copy of
+/// a trade and its snapshot come after a line of another symbol (later offsets than the second
+/// file's), and all of them fall in mark 1100: the first file's copy of the trade counts, and the
+/// second file's snapshot applies last. The repeated-trade test above has each copy at offset
+/// 0, so ordering by offset first passed it.
+#[test]
+fn events_of_a_timestamp_apply_by_input_then_offset() {
+    let dir = scratch("replay_input_then_offset");
+    let snapshot = |ts: u64, bid: u32| {
+        format!(
+            r#"{{"type":"snapshot","exchange":"ex","symbol":"A","ts":{ts},"seq":1,"bids":[["{bid}","1"]],"asks":[["{}","1"]]}}"#,
+            bid + 100
+        ) + "\n"
+    };
+    let other = trade_a(1010, 7, "5").replace(r#""symbol":"A""#, r#""symbol":"B""#);
+    let first = dir.join("first.ndjson");
+    let second = dir.join("second.ndjson");
+    std::fs::write(
+        &first,
+        other + &trade_a(1050, 1, "20") + &snapshot(1060, 10),
+    )
+    .unwrap();
+    std::fs::write(&second, trade_a(1020, 1, "10") + &snapshot(1030, 20)).unwrap();
+    for workers in ["1", "2"] {
+        let out = dir.join("out.ndjson");
+        let (first, second) = (first.to_str().unwrap(), second.to_str().unwrap());
+        let stderr = tampines(&[
+            "replay",
+            first,
+            second,
+            "-w",
+            workers,
+            "--resolutions",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(
+            stderr.contains("read 5 processed 4 dead-lettered 0 duplicates 1"),
+            "-w {workers}: {stderr}"
+        );
+        let marks = marks(&out);
+        assert_eq!(marks[0].0, 1100, "-w {workers}");
+        let of_a = |kind: &str| {
+            (marks[0].1.iter())
+                .find(|r| r["kind"] == kind && r["symbol"] == "A")
+                .unwrap_or_else(|| panic!("no {kind} of A: {:?}", marks[0]))
+        };
+        let ticker = of_a("ticker");
+        assert_eq!(
+            (&ticker["open"], &ticker["open_ts"], &ticker["count"]),
+            (&json!("20"), &json!(1050), &json!(1)),
+            "-w {workers}: {ticker}"
+        );
+        let book = of_a("book");
+        assert_eq!(book["bids"], json!([["20", "1"]]), "-w {workers}: {book}");
+        assert_eq!(book["asks"], json!([["120", "1"]]), "-w {workers}: {book}");
     }
 }
 
