@@ -1166,3 +1166,80 @@ fn backpressure_reaches_every_process() {
     assert_eq!(frontier, Some(*last));
     assert_eq!(&keys, state);
 }
+
+/// A TCP proxy to `port` on this host that loses the reply of the first script step Redis
+/// applied (the reply `:1`): it closes that connection instead of passing the reply on, as a
+/// network failure right after Redis ran the step would. Its port, and whether it lost one.
+fn losing_the_first_applied_reply(port: u16) -> (u16, Arc<AtomicBool>) {
+    use std::io::{Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = listener.local_addr().unwrap().port();
+    let lost = Arc::new(AtomicBool::new(false));
+    let lost_here = lost.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let upstream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let (mut from_client, mut to_server) =
+                (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_server);
+                let _ = to_server.shutdown(Shutdown::Write);
+            });
+            let (mut from_server, mut to_client) = (upstream, client);
+            let lost = lost_here.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0; 1 << 16];
+                while let Ok(n @ 1..) = from_server.read(&mut buf) {
+                    if &buf[..n] == b":1\r\n" && !lost.swap(true, Ordering::SeqCst) {
+                        let _ = to_client.shutdown(Shutdown::Both);
+                        let _ = from_server.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    if to_client.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                let _ = to_client.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    (proxy, lost)
+}
+
+/// A step whose reply was lost after Redis applied it is retried, and the retry changes nothing
+/// (CONTRACT 4: re-applying a mark at or below the stored frontier changes nothing): one entry
+/// in the stream, not two. The writer alone never sends a mark twice otherwise, so only the
+/// script's own check stands between a lost reply and a repeated entry.
+#[test]
+fn a_step_retried_after_its_reply_was_lost_changes_nothing() {
+    let server = RedisServer::start();
+    let port = server.url.trim_end_matches("/0").rsplit(':').next();
+    let port: u16 = port.unwrap().parse().unwrap();
+    let (proxy, lost) = losing_the_first_applied_reply(port);
+    let input = scratch("redis_lost_reply").join("events.ndjson");
+    std::fs::write(&input, SMALL).unwrap();
+    let url = format!("redis://127.0.0.1:{proxy}/0");
+    let stderr = tampines(&[
+        "replay",
+        input.to_str().unwrap(),
+        "--redis",
+        &url,
+        "--prefix",
+        "t",
+    ]);
+    assert!(lost.load(Ordering::SeqCst), "no reply was lost: {stderr}");
+    assert!(stderr.contains("redis write failed"), "{stderr}");
+    let mut c = server.connection().unwrap();
+    let frontier: Option<u64> = redis::cmd("GET").arg("t:frontier").query(&mut c).unwrap();
+    assert_eq!(frontier, Some(1000));
+    let entries: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("t:updates")
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    let marks: Vec<&str> = entries.iter().map(|(_, f)| f["ts"].as_str()).collect();
+    assert_eq!(marks, ["1000"]);
+}
