@@ -1262,3 +1262,49 @@ fn a_stopped_job_finds_no_input_idle_when_it_resumes() {
     assert_eq!(b["ts"], 2_900, "{b}");
     assert_eq!(b["bids"].as_array().map(Vec::len), Some(20), "{b}");
 }
+
+/// The consumer lag a job reports every 10 s is each partition's end offset minus the group's
+/// committed offset, and the whole partition while the group has committed nothing there.
+/// Partition 0 holds A's 20 events at 100..2000 (the first 19 closed, their offsets committed);
+/// partition 1 two of B's far ahead, never closed (`--idle-ms` 60 s keeps both partitions busy).
+#[test]
+fn consumer_lag_is_the_end_minus_what_the_group_committed() {
+    let dir = scratch("kafka_consumer_lag");
+    let broker = Broker::start(2, "market.book");
+    kcat_to(&broker, "market.book", 0, &rising_books("A", 20));
+    let far: Vec<String> = (1..=2)
+        .map(|i| book_of("B", 1_000_000 + i * 100, i, "100"))
+        .collect();
+    kcat_to(&broker, "market.book", 1, &far);
+    let out = dir.join("out.ndjson");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let _live = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &broker.bootstrap, "-w", "1"])
+            .args(["--topics", "market.book", "--group", "g"])
+            .args(["--idle-ms", "60000", "--lateness-ms", "0"])
+            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run"),
+    );
+    let lag = |text: &str, partition: u32| {
+        let series = format!(
+            r#"tampines_consumer_lag_messages{{topic="market.book",partition="{partition}"}} "#
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|v| v.parse::<f64>().unwrap())
+    };
+    let mut text = String::new();
+    let reported = within_60s(|| {
+        if std::net::TcpStream::connect(&metrics).is_err() {
+            return false;
+        }
+        text = get(&metrics, "/metrics");
+        // The first report after the commits of the 19 closed events.
+        last_mark(&out) >= 1900 && lag(&text, 0) == Some(1.0)
+    });
+    assert!(reported, "{text}");
+    assert_eq!(lag(&text, 1), Some(2.0), "{text}");
+}
