@@ -268,6 +268,36 @@ fn a_tick_size_groups_its_symbol_only() {
     assert_eq!(sides(&["--tick-size", "A:ex=0.05"]), [own("A"), own("B")]);
 }
 
+/// The inferred tick counts every price string of the symbol's book events, a level deleted
+/// (size 0) included (CONTRACT 3): a delete at 10.25 makes the tick 0.01, so resolution 10
+/// groups by 0.1 and 10.5 / 11.5 stay as they are. Leaving deletes out (tick 0.1, groups of 1,
+/// 10 / 12) passed the harness, whose finer prices rarely come first in a delete.
+#[test]
+fn a_deleted_level_s_price_refines_the_tick() {
+    let dir = scratch("replay_tick_from_delete");
+    let input = dir.join("in.ndjson");
+    std::fs::write(
+        &input,
+        concat!(
+            r#"{"type":"snapshot","exchange":"ex","symbol":"A","ts":1000,"seq":1,"bids":[["10.5","1"]],"asks":[["11.5","1"]]}"#,
+            "\n",
+            r#"{"type":"book","exchange":"ex","symbol":"A","ts":1000,"seq":2,"bids":[["10.25","0"]],"asks":[]}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out.ndjson");
+    let args = ["replay", input.to_str().unwrap(), "--resolutions", "10"];
+    tampines(&[&args[..], &["--out", out.to_str().unwrap()]].concat());
+    let marks = marks(&out);
+    let book = &marks[0].1[0];
+    assert_eq!(
+        (&book["resolution"], &book["bids"], &book["asks"]),
+        (&json!(10), &json!([["10.5", "1"]]), &json!([["11.5", "1"]])),
+        "{book}"
+    );
+}
+
 /// Copies of one trade in two files: the first in (timestamp, input, offset) order counts,
 /// whatever the worker count, and the other is a duplicate.
 #[test]
