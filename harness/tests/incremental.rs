@@ -208,6 +208,50 @@ fn lines_parsed_ahead_carry_their_own_names_when_two_names_share_a_text() {
     assert_eq!(ahead.dead, text.dead);
 }
 
+/// Long spans of market time: about 8 minutes with a 90 s window, and about 80 minutes with a
+/// 1 h window at 10 s marks. The ticker's buckets of whole minutes and hours fill and empty as
+/// trades leave the window, and 1m candles close and are dropped by retention: the settings
+/// above span about 40 s, so a trade never left a minute's bucket there.
+#[test]
+fn long_spans_equal_the_reference() {
+    let mut marks = 0;
+    for (seed, granularity_ms, window_ms, step_ms) in
+        [(11, 1_000, 90_000, 1_000), (12, 10_000, 3_600_000, 10_000)]
+    {
+        let s = Setting {
+            granularity_ms,
+            lateness_ms: 2_000,
+            window_ms,
+            batch: 64,
+        };
+        let shape = Shape {
+            events: 480,
+            symbols: 3,
+            inputs: 2,
+            step_ms,
+            jitter_ms: 2_000,
+            lateness_ms: 2_000,
+        };
+        let inputs = case(seed, &shape);
+        let config = config(&s);
+        for workers in [1, 2, 4] {
+            let label = format!("seed {seed} long span (g {granularity_ms} window {window_ms})");
+            let reading = match workers {
+                2 => Reading::Ahead(5),
+                _ => Reading::Lines,
+            };
+            match check(&label, &inputs, &config, workers, reading) {
+                Ok(expected) => marks += expected.marks.len(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    assert!(
+        marks > 1000,
+        "the cases should publish many marks, got {marks}"
+    );
+}
+
 /// A symbol whose first trade arrives already outside the window (late by more than lateness +
 /// window, not yet `too_late`: setting 2 has lateness 0, a 2 s window and a 4 s `too_late`
 /// span) has a ticker from then on, with `count` 0, as the contract says ("a symbol has a ticker
