@@ -362,7 +362,12 @@ impl Writer {
             }
             if let Err(e) = self.write(time, &changes) {
                 tracing::error!(mark = time, error = %e, "redis write failed for good");
-                let message = format!("writing mark {time} to Redis: {e}");
+                let mut message = format!("writing mark {time} to Redis: {e}");
+                if e.to_string().contains("unauthenticated") {
+                    // Redis 7 says this, not NOAUTH, to a client that has not authenticated
+                    // (say its password was set or changed while the job ran).
+                    message += " (Redis asks for a password: check the --redis URL's)";
+                }
                 self.error.lock().expect("lock").get_or_insert(message);
                 return;
             }

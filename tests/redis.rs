@@ -1243,3 +1243,38 @@ fn a_step_retried_after_its_reply_was_lost_changes_nothing() {
     let marks: Vec<&str> = entries.iter().map(|(_, f)| f["ts"].as_str()).collect();
     assert_eq!(marks, ["1000"]);
 }
+
+/// A password set on Redis while the job runs (its clients dropped) stops the job with exit 1 at
+/// once, saying that Redis asks for a password: Redis 7 answers an unauthenticated client with a
+/// protocol error (`unauthenticated multibulk length`), not NOAUTH, which did not say so.
+#[test]
+fn a_password_set_while_running_is_named() {
+    let (_dir, events, _reference) = prepare("redis_password_later", 30_000);
+    let server = RedisServer::start();
+    let job = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args([&["replay", &events, "--redis", &server.url][..], &OPTS].concat())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut c = server.connection().unwrap();
+    wait_for_first_write(&mut c);
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("secret")
+        .query::<()>(&mut c)
+        .unwrap();
+    let _: redis::RedisResult<u64> = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(&mut c);
+    let out = job.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("tampines: writing mark ") && last.contains("asks for a password"),
+        "{stderr}"
+    );
+}

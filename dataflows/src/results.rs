@@ -91,8 +91,8 @@ pub struct TickerStats {
     /// last - open.
     pub change: Decimal,
     /// change / open x 100, rounded to 4 places; `None` when that is beyond a 96-bit decimal
-    /// (above about 7.9 x 10^28: `open` below about 10^-12, as no price reaches 10^15), which
-    /// is published as `null` rather than stopping the job.
+    /// with its 4 places (above about 7.9 x 10^24: `open` below about 10^-8, as no price
+    /// reaches 10^15), which is published as `null` rather than stopping the job.
     pub change_pct: Option<Decimal>,
 }
 
@@ -917,7 +917,9 @@ impl Change {
 
 /// The names of the symbols a stage publishes, by id: the first ones that arrive are kept. Every
 /// publishing stage receives the same names stream in the same order, so all of them publish a
-/// symbol under one spelling (two spellings can share an id: `a:b` + `c` and `a` + `b:c`).
+/// symbol under one spelling. (Two spellings share an id only by a hash collision: `Sym::of`
+/// separates an exchange that holds `:` from its symbol by a byte no name holds, so `a:b` + `c`
+/// and `a` + `b:c`, which share a Redis key, keep their own ids.)
 #[derive(Default)]
 pub(crate) struct Names(FoldMap<Sym, SymbolName>);
 

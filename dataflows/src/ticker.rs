@@ -20,7 +20,8 @@
 //!    per timestamp from their trades, 60 seconds, 60 minutes, and the total from at most
 //!    `window / 1h + 1` hours: the work per update does not grow with the number of trades in
 //!    the window, and memory is the trades inside it. With marks finer than 100 ms a 100 ms level
-//!    comes first, so that no bucket of trades is refolded at more than 10 marks. (Four chained
+//!    comes first, so that a bucket of trades is refolded at no more than 100 ms / granularity
+//!    marks (10 at 10 ms; at 1 ms marks up to 100). (Four chained
 //!    `reduce`s did the same with an input and an output arrangement each and refolded a second
 //!    at every mark that added to it: about 15% of the live job's instructions.)
 //!

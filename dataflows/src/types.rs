@@ -456,7 +456,8 @@ macro_rules! decimal_newtype {
 }
 
 decimal_newtype!(
-    /// A price: strictly positive, exact.
+    /// A price, exact: strictly positive as read; a bid grouped down (floor) below its first
+    /// group step is 0.
     Price
 );
 decimal_newtype!(
@@ -519,7 +520,8 @@ impl Price {
         Ok(Price(d))
     }
 
-    /// Builds a price from an exact decimal that is known to be positive (grouped prices).
+    /// Builds a price from an exact decimal known not to be negative (grouped prices: a bid
+    /// below one group step floors to 0).
     pub fn from_decimal(d: Decimal) -> Price {
         Price(canonical(d))
     }
