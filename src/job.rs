@@ -12,8 +12,11 @@
 //! **What every worker knows of the writing.** Each worker's probe follows the two writing
 //! operators, so its frontier passes a time only once the results and dead letters at that time
 //! are written (handed to the file, or to Redis's writer), whichever process wrote them:
-//! - A failure to write at time `T` is broadcast, so every worker, in every process, records it
-//!   before its probe passes `T`; a worker commits no offsets after a failure ([`AfterStep`]).
+//! - A failure to write at time `T` (an output that could not be opened: at time 0) is
+//!   broadcast, so every worker, in every process, records it before its probe passes `T`; a
+//!   worker commits no offsets after a failure ([`AfterStep`]). (A live process 0 exits at once:
+//!   the others' probes cannot pass `T` while its notice is in flight, and they exit when its
+//!   connection breaks, if the notice did not arrive first.)
 //! - The `ResultsSink` keeps a capability at the earliest mark Redis's writer has not taken
 //!   into its queue, so the probe stays below it in every process: each worker's flow control
 //!   (`Throttled`) then pauses its reading once its closed input in flight reaches its bound,
@@ -189,6 +192,26 @@ pub trait DeadLetterSink {
     fn written(&mut self) -> Result<()> {
         Ok(())
     }
+}
+
+/// Does `what` with every sink. In a bounded run a sink that fails is dropped (the run has
+/// failed, and every later letter would fail again) and its failure returned, to be told to
+/// every worker; in a live run `failed` logs it and returns None, and the sink is kept (a broker
+/// may take the next one).
+fn write_each(
+    sinks: &mut Vec<Box<dyn DeadLetterSink>>,
+    mut what: impl FnMut(&mut dyn DeadLetterSink) -> Result<()>,
+    failed: &impl Fn(anyhow::Error) -> Option<String>,
+) -> Option<String> {
+    let mut told = None;
+    sinks.retain_mut(|s| match what(s.as_mut()).err().and_then(failed) {
+        Some(f) => {
+            told.get_or_insert(f);
+            false
+        }
+        None => true,
+    });
+    told
 }
 
 struct FileDeadLetters(Box<dyn Write>);
@@ -418,12 +441,15 @@ where
             pausing: false,
         };
         let publishing = index == 0;
+        // Sinks that could not be opened: a failure of the job, told to every worker at time 0
+        // (by the `ResultsSink`), so that no process commits offsets whose output is not written.
+        let mut unopened: Vec<String> = Vec::new();
         let redis_sink = match (&redis, publishing) {
             (Some(r), true) => match RedisSink::start(r.clone(), worker_sink_state.clone(), stored)
             {
                 Ok(s) => Some(std::rc::Rc::new(std::cell::RefCell::new(s))),
                 Err(e) => {
-                    fail(e);
+                    unopened.push(format!("{e:#}"));
                     None
                 }
             },
@@ -436,20 +462,26 @@ where
             if let Some(t) = &out_target {
                 match sink::results_writer(t) {
                     Ok(w) => out = Some(w),
-                    Err(e) => fail(e),
+                    Err(e) => unopened.push(format!("{e:#}")),
                 }
             }
             if let Some(p) = &dlq_target {
                 match sink::dlq_writer(p) {
                     Ok(w) => dead_sinks.push(Box::new(FileDeadLetters(w))),
-                    Err(e) => fail(e),
+                    Err(e) => unopened.push(format!("{e:#}")),
                 }
             }
             match make_dead() {
                 Ok(Some(s)) => dead_sinks.push(s),
                 Ok(None) => {}
-                Err(e) => fail(e),
+                Err(e) => unopened.push(format!("{e:#}")),
             }
+        }
+        for f in &unopened {
+            worker_failure
+                .lock()
+                .expect("lock")
+                .get_or_insert(f.clone());
         }
         let config = config.clone();
         let stats = worker_stats.clone();
@@ -514,10 +546,9 @@ where
                                     )])
                                     .inc();
                                 dead_log.log(&dead);
-                                for s in dead_sinks.iter_mut() {
-                                    if let Some(f) = s.write(&dead).err().and_then(&dead_failed) {
-                                        output.session(&cap).give(f);
-                                    }
+                                let write = |s: &mut dyn DeadLetterSink| s.write(&dead);
+                                if let Some(f) = write_each(&mut dead_sinks, write, &dead_failed) {
+                                    output.session(&cap).give(f);
                                 }
                             }
                             if first
@@ -530,20 +561,18 @@ where
                         // Live readers see each dead letter as it is found, not when a buffer
                         // fills.
                         if let Some(cap) = first {
-                            for s in dead_sinks.iter_mut() {
-                                if let Some(f) = s.written().err().and_then(&dead_failed) {
-                                    output.session(&cap).give(f);
-                                }
+                            let written = |s: &mut dyn DeadLetterSink| s.written();
+                            if let Some(f) = write_each(&mut dead_sinks, written, &dead_failed) {
+                                output.session(&cap).give(f);
                             }
                         }
                         dead_log.tell_unlogged();
                         if frontier.is_empty() {
                             dead_log.tell_unlogged_now();
-                            for s in dead_sinks.iter_mut() {
-                                if let Err(e) = s.flush() {
-                                    dead_failed(e);
-                                }
-                            }
+                            // No time is left to tell a failure at; nothing is left to write
+                            // either (each activation's letters were delivered above), so it is
+                            // this process's only.
+                            write_each(&mut dead_sinks, |s| s.flush(), &dead_failed);
                         }
                     }
                 },
@@ -565,12 +594,16 @@ where
             let result_failures = outputs.published.unary_frontier::<Notices, _, _, _>(
                 Pipeline,
                 "ResultsSink",
-                move |_, info| {
+                move |initial, info| {
                     let activator = scope.activator_for(info.address);
+                    let mut unopened = (!unopened.is_empty()).then_some((initial, unopened));
                     // The earliest mark the Redis writer's queue has not taken, held so that the
                     // results' frontier stays below it in every process (module doc).
                     let mut waiting: Option<Capability<u64>> = None;
                     move |(input, frontier), output| {
+                        if let Some((at, texts)) = unopened.take() {
+                            output.session(&at).give_iterator(texts.into_iter());
+                        }
                         let mut first = None;
                         input.for_each(|cap, data| {
                             let batches = std::mem::take(data);

@@ -246,6 +246,51 @@ fn a_dead_letter_that_another_process_could_not_write_is_read_again() {
     assert_eq!(dead_letters(&broker, "%S\n"), "5000\n");
 }
 
+/// An output process 0 cannot open is a failure of every process of a bounded run: process 1,
+/// which reads the only partition, exits 1 saying why and commits nothing, so a run again reads
+/// every message. Process 1 used to commit its offsets and exit 0: their results were never
+/// written anywhere, and never read again.
+#[test]
+fn an_output_process_0_cannot_open_fails_every_process() {
+    let dir = scratch("kafka_unopened_output");
+    let broker = Broker::start(1, "market.trade");
+    let trades: Vec<String> = (1..=3).map(|i| trade(i * 100, i, "10")).collect();
+    kcat_to(&broker, "market.trade", 0, &trades);
+    let hostfile = common::two_hosts(&dir);
+    let nowhere = dir.join("missing").join("out.ndjson");
+    let spawn = |p: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &broker.bootstrap])
+            .args(["--topics", "market.trade", "--until-end"])
+            .args(["--group", "g", "--start", "committed"])
+            .args(["--out", nowhere.to_str().unwrap()])
+            .args(["-n", "2", "-p", p, "-h", hostfile.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run")
+    };
+    let processes = [spawn("0"), spawn("1")];
+    for (p, process) in processes.into_iter().enumerate() {
+        let out = process.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "process {p}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("tampines: ") && last.contains("missing/out.ndjson"),
+            "process {p}: {stderr}"
+        );
+    }
+    let again = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["run", "--brokers", &broker.bootstrap])
+        .args(["--topics", "market.trade", "--until-end"])
+        .args(["--group", "g", "--start", "committed", "--out", "/dev/null"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains("read 3 processed 3"), "{stderr}");
+}
+
 /// A message of `size` bytes that is not JSON, produced to `market.trade` (kcat `args` too).
 fn produce_bad(broker: &Broker, size: usize, args: &[&str]) {
     let mut message = vec![b'z'; size];
