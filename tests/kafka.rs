@@ -206,42 +206,15 @@ fn a_dead_letter_that_another_process_could_not_write_is_read_again() {
     let dir = scratch("kafka_dead_letter_processes");
     let broker = Broker::start(1, "market.trade");
     produce_bad(&broker, 5_000, &[]);
-    let hostfile = common::two_hosts(&dir);
-    // The one partition is input 0, read by worker 1: process 1's.
-    let spawn = |p: &str| {
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &broker.bootstrap])
-            .args(["--topics", "market.trade", "--until-end"])
-            .args(["--group", "g", "--start", "committed"])
-            .args(["--out", "/dev/null", "-X", "message.max.bytes=2000"])
-            .args(["-n", "2", "-p", p, "-h", hostfile.to_str().unwrap()])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run")
-    };
-    let processes = [spawn("0"), spawn("1")];
-    for (p, process) in processes.into_iter().enumerate() {
-        let out = process.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "process {p}: {stderr}");
-        let last = stderr.lines().last().unwrap_or_default();
-        assert!(
-            last.starts_with("tampines: writing dead letters: ")
-                && last.contains("MessageSizeTooLarge"),
-            "process {p}: {stderr}"
-        );
-    }
-    let again = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args(["run", "--brokers", &broker.bootstrap])
-        .args(["--topics", "market.trade", "--until-end"])
-        .args(["--group", "g", "--start", "committed", "--out", "/dev/null"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(again.status.success(), "{stderr}");
+    let again = both_fail_then_again(
+        &broker,
+        &dir,
+        &["--out", "/dev/null", "-X", "message.max.bytes=2000"],
+        &["tampines: writing dead letters: ", "MessageSizeTooLarge"],
+    );
     assert!(
-        stderr.contains("read 1 processed 0 dead-lettered 1"),
-        "{stderr}"
+        again.contains("read 1 processed 0 dead-lettered 1"),
+        "{again}"
     );
     assert_eq!(dead_letters(&broker, "%S\n"), "5000\n");
 }
@@ -256,15 +229,34 @@ fn an_output_process_0_cannot_open_fails_every_process() {
     let broker = Broker::start(1, "market.trade");
     let trades: Vec<String> = (1..=3).map(|i| trade(i * 100, i, "10")).collect();
     kcat_to(&broker, "market.trade", 0, &trades);
-    let hostfile = common::two_hosts(&dir);
     let nowhere = dir.join("missing").join("out.ndjson");
-    let spawn = |p: &str| {
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &broker.bootstrap])
+    let again = both_fail_then_again(
+        &broker,
+        &dir,
+        &["--out", nowhere.to_str().unwrap()],
+        &["tampines: ", "missing/out.ndjson"],
+    );
+    assert!(again.contains("read 3 processed 3"), "{again}");
+}
+
+/// A bounded run of `market.trade` (group `g`, from committed offsets) by two processes of one
+/// worker, with `extra` options: its one partition is input 0, read by worker 1, process 1's.
+/// Asserts that both processes exit 1, their last line starting with `last[0]` and holding
+/// `last[1]`; then runs one process again (to `/dev/null`) and returns its stderr, once it
+/// succeeded.
+fn both_fail_then_again(broker: &Broker, dir: &Path, extra: &[&str], last: &[&str; 2]) -> String {
+    let hostfile = common::two_hosts(dir);
+    let run = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tampines"));
+        c.args(["run", "--brokers", &broker.bootstrap])
             .args(["--topics", "market.trade", "--until-end"])
             .args(["--group", "g", "--start", "committed"])
-            .args(["--out", nowhere.to_str().unwrap()])
-            .args(["-n", "2", "-p", p, "-h", hostfile.to_str().unwrap()])
+            .args(extra);
+        c
+    };
+    let spawn = |p: &str| {
+        run(&["-n", "2", "-p", p, "-h", hostfile.to_str().unwrap()])
+            .args(extra)
             .stderr(Stdio::piped())
             .spawn()
             .expect("run")
@@ -274,21 +266,16 @@ fn an_output_process_0_cannot_open_fails_every_process() {
         let out = process.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "process {p}: {stderr}");
-        let last = stderr.lines().last().unwrap_or_default();
+        let line = stderr.lines().last().unwrap_or_default();
         assert!(
-            last.starts_with("tampines: ") && last.contains("missing/out.ndjson"),
+            line.starts_with(last[0]) && line.contains(last[1]),
             "process {p}: {stderr}"
         );
     }
-    let again = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args(["run", "--brokers", &broker.bootstrap])
-        .args(["--topics", "market.trade", "--until-end"])
-        .args(["--group", "g", "--start", "committed", "--out", "/dev/null"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&again.stderr);
+    let again = run(&["--out", "/dev/null"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr).into_owned();
     assert!(again.status.success(), "{stderr}");
-    assert!(stderr.contains("read 3 processed 3"), "{stderr}");
+    stderr
 }
 
 /// A message of `size` bytes that is not JSON, produced to `market.trade` (kcat `args` too).

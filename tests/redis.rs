@@ -32,6 +32,15 @@ fn wait_for_first_write(c: &mut redis::Connection) {
     }
 }
 
+/// Closes every client's connection, `c`'s included (an outage, as clients see it).
+fn drop_every_client(c: &mut redis::Connection) {
+    let _: redis::RedisResult<u64> = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query(c);
+}
+
 /// The expected Redis content at every mark.
 type Reference = BTreeMap<u64, BTreeMap<String, Value>>;
 
@@ -271,11 +280,7 @@ fn an_outage_is_survived() {
         .arg(3)
         .query::<()>(&mut c)
         .unwrap();
-    let _: redis::RedisResult<u64> = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .query(&mut c);
+    drop_every_client(&mut c);
     let mut stderr = String::new();
     BufReader::new(job.0.stderr.take().unwrap())
         .lines()
@@ -1264,11 +1269,7 @@ fn a_password_set_while_running_is_named() {
         .arg("secret")
         .query::<()>(&mut c)
         .unwrap();
-    let _: redis::RedisResult<u64> = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .query(&mut c);
+    drop_every_client(&mut c);
     let out = job.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

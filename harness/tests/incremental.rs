@@ -87,6 +87,28 @@ fn shape(s: &Setting, seed: u64) -> Shape {
     }
 }
 
+/// Checks a case (panicking with the failure); the number of marks checked.
+fn marks_checked(
+    label: &str,
+    inputs: &[Vec<String>],
+    config: &Config,
+    workers: usize,
+    reading: Reading,
+) -> usize {
+    match check(label, inputs, config, workers, reading) {
+        Ok(expected) => expected.marks.len(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The cases of a test published many marks, as they should.
+fn enough_marks(marks: usize) {
+    assert!(
+        marks > 1000,
+        "the cases should publish many marks, got {marks}"
+    );
+}
+
 #[test]
 fn every_mark_equals_the_reference_at_1_2_and_4_workers() {
     let mut marks = 0;
@@ -105,17 +127,11 @@ fn every_mark_equals_the_reference_at_1_2_and_4_workers() {
                     0 => Reading::Lines,
                     _ => Reading::Ahead([1, 5, 64][(seed as usize + i) % 3]),
                 };
-                match check(&label, &inputs, &config, workers, reading) {
-                    Ok(expected) => marks += expected.marks.len(),
-                    Err(e) => panic!("{e}"),
-                }
+                marks += marks_checked(&label, &inputs, &config, workers, reading);
             }
         }
     }
-    assert!(
-        marks > 1000,
-        "the cases should publish many marks, got {marks}"
-    );
+    enough_marks(marks);
 }
 
 #[test]
@@ -240,16 +256,10 @@ fn long_spans_equal_the_reference() {
                 2 => Reading::Ahead(5),
                 _ => Reading::Lines,
             };
-            match check(&label, &inputs, &config, workers, reading) {
-                Ok(expected) => marks += expected.marks.len(),
-                Err(e) => panic!("{e}"),
-            }
+            marks += marks_checked(&label, &inputs, &config, workers, reading);
         }
     }
-    assert!(
-        marks > 1000,
-        "the cases should publish many marks, got {marks}"
-    );
+    enough_marks(marks);
 }
 
 /// A symbol whose first trade arrives already outside the window (late by more than lateness +
