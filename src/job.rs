@@ -641,9 +641,12 @@ where
                         // published.
                         if first.is_some() || frontier.is_empty() {
                             if let Some(Err(e)) = out.as_mut().map(|w| w.flush()) {
+                                // At the end (no time is left to tell it at) this process's
+                                // only, as nothing is left to write.
                                 if let (Some(f), Some(cap)) = (results_failed(e), first.as_ref()) {
                                     output.session(cap).give(f);
                                 }
+                                out = None;
                             }
                         }
                         if let Some(r) = sink_in_dataflow.as_ref() {
