@@ -36,17 +36,25 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Concat, Inspect, Probe};
+use timely::dataflow::operators::{Capability, Concat, InputCapability, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
-
-/// What the writing operators emit: the text of a failure to write, at the time of what was not
-/// written.
-type Notices = CapacityContainerBuilder<Vec<String>>;
 
 use crate::cli::Settings;
 use crate::metrics::{metrics, serve, InputLabels};
 use crate::redis_sink::{stored_frontier, RedisSink, SinkState};
 use crate::sink;
+
+/// What the writing operators emit: the text of a failure to write, at the time of what was not
+/// written.
+type Notices = CapacityContainerBuilder<Vec<String>>;
+
+/// Keeps in `earliest` a capability for the earliest of the times it is given (`cap`'s and
+/// those before).
+fn keep_earliest(earliest: &mut Option<Capability<u64>>, cap: &InputCapability<u64>) {
+    if earliest.as_ref().is_none_or(|e| cap.time() < e.time()) {
+        *earliest = Some(cap.retain(0));
+    }
+}
 
 /// Flow control around a worker's inputs: reading pauses while the Redis sink is far behind, and
 /// while too much closed input is still in flight.
@@ -551,12 +559,7 @@ where
                                     output.session(&cap).give(f);
                                 }
                             }
-                            if first
-                                .as_ref()
-                                .is_none_or(|f: &Capability<u64>| cap.time() < f.time())
-                            {
-                                first = Some(cap.retain(0));
-                            }
+                            keep_earliest(&mut first, &cap);
                         });
                         // Live readers see each dead letter as it is found, not when a buffer
                         // fills.
@@ -617,9 +620,7 @@ where
                                 );
                                 if let Some(r) = sink_in_dataflow.as_ref() {
                                     r.borrow_mut().push(batch.clone());
-                                    if waiting.as_ref().is_none_or(|w| cap.time() < w.time()) {
-                                        waiting = Some(cap.retain(0));
-                                    }
+                                    keep_earliest(&mut waiting, &cap);
                                 }
                             }
                             if let Some(w) = out.as_mut() {
@@ -630,12 +631,7 @@ where
                                     out = None;
                                 }
                             }
-                            if first
-                                .as_ref()
-                                .is_none_or(|f: &Capability<u64>| cap.time() < f.time())
-                            {
-                                first = Some(cap.retain(0));
-                            }
+                            keep_earliest(&mut first, &cap);
                         });
                         // Flush what this activation wrote: live readers see each mark as it is
                         // published.

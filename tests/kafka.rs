@@ -586,25 +586,31 @@ fn live_past_1900(
     out: &Path,
     metrics: &str,
 ) -> common::broker::KillOnDrop {
-    let live = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &broker.bootstrap])
-            .args([
-                "-w",
-                &workers.to_string(),
-                "--topics",
-                topics,
-                "--group",
-                "g",
-            ])
-            .args(["--idle-ms", "300", "--lateness-ms", "0"])
-            .args(["--metrics-addr", metrics, "--out", out.to_str().unwrap()])
-            .spawn()
-            .expect("run"),
-    );
+    let live = live(broker, workers, topics, "300", out, metrics);
     let reached = within_60s(|| last_mark(out) >= 1900);
     assert!(reached, "progress never reached 1900: {}", text_of(out));
     live
+}
+
+/// A live job (`--lateness-ms 0`, group `g`) of `workers` reading `topics`, silent inputs idle
+/// after `idle_ms`, with results in `out` and metrics at `metrics`.
+fn live(
+    broker: &Broker,
+    workers: u32,
+    topics: &str,
+    idle_ms: &str,
+    out: &Path,
+    metrics: &str,
+) -> common::broker::KillOnDrop {
+    common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &broker.bootstrap])
+            .args(["-w", &workers.to_string(), "--topics", topics])
+            .args(["--group", "g", "--idle-ms", idle_ms, "--lateness-ms", "0"])
+            .args(["--metrics-addr", metrics, "--out", out.to_str().unwrap()])
+            .spawn()
+            .expect("run"),
+    )
 }
 
 /// A live job of two workers, each reading one of two partitions (contract section 2 is about
@@ -1255,16 +1261,7 @@ fn a_stopped_job_finds_no_input_idle_when_it_resumes() {
     };
     let out = dir.join("out.ndjson");
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut job = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &broker.bootstrap, "-w", "1"])
-            .args(["--topics", "market.book", "--group", "g"])
-            .args(["--idle-ms", "2000", "--lateness-ms", "0"])
-            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run"),
-    );
+    let mut job = live(&broker, 1, "market.book", "2000", &out, &metrics);
     let read = || {
         std::net::TcpStream::connect(&metrics)
             .is_ok()
@@ -1310,16 +1307,7 @@ fn consumer_lag_is_the_end_minus_what_the_group_committed() {
     kcat_to(&broker, "market.book", 1, &far);
     let out = dir.join("out.ndjson");
     let metrics = format!("127.0.0.1:{}", free_port());
-    let _live = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &broker.bootstrap, "-w", "1"])
-            .args(["--topics", "market.book", "--group", "g"])
-            .args(["--idle-ms", "60000", "--lateness-ms", "0"])
-            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run"),
-    );
+    let _live = live(&broker, 1, "market.book", "60000", &out, &metrics);
     let lag = |text: &str, partition: u32| {
         let series = format!(
             r#"tampines_consumer_lag_messages{{topic="market.book",partition="{partition}"}} "#
