@@ -4,7 +4,9 @@
 //! it changes nothing (replays and restarts never move results backwards; marks are compared as
 //! decimal texts, exact at any `u64`, where Lua's numbers are doubles). Otherwise it writes the
 //! book and ticker strings, replaces the candle member of each changed `open_time` in its sorted set
-//! (and trims the set to `candle_retention`), removes candles dropped by retention, sets the
+//! (and trims the set to `candle_retention`), removes candles dropped by retention (a score is a
+//! double, which above 2^53 stands for several open times: there the member is found by its
+//! text), sets the
 //! frontier and appends `{ts, keys}` to the `{prefix}:updates` stream (capped near 10,000). Redis
 //! runs a script atomically, so a reader that reads the frontier and keys together (MULTI/EXEC or
 //! a script) sees exactly the state at that frontier.
@@ -24,7 +26,10 @@
 //! at its own timestamp in the replay; a later run may read events below `F` that the first never
 //! saw), and the step brings every key the rebuilt state has to its value at that mark. Before
 //! that step the writer reads what Redis holds of those keys and leaves out the changes it
-//! holds already (usually nearly all), so the step stays the size of what differs. That needs
+//! holds already (usually nearly all), so the step stays the size of what differs. The same
+//! step removes what Redis holds under the prefix that the rebuilt state lacks (a resolution or
+//! interval no longer configured, candles beyond a smaller retention, symbols of another input:
+//! the demo started again), which would otherwise stay for good, looking current. That needs
 //! the whole input from its first message ([`RedisOptions::whole_history`]); without it, the kept
 //! changes are dropped instead and Redis keeps what it holds up to `F`: a rebuild without the
 //! lost messages would bring correct results to partial ones.
@@ -41,7 +46,7 @@
 //! flight reaches its bound (the results' frontier stays at the first mark waiting here; module
 //! doc of `crate::job`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -77,6 +82,18 @@ if last ~= '' and (not frontier or below(frontier, last)) then
   return redis.error_reply('TAMPINES Redis lost results: its frontier is ' .. (frontier or 'gone') ..
     ', where this job had ' .. last .. ' (restarted empty or from an older save?); start the job again to rebuild them')
 end
+-- Scores are doubles: above 2^53 one score stands for several open times, so the member of this
+-- open time is found by its text (a candle record has `"open_time":T` followed by a comma).
+local function remove_at(key, score)
+  if below('9007199254740992', score) then
+    local field = '"open_time":' .. score .. ','
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, score, score)) do
+      if string.find(m, field, 1, true) then redis.call('ZREM', key, m) end
+    end
+  else
+    redis.call('ZREMRANGEBYSCORE', key, score, score)
+  end
+end
 -- Every key must hold what this step writes there (or nothing), checked before any write: a
 -- script that fails halfway keeps its earlier writes, which readers would see ahead of the
 -- frontier.
@@ -89,7 +106,8 @@ end
 local bad = misplaced(KEYS[2], 'stream')
 if bad then return bad end
 for c = 1, n do
-  bad = misplaced(ARGV[4 * c + 1], ARGV[4 * c] == 's' and 'string' or 'zset')
+  local kind = ARGV[4 * c]
+  bad = misplaced(ARGV[4 * c + 1], (kind == 's' or kind == 'x') and 'string' or 'zset')
   if bad then return bad end
 end
 local i = 4
@@ -99,11 +117,15 @@ for c = 1, n do
   if kind == 's' then
     redis.call('SET', key, json)
   elseif kind == 'z' then
-    redis.call('ZREMRANGEBYSCORE', key, score, score)
+    remove_at(key, score)
     redis.call('ZADD', key, score, json)
     redis.call('ZREMRANGEBYRANK', key, 0, -(retention + 1))
+  elseif kind == 'r' then
+    remove_at(key, score)
+  elseif kind == 'm' then
+    redis.call('ZREM', key, json)
   else
-    redis.call('ZREMRANGEBYSCORE', key, score, score)
+    redis.call('DEL', key)
   end
 end
 redis.call('SET', KEYS[1], ARGV[1])
@@ -145,6 +167,19 @@ pub struct RedisOptions {
 
 /// A change's place in a step: its key and score (the last change of each is written).
 type Slot = (&'static str, Option<u64>);
+
+/// Something Redis holds under the prefix that the rebuilt state lacks, removed by the
+/// catching-up step (module doc): a result of another configuration or of input this run does
+/// not have.
+#[derive(Debug)]
+struct Stale {
+    /// `x`: a book or ticker string, `y`: a whole candle set, `m`: one candle of a set.
+    kind: &'static str,
+    /// The key, prefix included.
+    key: String,
+    /// The candle record, for `m`.
+    member: String,
+}
 
 /// The handle the publishing worker holds.
 pub struct RedisSink {
@@ -357,10 +392,14 @@ impl Writer {
                 absorb(b, &mut merged);
             }
             let mut changes: Vec<Change> = merged.into_values().collect();
+            let mut stale = Vec::new();
             if std::mem::take(&mut self.catching_up) {
+                if self.options.whole_history {
+                    stale = self.stale(&changes);
+                }
                 changes = self.not_held(changes);
             }
-            if let Err(e) = self.write(time, &changes) {
+            if let Err(e) = self.write(time, &changes, &stale) {
                 tracing::error!(mark = time, error = %e, "redis write failed for good");
                 let mut message = format!("writing mark {time} to Redis: {e}");
                 if e.to_string().contains("unauthenticated") {
@@ -430,13 +469,112 @@ impl Writer {
         kept
     }
 
+    /// What Redis holds under the prefix that the rebuilt state of a catching-up step lacks. The
+    /// step's `changes`, before [`Self::not_held`], are that whole state: every key and retained
+    /// candle changed at some mark up to the step's (the marks at or below the stored frontier
+    /// kept theirs). Anything else under `{prefix}:book:`, `:ticker:` or `:candles:` is a result
+    /// the input and options of this run do not make (a resolution or interval no longer
+    /// configured, a smaller retention, symbols of another input) and would stay for good,
+    /// looking current. A read that fails leaves them (logged).
+    fn stale(&mut self, changes: &[Change]) -> Vec<Stale> {
+        let p = self.options.prefix.clone();
+        let mut strings = HashSet::new();
+        let mut sets: HashMap<String, HashSet<&str>> = HashMap::new();
+        for c in changes {
+            let key = format!("{p}:{}", c.key());
+            match (c.score, &c.json) {
+                (None, _) => {
+                    strings.insert(key);
+                }
+                (Some(_), json) => {
+                    let set = sets.entry(key).or_default();
+                    set.extend(json.as_deref());
+                }
+            }
+        }
+        let pattern = format!("{}:*", glob_escaped(&p));
+        let read = connected(&self.client, &mut self.connection).and_then(|c| {
+            let mut found = Vec::new();
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)?;
+                found.extend(keys);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            let mut stale = Vec::new();
+            let mut kept_sets = Vec::new();
+            for key in found {
+                let kind = key[p.len()..].split(':').nth(1).unwrap_or("");
+                match kind {
+                    "book" | "ticker" if !strings.contains(&key) => stale.push(("x", key)),
+                    "candles" if !sets.contains_key(&key) => stale.push(("y", key)),
+                    "candles" => kept_sets.push(key),
+                    _ => {}
+                }
+            }
+            let mut stale: Vec<Stale> = (stale.into_iter())
+                .map(|(kind, key)| Stale {
+                    kind,
+                    key,
+                    member: String::new(),
+                })
+                .collect();
+            for batch in kept_sets.chunks(READ_BATCH / 100) {
+                let mut range = redis::pipe();
+                for key in batch {
+                    range.zrange(key, 0, -1);
+                }
+                let members: Vec<Vec<String>> = range.query(c)?;
+                for (key, members) in batch.iter().zip(members) {
+                    let rebuilt = &sets[key];
+                    stale.extend(
+                        (members.into_iter())
+                            .filter(|m| !rebuilt.contains(m.as_str()))
+                            .map(|member| Stale {
+                                kind: "m",
+                                key: key.clone(),
+                                member,
+                            }),
+                    );
+                }
+            }
+            Ok(stale)
+        });
+        match read {
+            Ok(stale) => {
+                if !stale.is_empty() {
+                    tracing::warn!(
+                        keys = stale.iter().filter(|s| s.kind != "m").count(),
+                        candles = stale.iter().filter(|s| s.kind == "m").count(),
+                        "catching up: removing results Redis holds that this run does not make (other options or input than the run that wrote them)"
+                    );
+                }
+                stale
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "catching up: cannot list the keys Redis holds; any this run does not make stay");
+                self.connection = None;
+                Vec::new()
+            }
+        }
+    }
+
     /// Applies one step, retrying with capped backoff until it lands or fails for good.
-    fn write(&mut self, time: u64, changes: &[Change]) -> redis::RedisResult<()> {
+    fn write(&mut self, time: u64, changes: &[Change], stale: &[Stale]) -> redis::RedisResult<()> {
         let mut backoff = Duration::from_millis(50);
         let mut failing_since = None;
         loop {
             let started = Instant::now();
-            match self.try_write(time, changes) {
+            match self.try_write(time, changes, stale) {
                 Ok(applied) => {
                     let m = metrics();
                     m.redis_latency.observe(started.elapsed().as_secs_f64());
@@ -473,14 +611,19 @@ impl Writer {
         }
     }
 
-    fn try_write(&mut self, time: u64, changes: &[Change]) -> redis::RedisResult<bool> {
+    fn try_write(
+        &mut self,
+        time: u64,
+        changes: &[Change],
+        stale: &[Stale],
+    ) -> redis::RedisResult<bool> {
         let p = self.options.prefix.clone();
         let mut invocation = self.script.key(format!("{p}:frontier"));
         invocation
             .key(format!("{p}:updates"))
             .arg(time)
             .arg(self.options.retention)
-            .arg(changes.len());
+            .arg(changes.len() + stale.len());
         for c in changes {
             let kind = match (&c.json, c.score) {
                 (Some(_), None) => "s",
@@ -493,9 +636,19 @@ impl Writer {
                 .arg(c.score.unwrap_or(0))
                 .arg(c.json.as_deref().unwrap_or(""));
         }
+        for s in stale {
+            invocation.arg(s.kind).arg(&s.key).arg(0).arg(&s.member);
+        }
         // The stream entry counts keys: a sorted set may get several changes in one step (the
-        // changes come in key order, from `run`'s merge).
-        let keys = changes.chunk_by(|a, b| a.key() == b.key()).count();
+        // changes come in key order, from `run`'s merge), and stale candles are removed from
+        // sets that may have changes too.
+        let mut keys = changes.chunk_by(|a, b| a.key() == b.key()).count();
+        if !stale.is_empty() {
+            let changed: HashSet<String> =
+                changes.iter().map(|c| format!("{p}:{}", c.key())).collect();
+            let removed: HashSet<&str> = stale.iter().map(|s| s.key.as_str()).collect();
+            keys += removed.iter().filter(|k| !changed.contains(**k)).count();
+        }
         invocation.arg(STREAM_CAP).arg(keys);
         // The last frontier found in Redis or written there (`durable`; marks are above 0): a
         // lower one stored means Redis lost results.
@@ -508,6 +661,18 @@ impl Writer {
         let applied: i64 = invocation.invoke(connected(&self.client, &mut self.connection)?)?;
         Ok(applied == 1)
     }
+}
+
+/// `text` with Redis's glob characters escaped, to match itself in `SCAN MATCH`.
+fn glob_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 /// `connection`, opened on `client` if there is none.

@@ -393,15 +393,26 @@ fn book(symbol: &str, ts: u64, price: u32) -> String {
 /// Replays `files` into the server (`--prefix t`, one resolution, lateness 0), and asserts Redis
 /// then holds exactly the last state of the same replay to NDJSON.
 fn replay_and_compare(server: &RedisServer, dir: &Path, files: &[&Path]) {
+    replay_and_compare_with(server, dir, files, &["--resolutions", "1"], 1000);
+}
+
+/// [`replay_and_compare`] with `opts` (lateness 0 added) and `retention` candles per set.
+fn replay_and_compare_with(
+    server: &RedisServer,
+    dir: &Path,
+    files: &[&Path],
+    opts: &[&str],
+    retention: usize,
+) {
     let files: Vec<&str> = files.iter().map(|f| f.to_str().unwrap()).collect();
-    let opts = ["--resolutions", "1", "--lateness-ms", "0"];
     let mut args = vec!["replay"];
     args.extend(&files);
     args.extend(opts);
+    args.extend(["--lateness-ms", "0"]);
     tampines(&[&args[..], &["--redis", &server.url, "--prefix", "t"]].concat());
     let expected = dir.join("expected.ndjson");
     tampines(&[&args[..], &["--out", expected.to_str().unwrap()]].concat());
-    let reference = reference(&expected, 1000);
+    let reference = reference(&expected, retention);
     let (last, state) = reference.last_key_value().unwrap();
     let (frontier, keys) = snapshot(&mut server.connection().unwrap()).unwrap();
     assert_eq!(frontier, Some(*last), "{files:?}");
@@ -437,6 +448,76 @@ fn a_later_run_writes_what_changed_below_the_stored_frontier() {
         let last = last_update(&mut c);
         assert_eq!(last["keys"], "2", "base {base}: {last:?}");
     }
+}
+
+/// A trade of `symbol` at `ts`, its id the ts.
+fn trade(symbol: &str, ts: u64) -> String {
+    format!(
+        r#"{{"type":"trade","exchange":"ex","symbol":"{symbol}","ts":{ts},"id":"{ts}","price":"10","qty":"1","side":"buy"}}"#
+    ) + "\n"
+}
+
+/// A restart whose options or input make fewer results than the run that wrote the stored
+/// frontier leaves none of that run's others: they stayed for good, looking current (a book
+/// of a resolution no longer configured saying `ok`, a 5m candle never closed, candles beyond
+/// a smaller retention, the symbols of the demo's previous run).
+#[test]
+fn a_restart_with_other_options_or_input_leaves_no_result_of_the_first() {
+    let server = RedisServer::start();
+    let dir = scratch("redis_other_options");
+    let (first, second, third) = (
+        dir.join("first.ndjson"),
+        dir.join("second.ndjson"),
+        dir.join("third.ndjson"),
+    );
+    let mut text = book("A", 1000, 105) + &book("B", 1000, 207);
+    for minute in 0..6 {
+        text += &(trade("A", minute * 60_000 + 1000) + &trade("B", minute * 60_000 + 2000));
+    }
+    std::fs::write(&first, text).unwrap();
+    // Only B trades on: A's 1m set gets no new candle, so nothing trimmed it to 3.
+    let text: String = (6..9)
+        .map(|minute| trade("B", minute * 60_000 + 2000))
+        .collect();
+    std::fs::write(&second, text).unwrap();
+    // Another input altogether, later (the demo started again with other symbols).
+    std::fs::write(&third, book("C", 1_300_000, 300) + &trade("C", 1_300_000)).unwrap();
+
+    let wide = ["--resolutions", "1,10", "--intervals", "1m,5m"];
+    replay_and_compare_with(&server, &dir, &[&first], &wide, 1000);
+    let narrow = [
+        "--resolutions",
+        "1",
+        "--intervals",
+        "1m",
+        "--candle-retention",
+        "3",
+    ];
+    replay_and_compare_with(&server, &dir, &[&first, &second], &narrow, 3);
+    replay_and_compare_with(&server, &dir, &[&third], &narrow, 3);
+    // One mark: C's three keys written, A's and B's six removed.
+    let last = last_update(&mut server.connection().unwrap());
+    assert_eq!(last["keys"], "9", "{last:?}");
+}
+
+/// Candles whose open times are one double apart (above 2^53 a sorted set's scores cannot tell
+/// them apart) are both kept: removing a candle's previous record by its score removed its
+/// neighbour too.
+#[test]
+fn candles_a_double_apart_are_both_kept() {
+    let server = RedisServer::start();
+    let dir = scratch("redis_double_scores");
+    let events = dir.join("events.ndjson");
+    let base = 9_223_372_036_854_000_000u64;
+    let text: String = (0..40).map(|i| trade("A", base + i * 1000 + 1)).collect();
+    std::fs::write(&events, text).unwrap();
+    replay_and_compare_with(&server, &dir, &[&events], &["--intervals", "1s"], 1000);
+    let mut c = server.connection().unwrap();
+    let held: usize = redis::cmd("ZCARD")
+        .arg("t:candles:ex:A:1s")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(held, 40);
 }
 
 /// A Redis that refuses the job's password fails it at once, with exit 1 and Redis's reason:
