@@ -67,7 +67,7 @@ pub struct DemoArgs {
     /// Partitions per topic of the embedded broker.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
-    /// Results to stdout even when a Redis is reachable (`--redis` wins over it).
+    /// Results to stdout, even when a Redis is given (`--redis`, TAMPINES_REDIS) or reachable.
     #[arg(long)]
     pub stdout: bool,
     /// Where to look for a running Redis.
@@ -272,9 +272,30 @@ pub struct GenArgs {
 }
 
 impl RunArgs {
-    /// Checks `run`'s own options (the `-X` properties are librdkafka's to check).
+    /// Checks `run`'s own options (the `-X` properties are librdkafka's to check, but for those
+    /// that would undo what the job's own options say).
     pub fn check(&self) -> Result<()> {
-        check_topics(&self.topics)
+        check_topics(&self.topics)?;
+        for (key, _) in &self.kafka.property {
+            if let Some(why) = owned_property(key) {
+                bail!("-X {key}: {why}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the job sets librdkafka's property `key` itself, if it does: set by `-X` on top, it
+/// bypassed the option (and the check that every process of a job gives the same one), or undid
+/// the rule that offsets are committed only once their results are written.
+fn owned_property(key: &str) -> Option<&'static str> {
+    match key {
+        "group.id" => Some("use --group (every process of a job must give the same)"),
+        "auto.offset.reset" => Some("use --start"),
+        "enable.auto.commit" | "enable.auto.offset.store" => Some(
+            "the job commits offsets itself, once their results are written (exactly-once in Redis)",
+        ),
+        _ => None,
     }
 }
 
@@ -329,8 +350,13 @@ impl ProduceArgs {
 }
 
 impl DemoArgs {
-    /// Checks the demo's own options: a demo of nothing is a mistake, not a demo.
+    /// Checks the demo's own options: a demo of nothing is a mistake, not a demo; a demo is one
+    /// process (each process of `-n 2` started its own broker and market, and the job read half
+    /// of each: a mix of two markets).
     pub fn check(&self) -> Result<()> {
+        if self.job.processes != 1 || self.job.process != 0 || self.job.hostfile.is_some() {
+            bail!("demo runs in one process, with its own broker and market: -n, -p and -h are for run and replay");
+        }
         if self.symbols == 0 {
             bail!("--symbols must be positive");
         }

@@ -9,9 +9,11 @@
 //! it retries for as long as it takes, and says so on the log every 5 s; a connect that reached
 //! the socket itself counts as not listening yet, see `dial_with`). The handshake is
 //! timely's own (the connecting process's index, a big-endian `u64`) followed by a fingerprint
-//! of the options every process must share (a `u64`: a process started with other ones is
-//! refused, where it made the job's output silently wrong), answered with the accepting
-//! process's fingerprint, so that both sides of a mismatch say so; an accepted connection
+//! of the options every process must share, the process count and the index of the process
+//! dialled (a `u64`: a process started with other ones, another `-n` or a hostfile in another
+//! order is refused, where it made the job's output silently wrong, waited for ever or made
+//! timely panic), answered with the accepting process's fingerprint, so that both sides of a
+//! mismatch say so; an accepted connection
 //! that closes or does not send it within 10 s (a TCP-only probe, such as a TCP health check)
 //! is logged and dropped, see `place`. Once the job has formed, a process keeps listening and
 //! turns away whoever connects (a second copy of a later process), which then exits 1 at once
@@ -40,6 +42,14 @@ const REPORT: Duration = Duration::from_secs(5);
 
 /// How long an accepted connection may take to introduce itself (a process does at once).
 const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// The fingerprint process `index` of the job introduces itself and replies with: the
+/// options' (`execute`), and the index. A process connecting to the one its hostfile places at
+/// `index` sends the fingerprint of `index`, so that a hostfile listing the processes in
+/// another order is a mismatch: both processes passed the handshake, then timely panicked.
+fn of_process(fingerprint: u64, index: usize) -> u64 {
+    digest(&(fingerprint, index))
+}
 
 /// A digest of options for the handshake (see [`execute`]).
 pub fn digest(value: &impl std::hash::Hash) -> u64 {
@@ -73,8 +83,9 @@ where
         return timely::execute(config, func);
     };
     let (threads, process, zerocopy) = (*threads, *process, *zerocopy);
-    // Every process runs as many workers: timely panicked on a mismatch.
-    let fingerprint = digest(&(fingerprint, threads));
+    // Every process runs as many workers (timely panicked on a mismatch) and counts as many
+    // processes (one that counted more waited for ever, silently, for one that never came).
+    let fingerprint = digest(&(fingerprint, threads, addresses.len()));
     let sockets = connect(addresses, process, fingerprint)
         .map_err(|e| format!("failed to connect the processes: {e}"))?;
     tracing::info!(
@@ -118,10 +129,12 @@ fn connect(
         })
         .collect::<io::Result<Vec<_>>>()?;
     let later = addresses.len() - me - 1;
+    // What later processes introduce themselves with, and are answered with.
+    let mine = of_process(fingerprint, me);
     let accepting = std::thread::spawn(move || {
-        let accepted = accept(&listeners, me, later, HANDSHAKE, fingerprint)?;
+        let accepted = accept(&listeners, me, later, HANDSHAKE, mine)?;
         if later > 0 {
-            turn_away(listeners, fingerprint);
+            turn_away(listeners, mine);
         }
         Ok::<_, io::Error>(accepted)
     });
@@ -203,8 +216,9 @@ fn dial_with(
         match attempt {
             Ok(mut stream) => {
                 stream.set_nodelay(true)?;
-                stream.write_all(&hello(me, fingerprint))?;
-                check_reply(&mut stream, index, me, fingerprint)?;
+                let theirs = of_process(fingerprint, index);
+                stream.write_all(&hello(me, theirs))?;
+                check_reply(&mut stream, index, me, theirs)?;
                 return Ok(stream);
             }
             Err(error) if error.kind() == io::ErrorKind::InvalidInput => {
@@ -259,11 +273,12 @@ fn check_reply(
     Ok(())
 }
 
-/// Process `later` and process `earlier` were given other options (or builds).
+/// Process `later` and process `earlier` were given other options (or builds, process counts,
+/// or hostfiles that list the processes in another order).
 fn mismatch(later: usize, earlier: usize) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("process {later} was started with other options than process {earlier} (or another build): every process of a job needs the same ones"),
+        format!("process {later} was started with other options than process {earlier} (or another build, another -n, or a hostfile listing the processes in another order): every process of a job needs the same ones"),
     )
 }
 
@@ -277,42 +292,33 @@ fn accept(
     fingerprint: u64,
 ) -> io::Result<Vec<TcpStream>> {
     let mut accepted: Vec<Option<TcpStream>> = (0..later).map(|_| None).collect();
-    if let [listener] = listeners {
-        // One address (the usual case): block on it.
-        while accepted.iter().any(Option::is_none) {
+    // Polled, not blocked on (even one address), so that the wait is logged: process 0 waited
+    // for the others in silence.
+    for listener in listeners {
+        listener.set_nonblocking(true)?;
+    }
+    let mut reported = Instant::now();
+    while accepted.iter().any(Option::is_none) {
+        let mut any = false;
+        for listener in listeners {
             match listener.accept() {
-                Ok((stream, _)) => place(stream, me, &mut accepted, handshake, fingerprint)?,
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false)?;
+                    place(stream, me, &mut accepted, handshake, fingerprint)?;
+                    any = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) if passing(&e) => tracing::warn!(%e, "a connection failed as it came"),
                 Err(e) => return Err(e),
             }
         }
-    } else {
-        for listener in listeners {
-            listener.set_nonblocking(true)?;
-        }
-        let mut reported = Instant::now();
-        while accepted.iter().any(Option::is_none) {
-            let mut any = false;
-            for listener in listeners {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        stream.set_nonblocking(false)?;
-                        place(stream, me, &mut accepted, handshake, fingerprint)?;
-                        any = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if passing(&e) => tracing::warn!(%e, "a connection failed as it came"),
-                    Err(e) => return Err(e),
-                }
+        if !any {
+            if reported.elapsed() >= REPORT {
+                let waiting = accepted.iter().filter(|s| s.is_none()).count();
+                tracing::warn!(waiting, "waiting for processes to connect");
+                reported = Instant::now();
             }
-            if !any {
-                if reported.elapsed() >= REPORT {
-                    let waiting = accepted.iter().filter(|s| s.is_none()).count();
-                    tracing::warn!(waiting, "waiting for processes to connect");
-                    reported = Instant::now();
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
     Ok(accepted.into_iter().flatten().collect())
@@ -558,9 +564,10 @@ mod tests {
                 7,
             )
         });
+        let process_0 = of_process(7, 0);
         assert_eq!(
-            introduced(&listener, 7),
-            (3, 7),
+            introduced(&listener, process_0),
+            (3, process_0),
             "the handshake names the dialling process and its options"
         );
         let stream = dialled.join().unwrap().unwrap();
@@ -644,7 +651,8 @@ mod tests {
         let line = format!("{} 127.0.0.1:1", listener.local_addr().unwrap());
         // The connect completes in the listener's backlog, before it is accepted.
         let dialled = std::thread::spawn(move || dial(&line, 0, 1, 7).map(|s| s.peer_addr()));
-        assert_eq!(introduced(&listener, 7), (1, 7));
+        let process_0 = of_process(7, 0);
+        assert_eq!(introduced(&listener, process_0), (1, process_0));
         let peer = dialled.join().unwrap().unwrap().unwrap();
         assert_eq!(peer, listener.local_addr().unwrap());
     }
@@ -705,7 +713,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let dialled = std::thread::spawn(move || dial(&address, 0, 1, 7).map(|_| ()));
-        assert_eq!(introduced(&listener, 8), (1, 7));
+        assert_eq!(introduced(&listener, 8), (1, of_process(7, 0)));
         let error = dialled.join().unwrap().unwrap_err();
         assert!(
             error
@@ -713,6 +721,37 @@ mod tests {
                 .starts_with("process 1 was started with other options than process 0"),
             "{error}"
         );
+    }
+
+    /// Processes whose hostfiles list the earlier ones in another order are refused: process 2
+    /// dials process 1 as process 0 and process 0 as process 1. The handshake carried only the
+    /// dialler's own index, and timely panicked once the job formed.
+    #[test]
+    fn hostfiles_in_another_order_are_refused() {
+        let free = || {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let lines = vec![free(), free(), free()];
+        let swapped = vec![lines[1].clone(), lines[0].clone(), lines[2].clone()];
+        let processes: Vec<_> = [(lines.clone(), 0), (lines, 1), (swapped, 2)]
+            .into_iter()
+            .map(|(lines, me)| std::thread::spawn(move || connect(&lines, me, 7).map(|_| ())))
+            .collect();
+        // Process 0 waits on (logged) for a process 2 that is gone: it cannot tell. Processes
+        // 1 and 2 end, each saying why.
+        let errors: Vec<String> = within_30s("processes 1 and 2", move || {
+            (processes.into_iter().skip(1))
+                .map(|p| p.join().unwrap().unwrap_err().to_string())
+                .collect()
+        });
+        for error in errors {
+            assert!(
+                error.contains("process 2 was started with other options than process ")
+                    && error.contains("a hostfile listing the processes in another order"),
+                "{error}"
+            );
+        }
     }
 
     /// A process whose options differ (another fingerprint) is refused: its results differ, and

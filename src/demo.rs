@@ -98,11 +98,13 @@ fn start_redis() -> Option<(String, RedisServer)> {
 }
 
 fn choose_target(args: &DemoArgs) -> Target {
-    if let Some(url) = &args.job.redis {
-        return Target::Redis(url.clone());
-    }
+    // `--stdout` first: `--redis` may come from TAMPINES_REDIS or a config file, and a
+    // deployment that sets one could not run the demo to stdout.
     if args.stdout {
         return Target::Stdout;
+    }
+    if let Some(url) = &args.job.redis {
+        return Target::Redis(url.clone());
     }
     if redis_answers(&args.probe_redis) {
         return Target::Redis(format!("redis://{}", args.probe_redis));
@@ -231,6 +233,7 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
             say(&format!("  {cli} XREAD BLOCK 0 STREAMS {p}:updates $"));
         }
         Target::Stdout => {
+            job_args.redis = None;
             if job_args.out.is_none() {
                 job_args.out = Some("-".into());
             }

@@ -383,7 +383,11 @@ where
     let redis = settings.redis.clone();
     // Marks Redis already holds are not written by themselves (the sink catches up at the next).
     let stored = match (&redis, settings.process) {
-        (Some(r), 0) => stored_frontier(r, Duration::from_secs(30))?,
+        // 30 s, or a bounded job's --redis-patience-s where shorter.
+        (Some(r), 0) => {
+            let patience = Duration::from_secs(30);
+            stored_frontier(r, r.patience.map_or(patience, |p| p.min(patience)))?
+        }
         _ => None,
     };
     if let (Some(r), true) = (&redis, settings.process > 0) {
@@ -406,9 +410,24 @@ where
             );
         }
     }
-    // Processes must agree on the results' options, their inputs' and (`execute` adds) their
-    // worker count.
-    let fingerprint = crate::cluster::digest(&(config.fingerprint(), inputs, idle));
+    // Processes must agree on the results' options, their inputs', the Redis prefix (the others
+    // follow the frontier process 0 writes there, to commit their offsets: with another, or
+    // none, they never did) and (`execute` adds) their worker and process counts.
+    let prefix = settings.redis.as_ref().map(|r| r.prefix.as_str());
+    let fingerprint = crate::cluster::digest(&(config.fingerprint(), inputs, idle, prefix));
+    if settings.process > 0 {
+        for (option, given) in [
+            ("--out", settings.out.is_some()),
+            ("--dlq", settings.dlq.is_some()),
+        ] {
+            if given {
+                tracing::warn!(
+                    process = settings.process,
+                    "{option} is written by process 0 only: given here, it is not used"
+                );
+            }
+        }
+    }
     let guards = crate::cluster::execute(timely_config, fingerprint, move |worker| {
         let index = worker.index();
         let peers = worker.peers();

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
-            if let Err(e) = readable(&args.files) {
+            if let Err(e) = readable(&args.files).and_then(|()| read_here(&args)) {
                 return usage(e);
             }
             for file in &args.files {
@@ -251,6 +251,26 @@ fn readable(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
             Ok(m) if m.is_dir() => anyhow::bail!("{} is a directory", file.display()),
             Ok(_) => {}
             Err(e) => anyhow::bail!("cannot read {}: {e}", file.display()),
+        }
+    }
+    Ok(())
+}
+
+/// Across processes, a file is read on one process only, by its worker
+/// ([`tampines_dataflows::source::reader`]); the others hold a copy at its place in the list
+/// (the handshake compares the lists' lengths). A pipe cannot be compared, and one given to a
+/// process that does not read it would go unread: each process given "its own" stream had half
+/// of the input read, silently. Such a pipe is refused.
+fn read_here(args: &tampines::cli::ReplayArgs) -> anyhow::Result<()> {
+    let (workers, processes, me) = (args.job.workers(), args.job.processes, args.job.process);
+    for (i, file) in args.files.iter().enumerate() {
+        let reader = tampines_dataflows::source::reader(i, workers * processes) / workers;
+        let regular = std::fs::metadata(file).is_ok_and(|m| m.is_file());
+        if reader != me && !regular {
+            anyhow::bail!(
+                "{} is not a regular file (a pipe?), and process {reader} reads input {i}, not this one ({me}): it would go unread; give it to process {reader}, and a regular file (an empty one will do) at its place here",
+                file.display()
+            );
         }
     }
     Ok(())

@@ -697,6 +697,7 @@ fn connected<'a>(
 pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Option<u64>> {
     let client = redis::Client::open(options.url.as_str()).context("--redis")?;
     let deadline = Instant::now() + patience;
+    let mut reported: Option<Instant> = None;
     loop {
         let attempt = client
             .get_connection_with_timeout(Duration::from_secs(2))
@@ -708,7 +709,11 @@ pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Opt
         match attempt {
             Ok(f) => return Ok(f),
             Err(e) if passing(&e) && Instant::now() < deadline => {
-                tracing::warn!(error = %e, "reading the stored frontier");
+                // Said at once, then every 5 s (it was every try, five a second).
+                if reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                    tracing::warn!(error = %e, "reading the stored frontier");
+                    reported = Some(Instant::now());
+                }
                 std::thread::sleep(Duration::from_millis(200)); // retry interval, bounded by the deadline
             }
             Err(e) => return Err(e).context("reading the stored frontier"),
@@ -723,9 +728,21 @@ pub fn follow_frontier(options: RedisOptions, state: &Arc<SinkState>) {
     let spawned = std::thread::Builder::new()
         .name("redis-frontier".into())
         .spawn(move || {
+            let mut failing = false;
             while let Some(state) = state.upgrade() {
-                if let Ok(Some(f)) = stored_frontier(&options, Duration::ZERO) {
-                    state.durable.fetch_max(f, Ordering::Relaxed);
+                match stored_frontier(&options, Duration::ZERO) {
+                    Ok(Some(f)) => {
+                        state.durable.fetch_max(f, Ordering::Relaxed);
+                        failing = false;
+                    }
+                    Ok(None) => {}
+                    // Said once per outage: offsets wait (process 0's own failures are logged
+                    // where it writes; another --redis here was silent, and never committed).
+                    Err(e) if !failing => {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot read the frontier Redis holds: this process's offsets are not committed meanwhile");
+                        failing = true;
+                    }
+                    Err(_) => {}
                 }
                 drop(state);
                 std::thread::sleep(Duration::from_secs(1)); // polling interval

@@ -33,6 +33,41 @@ fn demo(symbols: &str, rate: &str, probe: &str) -> Command {
     command
 }
 
+/// `--stdout` wins over a Redis named by the environment (or a config file): the demo wrote to
+/// the Redis of TAMPINES_REDIS, saying it was "named by --redis" (here a port where nothing
+/// listens: it gave up after 30 s, exit 1).
+#[test]
+fn stdout_wins_over_a_redis_the_environment_names() {
+    let probe = format!("127.0.0.1:{}", free_port());
+    let nowhere = format!("redis://127.0.0.1:{}", free_port());
+    let child = demo("2", "500", &probe)
+        .arg("--stdout")
+        .env("TAMPINES_REDIS", &nowhere)
+        .spawn()
+        .expect("start demo");
+    let mut child = KillOnDrop(child);
+    let stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("a progress line on stdout within 30 s");
+        let v: Value = serde_json::from_str(&line).expect("stdout is NDJSON");
+        if v["kind"] == "progress" {
+            break;
+        }
+    }
+}
+
 #[test]
 fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     let empty = scratch("demo_path");

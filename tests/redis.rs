@@ -520,6 +520,44 @@ fn candles_a_double_apart_are_both_kept() {
     assert_eq!(held, 40);
 }
 
+/// Processes given other `--prefix`es (or one with `--redis` and one without) are refused
+/// when they connect: the others follow the frontier process 0 writes, to commit their Kafka
+/// offsets, and with another prefix never committed them, silently.
+#[test]
+fn processes_with_other_prefixes_are_refused() {
+    let server = RedisServer::start();
+    let dir = scratch("redis_other_prefixes");
+    let events = dir.join("events.ndjson");
+    std::fs::write(&events, book("A", 1000, 10)).unwrap();
+    for other in [&["--redis", &server.url, "--prefix", "b"][..], &[]] {
+        let hostfile = common::two_hosts(&dir);
+        let spawn = |p: &str, redis: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_tampines"))
+                .arg("replay")
+                .arg(&events)
+                .args(["-n", "2", "-p", p, "-h"])
+                .arg(&hostfile)
+                .args(redis)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let processes = [
+            spawn("0", &["--redis", &server.url, "--prefix", "a"]),
+            spawn("1", other),
+        ];
+        for (p, process) in processes.into_iter().enumerate() {
+            let out = process.wait_with_output().unwrap();
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "process {p}, {other:?}: {said}");
+            assert!(
+                said.trim_end().ends_with("process 1 was started with other options than process 0 (or another build, another -n, or a hostfile listing the processes in another order): every process of a job needs the same ones"),
+                "process {p}, {other:?}: {said}"
+            );
+        }
+    }
+}
+
 /// A Redis that refuses the job's password fails it at once, with exit 1 and Redis's reason:
 /// the stored frontier was read with 30 s of patience for any error, a refusal's as much as an
 /// outage's.
@@ -685,6 +723,31 @@ fn a_bounded_job_gives_up_on_a_redis_gone_for_good() {
         last.starts_with("tampines: writing mark ")
             && last.contains(" to Redis: Redis failing for longer than --redis-patience-s")
             && last.contains("1 s; the last error: "),
+        "{stderr}"
+    );
+}
+
+/// A bounded job that finds no Redis at start gives up after `--redis-patience-s` where that is
+/// under 30 s (it waited 30 s whatever the option said), and says so once, not at every try
+/// (five a second): here one warning in its one second.
+#[test]
+fn a_bounded_job_finding_no_redis_at_start_waits_its_patience() {
+    let dir = scratch("redis_none_at_start");
+    let events = dir.join("events.ndjson");
+    std::fs::write(&events, book("A", 1000, 10)).unwrap();
+    let nowhere = format!("redis://127.0.0.1:{}", common::free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .arg("replay")
+        .arg(&events)
+        .args(["--redis", &nowhere, "--redis-patience-s", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let warnings = stderr.matches("WARN").count();
+    assert_eq!(warnings, 1, "{stderr}");
+    assert!(
+        stderr.contains("\ntampines: reading the stored frontier: Connection refused"),
         "{stderr}"
     );
 }

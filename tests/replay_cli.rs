@@ -596,6 +596,39 @@ fn two_processes_write_to_stdout_exactly_what_one_process_does() {
     assert!(other.is_empty(), "process 1 wrote dead letters: {other}");
 }
 
+/// What both processes of a job whose process 1 differs from process 0 say last.
+const MISMATCH: &str = "tampines: failed to connect the processes: process 1 was started with other options than process 0 (or another build, another -n, or a hostfile listing the processes in another order): every process of a job needs the same ones";
+
+/// Processes that count the job's processes otherwise (`-n 2` and `-n 3`) are refused when they
+/// connect: process 0 took process 1 in and formed the job, and process 1 waited for a process 2,
+/// both for ever and silently.
+#[test]
+fn processes_counted_otherwise_are_refused() {
+    let dir = scratch("replay_other_counts");
+    let events = gen_events(&dir.join("events.ndjson"), 2, 200, "0.01", 1, &[]);
+    let hostfile = common::two_hosts(&dir);
+    let third = format!("127.0.0.1:{}\n", common::free_port());
+    let hosts = std::fs::read_to_string(&hostfile).unwrap() + &third;
+    std::fs::write(&hostfile, hosts).unwrap();
+    let spawn = |p: &str, n: &str| {
+        Killed(
+            Command::new(env!("CARGO_BIN_EXE_tampines"))
+                .args(["replay", &events, "-n", n, "-p", p, "-h"])
+                .arg(&hostfile)
+                .args(["--out", "/dev/null"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let processes = [spawn("0", "2"), spawn("1", "3")];
+    for (p, process) in processes.into_iter().enumerate() {
+        let (code, said) = ended_within_60s(process, &format!("process {p}"));
+        assert_eq!(code, Some(1), "process {p}: {said}");
+        assert_eq!(said.lines().last(), Some(MISMATCH), "process {p}: {said}");
+    }
+}
+
 /// Processes given different input lists are refused when they connect, both with one line,
 /// before anything is read: each worker reads the files of its places in the list, so a file
 /// missing from one process's list would have been read by no worker, silently.
@@ -631,13 +664,54 @@ fn processes_with_other_inputs_are_refused() {
                 Some(1),
                 "process {p} of {second:?}: {said}"
             );
-            assert_eq!(
-                said.lines().last(),
-                Some("tampines: failed to connect the processes: process 1 was started with other options than process 0 (or another build): every process of a job needs the same ones"),
-                "process {p}: {said}"
-            );
+            assert_eq!(said.lines().last(), Some(MISMATCH), "process {p}: {said}");
         }
     }
+}
+
+/// A pipe given to a process that does not read it is refused: given "their own" streams, two
+/// processes read one and left the other unread, exit 0 (input 0 is process 1's at `-w 1`).
+#[test]
+fn a_pipe_another_process_reads_is_refused() {
+    let dir = scratch("replay_pipe_elsewhere");
+    let hostfile = common::two_hosts(&dir);
+    let process = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args([
+            "replay",
+            "/dev/stdin",
+            "-w",
+            "1",
+            "-n",
+            "2",
+            "-p",
+            "0",
+            "-h",
+        ])
+        .arg(&hostfile)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (code, said) = ended_within_60s(Killed(process), "process 0");
+    assert_eq!(code, Some(2), "{said}");
+    assert_eq!(
+        said,
+        "tampines: /dev/stdin is not a regular file (a pipe?), and process 1 reads input 0, not this one (0): it would go unread; give it to process 1, and a regular file (an empty one will do) at its place here\n"
+    );
+}
+
+/// The exit status and stderr of `process`, which must end within 60 s (polled: a process that
+/// waits for its peers for ever fails the test instead of holding it).
+fn ended_within_60s(mut process: Killed, what: &str) -> (Option<i32>, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while process.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "{what} still runs after 60 s");
+        std::thread::sleep(Duration::from_millis(20)); // polling a child, with a deadline
+    }
+    let mut said = String::new();
+    let stderr = process.0.stderr.as_mut().unwrap();
+    stderr.read_to_string(&mut said).unwrap();
+    (process.0.wait().unwrap().code(), said)
 }
 
 /// When another process of the job stops, a process exits with status 1 (CONTRACT section 5: a
@@ -646,10 +720,18 @@ fn processes_with_other_inputs_are_refused() {
 fn a_process_whose_peer_stops_exits_1() {
     let dir = scratch("replay_peer_stops");
     let hostfile = common::two_hosts(&dir);
-    // Input from stdin, held open and empty: the job never ends by itself.
+    // Input from stdin, held open and empty: the job never ends by itself. Process 1 reads it;
+    // process 0 holds an empty file at its place.
+    let empty = dir.join("empty.ndjson");
+    std::fs::write(&empty, "").unwrap();
     let spawn = |p: &str| {
+        let input = if p == "1" {
+            "/dev/stdin"
+        } else {
+            empty.to_str().unwrap()
+        };
         Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["replay", "/dev/stdin", "-w", "1", "-n", "2", "-p", p, "-h"])
+            .args(["replay", input, "-w", "1", "-n", "2", "-p", p, "-h"])
             .arg(&hostfile)
             .args(["--out", "/dev/null"])
             .env("RUST_LOG", "tampines::cluster=info")
@@ -803,7 +885,7 @@ fn a_bad_hostfile_exits_2_with_one_line() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 25] = [
+    let cases: [(&[&str], &str); 29] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -907,6 +989,25 @@ fn bad_usage_exits_2_with_one_line() {
         (
             &["replay", "x.ndjson", "--tick-size", "a:B=0.1", "--tick-size", "a:B=0.5"],
             "tampines: --tick-size names a:B twice",
+        ),
+        // Each process of `demo -n 2` started its own broker and market: the job read a mix.
+        (
+            &["demo", "-n", "2", "-p", "1", "-h", "hosts"],
+            "tampines: demo runs in one process, with its own broker and market: -n, -p and -h are for run and replay",
+        ),
+        // Set by -X, these bypassed --group and --start (and the check that every process
+        // gives the same), or committed offsets before their results were written.
+        (
+            &["run", "--brokers", "127.0.0.1:1", "-X", "group.id=g"],
+            "tampines: -X group.id: use --group (every process of a job must give the same)",
+        ),
+        (
+            &["run", "--brokers", "127.0.0.1:1", "-X", "auto.offset.reset=latest"],
+            "tampines: -X auto.offset.reset: use --start",
+        ),
+        (
+            &["run", "--brokers", "127.0.0.1:1", "-X", "enable.auto.commit=true"],
+            "tampines: -X enable.auto.commit: the job commits offsets itself, once their results are written (exactly-once in Redis)",
         ),
     ];
     for (args, message) in cases {
