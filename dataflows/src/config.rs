@@ -189,10 +189,11 @@ impl Config {
     }
 }
 
-/// Parses `EXCHANGE:SYMBOL=STEP`.
+/// Parses `EXCHANGE:SYMBOL=STEP`. Split at the last `=`, which a step never holds: symbols may
+/// (Yahoo's `EURUSD=X`); split at the first, they could not be named.
 pub fn parse_tick_size(s: &str) -> Result<(String, String, Price), String> {
     let (name, step) = s
-        .split_once('=')
+        .rsplit_once('=')
         .ok_or_else(|| format!("bad tick size {s:?}: want EXCHANGE:SYMBOL=STEP"))?;
     let (exchange, symbol) = name
         .split_once(':')
@@ -205,6 +206,13 @@ pub fn parse_tick_size(s: &str) -> Result<(String, String, Price), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symbol_may_hold_an_equals_sign() {
+        let (exchange, symbol, step) = parse_tick_size("yahoo:EURUSD=X=0.0001").unwrap();
+        assert_eq!((exchange.as_str(), symbol.as_str()), ("yahoo", "EURUSD=X"));
+        assert_eq!(step, Price::parse("0.0001").unwrap());
+    }
 
     #[test]
     fn intervals_parse() {

@@ -121,8 +121,8 @@ pub enum ParseError {
         /// What is wrong with it.
         err: ValueError,
     },
-    /// `ts` must be > 0.
-    #[error("ts must be positive")]
+    /// `ts` must be > 0 (and, here, fit an `i64`: later times overflow the arithmetic on them).
+    #[error("ts must be an integer from 1 to 9223372036854775807")]
     BadTs,
     /// A trade's quantity must be > 0.
     #[error("trade quantity must be positive")]
@@ -199,6 +199,10 @@ fn is_level_array(v: &serde_json::Value) -> bool {
 fn diagnose(line: &str, err: serde_json::Error) -> ParseError {
     match serde_json::from_str::<serde_json::Value>(line) {
         Ok(serde_json::Value::Object(map)) => {
+            // A number, but no `i64`: 2^63 and above, `-0`, `1.5` (they read as ill-typed).
+            if map.get("ts").is_some_and(|ts| ts.is_number() && !ts.is_i64()) {
+                return ParseError::BadTs;
+            }
             for (name, ok) in TYPED_FIELDS {
                 if let Some(v) = map.get(*name) {
                     if !v.is_null() && !ok(v) {
@@ -1275,11 +1279,24 @@ mod tests {
             ),
             (
                 r#"{"type":"trade","exchange":"x","symbol":"y","ts":0,"id":"1","price":"1","qty":"1","side":"buy"}"#,
-                "ts must be positive",
+                "ts must be an integer from 1 to 9223372036854775807",
             ),
             (
                 r#"{"type":"trade","exchange":"x","symbol":"y","ts":-5,"id":"1","price":"1","qty":"1","side":"buy"}"#,
-                "ts must be positive",
+                "ts must be an integer from 1 to 9223372036854775807",
+            ),
+            // Numbers beyond an i64, or not integers, read as ill-typed.
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":9223372036854775808,"id":"1","price":"1","qty":"1","side":"buy"}"#,
+                "ts must be an integer from 1 to 9223372036854775807",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":-0,"id":"1","price":"1","qty":"1","side":"buy"}"#,
+                "ts must be an integer from 1 to 9223372036854775807",
+            ),
+            (
+                r#"{"type":"trade","exchange":"x","symbol":"y","ts":1.5,"id":"1","price":"1","qty":"1","side":"buy"}"#,
+                "ts must be an integer from 1 to 9223372036854775807",
             ),
             (
                 r#"{"type":"trade","exchange":"x","symbol":"y","ts":1,"id":"1","price":"0","qty":"1","side":"buy"}"#,
