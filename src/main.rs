@@ -23,6 +23,13 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        // No command: the whole help, on stderr (cut to one line, it said only what Tampines is).
+        Err(ConfigError::Usage(e))
+            if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            let _ = e.print();
+            return ExitCode::from(2);
+        }
         Err(ConfigError::Usage(e)) => return usage(anyhow::anyhow!(e.render().to_string())),
         Err(ConfigError::File(e)) => return usage(anyhow::anyhow!(e)),
     };

@@ -883,6 +883,23 @@ fn a_bad_hostfile_exits_2_with_one_line() {
     }
 }
 
+/// No command: the commands are listed (cut to one line, the message said only what Tampines
+/// is), exit 2.
+#[test]
+fn no_command_lists_the_commands() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    for command in ["replay", "run", "broker", "produce", "gen", "demo"] {
+        assert!(
+            said.contains(&format!("\n  {command} ")),
+            "{command}: {said}"
+        );
+    }
+}
+
 #[test]
 fn bad_usage_exits_2_with_one_line() {
     let cases: [(&[&str], &str); 29] = [

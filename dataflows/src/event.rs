@@ -200,7 +200,10 @@ fn diagnose(line: &str, err: serde_json::Error) -> ParseError {
     match serde_json::from_str::<serde_json::Value>(line) {
         Ok(serde_json::Value::Object(map)) => {
             // A number, but no `i64`: 2^63 and above, `-0`, `1.5` (they read as ill-typed).
-            if map.get("ts").is_some_and(|ts| ts.is_number() && !ts.is_i64()) {
+            if map
+                .get("ts")
+                .is_some_and(|ts| ts.is_number() && !ts.is_i64())
+            {
                 return ParseError::BadTs;
             }
             for (name, ok) in TYPED_FIELDS {
