@@ -5,7 +5,7 @@
 //! decimal texts, exact at any `u64`, where Lua's numbers are doubles). Otherwise it writes the
 //! book and ticker strings, replaces the candle member of each changed `open_time` in its sorted set
 //! (and trims the set to `candle_retention`), removes candles dropped by retention (a score is a
-//! double, which above 2^53 stands for several open times: there the member is found by its
+//! double, which from 2^53 stands for several open times: there the member is found by its
 //! text), sets the
 //! frontier and appends `{ts, keys}` to the `{prefix}:updates` stream (capped near 10,000). Redis
 //! runs a script atomically, so a reader that reads the frontier and keys together (MULTI/EXEC or
@@ -27,9 +27,11 @@
 //! saw), and the step brings every key the rebuilt state has to its value at that mark. Before
 //! that step the writer reads what Redis holds of those keys and leaves out the changes it
 //! holds already (usually nearly all), so the step stays the size of what differs. The same
-//! step removes what Redis holds under the prefix that the rebuilt state lacks (a resolution or
-//! interval no longer configured, candles beyond a smaller retention, symbols of another input:
-//! the demo started again), which would otherwise stay for good, looking current. That needs
+//! step removes, before its writes, what Redis holds under the prefix that the rebuilt state
+//! lacks (a resolution or interval no longer configured, candles beyond a smaller retention,
+//! symbols of another input), which would otherwise stay for good, looking current; a symbol
+//! the rebuilt state lacks altogether only in a bounded job (a live one may have passed the
+//! frontier with a partition idle, whose symbols come later). That needs
 //! the whole input from its first message ([`RedisOptions::whole_history`]); without it, the kept
 //! changes are dropped instead and Redis keeps what it holds up to `F`: a rebuild without the
 //! lost messages would bring correct results to partial ones.
@@ -82,10 +84,10 @@ if last ~= '' and (not frontier or below(frontier, last)) then
   return redis.error_reply('TAMPINES Redis lost results: its frontier is ' .. (frontier or 'gone') ..
     ', where this job had ' .. last .. ' (restarted empty or from an older save?); start the job again to rebuild them')
 end
--- Scores are doubles: above 2^53 one score stands for several open times, so the member of this
+-- Scores are doubles: from 2^53 one score stands for several open times, so the member of this
 -- open time is found by its text (a candle record has `"open_time":T` followed by a comma).
 local function remove_at(key, score)
-  if below('9007199254740992', score) then
+  if not below(score, '9007199254740992') then
     local field = '"open_time":' .. score .. ','
     for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, score, score)) do
       if string.find(m, field, 1, true) then redis.call('ZREM', key, m) end
@@ -472,15 +474,22 @@ impl Writer {
     /// What Redis holds under the prefix that the rebuilt state of a catching-up step lacks. The
     /// step's `changes`, before [`Self::not_held`], are that whole state: every key and retained
     /// candle changed at some mark up to the step's (the marks at or below the stored frontier
-    /// kept theirs). Anything else under `{prefix}:book:`, `:ticker:` or `:candles:` is a result
-    /// the input and options of this run do not make (a resolution or interval no longer
+    /// kept theirs). Anything else of the prefix's result keys (a string shaped as a book or
+    /// ticker key, a sorted set shaped as a candle key; other keys are not ours) is a result the
+    /// input and options of this run do not make (a resolution or interval no longer
     /// configured, a smaller retention, symbols of another input) and would stay for good,
-    /// looking current. A read that fails leaves them (logged).
+    /// looking current. A symbol the rebuilt state lacks altogether is removed only in a
+    /// bounded job: a live one may have passed the frontier with a partition idle (its broker
+    /// down at the restart), whose symbols come back later as late data. A read that fails
+    /// leaves everything (logged).
     fn stale(&mut self, changes: &[Change]) -> Vec<Stale> {
         let p = self.options.prefix.clone();
+        let bounded = self.options.patience.is_some();
         let mut strings = HashSet::new();
         let mut sets: HashMap<String, HashSet<&str>> = HashMap::new();
+        let mut symbols = HashSet::new();
         for c in changes {
+            symbols.insert(symbol_of(c.key()));
             let key = format!("{p}:{}", c.key());
             match (c.score, &c.json) {
                 (None, _) => {
@@ -494,40 +503,43 @@ impl Writer {
         }
         let pattern = format!("{}:*", glob_escaped(&p));
         let read = connected(&self.client, &mut self.connection).and_then(|c| {
-            let mut found = Vec::new();
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(c)?;
-                found.extend(keys);
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
             let mut stale = Vec::new();
             let mut kept_sets = Vec::new();
-            for key in found {
-                let kind = key[p.len()..].split(':').nth(1).unwrap_or("");
-                match kind {
-                    "book" | "ticker" if !strings.contains(&key) => stale.push(("x", key)),
-                    "candles" if !sets.contains_key(&key) => stale.push(("y", key)),
-                    "candles" => kept_sets.push(key),
-                    _ => {}
+            for (kind, found) in [
+                ("string", scan(c, &pattern, "string")?),
+                ("zset", scan(c, &pattern, "zset")?),
+            ] {
+                for key in found {
+                    let Some(name) = key
+                        .strip_prefix(p.as_str())
+                        .and_then(|k| k.strip_prefix(':'))
+                    else {
+                        continue;
+                    };
+                    let shaped = match kind {
+                        "string" => name.starts_with("book:") || name.starts_with("ticker:"),
+                        _ => name.starts_with("candles:"),
+                    };
+                    if !shaped || name.split(':').count() < 3 {
+                        continue;
+                    }
+                    let rebuilt = match kind {
+                        "string" => strings.contains(&key),
+                        _ => sets.contains_key(&key),
+                    };
+                    if rebuilt {
+                        if kind == "zset" {
+                            kept_sets.push(key);
+                        }
+                    } else if bounded || symbols.contains(symbol_of(name)) {
+                        stale.push(Stale {
+                            kind: if kind == "string" { "x" } else { "y" },
+                            key,
+                            member: String::new(),
+                        });
+                    }
                 }
             }
-            let mut stale: Vec<Stale> = (stale.into_iter())
-                .map(|(kind, key)| Stale {
-                    kind,
-                    key,
-                    member: String::new(),
-                })
-                .collect();
             for batch in kept_sets.chunks(READ_BATCH / 100) {
                 let mut range = redis::pipe();
                 for key in batch {
@@ -624,6 +636,11 @@ impl Writer {
             .arg(time)
             .arg(self.options.retention)
             .arg(changes.len() + stale.len());
+        // Stale results first: a candle set's trim to retention after a change counted its
+        // stale members, and took a kept candle in their place.
+        for s in stale {
+            invocation.arg(s.kind).arg(&s.key).arg(0).arg(&s.member);
+        }
         for c in changes {
             let kind = match (&c.json, c.score) {
                 (Some(_), None) => "s",
@@ -635,9 +652,6 @@ impl Writer {
                 .arg(format!("{p}:{}", c.key()))
                 .arg(c.score.unwrap_or(0))
                 .arg(c.json.as_deref().unwrap_or(""));
-        }
-        for s in stale {
-            invocation.arg(s.kind).arg(&s.key).arg(0).arg(&s.member);
         }
         // The stream entry counts keys: a sorted set may get several changes in one step (the
         // changes come in key order, from `run`'s merge), and stale candles are removed from
@@ -660,6 +674,39 @@ impl Writer {
         });
         let applied: i64 = invocation.invoke(connected(&self.client, &mut self.connection)?)?;
         Ok(applied == 1)
+    }
+}
+
+/// The `{exchange}:{symbol}` of a result key without prefix (`book:E:S:r`, `ticker:E:S`,
+/// `candles:E:S:interval`): a book's or candle set's last component is its resolution or
+/// interval.
+fn symbol_of(key: &str) -> &str {
+    let (kind, rest) = key.split_once(':').unwrap_or((key, ""));
+    match kind {
+        "ticker" => rest,
+        _ => rest.rsplit_once(':').map_or(rest, |(symbol, _)| symbol),
+    }
+}
+
+/// Every key matching `pattern` that holds a value of `kind` (SCAN's TYPE filter, Redis 6).
+fn scan(c: &mut redis::Connection, pattern: &str, kind: &str) -> redis::RedisResult<Vec<String>> {
+    let mut found = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .arg("TYPE")
+            .arg(kind)
+            .query(c)?;
+        found.extend(keys);
+        if next == 0 {
+            return Ok(found);
+        }
+        cursor = next;
     }
 }
 
