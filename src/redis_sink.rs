@@ -29,9 +29,9 @@
 //! holds already (usually nearly all), so the step stays the size of what differs. The same
 //! step removes, before its writes, what Redis holds under the prefix that the rebuilt state
 //! lacks (a resolution or interval no longer configured, candles beyond a smaller retention,
-//! symbols of another input), which would otherwise stay for good, looking current; a symbol
-//! the rebuilt state lacks altogether only in a bounded job (a live one may have passed the
-//! frontier with a partition idle, whose symbols come later). That needs
+//! symbols of another input), which would otherwise stay for good, looking current. A live job
+//! removes only the first two: it may have passed the frontier with a partition idle or read in
+//! part, whose results come later. That needs
 //! the whole input from its first message ([`RedisOptions::whole_history`]); without it, the kept
 //! changes are dropped instead and Redis keeps what it holds up to `F`: a rebuild without the
 //! lost messages would bring correct results to partial ones.
@@ -478,18 +478,25 @@ impl Writer {
     /// ticker key, a sorted set shaped as a candle key; other keys are not ours) is a result the
     /// input and options of this run do not make (a resolution or interval no longer
     /// configured, a smaller retention, symbols of another input) and would stay for good,
-    /// looking current. A symbol the rebuilt state lacks altogether is removed only in a
-    /// bounded job: a live one may have passed the frontier with a partition idle (its broker
-    /// down at the restart), whose symbols come back later as late data. A read that fails
-    /// leaves everything (logged).
+    /// looking current. A live job removes only books and candle sets of a resolution or
+    /// interval the rebuilt state has none of (while it has others), and candles beyond
+    /// retention: it may have passed the frontier with a partition idle or read in part (a
+    /// stalled broker; books and trades are in two topics), whose results come later, as late
+    /// data. A read that fails leaves everything (logged).
     fn stale(&mut self, changes: &[Change]) -> Vec<Stale> {
         let p = self.options.prefix.clone();
         let bounded = self.options.patience.is_some();
         let mut strings = HashSet::new();
         let mut sets: HashMap<String, HashSet<&str>> = HashMap::new();
-        let mut symbols = HashSet::new();
+        // The resolutions and intervals the rebuilt state has: every book event of a symbol
+        // changes all its resolutions, every trade all its intervals, so these are the
+        // configured ones (or none met yet).
+        let mut levels: HashSet<(&str, &str)> = HashSet::new();
         for c in changes {
-            symbols.insert(symbol_of(c.key()));
+            let (kind, last) = (c.kind(), c.key().rsplit(':').next().unwrap_or(""));
+            if kind != "ticker" {
+                levels.insert((kind, last));
+            }
             let key = format!("{p}:{}", c.key());
             match (c.score, &c.json) {
                 (None, _) => {
@@ -501,11 +508,13 @@ impl Writer {
                 }
             }
         }
+        let met = |kind: &str| levels.iter().any(|&(k, _)| k == kind);
+        let retention = self.options.retention;
         let pattern = format!("{}:*", glob_escaped(&p));
         let read = connected(&self.client, &mut self.connection).and_then(|c| {
             let mut stale = Vec::new();
-            let mut kept_sets = Vec::new();
-            for (kind, found) in [
+            let mut read_sets = Vec::new();
+            for (type_, found) in [
                 ("string", scan(c, &pattern, "string")?),
                 ("zset", scan(c, &pattern, "zset")?),
             ] {
@@ -516,41 +525,54 @@ impl Writer {
                     else {
                         continue;
                     };
-                    let shaped = match kind {
-                        "string" => name.starts_with("book:") || name.starts_with("ticker:"),
-                        _ => name.starts_with("candles:"),
+                    // book:E:S:r and candles:E:S:interval have 4 parts or more, ticker:E:S 3.
+                    let kind = name.split(':').next().unwrap_or("");
+                    let (shaped, parts) = match (type_, kind) {
+                        ("string", "book") | ("zset", "candles") => (true, 4),
+                        ("string", "ticker") => (true, 3),
+                        _ => (false, 0),
                     };
-                    if !shaped || name.split(':').count() < 3 {
+                    if !shaped || name.split(':').count() < parts {
                         continue;
                     }
-                    let rebuilt = match kind {
+                    let rebuilt = match type_ {
                         "string" => strings.contains(&key),
                         _ => sets.contains_key(&key),
                     };
-                    if rebuilt {
-                        if kind == "zset" {
-                            kept_sets.push(key);
-                        }
-                    } else if bounded || symbols.contains(symbol_of(name)) {
+                    let last = name.rsplit(':').next().unwrap_or("");
+                    // A live job removes only what no configuration of it makes: it may have
+                    // passed the frontier with a partition idle or read in part (a stalled
+                    // broker), whose symbols' results come later, as late data. A bounded one
+                    // reads every input up to each mark.
+                    let unmade = kind != "ticker" && met(kind) && !levels.contains(&(kind, last));
+                    if !rebuilt && (bounded || unmade) {
+                        let kind = if type_ == "string" { "x" } else { "y" };
                         stale.push(Stale {
-                            kind: if kind == "string" { "x" } else { "y" },
+                            kind,
                             key,
                             member: String::new(),
                         });
+                    } else if type_ == "zset" {
+                        read_sets.push((rebuilt, key));
                     }
                 }
             }
-            for batch in kept_sets.chunks(READ_BATCH / 100) {
+            for batch in read_sets.chunks(READ_BATCH / 100) {
                 let mut range = redis::pipe();
-                for key in batch {
-                    range.zrange(key, 0, -1);
+                for (rebuilt, key) in batch {
+                    if bounded && *rebuilt {
+                        range.zrange(key, 0, -1);
+                    } else {
+                        // Only what is beyond retention (a smaller --candle-retention).
+                        range.zrange(key, 0, -(retention as isize) - 1);
+                    }
                 }
                 let members: Vec<Vec<String>> = range.query(c)?;
-                for (key, members) in batch.iter().zip(members) {
-                    let rebuilt = &sets[key];
+                for ((rebuilt, key), members) in batch.iter().zip(members) {
+                    let kept = sets.get(key).filter(|_| bounded && *rebuilt);
                     stale.extend(
                         (members.into_iter())
-                            .filter(|m| !rebuilt.contains(m.as_str()))
+                            .filter(|m| kept.is_none_or(|kept| !kept.contains(m.as_str())))
                             .map(|member| Stale {
                                 kind: "m",
                                 key: key.clone(),
@@ -677,17 +699,6 @@ impl Writer {
     }
 }
 
-/// The `{exchange}:{symbol}` of a result key without prefix (`book:E:S:r`, `ticker:E:S`,
-/// `candles:E:S:interval`): a book's or candle set's last component is its resolution or
-/// interval.
-fn symbol_of(key: &str) -> &str {
-    let (kind, rest) = key.split_once(':').unwrap_or((key, ""));
-    match kind {
-        "ticker" => rest,
-        _ => rest.rsplit_once(':').map_or(rest, |(symbol, _)| symbol),
-    }
-}
-
 /// Every key matching `pattern` that holds a value of `kind` (SCAN's TYPE filter, Redis 6).
 fn scan(c: &mut redis::Connection, pattern: &str, kind: &str) -> redis::RedisResult<Vec<String>> {
     let mut found = Vec::new();
@@ -704,6 +715,9 @@ fn scan(c: &mut redis::Connection, pattern: &str, kind: &str) -> redis::RedisRes
             .query(c)?;
         found.extend(keys);
         if next == 0 {
+            // SCAN may return a key twice.
+            found.sort_unstable();
+            found.dedup();
             return Ok(found);
         }
         cursor = next;
