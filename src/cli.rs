@@ -414,6 +414,10 @@ pub struct Settings {
     pub redis: Option<crate::redis_sink::RedisOptions>,
     /// Where to serve metrics.
     pub metrics_addr: Option<String>,
+    /// `--out` and `--dlq` files are appended to, not emptied: a `run` that resumes after its
+    /// group's committed offsets (or from the latest) does not read again what its earlier runs
+    /// wrote, and emptying the files lost those results for good.
+    pub append: bool,
 }
 
 impl JobArgs {
@@ -515,6 +519,7 @@ impl JobArgs {
             out: self.out.clone(),
             redis,
             metrics_addr: self.metrics_addr.clone(),
+            append: false,
         })
     }
 }

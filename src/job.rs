@@ -375,6 +375,7 @@ where
         timely::Config::from_args(settings.timely.clone().into_iter()).map_err(|e| anyhow!(e))?;
     let worker_stats = stats.clone();
     let out_target = settings.out.clone();
+    let append = settings.append;
     let dlq_target = settings.dlq.clone();
     let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let worker_failure = failure.clone();
@@ -487,13 +488,13 @@ where
         let mut dead_sinks: Vec<Box<dyn DeadLetterSink>> = Vec::new();
         if publishing {
             if let Some(t) = &out_target {
-                match sink::results_writer(t) {
+                match sink::results_writer(t, append) {
                     Ok(w) => out = Some(w),
                     Err(e) => unopened.push(format!("{e:#}")),
                 }
             }
             if let Some(p) = &dlq_target {
-                match sink::dlq_writer(p) {
+                match sink::dlq_writer(p, append) {
                     Ok(w) => dead_sinks.push(Box::new(FileDeadLetters(w))),
                     Err(e) => unopened.push(format!("{e:#}")),
                 }

@@ -95,15 +95,18 @@ fn main() -> ExitCode {
             if let Err(e) = args.check().and_then(|()| args.kafka.connection().check()) {
                 return usage(e);
             }
+            let start = args.start.unwrap_or(if args.job.redis.is_some() {
+                kafka::Start::Earliest
+            } else {
+                kafka::Start::Committed
+            });
+            // Only a run from the first messages writes its files again from the start.
+            settings.append = start != kafka::Start::Earliest;
             let opts = kafka::SourceOptions {
                 connection: args.kafka.connection(),
                 topics: args.topics.clone(),
                 group: args.group.clone(),
-                start: args.start.unwrap_or(if args.job.redis.is_some() {
-                    kafka::Start::Earliest
-                } else {
-                    kafka::Start::Committed
-                }),
+                start,
                 until_end: args.until_end,
                 stop: None,
             };

@@ -12,21 +12,32 @@ use tampines_dataflows::source::DeadLetter;
 /// Opens `-` (stdout) or a file for the results, for [`write_batches`]: a file unbuffered, as
 /// the records' own texts go to it with `writev` (a buffer would copy every record once more:
 /// 2.4 GB on the Flink file, most of the publishing worker's writing); stdout buffered.
-pub fn results_writer(target: &str) -> Result<Box<dyn Write>> {
+/// `append`: added to the file's end rather than emptying it (`Settings::append`).
+pub fn results_writer(target: &str, append: bool) -> Result<Box<dyn Write>> {
     if target == "-" {
-        return writer(target);
+        return writer(target, append);
     }
-    let f = File::create(target).with_context(|| format!("cannot create {target}"))?;
-    Ok(Box::new(f))
+    Ok(Box::new(file(target, append)?))
+}
+
+/// Creates, or with `append` opens for appending, the file `target`.
+fn file(target: &str, append: bool) -> Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    match append {
+        true => options.append(true).create(true),
+        false => options.write(true).create(true).truncate(true),
+    };
+    options
+        .open(target)
+        .with_context(|| format!("cannot create {target}"))
 }
 
 /// Opens `-` (stdout) or a file for writing, buffered.
-fn writer(target: &str) -> Result<Box<dyn Write>> {
+fn writer(target: &str, append: bool) -> Result<Box<dyn Write>> {
     Ok(if target == "-" {
         Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {
-        let f = File::create(target).with_context(|| format!("cannot create {target}"))?;
-        Box::new(BufWriter::with_capacity(1 << 20, f))
+        Box::new(BufWriter::with_capacity(1 << 20, file(target, append)?))
     })
 }
 
@@ -85,9 +96,9 @@ pub fn write_dead(out: &mut dyn Write, dead: &DeadLetter) -> std::io::Result<()>
     out.write_all(b"\n")
 }
 
-/// Creates the dead-letter file.
-pub fn dlq_writer(path: &Path) -> Result<Box<dyn Write>> {
-    writer(&path.display().to_string())
+/// Creates (or with `append` appends to) the dead-letter file.
+pub fn dlq_writer(path: &Path, append: bool) -> Result<Box<dyn Write>> {
+    writer(&path.display().to_string(), append)
 }
 
 #[cfg(test)]

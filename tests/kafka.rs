@@ -510,6 +510,37 @@ fn kcat_produce(broker: &Broker, args: &[&str], input: &[u8]) {
     assert!(child.wait().unwrap().success());
 }
 
+/// A `run` that resumes after its group's committed offsets (the default without `--redis`)
+/// appends to its `--out` file: emptying it lost the earlier runs' results for good, since
+/// their messages are not read again.
+#[test]
+fn a_run_from_committed_offsets_appends_to_its_output() {
+    let dir = scratch("kafka_append_out");
+    let broker = Broker::start(1, "market.trade");
+    let out = dir.join("out.ndjson");
+    let out_arg = out.to_str().unwrap();
+    kcat_to(
+        &broker,
+        "market.trade",
+        0,
+        &[trade(1000, 1, "10"), trade(2000, 2, "11")],
+    );
+    until_end(&broker, "market.trade", out_arg);
+    let first = text_of(&out);
+    assert!(first.contains(r#""last_id":"2""#), "{first}");
+    kcat_to(&broker, "market.trade", 0, &[trade(3000, 3, "12")]);
+    until_end(&broker, "market.trade", out_arg);
+    let both = text_of(&out);
+    let second = both
+        .strip_prefix(first.as_str())
+        .expect("the first run's results kept");
+    // The second run read trade 3 only: its state starts afresh.
+    assert!(
+        second.contains(r#""count":1,"change":"0","change_pct":"0","open_ts":3000,"last_ts":3000,"first_id":"3","last_id":"3""#),
+        "{second}"
+    );
+}
+
 /// `run --until-end` of `topic`, results to `out`; its stderr.
 fn until_end(broker: &Broker, topic: &str, out: &str) -> String {
     tampines(&[
