@@ -633,6 +633,13 @@ pub fn whole_history(opts: &SourceOptions) -> bool {
     }
 }
 
+/// Whether this job reads every partition from its first message, silently ([`whole_history`]
+/// says why not); false where the broker does not answer. A run that does writes its files again
+/// from the start; one that does not appends to them (`Settings::append`).
+pub fn from_first_messages(opts: &SourceOptions) -> bool {
+    read_from_later(opts).is_ok_and(|later| later.is_empty())
+}
+
 /// The partitions that this job will not read from their first message (offset 0): retention
 /// dropped their start, or `--start` begins later. Each as `topic/partition from offset N`. State
 /// rebuilt by replay below a stored frontier is whole only when this is empty.

@@ -100,8 +100,6 @@ fn main() -> ExitCode {
             } else {
                 kafka::Start::Committed
             });
-            // Only a run from the first messages writes its files again from the start.
-            settings.append = start != kafka::Start::Earliest;
             let opts = kafka::SourceOptions {
                 connection: args.kafka.connection(),
                 topics: args.topics.clone(),
@@ -132,6 +130,15 @@ fn main() -> ExitCode {
             // is slow, not silent, so idleness (a live notion) does not apply.
             let idle =
                 (!args.until_end).then(|| std::time::Duration::from_millis(args.job.idle_ms));
+            // Only a run that reads every partition from its first message writes its files
+            // again from the start: one at committed offsets (or one whose earliest messages
+            // are gone) appends, or the earlier runs' results were lost for good. Asked where
+            // they are written, on process 0.
+            if args.job.process == 0
+                && (settings.out.as_deref().is_some_and(|o| o != "-") || settings.dlq.is_some())
+            {
+                settings.append = !kafka::from_first_messages(&opts);
+            }
             if let (Some(r), 0) = (settings.redis.as_mut(), args.job.process) {
                 // A restart rebuilds by replay: whole only from every partition's first message.
                 // Asked only when Redis holds results to rebuild (or cannot say yet).

@@ -20,16 +20,41 @@ pub fn results_writer(target: &str, append: bool) -> Result<Box<dyn Write>> {
     Ok(Box::new(file(target, append)?))
 }
 
-/// Creates, or with `append` opens for appending, the file `target`.
+/// Creates, or with `append` opens for appending, the file `target`. Appending, a regular
+/// file's last line cut short (a run killed mid-write) is dropped first: the next record would
+/// have joined it into one line that is no JSON.
 fn file(target: &str, append: bool) -> Result<File> {
     let mut options = std::fs::OpenOptions::new();
     match append {
-        true => options.append(true).create(true),
+        true => options.read(true).append(true).create(true),
         false => options.write(true).create(true).truncate(true),
     };
-    options
+    let f = options
         .open(target)
-        .with_context(|| format!("cannot create {target}"))
+        .with_context(|| format!("cannot create {target}"))?;
+    if append && f.metadata().is_ok_and(|m| m.is_file() && m.len() > 0) {
+        let whole = after_last_line(&f).with_context(|| format!("reading {target}"))?;
+        f.set_len(whole)
+            .with_context(|| format!("cutting {target}'s last line, cut short"))?;
+    }
+    Ok(f)
+}
+
+/// The length of `f` up to and with its last line feed (0 if none).
+fn after_last_line(f: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut end = f.metadata()?.len();
+    let mut buf = vec![0u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let piece = &mut buf[..(end - start) as usize];
+        f.read_exact_at(piece, start)?;
+        if let Some(at) = piece.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + at as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 /// Opens `-` (stdout) or a file for writing, buffered.

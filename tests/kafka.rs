@@ -519,15 +519,14 @@ fn a_run_from_committed_offsets_appends_to_its_output() {
     let broker = Broker::start(1, "market.trade");
     let out = dir.join("out.ndjson");
     let out_arg = out.to_str().unwrap();
-    kcat_to(
-        &broker,
-        "market.trade",
-        0,
-        &[trade(1000, 1, "10"), trade(2000, 2, "11")],
-    );
+    let trades = [trade(1000, 1, "10"), trade(2000, 2, "11")];
+    kcat_to(&broker, "market.trade", 0, &trades);
     until_end(&broker, "market.trade", out_arg);
     let first = text_of(&out);
     assert!(first.contains(r#""last_id":"2""#), "{first}");
+    // A last line cut short (a run killed mid-write) is dropped, not joined to the next.
+    let mut torn = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
+    torn.write_all(br#"{"kind":"tick"#).unwrap();
     kcat_to(&broker, "market.trade", 0, &[trade(3000, 3, "12")]);
     until_end(&broker, "market.trade", out_arg);
     let both = text_of(&out);
@@ -535,10 +534,27 @@ fn a_run_from_committed_offsets_appends_to_its_output() {
         .strip_prefix(first.as_str())
         .expect("the first run's results kept");
     // The second run read trade 3 only: its state starts afresh.
-    assert!(
-        second.contains(r#""count":1,"change":"0","change_pct":"0","open_ts":3000,"last_ts":3000,"first_id":"3","last_id":"3""#),
-        "{second}"
-    );
+    let ticker = r#""count":1,"change":"0","change_pct":"0","open_ts":3000,"last_ts":3000,"first_id":"3","last_id":"3""#;
+    assert!(second.starts_with(r#"{"kind":"ticker""#), "{second}");
+    assert!(second.contains(ticker), "{second}");
+    // A new group reads every partition from its first message: the file is written again.
+    tampines(&[
+        "run",
+        "--brokers",
+        &broker.bootstrap,
+        "--topics",
+        "market.trade",
+        "--until-end",
+        "--group",
+        "another",
+        "--out",
+        out_arg,
+    ]);
+    let again = text_of(&out);
+    let first_line = &first[..first.find('\n').unwrap()];
+    assert!(again.starts_with(first_line), "{again}");
+    assert!(!again.contains(ticker), "{again}");
+    assert!(again.contains(r#""count":3,"#), "{again}");
 }
 
 /// `run --until-end` of `topic`, results to `out`; its stderr.
