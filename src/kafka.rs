@@ -616,11 +616,11 @@ fn first_offset(from: Offset, low: i64, high: i64) -> i64 {
     }
 }
 
-/// Whether this job reads every partition from its first message ([`read_from_later`]), saying
-/// why not at warn. A broker that does not answer counts as no: results Redis holds are then
-/// kept as they are rather than brought to a state rebuilt from part of the input.
-pub fn whole_history(opts: &SourceOptions) -> bool {
-    match read_from_later(opts) {
+/// Whether this job reads every partition from its first message, by what [`read_from_later`]
+/// found, saying why not at warn. A broker that does not answer counts as no: results Redis
+/// holds are then kept as they are rather than brought to a state rebuilt from part of the input.
+pub fn whole_history(later: &Result<Vec<String>>) -> bool {
+    match later {
         Ok(later) if later.is_empty() => true,
         Ok(later) => {
             tracing::warn!(partitions = ?later, "not read from their first message");
@@ -633,17 +633,11 @@ pub fn whole_history(opts: &SourceOptions) -> bool {
     }
 }
 
-/// Whether this job reads every partition from its first message, silently ([`whole_history`]
-/// says why not); false where the broker does not answer. A run that does writes its files again
-/// from the start; one that does not appends to them (`Settings::append`).
-pub fn from_first_messages(opts: &SourceOptions) -> bool {
-    read_from_later(opts).is_ok_and(|later| later.is_empty())
-}
-
 /// The partitions that this job will not read from their first message (offset 0): retention
 /// dropped their start, or `--start` begins later. Each as `topic/partition from offset N`. State
-/// rebuilt by replay below a stored frontier is whole only when this is empty.
-fn read_from_later(opts: &SourceOptions) -> Result<Vec<String>> {
+/// rebuilt by replay below a stored frontier is whole only when this is empty, and a run's files
+/// are written again from the start (else appended to, `Settings::append`).
+pub fn read_from_later(opts: &SourceOptions) -> Result<Vec<String>> {
     let consumer = opts.connection.consumer(&opts.group, Start::Committed)?;
     let mut list = TopicPartitionList::new();
     for topic in &opts.topics {

@@ -130,21 +130,24 @@ fn main() -> ExitCode {
             // is slow, not silent, so idleness (a live notion) does not apply.
             let idle =
                 (!args.until_end).then(|| std::time::Duration::from_millis(args.job.idle_ms));
+            // Which partitions are not read from their first message: asked of the broker once,
+            // on process 0 (where the outputs are written), and only where needed.
+            let later = std::cell::OnceCell::new();
+            let ask = || later.get_or_init(|| kafka::read_from_later(&opts));
             // Only a run that reads every partition from its first message writes its files
             // again from the start: one at committed offsets (or one whose earliest messages
-            // are gone) appends, or the earlier runs' results were lost for good. Asked where
-            // they are written, on process 0.
+            // are gone) appends, or the earlier runs' results were lost for good.
             if args.job.process == 0
                 && (settings.out.as_deref().is_some_and(|o| o != "-") || settings.dlq.is_some())
             {
-                settings.append = !kafka::from_first_messages(&opts);
+                settings.append = !ask().as_ref().is_ok_and(|later| later.is_empty());
             }
             if let (Some(r), 0) = (settings.redis.as_mut(), args.job.process) {
                 // A restart rebuilds by replay: whole only from every partition's first message.
                 // Asked only when Redis holds results to rebuild (or cannot say yet).
                 let stored = tampines::redis_sink::stored_frontier(r, std::time::Duration::ZERO);
                 if !matches!(stored, Ok(None)) {
-                    r.whole_history = kafka::whole_history(&opts);
+                    r.whole_history = kafka::whole_history(ask());
                 }
             }
             let dlq = (opts.connection.clone(), opts.topics.clone());
