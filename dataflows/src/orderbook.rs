@@ -36,8 +36,10 @@
 //! resolution, at most `depth` comparisons per side that may have moved, and rendering the
 //! levels that changed: it grows with neither the book nor the number of timestamps.
 //!
-//! Invariants: a group's size is the exact sum of the sizes of the raw levels in it, and only
-//! groups with a positive size are kept; at the end of every complete timestamp every side shows
+//! Invariants: a group's size is the exact sum of the sizes of the raw levels in it (or, where
+//! that needs more than a decimal's 96 bits, that sum rounded, summed from the raw levels
+//! again at every change), and only groups with a positive size are kept, so a group is kept
+//! exactly when one of its raw levels is; at the end of every complete timestamp every side shows
 //! the best `depth` groups of that side, and the last record published at a resolution holds
 //! them with the book's sequence number and status; the tick of a symbol is the configured one
 //! or `10^-s`, `s` the most fractional digits among prices of its applied book events. A book is
@@ -45,10 +47,10 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use differential_dataflow::difference::Semigroup;
+use differential_dataflow::difference::Abelian;
 use differential_dataflow::{AsCollection, VecCollection};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -124,16 +126,30 @@ struct GroupedSide {
     /// The new sizes of shown groups whose size alone changed, in the order changed (while
     /// not `reordered`).
     resized: Vec<(Price, Qty)>,
+    /// Groups whose size is their raw levels' sum rounded: it needs more than a decimal's 96
+    /// bits (sizes of tens of billions beside 18-decimal ones). A change to one is summed from
+    /// its raw levels again, not added to the rounded size. Nearly always empty.
+    rounded: BTreeSet<Price>,
 }
 
 impl GroupedSide {
     /// Adds `diff` to the size of `group` (removing it at zero), noting whether the best `depth`
     /// may have moved: they may unless `depth` groups are shown and `group` ranks below them all.
-    fn add(&mut self, side: Side, group: Price, diff: Qty, depth: usize) {
+    /// `exact`: `diff` is the exact change of the group's raw levels. If it is not, or the
+    /// group's size is rounded, or the sum is, the size is summed from the raw levels (`of`,
+    /// grouped by `step`) instead: a rounded difference or sum would keep its error, and a
+    /// group of positive levels could sum to zero and vanish.
+    fn add(&mut self, at: (Side, Price), diff: (Qty, bool), of: Raw, depth: usize) {
+        let (side, group) = at;
+        let exact = diff.1 && (self.rounded.is_empty() || !self.rounded.contains(&group));
+        let rounded = &mut self.rounded;
         let resized = match self.groups.entry(group) {
             std::collections::btree_map::Entry::Occupied(mut e) => {
-                e.get_mut().plus_equals(&diff);
-                if e.get().value() <= Decimal::ZERO {
+                let size = e.get_mut();
+                if !(exact && size.add_exact(diff.0)) {
+                    *size = summed(of, at, rounded);
+                }
+                if size.value() <= Decimal::ZERO {
                     e.remove();
                     None
                 } else {
@@ -141,8 +157,13 @@ impl GroupedSide {
                 }
             }
             std::collections::btree_map::Entry::Vacant(e) => {
-                if diff.value() > Decimal::ZERO {
-                    e.insert(diff);
+                let size = if exact {
+                    diff.0
+                } else {
+                    summed(of, at, rounded)
+                };
+                if size.value() > Decimal::ZERO {
+                    e.insert(size);
                 }
                 None
             }
@@ -272,6 +293,33 @@ impl GroupedSide {
     }
 }
 
+/// A raw side and the group size at a resolution.
+type Raw<'a> = (&'a BTreeMap<Price, Qty>, Price);
+
+/// The size of `group` summed from the raw levels in it (prices from the group's up to the next
+/// group's for bids, down to the previous group's for asks: grouping keeps the order, so they
+/// are one run of the raw side), noting in `rounded` whether the sum had to be rounded.
+fn summed((raw, step): Raw, (side, group): (Side, Price), rounded: &mut BTreeSet<Price>) -> Qty {
+    let mut sum = Qty::ZERO;
+    let mut exact = true;
+    let in_group = |level: &(&Price, &Qty)| level.0.group(step, side) == group;
+    let mut add = |(_, &size): (&Price, &Qty)| exact &= sum.add_exact(size);
+    match side {
+        Side::Bid => raw.range(group..).take_while(in_group).for_each(&mut add),
+        Side::Ask => raw
+            .range(..=group)
+            .rev()
+            .take_while(in_group)
+            .for_each(&mut add),
+    }
+    if exact {
+        rounded.remove(&group);
+    } else {
+        rounded.insert(group);
+    }
+    sum
+}
+
 /// A book grouped under one tick, at every resolution (in the configured order).
 struct Grouped {
     /// The tick the groups were built under.
@@ -309,32 +357,43 @@ impl Grouped {
     /// them is summed first and updates its group once (at coarse resolutions most changed
     /// levels of a timestamp share a few groups).
     /// Each diff also has the level's new size if only its size changed (`None`: the level was
-    /// added or removed), which the resolution whose groups are the raw levels notes.
-    fn add(&mut self, diffs: &[(BookPrice, Qty, Option<Qty>)], depth: usize) {
+    /// added or removed), which the resolution whose groups are the raw levels notes, and
+    /// whether it is exact (a difference of sizes can need more than a decimal's 96 bits).
+    /// `raw`: the raw bids and asks, from which a group is summed when a sum may be rounded.
+    fn add(&mut self, diffs: &[Diff], raw: [&BTreeMap<Price, Qty>; 2], depth: usize) {
         for (i, (&step, sides)) in self.steps.iter().zip(&mut self.sides).enumerate() {
             if self.raw == Some(i) {
-                for &(BookPrice { side, price }, _, resized) in diffs {
+                for &(BookPrice { side, price }, _, resized, _) in diffs {
                     sides[usize::from(side == Side::Ask)].note(side, price, resized, depth);
                 }
                 continue;
             }
-            let mut run: Option<(Side, Price, Qty)> = None;
-            let mut end = |run: Option<(Side, Price, Qty)>| {
-                if let Some((side, group, sum)) = run.filter(|r| !r.2.is_zero_qty()) {
-                    sides[usize::from(side == Side::Ask)].add(side, group, sum, depth);
+            let mut run: Option<(Side, Price, Qty, bool)> = None;
+            let mut end = |run: Option<(Side, Price, Qty, bool)>| {
+                // A run whose exact sum is zero changes nothing.
+                if let Some((side, group, sum, exact)) = run.filter(|r| !(r.3 && r.2.is_zero_qty()))
+                {
+                    let s = usize::from(side == Side::Ask);
+                    sides[s].add((side, group), (sum, exact), (raw[s], step), depth);
                 }
             };
-            for &(BookPrice { side, price }, diff, _) in diffs {
+            for &(BookPrice { side, price }, diff, _, exact) in diffs {
                 let group = price.group(step, side);
                 match &mut run {
-                    Some((s, g, sum)) if *s == side && *g == group => sum.plus_equals(&diff),
-                    _ => end(run.replace((side, group, diff))),
+                    Some((s, g, sum, all)) if *s == side && *g == group => {
+                        *all &= exact && sum.add_exact(diff);
+                    }
+                    _ => end(run.replace((side, group, diff, exact))),
                 }
             }
             end(run);
         }
     }
 }
+
+/// A raw level's change: its level, the difference of its size, its new size if only its
+/// size changed (`None`: added or removed), and whether the difference is exact.
+type Diff = (BookPrice, Qty, Option<Qty>, bool);
 
 #[derive(Default)]
 struct Book {
@@ -362,7 +421,7 @@ struct Book {
     scratch: Levels,
     /// Room for the size differences of the levels a timestamp changed (with the new size of
     /// a level whose size alone changed).
-    diffs: Vec<(BookPrice, Qty, Option<Qty>)>,
+    diffs: Vec<Diff>,
     /// Room for the mark, sequence number and status of the records being published.
     stamp: String,
     /// The best prices were emitted (the `bbo` collection holds the last ones emitted).
@@ -455,11 +514,14 @@ impl Book {
             (Some(grouped), Some(tick)) if grouped.tick == tick => {
                 let mut diffs = std::mem::take(&mut self.diffs);
                 diffs.extend(touched.iter().filter_map(|&(level, old, new)| {
-                    let diff = new.value() - old.value();
+                    let mut diff = old;
+                    diff.negate();
+                    let exact = diff.add_exact(new);
                     let resized = (!old.is_zero_qty() && !new.is_zero_qty()).then_some(new);
-                    (!diff.is_zero()).then(|| (level, Qty::from_decimal(diff), resized))
+                    let diff = Qty::from_decimal(diff.value());
+                    (!(exact && diff.is_zero_qty())).then_some((level, diff, resized, exact))
                 }));
-                grouped.add(&diffs, depth);
+                grouped.add(&diffs, [&self.bids, &self.asks], depth);
                 diffs.clear();
                 self.diffs = diffs;
             }
@@ -484,11 +546,11 @@ impl Book {
                     .asks
                     .iter()
                     .map(|(&price, &size)| (Side::Ask, price, size));
-                let levels: Vec<(BookPrice, Qty, Option<Qty>)> = bids
+                let levels: Vec<Diff> = bids
                     .chain(asks)
-                    .map(|(side, price, size)| (BookPrice { side, price }, size, None))
+                    .map(|(side, price, size)| (BookPrice { side, price }, size, None, true))
                     .collect();
-                grouped.add(&levels, depth);
+                grouped.add(&levels, [&self.bids, &self.asks], depth);
                 for sides in &mut grouped.sides {
                     for side in sides {
                         side.rebuilt();
@@ -727,6 +789,72 @@ mod tests {
             self.0 ^= self.0 << 25;
             self.0 ^= self.0 >> 27;
             self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+        }
+    }
+
+    /// Sizes whose exact sums need more than a decimal's 96 bits (tens of billions beside
+    /// 18-decimal sizes, as of tokens with 18 decimals): after every timestamp a group is kept
+    /// exactly when one of its raw levels is, with its exact size wherever a decimal holds it,
+    /// else within a part in 10^27 of it. Sums are checked with integers of 10^-18. A difference
+    /// `new - old` rounded to `-old` once emptied a group that held 10^-18 (found by an audit).
+    #[test]
+    fn groups_keep_every_level_when_sums_need_more_than_a_decimal() {
+        let sym = Sym(1);
+        let config = Config {
+            depth: 5,
+            resolutions: vec![1, 5, 10, 100],
+            ..Config::default()
+        };
+        let units = |d: Decimal| {
+            let d = d.normalize();
+            d.mantissa() * 10i128.pow(18 - d.scale())
+        };
+        for seed in 1..=20u64 {
+            let mut rng = Rng(seed);
+            let mut book = Book::default();
+            for time in 0..200u64 {
+                book.begin();
+                let sets: Vec<(Price, Qty)> = (0..1 + rng.below(3))
+                    .map(|_| {
+                        let price = Decimal::new(12_345_600 + rng.below(120) as i64, 12);
+                        let size = match rng.below(6) {
+                            0 => Decimal::ZERO,
+                            1 => Decimal::new(80_000_000_000, 0),
+                            2 => Decimal::new(25_000_000_000 + rng.below(9) as i64, 0),
+                            _ => Decimal::new(1 + rng.below(5) as i64, 18),
+                        };
+                        (Price::from_decimal(price), Qty::from_decimal(size))
+                    })
+                    .collect();
+                book.apply(Side::Bid, &sets);
+                let mut out = Vec::new();
+                book.flush(sym, time, None, &config, &mut out);
+                let grouped = book.grouped.as_ref().expect("a tick");
+                for (i, &step) in grouped.steps.iter().enumerate().skip(1) {
+                    let mut exact: BTreeMap<Price, i128> = BTreeMap::new();
+                    for (p, q) in &book.bids {
+                        *exact.entry(p.group(step, Side::Bid)).or_default() += units(q.value());
+                    }
+                    exact.retain(|_, sum| *sum > 0);
+                    let groups = &grouped.sides[i][0].groups;
+                    let kept: Vec<&Price> = groups.keys().collect();
+                    let expected: Vec<&Price> = exact.keys().collect();
+                    assert_eq!(kept, expected, "seed {seed}, time {time}, step {step}");
+                    for (group, &sum) in &exact {
+                        let size = units(groups[group].value());
+                        let held = Decimal::try_from_i128_with_scale(sum, 18).is_ok();
+                        let error = (size - sum).abs();
+                        assert!(
+                            if held {
+                                error == 0
+                            } else {
+                                error <= sum / 10i128.pow(27)
+                            },
+                            "seed {seed}, time {time}, step {step}, {group}: {size} for {sum}"
+                        );
+                    }
+                }
+            }
         }
     }
 

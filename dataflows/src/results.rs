@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::orderbook::{Bbo, BookPrice, Levels};
 use crate::sequence::sequence;
 use crate::types::{
-    div_round, push_decimal as push_decimal_text, BigId, FoldMap, Price, Side, Sym, SymbolName,
+    change_pct, push_decimal as push_decimal_text, BigId, FoldMap, Price, Side, Sym, SymbolName,
     TradeId,
 };
 
@@ -99,9 +99,7 @@ pub struct TickerStats {
 impl TickerStats {
     /// Derives the ticker fields from the window's aggregate.
     pub fn new(agg: Agg) -> TickerStats {
-        let open = agg.open.price.value();
-        let change = (agg.last.price.value() - open).normalize();
-        let change_pct = div_round(change * Decimal::ONE_HUNDRED, open, 4);
+        let (change, change_pct) = change_pct(agg.last.price.value(), agg.open.price.value());
         TickerStats {
             vwap: agg.vwap(),
             change,

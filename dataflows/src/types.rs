@@ -642,6 +642,20 @@ impl Qty {
         Qty::from_decimal(price.0.normalize() * qty.0.normalize())
     }
 
+    /// Adds `rhs` as [`Semigroup::plus_equals`] does; true if the sum is surely exact, false
+    /// if it may have been rounded. A `Decimal` holds 96 bits of magnitude, so a sum whose exact
+    /// digits need more (sizes of tens of billions beside 18-decimal ones) is rounded to fewer
+    /// fractional digits. A sum at a scale that holds both operands' digits is exact: at their
+    /// stored scales (every sum but the rare), else at their scales without trailing zeros. (It
+    /// says false for a sum that is exact only because digits cancel.)
+    pub(crate) fn add_exact(&mut self, rhs: Qty) -> bool {
+        let lhs = self.0;
+        self.plus_equals(&rhs);
+        let scale = Stored::of(self.0).scale();
+        scale >= Stored::of(lhs).scale().max(Stored::of(rhs.0).scale())
+            || scale >= lhs.normalize().scale().max(rhs.0.normalize().scale())
+    }
+
     /// Builds a quantity from an exact decimal (sums and differences).
     pub fn from_decimal(d: Decimal) -> Qty {
         Qty(canonical(d))
@@ -867,7 +881,19 @@ fn exact_div_round(a: Decimal, b: Decimal, dp: u32) -> Option<Decimal> {
     // a / b x 10^dp = (ma x 10^(sb + dp)) / (mb x 10^sa); half away from zero on magnitudes.
     let n = magnitude(a) * ten(b.scale() + dp);
     let d = magnitude(b) * ten(a.scale());
-    if d == BigUint::ZERO {
+    let negative = a.is_sign_negative() != b.is_sign_negative();
+    ratio_round(n, d, negative, dp)
+}
+
+/// `n / d x 10^-dp`, negated if `negative`, rounded half away from zero to a whole number of
+/// 10^-dp, as a decimal; `None` when it is beyond a decimal or `d` is zero.
+fn ratio_round(
+    n: num_bigint::BigUint,
+    d: num_bigint::BigUint,
+    negative: bool,
+    dp: u32,
+) -> Option<Decimal> {
+    if d == num_bigint::BigUint::ZERO {
         return None;
     }
     // Past 2^128 no value fits 96 bits, even with `dp` (at most 9) trailing zeros taken off.
@@ -877,8 +903,40 @@ fn exact_div_round(a: Decimal, b: Decimal, dp: u32) -> Option<Decimal> {
         rounded /= 10;
         scale -= 1;
     }
-    let negative = a.is_sign_negative() != b.is_sign_negative() && rounded != 0;
+    let negative = negative && rounded != 0;
     (rounded < 1 << 96).then(|| from_magnitude(rounded, negative, scale))
+}
+
+/// `(last - open) / open x 100` rounded half away from zero to 4 places, as the exact value
+/// rounds, with `last - open`, the ticker's `change`; `None` when it is beyond a decimal (prices
+/// are positive). `change` and `change x 100` are exact unless their digits need more than 96
+/// bits (a price of 28 significant digits beside one of 15 integer digits); then the
+/// percentage is computed from the prices in big integers, not from the rounded `change`.
+pub fn change_pct(last: Decimal, open: Decimal) -> (Decimal, Option<Decimal>) {
+    let difference = last - open;
+    let change = difference.normalize();
+    // Exact at a scale that holds both prices' digits, as in `Qty::add_exact`.
+    let scale = difference.scale();
+    let exact = scale >= last.scale().max(open.scale())
+        || scale >= last.normalize().scale().max(open.normalize().scale());
+    let hundredfold = (exact.then(|| change.checked_mul(Decimal::ONE_HUNDRED)))
+        .flatten()
+        .filter(|h| h.scale() == change.scale());
+    let pct = match hundredfold {
+        Some(h) => div_round(h, open, 4),
+        None => {
+            use num_bigint::BigInt;
+            // (ml 10^so - mo 10^sl) x 100 x 10^4 / (mo x 10^sl).
+            let ten = |e: u32| BigInt::from(10u32).pow(e);
+            let (ml, mo) = (BigInt::from(last.mantissa()), BigInt::from(open.mantissa()));
+            let n = (&ml * ten(open.scale()) - &mo * ten(last.scale())) * ten(6);
+            let d = mo * ten(last.scale());
+            let negative = n.sign() == num_bigint::Sign::Minus;
+            let magnitude = |b: BigInt| b.magnitude().clone();
+            ratio_round(magnitude(n), magnitude(d), negative, 4)
+        }
+    };
+    (change, pct)
 }
 
 #[cfg(test)]
@@ -1032,6 +1090,21 @@ mod tests {
         for (a, b, dp, want) in cases {
             assert_eq!(div_round(d(a), d(b), dp), want.map(d), "{a} / {b} to {dp}");
         }
+    }
+
+    /// An audit's case: `last - open` needs 30 digits, so `change` rounds, and a percentage of
+    /// the rounded `change` was 0.0001 short (...298.5925). Python's decimal gives ...298.5926,
+    /// and ...690.8313 for the second case (found by a search in Python).
+    #[test]
+    fn change_pct_is_not_taken_from_a_rounded_change() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        let (change, pct) = change_pct(d("999999999999999"), d("0.0000000212345678901234567891"));
+        assert_eq!(change, d("999999999999998.9999999787654"));
+        assert_eq!(pct, Some(d("4709302328045560462576298.5926")));
+        // A rounded `change` whose hundredfold fits: only its rounding tells.
+        let (change, pct) = change_pct(d("456297011740772.25"), d("0.000000291389000972707207343"));
+        assert_eq!(change, d("456297011740772.249999708611"));
+        assert_eq!(pct, Some(d("156593766483145690869690.8313")));
     }
 
     proptest! {
@@ -1194,6 +1267,51 @@ mod tests {
             let mut q = Qty::from_decimal(da);
             q.plus_equals(&Qty::from_decimal(db));
             prop_assert_eq!(q.value(), da + db);
+        }
+
+        /// `change_pct` is the exact `(last - open) / open x 100` rounded half away from zero
+        /// to 4 places (computed on both prices brought to 10^-56 in big integers), also where
+        /// `last - open` needs more than a decimal's 96 bits; `change` is `last - open`.
+        #[test]
+        fn change_pct_is_the_exact_percentage_rounded(ml in 1u64.., sl in 0u32..29, mo in 1u64.., so in 0u32..29, wide in 0u32..33) {
+            use num_bigint::BigInt;
+            let last = Decimal::from_i128_with_scale(i128::from(ml) << wide, sl);
+            let open = Decimal::from_i128_with_scale(i128::from(mo), so);
+            let scaled = |d: Decimal| BigInt::from(d.mantissa()) * BigInt::from(10).pow(56 - d.scale());
+            let (n, d): (BigInt, BigInt) = ((scaled(last) - scaled(open)) * 1_000_000u32, scaled(open));
+            let rounded = (n.magnitude() * 2u32 + d.magnitude()) / (d.magnitude() * 2u32);
+            let (change, pct) = change_pct(last, open);
+            prop_assert_eq!(change, (last - open).normalize());
+            match pct {
+                Some(pct) => {
+                    let got = scaled(pct.abs()) / BigInt::from(10).pow(52);
+                    prop_assert_eq!(got.magnitude(), &rounded, "{} from {}", last, open);
+                    prop_assert_eq!(pct.is_sign_negative(), last < open && rounded != 0u32.into());
+                }
+                // Beyond a decimal: from 2^96 of 10^-4 (fewer places only when they are zeros).
+                None => prop_assert!(rounded.bits() > 96, "{} from {}", last, open),
+            }
+        }
+
+        /// `add_exact` says true only when the sum it leaves is the exact one (computed with big
+        /// integers), and false only when that sum needs more than a decimal's 96 bits at the
+        /// operands' scales, at any scale and width (sizes of tens of billions beside
+        /// 18-decimal ones).
+        #[test]
+        fn sums_are_said_exact_only_when_they_are(a in any::<u64>(), sa in 0u32..29, b in any::<i64>(), sb in 0u32..29, wide in 0u32..33) {
+            use num_bigint::BigInt;
+            let da = Decimal::from_i128_with_scale(i128::from(a) << wide, sa);
+            let db = Decimal::from_i128_with_scale(i128::from(b), sb);
+            let scaled = |d: Decimal| BigInt::from(d.mantissa()) * BigInt::from(10).pow(56 - d.scale());
+            let mut q = Qty::from_decimal(da);
+            let said = q.add_exact(Qty::from_decimal(db));
+            let sum = scaled(da) + scaled(db);
+            prop_assert!(!said || scaled(q.value()) == sum, "said exact: {} + {} = {}", da, db, q.value());
+            // Said inexact only when the sum cannot be held at the operands' scales (their
+            // trailing zeros dropped).
+            let scale = da.normalize().scale().max(db.normalize().scale());
+            let held = (sum / BigInt::from(10).pow(56 - scale)).magnitude().bits() <= 96;
+            prop_assert!(said || !held, "said inexact: {} + {} = {}", da, db, q.value());
         }
 
         /// Across processes a price or a quantity is its decimal's 16 bytes (as when they went
