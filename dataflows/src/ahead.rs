@@ -1,8 +1,10 @@
 //! Reading ahead: an input's lines parsed off the worker that owns it.
 //!
 //! The binary reads each file on a thread of its own, in chunks of whole lines, which a
-//! [`ReadAhead`] parses into [`ParsedBatch`]es that keep the chunk as their text (a line is never
-//! copied: read into the chunk, it is parsed there and a dead letter's payload is cut from it);
+//! [`ReadAhead`] parses into [`ParsedBatch`]es that keep the chunk as their text (a line is not
+//! copied: read into the chunk, it is parsed there and a dead letter's payload is cut from it;
+//! only a chunk of more than `MOST_LINES` lines is cut into batches, each but the last copying
+//! its part of the text once);
 //! the batches go over a bounded channel to the source of the worker that owns the file, which
 //! takes them as [`Ahead`] batches ([`crate::source::LineInput::ahead`]) and only stamps and
 //! routes their events. With one file, parsing was a seventh of all the work and made the reading

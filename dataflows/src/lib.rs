@@ -18,8 +18,9 @@
 //!
 //! Not drawn: the source's rare records are split off again into names (to every stage),
 //! dead letters (straight to [`Outputs::dead`]) and inputs' ends (to every stage, which closes
-//! its last marks with them), and the window's `outside` (symbols whose trades all left it) goes
-//! to the ticker too.
+//! its last marks with them), and the window's `outside` (the symbol of a trade that was already
+//! outside the window when it arrived, so that the symbol has a ticker from then on) goes to the
+//! ticker too.
 //!
 //! Invariant: after [`routing::to_workers`], every stage reads with the `Pipeline` pact. All of a
 //! symbol's records, books and trades alike, are on the worker `sym % peers` of the job, which is

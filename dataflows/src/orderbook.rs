@@ -25,8 +25,9 @@
 //! Output:
 //! - `changes`: the book records that changed, rendered, each with its mark (sorted per mark, as
 //!   gathering merges them with the other records);
-//! - `bbo`: `(sym, Bbo)`, the raw best bid and ask, a differential collection with one record
-//!   per book, which the ticker joins.
+//! - `bbo`: `(sym, Bbo)`, the raw best bid and ask, as differential updates (`+1` for the new,
+//!   `-1` for the last emitted) whenever they change, from the first time a book has one; the
+//!   ticker stage reads them as a stream and keeps the latest per symbol.
 //!
 //! Why one stage ([design note](../../doc/design/20261204_books_in_one_stage.md)): the grouped
 //! levels were a differential collection arranged by side, book tops an operator over that

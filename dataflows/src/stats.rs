@@ -1,8 +1,9 @@
 //! Counters every worker of a process adds to: the accounting of CONTRACT section 1
 //! (`processed + dead-lettered + duplicates = read`) and the late-event count of section 2.
-//! `read` is counted by the worker that reads an input, the others by the worker that owns the
-//! symbol, which may be in another process: with several processes the equation holds for the
-//! sum over all of them, not for each.
+//! `read`, `dead_lettered` and `late` are counted by the worker that reads an input (a dead
+//! letter that is not JSON has no symbol), `processed` and `duplicates` by the worker that owns
+//! the symbol, which may be in another process: with several processes the equation holds for
+//! the sum over all of them, not for each.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

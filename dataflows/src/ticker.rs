@@ -8,9 +8,9 @@
 //!    - `accepted`: every trade counted once, at its timestamp (the candles' input);
 //!    - `window`: the collection of trades inside the window: `+1` at the trade's timestamp, `-1`
 //!      at the first timestamp `>= ts + window_ms`. The retraction is held back inside the stage
-//!      (one capability, a timer) and released only when that timestamp completes, so no
-//!      arrangement ever holds future updates. A trade already outside the window when it
-//!      arrives never enters it;
+//!      (one capability, a timer) and released only when that timestamp completes, so no later
+//!      stage ever holds future updates. A trade already outside the window when it arrives
+//!      never enters it;
 //!    - `outside`: the symbol of each such trade, at its timestamp, so that a symbol whose first
 //!      trade is one still has a ticker from then on.
 //! 2. [`aggregate`], a [`sequence`] stage over the window collection's updates, keeps per symbol
@@ -33,6 +33,12 @@
 //! Output: the rendered tickers that changed at each mark, sorted per mark as gathering merges
 //! them. Fields derived from the aggregate (vwap, change) are computed as the record is
 //! rendered ([`crate::results::TickerStats`]).
+//!
+//! Invariants: a trade id of a symbol is counted at most once while a counted copy is inside
+//! the window (a copy dropped as a duplicate extends nothing); at the end of every complete
+//! timestamp T the window holds exactly the counted trades with `T - window_ms < ts <= T`, and
+//! each symbol's total equals the merge of those trades; from its first trade on, a symbol's
+//! ticker is published at T when its total or its best prices changed at T, and only then.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -231,7 +237,8 @@ pub fn aggregate<'s>(
     ends: StreamVec<'s, u64, u64>,
     config: Arc<Config>,
 ) -> StreamVec<'s, u64, (Change, u64)> {
-    // A finest bucket is refolded at every mark that retracts from it: at most 10 marks each.
+    // A finest bucket is refolded at every mark that retracts from it: at most 100 ms /
+    // granularity marks each (10 at 10 ms, up to 100 at 1 ms; one at 100 ms and coarser).
     let spans: Vec<u64> = if config.granularity_ms < 100 {
         vec![100, 1_000, 60_000, 3_600_000]
     } else {

@@ -200,8 +200,8 @@ pub type FoldMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The scale prices and quantities are kept at when their value allows it exactly (at most this
 /// many fractional digits): comparisons and sums of values at one scale skip `Decimal`'s
-/// rescaling, which was the largest single cost of the dataflow (consolidation, arrangements and
-/// book maps compare prices and add quantities all the time). Values with more fractional digits
+/// rescaling, which was the largest single cost of the dataflow (book maps, groups and aggregates
+/// compare prices and add quantities all the time). Values with more fractional digits
 /// keep their exact, normalised scale; every operation stays exact either way.
 pub const SCALE: u32 = 10;
 
