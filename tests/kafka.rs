@@ -510,16 +510,53 @@ fn kcat_produce(broker: &Broker, args: &[&str], input: &[u8]) {
     assert!(child.wait().unwrap().success());
 }
 
+/// Dead letters go to the dead-letter topic of their message's topic: a bad message in each of
+/// the default topics lands in that topic's `.dlq` alone.
+#[test]
+fn each_topic_s_dead_letters_go_to_its_own_dead_letter_topic() {
+    let broker = Broker::start(1, "market.book,market.trade");
+    kcat_produce(&broker, &["-t", "market.book", "-K|"], b"ex:A|bad book\n");
+    kcat_produce(&broker, &["-t", "market.trade", "-K|"], b"ex:A|bad trade\n");
+    let dir = scratch("kafka_dlq_topics");
+    let out = dir.join("out.ndjson");
+    let stderr = until_end(&broker, "market.book,market.trade", out.to_str().unwrap());
+    assert!(
+        stderr.contains("read 2 processed 0 dead-lettered 2"),
+        "{stderr}"
+    );
+    for (topic, payload) in [("market.book", "bad book"), ("market.trade", "bad trade")] {
+        let letters = consume(&broker, &format!("{topic}.dlq"), "%s\n");
+        assert_eq!(String::from_utf8_lossy(&letters), format!("{payload}\n"));
+    }
+}
+
 /// A `run` that resumes after its group's committed offsets (the default without `--redis`)
-/// appends to its `--out` file: emptying it lost the earlier runs' results for good, since
-/// their messages are not read again.
+/// appends to its `--out` and `--dlq` files: emptying them lost the earlier runs' results and
+/// dead letters for good, since their messages are not read again.
 #[test]
 fn a_run_from_committed_offsets_appends_to_its_output() {
     let dir = scratch("kafka_append_out");
     let broker = Broker::start(1, "market.trade");
     let out = dir.join("out.ndjson");
     let out_arg = out.to_str().unwrap();
-    let trades = [trade(1000, 1, "10"), trade(2000, 2, "11")];
+    let dlq = dir.join("dlq.ndjson");
+    let until_end = |broker: &Broker, topic: &str, out: &str| {
+        let files = ["--out", out, "--dlq", dlq.to_str().unwrap()];
+        let run = [
+            "run",
+            "--brokers",
+            &broker.bootstrap,
+            "--topics",
+            topic,
+            "--until-end",
+        ];
+        tampines(&[&run[..], &files].concat())
+    };
+    let trades = [
+        trade(1000, 1, "10"),
+        trade(2000, 2, "11"),
+        "first bad".into(),
+    ];
     kcat_to(&broker, "market.trade", 0, &trades);
     until_end(&broker, "market.trade", out_arg);
     let first = text_of(&out);
@@ -527,8 +564,20 @@ fn a_run_from_committed_offsets_appends_to_its_output() {
     // A last line cut short (a run killed mid-write) is dropped, not joined to the next.
     let mut torn = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
     torn.write_all(br#"{"kind":"tick"#).unwrap();
-    kcat_to(&broker, "market.trade", 0, &[trade(3000, 3, "12")]);
+    kcat_to(
+        &broker,
+        "market.trade",
+        0,
+        &[trade(3000, 3, "12"), "second bad".into()],
+    );
     until_end(&broker, "market.trade", out_arg);
+    let payloads = |text: String| -> Vec<String> {
+        let letter = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap();
+        text.lines()
+            .map(|l| letter(l)["payload"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(payloads(text_of(&dlq)), ["first bad", "second bad"]);
     let both = text_of(&out);
     let second = both
         .strip_prefix(first.as_str())

@@ -500,6 +500,40 @@ fn a_restart_with_other_options_or_input_leaves_no_result_of_the_first() {
     assert_eq!(last["keys"], "9", "{last:?}");
 }
 
+/// A prefix with glob characters (`*`, `?`, `[`, `]`) is matched as text when a restart looks
+/// for what it no longer makes: its own stale book is found and removed, and another prefix's
+/// key, which the unescaped pattern `p[1]*?:*` matches, is left alone.
+#[test]
+fn a_prefix_with_glob_characters_is_matched_as_text() {
+    let server = RedisServer::start();
+    let dir = scratch("redis_glob_prefix");
+    let (events, later) = (dir.join("events.ndjson"), dir.join("later.ndjson"));
+    std::fs::write(&events, book("A", 1000, 105) + &trade("A", 1000)).unwrap();
+    // The restart reads on past the stored frontier: its first step above it removes.
+    std::fs::write(&later, trade("A", 70_000)).unwrap();
+    let mut c = server.connection().unwrap();
+    redis::cmd("SET")
+        .arg("p1x?:book:ex:A:10")
+        .arg("another job's")
+        .query::<()>(&mut c)
+        .unwrap();
+    let run = |files: &[&Path], resolutions: &str| {
+        let mut args: Vec<&str> = vec!["replay"];
+        args.extend(files.iter().map(|f| f.to_str().unwrap()));
+        args.extend(["--resolutions", resolutions, "--redis", &server.url]);
+        tampines(&[&args[..], &["--prefix", "p[1]*?"]].concat());
+    };
+    let exists = |c: &mut redis::Connection, key: &str| -> bool {
+        redis::cmd("EXISTS").arg(key).query(c).unwrap()
+    };
+    run(&[&events], "1,10");
+    assert!(exists(&mut c, "p[1]*?:book:ex:A:10"));
+    run(&[&events, &later], "1");
+    assert!(!exists(&mut c, "p[1]*?:book:ex:A:10"));
+    assert!(exists(&mut c, "p[1]*?:book:ex:A:1"));
+    assert!(exists(&mut c, "p1x?:book:ex:A:10"));
+}
+
 /// Candles whose open times are one double apart (above 2^53 a sorted set's scores cannot tell
 /// them apart) are both kept: removing a candle's previous record by its score removed its
 /// neighbour too.

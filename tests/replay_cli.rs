@@ -1039,6 +1039,41 @@ fn bad_usage_exits_2_with_one_line() {
 
 /// `gen --out -` writes to stdout, as `--out -` does for the jobs (it made a file named `-`),
 /// the same lines as `--out FILE`.
+/// A replay that cannot write its results fails (exit 1, naming the cause): only a closed pipe
+/// (`| head`) is a reader that is done.
+#[test]
+fn a_replay_that_cannot_write_its_results_exits_1() {
+    let dir = scratch("replay_full");
+    let file = dir.join("events.ndjson");
+    gen_events(&file, 2, 2_000, "0.01", 3, &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["replay", file.to_str().unwrap(), "--out", "/dev/full"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("writing results: No space left on device"),
+        "{stderr}"
+    );
+}
+
+/// `gen` is seeded: a seed gives the same events every time, and another seed other events.
+#[test]
+fn gen_seeds_repeat_and_differ() {
+    let dir = scratch("gen_seeds");
+    let text = |name: &str, seed: u32| {
+        let path = dir.join(name);
+        gen_events(&path, 3, 500, "0.01", seed, &[]);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let (a, again, other) = (text("a", 5), text("again", 5), text("other", 6));
+    assert_eq!(a.lines().count(), 503);
+    assert_eq!(a, again);
+    assert_eq!(other.lines().count(), 503);
+    assert_ne!(a.lines().nth(10), other.lines().nth(10));
+}
+
 #[test]
 fn gen_out_dash_is_stdout() {
     let dir = scratch("gen_stdout");

@@ -207,6 +207,36 @@ pub fn parse_tick_size(s: &str) -> Result<(String, String, Price), String> {
 mod tests {
     use super::*;
 
+    /// Every setting that decides the results changes the digest processes compare (a process
+    /// with another retention was let into the job), and `source_batch` does not.
+    #[test]
+    fn the_fingerprint_covers_every_setting_of_the_results() {
+        let base = Config::default();
+        type Change = (&'static str, fn(&mut Config));
+        let changes: [Change; 9] = [
+            ("granularity", |c| c.granularity_ms += 1),
+            ("lateness", |c| c.lateness_ms += 1),
+            ("window", |c| c.window_ms += 1),
+            ("depth", |c| c.depth += 1),
+            ("resolutions", |c| c.resolutions.push(1000)),
+            ("intervals", |c| c.intervals.truncate(1)),
+            ("retention", |c| c.candle_retention += 1),
+            ("tick sizes", |c| {
+                let step = Price::from_decimal(rust_decimal::Decimal::ONE);
+                c.tick_sizes.insert(Sym(7), step);
+            }),
+            ("interval names", |c| c.intervals[0].name = "60s".into()),
+        ];
+        for (what, change) in changes {
+            let mut config = base.clone();
+            change(&mut config);
+            assert_ne!(config.fingerprint(), base.fingerprint(), "{what}");
+        }
+        let mut config = base.clone();
+        config.source_batch += 1;
+        assert_eq!(config.fingerprint(), base.fingerprint());
+    }
+
     #[test]
     fn a_symbol_may_hold_an_equals_sign() {
         let (exchange, symbol, step) = parse_tick_size("yahoo:EURUSD=X=0.0001").unwrap();
