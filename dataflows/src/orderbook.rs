@@ -297,22 +297,19 @@ impl GroupedSide {
 /// A raw side and the group size at a resolution.
 type Raw<'a> = (&'a BTreeMap<Price, Qty>, Price);
 
-/// The size of `group` summed from the raw levels in it (prices from the group's up to the next
-/// group's for bids, down to the previous group's for asks: grouping keeps the order, so they
-/// are one run of the raw side), noting in `rounded` whether the sum had to be rounded.
+/// The size of `group` summed from the raw levels in it, noting in `rounded` whether the sum
+/// had to be rounded. Grouping never lowers a group as prices rise (even where a group price is
+/// rounded to a decimal, and so may lie beside its levels rather than at their edge), so the
+/// group's levels are one run of the raw side: from where `group` would stand, down while levels
+/// group at it or above, and up while they group at it or below.
 fn summed((raw, step): Raw, (side, group): (Side, Price), rounded: &mut BTreeSet<Price>) -> Qty {
-    let mut sum = Qty::ZERO;
-    let mut exact = true;
-    let in_group = |level: &(&Price, &Qty)| level.0.group(step, side) == group;
-    let mut add = |(_, &size): (&Price, &Qty)| exact &= sum.add_exact(size);
-    match side {
-        Side::Bid => raw.range(group..).take_while(in_group).for_each(&mut add),
-        Side::Ask => raw
-            .range(..=group)
-            .rev()
-            .take_while(in_group)
-            .for_each(&mut add),
-    }
+    let at = |price: &Price| price.group(step, side).cmp(&group);
+    let below = (raw.range(..group).rev()).take_while(|(p, _)| at(p) != Ordering::Less);
+    let above = raw
+        .range(group..)
+        .take_while(|(p, _)| at(p) != Ordering::Greater);
+    let sizes = below.chain(above).filter(|(p, _)| at(p) == Ordering::Equal);
+    let (sum, exact) = Qty::sum_exactly(sizes.map(|(_, &size)| size));
     if exact {
         rounded.remove(&group);
     } else {
@@ -794,69 +791,139 @@ mod tests {
     }
 
     /// Sizes whose exact sums need more than a decimal's 96 bits (tens of billions beside
-    /// 18-decimal sizes, as of tokens with 18 decimals): after every timestamp a group is kept
-    /// exactly when one of its raw levels is, with its exact size wherever a decimal holds it,
-    /// else within a part in 10^27 of it. Sums are checked with integers of 10^-18. A difference
-    /// `new - old` rounded to `-old` once emptied a group that held 10^-18 (found by an audit).
+    /// 18-decimal sizes, as of tokens with 18 decimals), on both sides, under the inferred tick
+    /// and (odd seeds) a configured one that groups more levels: after every timestamp a group
+    /// is kept exactly when one of its raw levels is, with its exact size wherever a decimal
+    /// holds it (trailing zeros dropped), else within a part in 10^27 of it. Sums are checked
+    /// with integers of 10^-18. Found by an audit and a review: a difference `new - old` rounded
+    /// to `-old` emptied a group that held 10^-18; a group summed by adding one size at a time
+    /// rounded away sizes of 5 x 10^-18 that its exact sum holds.
     #[test]
     fn groups_keep_every_level_when_sums_need_more_than_a_decimal() {
         let sym = Sym(1);
-        let config = Config {
-            depth: 5,
-            resolutions: vec![1, 5, 10, 100],
-            ..Config::default()
-        };
         let units = |d: Decimal| {
             let d = d.normalize();
             d.mantissa() * 10i128.pow(18 - d.scale())
         };
-        for seed in 1..=20u64 {
+        // A sum of 10^-18 units fits a decimal once its trailing zeros are dropped.
+        let held = |mut sum: i128| {
+            let mut scale = 18;
+            while scale > 0 && sum % 10 == 0 {
+                sum /= 10;
+                scale -= 1;
+            }
+            sum < 1 << 96
+        };
+        for seed in 1..=30u64 {
+            let configured = (seed % 2 == 1).then(|| Price::from_decimal(Decimal::new(7, 11)));
+            let config = Config {
+                depth: 5,
+                resolutions: vec![1, 5, 10, 100],
+                tick_sizes: configured.iter().map(|&t| (sym, t)).collect(),
+                ..Config::default()
+            };
             let mut rng = Rng(seed);
             let mut book = Book::default();
             for time in 0..200u64 {
                 book.begin();
-                let sets: Vec<(Price, Qty)> = (0..1 + rng.below(3))
-                    .map(|_| {
-                        let price = Decimal::new(12_345_600 + rng.below(120) as i64, 12);
-                        let size = match rng.below(6) {
-                            0 => Decimal::ZERO,
-                            1 => Decimal::new(80_000_000_000, 0),
-                            2 => Decimal::new(25_000_000_000 + rng.below(9) as i64, 0),
-                            _ => Decimal::new(1 + rng.below(5) as i64, 18),
-                        };
-                        (Price::from_decimal(price), Qty::from_decimal(size))
-                    })
-                    .collect();
-                book.apply(Side::Bid, &sets);
+                for side in [Side::Bid, Side::Ask] {
+                    let sets: Vec<(Price, Qty)> = (0..rng.below(4))
+                        .map(|_| {
+                            let price = Decimal::new(12_345_600 + rng.below(120) as i64, 12);
+                            let size = match rng.below(6) {
+                                0 => Decimal::ZERO,
+                                1 => Decimal::new(80_000_000_000, 0),
+                                2 => Decimal::new(25_000_000_000 + rng.below(9) as i64, 0),
+                                _ => Decimal::new(1 + rng.below(5) as i64, 18),
+                            };
+                            (Price::from_decimal(price), Qty::from_decimal(size))
+                        })
+                        .collect();
+                    book.apply(side, &sets);
+                }
                 let mut out = Vec::new();
                 book.flush(sym, time, None, &config, &mut out);
-                let grouped = book.grouped.as_ref().expect("a tick");
-                for (i, &step) in grouped.steps.iter().enumerate().skip(1) {
-                    let mut exact: BTreeMap<Price, i128> = BTreeMap::new();
-                    for (p, q) in &book.bids {
-                        *exact.entry(p.group(step, Side::Bid)).or_default() += units(q.value());
+                let Some(grouped) = book.grouped.as_ref() else {
+                    continue; // no price yet
+                };
+                for (i, &step) in grouped.steps.iter().enumerate() {
+                    if grouped.raw == Some(i) {
+                        continue; // the raw levels themselves
                     }
-                    exact.retain(|_, sum| *sum > 0);
-                    let groups = &grouped.sides[i][0].groups;
-                    let kept: Vec<&Price> = groups.keys().collect();
-                    let expected: Vec<&Price> = exact.keys().collect();
-                    assert_eq!(kept, expected, "seed {seed}, time {time}, step {step}");
-                    for (group, &sum) in &exact {
-                        let size = units(groups[group].value());
-                        let held = Decimal::try_from_i128_with_scale(sum, 18).is_ok();
-                        let error = (size - sum).abs();
-                        assert!(
-                            if held {
-                                error == 0
-                            } else {
-                                error <= sum / 10i128.pow(27)
-                            },
-                            "seed {seed}, time {time}, step {step}, {group}: {size} for {sum}"
-                        );
+                    for (j, (side, raw)) in [(Side::Bid, &book.bids), (Side::Ask, &book.asks)]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        let mut exact: BTreeMap<Price, i128> = BTreeMap::new();
+                        for (p, q) in raw {
+                            *exact.entry(p.group(step, side)).or_default() += units(q.value());
+                        }
+                        exact.retain(|_, sum| *sum > 0);
+                        let groups = &grouped.sides[i][j].groups;
+                        let kept: Vec<&Price> = groups.keys().collect();
+                        let expected: Vec<&Price> = exact.keys().collect();
+                        let at = format!("seed {seed}, time {time}, step {step}, {side:?}");
+                        assert_eq!(kept, expected, "{at}");
+                        for (group, &sum) in &exact {
+                            let size = units(groups[group].value());
+                            let error = (size - sum).abs();
+                            assert!(
+                                if held(sum) {
+                                    error == 0
+                                } else {
+                                    error <= sum / 10i128.pow(27)
+                                },
+                                "{at}, {group}: {size} for {sum}"
+                            );
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// A group price a decimal cannot hold is rounded, and may then lie on a raw level of the
+    /// group below (a review's case: at a group size of 1.5 x 10^-27 the level ...003 groups to
+    /// ...002, and ...002 to ...001). Summing the group from its price up found no level of it,
+    /// and the group of a level of 10^-18 vanished.
+    #[test]
+    fn a_group_whose_price_is_rounded_keeps_its_levels() {
+        let sym = Sym(1);
+        let config = Config {
+            depth: 5,
+            resolutions: vec![1, 15],
+            ..Config::default()
+        };
+        let level = |p: &str, q: &str| (p.parse::<Price>().unwrap(), q.parse::<Qty>().unwrap());
+        let mut book = Book::default();
+        book.begin();
+        let bids = [
+            level("8.000000000000000000000000003", "80000000000"),
+            level("8.000000000000000000000000002", "1"),
+            level("1.0000000000000000000000000001", "1"),
+        ];
+        book.apply(Side::Bid, &bids);
+        book.flush(sym, 100, None, &config, &mut Vec::new());
+        book.begin();
+        book.apply(
+            Side::Bid,
+            &[level(
+                "8.000000000000000000000000003",
+                "0.000000000000000001",
+            )],
+        );
+        book.flush(sym, 200, None, &config, &mut Vec::new());
+        let grouped = book.grouped.as_ref().unwrap();
+        let step = grouped.steps[1];
+        let mut expected: BTreeMap<Price, Decimal> = BTreeMap::new();
+        for (p, q) in &book.bids {
+            *expected.entry(p.group(step, Side::Bid)).or_default() += q.value();
+        }
+        let groups: BTreeMap<Price, Decimal> = (grouped.sides[1][0].groups.iter())
+            .map(|(&p, q)| (p, q.value()))
+            .collect();
+        assert_eq!(groups, expected);
+        assert_eq!(groups.len(), 3, "{groups:?}");
     }
 
     /// A book driven through random timestamps of level changes on both sides (now and then a

@@ -656,6 +656,42 @@ impl Qty {
             || scale >= lhs.normalize().scale().max(rhs.0.normalize().scale())
     }
 
+    /// The sum of `sizes` (each >= 0), and whether it is exact: summed exactly, in big integers
+    /// of 10^-28, and rounded once, half up, to a decimal's 96 bits when it needs more. (Adding
+    /// them one by one rounded at every step: sizes of `5 x 10^-18` beside one of
+    /// `80000000000` were each rounded away, though the sum fits a decimal.)
+    pub(crate) fn sum_exactly(sizes: impl Iterator<Item = Qty>) -> (Qty, bool) {
+        use num_bigint::BigUint;
+        let ten = |e: u32| BigUint::from(10u32).pow(e);
+        let mut total = BigUint::ZERO;
+        for size in sizes {
+            let d = size.0;
+            total += BigUint::from(d.mantissa().unsigned_abs()) * ten(28 - d.scale());
+        }
+        // The fewest digits to drop, at the finest scale that holds the sum.
+        let mut drop = 0;
+        let fits = |digits: u32| {
+            let unit = ten(digits);
+            let rounded = (&total + &unit / 2u32) / &unit;
+            (rounded.bits() <= 96).then_some((rounded, unit))
+        };
+        let (mut magnitude, exact) = loop {
+            match fits(drop) {
+                Some((rounded, unit)) => break (rounded.clone(), rounded * unit == total),
+                None if drop < 28 => drop += 1,
+                // Beyond 7.9 x 10^28: the limits on sizes keep every book far below it.
+                None => break (BigUint::from(u128::MAX >> 32), false),
+            }
+        };
+        let mut scale = 28 - drop;
+        while scale > 0 && (&magnitude % 10u32) == BigUint::ZERO {
+            magnitude /= 10u32;
+            scale -= 1;
+        }
+        let m = u128::try_from(magnitude).expect("at most 96 bits");
+        (Qty::from_decimal(from_magnitude(m, false, scale)), exact)
+    }
+
     /// Builds a quantity from an exact decimal (sums and differences).
     pub fn from_decimal(d: Decimal) -> Qty {
         Qty(canonical(d))
@@ -1267,6 +1303,44 @@ mod tests {
             let mut q = Qty::from_decimal(da);
             q.plus_equals(&Qty::from_decimal(db));
             prop_assert_eq!(q.value(), da + db);
+        }
+
+        /// `sum_exactly` gives the exact sum whenever a decimal holds it (its trailing zeros
+        /// dropped), says so exactly then, and otherwise the sum rounded at the finest scale
+        /// that holds it, within half a unit of that scale.
+        #[test]
+        fn sums_of_many_sizes_are_exact_or_rounded_once(sizes in proptest::collection::vec((any::<u64>(), 0u32..29, 0u32..33), 0..12)) {
+            use num_bigint::BigUint;
+            let sizes: Vec<Qty> = sizes.iter()
+                .map(|&(m, scale, wide)| Qty::from_decimal(Decimal::from_i128_with_scale(i128::from(m >> (wide % 64).min(63)) << wide, scale)))
+                .collect();
+            let scaled = |d: Decimal| BigUint::from(d.mantissa().unsigned_abs()) * BigUint::from(10u32).pow(28 - d.scale());
+            let exact: BigUint = sizes.iter().map(|q| scaled(q.value())).sum();
+            let (sum, said) = Qty::sum_exactly(sizes.iter().copied());
+            let got = scaled(sum.value());
+            // The exact sum at the finest scale, without its trailing zeros: held when it fits.
+            let (mut m, mut scale) = (exact.clone(), 28u32);
+            while scale > 0 && (&m % 10u32) == BigUint::ZERO {
+                m /= 10u32;
+                scale -= 1;
+            }
+            let held = m.bits() <= 96;
+            prop_assert_eq!(said, held);
+            if held {
+                prop_assert_eq!(got, exact);
+            } else {
+                // Rounded half up at the finest scale whose rounding fits 96 bits.
+                let ten = |e: u32| BigUint::from(10u32).pow(e);
+                let rounded = (0..=28u32)
+                    .rev()
+                    .map(|scale| {
+                        let unit = ten(28 - scale);
+                        (((&exact + &unit / 2u32) / &unit), unit)
+                    })
+                    .find(|(r, _)| r.bits() <= 96)
+                    .map(|(r, unit)| r * unit);
+                prop_assert_eq!(Some(got), rounded);
+            }
         }
 
         /// `change_pct` is the exact `(last - open) / open x 100` rounded half away from zero
