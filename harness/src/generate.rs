@@ -287,6 +287,22 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
     inputs
 }
 
+/// The same lines with every input split in two, as a Kafka deployment reads them: its trades
+/// (in order) in one input, everything else (books, snapshots, bad lines) in the other. A
+/// symbol's ticker then joins best prices from one input with trades from another, each with
+/// its own watermark.
+pub fn by_kind(inputs: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    inputs
+        .into_iter()
+        .flat_map(|lines| {
+            let (trades, books) = lines
+                .into_iter()
+                .partition(|l: &String| l.contains(r#""type":"trade""#));
+            [books, trades]
+        })
+        .collect()
+}
+
 fn bad_line(rng: &mut Rng, exchange: &str, symbol: &str, ts: u64) -> String {
     match rng.below(8) {
         0 => "{not json".to_string(),
