@@ -529,6 +529,34 @@ mod tests {
         assert_eq!(label_value("/data/a \"b\".ndjson"), "/data/a__b_.ndjson");
     }
 
+    /// The job's counters and state gauges are exposed under their own names and labels, by
+    /// value (the end-to-end tests check the counters; each gauge of the stages' state was
+    /// checked only for being there).
+    #[test]
+    fn a_job_s_counters_and_state_are_exposed_by_value() {
+        let m = Metrics::new();
+        let stats = Arc::new(Stats::default());
+        stats.read.store(11, Ordering::Relaxed);
+        stats.processed.store(7, Ordering::Relaxed);
+        stats.dead_lettered.store(3, Ordering::Relaxed);
+        stats.duplicates.store(1, Ordering::Relaxed);
+        stats.state.book_levels.store(40, Ordering::Relaxed);
+        stats.state.window_trades.store(25, Ordering::Relaxed);
+        stats.state.candles.store(9, Ordering::Relaxed);
+        m.attach(stats, Arc::new(|i| vec![("input", i.to_string())]));
+        let text = m.render();
+        for line in [
+            "tampines_events_read_total 11",
+            "tampines_events_processed_total 7",
+            "tampines_duplicates_total 1",
+            "tampines_state_records{dataflow=\"orderbook\"} 40",
+            "tampines_state_records{dataflow=\"ticker\"} 25",
+            "tampines_state_records{dataflow=\"candles\"} 9",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+    }
+
     /// A dead letter with a quote in its reason leaves the exposition parseable.
     #[test]
     fn a_quoted_reason_leaves_the_exposition_parseable() {

@@ -68,6 +68,40 @@ fn stdout_wins_over_a_redis_the_environment_names() {
     }
 }
 
+/// A demo that cannot write its results (stdout on a full device) stops with exit 1 and says
+/// why, within 60 s: a live job has no end at which to report a failure.
+#[test]
+fn a_demo_that_cannot_write_its_results_exits_1() {
+    let probe = format!("127.0.0.1:{}", free_port());
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let child = demo("2", "500", &probe)
+        .arg("--stdout")
+        .stdout(full)
+        .spawn()
+        .expect("start demo");
+    let mut child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("demo's status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "demo still running after 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    (child.0.stderr.take().unwrap())
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("writing results: No space left on device"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     let empty = scratch("demo_path");
