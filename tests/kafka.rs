@@ -1357,7 +1357,9 @@ fn a_stopped_job_finds_no_input_idle_when_it_resumes() {
     };
     let out = dir.join("out.ndjson");
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut job = live(&broker, 1, "market.book", "2000", &out, &metrics);
+    // B's events after the stop must reach the job well within --idle-ms of its resuming (a
+    // kcat started then): 5 s leaves room on a loaded machine (2 s left about 1.5 s).
+    let mut job = live(&broker, 1, "market.book", "5000", &out, &metrics);
     let read = || {
         std::net::TcpStream::connect(&metrics)
             .is_ok()
@@ -1370,7 +1372,7 @@ fn a_stopped_job_finds_no_input_idle_when_it_resumes() {
     assert!(within_60s(|| read() == Some(20.0)), "never read 20 events");
     assert!(common::signal(&job.0, "STOP"));
     kcat_to(&broker, "market.book", 0, &events("A", 100_000, 10..20));
-    std::thread::sleep(Duration::from_secs(3)); // the stall under test: longer than --idle-ms
+    std::thread::sleep(Duration::from_secs(6)); // the stall under test: longer than --idle-ms
     assert!(common::signal(&job.0, "CONT"));
     kcat_to(&broker, "market.book", 1, &events("B", 1_000, 10..20));
     // Once everything is silent for --idle-ms, progress goes to A's last open timestamp.
