@@ -270,7 +270,7 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     // SIGHUP: the terminal closed. (SIGKILL cannot be caught: a redis-server the demo started
     // then stays, and is stopped by hand.)
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let stop = job::stop_on_signals(
+    let stop = crate::signals::stop_on_signals(
         &[SIGINT, SIGTERM, SIGHUP],
         || say("stopping: closing the last marks (Ctrl-C again to quit at once)"),
         move || {
@@ -320,7 +320,7 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         move || {
             Ok(Some(
                 Box::new(kafka::KafkaDeadLetters::new(&connection, topics.clone())?)
-                    as Box<dyn job::DeadLetterSink>,
+                    as Box<dyn crate::dead_letters::DeadLetterSink>,
             ))
         },
     );

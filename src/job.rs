@@ -1,9 +1,9 @@
 //! Running a job: the dataflow over some inputs, results to NDJSON and/or Redis (both written
 //! by the `ResultsSink` operator on worker 0), dead letters to a file and/or Kafka (the
-//! `DeadLetterSink` operator, also on worker 0). [`replay`] opens files and never idles; the live
-//! `run` and `demo` (wired in `main.rs` and `demo.rs` through [`run`]) open Kafka partitions,
-//! idle, commit offsets after each step, stop on signals ([`stop_on_signals`]) and stop at once
-//! when a sink fails.
+//! `DeadLetterSink` operator, also on worker 0, with the sinks of [`crate::dead_letters`]).
+//! [`replay`] opens files and never idles; the live `run` and `demo` (wired in `main.rs` and
+//! `demo.rs` through [`run`]) open Kafka partitions, idle, commit offsets after each step, stop
+//! on signals ([`crate::signals`]) and stop at once when a sink fails.
 //!
 //! Every process gets the same options; global worker 0 (on process 0) publishes and writes dead
 //! letters; other processes never write to the sinks (with Redis they read its frontier, to
@@ -19,18 +19,17 @@
 //!   connection breaks, if the notice did not arrive first.)
 //! - The `ResultsSink` keeps a capability at the earliest mark Redis's writer has not taken
 //!   into its queue, so the probe stays below it in every process: each worker's flow control
-//!   (`Throttled`) then pauses its reading once its closed input in flight reaches its bound,
+//!   ([`crate::flow::Throttled`]) then pauses its reading once its closed input in flight reaches its bound,
 //!   and the marks waiting for Redis stay bounded. Process 0's workers also stop at once while
 //!   the queue is full.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use tampines_dataflows::idle::Idle;
-use tampines_dataflows::source::{DeadLetter, Inputs};
+use tampines_dataflows::source::Inputs;
 use tampines_dataflows::stats::{Stats, Totals};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -40,8 +39,11 @@ use timely::dataflow::operators::{Capability, Concat, InputCapability, Inspect, 
 use timely::dataflow::ProbeHandle;
 
 use crate::cli::Settings;
+use crate::dead_letters::{write_each, DeadLetterLog, DeadLetterSink, FileDeadLetters};
+use crate::flow::Throttled;
 use crate::metrics::{metrics, serve, InputLabels};
 use crate::redis_sink::{stored_frontier, RedisSink, SinkState};
+use crate::signals;
 use crate::sink;
 
 /// What the writing operators emit: the text of a failure to write, at the time of what was not
@@ -53,102 +55,6 @@ type Notices = CapacityContainerBuilder<Vec<String>>;
 fn keep_earliest(earliest: &mut Option<Capability<u64>>, cap: &InputCapability<u64>) {
     if earliest.as_ref().is_none_or(|e| cap.time() < e.time()) {
         *earliest = Some(cap.retain(0));
-    }
-}
-
-/// Flow control around a worker's inputs: reading pauses while the Redis sink is far behind, and
-/// while too much closed input is still in flight.
-///
-/// timely has no backpressure of its own: a worker that reads faster than the dataflow (or than
-/// the workers its records are routed to) completes them would queue them without bound, and
-/// each distinct timestamp in flight holds state in every stage. So the records this worker
-/// stamped below its source's capability (they can complete without more input) are counted
-/// until the results' frontier (the probe) passes them, and reading pauses while more than
-/// [`IN_FLIGHT_RECORDS`] of them, or [`IN_FLIGHT_TIMES`] distinct timestamps, are in flight.
-/// Records at or above the capability are never counted, so a pause always ends.
-struct Throttled {
-    inputs: Box<dyn Inputs>,
-    sink: Arc<SinkState>,
-    probe: ProbeHandle<u64>,
-    /// Records stamped per timestamp, not yet passed by the probe.
-    in_flight: std::collections::BTreeMap<u64, usize>,
-    /// The source's capability.
-    frontier: u64,
-    /// The last congestion check's answer, and calls of `next` since it.
-    congested: bool,
-    calls: u32,
-    /// The last call of `next` paused (counted in [`Metrics::workers_paused`]).
-    ///
-    /// [`Metrics::workers_paused`]: crate::metrics::Metrics::workers_paused
-    pausing: bool,
-}
-
-/// Closed records in flight per worker before reading pauses.
-const IN_FLIGHT_RECORDS: usize = 200_000;
-/// Distinct closed timestamps in flight per worker before reading pauses.
-const IN_FLIGHT_TIMES: usize = 2_048;
-
-impl Throttled {
-    /// True while too much closed input waits for the results' frontier; checked at most every
-    /// 256 lines while reading (each check walks the in-flight timestamps), at every call while
-    /// paused.
-    fn congested(&mut self) -> bool {
-        self.calls += 1;
-        if self.congested || self.calls >= 256 {
-            self.calls = 0;
-            self.congested = self.check();
-        }
-        self.congested
-    }
-
-    fn check(&mut self) -> bool {
-        let done = self.probe.with_frontier(|f| f.first().copied());
-        match done {
-            None => self.in_flight.clear(),
-            Some(done) => {
-                let pending = self.in_flight.split_off(&done);
-                self.in_flight = pending;
-            }
-        }
-        let closed = self.in_flight.range(..self.frontier);
-        let (times, records) = closed.fold((0, 0), |(t, r), (_, n)| (t + 1, r + n));
-        times > IN_FLIGHT_TIMES || records > IN_FLIGHT_RECORDS
-    }
-}
-
-impl Drop for Throttled {
-    fn drop(&mut self) {
-        if self.pausing {
-            metrics().workers_paused.dec();
-        }
-    }
-}
-
-impl Inputs for Throttled {
-    fn next(&mut self) -> tampines_dataflows::source::Next {
-        let pause = self.sink.backpressure.load(Ordering::Relaxed) || self.congested();
-        if pause != self.pausing {
-            self.pausing = pause;
-            metrics().workers_paused.inc_by(if pause { 1 } else { -1 });
-        }
-        if pause {
-            return tampines_dataflows::source::Next::Pending;
-        }
-        self.inputs.next()
-    }
-    fn known(&self) -> Vec<u32> {
-        self.inputs.known()
-    }
-    fn stamped(&mut self, input: u32, offset: u64, time: u64, lines: usize) {
-        *self.in_flight.entry(time).or_default() += lines;
-        self.inputs.stamped(input, offset, time, lines)
-    }
-    fn paused(&self) -> bool {
-        self.sink.backpressure.load(Ordering::Relaxed) || self.congested || self.inputs.paused()
-    }
-    fn progressed(&mut self, frontier: u64) {
-        self.frontier = frontier;
-        self.inputs.progressed(frontier)
     }
 }
 
@@ -187,157 +93,6 @@ pub struct WorkerInputs {
     pub inputs: Box<dyn Inputs>,
     /// Hook run after each step.
     pub after_step: Option<AfterStep>,
-}
-
-/// Where dead letters go besides the log.
-pub trait DeadLetterSink {
-    /// Writes one dead letter.
-    fn write(&mut self, dead: &DeadLetter) -> Result<()>;
-    /// Flushes what was written (at the end of the run).
-    fn flush(&mut self) -> Result<()>;
-    /// Called after each activation that wrote dead letters: what a reader must see now
-    /// (a file's buffer; a Kafka producer sends on its own).
-    fn written(&mut self) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// Does `what` with every sink. In a bounded run a sink that fails is dropped (the run has
-/// failed, and every later letter would fail again) and its failure returned, to be told to
-/// every worker; in a live run `failed` logs it and returns None, and the sink is kept (a broker
-/// may take the next one).
-fn write_each(
-    sinks: &mut Vec<Box<dyn DeadLetterSink>>,
-    mut what: impl FnMut(&mut dyn DeadLetterSink) -> Result<()>,
-    failed: &impl Fn(anyhow::Error) -> Option<String>,
-) -> Option<String> {
-    let mut told = None;
-    sinks.retain_mut(|s| match what(s.as_mut()).err().and_then(failed) {
-        Some(f) => {
-            told.get_or_insert(f);
-            false
-        }
-        None => true,
-    });
-    told
-}
-
-struct FileDeadLetters(Box<dyn Write>);
-
-impl DeadLetterSink for FileDeadLetters {
-    fn write(&mut self, dead: &DeadLetter) -> Result<()> {
-        Ok(sink::write_dead(self.0.as_mut(), dead)?)
-    }
-    fn flush(&mut self) -> Result<()> {
-        Ok(self.0.flush()?)
-    }
-    fn written(&mut self) -> Result<()> {
-        self.flush()
-    }
-}
-
-/// Logs dead letters one by one, [`DEAD_LOGGED_PER_SECOND`] a second at most; the others are
-/// told as a number once a second (and at the end). A file of bad lines logged each one, which
-/// took longer than the replay (500,000 bad lines, release build: 1.05 s logging each, 0.31 s so,
-/// as with logs off). Every dead letter is still counted and written to the dead-letter output.
-struct DeadLetterLog {
-    /// When the current second began, and how many were logged and left unlogged in it.
-    since: Option<std::time::Instant>,
-    logged: u32,
-    unlogged: u64,
-    /// Names an input (its metrics labels: topic and partition, or file).
-    names: InputLabels,
-}
-
-/// An input as the log names it, from its metrics labels: `topic/partition`, or the file.
-fn input_name(labels: &crate::metrics::Labels) -> String {
-    let label = |name: &str| {
-        labels
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    match (label("topic"), label("partition"), label("file")) {
-        (Some(topic), Some(partition), _) => format!("{topic}/{partition}"),
-        (_, _, Some(file)) => file.to_string(),
-        _ => "?".to_string(),
-    }
-}
-
-/// Dead letters logged one by one per second.
-const DEAD_LOGGED_PER_SECOND: u32 = 10;
-
-impl DeadLetterLog {
-    fn log(&mut self, dead: &DeadLetter) {
-        self.tell_unlogged();
-        self.since.get_or_insert_with(std::time::Instant::now);
-        if self.logged < DEAD_LOGGED_PER_SECOND {
-            self.logged += 1;
-            let input = input_name(&(self.names)(dead.pos.0));
-            tracing::warn!(reason = %dead.reason, input = %input, offset = dead.pos.1, "dead letter");
-        } else {
-            self.unlogged += 1;
-        }
-    }
-
-    /// Once the second is over: how many were not logged in it, and a new second begins.
-    fn tell_unlogged(&mut self) {
-        if self
-            .since
-            .is_some_and(|s| s.elapsed() >= Duration::from_secs(1))
-        {
-            self.tell_unlogged_now();
-        }
-    }
-
-    /// How many were not logged so far, at once (the end of the job).
-    fn tell_unlogged_now(&mut self) {
-        if self.unlogged > 0 {
-            tracing::warn!(
-                count = self.unlogged,
-                "more dead letters, not logged one by one (counted, and in the dead-letter output)"
-            );
-        }
-        (self.since, self.logged, self.unlogged) = (None, 0, 0);
-    }
-}
-
-/// Set once a worker of this process has opened its inputs: from then on a stop signal ends the
-/// inputs (see [`stop_on_signals`]); before, there is nothing to close.
-static READING: AtomicBool = AtomicBool::new(false);
-
-/// A live job's stop: a flag set by the first of `signals`, which also calls `stopping`. A
-/// second signal while stopping (the last write waiting for a Redis that went away) calls
-/// `at_once` and exits 130 at once. With the flag passed to the inputs, their end closes the
-/// last marks, every sink is flushed and the offsets of what was written are committed.
-///
-/// Before the job reads (connecting its processes, which waits for the others however long;
-/// opening Kafka), a signal calls `at_once` and exits at once with 128 + the signal's number,
-/// as dying by it would: the flag would only be seen once reading begins.
-pub fn stop_on_signals(
-    signals: &[std::ffi::c_int],
-    stopping: impl Fn() + Send + 'static,
-    at_once: impl Fn() + Send + 'static,
-) -> Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut caught = signal_hook::iterator::Signals::new(signals)?;
-    let flag = stop.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for signal in caught.forever() {
-                if !READING.load(Ordering::Relaxed) {
-                    at_once();
-                    std::process::exit(128 + signal);
-                }
-                if flag.swap(true, Ordering::Relaxed) {
-                    at_once();
-                    std::process::exit(130);
-                }
-                stopping();
-            }
-        })?;
-    Ok(stop)
 }
 
 /// Runs a job to completion and returns this process's counters.
@@ -443,7 +198,7 @@ where
             mut after_step,
         } = match make_inputs(index, peers) {
             Ok(w) => {
-                READING.store(true, Ordering::Relaxed);
+                signals::reading();
                 w
             }
             Err(e) => {
@@ -458,16 +213,7 @@ where
         let probe = ProbeHandle::new();
         // The source takes the wrapper as is: a box around it was a second dynamic call, and a
         // second copy of what it returns, for every line.
-        let inputs = Throttled {
-            inputs,
-            sink: worker_sink_state.clone(),
-            probe: probe.clone(),
-            in_flight: Default::default(),
-            frontier: 0,
-            congested: false,
-            calls: 0,
-            pausing: false,
-        };
+        let inputs = Throttled::new(inputs, worker_sink_state.clone(), probe.clone());
         let publishing = index == 0;
         // Sinks that could not be opened: a failure of the job, told to every worker at time 0
         // (by the `ResultsSink`), so that no process commits offsets whose output is not written.
@@ -550,12 +296,7 @@ where
                 failure_dead.lock().expect("lock").get_or_insert(f.clone());
                 Some(f)
             };
-            let mut dead_log = DeadLetterLog {
-                since: None,
-                logged: 0,
-                unlogged: 0,
-                names: labels.clone(),
-            };
+            let mut dead_log = DeadLetterLog::new(labels.clone());
             let dead_failures = outputs.dead.unary_frontier::<Notices, _, _, _>(
                 Pipeline,
                 "DeadLetterSink",
@@ -830,7 +571,6 @@ fn file_labels(names: &[String], id: u32) -> crate::metrics::Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tampines_dataflows::source::Next;
 
     #[test]
     fn files_whose_names_read_alike_have_labels_of_their_own() {
@@ -855,88 +595,5 @@ mod tests {
             labels[1],
             vec![("input", "1".into()), ("file", "f_a.ndjson".into())]
         );
-    }
-    use timely::container::CapacityContainerBuilder;
-    use timely::dataflow::InputHandle;
-
-    /// Inputs that never answer `Pending`: a `Pending` from `Throttled` around them is its own
-    /// pause.
-    struct Ready;
-
-    impl Inputs for Ready {
-        fn next(&mut self) -> Next {
-            Next::Finished(0)
-        }
-        fn known(&self) -> Vec<u32> {
-            vec![0]
-        }
-    }
-
-    /// Reading pauses while more than `IN_FLIGHT_TIMES` distinct closed timestamps, or more than
-    /// `IN_FLIGHT_RECORDS` closed records, are in flight, and resumes as the results' frontier
-    /// passes them; records at or above the source's capability are never counted.
-    #[test]
-    fn flow_control_counts_closed_records_until_the_results_pass_them() {
-        timely::execute_directly(|worker| {
-            let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<()>>>::new();
-            let probe = ProbeHandle::new();
-            worker.dataflow(|scope| {
-                input.to_stream(scope).probe_with(&probe);
-            });
-            let mut throttled = Throttled {
-                inputs: Box::new(Ready),
-                sink: Arc::new(SinkState::default()),
-                probe: probe.clone(),
-                in_flight: Default::default(),
-                frontier: 0,
-                congested: false,
-                calls: 0,
-                pausing: false,
-            };
-            let reads = |t: &mut Throttled| !matches!(t.next(), Next::Pending);
-            // One line at each of IN_FLIGHT_TIMES + 1 timestamps, all closed (below 10,000).
-            for time in 0..=IN_FLIGHT_TIMES as u64 {
-                throttled.stamped(0, time, time, 1);
-            }
-            throttled.progressed(10_000);
-            assert!(throttled.check(), "2,049 closed timestamps in flight");
-            // The results pass the first one: IN_FLIGHT_TIMES are left, which is not too many.
-            input.advance_to(1);
-            while probe.less_than(&1) {
-                worker.step();
-            }
-            assert!(!throttled.check(), "2,048 closed timestamps in flight");
-            assert_eq!(throttled.in_flight.len(), IN_FLIGHT_TIMES);
-
-            // Records at one timestamp: IN_FLIGHT_RECORDS do not pause reading, one more does,
-            // but only once the capability is past them (while it is at them they may grow).
-            input.advance_to(20_000);
-            while probe.less_than(&20_000) {
-                worker.step();
-            }
-            assert!(!throttled.check(), "everything passed");
-            assert!(throttled.in_flight.is_empty());
-            throttled.stamped(0, 0, 30_000, IN_FLIGHT_RECORDS);
-            throttled.progressed(30_001);
-            assert!(!throttled.check(), "200,000 closed records in flight");
-            throttled.progressed(30_000);
-            throttled.stamped(0, 0, 30_000, 1);
-            assert!(!throttled.check(), "open records are not counted");
-            throttled.progressed(30_001);
-            assert!(throttled.check(), "200,001 closed records in flight");
-            // Reading checks every 256 calls: it pauses within as many.
-            let calls = (1..=256).find(|_| !reads(&mut throttled));
-            assert!(calls.is_some(), "reading goes on past 256 calls");
-            assert!(!reads(&mut throttled));
-            // While paused, every call checks again: the one right after the results pass the
-            // records reads (below).
-            input.advance_to(30_001);
-            while probe.less_than(&30_001) {
-                worker.step();
-            }
-            // The first call after the results passed them reads again.
-            assert!(reads(&mut throttled));
-            assert!(throttled.in_flight.is_empty());
-        });
     }
 }

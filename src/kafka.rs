@@ -34,7 +34,8 @@ use tampines_dataflows::ahead::is_blank;
 use tampines_dataflows::event::{parse, Body};
 use tampines_dataflows::source::{DeadLetter, Inputs, Line, Next};
 
-use crate::job::{AfterStep, DeadLetterSink, WorkerInputs, Written};
+use crate::dead_letters::DeadLetterSink;
+use crate::job::{AfterStep, WorkerInputs, Written};
 
 /// How long a metadata or watermark request may take.
 const META_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,6 +1,6 @@
 //! `tampines`: a thin entry point. Exit status: 0 success, 2 bad usage or configuration, 1 runtime
 //! error; a live job stopped by a second signal exits 130, and one signalled before it reads
-//! 128 + the signal's number (`job::stop_on_signals`).
+//! 128 + the signal's number (`signals::stop_on_signals`).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -118,7 +118,7 @@ fn main() -> ExitCode {
                     let line = "tampines: stopping: closing the last marks (again to quit at once)";
                     let _ = writeln!(std::io::stderr(), "{line}");
                 };
-                match job::stop_on_signals(&[SIGINT, SIGTERM], stopping, || {}) {
+                match tampines::signals::stop_on_signals(&[SIGINT, SIGTERM], stopping, || {}) {
                     Ok(stop) => kafka::SourceOptions {
                         stop: Some(stop),
                         ..opts
@@ -165,7 +165,7 @@ fn main() -> ExitCode {
                 move || {
                     Ok(Some(
                         Box::new(kafka::KafkaDeadLetters::new(&dlq.0, dlq.1.clone())?)
-                            as Box<dyn job::DeadLetterSink>,
+                            as Box<dyn tampines::dead_letters::DeadLetterSink>,
                     ))
                 },
             ))

@@ -1,0 +1,51 @@
+//! Stopping a live job on signals: the first ends its inputs (the last marks close, sinks flush,
+//! offsets of what was written are committed); a second, or one before the job reads, exits at
+//! once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Result;
+
+/// Set once a worker of this process has opened its inputs: from then on a stop signal ends the
+/// inputs (see [`stop_on_signals`]); before, there is nothing to close.
+static READING: AtomicBool = AtomicBool::new(false);
+
+/// A live job's stop: a flag set by the first of `signals`, which also calls `stopping`. A
+/// second signal while stopping (the last write waiting for a Redis that went away) calls
+/// `at_once` and exits 130 at once. With the flag passed to the inputs, their end closes the
+/// last marks, every sink is flushed and the offsets of what was written are committed.
+///
+/// Before the job reads (connecting its processes, which waits for the others however long;
+/// opening Kafka), a signal calls `at_once` and exits at once with 128 + the signal's number,
+/// as dying by it would: the flag would only be seen once reading begins.
+pub fn stop_on_signals(
+    signals: &[std::ffi::c_int],
+    stopping: impl Fn() + Send + 'static,
+    at_once: impl Fn() + Send + 'static,
+) -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut caught = signal_hook::iterator::Signals::new(signals)?;
+    let flag = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in caught.forever() {
+                if !READING.load(Ordering::Relaxed) {
+                    at_once();
+                    std::process::exit(128 + signal);
+                }
+                if flag.swap(true, Ordering::Relaxed) {
+                    at_once();
+                    std::process::exit(130);
+                }
+                stopping();
+            }
+        })?;
+    Ok(stop)
+}
+
+/// Notes that a worker of this process opened its inputs: a stop signal now ends them.
+pub fn reading() {
+    READING.store(true, Ordering::Relaxed);
+}
