@@ -60,6 +60,8 @@ pub struct Metrics {
     pub dead: Family<Labels, Counter>,
     /// Consumer lag per partition (the group's committed offset to the end).
     pub consumer_lag: Family<Labels, Gauge>,
+    /// Kafka messages the broker deleted before they were read, per partition.
+    pub lost: Family<Labels, Counter>,
     /// Seconds per atomic Redis step.
     pub redis_latency: Histogram,
     /// Failed Redis attempts.
@@ -100,6 +102,7 @@ impl Metrics {
             marks: Counter::default(),
             dead: Family::default(),
             consumer_lag: Family::default(),
+            lost: Family::default(),
             redis_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             redis_failures: Counter::default(),
             redis_frontier: Gauge::default(),
@@ -120,6 +123,11 @@ impl Metrics {
             "dead_lettered",
             "Input messages dead-lettered, by reason",
             m.dead.clone(),
+        );
+        registry.register(
+            "messages_lost",
+            "Kafka messages deleted by the broker (retention) before they were read, by topic and partition",
+            m.lost.clone(),
         );
         registry.register(
             "consumer_lag_messages",
