@@ -376,7 +376,12 @@ impl KafkaInputs {
                 start,
                 committed.find_partition(&topic, p).map(|e| e.offset()),
             );
-            let first = first_offset(from, low, high);
+            let mut first = first_offset(from, low, high);
+            if first > high {
+                // A committed offset past the end: the topic was recreated or truncated.
+                tracing::error!(topic = %topic, partition = p, committed = first, low, high, "the committed offset is past the partition's end (was the topic recreated or truncated?): reading it from its first message");
+                first = low;
+            }
             tracing::info!(worker = self.index, topic = %topic, partition = p, input = id, low, high, start = first, "assigned");
             // Reading from an offset that retention has passed skips messages without a word from
             // librdkafka (`--start committed` without a commit reads from the beginning too).
@@ -395,6 +400,11 @@ impl KafkaInputs {
             }
             if let Some(wanted) = wanted.filter(|&o| o < low) {
                 tracing::error!(topic = %topic, partition = p, wanted, low, "messages before this offset are gone (retention): they are not read, and state rebuilt from here may be incomplete");
+                // Past the committed offset they were never read: lost. (Before it, read by an
+                // earlier run, they are only missing from the state rebuilt.)
+                if matches!(from, Offset::Offset(_)) {
+                    count_lost(&topic, p, low - wanted);
+                }
             }
             if let Some(ends) = self.ends.as_mut() {
                 ends.insert(id, high.max(0) as u64);
@@ -420,17 +430,22 @@ impl KafkaInputs {
         Ok(())
     }
 
-    /// Retention deleted messages of a partition before they were read: its position is below
-    /// the partition's first offset, and librdkafka reports it (`auto.offset.reset` is `error`)
-    /// without naming the partition. Every owned partition whose position (or start, before a
-    /// first message) is below its first offset is said at error with the offsets lost, counted
-    /// in `messages_lost_total`, and read on from its first message. The results then miss
-    /// those messages: they are not read, dead-lettered or counted as read.
+    /// librdkafka stopped fetching a partition whose position it does not hold
+    /// (`auto.offset.reset` is `error`), without naming the partition. Every owned partition is
+    /// looked at:
+    /// - its position (or start, before a first message) below the partition's first offset:
+    ///   retention deleted messages before they were read. They are said at error with the
+    ///   offsets, counted in `messages_lost_total` (those before a bounded run's end only), and
+    ///   the partition is read on from its first message (a bounded run whose end they passed
+    ///   finishes it instead). The results miss them: they are not read, dead-lettered or
+    ///   counted as read;
+    /// - its position past the partition's end (the topic recreated or truncated): said at
+    ///   error and read again from its first message, as librdkafka's `earliest` did.
     fn skip_lost(&mut self) {
         let positions = match self.consumer.position() {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(worker = self.index, error = %e, "reading positions after messages were deleted");
+                tracing::error!(worker = self.index, error = %e, "reading positions after librdkafka stopped a partition: it is read no further");
                 return;
             }
         };
@@ -442,39 +457,59 @@ impl KafkaInputs {
             if !self.owned.contains(&id) || self.finished.contains(&id) {
                 continue;
             }
-            let Ok((low, _)) =
-                self.consumer
-                    .fetch_watermarks(e.topic(), e.partition(), META_TIMEOUT)
-            else {
-                continue;
+            let (topic, p) = (e.topic(), e.partition());
+            let (low, high) = match self.consumer.fetch_watermarks(topic, p, META_TIMEOUT) {
+                Ok(w) => w,
+                Err(err) => {
+                    tracing::error!(topic = %topic, partition = p, error = %err, "reading a partition's offsets after librdkafka stopped a partition: it may be read no further");
+                    continue;
+                }
             };
             let at = match e.offset() {
                 Offset::Offset(o) => o,
                 _ => self.starts.get(&id).copied().unwrap_or(low),
             };
-            if at >= low {
+            let end = self
+                .ends
+                .as_ref()
+                .and_then(|e| e.get(&id))
+                .map(|&e| e as i64);
+            if at < low {
+                let to = end.map_or(low, |end| low.min(end));
+                tracing::error!(topic = %topic, partition = p, from = at, to, lost = to - at, "messages deleted (retention) before they were read: they are lost, and results miss them; reading on from the first message held");
+                count_lost(topic, p, to - at);
+                if end.is_some_and(|end| low >= end) {
+                    // A bounded run's end passed: nothing of the partition is left to read.
+                    self.finished.insert(id);
+                    self.to_announce.push(id);
+                    self.unassign(topic, p);
+                    continue;
+                }
+            } else if at > high {
+                tracing::error!(topic = %topic, partition = p, position = at, low, high, "the position is past the partition's end (was the topic recreated or truncated?): reading it again from its first message");
+            } else {
                 continue;
             }
-            tracing::error!(topic = %e.topic(), partition = e.partition(), from = at, to = low, lost = low - at, "messages deleted (retention) before they were read: they are lost, and results miss them; reading on from the first message held");
-            let labels = vec![
-                ("topic", crate::metrics::label_value(e.topic())),
-                ("partition", e.partition().to_string()),
-            ];
-            crate::metrics::metrics()
-                .lost
-                .get_or_create(&labels)
-                .inc_by((low - at) as u64);
             self.starts.insert(id, low);
             // Assigned again at its first message: librdkafka refuses to seek a partition in
             // this error state.
             let mut again = TopicPartitionList::new();
-            let placed = again.add_partition_offset(e.topic(), e.partition(), Offset::Offset(low));
+            let placed = again.add_partition_offset(topic, p, Offset::Offset(low));
             let assigned = placed
                 .and_then(|()| self.consumer.incremental_unassign(&again))
                 .and_then(|()| self.consumer.incremental_assign(&again));
             if let Err(err) = assigned {
-                tracing::warn!(topic = %e.topic(), partition = e.partition(), error = %err, "reading on past deleted messages");
+                tracing::error!(topic = %topic, partition = p, error = %err, "assigning a partition again at its first message: it is read no further");
             }
+        }
+    }
+
+    /// Stops reading a partition.
+    fn unassign(&self, topic: &str, partition: i32) {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(topic, partition);
+        if let Err(err) = self.consumer.incremental_unassign(&list) {
+            tracing::warn!(topic = %topic, partition, error = %err, "unassigning a finished partition");
         }
     }
 
@@ -664,6 +699,16 @@ fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
     Ok(found.map_or(Vec::new(), |m| {
         m.partitions().iter().map(|p| p.id()).collect()
     }))
+}
+
+/// Counts `n` messages of `topic`/`partition` deleted before they were read.
+fn count_lost(topic: &str, partition: i32, n: i64) {
+    let labels = vec![
+        ("topic", crate::metrics::label_value(topic)),
+        ("partition", partition.to_string()),
+    ];
+    let lost = &crate::metrics::metrics().lost;
+    lost.get_or_create(&labels).inc_by(n.max(0) as u64);
 }
 
 /// Where a partition is read from, by `--start` and the group's committed offset there.

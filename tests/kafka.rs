@@ -1434,6 +1434,46 @@ fn messages_deleted_before_they_are_read_are_counted_as_lost() {
     assert!(within_60s(all_told), "{:?}", accounted());
 }
 
+/// Messages deleted while the job was down, past the offset its group committed, were never read:
+/// a restart at the committed offset counts them as lost (it only logged them), and everything
+/// after them is read.
+#[test]
+fn messages_deleted_while_the_job_was_down_are_counted_as_lost() {
+    let dir = scratch("kafka_lost_down");
+    let broker = Broker::start(1, "market.trade");
+    let first: Vec<String> = (1..=10).map(|i| trade(i * 100, i, "10")).collect();
+    kcat_to(&broker, "market.trade", 0, &first);
+    let out = dir.join("out.ndjson");
+    let bounded = [
+        "run",
+        "--brokers",
+        &broker.bootstrap,
+        "--topics",
+        "market.trade",
+    ];
+    let stderr = tampines(&[&bounded[..], &["--group", "g", "--until-end"]].concat());
+    assert!(stderr.contains("read 10 processed 10"), "{stderr}");
+    // More than the mock cluster keeps of a partition (5 MiB): the oldest unread are deleted.
+    let many: Vec<String> = (11..=70_010).map(|i| trade(i * 100, i, "10")).collect();
+    kcat_to(&broker, "market.trade", 0, &many);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let _job = live(&broker, 1, "market.trade", "60000", &out, &metrics);
+    let lost = r#"tampines_messages_lost_total{topic="market.trade",partition="0"} "#;
+    let accounted = || {
+        let text = std::net::TcpStream::connect(&metrics)
+            .is_ok()
+            .then(|| get(&metrics, "/metrics"))?;
+        let read = sample(&text, "tampines_events_read_total ");
+        Some((read, text.contains(lost).then(|| sample(&text, lost))))
+    };
+    let all_told = || {
+        accounted().is_some_and(|(read, lost)| {
+            lost.is_some_and(|lost| lost > 0.0 && read + lost == 70_000.0)
+        })
+    };
+    assert!(within_60s(all_told), "{:?}", accounted());
+}
+
 /// The consumer lag a job reports every 10 s is each partition's end offset minus the group's
 /// committed offset, and the whole partition while the group has committed nothing there.
 /// Partition 0 holds A's 20 events at 100..2000 (the first 19 closed, their offsets committed);
