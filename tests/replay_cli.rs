@@ -1186,7 +1186,7 @@ fn dead_letters_are_logged_by_default() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(out.status.success(), "{stderr}");
     let logged: Vec<&str> = (stderr.lines())
-        .filter(|l| l.contains(" WARN tampines::job: dead letter reason="))
+        .filter(|l| l.contains(" WARN tampines::dead_letters: dead letter reason="))
         .collect();
     assert_eq!(logged.len(), 6, "{stderr}");
     assert!(
