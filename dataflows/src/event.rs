@@ -1017,9 +1017,12 @@ mod tests {
     /// for that to mean something.
     #[test]
     fn the_fast_path_agrees_with_serde() {
-        use proptest::test_runner::{Config, TestRunner};
+        use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
         let cases = 2_000;
-        let mut runner = TestRunner::new(Config::with_cases(cases));
+        // Seeded: how many lines take the fast path is asserted below, and a random draw fell
+        // short of it now and then (39 valid events of 2,000 against 40, in a CI run).
+        let rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+        let mut runner = TestRunner::new_with_rng(Config::with_cases(cases), rng);
         let read = std::cell::Cell::new(0u32);
         let valid = std::cell::Cell::new(0u32);
         let lines = (
@@ -1131,9 +1134,11 @@ mod tests {
     /// `serde_json`'s do.)
     #[test]
     fn the_usual_form_is_read_as_the_scanner_reads_it() {
-        use proptest::test_runner::{Config, TestRunner};
+        use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
         let cases = 2_000;
-        let mut runner = TestRunner::new(Config::with_cases(cases));
+        // Seeded, as in the test above: how many lines take the usual path is asserted below.
+        let rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+        let mut runner = TestRunner::new_with_rng(Config::with_cases(cases), rng);
         let read = std::cell::Cell::new(0u32);
         let valid = std::cell::Cell::new(0u32);
         // Some lines lose a field, or are cut short at any byte.
