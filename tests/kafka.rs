@@ -1401,18 +1401,7 @@ fn messages_deleted_before_they_are_read_are_counted_as_lost() {
     let out = dir.join("out.ndjson");
     let metrics = format!("127.0.0.1:{}", free_port());
     let job = live(&broker, 1, "market.trade", "60000", &out, &metrics);
-    let scrape = || {
-        std::net::TcpStream::connect(&metrics)
-            .is_ok()
-            .then(|| get(&metrics, "/metrics"))
-    };
-    let lost = r#"tampines_messages_lost_total{topic="market.trade",partition="0"} "#;
-    let accounted = || {
-        scrape().map(|t| {
-            let read = sample(&t, "tampines_events_read_total ");
-            (read, t.contains(lost).then(|| sample(&t, lost)))
-        })
-    };
+    let accounted = || read_and_lost(&metrics);
     let first: Vec<String> = (1..=10).map(|i| trade(i * 100, i, "10")).collect();
     kcat_to(&broker, "market.trade", 0, &first);
     assert!(
@@ -1426,12 +1415,11 @@ fn messages_deleted_before_they_are_read_are_counted_as_lost() {
     let many: Vec<String> = (11..=70_010).map(|i| trade(i * 100, i, "10")).collect();
     kcat_to(&broker, "market.trade", 0, &many);
     assert!(common::signal(&job.0, "CONT"));
-    let all_told = || {
-        accounted().is_some_and(|(read, lost)| {
-            lost.is_some_and(|lost| lost > 0.0 && read + lost == 70_010.0)
-        })
-    };
-    assert!(within_60s(all_told), "{:?}", accounted());
+    assert!(
+        within_60s(|| all_told(&metrics, 70_010.0)),
+        "{:?}",
+        accounted()
+    );
 }
 
 /// Messages deleted while the job was down, past the offset its group committed, were never read:
@@ -1458,20 +1446,28 @@ fn messages_deleted_while_the_job_was_down_are_counted_as_lost() {
     kcat_to(&broker, "market.trade", 0, &many);
     let metrics = format!("127.0.0.1:{}", free_port());
     let _job = live(&broker, 1, "market.trade", "60000", &out, &metrics);
+    assert!(
+        within_60s(|| all_told(&metrics, 70_000.0)),
+        "{:?}",
+        read_and_lost(&metrics)
+    );
+}
+
+/// A job's messages read and lost (None before any was lost) on `market.trade`/0, from its
+/// metrics at `metrics` (None while they do not answer).
+fn read_and_lost(metrics: &str) -> Option<(f64, Option<f64>)> {
     let lost = r#"tampines_messages_lost_total{topic="market.trade",partition="0"} "#;
-    let accounted = || {
-        let text = std::net::TcpStream::connect(&metrics)
-            .is_ok()
-            .then(|| get(&metrics, "/metrics"))?;
-        let read = sample(&text, "tampines_events_read_total ");
-        Some((read, text.contains(lost).then(|| sample(&text, lost))))
-    };
-    let all_told = || {
-        accounted().is_some_and(|(read, lost)| {
-            lost.is_some_and(|lost| lost > 0.0 && read + lost == 70_000.0)
-        })
-    };
-    assert!(within_60s(all_told), "{:?}", accounted());
+    let text = std::net::TcpStream::connect(metrics)
+        .is_ok()
+        .then(|| get(metrics, "/metrics"))?;
+    let read = sample(&text, "tampines_events_read_total ");
+    Some((read, text.contains(lost).then(|| sample(&text, lost))))
+}
+
+/// Some messages were lost, and every one of `produced` was read or counted as lost.
+fn all_told(metrics: &str, produced: f64) -> bool {
+    read_and_lost(metrics)
+        .is_some_and(|(read, lost)| lost.is_some_and(|lost| lost > 0.0 && read + lost == produced))
 }
 
 /// The consumer lag a job reports every 10 s is each partition's end offset minus the group's

@@ -643,17 +643,13 @@ impl Qty {
     }
 
     /// Adds `rhs` as [`Semigroup::plus_equals`] does; true if the sum is surely exact, false
-    /// if it may have been rounded. A `Decimal` holds 96 bits of magnitude, so a sum whose exact
-    /// digits need more (sizes of tens of billions beside 18-decimal ones) is rounded to fewer
-    /// fractional digits. A sum at a scale that holds both operands' digits is exact: at their
-    /// stored scales (every sum but the rare), else at their scales without trailing zeros. (It
-    /// says false for a sum that is exact only because digits cancel.)
+    /// if it may have been rounded ([`held_exactly`]): a `Decimal` holds 96 bits of magnitude,
+    /// so a sum whose exact digits need more (sizes of tens of billions beside 18-decimal ones)
+    /// is rounded.
     pub(crate) fn add_exact(&mut self, rhs: Qty) -> bool {
         let lhs = self.0;
         self.plus_equals(&rhs);
-        let scale = Stored::of(self.0).scale();
-        scale >= Stored::of(lhs).scale().max(Stored::of(rhs.0).scale())
-            || scale >= lhs.normalize().scale().max(rhs.0.normalize().scale())
+        held_exactly(self.0, lhs, rhs.0)
     }
 
     /// The sum of `sizes` (each >= 0), and whether it is exact: summed exactly, in big integers
@@ -869,6 +865,17 @@ pub fn round_dp(d: Decimal, dp: u32) -> Decimal {
         .normalize()
 }
 
+/// Whether `result`, `Decimal`'s sum or difference of `a` and `b`, is surely exact: it is when
+/// its scale holds both operands' digits, at their stored scales (every sum but the rare), else
+/// at their scales without trailing zeros. A result that needed more than 96 bits was rounded
+/// to fewer fractional digits. (False too for a result exact only because digits cancel.)
+#[inline]
+fn held_exactly(result: Decimal, a: Decimal, b: Decimal) -> bool {
+    let scale = Stored::of(result).scale();
+    scale >= Stored::of(a).scale().max(Stored::of(b).scale())
+        || scale >= a.normalize().scale().max(b.normalize().scale())
+}
+
 /// `a / b` rounded half away from zero to `dp` decimal places, normalised, as the exact
 /// quotient rounds; `None` when that value is beyond a decimal (or `b` is zero).
 ///
@@ -951,10 +958,7 @@ fn ratio_round(
 pub fn change_pct(last: Decimal, open: Decimal) -> (Decimal, Option<Decimal>) {
     let difference = last - open;
     let change = difference.normalize();
-    // Exact at a scale that holds both prices' digits, as in `Qty::add_exact`.
-    let scale = difference.scale();
-    let exact = scale >= last.scale().max(open.scale())
-        || scale >= last.normalize().scale().max(open.normalize().scale());
+    let exact = held_exactly(difference, last, open);
     let hundredfold = (exact.then(|| change.checked_mul(Decimal::ONE_HUNDRED)))
         .flatten()
         .filter(|h| h.scale() == change.scale());
