@@ -1579,3 +1579,64 @@ fn a_password_set_while_running_is_named() {
         "{stderr}"
     );
 }
+
+/// Each written candle set keeps the newest `--candle-retention` candles, even those the job's
+/// own state never held: a run from committed offsets (not the whole history, so it removes
+/// nothing of the first run's at start) with a smaller retention than the first run's. Its
+/// writes add two candles to the first run's five and trim the set to three: the first run's
+/// last and the two new ones. (A run over the whole history removes the rest itself.)
+#[test]
+fn a_written_candle_set_keeps_only_the_newest_retention_candles() {
+    let dir = scratch("redis_trim");
+    // Minute-aligned: 1,699,999,980,000 = 28,333,333 minutes.
+    let minute = |m: u64| 1_699_999_980_000 + m * 60_000;
+    let trades = |name: &str, minutes: std::ops::Range<u64>| -> std::path::PathBuf {
+        let path = dir.join(name);
+        let lines: Vec<String> = minutes
+            .flat_map(|m| {
+                (0..2).map(move |k| {
+                    format!(
+                        r#"{{"type":"trade","exchange":"e","symbol":"X","ts":{},"id":"{}","price":"{}","qty":"1","side":"buy"}}"#,
+                        minute(m) + 1_000 + k * 20_000,
+                        m * 2 + k + 1,
+                        100 + m * 3 + k
+                    )
+                })
+            })
+            .collect();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    };
+    let broker = common::broker::Broker::start(1, "market.book,market.trade");
+    let server = RedisServer::start();
+    let run = |retention: &str, start: &[&str]| {
+        let mut args = vec!["run", "--brokers", &broker.bootstrap, "--until-end"];
+        args.extend_from_slice(start);
+        args.extend_from_slice(&["--redis", &server.url, "--prefix", "t", "--intervals", "1m"]);
+        args.extend_from_slice(&["--candle-retention", retention]);
+        tampines(&args)
+    };
+    let produce = |file: &Path| {
+        tampines(&[
+            "produce",
+            file.to_str().unwrap(),
+            "--brokers",
+            &broker.bootstrap,
+        ]);
+    };
+    let mut c = server.connection().unwrap();
+    let open_times = |c: &mut redis::Connection| -> Vec<u64> {
+        let (_, keys) = snapshot(c).unwrap();
+        (keys["candles:e:X:1m"].as_array().unwrap().iter())
+            .map(|candle| candle["open_time"].as_u64().unwrap())
+            .collect()
+    };
+
+    produce(&trades("first.ndjson", 0..5));
+    run("10", &[]);
+    assert_eq!(open_times(&mut c), (0..5).map(minute).collect::<Vec<_>>());
+    produce(&trades("second.ndjson", 5..7));
+    let second = run("3", &["--start", "committed"]);
+    assert!(second.contains("read 4 "), "{second}");
+    assert_eq!(open_times(&mut c), (4..7).map(minute).collect::<Vec<_>>());
+}
