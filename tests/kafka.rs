@@ -1506,3 +1506,90 @@ fn consumer_lag_is_the_end_minus_what_the_group_committed() {
     assert!(reported, "{text}");
     assert_eq!(lag(&text, 1), Some(2.0), "{text}");
 }
+
+/// `--until-end` reads each partition up to its end offset as of start: messages produced while
+/// it reads are left for the next run. The job writes into a FIFO read only once, so it is
+/// still reading (blocked in a write: megabytes of results) when 5 more book events arrive.
+#[test]
+fn a_bounded_run_stops_at_the_end_offsets_of_its_start() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = scratch("kafka_until_end_ends");
+    let broker = Broker::start(1, "market.book");
+    // Books of 20 bids at marks of their own: about 1.6 KB of results each, 5 MB in all.
+    let first: Vec<String> = (1..=3000)
+        .map(|i| {
+            let bids: Vec<String> = (0..20)
+                .map(|k| format!(r#"["{}.{k}","1"]"#, 100 + i))
+                .collect();
+            format!(
+                r#"{{"type":"book","exchange":"ex","symbol":"A","ts":{},"seq":{i},"bids":[{}],"asks":[]}}"#,
+                i * 100,
+                bids.join(",")
+            )
+        })
+        .collect();
+    kcat_to(&broker, "market.book", 0, &first);
+    let fifo = dir.join("out.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut peek = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000) // O_NONBLOCK: opened before the job opens its end
+        .open(&fifo)
+        .unwrap();
+    let job = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args([
+            "run",
+            "--brokers",
+            &broker.bootstrap,
+            "--topics",
+            "market.book",
+        ])
+        .args(["--until-end", "--out", fifo.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let mut job = common::broker::KillOnDrop(job);
+    let mut some = [0u8; 1024];
+    assert!(
+        within_60s(|| peek.read(&mut some).is_ok_and(|n| n > 0)),
+        "no output"
+    );
+    // Output has started, so the partition's end was taken; the job now waits on the FIFO.
+    let later: Vec<String> = (1..=5)
+        .map(|i| book_of("LATER", 300_000 + i * 100, i, "1"))
+        .collect();
+    kcat_to(&broker, "market.book", 0, &later);
+    let mut rest = String::new();
+    std::fs::File::open(&fifo)
+        .unwrap()
+        .read_to_string(&mut rest)
+        .unwrap();
+    let status = job.0.wait().unwrap();
+    let mut stderr = String::new();
+    (job.0.stderr.take().unwrap())
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("read 3000 processed 3000"), "{stderr}");
+    assert!(!rest.contains("LATER"), "a later message was read");
+    assert!(rest.len() > 4 << 20, "{} bytes of output", rest.len());
+    // The next run reads them.
+    let next = tampines(&[
+        "run",
+        "--brokers",
+        &broker.bootstrap,
+        "--topics",
+        "market.book",
+        "--until-end",
+        "--start",
+        "committed",
+        "--out",
+        "/dev/null",
+    ]);
+    assert!(next.contains("read 5 processed 5 "), "{next}");
+}
