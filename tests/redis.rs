@@ -1640,3 +1640,87 @@ fn a_written_candle_set_keeps_only_the_newest_retention_candles() {
     assert!(second.contains("read 4 "), "{second}");
     assert_eq!(open_times(&mut c), (4..7).map(minute).collect::<Vec<_>>());
 }
+
+/// `tampines_redis_frontier_ms` is the mark Redis holds: written by the job, and found there by
+/// a restarted job that has nothing above it to write.
+#[test]
+fn the_redis_frontier_metric_is_the_mark_redis_holds() {
+    let dir = scratch("redis_frontier_metric");
+    let broker = common::broker::Broker::start(1, "market.book,market.trade");
+    let lines: String = (1..=20u32)
+        .map(|i| book("A", u64::from(i) * 100, 100 + i))
+        .collect();
+    let file = dir.join("books.ndjson");
+    std::fs::write(&file, lines).unwrap();
+    tampines(&[
+        "produce",
+        file.to_str().unwrap(),
+        "--brokers",
+        &broker.bootstrap,
+    ]);
+    let server = RedisServer::start();
+    let mut c = server.connection().unwrap();
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    // Live: every input idle after 300 ms, so progress reaches the last event's mark.
+    let live = || {
+        common::broker::KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_tampines"))
+                .args(["run", "--brokers", &broker.bootstrap, "--idle-ms", "300"])
+                .args([
+                    "--lateness-ms",
+                    "0",
+                    "--redis",
+                    &server.url,
+                    "--prefix",
+                    "t",
+                ])
+                .args(["--metrics-addr", &metrics])
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("run"),
+        )
+    };
+    let scraped = |series: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(&metrics) {
+                use std::io::{Read, Write};
+                write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                let mut text = String::new();
+                if s.read_to_string(&mut text).is_ok() && text.contains(series) {
+                    return common::sample(&text, series);
+                }
+            }
+            assert!(Instant::now() < deadline, "no {series} within 60 s");
+            std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+        }
+    };
+    let frontier = |c: &mut redis::Connection| {
+        redis::cmd("GET")
+            .arg("t:frontier")
+            .query::<Option<u64>>(c)
+            .unwrap()
+    };
+
+    // The last event's mark, 2000, stays open while the job lives: 1900 is the last closed.
+    let first = live();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while frontier(&mut c) != Some(1900) {
+        assert!(Instant::now() < deadline, "Redis never held mark 1900");
+        std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+    }
+    assert_eq!(scraped("tampines_redis_frontier_ms "), 1900.0);
+    drop(first);
+    // Restarted, it reads the 20 events again and writes nothing: the mark is the one found.
+    let _second = live();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scraped("tampines_events_read_total ") < 20.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the 20 events not read again within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+    }
+    assert_eq!(scraped("tampines_redis_frontier_ms "), 1900.0);
+    assert_eq!(frontier(&mut c), Some(1900));
+}
