@@ -1593,3 +1593,24 @@ fn a_bounded_run_stops_at_the_end_offsets_of_its_start() {
     ]);
     assert!(next.contains("read 5 processed 5 "), "{next}");
 }
+
+/// `--idle-ms` is wall time (contract section 2): inputs silent from the job's start hold its
+/// progress for `--idle-ms`, then no more. With 4 s, the mark before the last event's comes no
+/// sooner than 4 s after the start, and (leaving 8 s for a slow machine) sooner than 12 s.
+#[test]
+fn inputs_fall_idle_after_idle_ms() {
+    let dir = scratch("kafka_idle_ms");
+    let broker = Broker::start(1, "market.book,market.trade");
+    kcat_to(&broker, "market.book", 0, &rising_books("A", 20));
+    let out = dir.join("out.ndjson");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let topics = "market.book,market.trade";
+    let _live = live(&broker, 1, topics, "4000", &out, &metrics);
+    assert!(within_60s(|| last_mark(&out) >= 1900), "{}", text_of(&out));
+    let took = started.elapsed();
+    assert!(
+        (Duration::from_secs(4)..Duration::from_secs(12)).contains(&took),
+        "{took:?}"
+    );
+}
