@@ -12,12 +12,12 @@ use std::io::{BufRead, BufReader, Write as _};
 use std::time::Instant;
 
 use rust_decimal::Decimal;
+use tampines_dataflows::agg::Candle;
 use tampines_dataflows::agg::{Agg, TradeRec};
-use tampines_dataflows::candles::Candle;
 use tampines_dataflows::config::Config;
 use tampines_dataflows::event::{parse, Body};
-use tampines_dataflows::orderbook::{Bbo, Levels};
 use tampines_dataflows::results::{Record, Status, TickerStats};
+use tampines_dataflows::types::{Bbo, Levels};
 use tampines_dataflows::types::{Price, Qty, Side, Sym, SymbolName};
 
 /// The allocator the `tampines` binary uses, so the ratio compares the implementations.

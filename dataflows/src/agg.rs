@@ -118,6 +118,15 @@ impl Agg {
     }
 }
 
+/// A candle's value.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Candle {
+    /// Aggregate of its trades.
+    pub agg: Agg,
+    /// The interval is over.
+    pub closed: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

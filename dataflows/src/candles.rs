@@ -24,11 +24,10 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::StreamVec;
 
-use crate::agg::{Agg, TradeRec};
+use crate::agg::{Agg, Candle, TradeRec};
 use crate::config::Config;
 use crate::results::{
     named_result, push_candle_body, push_candle_times, Change, NamedResult, Names, ResultKey, View,
@@ -37,15 +36,6 @@ use crate::sequence::{no_finish, sequence};
 use crate::stats::{Share, Stats};
 use crate::time::Step;
 use crate::types::{FoldMap, Sym, SymbolName};
-
-/// A candle's value.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Candle {
-    /// Aggregate of its trades.
-    pub agg: Agg,
-    /// The interval is over.
-    pub closed: bool,
-}
 
 /// A series' candles by open time, and the timestamp and open time of the candle its last trade
 /// went to.

@@ -54,7 +54,6 @@ use std::sync::Arc;
 use differential_dataflow::difference::Abelian;
 use differential_dataflow::{AsCollection, VecCollection};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::StreamVec;
 
@@ -68,19 +67,7 @@ use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
 use crate::split::split2;
 use crate::stats::{Share, Stats};
-use crate::types::{FoldMap, Price, Qty, Side, Sym, SymbolName};
-
-/// Raw best bid and ask prices.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Bbo {
-    /// Highest bid, if any.
-    pub bid: Option<Price>,
-    /// Lowest ask, if any.
-    pub ask: Option<Price>,
-}
-
-/// The best groups of one side, best first.
-pub type Levels = Vec<(Price, Qty)>;
+use crate::types::{Bbo, BookPrice, FoldMap, Levels, Price, Qty, Side, Sym, SymbolName};
 
 /// What the book stage reads: book events, and the names of the symbols it publishes.
 #[derive(Clone, Debug)]
@@ -747,30 +734,6 @@ pub fn orderbooks<'s>(
     Books {
         changes,
         bbo: bbo.as_collection(),
-    }
-}
-
-/// A price in book order: on both sides the best comes first (bids descending, asks ascending).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct BookPrice {
-    /// The side, which decides the order.
-    pub side: Side,
-    /// The group price.
-    pub price: Price,
-}
-
-impl Ord for BookPrice {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.side.cmp(&other.side).then_with(|| match self.side {
-            Side::Bid => other.price.cmp(&self.price),
-            Side::Ask => self.price.cmp(&other.price),
-        })
-    }
-}
-
-impl PartialOrd for BookPrice {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
     }
 }
 

@@ -29,14 +29,12 @@ use serde_json::Value;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::{Scope, StreamVec};
 
-use crate::agg::Agg;
-use crate::candles::Candle;
+use crate::agg::{Agg, Candle};
 use crate::config::Config;
-use crate::orderbook::{Bbo, BookPrice, Levels};
 use crate::sequence::sequence;
 use crate::types::{
-    change_pct, push_decimal as push_decimal_text, BigId, FoldMap, Price, Side, Sym, SymbolName,
-    TradeId,
+    change_pct, push_decimal as push_decimal_text, Bbo, BigId, BookPrice, FoldMap, Levels, Price,
+    Side, Sym, SymbolName, TradeId,
 };
 
 /// A book's status.

@@ -52,14 +52,13 @@ use timely::dataflow::StreamVec;
 use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
 use crate::event::Body;
-use crate::orderbook::Bbo;
 use crate::results::{named_result, Change, NamedResult, Names, ResultKey, TickerStats, View};
 use crate::sequence::{no_finish, sequence};
 use crate::source::Stamped;
 use crate::split::{split3, Part3};
 use crate::stats::{Share, Stats};
 use crate::time::Step;
-use crate::types::{FoldMap, Sym, SymbolName, TradeId};
+use crate::types::{Bbo, FoldMap, Sym, SymbolName, TradeId};
 
 /// Outputs of the window stage.
 pub struct Window<'s> {

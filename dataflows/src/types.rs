@@ -14,6 +14,7 @@
 //! - [`Qty`] is also a differential *difference* (`Semigroup`, `Monoid`, `Abelian`): the
 //!   orderbook adds and subtracts sizes with it, inside its stage.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
@@ -977,6 +978,42 @@ pub fn change_pct(last: Decimal, open: Decimal) -> (Decimal, Option<Decimal>) {
         }
     };
     (change, pct)
+}
+
+/// Raw best bid and ask prices.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Bbo {
+    /// Highest bid, if any.
+    pub bid: Option<Price>,
+    /// Lowest ask, if any.
+    pub ask: Option<Price>,
+}
+
+/// The best groups of one side, best first.
+pub type Levels = Vec<(Price, Qty)>;
+
+/// A price in book order: on both sides the best comes first (bids descending, asks ascending).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BookPrice {
+    /// The side, which decides the order.
+    pub side: Side,
+    /// The group price.
+    pub price: Price,
+}
+
+impl Ord for BookPrice {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.side.cmp(&other.side).then_with(|| match self.side {
+            Side::Bid => other.price.cmp(&self.price),
+            Side::Ask => self.price.cmp(&other.price),
+        })
+    }
+}
+
+impl PartialOrd for BookPrice {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 #[cfg(test)]

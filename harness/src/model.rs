@@ -14,13 +14,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rust_decimal::Decimal;
 use serde_json::Value;
+use tampines_dataflows::agg::Candle;
 use tampines_dataflows::agg::{self, Agg};
-use tampines_dataflows::candles::Candle;
 use tampines_dataflows::config::Config;
 use tampines_dataflows::event::{parse, Body, Event};
-use tampines_dataflows::orderbook::Bbo;
 use tampines_dataflows::results::{Record, Status, TickerStats};
 use tampines_dataflows::stats::{StateCounts, Totals};
+use tampines_dataflows::types::Bbo;
 use tampines_dataflows::types::{Price, Qty, Sym, SymbolName, TradeId, TradeSide};
 
 /// One expected progress mark: its time and the JSON of every record published with it.
