@@ -357,14 +357,16 @@ impl DemoArgs {
         if self.job.processes != 1 || self.job.process != 0 || self.job.hostfile.is_some() {
             bail!("demo runs in one process, with its own broker and market: -n, -p and -h are for run and replay");
         }
-        if self.symbols == 0 {
-            bail!("--symbols must be positive");
+        // The bounds of `gen` and `broker`: more symbols failed to allocate, and more
+        // partitions aborted in librdkafka.
+        if !(1..=1_000_000).contains(&self.symbols) {
+            bail!("--symbols must be between 1 and 1000000");
         }
         if self.rate == 0 {
             bail!("--rate must be positive");
         }
-        if self.partitions < 1 {
-            bail!("--partitions must be positive");
+        if !(1..=10_000).contains(&self.partitions) {
+            bail!("--partitions must be between 1 and 10000");
         }
         Ok(())
     }

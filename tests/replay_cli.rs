@@ -902,7 +902,7 @@ fn no_command_lists_the_commands() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 29] = [
+    let cases: [(&[&str], &str); 32] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -922,9 +922,26 @@ fn bad_usage_exits_2_with_one_line() {
         // A demo of nothing: 0 partitions read nothing; 0 symbols and 0 events/s ran as 1.
         (
             &["demo", "--partitions", "0"],
-            "tampines: --partitions must be positive",
+            "tampines: --partitions must be between 1 and 10000",
         ),
-        (&["demo", "--symbols", "0"], "tampines: --symbols must be positive"),
+        (
+            &["demo", "--symbols", "0"],
+            "tampines: --symbols must be between 1 and 1000000",
+        ),
+        // These aborted the process (librdkafka's allocation, and the symbols').
+        (
+            &["demo", "--partitions", "2147483647"],
+            "tampines: --partitions must be between 1 and 10000",
+        ),
+        (
+            &["demo", "--symbols", "1000000000000"],
+            "tampines: --symbols must be between 1 and 1000000",
+        ),
+        // A retention of 2^64 - 1 removed stored candles; 10^17 failed a step halfway.
+        (
+            &["replay", "x.ndjson", "--candle-retention", "18446744073709551615"],
+            "tampines: --candle-retention must be between 1 and 1000000000",
+        ),
         (&["demo", "--rate", "0"], "tampines: --rate must be positive"),
         // librdkafka's refusal of a property was a runtime error (exit 1); a topic named twice
         // was read once, and a bounded run never ended.

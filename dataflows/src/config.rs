@@ -61,6 +61,10 @@ impl fmt::Display for Interval {
 /// the job panic on an overflow.)
 pub const MAX_SPAN_MS: u64 = 1_000_000_000_000_000;
 
+/// The most candles kept per series (`--candle-retention`): about 3.8 KB of state each, so far
+/// beyond what any machine holds, and a rank Redis and its script compute exactly.
+pub const MAX_CANDLE_RETENTION: usize = 1_000_000_000;
+
 /// Settings of the dataflow. Built and validated once, shared read-only by all workers.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -168,8 +172,13 @@ impl Config {
                 w[0].name, w[1].name
             ));
         }
-        if self.candle_retention == 0 {
-            return Err("--candle-retention must be positive".into());
+        // Redis trims a candle set by a rank its script computes in doubles, and lists what is
+        // beyond retention by a signed rank: both exact only far below u64::MAX (2^64 - 1 as a
+        // rank removed every candle, 10^17 failed the script after its first writes).
+        if !(1..=MAX_CANDLE_RETENTION).contains(&self.candle_retention) {
+            return Err(format!(
+                "--candle-retention must be between 1 and {MAX_CANDLE_RETENTION}"
+            ));
         }
         if self.source_batch == 0 {
             return Err("source batch must be positive".into());
