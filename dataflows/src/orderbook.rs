@@ -689,7 +689,8 @@ pub fn orderbooks<'s>(
                             }
                             let in_sequence = match prev_seq {
                                 Some(p) => *p <= last,
-                                None => *seq == Some(last + 1),
+                                // Never in sequence after the largest seq (no next one).
+                                None => seq.is_some() && *seq == last.checked_add(1),
                             };
                             book.gap |= !in_sequence;
                         }

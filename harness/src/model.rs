@@ -312,7 +312,7 @@ fn state_at(
                     let last = book.seq.unwrap_or(0);
                     let ok = match prev_seq {
                         Some(p) => *p <= last,
-                        None => *seq == Some(last + 1),
+                        None => seq.is_some() && *seq == last.checked_add(1),
                     };
                     if !ok {
                         book.gap = true;
