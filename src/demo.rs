@@ -175,7 +175,8 @@ fn feed(
     while !stop.load(Ordering::Relaxed) {
         // Catch up to the pace: events due by now, each stamped with the wall clock; after a
         // stall (a suspended laptop) at most a second's worth, not the whole backlog.
-        let due = began.elapsed().as_millis() as u64 * rate / 1000;
+        let due = (began.elapsed().as_millis() * u128::from(rate) / 1000).min(u128::from(u64::MAX))
+            as u64;
         produced = produced.max(due.saturating_sub(rate));
         while produced < due && !stop.load(Ordering::Relaxed) {
             let line = generator.event(now_ms());

@@ -184,7 +184,10 @@ impl Deliveries {
     }
 }
 
-/// The input number of a topic's partition.
+/// Partitions per topic that input numbers tell apart ([`input_id`]).
+const MAX_PARTITIONS: i32 = 65_536;
+
+/// The input number of a topic's partition (below [`MAX_PARTITIONS`], [`partitions`] checks).
 pub fn input_id(topic_index: usize, partition: i32) -> u32 {
     (topic_index as u32) * 65_536 + partition as u32
 }
@@ -696,9 +699,21 @@ fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Vec<i32>> {
         .fetch_metadata(Some(topic), META_TIMEOUT)
         .with_context(|| format!("metadata of {topic}"))?;
     let found = meta.topics().iter().find(|m| m.name() == topic);
-    Ok(found.map_or(Vec::new(), |m| {
-        m.partitions().iter().map(|p| p.id()).collect()
-    }))
+    readable(
+        topic,
+        found.map_or(Vec::new(), |m| {
+            m.partitions().iter().map(|p| p.id()).collect()
+        }),
+    )
+}
+
+/// The partitions `ids` of `topic`, refused when one is beyond [`MAX_PARTITIONS`]: its input
+/// number would be another topic's partition's, mixing their watermarks and counts.
+fn readable(topic: &str, ids: Vec<i32>) -> Result<Vec<i32>> {
+    if let Some(p) = ids.iter().find(|p| !(0..MAX_PARTITIONS).contains(*p)) {
+        bail!("{topic} has partition {p}: at most {MAX_PARTITIONS} partitions per topic are read");
+    }
+    Ok(ids)
 }
 
 /// Counts `n` messages of `topic`/`partition` deleted before they were read.
@@ -1077,6 +1092,20 @@ pub fn broker(partitions: i32, topics: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Partitions 0 to 65,535 of a topic have input numbers of their own; a topic with more is
+    /// refused by name (partition 65,536 of the first topic was partition 0 of the second).
+    #[test]
+    fn partitions_beyond_the_input_numbers_are_refused() {
+        assert_eq!(readable("a", vec![0, 65_535]).unwrap(), vec![0, 65_535]);
+        assert_ne!(input_id(0, 65_535), input_id(1, 0));
+        let refused = readable("a", vec![3, 65_536]).unwrap_err().to_string();
+        assert_eq!(
+            refused,
+            "a has partition 65536: at most 65536 partitions per topic are read"
+        );
+        assert!(readable("a", vec![-1]).is_err());
+    }
 
     /// The pending queue after one call per run of messages of one timestamp (the run's last
     /// offset) equals the queue after one call per message, and both hold, per entry, the last
