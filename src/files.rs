@@ -66,9 +66,12 @@ pub fn ahead_per_file(files: usize) -> AheadShare {
 /// read becomes one dead letter with the error as its reason (and, read partly, the part of the
 /// line read before it as its payload); it never stops the job. The thread reads chunks of
 /// `ahead.chunk` bytes, up to `ahead.batches` of them ahead of the worker ([`ahead_per_file`]).
+/// The thread opens the file too: opening a named pipe waits for its writer, and a worker
+/// waiting there, on its first file, while the one producer of two pipes waited for the second
+/// to be opened, never read either.
 pub fn open(path: &Path, id: u32, ahead: AheadShare) -> LineInput {
     let name = path.display().to_string();
-    let reader = reader(path, &name);
+    let path = path.to_path_buf();
     let (batches, receiver) = std::sync::mpsc::sync_channel(ahead.batches);
     let thread = std::thread::Builder::new()
         .name(format!("read-{id}"))
@@ -76,7 +79,7 @@ pub fn open(path: &Path, id: u32, ahead: AheadShare) -> LineInput {
             lower_priority();
             // A worker that has gone (the job stopped) ends the thread.
             let send = |batch: ParsedBatch| batches.send(batch).is_ok();
-            match reader {
+            match reader(&path, &name) {
                 Ok((reader, fill)) => read_ahead(reader, &name, ahead.chunk, fill, send),
                 Err(reason) => {
                     send(ReadAhead::unreadable(reason, Vec::new()));

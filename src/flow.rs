@@ -1,8 +1,9 @@
 //! Flow control: a worker's reading pauses while the Redis writer is far behind, and while too
 //! much of what it read is closed but not yet written.
 //!
-//! Invariant: records stamped at or above the source's capability are never counted, so a pause
-//! always ends once the results' frontier (the probe) passes what was counted.
+//! Invariant: records stamped at or above the source's capability (with files, the capability of
+//! every worker's sources) are never counted, so a pause always ends once the results' frontier
+//! (the probe) passes what was counted.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,11 +23,15 @@ use crate::redis_sink::SinkState;
 /// stamped below its source's capability (they can complete without more input) are counted
 /// until the results' frontier (the probe) passes them, and reading pauses while more than
 /// [`IN_FLIGHT_RECORDS`] of them, or [`IN_FLIGHT_TIMES`] distinct timestamps, are in flight.
-/// Records at or above the capability are never counted, so a pause always ends.
+/// Records at or above the capability are never counted, so a pause always ends. With files,
+/// only what every worker's sources closed counts ([`crate::job::ClosedBy`]).
 pub struct Throttled {
     inputs: Box<dyn Inputs>,
     sink: Arc<SinkState>,
     probe: ProbeHandle<u64>,
+    /// Every worker's sources' frontier, where only what they all closed counts
+    /// ([`crate::job::ClosedBy::AllWorkers`]).
+    sources: Option<ProbeHandle<u64>>,
     /// Records stamped per timestamp, not yet passed by the probe.
     in_flight: std::collections::BTreeMap<u64, usize>,
     /// The source's capability.
@@ -47,16 +52,18 @@ pub const IN_FLIGHT_TIMES: usize = 2_048;
 
 impl Throttled {
     /// `inputs` under flow control: `sink` says whether Redis's writer is behind, `probe`
-    /// follows the written results.
+    /// follows the written results, `sources` (if given) every worker's sources.
     pub fn new(
         inputs: Box<dyn Inputs>,
         sink: Arc<SinkState>,
         probe: ProbeHandle<u64>,
+        sources: Option<ProbeHandle<u64>>,
     ) -> Throttled {
         Throttled {
             inputs,
             sink,
             probe,
+            sources,
             in_flight: Default::default(),
             frontier: 0,
             congested: false,
@@ -86,7 +93,11 @@ impl Throttled {
                 self.in_flight = pending;
             }
         }
-        let closed = self.in_flight.range(..self.frontier);
+        // Below every worker's sources' frontier, where asked (none: all have ended).
+        let joint = (self.sources.as_ref()).and_then(|s| s.with_frontier(|f| f.first().copied()));
+        let closed = self
+            .in_flight
+            .range(..joint.map_or(self.frontier, |j| j.min(self.frontier)));
         let (times, records) = closed.fold((0, 0), |(t, r), (_, n)| (t + 1, r + n));
         times > IN_FLIGHT_TIMES || records > IN_FLIGHT_RECORDS
     }
@@ -164,6 +175,7 @@ mod tests {
                 Box::new(Ready),
                 Arc::new(SinkState::default()),
                 probe.clone(),
+                None,
             );
             let reads = |t: &mut Throttled| !matches!(t.next(), Next::Pending);
             // One line at each of IN_FLIGHT_TIMES + 1 timestamps, all closed (below 10,000).
@@ -209,6 +221,45 @@ mod tests {
             // The first call after the results passed them reads again.
             assert!(reads(&mut throttled));
             assert!(throttled.in_flight.is_empty());
+        });
+    }
+
+    /// With every worker's sources' frontier (files), only what they all closed counts: this
+    /// worker's closed timestamps at or above another source's capability never pause it.
+    #[test]
+    fn with_files_only_what_every_source_closed_counts() {
+        timely::execute_directly(|worker| {
+            let mut results = InputHandle::<u64, CapacityContainerBuilder<Vec<()>>>::new();
+            let mut other = InputHandle::<u64, CapacityContainerBuilder<Vec<()>>>::new();
+            let (probe, sources) = (ProbeHandle::new(), ProbeHandle::new());
+            worker.dataflow(|scope| {
+                results.to_stream(scope).probe_with(&probe);
+                other.to_stream(scope).probe_with(&sources);
+            });
+            let mut throttled = Throttled::new(
+                Box::new(Ready),
+                Arc::new(SinkState::default()),
+                probe.clone(),
+                Some(sources.clone()),
+            );
+            for time in 0..=IN_FLIGHT_TIMES as u64 {
+                throttled.stamped(0, time, time, 1);
+            }
+            throttled.progressed(10_000);
+            assert!(
+                !throttled.check(),
+                "another source is at 0: none closed by all"
+            );
+            let mut other_at = |time: u64| {
+                other.advance_to(time);
+                while sources.less_than(&time) {
+                    worker.step();
+                }
+            };
+            other_at(IN_FLIGHT_TIMES as u64);
+            assert!(!throttled.check(), "2,048 closed by all");
+            other_at(IN_FLIGHT_TIMES as u64 + 1);
+            assert!(throttled.check(), "2,049 closed by all");
         });
     }
 }

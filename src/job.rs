@@ -93,6 +93,24 @@ pub struct WorkerInputs {
     pub inputs: Box<dyn Inputs>,
     /// Hook run after each step.
     pub after_step: Option<AfterStep>,
+    /// Whose progress closes the input that flow control counts ([`Throttled`]).
+    pub closed_by: ClosedBy,
+}
+
+/// Whose progress closes the records a worker's flow control counts in flight: only closed
+/// records can complete, so only they may pause reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// This worker's source (Kafka, regular files): while another worker's input holds the
+    /// job's progress back, this worker pauses after [`crate::flow::IN_FLIGHT_TIMES`]
+    /// timestamps of its own; its partitions' messages wait in the broker, its files on disk.
+    ThisWorker,
+    /// Every worker's source (files, when one is a pipe): a worker does not pause for input
+    /// another worker has not read yet. Its pipe could be waiting on that input's writer: one
+    /// producer writing two pipes in event order, blocked on this worker's full one, never
+    /// wrote the other's, and the job waited for ever. Input read ahead of the others' waits in
+    /// memory instead, as it always did among one worker's files.
+    AllWorkers,
 }
 
 /// Runs a job to completion and returns this process's counters.
@@ -196,6 +214,7 @@ where
         let WorkerInputs {
             inputs,
             mut after_step,
+            closed_by,
         } = match make_inputs(index, peers) {
             Ok(w) => {
                 signals::reading();
@@ -207,13 +226,21 @@ where
                 WorkerInputs {
                     inputs: Box::new(tampines_dataflows::source::LineInputs::new(Vec::new())),
                     after_step: None,
+                    closed_by: ClosedBy::ThisWorker,
                 }
             }
         };
         let probe = ProbeHandle::new();
+        // Every worker's sources' frontier (a probe's frontier is the job's, not one worker's).
+        let sources = (closed_by == ClosedBy::AllWorkers).then(ProbeHandle::new);
         // The source takes the wrapper as is: a box around it was a second dynamic call, and a
         // second copy of what it returns, for every line.
-        let inputs = Throttled::new(inputs, worker_sink_state.clone(), probe.clone());
+        let inputs = Throttled::new(
+            inputs,
+            worker_sink_state.clone(),
+            probe.clone(),
+            sources.clone(),
+        );
         let publishing = index == 0;
         // Sinks that could not be opened: a failure of the job, told to every worker at time 0
         // (by the `ResultsSink`), so that no process commits offsets whose output is not written.
@@ -277,6 +304,10 @@ where
                 config.clone(),
                 stats.clone(),
             );
+            let source = match &sources {
+                Some(sources) => source.probe_with(sources),
+                None => source,
+            };
             let outputs = tampines_dataflows::build(source, config, stats);
             let failure_dead = failure.clone();
             // A dead letter that cannot be written is a failure of a bounded run (reported at
@@ -532,6 +563,16 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
         .map(|f| std::fs::metadata(f).map_or(0, |m| if m.is_file() { m.len() } else { 0 }))
         .collect();
     let inputs = crate::cluster::digest(&("files", lengths));
+    // Regular files always have their next line: a worker pausing for another's input cannot
+    // keep that input from coming. A pipe's writer can be waiting on the job ([`ClosedBy`]).
+    let regular = files
+        .iter()
+        .all(|f| std::fs::metadata(f).is_ok_and(|m| m.is_file()));
+    let closed_by = if regular {
+        ClosedBy::ThisWorker
+    } else {
+        ClosedBy::AllWorkers
+    };
     run(
         settings,
         None,
@@ -551,6 +592,7 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
             Ok(WorkerInputs {
                 inputs: Box::new(tampines_dataflows::source::LineInputs::new(mine)),
                 after_step: None,
+                closed_by,
             })
         },
         || Ok(None),

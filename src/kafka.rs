@@ -328,6 +328,7 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
     Ok(WorkerInputs {
         inputs: Box::new(inputs),
         after_step: Some(after_step),
+        closed_by: crate::job::ClosedBy::ThisWorker,
     })
 }
 

@@ -830,6 +830,81 @@ fn a_named_pipe_is_read_whole() {
     assert_eq!(from_pipe, String::from_utf8(from_file.stdout).unwrap());
 }
 
+/// Two named pipes written by one producer, in event order, as a split of one capture into books
+/// and trades would be: the results equal those of the same two files, at `-w 1` and `-w 2`.
+/// The producer opens the second pipe first, and writes 3.9 MB of trades (30,000 timestamps)
+/// into it between the first pipe's two lines. The job waited for ever on each of three things:
+/// opening the first pipe (on the worker, while the producer waited to open the second), the
+/// first pipe having nothing yet (while the second's read-ahead stayed full), and, at `-w 2`, a
+/// pause of the second pipe's worker for the first's input (2,048 timestamps ahead of it).
+#[cfg(unix)]
+#[test]
+fn pipes_written_by_one_producer_in_event_order_are_read_whole() {
+    let dir = scratch("replay_pipes_one_producer");
+    let snapshot = r#"{"type":"snapshot","exchange":"ex","symbol":"A","ts":1000,"seq":1,"bids":[["10","1"]],"asks":[["11","1"]]}"#;
+    let last = r#"{"type":"book","exchange":"ex","symbol":"A","ts":3001100,"seq":2,"bids":[["10","2"]],"asks":[]}"#;
+    let books = format!("{snapshot}\n{last}\n");
+    let trades: String = (1..=30_000u64)
+        .map(|i| trade_a(1_000 + i * 100, i, 10 + i % 3) + "\n")
+        .collect();
+    let (book_file, trade_file) = (dir.join("books.ndjson"), dir.join("trades.ndjson"));
+    std::fs::write(&book_file, &books).unwrap();
+    std::fs::write(&trade_file, &trades).unwrap();
+    let options = ["--resolutions", "1", "--depth", "1", "--intervals", "1m"];
+    let replay = |files: [&std::path::Path; 2], workers: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .arg("replay")
+            .args(files)
+            .args(["-w", workers, "--out", "-"])
+            .args(options)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tampines")
+    };
+    let expected = replay([&book_file, &trade_file], "1")
+        .wait_with_output()
+        .unwrap();
+    let expected = String::from_utf8(expected.stdout).unwrap();
+    assert_eq!(expected.matches(r#""kind":"ticker""#).count(), 30_000);
+    for workers in ["1", "2"] {
+        let (book_pipe, trade_pipe) = (dir.join("books.pipe"), dir.join("trades.pipe"));
+        for pipe in [&book_pipe, &trade_pipe] {
+            let _ = std::fs::remove_file(pipe);
+            assert!(Command::new("mkfifo").arg(pipe).status().unwrap().success());
+        }
+        let mut job = Killed(replay([&book_pipe, &trade_pipe], workers));
+        let (books, trades) = (books.clone(), trades.clone());
+        let producer = std::thread::spawn(move || -> std::io::Result<()> {
+            let open = |p: &std::path::Path| std::fs::OpenOptions::new().write(true).open(p);
+            let mut to_trades = open(&trade_pipe)?;
+            let mut to_books = open(&book_pipe)?;
+            let (first, rest) = books.split_at(books.find('\n').unwrap() + 1);
+            to_books.write_all(first.as_bytes())?;
+            to_books.flush()?;
+            to_trades.write_all(trades.as_bytes())?;
+            drop(to_trades);
+            to_books.write_all(rest.as_bytes())
+        });
+        let mut stdout = job.0.stdout.take().unwrap();
+        let (send, done) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = send.send(stdout.read_to_string(&mut text).map(|_| text));
+        });
+        let got = done
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("-w {workers}: the job never finished"))
+            .unwrap();
+        producer.join().unwrap().expect("a pipe's reader went away");
+        assert!(job.0.wait().unwrap().success(), "-w {workers}");
+        assert!(
+            got == expected,
+            "-w {workers}: other results than the files'"
+        );
+    }
+}
+
 /// A child process that is killed when dropped: a failing test leaves none running.
 struct Killed(std::process::Child);
 

@@ -236,7 +236,8 @@ pub enum Line {
 }
 
 impl LineInputs {
-    /// Reads `inputs` round-robin, a batch of lines from each in turn.
+    /// Reads `inputs` round-robin, a streak of lines from each in turn; an input with nothing
+    /// yet hands over to the next.
     pub fn new(inputs: Vec<LineInput>) -> LineInputs {
         let offsets = vec![0; inputs.len()];
         LineInputs {
@@ -258,33 +259,44 @@ impl Inputs for LineInputs {
             self.streak = 0;
             self.next = (self.next + 1) % self.inputs.len();
         }
-        // `next % len`, with the division only when an input has gone since (not once a line).
-        let i = if self.next < self.inputs.len() {
-            self.next
-        } else {
-            self.next % self.inputs.len()
-        };
-        let input = &mut self.inputs[i];
-        match input.next_line() {
-            Some(None) => Next::Pending,
-            Some(Some(line)) => {
-                self.streak += 1;
-                let offset = self.offsets[i];
-                self.offsets[i] += 1;
-                Next::Line {
-                    input: input.id,
-                    offset,
-                    line,
+        // An input with nothing yet hands over to the next: waiting on it while another's
+        // read-ahead stays full could wait for ever (the one producer of two pipes, blocked
+        // writing the full one, never writes the empty one). Pending once every input has
+        // nothing.
+        for _ in 0..self.inputs.len() {
+            // `next % len`, with the division only when an input has gone since (not once a
+            // line).
+            let i = if self.next < self.inputs.len() {
+                self.next
+            } else {
+                self.next % self.inputs.len()
+            };
+            let input = &mut self.inputs[i];
+            match input.next_line() {
+                Some(None) => {
+                    self.streak = 0;
+                    self.next = (i + 1) % self.inputs.len();
+                }
+                Some(Some(line)) => {
+                    self.streak += 1;
+                    let offset = self.offsets[i];
+                    self.offsets[i] += 1;
+                    return Next::Line {
+                        input: input.id,
+                        offset,
+                        line,
+                    };
+                }
+                None => {
+                    let id = input.id;
+                    self.inputs.remove(i);
+                    self.offsets.remove(i);
+                    self.streak = 0;
+                    return Next::Finished(id);
                 }
             }
-            None => {
-                let id = input.id;
-                self.inputs.remove(i);
-                self.offsets.remove(i);
-                self.streak = 0;
-                Next::Finished(id)
-            }
         }
+        Next::Pending
     }
 
     fn known(&self) -> Vec<u32> {
