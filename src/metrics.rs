@@ -460,7 +460,17 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
+            for stream in listener.incoming() {
+                let stream = match stream {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        // Out of file descriptors, the connection stays queued and accepting
+                        // again at once failed again: the thread spun a core. A pause instead.
+                        tracing::debug!(error = %e, "metrics: accepting a connection");
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                };
                 // One short-lived thread per request: a slow client holds only its own.
                 let spawned = std::thread::Builder::new()
                     .name("metrics-request".into())
@@ -478,11 +488,35 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
     Ok(bound)
 }
 
+/// How long a request may take to arrive, whole: a client sending a byte now and then held its
+/// thread for as long as it went on.
+const REQUEST_WITHIN: Duration = Duration::from_secs(5);
+
+/// A connection read until a deadline: each read waits at most until then.
+struct Until {
+    stream: TcpStream,
+    deadline: std::time::Instant,
+}
+
+impl std::io::Read for Until {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
 fn answer(stream: TcpStream) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let deadline = std::time::Instant::now() + REQUEST_WITHIN;
     // A request is a line and a few headers: 16 KiB at most.
-    let mut reader = BufReader::new(std::io::Read::take(stream, 16 * 1024));
+    let until = Until { stream, deadline };
+    let mut reader = BufReader::new(std::io::Read::take(until, 16 * 1024));
     let mut request = String::new();
     reader.read_line(&mut request)?;
     // Skip the headers.
@@ -490,7 +524,7 @@ fn answer(stream: TcpStream) -> std::io::Result<()> {
     while reader.read_line(&mut header)? > 2 {
         header.clear();
     }
-    let mut stream = reader.into_inner().into_inner();
+    let mut stream = reader.into_inner().into_inner().stream;
     let mut words = request.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let (status, kind, body) = if !matches!(method, "GET" | "HEAD") {

@@ -1594,3 +1594,63 @@ fn environment_wins_over_the_config_file() {
     let (_, ticker) = replay(&[], &[]);
     assert_eq!(ticker["count"], 3);
 }
+
+/// A metrics request must arrive whole within 5 s: a client sending a byte every 200 ms, never
+/// ending its headers, is cut off (it held its thread for as long as it went on), and the next
+/// scrape is answered. The job reads a pipe that stays open and silent, so it runs throughout.
+#[cfg(unix)]
+#[test]
+fn a_metrics_request_that_never_ends_is_cut_off() {
+    let dir = scratch("replay_metrics_slow_client");
+    let pipe = dir.join("silent.pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap()
+        .success());
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let _job = Killed(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", pipe.to_str().unwrap(), "--out", "/dev/null"])
+            .args(["--metrics-addr", &metrics])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tampines"),
+    );
+    let _writer = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut slow = loop {
+        if let Ok(s) = std::net::TcpStream::connect(&metrics) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no metrics within 60 s");
+        std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+    };
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let request = b"GET /metrics HTTP/1.1\r\nX-Slow: ";
+    let started = Instant::now();
+    let mut cut_off = None;
+    // 40 s of bytes, one every 200 ms (the read's timeout): the first ones are the request line.
+    for i in 0..200 {
+        if slow
+            .write_all(&[request.get(i).copied().unwrap_or(b'a')])
+            .is_err()
+        {
+            cut_off = Some(started.elapsed());
+            break;
+        }
+        let mut byte = [0u8; 1];
+        match slow.read(&mut byte) {
+            Ok(0) => {
+                cut_off = Some(started.elapsed());
+                break;
+            }
+            Ok(_) => panic!("an answer to a request never ended"),
+            Err(_) => {} // nothing yet: the read's timeout
+        }
+    }
+    let cut_off = cut_off.expect("the slow request was never cut off");
+    assert!(cut_off < Duration::from_secs(15), "{cut_off:?}");
+    assert!(common::get(&metrics, "/metrics").starts_with("HTTP/1.1 200"));
+}
