@@ -333,8 +333,9 @@ impl RedisSink {
             }
             drop(queue);
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // A writer that panicked wrote nothing more: a failure, not a finished job.
+        if self.thread.take().is_some_and(|t| t.join().is_err()) {
+            return Err(anyhow::anyhow!("the Redis writer thread panicked"));
         }
         match self.error.lock().expect("lock").take() {
             Some(e) => Err(anyhow::anyhow!(e)),
