@@ -18,6 +18,16 @@ use common::redis_server::RedisServer;
 use common::{gen_events, marks, scratch, tampines};
 use serde_json::Value;
 
+/// Produces the events of `file` to `broker`'s topics (`tampines produce`).
+fn produce(broker: &common::broker::Broker, file: &Path) {
+    tampines(&[
+        "produce",
+        file.to_str().unwrap(),
+        "--brokers",
+        &broker.bootstrap,
+    ]);
+}
+
 /// Polls (within 60 s) until the job has written its first mark.
 fn wait_for_first_write(c: &mut redis::Connection) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -310,12 +320,7 @@ fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
     let server = RedisServer::start();
     let stop = Arc::new(AtomicBool::new(false));
     let reader = watch(server.url.clone(), reference.clone(), stop.clone());
-    tampines(&[
-        "produce",
-        first.to_str().unwrap(),
-        "--brokers",
-        &broker.bootstrap,
-    ]);
+    produce(&broker, &first);
     let run = |bounded: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_tampines"));
         c.args([
@@ -341,12 +346,7 @@ fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
     wait_for_first_write(&mut c);
     live.0.kill().unwrap(); // SIGKILL mid-stream
     live.0.wait().unwrap();
-    tampines(&[
-        "produce",
-        second.to_str().unwrap(),
-        "--brokers",
-        &broker.bootstrap,
-    ]);
+    produce(&broker, &second);
     assert!(run(true).0.wait().unwrap().success());
     stop.store(true, Ordering::Relaxed);
     assert!(reader.join().expect("reader") > 0);
@@ -603,12 +603,7 @@ fn a_live_restart_removes_only_what_its_configuration_does_not_make() {
         .concat(),
     );
     let broker = common::broker::Broker::start(1, "market.book,market.trade");
-    tampines(&[
-        "produce",
-        second.to_str().unwrap(),
-        "--brokers",
-        &broker.bootstrap,
-    ]);
+    produce(&broker, &second);
     let live = Command::new(env!("CARGO_BIN_EXE_tampines"))
         .args([
             "run",
@@ -1223,21 +1218,13 @@ fn a_restart_without_its_first_messages_leaves_stored_results_alone() {
             "1",
         ])
     };
-    let produce = |file: &Path| {
-        tampines(&[
-            "produce",
-            file.to_str().unwrap(),
-            "--brokers",
-            &broker.bootstrap,
-        ]);
-    };
     let mut c = server.connection().unwrap();
     let of_x = |c: &mut redis::Connection| -> BTreeMap<String, Value> {
         let (_, keys) = snapshot(c).unwrap();
         keys.into_iter().filter(|(k, _)| k.contains(":X")).collect()
     };
 
-    produce(&x);
+    produce(&broker, &x);
     let first = run();
     assert!(!first.contains("are gone"), "{first}");
     let stored = of_x(&mut c);
@@ -1266,11 +1253,10 @@ fn a_restart_without_its_first_messages_leaves_stored_results_alone() {
     let mut piece = 0;
     while low() == 0 {
         assert!(piece < 50, "the broker kept every message");
-        produce(&trades(
-            &format!("Y{piece}"),
-            300_000 + piece * 20_000,
-            2_000,
-        ));
+        produce(
+            &broker,
+            &trades(&format!("Y{piece}"), 300_000 + piece * 20_000, 2_000),
+        );
         piece += 1;
     }
     assert!(low() < 20_000, "X was dropped whole: {}", low());
@@ -1616,14 +1602,6 @@ fn a_written_candle_set_keeps_only_the_newest_retention_candles() {
         args.extend_from_slice(&["--candle-retention", retention]);
         tampines(&args)
     };
-    let produce = |file: &Path| {
-        tampines(&[
-            "produce",
-            file.to_str().unwrap(),
-            "--brokers",
-            &broker.bootstrap,
-        ]);
-    };
     let mut c = server.connection().unwrap();
     let open_times = |c: &mut redis::Connection| -> Vec<u64> {
         let (_, keys) = snapshot(c).unwrap();
@@ -1632,10 +1610,10 @@ fn a_written_candle_set_keeps_only_the_newest_retention_candles() {
             .collect()
     };
 
-    produce(&trades("first.ndjson", 0..5));
+    produce(&broker, &trades("first.ndjson", 0..5));
     run("10", &[]);
     assert_eq!(open_times(&mut c), (0..5).map(minute).collect::<Vec<_>>());
-    produce(&trades("second.ndjson", 5..7));
+    produce(&broker, &trades("second.ndjson", 5..7));
     let second = run("3", &["--start", "committed"]);
     assert!(second.contains("read 4 "), "{second}");
     assert_eq!(open_times(&mut c), (4..7).map(minute).collect::<Vec<_>>());
@@ -1652,12 +1630,7 @@ fn the_redis_frontier_metric_is_the_mark_redis_holds() {
         .collect();
     let file = dir.join("books.ndjson");
     std::fs::write(&file, lines).unwrap();
-    tampines(&[
-        "produce",
-        file.to_str().unwrap(),
-        "--brokers",
-        &broker.bootstrap,
-    ]);
+    produce(&broker, &file);
     let server = RedisServer::start();
     let mut c = server.connection().unwrap();
     let metrics = format!("127.0.0.1:{}", common::free_port());
