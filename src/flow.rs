@@ -1,9 +1,9 @@
 //! Flow control: a worker's reading pauses while the Redis writer is far behind, and while too
 //! much of what it read is closed but not yet written.
 //!
-//! Invariant: records stamped at or above the source's capability (with files, the capability of
-//! every worker's sources) are never counted, so a pause always ends once the results' frontier
-//! (the probe) passes what was counted.
+//! Invariant: records stamped at or above the source's capability (for a worker that reads a
+//! pipe, the capability of every worker's sources) are never counted, so a pause always ends
+//! once the results' frontier (the probe) passes what was counted.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -23,8 +23,8 @@ use crate::redis_sink::SinkState;
 /// stamped below its source's capability (they can complete without more input) are counted
 /// until the results' frontier (the probe) passes them, and reading pauses while more than
 /// [`IN_FLIGHT_RECORDS`] of them, or [`IN_FLIGHT_TIMES`] distinct timestamps, are in flight.
-/// Records at or above the capability are never counted, so a pause always ends. With files,
-/// only what every worker's sources closed counts ([`crate::job::ClosedBy`]).
+/// Records at or above the capability are never counted, so a pause always ends. For a worker
+/// that reads a pipe, only what every worker's sources closed counts ([`crate::job::ClosedBy`]).
 pub struct Throttled {
     inputs: Box<dyn Inputs>,
     sink: Arc<SinkState>,

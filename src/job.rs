@@ -101,15 +101,16 @@ pub struct WorkerInputs {
 /// records can complete, so only they may pause reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClosedBy {
-    /// This worker's source (Kafka, regular files): while another worker's input holds the
-    /// job's progress back, this worker pauses after [`crate::flow::IN_FLIGHT_TIMES`]
-    /// timestamps of its own; its partitions' messages wait in the broker, its files on disk.
+    /// This worker's source (Kafka; a worker's regular files): while another worker's input
+    /// holds the job's progress back, this worker pauses after
+    /// [`crate::flow::IN_FLIGHT_TIMES`] timestamps of its own; its partitions' messages wait in
+    /// the broker, its files on disk.
     ThisWorker,
-    /// Every worker's source (files, when one is a pipe): a worker does not pause for input
-    /// another worker has not read yet. Its pipe could be waiting on that input's writer: one
-    /// producer writing two pipes in event order, blocked on this worker's full one, never
-    /// wrote the other's, and the job waited for ever. Input read ahead of the others' waits in
-    /// memory instead, as it always did among one worker's files.
+    /// Every worker's source (a worker that reads a pipe): it does not pause for input another
+    /// worker has not read yet. Its pipe could be waiting on that input's writer: one producer
+    /// writing two pipes in event order, blocked on this worker's full one, never wrote the
+    /// other's, and the job waited for ever. Input read ahead of the others' waits in memory
+    /// instead, as it always did among one worker's files.
     AllWorkers,
 }
 
@@ -232,14 +233,16 @@ where
         };
         let probe = ProbeHandle::new();
         // Every worker's sources' frontier (a probe's frontier is the job's, not one worker's).
-        let sources = (closed_by == ClosedBy::AllWorkers).then(ProbeHandle::new);
+        // Built by every worker, so that all build one dataflow (workers of other processes,
+        // given other kinds of files, may not consult it).
+        let sources = ProbeHandle::new();
         // The source takes the wrapper as is: a box around it was a second dynamic call, and a
         // second copy of what it returns, for every line.
         let inputs = Throttled::new(
             inputs,
             worker_sink_state.clone(),
             probe.clone(),
-            sources.clone(),
+            (closed_by == ClosedBy::AllWorkers).then(|| sources.clone()),
         );
         let publishing = index == 0;
         // Sinks that could not be opened: a failure of the job, told to every worker at time 0
@@ -304,10 +307,7 @@ where
                 config.clone(),
                 stats.clone(),
             );
-            let source = match &sources {
-                Some(sources) => source.probe_with(sources),
-                None => source,
-            };
+            let source = source.probe_with(&sources);
             let outputs = tampines_dataflows::build(source, config, stats);
             let failure_dead = failure.clone();
             // A dead letter that cannot be written is a failure of a bounded run (reported at
@@ -563,16 +563,6 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
         .map(|f| std::fs::metadata(f).map_or(0, |m| if m.is_file() { m.len() } else { 0 }))
         .collect();
     let inputs = crate::cluster::digest(&("files", lengths));
-    // Regular files always have their next line: a worker pausing for another's input cannot
-    // keep that input from coming. A pipe's writer can be waiting on the job ([`ClosedBy`]).
-    let regular = files
-        .iter()
-        .all(|f| std::fs::metadata(f).is_ok_and(|m| m.is_file()));
-    let closed_by = if regular {
-        ClosedBy::ThisWorker
-    } else {
-        ClosedBy::AllWorkers
-    };
     run(
         settings,
         None,
@@ -584,6 +574,15 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
                 .enumerate()
                 .filter(|(i, _)| tampines_dataflows::source::reader(*i, peers) == index)
                 .collect();
+            // Regular files always have their next line: pausing cannot keep another worker's
+            // input from coming. A pipe's writer may be waiting on this worker ([`ClosedBy`]).
+            let regular =
+                (mine.iter()).all(|(_, f)| std::fs::metadata(f).is_ok_and(|m| m.is_file()));
+            let closed_by = if regular {
+                ClosedBy::ThisWorker
+            } else {
+                ClosedBy::AllWorkers
+            };
             let ahead = crate::files::ahead_per_file(mine.len());
             let mine = mine
                 .into_iter()

@@ -700,6 +700,53 @@ fn a_pipe_another_process_reads_is_refused() {
     );
 }
 
+/// The layout that refusal asks for works: the pipe on its reader's process (1 at `-w 1`), an
+/// empty regular file at its place on process 0, which writes what one process writes from the
+/// same lines in a file. (The processes used to build different dataflows when one was given a
+/// pipe and the other a file, and both waited for ever.)
+#[test]
+fn a_pipe_given_to_its_reader_with_a_file_elsewhere_is_read() {
+    let dir = scratch("replay_pipe_on_its_reader");
+    let hostfile = common::two_hosts(&dir);
+    let (empty, file) = (dir.join("empty.ndjson"), dir.join("input.ndjson"));
+    std::fs::write(&empty, "").unwrap();
+    std::fs::write(&file, INPUT).unwrap();
+    let process = |p: &str, input: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .arg("replay")
+            .arg(input)
+            .args(["-w", "1", "-n", "2", "-p", p, "-h"])
+            .arg(&hostfile)
+            .args(["--out", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut reader = process("1", std::path::Path::new("/dev/stdin"));
+    let writer = process("0", &empty);
+    reader
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(INPUT.as_bytes())
+        .unwrap();
+    let (send, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(wait_job("a pipe on process 1", vec![writer, reader]));
+    });
+    let outputs = done
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the processes never finished");
+    let one = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["replay", file.to_str().unwrap(), "--out", "-"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&one.stdout).contains(r#""kind":"ticker""#));
+    assert_eq!(outputs[0].stdout, one.stdout);
+}
+
 /// The exit status and stderr of `process`, which must end within 60 s (polled: a process that
 /// waits for its peers for ever fails the test instead of holding it).
 fn ended_within_60s(mut process: Killed, what: &str) -> (Option<i32>, String) {
@@ -896,12 +943,13 @@ fn pipes_written_by_one_producer_in_event_order_are_read_whole() {
             .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|_| panic!("-w {workers}: the job never finished"))
             .unwrap();
-        producer.join().unwrap().expect("a pipe's reader went away");
+        // The job first: one that ended without opening a pipe leaves the producer waiting.
         assert!(job.0.wait().unwrap().success(), "-w {workers}");
         assert!(
             got == expected,
             "-w {workers}: other results than the files'"
         );
+        producer.join().unwrap().expect("a pipe's reader went away");
     }
 }
 
