@@ -210,7 +210,7 @@ struct Chunks<R> {
 /// A chunk of whole lines, or a line that could not be read: its reason and payload.
 type Chunk = Result<Vec<u8>, (String, Vec<u8>)>;
 
-/// A line longer than this (16 MiB, give or take a read) is dead-lettered rather than kept: a
+/// A line longer than this (16 MiB) is dead-lettered rather than kept: a
 /// few MiB of gzip can unpack to a line of gigabytes, and each byte of a line is held twice
 /// while it is read. The longest real events (snapshots of thousands of levels) are well under
 /// 1 MiB; a Kafka message is at most 1 MiB by default.
@@ -232,6 +232,32 @@ impl<R: Read> Chunks<R> {
             max_line: MAX_LINE,
             overlong: None,
             ready: Default::default(),
+        }
+    }
+
+    /// Queues whole `lines`, each line longer than `max_line` as its dead letter, in order. A
+    /// chunk longer than that may hold one: a line whose line feed came in the read that made
+    /// it too long was kept, so whether a line of up to a read more than the bound was kept
+    /// depended on the read sizes (and those on `-w`).
+    fn queue_checked(&mut self, lines: Vec<u8>) {
+        let (mut kept_from, mut at) = (0, 0);
+        while at < lines.len() {
+            let feed =
+                (lines[at..].iter().position(|&b| b == b'\n')).map_or(lines.len(), |i| at + i);
+            let length = feed - at;
+            if length > self.max_line {
+                if kept_from < at {
+                    self.ready.push_back(Ok(lines[kept_from..at].to_vec()));
+                }
+                let reason = format!("line too long: {length} bytes (at most {})", self.max_line);
+                let payload = lines[at..at + KEPT.min(length)].to_vec();
+                self.ready.push_back(Err((reason, payload)));
+                kept_from = feed + 1;
+            }
+            at = feed + 1;
+        }
+        if kept_from < lines.len() {
+            self.ready.push_back(Ok(lines[kept_from..].to_vec()));
         }
     }
 
@@ -304,7 +330,9 @@ impl<R: Read> Chunks<R> {
         chunk.truncate(cut);
         let mut lines = std::mem::replace(chunk, rest);
         unmark(&mut self.first, &mut lines);
-        if !lines.is_empty() {
+        if lines.len() > self.max_line {
+            self.queue_checked(lines);
+        } else if !lines.is_empty() {
             self.ready.push_back(Ok(lines));
         }
         if let Some(reason) = error {
@@ -641,6 +669,51 @@ mod tests {
             assert_eq!(reason, "line too long: 1000 bytes (at most 100)", "{piece}");
             assert!(payload.iter().all(|&b| b == b'x'), "{piece}");
             assert_eq!(got[1..], [Ok(b"b\n".to_vec())], "{piece}");
+        }
+    }
+
+    /// The bound is exact however the input is read: a line one byte over it is too long, one
+    /// at it is kept (a line whose line feed came in the read that took it past the bound was
+    /// kept).
+    #[test]
+    fn a_line_one_byte_over_the_bound_is_too_long_however_it_is_read() {
+        let text = format!("a\n{}\nb\n{}\n", "y".repeat(101), "z".repeat(100));
+        for size in [64, 128, 4_096] {
+            for (piece, fill) in [
+                (1, false),
+                (7, true),
+                (64, false),
+                (333, true),
+                (5_000, true),
+            ] {
+                let pieces = Pieces {
+                    data: text.clone().into_bytes(),
+                    at: 0,
+                    piece,
+                    fail_at: None,
+                };
+                let mut chunks = Chunks::new(pieces, "f", size, fill);
+                chunks.max_line = 100;
+                let mut got = Vec::new();
+                for chunk in chunks {
+                    match chunk {
+                        Ok(lines) => {
+                            got.extend(ahead::lines_of(&lines).map(|(s, e)| {
+                                Ok(String::from_utf8_lossy(&lines[s..e]).into_owned())
+                            }))
+                        }
+                        Err((reason, payload)) => got.push(Err((reason, payload.len()))),
+                    }
+                }
+                let too_long = Err(("line too long: 101 bytes (at most 100)".to_string(), 101));
+                let expected = [
+                    Ok("a".to_string()),
+                    too_long,
+                    Ok("b".into()),
+                    Ok("z".repeat(100)),
+                ];
+                assert_eq!(got, expected, "size {size} piece {piece} fill {fill}");
+            }
         }
     }
 
