@@ -672,6 +672,46 @@ mod tests {
         }
     }
 
+    /// Reads of `piece` bytes, into chunks filled or not.
+    const READS: [(usize, bool); 5] = [
+        (1, false),
+        (7, true),
+        (64, false),
+        (333, true),
+        (5_000, true),
+    ];
+
+    /// The lines of `text` (failing at `fail_at`) read in chunks of `size`, `piece` bytes a
+    /// read, with lines of at most 100 bytes: each line's text, or a dead letter's reason and
+    /// payload length.
+    fn bounded_lines(
+        text: &str,
+        fail_at: Option<usize>,
+        size: usize,
+        piece: usize,
+        fill: bool,
+    ) -> Vec<Result<String, (String, usize)>> {
+        let pieces = Pieces {
+            data: text.as_bytes().to_vec(),
+            at: 0,
+            piece,
+            fail_at,
+        };
+        let mut chunks = Chunks::new(pieces, "f", size, fill);
+        chunks.max_line = 100;
+        let mut got = Vec::new();
+        for chunk in chunks {
+            match chunk {
+                Ok(lines) => got.extend(
+                    ahead::lines_of(&lines)
+                        .map(|(s, e)| Ok(String::from_utf8_lossy(&lines[s..e]).into_owned())),
+                ),
+                Err((reason, payload)) => got.push(Err((reason, payload.len()))),
+            }
+        }
+        got
+    }
+
     /// The bound is exact however the input is read: a line one byte over it is too long, one
     /// at it is kept (a line whose line feed came in the read that took it past the bound was
     /// kept).
@@ -679,32 +719,8 @@ mod tests {
     fn a_line_one_byte_over_the_bound_is_too_long_however_it_is_read() {
         let text = format!("a\n{}\nb\n{}\n", "y".repeat(101), "z".repeat(100));
         for size in [64, 128, 4_096] {
-            for (piece, fill) in [
-                (1, false),
-                (7, true),
-                (64, false),
-                (333, true),
-                (5_000, true),
-            ] {
-                let pieces = Pieces {
-                    data: text.clone().into_bytes(),
-                    at: 0,
-                    piece,
-                    fail_at: None,
-                };
-                let mut chunks = Chunks::new(pieces, "f", size, fill);
-                chunks.max_line = 100;
-                let mut got = Vec::new();
-                for chunk in chunks {
-                    match chunk {
-                        Ok(lines) => {
-                            got.extend(ahead::lines_of(&lines).map(|(s, e)| {
-                                Ok(String::from_utf8_lossy(&lines[s..e]).into_owned())
-                            }))
-                        }
-                        Err((reason, payload)) => got.push(Err((reason, payload.len()))),
-                    }
-                }
+            for (piece, fill) in READS {
+                let got = bounded_lines(&text, None, size, piece, fill);
                 let too_long = Err(("line too long: 101 bytes (at most 100)".to_string(), 101));
                 let expected = [
                     Ok("a".to_string()),
@@ -731,32 +747,8 @@ mod tests {
             (format!("a\n{long}\n"), None),
             (format!("a\n{long}\nb\n"), Some(900)),
         ] {
-            for (piece, fill) in [
-                (1, false),
-                (7, true),
-                (64, false),
-                (333, true),
-                (5_000, true),
-            ] {
-                let pieces = Pieces {
-                    data: text.clone().into_bytes(),
-                    at: 0,
-                    piece,
-                    fail_at,
-                };
-                let mut chunks = Chunks::new(pieces, "f", 64, fill);
-                chunks.max_line = 100;
-                let mut got = Vec::new();
-                for chunk in chunks {
-                    match chunk {
-                        Ok(lines) => {
-                            got.extend(ahead::lines_of(&lines).map(|(s, e)| {
-                                Ok(String::from_utf8_lossy(&lines[s..e]).into_owned())
-                            }))
-                        }
-                        Err((reason, payload)) => got.push(Err((reason, payload.len()))),
-                    }
-                }
+            for (piece, fill) in READS {
+                let got = bounded_lines(&text, fail_at, 64, piece, fill);
                 // The payload keeps up to `KEPT` bytes of what was read before the line was
                 // given up on: more than `max_line`, less than a chunk more.
                 let too_long = |got: &Result<String, (String, usize)>| match got {
