@@ -329,12 +329,27 @@ pub fn check_topic(option: &str, topic: &str) -> Result<()> {
     Ok(())
 }
 
+/// `--partitions` of `broker` and `demo`, 1 to 10,000: librdkafka aborts on a negative count,
+/// and a demo of 2^31 - 1 partitions aborted allocating them.
+fn check_partitions(partitions: i32) -> Result<()> {
+    if !(1..=10_000).contains(&partitions) {
+        bail!("--partitions must be between 1 and 10000");
+    }
+    Ok(())
+}
+
+/// `--symbols` of `gen` and `demo`, 1 to 10^6: more failed to allocate (2^64 - 1 panicked).
+fn check_symbols(symbols: usize) -> Result<()> {
+    if !(1..=1_000_000).contains(&symbols) {
+        bail!("--symbols must be between 1 and 1000000");
+    }
+    Ok(())
+}
+
 impl BrokerArgs {
-    /// Checks the partitions (librdkafka aborts on a negative count) and topics.
+    /// Checks the partitions and topics.
     pub fn check(&self) -> Result<()> {
-        if !(1..=10_000).contains(&self.partitions) {
-            bail!("--partitions must be between 1 and 10000");
-        }
+        check_partitions(self.partitions)?;
         check_topics(&self.topics)
     }
 }
@@ -357,17 +372,11 @@ impl DemoArgs {
         if self.job.processes != 1 || self.job.process != 0 || self.job.hostfile.is_some() {
             bail!("demo runs in one process, with its own broker and market: -n, -p and -h are for run and replay");
         }
-        // The bounds of `gen` and `broker`: more symbols failed to allocate, and more
-        // partitions aborted in librdkafka.
-        if !(1..=1_000_000).contains(&self.symbols) {
-            bail!("--symbols must be between 1 and 1000000");
-        }
+        check_symbols(self.symbols)?;
         if self.rate == 0 {
             bail!("--rate must be positive");
         }
-        if !(1..=10_000).contains(&self.partitions) {
-            bail!("--partitions must be between 1 and 10000");
-        }
+        check_partitions(self.partitions)?;
         Ok(())
     }
 }
@@ -377,9 +386,7 @@ impl GenArgs {
     /// ticks; times stay positive and far from overflowing): the message names the option.
     pub fn check(&self) -> Result<()> {
         let span = tampines_dataflows::config::MAX_SPAN_MS;
-        if !(1..=1_000_000).contains(&self.symbols) {
-            bail!("--symbols must be between 1 and 1000000");
-        }
+        check_symbols(self.symbols)?;
         if !(1..=1_000).contains(&self.depth) {
             bail!("--depth must be between 1 and 1000");
         }

@@ -10,6 +10,12 @@ use std::sync::mpsc::TryRecvError;
 use tampines_dataflows::ahead::{self, Ahead, ParsedBatch, ReadAhead};
 use tampines_dataflows::source::{LineInput, Unreadable};
 
+/// Whether `path` is a regular file (not a pipe, a device or missing): its lines never wait on
+/// a writer, and it can be read twice.
+pub fn is_regular(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file())
+}
+
 /// Bytes a reader thread reads at once when its worker reads several files: a chunk of whole
 /// lines, parsed into one batch.
 const CHUNK: usize = 128 << 10;
@@ -249,9 +255,8 @@ impl<R: Read> Chunks<R> {
                 if kept_from < at {
                     self.ready.push_back(Ok(lines[kept_from..at].to_vec()));
                 }
-                let reason = format!("line too long: {length} bytes (at most {})", self.max_line);
-                let payload = lines[at..at + KEPT.min(length)].to_vec();
-                self.ready.push_back(Err((reason, payload)));
+                let kept = lines[at..at + KEPT.min(length)].to_vec();
+                self.ready.push_back(too_long(kept, length, self.max_line));
                 kept_from = feed + 1;
             }
             at = feed + 1;
@@ -298,8 +303,7 @@ impl<R: Read> Chunks<R> {
                 }
             }
             let (kept, length) = self.overlong.take().expect("a line being skipped");
-            let reason = format!("line too long: {length} bytes (at most {})", self.max_line);
-            self.ready.push_back(Err((reason, kept)));
+            self.ready.push_back(too_long(kept, length, self.max_line));
             self.searched = 0;
         }
         // Whole lines go now; the rest (a line read in part) starts the next chunk. At the end
@@ -341,6 +345,14 @@ impl<R: Read> Chunks<R> {
             self.ready.push_back(Err((reason, payload)));
         }
     }
+}
+
+/// The dead letter of a line of `length` bytes, longer than `max_line`: its first bytes `kept`.
+fn too_long(kept: Vec<u8>, length: usize, max_line: usize) -> Chunk {
+    Err((
+        format!("line too long: {length} bytes (at most {max_line})"),
+        kept,
+    ))
 }
 
 /// Drops from `text` the byte order mark that Windows tools write at the start of a text file,

@@ -224,8 +224,9 @@ mod tests {
         });
     }
 
-    /// With every worker's sources' frontier (files), only what they all closed counts: this
-    /// worker's closed timestamps at or above another source's capability never pause it.
+    /// With every worker's sources' frontier (a worker that reads a pipe), only what they all
+    /// closed counts: this worker's closed timestamps at or above another source's capability
+    /// never pause it.
     #[test]
     fn with_files_only_what_every_source_closed_counts() {
         timely::execute_directly(|worker| {

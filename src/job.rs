@@ -576,8 +576,7 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
                 .collect();
             // Regular files always have their next line: pausing cannot keep another worker's
             // input from coming. A pipe's writer may be waiting on this worker ([`ClosedBy`]).
-            let regular =
-                (mine.iter()).all(|(_, f)| std::fs::metadata(f).is_ok_and(|m| m.is_file()));
+            let regular = mine.iter().all(|(_, f)| crate::files::is_regular(f));
             let closed_by = if regular {
                 ClosedBy::ThisWorker
             } else {

@@ -189,7 +189,7 @@ const MAX_PARTITIONS: i32 = 65_536;
 
 /// The input number of a topic's partition (below [`MAX_PARTITIONS`], [`partitions`] checks).
 pub fn input_id(topic_index: usize, partition: i32) -> u32 {
-    (topic_index as u32) * 65_536 + partition as u32
+    (topic_index as u32) * MAX_PARTITIONS as u32 + partition as u32
 }
 
 /// Metric labels of a partition.

@@ -285,7 +285,7 @@ fn read_here(args: &tampines::cli::ReplayArgs) -> anyhow::Result<()> {
     let (workers, processes, me) = (args.job.workers(), args.job.processes, args.job.process);
     for (i, file) in args.files.iter().enumerate() {
         let reader = tampines_dataflows::source::reader(i, workers * processes) / workers;
-        let regular = std::fs::metadata(file).is_ok_and(|m| m.is_file());
+        let regular = tampines::files::is_regular(file);
         if reader != me && !regular {
             anyhow::bail!(
                 "{} is not a regular file (a pipe?), and process {reader} reads input {i}, not this one ({me}): it would go unread; give it to process {reader}, and a regular file (an empty one will do) at its place here",
