@@ -1,11 +1,14 @@
 //! Seeded adversarial inputs: several symbols and inputs, snapshots (and symbols without one,
-//! repeated ones, ones with `"0"` levels), zero-size deletes, crossed books, sequence gaps and
-//! duplicates (`prev_seq` overlapping the last `seq` or past it, book events without `seq`),
-//! prices whose precision grows (the inferred tick changes), prices of about 5 x 10^10 or with 12
-//! to 14 places and sizes with 9 places (beyond the decimals' common fast paths), disorder
-//! within lateness, late events beyond it, trades repeated with the same id, text trade ids, very
-//! old trades (`too_late`), names whose `exchange:symbol` texts are equal (`ex:x` + `SYM1`, `ex` +
-//! `x:SYM1`), and bad lines of every kind.
+//! repeated ones, ones with `"0"` levels, ones with a side empty), zero-size deletes, crossed
+//! books, sequence gaps and duplicates (`prev_seq` overlapping the last `seq` or past it, book
+//! events without `seq`), book updates mostly in the contract's field order (the parser's usual
+//! path) and now and then with `seq` after the levels, prices whose precision grows (the inferred
+//! tick changes), prices of about 5 x 10^10 or with 12 to 14 places and sizes with 9 places (beyond
+//! the decimals' common fast paths), disorder within lateness, events within a few ms of their
+//! input's watermark, late events beyond it, trades repeated with the same id (as they were, or at
+//! another time, price and size), text trade ids, very old trades (`too_late`), names whose
+//! `exchange:symbol` texts are equal (`ex:x` + `SYM1`, `ex` + `x:SYM1`), and bad lines of every
+//! kind.
 
 use serde_json::json;
 
@@ -163,6 +166,8 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
         inputs[s.input].push(line);
     }
     let mut clock = base;
+    // Each input's highest ts so far.
+    let mut highest = vec![base; inputs.len()];
     for _ in 0..shape.events {
         clock += rng.below(2 * shape.step_ms + 1);
         let i = rng.below(syms.len() as u64) as usize;
@@ -174,6 +179,13 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
             ts = ts
                 .saturating_sub(shape.lateness_ms * 3 + rng.below(500))
                 .max(base + 1); // late
+        } else if rng.pct(3) {
+            // About the watermark (the input's highest ts less lateness), a few ms either
+            // side: where an event is just in time or just late.
+            ts = highest[s.input]
+                .saturating_sub(shape.lateness_ms)
+                .saturating_add_signed(rng.range(-20, 20))
+                .max(base + 1);
         } else if rng.pct(1) {
             // Very old: older than the finest candle retention of the tests (4 x 1 s) for trades.
             ts = ts.saturating_sub(6_000).max(base + 1);
@@ -188,10 +200,23 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
             0..=2 => bad_line(&mut rng, s.exchange, &s.symbol, ts),
             3..=5 if !s.sent.is_empty() => s.sent[rng.below(s.sent.len() as u64) as usize].clone(), // duplicate book event
             6..=8 if !s.trades.is_empty() => {
-                s.trades[rng.below(s.trades.len() as u64) as usize].clone()
-            } // repeated trade
-            9 => {
-                // a new snapshot, now and then with a "0" level (no level)
+                let line = s.trades[rng.below(s.trades.len() as u64) as usize].clone();
+                if rng.pct(30) {
+                    // The same id at another time, price and size: a repeat by its id alone
+                    // (counted once while the first copy is inside the window, else counted).
+                    let mut ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    ev["ts"] = json!(ts);
+                    ev["price"] = json!(price(s.mid, s.places, false));
+                    ev["qty"] = json!(size(&mut rng, s.scale, 4));
+                    ev.to_string()
+                } else {
+                    line // repeated as it was
+                }
+            }
+            9..=10 => {
+                // a new snapshot, now and then with a "0" level (no level), or with one side
+                // empty: a book in sequence (`ok`, or `crossed` once updates cross it) with no
+                // best bid or no best ask
                 s.seq += 1 + rng.below(3);
                 let zero = if rng.pct(30) {
                     rng.below(3) as i64 + 1
@@ -199,17 +224,22 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
                     0
                 };
                 let qty = |k: i64, q: &str| if k == zero { "0" } else { q }.to_string();
-                let bids: Vec<_> = (1..=3)
+                let (n_bids, n_asks) = match rng.below(5) {
+                    0 => (0, 3),
+                    1 => (3, 0),
+                    _ => (3, 3),
+                };
+                let bids: Vec<_> = (1..=n_bids)
                     .map(|k| json!([price(s.mid - k, s.places, false), qty(k, "3")]))
                     .collect();
-                let asks: Vec<_> = (1..=3)
+                let asks: Vec<_> = (1..=n_asks)
                     .map(|k| json!([price(s.mid + k, s.places, false), qty(k, "4")]))
                     .collect();
                 let line = json!({"type":"snapshot","exchange":s.exchange,"symbol":s.symbol,"ts":ts,"seq":s.seq,"bids":bids,"asks":asks}).to_string();
                 s.sent.push(line.clone()); // repeated later, it takes the book back
                 line
             }
-            10..=44 => {
+            11..=44 => {
                 s.tid += 1;
                 let id = if s.exchange == "other" && rng.pct(30) {
                     format!("x{}", s.tid)
@@ -257,7 +287,11 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
                 };
                 let bids = side(&mut rng, -1);
                 let asks = side(&mut rng, 1);
-                let mut ev = json!({"type":"book","exchange":s.exchange,"symbol":s.symbol,"ts":ts,"bids":bids,"asks":asks});
+                // Mostly in the contract's order (`seq` and `prev_seq` before the levels), as
+                // feeds write them and the parser's usual path reads them; now and then after
+                // them, which the general path reads.
+                let in_order = rng.pct(85);
+                let mut ev = json!({"type":"book","exchange":s.exchange,"symbol":s.symbol,"ts":ts});
                 let step = if rng.pct(4) { 2 + rng.below(3) } else { 1 }; // a gap now and then
                 if rng.pct(25) {
                     // `prev_seq` mostly the last `seq`; now and then before it (an update
@@ -277,12 +311,41 @@ pub fn case(seed: u64, shape: &Shape) -> Vec<Vec<String>> {
                 if !rng.pct(3) {
                     ev["seq"] = json!(s.seq);
                 }
+                if in_order {
+                    // `seq` first: the contract's order (`prev_seq` was set first above).
+                    if let (Some(seq), Some(prev)) =
+                        (ev.get("seq").cloned(), ev.get("prev_seq").cloned())
+                    {
+                        let map = ev.as_object_mut().unwrap();
+                        map.shift_remove("prev_seq");
+                        map.shift_remove("seq");
+                        map.insert("seq".into(), seq);
+                        map.insert("prev_seq".into(), prev);
+                    }
+                }
+                ev["bids"] = json!(bids);
+                ev["asks"] = json!(asks);
+                if !in_order {
+                    let map = ev.as_object_mut().unwrap();
+                    for key in ["prev_seq", "seq"] {
+                        if let Some(v) = map.shift_remove(key) {
+                            map.insert(key.into(), v);
+                        }
+                    }
+                }
                 let line = ev.to_string();
                 s.sent.push(line.clone());
                 line
             }
         };
-        inputs[syms[i].input].push(line);
+        let input = syms[i].input;
+        if let Some(ts) = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|ev| ev["ts"].as_u64())
+        {
+            highest[input] = highest[input].max(ts);
+        }
+        inputs[input].push(line);
     }
     inputs
 }
@@ -304,7 +367,7 @@ pub fn by_kind(inputs: Vec<Vec<String>>) -> Vec<Vec<String>> {
 }
 
 fn bad_line(rng: &mut Rng, exchange: &str, symbol: &str, ts: u64) -> String {
-    match rng.below(8) {
+    match rng.below(14) {
         0 => "{not json".to_string(),
         1 => json!({"type":"quote","exchange":exchange,"symbol":symbol,"ts":ts}).to_string(),
         2 => json!({"type":"trade","exchange":exchange,"symbol":symbol,"ts":ts,"id":"1","price":"1","qty":"0","side":"buy"}).to_string(),
@@ -312,6 +375,12 @@ fn bad_line(rng: &mut Rng, exchange: &str, symbol: &str, ts: u64) -> String {
         4 => json!({"type":"book","exchange":exchange,"symbol":symbol,"ts":-(ts as i64),"bids":[],"asks":[]}).to_string(),
         5 => json!({"type":"trade","exchange":exchange,"symbol":symbol,"ts":ts,"price":"1","qty":"1","side":"buy"}).to_string(),
         6 => json!({"type":"book","exchange":exchange,"symbol":symbol,"ts":ts,"bids":[["-1","1"]],"asks":[]}).to_string(),
-        _ => json!({"type":"trade","exchange":exchange,"symbol":symbol,"ts":ts.to_string(),"id":"1","price":"1","qty":"1","side":"buy"}).to_string(),
+        7 => json!({"type":"trade","exchange":exchange,"symbol":symbol,"ts":ts.to_string(),"id":"1","price":"1","qty":"1","side":"buy"}).to_string(),
+        8 => json!({"type":"trade","exchange":exchange,"symbol":symbol,"ts":ts,"id":"1","price":"0","qty":"1","side":"buy"}).to_string(),
+        9 => json!({"type":"book","exchange":exchange,"symbol":symbol,"ts":ts,"seq":1,"bids":[],"asks":[["1","-2"]]}).to_string(),
+        10 => json!({"type":"snapshot","exchange":exchange,"symbol":symbol,"ts":0,"seq":1,"bids":[],"asks":[]}).to_string(),
+        11 => json!({"type":"trade","exchange":exchange,"symbol":symbol,"ts":ts,"id":"1","price":"1","qty":"1","side":"hold"}).to_string(),
+        12 => format!("[{ts},\"{symbol}\"]"), // JSON, not an object
+        _ => " \u{a0}".to_string(), // no-break space: not JSON's whitespace, so not blank
     }
 }

@@ -165,16 +165,48 @@ fn the_cases_exercise_every_feature() {
     let mut totals = tampines_dataflows::stats::Totals::default();
     let (mut stale, mut crossed, mut closed, mut removed) = (0, 0, 0, 0);
     let (mut too_late, mut empty_tickers, mut tick_groups) = (0, 0, 0);
+    let mut reasons = std::collections::BTreeSet::new();
+    let (mut one_sided, mut usual_order, mut other_order, mut near_watermark) = (0, 0, 0, 0);
     for seed in 0..6 {
-        let e = tampines_harness::model::expected(&case(seed, &shape(s, seed)), &config(s));
+        let inputs = case(seed, &shape(s, seed));
+        for lines in &inputs {
+            let mut max_ts = 0u64;
+            for line in lines {
+                let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                // Book updates in the contract's order (what the parser's usual path reads)
+                // and in another.
+                if ev["type"] == "book" && ev.get("seq").is_some() {
+                    let keys: Vec<&String> = ev.as_object().unwrap().keys().collect();
+                    let seq = keys.iter().position(|k| *k == "seq").unwrap();
+                    let bids = keys.iter().position(|k| *k == "bids").unwrap();
+                    usual_order += (seq < bids) as usize;
+                    other_order += (seq > bids) as usize;
+                }
+                // Events within 20 ms of their input's watermark, either side.
+                if let Some(ts) = ev["ts"].as_u64() {
+                    let watermark = max_ts.saturating_sub(s.lateness_ms);
+                    near_watermark += (max_ts > 0 && ts.abs_diff(watermark) <= 20) as usize;
+                    max_ts = max_ts.max(ts);
+                }
+            }
+        }
+        let e = tampines_harness::model::expected(&inputs, &config(s));
         totals.duplicates += e.totals.duplicates;
         totals.dead_lettered += e.totals.dead_lettered;
         totals.late += e.totals.late;
         too_late += e.dead.iter().filter(|(r, _)| r == "too_late").count();
+        reasons.extend(e.dead.iter().map(|(r, _)| r.clone()));
         for m in &e.marks {
             removed += m.removed.len();
             for r in &m.changed {
                 stale += (r["status"] == "stale") as usize;
+                // A book in sequence with a side empty: no best bid, or no best ask.
+                one_sided += (r["kind"] == "book"
+                    && r["status"] != "stale"
+                    && (r["bids"] == serde_json::json!([]) || r["asks"] == serde_json::json!([])))
+                    as usize;
                 crossed += (r["status"] == "crossed") as usize;
                 closed += (r["closed"] == true) as usize;
                 empty_tickers += (r["kind"] == "ticker" && r["count"] == 0) as usize;
@@ -202,6 +234,16 @@ fn the_cases_exercise_every_feature() {
         stale > 10 && crossed > 0 && closed > 10 && removed > 0,
         "stale {stale} crossed {crossed} closed {closed} removed {removed}"
     );
+    assert!(
+        one_sided > 10 && usual_order > 10 * other_order / 2 && other_order > 10,
+        "in-sequence books with a side empty {one_sided}, book updates in the contract's order \
+         {usual_order} and in another {other_order}"
+    );
+    assert!(
+        near_watermark > 20,
+        "events about the watermark {near_watermark}"
+    );
+    assert!(reasons.len() >= 14, "dead-letter reasons {reasons:?}");
     assert!(
         too_late > 0 && empty_tickers > 0 && tick_groups > 0,
         "too_late {too_late} empty tickers {empty_tickers} configured-tick groups {tick_groups}"
