@@ -6,7 +6,7 @@ use std::ffi::OsString;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use tampines_dataflows::config::{parse_tick_size, Config, Interval};
+use tampines_dataflows::config::{parse_tick_sizes, Config, Interval};
 use tampines_dataflows::types::Sym;
 
 /// Tampines: incremental orderbooks, 24 h ticker and candles from market data.
@@ -102,7 +102,7 @@ pub struct JobArgs {
     /// Candle intervals.
     #[arg(long, value_delimiter = ',', default_value = "1m,5m,15m,30m,1h,4h,1d")]
     pub intervals: Vec<String>,
-    /// Tick size of a symbol, EXCHANGE:SYMBOL=STEP (repeatable).
+    /// Tick size of a symbol, EXCHANGE:SYMBOL=STEP (repeatable, or a comma-separated list).
     #[arg(long)]
     pub tick_size: Vec<String>,
     /// Candles kept per symbol and interval.
@@ -444,8 +444,10 @@ impl JobArgs {
             .collect::<Result<Vec<_>>>()
             .context("--intervals")?;
         let mut tick_sizes = std::collections::HashMap::new();
-        for t in &self.tick_size {
-            let (exchange, symbol, step) = parse_tick_size(t).map_err(anyhow::Error::msg)?;
+        let given = (self.tick_size.iter())
+            .map(|t| parse_tick_sizes(t).map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()?;
+        for (exchange, symbol, step) in given.into_iter().flatten() {
             if tick_sizes
                 .insert(Sym::of(&exchange, &symbol), step)
                 .is_some()
@@ -474,6 +476,10 @@ impl JobArgs {
             bail!("-w {workers}: at most {MAX_WORKERS} workers per process");
         }
         if let (Some(out), Some(dlq)) = (&self.out, &self.dlq) {
+            // `-` is standard output for either.
+            if out == "-" && dlq.as_os_str() == "-" {
+                bail!("--out - and --dlq - both name stdout: the dead letters would mix with the results");
+            }
             if out != "-" && same_file(std::path::Path::new(out), dlq) {
                 bail!(
                     "--out and --dlq name one file: the results would overwrite the dead letters"

@@ -231,7 +231,8 @@ fn defaults_are_the_contracts() {
 }
 
 /// `--tick-size EXCHANGE:SYMBOL=STEP` groups that symbol's levels by the step (bids down, asks
-/// up) at resolution 1, and no other symbol's; without it the tick comes from the prices.
+/// up) at resolution 1, and no other symbol's; without it the tick comes from the prices. A
+/// comma-separated list of them is a list.
 #[test]
 fn a_tick_size_groups_its_symbol_only() {
     let dir = scratch("replay_tick_size");
@@ -266,6 +267,15 @@ fn a_tick_size_groups_its_symbol_only() {
     );
     assert_eq!(sides(&[]), [own("A"), own("B")]);
     assert_eq!(sides(&["--tick-size", "A:ex=0.05"]), [own("A"), own("B")]);
+    // A list, as `--resolutions` takes one: it was read whole, as a tick for the symbol
+    // `A=0.05,ex:B` of `ex`, and changed nothing.
+    assert_eq!(
+        sides(&["--tick-size", "ex:A=0.05,ex:B=0.2"]),
+        [
+            ("A".into(), "100.35".into(), "100.45".into()),
+            ("B".into(), "100.2".into(), "100.6".into())
+        ]
+    );
 }
 
 /// The inferred tick counts every price string of the symbol's book events, a level deleted
@@ -1025,7 +1035,7 @@ fn no_command_lists_the_commands() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 32] = [
+    let cases: [(&[&str], &str); 33] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -1112,6 +1122,11 @@ fn bad_usage_exits_2_with_one_line() {
         (
             &["replay", "x.ndjson", "--out", "o.ndjson", "--dlq", "./o.ndjson"],
             "tampines: --out and --dlq name one file: the results would overwrite the dead letters",
+        ),
+        // Both went to stdout (exit 0): dead letters among the results.
+        (
+            &["replay", "x.ndjson", "--out", "-", "--dlq", "-"],
+            "tampines: --out - and --dlq - both name stdout: the dead letters would mix with the results",
         ),
         (
             &["replay", "x.ndjson", "-w", "100000"],

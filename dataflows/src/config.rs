@@ -212,9 +212,43 @@ pub fn parse_tick_size(s: &str) -> Result<(String, String, Price), String> {
     Ok((exchange.to_string(), symbol.to_string(), step))
 }
 
+/// Parses one or more tick sizes: `EXCHANGE:SYMBOL=STEP`, or a comma-separated list of them
+/// (as `--resolutions` and `--intervals` take lists), when every part is one. Otherwise the
+/// whole is one, so a symbol may still hold a comma; the list `a:X=0.1,b:Y=0.2` read whole was
+/// the symbol `X=0.1,b:Y` of `a`, given a tick without a word.
+pub fn parse_tick_sizes(s: &str) -> Result<Vec<(String, String, Price)>, String> {
+    if s.contains(',') {
+        let parts: Result<Vec<_>, _> = s.split(',').map(parse_tick_size).collect();
+        if let Ok(parts) = parts {
+            return Ok(parts);
+        }
+    }
+    parse_tick_size(s).map(|one| vec![one])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_of_tick_sizes_is_read_as_a_list_and_a_comma_in_a_symbol_as_a_name() {
+        let step = |s: &str| Price::parse(s).unwrap();
+        let named = |e: &str, s: &str, p: &str| (e.to_string(), s.to_string(), step(p));
+        assert_eq!(
+            parse_tick_sizes("a:X=0.1,b:Y=0.25"),
+            Ok(vec![named("a", "X", "0.1"), named("b", "Y", "0.25")])
+        );
+        assert_eq!(
+            parse_tick_sizes("a:EURUSD=X=0.0001"),
+            Ok(vec![named("a", "EURUSD=X", "0.0001")])
+        );
+        // `X,Y` is no tick size: the whole is one, of the symbol `X,Y`.
+        assert_eq!(
+            parse_tick_sizes("a:X,Y=0.5"),
+            Ok(vec![named("a", "X,Y", "0.5")])
+        );
+        assert!(parse_tick_sizes("a:X=0.1,").is_err());
+    }
 
     /// Every setting that decides the results changes the digest processes compare (a process
     /// with another retention was let into the job), and `source_batch` does not.
