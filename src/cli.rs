@@ -558,11 +558,12 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    // The subcommand: the first argument naming one (option values never do in practice).
+    // The subcommand: the first argument naming one, but the file's own name (`--config gen
+    // replay`); other option values never do in practice.
     let Some((at, sub)) = given.iter().enumerate().skip(1).find_map(|(i, a)| {
         command
             .get_subcommands()
-            .find(|c| c.get_name() == a)
+            .find(|c| c.get_name() == a && given[i - 1] != "--config")
             .map(|c| (i, c))
     }) else {
         return Cli::try_parse_from(args).map_err(ConfigError::Usage);
@@ -593,11 +594,16 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, ConfigError> {
             })?;
         let long = arg.get_long().map(|l| format!("--{l}"));
         let short = arg.get_short().map(|c| format!("-{c}"));
-        // A global option (`--log-format`) may come before the subcommand too.
+        // A global option (`--log-format`) may come before the subcommand too. After `--`
+        // every argument is a file (`-- -w4.ndjson` gives no `-w`).
         let searched = if arg.is_global_set() {
             &given[1..]
         } else {
             &given[at + 1..]
+        };
+        let searched = match searched.iter().position(|a| a == "--") {
+            Some(end) => &searched[..end],
+            None => searched,
         };
         let on_command_line = searched.iter().any(|a| {
             long.as_ref()
@@ -688,9 +694,10 @@ pub enum ConfigError {
     File(String),
 }
 
-/// The value of `--config`, wherever it appears.
+/// The value of `--config`, wherever it appears before `--` (after it, every argument is a
+/// file: `replay -- --config` reads a file named `--config`).
 fn config_path(args: &[OsString]) -> Option<PathBuf> {
-    let mut it = args.iter().map(|a| a.to_string_lossy());
+    let mut it = (args.iter().map(|a| a.to_string_lossy())).take_while(|a| a != "--");
     while let Some(a) = it.next() {
         if a == "--config" {
             return it.next().map(|p| PathBuf::from(p.as_ref()));
@@ -866,6 +873,39 @@ mod tests {
         assert!(run.until_end);
         assert_eq!(run.start, Some(crate::kafka::Start::Earliest));
         assert_eq!(run.topics, ["a", "b"]);
+    }
+
+    /// After `--` every argument is a file, even one named like an option: `-- -w4.ndjson` left
+    /// the file's `workers` out without a word, `-- --config a.ndjson` read the input as the
+    /// configuration. (A file named like a command: `replay_cli`'s
+    /// `a_config_file_may_be_named_like_a_command`.)
+    #[test]
+    fn after_two_dashes_and_as_the_files_name_nothing_is_an_option_or_a_command() {
+        let dir =
+            std::env::temp_dir().join(format!("tampines-config-dashes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gen");
+        std::fs::write(&file, "workers = 3\ndepth = 7\n").unwrap();
+        let file = file.to_str().unwrap();
+        let replay = |args: &[&str]| match parse(args).command {
+            Command::Replay(r) => r,
+            _ => panic!("replay"),
+        };
+        let r = replay(&["tampines", "replay", "--config", file, "--", "-w4.ndjson"]);
+        assert_eq!((r.job.workers, r.job.depth), (Some(3), 7));
+        assert_eq!(r.files, [PathBuf::from("-w4.ndjson")]);
+        let r = replay(&["tampines", "replay", "--", "--config", file]);
+        assert_eq!(
+            (r.job.workers, r.job.depth),
+            (None, 20),
+            "no configuration read"
+        );
+        assert_eq!(r.files, [PathBuf::from("--config"), PathBuf::from(file)]);
+        let r = replay(&[
+            "tampines", "--config", file, "replay", "x.ndjson", "-w", "2",
+        ]);
+        assert_eq!((r.job.workers, r.job.depth), (Some(2), 7));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The shipped example file is a valid configuration of `run`, and flags win over it.

@@ -1302,6 +1302,37 @@ fn a_bad_value_in_the_config_file_names_the_file() {
     }
 }
 
+/// A configuration file may be named like a command: `tampines --config gen replay ...` took
+/// `gen` for the command and refused the file's `depth` (exit 2).
+#[test]
+fn a_config_file_may_be_named_like_a_command() {
+    let dir = scratch("config_named_gen");
+    std::fs::write(dir.join("gen"), "depth = 1\nresolutions = [1]\n").unwrap();
+    std::fs::write(dir.join("in.ndjson"), INPUT).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .current_dir(&dir)
+        .args([
+            "--config",
+            "gen",
+            "replay",
+            "in.ndjson",
+            "--out",
+            "out.ndjson",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The snapshot's two bids at resolution 1, depth 1: the best only.
+    let (_, records) = &marks(&dir.join("out.ndjson"))[0];
+    let books: Vec<_> = records.iter().filter(|r| r["kind"] == "book").collect();
+    assert_eq!(books.len(), 1, "{records:?}");
+    assert_eq!(books[0]["bids"], json!([["10", "1"]]), "{}", books[0]);
+}
+
 /// A `--config` value that starts with `-` is a value (`unexpected argument '-x' found`, exit 2).
 #[test]
 fn config_values_may_start_with_a_dash() {
