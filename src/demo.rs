@@ -237,14 +237,17 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         }
         Target::Stdout => {
             job_args.redis = None;
-            if job_args.out.is_none() {
-                job_args.out = Some("-".into());
-            }
+            let out = job_args.out.get_or_insert_with(|| "-".into());
+            // `--out FILE` takes them, with or without `--stdout`.
+            let to = match out.as_str() {
+                "-" => "stdout".to_string(),
+                file => format!("{file} (--out)"),
+            };
             if args.stdout {
-                say("results go to stdout as NDJSON (--stdout)");
+                say(&format!("results go to {to} as NDJSON (--stdout)"));
             } else {
                 say(&format!(
-                    "no Redis at {} and no redis-server on PATH: results go to stdout as NDJSON",
+                    "no Redis at {} and no redis-server on PATH: results go to {to} as NDJSON",
                     args.probe_redis
                 ));
             }
@@ -254,7 +257,11 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     // Live: it waits for Redis to come back, however long.
     settings.redis.iter_mut().for_each(|r| r.patience = None);
     if let Some(addr) = &settings.metrics_addr {
-        say(&format!("metrics: curl http://{addr}/metrics"));
+        if addr.ends_with(":0") {
+            say("metrics: at /metrics, on a port the system chooses (the line `serving metrics` below names it)");
+        } else {
+            say(&format!("metrics: curl http://{addr}/metrics"));
+        }
     }
     say(&format!(
         "feeding {} symbols at {} events/s (event time = wall clock); {} worker{}; Ctrl-C stops",

@@ -457,6 +457,12 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
     let listener = TcpListener::bind(target)
         .with_context(|| format!("--metrics-addr {target}: cannot listen"))?;
     let bound = listener.local_addr()?;
+    if target.port() == 0 {
+        // Port 0: the system chose one, which only this line names (at the default level).
+        tracing::warn!(%bound, "serving metrics at /metrics, on a port the system chose");
+    } else {
+        tracing::info!(%bound, "serving metrics at /metrics");
+    }
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
@@ -484,7 +490,6 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
                 }
             }
         })?;
-    tracing::info!(%bound, "serving metrics at /metrics");
     Ok(bound)
 }
 

@@ -68,6 +68,45 @@ fn stdout_wins_over_a_redis_the_environment_names() {
     }
 }
 
+/// With `--stdout` and `--out FILE` the results go to the file, and the demo says so: it said
+/// "results go to stdout" and wrote nothing there.
+#[test]
+fn the_demo_names_the_file_its_results_go_to() {
+    let dir = scratch("demo_out_file");
+    let out = dir.join("demo.ndjson");
+    let probe = format!("127.0.0.1:{}", free_port());
+    let child = demo("2", "500", &probe)
+        .arg("--stdout")
+        .args(["--out", out.to_str().unwrap()])
+        .spawn()
+        .expect("start demo");
+    let mut child = KillOnDrop(child);
+    let stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let said = format!(
+        "results go to {} (--out) as NDJSON (--stdout)",
+        out.display()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("the demo says where results go");
+        assert!(!line.contains("results go to stdout"), "{line}");
+        if line.contains(&said) {
+            break;
+        }
+    }
+}
+
 /// A demo that cannot write its results (stdout on a full device) stops with exit 1 and says
 /// why, within 60 s: a live job has no end at which to report a failure.
 #[test]

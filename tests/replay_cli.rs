@@ -1689,6 +1689,55 @@ fn environment_wins_over_the_config_file() {
     assert_eq!(ticker["count"], 3);
 }
 
+/// With `--metrics-addr HOST:0` the system chooses the port, and a line at the default level
+/// names it (only an info line did, which the default level hides): the port it names serves.
+#[cfg(unix)]
+#[test]
+fn a_metrics_port_the_system_chose_is_named() {
+    let dir = scratch("replay_metrics_port_0");
+    let pipe = dir.join("silent.pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap()
+        .success());
+    let mut job = Killed(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", pipe.to_str().unwrap(), "--out", "/dev/null"])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tampines"),
+    );
+    let _writer = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
+    // The job runs on (its pipe stays open): its first log line, waited for up to 60 s.
+    let (tx, rx) = mpsc::channel();
+    let log = job.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(log).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("no log line within 60 s");
+    assert!(
+        line.contains("serving metrics at /metrics, on a port the system chose"),
+        "{line}"
+    );
+    let addr = line
+        .split("bound=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line}"));
+    assert!(!addr.ends_with(":0"), "{addr}");
+    assert!(
+        common::get(addr, "/metrics").starts_with("HTTP/1.1 200"),
+        "{addr}"
+    );
+}
+
 /// A metrics request must arrive whole within 5 s: a client sending a byte every 200 ms, never
 /// ending its headers, is cut off (it held its thread for as long as it went on), and the next
 /// scrape is answered. The job reads a pipe that stays open and silent, so it runs throughout.
