@@ -377,6 +377,10 @@ impl DemoArgs {
             bail!("--rate must be positive");
         }
         check_partitions(self.partitions)?;
+        let dlq = self.job.dlq.as_ref().map(|d| d.to_string_lossy());
+        if self.stdout && self.job.out.is_none() && dlq.is_some_and(|d| names_stdout(&d)) {
+            bail!("--stdout with --dlq on stdout: the dead letters would mix with the results (give --out FILE, or --dlq FILE)");
+        }
         Ok(())
     }
 }
@@ -476,9 +480,10 @@ impl JobArgs {
             bail!("-w {workers}: at most {MAX_WORKERS} workers per process");
         }
         if let (Some(out), Some(dlq)) = (&self.out, &self.dlq) {
-            // `-` is standard output for either.
-            if out == "-" && dlq.as_os_str() == "-" {
-                bail!("--out - and --dlq - both name stdout: the dead letters would mix with the results");
+            if names_stdout(out) && names_stdout(&dlq.to_string_lossy()) {
+                bail!(
+                    "--out and --dlq both name stdout: the dead letters would mix with the results"
+                );
             }
             if out != "-" && same_file(std::path::Path::new(out), dlq) {
                 bail!(
@@ -707,6 +712,15 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// True for `-` and the paths that are standard output (`/dev/stdout`, `/dev/fd/1`,
+/// `/proc/self/fd/1`), as `--out` and `--dlq` take them.
+pub fn names_stdout(target: &str) -> bool {
+    matches!(
+        target,
+        "-" | "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1"
+    )
 }
 
 /// Workers per process (`-w`): timely starts a thread and channels for each, and more than

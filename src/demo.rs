@@ -237,6 +237,10 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         }
         Target::Stdout => {
             job_args.redis = None;
+            let dlq = job_args.dlq.as_ref().map(|d| d.to_string_lossy());
+            if job_args.out.is_none() && dlq.is_some_and(|d| crate::cli::names_stdout(&d)) {
+                anyhow::bail!("no Redis, so the results go to stdout, where --dlq sends the dead letters too: give --out FILE, or --dlq FILE");
+            }
             let out = job_args.out.get_or_insert_with(|| "-".into());
             // `--out FILE` takes them, with or without `--stdout`.
             let to = match out.as_str() {
@@ -257,7 +261,10 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     // Live: it waits for Redis to come back, however long.
     settings.redis.iter_mut().for_each(|r| r.patience = None);
     if let Some(addr) = &settings.metrics_addr {
-        if addr.ends_with(":0") {
+        let port_0 = addr
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse() == Ok(0u16));
+        if port_0 {
             say("metrics: at /metrics, on a port the system chooses (the line `serving metrics` below names it)");
         } else {
             say(&format!("metrics: curl http://{addr}/metrics"));

@@ -107,6 +107,43 @@ fn the_demo_names_the_file_its_results_go_to() {
     }
 }
 
+/// With no Redis the results go to stdout, so `--dlq -` would mix the dead letters into them:
+/// the demo stops at once and says so (it failed on `--out -`, an option never given).
+#[test]
+fn a_demo_without_redis_refuses_dead_letters_on_stdout() {
+    let empty = scratch("demo_dlq_stdout_path");
+    let probe = format!("127.0.0.1:{}", free_port()); // nothing listens there
+    let child = demo("2", "500", &probe)
+        .args(["--dlq", "-"])
+        .env("PATH", &empty)
+        .spawn()
+        .expect("start demo");
+    let mut child = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("demo's status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "demo still running after 60 s");
+        std::thread::sleep(Duration::from_millis(50)); // poll interval, bounded by the deadline
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    (child.0.stdout.take().unwrap())
+        .read_to_string(&mut stdout)
+        .unwrap();
+    (child.0.stderr.take().unwrap())
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "no Redis, so the results go to stdout, where --dlq sends the dead letters too"
+        ),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
+}
+
 /// A demo that cannot write its results (stdout on a full device) stops with exit 1 and says
 /// why, within 60 s: a live job has no end at which to report a failure.
 #[test]

@@ -1035,7 +1035,7 @@ fn no_command_lists_the_commands() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 33] = [
+    let cases: [(&[&str], &str); 36] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -1126,7 +1126,20 @@ fn bad_usage_exits_2_with_one_line() {
         // Both went to stdout (exit 0): dead letters among the results.
         (
             &["replay", "x.ndjson", "--out", "-", "--dlq", "-"],
-            "tampines: --out - and --dlq - both name stdout: the dead letters would mix with the results",
+            "tampines: --out and --dlq both name stdout: the dead letters would mix with the results",
+        ),
+        (
+            &["replay", "x.ndjson", "--out", "/dev/stdout", "--dlq", "-"],
+            "tampines: --out and --dlq both name stdout: the dead letters would mix with the results",
+        ),
+        (
+            &["demo", "--stdout", "--dlq", "/dev/stdout"],
+            "tampines: --stdout with --dlq on stdout: the dead letters would mix with the results (give --out FILE, or --dlq FILE)",
+        ),
+        // A list with a part that is no tick size was read whole, as one odd symbol (exit 0).
+        (
+            &["replay", "x.ndjson", "--tick-size", "ex:A=0.05,B=0.2"],
+            "tampines: bad tick size \"B=0.2\": want EXCHANGE:SYMBOL=STEP",
         ),
         (
             &["replay", "x.ndjson", "-w", "100000"],
@@ -1710,8 +1723,8 @@ fn a_metrics_port_the_system_chose_is_named() {
             .spawn()
             .expect("spawn tampines"),
     );
-    let _writer = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
-    // The job runs on (its pipe stays open): its first log line, waited for up to 60 s.
+    // The job runs on, waiting for a writer to open its pipe (none does: opening it here hung
+    // when the job had ended): its first log line, waited for up to 60 s.
     let (tx, rx) = mpsc::channel();
     let log = job.0.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -1740,7 +1753,8 @@ fn a_metrics_port_the_system_chose_is_named() {
 
 /// A metrics request must arrive whole within 5 s: a client sending a byte every 200 ms, never
 /// ending its headers, is cut off (it held its thread for as long as it went on), and the next
-/// scrape is answered. The job reads a pipe that stays open and silent, so it runs throughout.
+/// scrape is answered. The job waits for a writer to open its pipe (none does: opening one here
+/// hung when the job had ended), so it runs throughout.
 #[cfg(unix)]
 #[test]
 fn a_metrics_request_that_never_ends_is_cut_off() {
@@ -1760,7 +1774,6 @@ fn a_metrics_request_that_never_ends_is_cut_off() {
             .spawn()
             .expect("spawn tampines"),
     );
-    let _writer = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut slow = loop {
         if let Ok(s) = std::net::TcpStream::connect(&metrics) {

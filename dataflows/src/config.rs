@@ -212,18 +212,14 @@ pub fn parse_tick_size(s: &str) -> Result<(String, String, Price), String> {
     Ok((exchange.to_string(), symbol.to_string(), step))
 }
 
-/// Parses one or more tick sizes: `EXCHANGE:SYMBOL=STEP`, or a comma-separated list of them
-/// (as `--resolutions` and `--intervals` take lists), when every part is one. Otherwise the
-/// whole is one, so a symbol may still hold a comma; the list `a:X=0.1,b:Y=0.2` read whole was
-/// the symbol `X=0.1,b:Y` of `a`, given a tick without a word.
+/// Parses one or more tick sizes: `EXCHANGE:SYMBOL=STEP`, or a comma-separated list of them, as
+/// `--resolutions` and `--intervals` take lists (spaces around a part are dropped). A symbol
+/// cannot hold `,` here. (A list used to be read whole, as the symbol `X=0.1,b:Y` of `a`, and a
+/// list with a typo still so: a tick given to no symbol, without a word.)
 pub fn parse_tick_sizes(s: &str) -> Result<Vec<(String, String, Price)>, String> {
-    if s.contains(',') {
-        let parts: Result<Vec<_>, _> = s.split(',').map(parse_tick_size).collect();
-        if let Ok(parts) = parts {
-            return Ok(parts);
-        }
-    }
-    parse_tick_size(s).map(|one| vec![one])
+    s.split(',')
+        .map(|part| parse_tick_size(part.trim()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -231,7 +227,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_list_of_tick_sizes_is_read_as_a_list_and_a_comma_in_a_symbol_as_a_name() {
+    fn a_list_of_tick_sizes_is_read_as_a_list_each_part_a_tick_size() {
         let step = |s: &str| Price::parse(s).unwrap();
         let named = |e: &str, s: &str, p: &str| (e.to_string(), s.to_string(), step(p));
         assert_eq!(
@@ -242,12 +238,14 @@ mod tests {
             parse_tick_sizes("a:EURUSD=X=0.0001"),
             Ok(vec![named("a", "EURUSD=X", "0.0001")])
         );
-        // `X,Y` is no tick size: the whole is one, of the symbol `X,Y`.
         assert_eq!(
-            parse_tick_sizes("a:X,Y=0.5"),
-            Ok(vec![named("a", "X,Y", "0.5")])
+            parse_tick_sizes(" a:X=0.1 , b:Y=0.25"),
+            Ok(vec![named("a", "X", "0.1"), named("b", "Y", "0.25")])
         );
-        assert!(parse_tick_sizes("a:X=0.1,").is_err());
+        // Each part must be a tick size: these were read whole, as one odd symbol.
+        for bad in ["a:X,Y=0.5", "a:X=0.1,", "a:X=0.1,,b:Y=0.2", "a:X=0.1,Y=0.2"] {
+            assert!(parse_tick_sizes(bad).is_err(), "{bad}");
+        }
     }
 
     /// Every setting that decides the results changes the digest processes compare (a process
