@@ -235,7 +235,7 @@ fn the_cases_exercise_every_feature() {
         "stale {stale} crossed {crossed} closed {closed} removed {removed}"
     );
     assert!(
-        one_sided > 10 && usual_order > 10 * other_order / 2 && other_order > 10,
+        one_sided > 10 && usual_order > 3 * other_order && other_order > 10,
         "in-sequence books with a side empty {one_sided}, book updates in the contract's order \
          {usual_order} and in another {other_order}"
     );
