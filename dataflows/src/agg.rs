@@ -1,7 +1,12 @@
-//! The trade aggregate shared by the ticker and the candles: a commutative monoid.
+//! The trade aggregate shared by the ticker and the candles: a monoid.
 //!
 //! `open`/`last` are the first/last trade in `(ts, id)` order, so merging partial aggregates in
-//! any order gives the same result as folding the trades in order. Sums are exact decimals.
+//! any order gives the same result as folding the trades in order, as long as no two trades tie
+//! on `(ts, id)`. Two may: a trade repeated after its first copy left the window counts again
+//! (CONTRACT 1), in the candles only, since it is outside the window too. Tied trades are
+//! ordered as they were read, so [`Agg::merge`] takes the earlier aggregate as `self` (the
+//! candles merge each trade into its candle as read; the ticker's window never holds a tie).
+//! Sums are exact decimals.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -94,12 +99,13 @@ impl Agg {
         }
     }
 
-    /// Merges another aggregate into this one.
+    /// Merges the aggregate of trades read later into this one: on a tie on `(ts, id)` the
+    /// open stays this one's and the last becomes the other's.
     pub fn merge(&mut self, o: &Agg) {
         if (o.open.ts, &o.open.id) < (self.open.ts, &self.open.id) {
             self.open = o.open.clone();
         }
-        if (o.last.ts, &o.last.id) > (self.last.ts, &self.last.id) {
+        if (o.last.ts, &o.last.id) >= (self.last.ts, &self.last.id) {
             self.last = o.last.clone();
         }
         self.high = self.high.max(o.high);
