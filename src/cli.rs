@@ -1,4 +1,15 @@
 //! Command line: raw flags (clap), then one validated [`Settings`].
+//!
+//! Input: the arguments, `TAMPINES_*` environment variables, and a `--config` TOML file
+//! ([`parse_from`]). Output: the command with its [`Settings`], or a one-line reason (exit 2).
+//!
+//! Invariants:
+//! - precedence is the command line, then the environment, then the file; a file's keys are the
+//!   options' long names (`-` or `_`), checked against the command it configures;
+//! - after `--` every argument is a file name, never an option or `--config`;
+//! - every option is checked before anything starts (a broker, a file, a thread): bounds that
+//!   would overflow, sinks that name an input or each other (stdout by any name), hostfiles,
+//!   worker counts.
 
 use std::path::PathBuf;
 

@@ -1,7 +1,10 @@
 //! Dead letters besides the dataflow's own stream: where they are written (a `--dlq` file here,
 //! a Kafka topic in `kafka`), and how they are logged (at most a few a second, the rest counted).
 //!
-//! Invariant: every dead letter is counted and written to each sink; logging may only summarise.
+//! Invariants: every dead letter is counted and handed to each sink; logging may only summarise.
+//! A sink that fails to write one fails a bounded run (`replay`, `run --until-end`: exit 1, and
+//! no offsets committed), while a live run logs it at error and goes on ([`write_each`]):
+//! stopping would meet the same message again at the restart.
 
 use std::io::Write;
 use std::time::Duration;

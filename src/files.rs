@@ -1,4 +1,19 @@
 //! The file source: NDJSON event files (plain or gzip) as line inputs.
+//!
+//! Input: the paths `replay` was given, each an input of its own (CONTRACT 2: a file behaves
+//! like a partition). Output: for each, a [`LineInput`] of parsed batches, which a thread of its
+//! own ([`open`]) opens, reads in chunks of whole lines and parses ahead of the worker, at a
+//! lower priority (`lower_priority`) and a bounded depth ([`ahead_per_file`]).
+//!
+//! Invariants:
+//! - every line is accounted for: an event, or one dead letter (not UTF-8, too long, a read
+//!   error with the part read before it); blank lines (JSON whitespace only) are skipped, and a
+//!   byte order mark at a file's start is dropped;
+//! - a line longer than `MAX_LINE` (16 MiB) is one `line too long` dead letter keeping its
+//!   first MiB, however it is read, and reading goes on after it;
+//! - a file that cannot be opened or read never stops the job: it is a dead letter;
+//! - a gzip stream that breaks gives every line decoded before the break, then one dead letter
+//!   (`GzFile`; README, "A gzip file whose stream breaks").
 
 use std::fs::File;
 use std::io::Read;

@@ -3,7 +3,8 @@
 //! `DeadLetterSink` operator, also on worker 0, with the sinks of [`crate::dead_letters`]).
 //! [`replay`] opens files and never idles; the live `run` and `demo` (wired in `main.rs` and
 //! `demo.rs` through [`run`]) open Kafka partitions, idle, commit offsets after each step, stop
-//! on signals ([`crate::signals`]) and stop at once when a sink fails.
+//! on signals ([`crate::signals`]) and stop at once when the results cannot be written (a dead
+//! letter that cannot be written is logged and the job goes on: [`crate::dead_letters`]).
 //!
 //! Every process gets the same options; global worker 0 (on process 0) publishes and writes dead
 //! letters; other processes never write to the sinks (with Redis they read its frontier, to

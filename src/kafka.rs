@@ -9,6 +9,19 @@
 //! commits only, which follow the results: an offset is committed once the results' frontier has
 //! passed the timestamp of every message up to it.
 //!
+//! Invariants:
+//! - a worker's consumer is assigned exactly its partitions, from the committed offset, the
+//!   first message or the end (`--start`); a partition whose earliest messages are gone is read
+//!   from its first message held, logged at error, and the messages lost past a committed offset
+//!   counted (`tampines_messages_lost_total`);
+//! - a message becomes one event or one dead letter (to `<topic>.dlq`, with its payload and its
+//!   reason in a header); an error of the broker never stops the source nor drops its
+//!   capability: it is logged and the source asks again at its next activation;
+//! - offsets are committed only for messages whose results are written (and, with Redis,
+//!   durable): a restart reads again what was not;
+//! - with `--until-end`, each partition is read up to its end offset as of start, and then its
+//!   input closes.
+//!
 //! [`reader`]: tampines_dataflows::source::reader
 
 use std::cell::RefCell;
@@ -187,7 +200,7 @@ impl Deliveries {
 /// Partitions per topic that input numbers tell apart ([`input_id`]).
 const MAX_PARTITIONS: i32 = 65_536;
 
-/// The input number of a topic's partition (below [`MAX_PARTITIONS`], [`partitions`] checks).
+/// The input number of a topic's partition (below `MAX_PARTITIONS`, which `partitions` checks).
 pub fn input_id(topic_index: usize, partition: i32) -> u32 {
     (topic_index as u32) * MAX_PARTITIONS as u32 + partition as u32
 }

@@ -1,4 +1,13 @@
 //! Sinks on worker 0: NDJSON results and the dead-letter file.
+//!
+//! Input: the published batches of a step ([`write_batches`]: each mark's changed records, then
+//! its progress line, CONTRACT 4) and dead letters ([`write_dead`]: one JSON line
+//! `{"reason":..,"payload":..}` each). Output: `-` (stdout) or a file, created empty, or, for a
+//! run resuming from committed offsets, appended to, its last line first cut back to whole if a
+//! run killed mid-write left it short.
+//!
+//! Invariant: every line written is one whole JSON object ending with a line feed, records
+//! handed over as they are (`write_vectored`), not copied.
 
 use std::fs::File;
 use std::io::{BufWriter, IoSlice, Write};

@@ -10,8 +10,8 @@
 //!
 //! Output: the rendered records of the candles that changed at each mark, and a removal (no
 //! record) for each candle retention drops, sorted per mark as gathering merges them. Candles
-//! are rendered here, where they live, rather than sent as a collection to be kept and rendered
-//! again by the assembling stage (as books are, see `orderbook`).
+//! are rendered here, where they live, as books are in theirs ([`crate::orderbook`]), and only
+//! the records go on to [`crate::results::gather`].
 //!
 //! Invariants: `closed` is true exactly from the first timestamp `>= open_time + interval` (a
 //! timer fires there; a late trade into an already closed candle finds it closed); at most

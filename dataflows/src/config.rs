@@ -1,4 +1,11 @@
 //! The validated settings every stage reads (CONTRACT sections 2 and 3).
+//!
+//! [`Config::validate`] holds each setting to what the stages can compute exactly: a positive
+//! granularity, window and depth; spans (granularity, lateness, window, intervals) of at most
+//! [`MAX_SPAN_MS`], far from overflowing any sum of times; positive resolutions and intervals,
+//! none repeated (`1m,60s` is one interval twice); a candle retention of at most
+//! [`MAX_CANDLE_RETENTION`]. Every process of a job compares their digest
+//! ([`Config::fingerprint`]), so a process with other settings is refused.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -22,7 +22,8 @@
 //! outside the window when it arrived, so that the symbol has a ticker from then on) goes to the
 //! ticker too.
 //!
-//! Invariant: after [`routing::to_workers`], every stage reads with the `Pipeline` pact. All of a
+//! Invariant: after [`routing::to_workers`], every stage reads with the `Pipeline` pact, but
+//! [`results::gather`], which sends every rendered record to worker 0. All of a
 //! symbol's records, books and trades alike, are on the worker `sym % peers` of the job, which is
 //! what lets the ticker join the book's best prices without another exchange.
 //!

@@ -7,7 +7,8 @@
 //! arrived for it.
 //!
 //! Invariants:
-//! - one capability is held, at the earliest buffered or scheduled timestamp, and only ever moves
+//! - one capability is held, at the earliest buffered or scheduled timestamp (and no later than
+//!   the input frontiers), and only ever moves
 //!   forward; updates for a future time are released when that time completes, never earlier, so
 //!   no later stage holds pending future updates (pending future times are what made
 //!   differential arrangements slow, when the stages were built on them);

@@ -59,8 +59,9 @@ pub struct Stamped {
 pub struct DeadLetter {
     /// Short lowercase reason.
     pub reason: String,
-    /// The input as read, byte for byte (a Kafka dead letter carries it unchanged; a `--dlq`
-    /// file's JSON line shows its lossy text; a line too long keeps its first MiB).
+    /// The input as read, byte for byte (a Kafka dead letter carries it unchanged up to 900,000
+    /// bytes, beyond that its start, with a `truncated` header; a `--dlq` file's JSON line shows
+    /// its lossy text; a line too long keeps its first MiB).
     pub payload: Vec<u8>,
     /// Where it was read.
     pub pos: Position,

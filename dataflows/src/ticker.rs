@@ -16,7 +16,7 @@
 //! 2. [`aggregate`], a [`sequence`] stage over the window collection's updates, keeps per symbol
 //!    the window's trades by second and the aggregate of every non-empty second, minute and hour,
 //!    and their total. A trade entering is merged into its second, minute, hour and the total
-//!    (four merges); a trade leaving marks its second, minute and hour, which are refolded once
+//!    (four merges, five with the 100 ms level below); a trade leaving marks its second, minute and hour, which are refolded once
 //!    per timestamp from their trades, 60 seconds, 60 minutes, and the total from at most
 //!    `window / 1h + 1` hours: the work per update does not grow with the number of trades in
 //!    the window, and memory is the trades inside it. With marks finer than 100 ms a 100 ms level

@@ -1,4 +1,10 @@
 //! Runs the real dataflow in-process over in-memory inputs and collects what it publishes.
+//!
+//! Input: lists of lines, one list an input (as a file or a Kafka partition is), read as text
+//! or parsed ahead in batches ([`Reading`]), by the worker the job would give each input.
+//! Output: a [`Run`]: every published batch in order, the dead letters, the counters and the
+//! stages' state gauges at the end, for [`crate::check`] to compare with the model. It is the
+//! job's dataflow ([`tampines_dataflows::build`]) without its I/O: no files, Kafka or sinks.
 
 use std::sync::{Arc, Mutex};
 
