@@ -24,27 +24,28 @@ use tampines_dataflows::source::DeadLetter;
 /// `append`: added to the file's end rather than emptying it (`Settings::append`).
 pub fn results_writer(target: &str, append: bool) -> Result<Box<dyn Write>> {
     if target == "-" {
-        return writer(target, append);
+        return writer(Path::new(target), append);
     }
-    Ok(Box::new(file(target, append)?))
+    Ok(Box::new(file(Path::new(target), append)?))
 }
 
 /// Creates, or with `append` opens for appending, the file `target`. Appending, a regular
 /// file's last line cut short (a run killed mid-write) is dropped first: the next record would
 /// have joined it into one line that is no JSON.
-fn file(target: &str, append: bool) -> Result<File> {
+fn file(target: &Path, append: bool) -> Result<File> {
     let mut options = std::fs::OpenOptions::new();
     match append {
         true => options.read(true).append(true).create(true),
         false => options.write(true).create(true).truncate(true),
     };
+    let shown = target.display();
     let f = options
         .open(target)
-        .with_context(|| format!("cannot create {target}"))?;
+        .with_context(|| format!("cannot create {shown}"))?;
     if append && f.metadata().is_ok_and(|m| m.is_file() && m.len() > 0) {
-        let whole = after_last_line(&f).with_context(|| format!("reading {target}"))?;
+        let whole = after_last_line(&f).with_context(|| format!("reading {shown}"))?;
         f.set_len(whole)
-            .with_context(|| format!("cutting {target}'s last line, cut short"))?;
+            .with_context(|| format!("cutting {shown}'s last line, cut short"))?;
     }
     Ok(f)
 }
@@ -67,8 +68,8 @@ fn after_last_line(f: &File) -> std::io::Result<u64> {
 }
 
 /// Opens `-` (stdout) or a file for writing, buffered.
-fn writer(target: &str, append: bool) -> Result<Box<dyn Write>> {
-    Ok(if target == "-" {
+fn writer(target: &Path, append: bool) -> Result<Box<dyn Write>> {
+    Ok(if target.as_os_str() == "-" {
         Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout()))
     } else {
         Box::new(BufWriter::with_capacity(1 << 20, file(target, append)?))
@@ -130,9 +131,11 @@ pub fn write_dead(out: &mut dyn Write, dead: &DeadLetter) -> std::io::Result<()>
     out.write_all(b"\n")
 }
 
-/// Creates (or with `append` appends to) the dead-letter file.
+/// Creates (or with `append` appends to) the dead-letter file, by its path as given (a name that
+/// is not UTF-8, written as text, was another file: one a check of the real path let through,
+/// an input emptied).
 pub fn dlq_writer(path: &Path, append: bool) -> Result<Box<dyn Write>> {
-    writer(&path.display().to_string(), append)
+    writer(path, append)
 }
 
 #[cfg(test)]

@@ -1315,6 +1315,36 @@ fn a_bad_value_in_the_config_file_names_the_file() {
     }
 }
 
+/// A `--dlq` path that is not UTF-8 is the file it names: it was opened by its lossy text, so
+/// `a\xff.ndjson` wrote to `a\u{fffd}.ndjson`, which a replay of that file had emptied before
+/// reading it (exit 0, `read 0`).
+#[cfg(unix)]
+#[test]
+fn a_dlq_path_that_is_not_utf8_is_the_file_it_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = scratch("replay_dlq_not_utf8");
+    let input = dir.join("a\u{fffd}.ndjson");
+    std::fs::write(&input, INPUT).unwrap();
+    let dlq = dir.join(std::ffi::OsStr::from_bytes(b"a\xff.ndjson"));
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .arg("replay")
+        .arg(&input)
+        .args(["--out", "/dev/null", "--dlq"])
+        .arg(&dlq)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&input).unwrap(),
+        INPUT,
+        "the input is kept"
+    );
+    assert!(stderr.contains("read 11 processed"), "{stderr}");
+    let dead = std::fs::read_to_string(&dlq).unwrap();
+    assert_eq!(dead.lines().count(), 6, "{dead}");
+}
+
 /// A configuration file may be named like a command: `tampines --config gen replay ...` took
 /// `gen` for the command and refused the file's `depth` (exit 2).
 #[test]
