@@ -725,6 +725,35 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
     None
 }
 
+/// `text` with the password of every URL in it replaced by `***` (`redis://user:***@host`, and
+/// `redis://***@host` where the user part is all there is, which may be a token): what is said
+/// of a `--redis` URL, or of a configuration file that holds one, never shows its password.
+pub fn hide_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(scheme) = rest.find("://") {
+        let (head, tail) = rest.split_at(scheme + 3);
+        out.push_str(head);
+        // The authority: up to a path, a quote, a space or the end; its user part: up to its
+        // last `@`.
+        let end = tail
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                match tail[..at].split_once(':') {
+                    Some((user, _)) => out.push_str(&format!("{user}:***")),
+                    None => out.push_str("***"),
+                }
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// True for `-` and the paths that are standard output (`/dev/stdout`, `/dev/fd/1`,
 /// `/proc/self/fd/1`), as `--out` and `--dlq` take them.
 pub fn names_stdout(target: &str) -> bool {
@@ -931,6 +960,27 @@ mod tests {
         ]);
         assert_eq!((r.job.workers, r.job.depth), (Some(2), 7));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn passwords_are_not_printed() {
+        let cases = [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("redis://u:secret@h:1/0", "redis://u:***@h:1/0"),
+            ("rediss://secret@h:1", "rediss://***@h:1"),
+            (
+                r#"bad --redis URL "redis://default:pw@127.0.0.1:1/zz": Invalid database number"#,
+                r#"bad --redis URL "redis://default:***@127.0.0.1:1/zz": Invalid database number"#,
+            ),
+            (
+                "redis://u:p@ss@h a redis://v:q@h",
+                "redis://u:***@h a redis://v:***@h",
+            ),
+            ("no url here", "no url here"),
+        ];
+        for (text, shown) in cases {
+            assert_eq!(hide_passwords(text), shown);
+        }
     }
 
     /// The shipped example file is a valid configuration of `run`, and flags win over it.

@@ -225,7 +225,7 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
             let p = &job_args.prefix;
             say(&format!(
                 "{how} at {}: results are published there. Look with:",
-                redact(url)
+                crate::cli::hide_passwords(url)
             ));
             say(&format!("  {cli} GET {p}:frontier"));
             say(&format!("  {cli} GET {p}:book:demo:S000USDT:1"));
@@ -382,35 +382,5 @@ fn report_status(stop: &AtomicBool) {
 
 /// The redis-cli invocation for a Redis URL (`-u` takes the URL as it is).
 fn redis_cli(url: &str) -> String {
-    format!("redis-cli -u {}", redact(url))
-}
-
-/// The URL with its password (if any) replaced by `***`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_not_printed() {
-        assert_eq!(
-            super::redact("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
-        assert_eq!(
-            super::redact("redis://u:secret@h:1/0"),
-            "redis://u:***@h:1/0"
-        );
-        assert_eq!(super::redact("rediss://secret@h:1"), "rediss://***@h:1");
-    }
+    format!("redis-cli -u {}", crate::cli::hide_passwords(url))
 }

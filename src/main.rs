@@ -31,7 +31,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Err(ConfigError::Usage(e)) => return usage(anyhow::anyhow!(e.render().to_string())),
-        Err(ConfigError::File(e)) => return usage(anyhow::anyhow!(e)),
+        // A line of the file may hold a `--redis` URL.
+        Err(ConfigError::File(e)) => {
+            return usage(anyhow::anyhow!(tampines::cli::hide_passwords(&e)))
+        }
     };
     // RUST_LOG filters (default: Tampines' warnings, among them dead letters (up to 10 a second,
     // the rest as a number) and failed Redis writes, and other crates' errors; `demo` says what it

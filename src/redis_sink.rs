@@ -206,7 +206,10 @@ impl RedisOptions {
     pub fn validate(&self) -> Result<()> {
         redis::Client::open(self.url.as_str())
             .map(|_| ())
-            .with_context(|| format!("bad --redis URL {:?}", self.url))
+            .map_err(|e| {
+                let said = format!("bad --redis URL {:?}: {e}", self.url);
+                anyhow::anyhow!(crate::cli::hide_passwords(&said))
+            })
     }
 }
 

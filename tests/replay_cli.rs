@@ -1035,7 +1035,7 @@ fn no_command_lists_the_commands() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 36] = [
+    let cases: [(&[&str], &str); 37] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -1135,6 +1135,11 @@ fn bad_usage_exits_2_with_one_line() {
         (
             &["demo", "--stdout", "--dlq", "/dev/stdout"],
             "tampines: --stdout with --dlq on stdout: the dead letters would mix with the results (give --out FILE, or --dlq FILE)",
+        ),
+        // The password was printed.
+        (
+            &["replay", "x.ndjson", "--redis", "redis://default:pw5@127.0.0.1:1/zz"],
+            "tampines: bad --redis URL \"redis://default:***@127.0.0.1:1/zz\": Invalid database number- InvalidClientConfig",
         ),
         // A list with a part that is no tick size was read whole, as one odd symbol (exit 0).
         (
@@ -1374,6 +1379,23 @@ fn a_config_file_may_be_named_like_a_command() {
     let books: Vec<_> = records.iter().filter(|r| r["kind"] == "book").collect();
     assert_eq!(books.len(), 1, "{records:?}");
     assert_eq!(books[0]["bids"], json!([["10", "1"]]), "{}", books[0]);
+}
+
+/// A configuration file's error never shows a password: TOML's message quotes the line, which
+/// may hold a `--redis` URL.
+#[test]
+fn a_config_error_hides_a_password() {
+    let dir = scratch("config_password");
+    let config = dir.join("job.toml");
+    std::fs::write(&config, "redis = \"redis://u:pw6@h:1/0\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["replay", "x.ndjson", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("redis://u:***@h:1/0"), "{stderr}");
+    assert!(!stderr.contains("pw6"), "{stderr}");
 }
 
 /// A `--config` value that starts with `-` is a value (`unexpected argument '-x' found`, exit 2).
