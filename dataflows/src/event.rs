@@ -104,8 +104,8 @@ pub enum ParseError {
     /// Not a JSON object.
     #[error("not json: {0}")]
     NotJson(String),
-    /// `type` is not snapshot, book or trade.
-    #[error("unknown type {0:?}")]
+    /// `type` is not snapshot, book or trade: the type, as [`crate::types::quoted`] shows it.
+    #[error("unknown type {0}")]
     UnknownType(String),
     /// A required field is absent.
     #[error("missing field {0}")]
@@ -130,8 +130,8 @@ pub enum ParseError {
     /// A trade's price x quantity must be below [`TRADE_VALUE_LIMIT`].
     #[error("trade value too large: price x qty must be below 10^20")]
     TradeTooLarge,
-    /// `side` must be buy or sell.
-    #[error("bad side {0:?}")]
+    /// `side` must be buy or sell: the side, as [`crate::types::quoted`] shows it.
+    #[error("bad side {0}")]
     BadSide(String),
 }
 
@@ -278,7 +278,7 @@ pub fn parse(line: &str) -> Result<Parsed<'_>, ParseError> {
 fn checked<'a>(raw: &mut Raw<'a>) -> Result<Parsed<'a>, ParseError> {
     let kind = required(raw.kind.take(), "type")?;
     if !matches!(&*kind, "snapshot" | "book" | "trade") {
-        return Err(ParseError::UnknownType(kind.into_owned()));
+        return Err(ParseError::UnknownType(crate::types::quoted(&kind)));
     }
     let exchange = required(raw.exchange.take(), "exchange")?;
     let symbol = required(raw.symbol.take(), "symbol")?;
@@ -318,7 +318,7 @@ fn checked<'a>(raw: &mut Raw<'a>) -> Result<Parsed<'a>, ParseError> {
             let side = match &*side {
                 "buy" => TradeSide::Buy,
                 "sell" => TradeSide::Sell,
-                other => return Err(ParseError::BadSide(other.to_string())),
+                other => return Err(ParseError::BadSide(crate::types::quoted(other))),
             };
             Body::Trade(Trade {
                 id: TradeId::new(&id),
@@ -843,6 +843,47 @@ mod fast {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reason quotes at most 64 bytes of a bad value, with its length: a 600 KB `type`, side
+    /// or price made a reason as long, and a Kafka dead letter of twice the message, more than
+    /// the broker takes (it could not be written, and a bounded run failed every time).
+    #[test]
+    fn reasons_quote_a_long_value_in_part() {
+        let long = "é".repeat(40) + &"x".repeat(600_000);
+        let line = |kind: &str, price: &str, side: &str| {
+            format!(
+                r#"{{"type":"{kind}","exchange":"e","symbol":"s","ts":1,"id":"1","price":"{price}","qty":"1","side":"{side}"}}"#
+            )
+        };
+        let start = format!("{:?}", &long[..64]); // 32 two-byte characters
+        let cases = [
+            (
+                line(&long, "1", "buy"),
+                format!("unknown type {start}... (600080 bytes)"),
+            ),
+            (
+                line("trade", "1", &long),
+                format!("bad side {start}... (600080 bytes)"),
+            ),
+            (
+                line("trade", &("1".repeat(600_000)), "buy"),
+                format!(
+                    "bad price: bad decimal {:?}... (600000 bytes)",
+                    "1".repeat(64)
+                ),
+            ),
+            (line("trade", "1", "hold"), r#"bad side "hold""#.to_string()),
+        ];
+        for (line, reason) in cases {
+            assert_eq!(parse(&line).map(|_| ()).unwrap_err().to_string(), reason);
+        }
+        // Cut at a character boundary: 63 bytes of `aé...` end before a two-byte character.
+        let odd = "a".to_string() + &"é".repeat(40);
+        assert_eq!(
+            crate::types::quoted(&odd),
+            format!("{:?}... (81 bytes)", &odd[..63])
+        );
+    }
 
     #[test]
     fn parses_the_contract_example() {
