@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -463,6 +463,7 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
     } else {
         tracing::info!(%bound, "serving metrics at /metrics");
     }
+    let open = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
@@ -477,6 +478,13 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
                         continue;
                     }
                 };
+                // At most `CONNECTIONS` at once; one more is closed unanswered.
+                let held = Arc::clone(&open);
+                if open.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    tracing::debug!("metrics: {CONNECTIONS} connections open; closing one more");
+                    continue;
+                }
                 // One short-lived thread per request: a slow client holds only its own.
                 let spawned = std::thread::Builder::new()
                     .name("metrics-request".into())
@@ -484,14 +492,22 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
                         if let Err(e) = answer(stream) {
                             tracing::debug!(error = %e, "metrics request");
                         }
+                        held.fetch_sub(1, Ordering::SeqCst);
                     });
                 if let Err(e) = spawned {
+                    open.fetch_sub(1, Ordering::SeqCst);
                     tracing::warn!(error = %e, "metrics request");
                 }
             }
         })?;
     Ok(bound)
 }
+
+/// Connections answered at once, at most: each holds a file descriptor and a thread for up to
+/// [`REQUEST_WITHIN`], and clients that opened hundreds and sent nothing took the descriptors
+/// the job needs (its Redis writes failed, `Too many open files`, for as long as they went on).
+/// A scraper needs one.
+const CONNECTIONS: usize = 32;
 
 /// How long a request may take to arrive, whole: a client sending a byte now and then held its
 /// thread for as long as it went on.

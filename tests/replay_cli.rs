@@ -1803,6 +1803,46 @@ fn a_metrics_port_the_system_chose_is_named() {
     );
 }
 
+/// At most 32 metrics connections are answered at once: one more is closed at once, not held
+/// (clients that opened hundreds and sent nothing took the file descriptors the job needs), and
+/// once the silent ones are cut off (5 s) a scrape is answered.
+#[cfg(unix)]
+#[test]
+fn metrics_connections_beyond_32_are_closed() {
+    let dir = scratch("replay_metrics_connections");
+    let pipe = dir.join("silent.pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap()
+        .success());
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let _job = Killed(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", pipe.to_str().unwrap(), "--out", "/dev/null"])
+            .args(["--metrics-addr", &metrics])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tampines"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    assert!(common::get_within(&metrics, "/metrics", deadline).starts_with("HTTP/1.1 200"));
+    let silent: Vec<std::net::TcpStream> = (0..32)
+        .map(|_| std::net::TcpStream::connect(&metrics).unwrap())
+        .collect();
+    let mut one_more = std::net::TcpStream::connect(&metrics).unwrap();
+    one_more
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(one_more.read(&mut byte), Ok(0)),
+        "the 33rd connection was held, not closed"
+    );
+    drop(silent);
+    assert!(common::get_within(&metrics, "/metrics", deadline).starts_with("HTTP/1.1 200"));
+}
+
 /// A metrics request must arrive whole within 5 s: a client sending a byte every 200 ms, never
 /// ending its headers, is cut off (it held its thread for as long as it went on), and the next
 /// scrape is answered. The job waits for a writer to open its pipe (none does: opening one here

@@ -129,6 +129,27 @@ pub fn get(addr: &str, path: &str) -> String {
     request(addr, "GET", path)
 }
 
+/// The first whole response to `GET path` from `addr` before `deadline`: a connection refused
+/// (not listening yet), closed unanswered or cut is tried again every 20 ms.
+pub fn get_within(addr: &str, path: &str, deadline: std::time::Instant) -> String {
+    loop {
+        let answer = TcpStream::connect(addr).ok().and_then(|mut s| {
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).ok()?;
+            Some(body).filter(|b| !b.is_empty())
+        });
+        if let Some(body) = answer {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer from {addr}{path} in time"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20)); // poll, bounded by the deadline
+    }
+}
+
 /// The response to `METHOD path` from an HTTP server at `addr`, whole.
 pub fn request(addr: &str, method: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect to metrics");
