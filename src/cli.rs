@@ -126,7 +126,7 @@ pub struct JobArgs {
     #[arg(long)]
     pub out: Option<String>,
     /// Redis to publish to: `redis://[user:password@]host:port/db` (rediss:// for TLS).
-    #[arg(long, env = "TAMPINES_REDIS")]
+    #[arg(long, env = "TAMPINES_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
     /// Redis key prefix.
     #[arg(long, default_value = "tampines")]
@@ -725,42 +725,93 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
     None
 }
 
-/// `text` with the password of every URL in it replaced by `***` (`redis://user:***@host`, and
-/// `redis://***@host` where the user part is all there is, which may be a token): what is said
-/// of a `--redis` URL, or of a configuration file that holds one, never shows its password.
+/// `text` with every secret of a URL in it replaced by `***`: a password (`redis://user:***@host`,
+/// and `redis://***@host` where the user part is all there is, which may be a token) and a
+/// `pass` or `password` query parameter (`redis+unix:///r.sock?pass=***`). A URL's user part
+/// runs to the last `@` before the next space, quote or backslash, so a password may hold `/`,
+/// `:` or `@`: what is said of a `--redis` URL, or of a configuration file that holds one, never
+/// shows it.
 pub fn hide_passwords(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(scheme) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme + 3);
         out.push_str(head);
-        // The authority: up to a path, a quote, a space or the end; its user part: up to its
-        // last `@`.
         let end = tail
-            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .find(|c: char| c == '"' || c == '\'' || c == '\\' || c.is_whitespace())
             .unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
-            Some(at) => {
-                match tail[..at].split_once(':') {
-                    Some((user, _)) => out.push_str(&format!("{user}:***")),
-                    None => out.push_str("***"),
-                }
-                rest = &tail[at..];
-            }
-            None => rest = tail,
+        let (url, after) = tail.split_at(end);
+        let (userinfo, host) = match url.rfind('@') {
+            Some(at) => (Some(&url[..at]), &url[at..]),
+            None => (None, url),
+        };
+        match userinfo.map(|u| u.split_once(':')) {
+            Some(Some((user, _))) => out.push_str(&format!("{user}:***")),
+            Some(None) => out.push_str("***"),
+            None => {}
         }
+        out.push_str(&hide_query_passwords(host));
+        rest = after;
     }
     out.push_str(rest);
     out
 }
 
-/// True for `-` and the paths that are standard output (`/dev/stdout`, `/dev/fd/1`,
-/// `/proc/self/fd/1`), as `--out` and `--dlq` take them.
+/// One URL, whole, with its secrets replaced by `***` as [`hide_passwords`] does, its user part
+/// running to its last `@` (a password may hold quotes and spaces too).
+pub fn hide_url_password(url: &str) -> String {
+    let Some(scheme) = url.find("://") else {
+        return hide_query_passwords(url);
+    };
+    let (head, tail) = url.split_at(scheme + 3);
+    match tail.rfind('@') {
+        Some(at) => {
+            let user = tail[..at].split_once(':').map(|(user, _)| user);
+            let shown = user.map_or("***".to_string(), |user| format!("{user}:***"));
+            format!("{head}{shown}{}", hide_query_passwords(&tail[at..]))
+        }
+        None => format!("{head}{}", hide_query_passwords(tail)),
+    }
+}
+
+/// `url` with the values of its `pass` and `password` query parameters replaced by `***`.
+fn hide_query_passwords(url: &str) -> String {
+    let Some((path, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let hidden: Vec<String> = (query.split('&'))
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if ["pass", "password"].contains(&k.to_ascii_lowercase().as_str()) => {
+                format!("{k}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", hidden.join("&"))
+}
+
+/// True for `-` and for a path that is what standard output is (`/dev/stdout`, `/dev//stdout`,
+/// `/proc/thread-self/fd/1`, the file stdout was redirected to...), as `--out` and `--dlq` take
+/// them: found by the file's identity, not its name. `/dev/null` is never stdout here: it may
+/// take both.
 pub fn names_stdout(target: &str) -> bool {
-    matches!(
-        target,
-        "-" | "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1"
-    )
+    use std::os::unix::fs::MetadataExt;
+    if target == "-" {
+        return true;
+    }
+    let same =
+        |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    match (
+        std::fs::metadata(target),
+        std::fs::metadata("/proc/self/fd/1"),
+    ) {
+        (Ok(t), Ok(out)) => {
+            let null = std::fs::metadata("/dev/null").is_ok_and(|n| same(&t, &n));
+            !null && same(&t, &out)
+        }
+        // No such file, or no stdout to compare with: by name.
+        _ => matches!(target, "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1"),
+    }
 }
 
 /// Workers per process (`-w`): timely starts a thread and channels for each, and more than
@@ -977,9 +1028,27 @@ mod tests {
                 "redis://u:***@h a redis://v:***@h",
             ),
             ("no url here", "no url here"),
+            // A password with `/` (base64) or `@`; a socket's query parameter; a quote.
+            (
+                "redis://default:ab/cd+ef=@127.0.0.1:1/0",
+                "redis://default:***@127.0.0.1:1/0",
+            ),
+            (
+                "redis+unix:///tmp/r.sock?db=zz&pass=sekret x",
+                "redis+unix:///tmp/r.sock?db=zz&pass=*** x",
+            ),
         ];
         for (text, shown) in cases {
             assert_eq!(hide_passwords(text), shown);
+        }
+        // One URL, whole: its user part runs to its last `@`, whatever it holds.
+        for (url, shown) in [
+            (r#"redis://u:pa"s s@h:1/zz"#, "redis://u:***@h:1/zz"),
+            ("redis://t0ken@h", "redis://***@h"),
+            ("unix:///r.sock?password=x", "unix:///r.sock?password=***"),
+            ("redis://h:1/0", "redis://h:1/0"),
+        ] {
+            assert_eq!(hide_url_password(url), shown);
         }
     }
 

@@ -225,7 +225,7 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
             let p = &job_args.prefix;
             say(&format!(
                 "{how} at {}: results are published there. Look with:",
-                crate::cli::hide_passwords(url)
+                crate::cli::hide_url_password(url)
             ));
             say(&format!("  {cli} GET {p}:frontier"));
             say(&format!("  {cli} GET {p}:book:demo:S000USDT:1"));
@@ -382,5 +382,5 @@ fn report_status(stop: &AtomicBool) {
 
 /// The redis-cli invocation for a Redis URL (`-u` takes the URL as it is).
 fn redis_cli(url: &str) -> String {
-    format!("redis-cli -u {}", crate::cli::hide_passwords(url))
+    format!("redis-cli -u {}", crate::cli::hide_url_password(url))
 }

@@ -11,7 +11,8 @@
 //!   byte order mark at a file's start is dropped;
 //! - a line longer than `MAX_LINE` (16 MiB) is one `line too long` dead letter keeping its
 //!   first MiB, however it is read, and reading goes on after it;
-//! - a file that cannot be opened or read never stops the job: it is a dead letter;
+//! - a file that cannot be opened or read once the job runs never stops it: it is a dead letter
+//!   (one missing or a folder is refused before the job starts, exit 2);
 //! - a gzip stream that breaks gives every line decoded before the break, then one dead letter
 //!   (`GzFile`; README, "A gzip file whose stream breaks").
 

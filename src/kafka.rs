@@ -107,7 +107,16 @@ impl Connection {
         };
         match &accepted(&self.properties) {
             Ok(()) => Ok(()),
-            Err(e @ KafkaError::ClientConfig(_, _, k, v)) => bail!("-X {k}={v}: {e}"),
+            Err(e @ KafkaError::ClientConfig(_, _, k, v)) => {
+                // A value that may be a secret is not shown, nor that of a key librdkafka does
+                // not know (a misspelt `sasl.password`): librdkafka's message quotes it too.
+                let said = e.to_string();
+                let unknown = said.contains("No such configuration property");
+                if (secret_property(k) || unknown) && !v.is_empty() {
+                    bail!("-X {k}=***: {}", said.replace(v.as_str(), "***"))
+                }
+                bail!("-X {k}={v}: {e}")
+            }
             Err(e) => bail!("-X: {e}"),
         }
     }
@@ -885,6 +894,24 @@ impl KafkaDeadLetters {
 /// by default, and a dead letter carries headers too. Uncut, such a message's dead letter could
 /// not be produced, and that stopped the job.
 const DEAD_PAYLOAD_MAX: usize = 900_000;
+
+/// Whether a librdkafka property may hold a secret (`sasl.password`, `ssl.key.password`,
+/// `sasl.oauthbearer.client.secret`, `ssl.key.pem`, `sasl.jaas.config`...): its value is never
+/// printed.
+fn secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "pass",
+        "secret",
+        "key",
+        "token",
+        "cred",
+        "jaas",
+        "oauthbearer.config",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+}
 
 /// Where to cut `payload` (longer than `max`): at `max`, or up to 3 bytes before it at the start
 /// of a character, so that a text payload stays text. Bytes that are no text (more than 3

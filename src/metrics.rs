@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -463,7 +463,7 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
     } else {
         tracing::info!(%bound, "serving metrics at /metrics");
     }
-    let open = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(Mutex::new(Open::default()));
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
@@ -478,24 +478,21 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
                         continue;
                     }
                 };
-                // At most `CONNECTIONS` at once; one more is closed unanswered.
-                let held = Arc::clone(&open);
-                if open.fetch_add(1, Ordering::SeqCst) >= CONNECTIONS {
-                    open.fetch_sub(1, Ordering::SeqCst);
-                    tracing::debug!("metrics: {CONNECTIONS} connections open; closing one more");
+                let Some(slot) = Slot::take(&open, &stream) else {
+                    tracing::debug!("metrics: too many connections open; closing one more");
                     continue;
-                }
-                // One short-lived thread per request: a slow client holds only its own.
+                };
+                // One short-lived thread per request: a slow client holds only its own. The
+                // slot is given back when the thread ends, or at once if it cannot start.
                 let spawned = std::thread::Builder::new()
                     .name("metrics-request".into())
                     .spawn(move || {
+                        let _slot = slot;
                         if let Err(e) = answer(stream) {
                             tracing::debug!(error = %e, "metrics request");
                         }
-                        held.fetch_sub(1, Ordering::SeqCst);
                     });
                 if let Err(e) = spawned {
-                    open.fetch_sub(1, Ordering::SeqCst);
                     tracing::warn!(error = %e, "metrics request");
                 }
             }
@@ -503,10 +500,58 @@ pub fn serve(addr: &str, process: usize) -> Result<SocketAddr> {
     Ok(bound)
 }
 
+/// The metrics connections open: in all, and by the client's address.
+#[derive(Default)]
+struct Open {
+    all: usize,
+    by_client: HashMap<std::net::IpAddr, usize>,
+}
+
+/// One connection's place among those open, given back when dropped.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    client: std::net::IpAddr,
+}
+
+impl Slot {
+    /// A place for `stream`, unless [`CONNECTIONS`] are open, or [`PER_CLIENT`] of its client's.
+    fn take(open: &Arc<Mutex<Open>>, stream: &TcpStream) -> Option<Slot> {
+        let client = stream.peer_addr().ok()?.ip();
+        let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = o.by_client.get(&client).copied().unwrap_or(0);
+        if o.all >= CONNECTIONS || mine >= PER_CLIENT {
+            return None;
+        }
+        o.all += 1;
+        o.by_client.insert(client, mine + 1);
+        Some(Slot {
+            open: Arc::clone(open),
+            client,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut o = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        o.all -= 1;
+        if let std::collections::hash_map::Entry::Occupied(mut e) = o.by_client.entry(self.client) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+/// Connections of one client (address) answered at once, at most: so that one client holding
+/// connections open cannot keep every scraper out.
+const PER_CLIENT: usize = 8;
+
 /// Connections answered at once, at most: each holds a file descriptor and a thread for up to
 /// [`REQUEST_WITHIN`], and clients that opened hundreds and sent nothing took the descriptors
 /// the job needs (its Redis writes failed, `Too many open files`, for as long as they went on).
-/// A scraper needs one.
+/// A scraper needs one; one client gets at most [`PER_CLIENT`].
 const CONNECTIONS: usize = 32;
 
 /// How long a request may take to arrive, whole: a client sending a byte now and then held its

@@ -207,8 +207,8 @@ impl RedisOptions {
         redis::Client::open(self.url.as_str())
             .map(|_| ())
             .map_err(|e| {
-                let said = format!("bad --redis URL {:?}: {e}", self.url);
-                anyhow::anyhow!(crate::cli::hide_passwords(&said))
+                let url = crate::cli::hide_url_password(&self.url);
+                anyhow::anyhow!("bad --redis URL {url:?}: {e}")
             })
     }
 }
