@@ -42,6 +42,35 @@ fn wait_for_first_write(c: &mut redis::Connection) {
     }
 }
 
+/// `replay` of `events` into `server` fed through its stdin: the first half written, then, once
+/// the job has written its first mark to Redis, the job, its stdin and the second half. The job
+/// waits for the rest meanwhile, so what the test does then happens while it runs (read from
+/// the file, the job's last 60-80 ms after its first write were all a test had).
+fn replay_fed_in_halves(
+    events: &str,
+    server: &RedisServer,
+) -> (common::broker::KillOnDrop, std::process::ChildStdin, String) {
+    use std::io::Write;
+    let text = std::fs::read_to_string(events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let mut job = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args([&["replay", "/dev/stdin", "--redis", &server.url][..], &OPTS].concat())
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = job.0.stdin.take().unwrap();
+    stdin
+        .write_all((first.join("\n") + "\n").as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    wait_for_first_write(&mut server.connection().unwrap());
+    (job, stdin, second.join("\n") + "\n")
+}
+
 /// Closes every client's connection, `c`'s included (an outage, as clients see it).
 fn drop_every_client(c: &mut redis::Connection) {
     let _: redis::RedisResult<u64> = redis::cmd("CLIENT")
@@ -275,27 +304,24 @@ fn an_outage_is_survived() {
     let (_dir, events, reference) = prepare("redis_outage", 30_000);
     let reference = Arc::try_unwrap(reference).expect("one owner");
     let server = RedisServer::start();
-    let mut job = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args([&["replay", &events, "--redis", &server.url][..], &OPTS].concat())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Wait for the first write, then stop answering for 3 s, then drop every client.
+    // After the first write, stop answering for 3 s, then drop every client; then the rest.
+    let (mut job, mut stdin, rest) = replay_fed_in_halves(&events, &server);
     let mut c = server.connection().unwrap();
-    wait_for_first_write(&mut c);
     redis::cmd("DEBUG")
         .arg("SLEEP")
         .arg(3)
         .query::<()>(&mut c)
         .unwrap();
     drop_every_client(&mut c);
+    std::io::Write::write_all(&mut stdin, rest.as_bytes()).unwrap();
+    drop(stdin);
     let mut stderr = String::new();
     BufReader::new(job.0.stderr.take().unwrap())
         .lines()
         .for_each(|l| stderr.push_str(&(l.unwrap() + "\n")));
     assert!(job.0.wait().unwrap().success(), "{stderr}");
+    // The job met the outage: a write failed (its connection dropped) and was retried.
+    assert!(stderr.contains("redis write failed"), "{stderr}");
     let mut c = server.connection().unwrap();
     let (frontier, keys) = snapshot(&mut c).unwrap();
     let last = *reference.keys().last().unwrap();
@@ -1542,13 +1568,8 @@ fn a_step_retried_after_its_reply_was_lost_changes_nothing() {
 fn a_password_set_while_running_is_named() {
     let (_dir, events, _reference) = prepare("redis_password_later", 30_000);
     let server = RedisServer::start();
-    let job = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args([&["replay", &events, "--redis", &server.url][..], &OPTS].concat())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut job, mut stdin, rest) = replay_fed_in_halves(&events, &server);
     let mut c = server.connection().unwrap();
-    wait_for_first_write(&mut c);
     redis::cmd("CONFIG")
         .arg("SET")
         .arg("requirepass")
@@ -1556,9 +1577,13 @@ fn a_password_set_while_running_is_named() {
         .query::<()>(&mut c)
         .unwrap();
     drop_every_client(&mut c);
-    let out = job.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // The job may stop before it takes all of the rest.
+    let _ = std::io::Write::write_all(&mut stdin, rest.as_bytes());
+    drop(stdin);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut job.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    let status = job.0.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
     let last = stderr.lines().last().unwrap_or("");
     assert!(
         last.starts_with("tampines: writing mark ") && last.contains("asks for a password"),

@@ -97,10 +97,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A hostfile in `dir` for a job of two processes on this host, each on a free port.
+/// A hostfile in `dir` for a job of two processes on this host, each on a free port: two
+/// different ports (picked one after the other, the second could be the first again).
 pub fn two_hosts(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("hosts");
-    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port());
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let (a, b) = (bind(), bind());
+    let port = |l: &std::net::TcpListener| l.local_addr().expect("free port").port();
+    let hosts = format!("127.0.0.1:{}\n127.0.0.1:{}\n", port(&a), port(&b));
     std::fs::write(&path, hosts).expect("write the hostfile");
     path
 }
@@ -108,9 +112,47 @@ pub fn two_hosts(dir: &Path) -> std::path::PathBuf {
 /// Waits for every process of one job (spawned with piped stderr) and asserts that each
 /// succeeded, showing all their stderr under `label` if not; returns their outputs, in order.
 pub fn wait_job(label: &str, processes: Vec<std::process::Child>) -> Vec<std::process::Output> {
-    let outputs: Vec<_> = processes
+    // Within 300 s, or they are killed and the test fails (a process of two whose peer could
+    // not start, its port taken, dials it for ever).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let mut running: Vec<_> = processes
         .into_iter()
-        .map(|p| p.wait_with_output().expect("wait for process"))
+        .map(|mut p| {
+            let out = read(p.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+            let err = read(p.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>));
+            (p, out, err, None)
+        })
+        .collect();
+    while running.iter().any(|(_, _, _, status)| status.is_none()) {
+        for (p, _, _, status) in running.iter_mut().filter(|r| r.3.is_none()) {
+            *status = p.try_wait().expect("wait for process");
+        }
+        if std::time::Instant::now() > deadline {
+            for (p, ..) in running.iter_mut() {
+                let _ = p.kill();
+            }
+            let stderr: Vec<String> = (running.into_iter())
+                .map(|(_, _, err, _)| String::from_utf8_lossy(&err.join().unwrap()).into_owned())
+                .collect();
+            panic!("{label}: still running after 300 s: {}", stderr.join(" / "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20)); // poll, bounded by the deadline
+    }
+    let outputs: Vec<std::process::Output> = (running.into_iter())
+        .map(|(_, out, err, status)| std::process::Output {
+            status: status.expect("ended"),
+            stdout: out.join().unwrap(),
+            stderr: err.join().unwrap(),
+        })
         .collect();
     assert!(
         outputs.iter().all(|o| o.status.success()),

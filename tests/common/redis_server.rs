@@ -23,38 +23,63 @@ impl RedisServer {
                 .output()
                 .is_ok()
         });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--enable-debug-command",
-                "yes",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let server = RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}/0"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while server.connection().is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+        // A port picked free may be taken before the server binds it (by another test's
+        // server or job): the server then exits, and another server would answer on it. So a
+        // server counts as started once the one answering is this one (its process id), and
+        // one that exited is started again on another port.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--enable-debug-command",
+                    "yes",
+                ])
+                .args(extra)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start redis-server");
+            let mut server = RedisServer {
+                child,
+                url: format!("redis://127.0.0.1:{port}/0"),
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if server
+                    .child
+                    .try_wait()
+                    .expect("redis-server's status")
+                    .is_some()
+                {
+                    break; // it could not start (its port taken): another port
+                }
+                if server.is_this_one() {
+                    return server;
+                }
+                assert!(Instant::now() < deadline, "redis-server did not answer");
+                std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
+            }
         }
-        server
+        panic!("redis-server did not start on any of 5 free ports")
+    }
+
+    /// Whether the server answering on this one's port is this one.
+    fn is_this_one(&self) -> bool {
+        let info = self
+            .connection()
+            .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c));
+        info.is_ok_and(|info| info.contains(&format!("process_id:{}\r", self.child.id())))
     }
 
     /// A connection that answered PING.
