@@ -1564,10 +1564,17 @@ fn a_bounded_run_stops_at_the_end_offsets_of_its_start() {
         .map(|i| book_of("LATER", 300_000 + i * 100, i, "1"))
         .collect();
     kcat_to(&broker, "market.book", 0, &later);
-    let mut rest = String::new();
-    std::fs::File::open(&fifo)
-        .unwrap()
-        .read_to_string(&mut rest)
+    // The rest, read on a thread: a job that never ends fails the test after 120 s (and is
+    // killed), where reading here waited for ever.
+    let (send, read) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let done = std::fs::File::open(&path).and_then(|mut f| f.read_to_string(&mut rest));
+        let _ = send.send(done.map(|_| rest));
+    });
+    let rest = (read.recv_timeout(Duration::from_secs(120)))
+        .expect("the job ended within 120 s")
         .unwrap();
     let status = job.0.wait().unwrap();
     let mut stderr = String::new();

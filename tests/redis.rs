@@ -156,6 +156,8 @@ fn watch(
             // Outages are part of some tests: a failed read is simply retried.
             let Ok(mut c) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection())
             else {
+                // Not in a tight loop: it spun a core, and walked through the local ports.
+                std::thread::sleep(Duration::from_millis(5)); // poll interval, until `stop`
                 continue;
             };
             while let Ok((Some(frontier), keys)) = snapshot(&mut c) {
@@ -181,6 +183,8 @@ fn watch(
                     break;
                 }
             }
+            // No frontier yet, or the connection failed: again, after a pause.
+            std::thread::sleep(Duration::from_millis(5)); // poll interval, until `stop`
         }
         checked
     })

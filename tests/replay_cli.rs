@@ -880,10 +880,11 @@ fn a_named_pipe_is_read_whole() {
         .recv_timeout(Duration::from_secs(60))
         .expect("the job never finished: it waits on the pipe")
         .unwrap();
-    writer.join().unwrap().expect("the pipe's reader went away");
+    // The job first: one that ended without opening the pipe left the writer waiting for ever.
     assert!(job.0.wait().unwrap().success());
-    let from_file = replay(&file).wait_with_output().unwrap();
     assert!(from_pipe.contains(r#""kind":"ticker""#), "{from_pipe}");
+    writer.join().unwrap().expect("the pipe's reader went away");
+    let from_file = replay(&file).wait_with_output().unwrap();
     assert_eq!(from_pipe, String::from_utf8(from_file.stdout).unwrap());
 }
 

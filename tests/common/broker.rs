@@ -22,10 +22,21 @@ impl Broker {
             .stdout(Stdio::piped())
             .spawn()
             .expect("start broker");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .expect("bootstrap line");
+        // Its first line, within 60 s (read on a thread: a broker that never says it waited
+        // for ever).
+        let stdout = child.stdout.take().unwrap();
+        let (send, said) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = send.send(line);
+        });
+        let line = said
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("the broker said nothing within 60 s")
+            });
         let bootstrap = line
             .trim()
             .strip_prefix("bootstrap=")
@@ -34,12 +45,9 @@ impl Broker {
         Broker { child, bootstrap }
     }
 
-    /// SIGTERM, then the exit status.
+    /// SIGTERM, then the exit status, within 60 s.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        self.child.wait().expect("broker exits")
+        super::signalled(&mut self.child, "TERM").expect("the broker stops within 60 s of SIGTERM")
     }
 }
 
