@@ -1411,7 +1411,7 @@ fn backpressure_reaches_every_process() {
         .query::<()>(&mut c)
         .unwrap();
     let hostfile = common::two_hosts(&dir);
-    let port = common::free_port();
+    let port = common::free_port_pair();
     let spawn = |p: &str| {
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args(["replay", input.to_str().unwrap(), "--redis", &server.url])
@@ -1442,7 +1442,19 @@ fn backpressure_reaches_every_process() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
     let read = loop {
-        assert!(Instant::now() < deadline, "never paused: {seen:?}");
+        if Instant::now() > deadline {
+            // What the processes said, once stopped.
+            let said: Vec<String> = (processes.iter_mut())
+                .map(|p| {
+                    let _ = p.0.kill();
+                    let mut stderr = String::new();
+                    let _ =
+                        std::io::Read::read_to_string(&mut p.0.stderr.take().unwrap(), &mut stderr);
+                    stderr
+                })
+                .collect();
+            panic!("never paused: {seen:?}; {}", said.join(" / "));
+        }
         if let Some(s) = scrape() {
             seen.push(s);
         }

@@ -97,6 +97,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A local port `p` with `p + 1` free too (now): a two-process job's metrics port, which
+/// process 1 takes plus one.
+pub fn free_port_pair() -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        let port = first.local_addr().expect("free port").port();
+        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// A hostfile in `dir` for a job of two processes on this host, each on a free port: two
 /// different ports (picked one after the other, the second could be the first again).
 pub fn two_hosts(dir: &Path) -> std::path::PathBuf {
