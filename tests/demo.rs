@@ -33,6 +33,31 @@ fn demo(symbols: &str, rate: &str, probe: &str) -> Command {
     command
 }
 
+/// The demo's exit status, once it ends by itself, within 60 s (polled).
+fn ended_within_60s(child: &mut KillOnDrop) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.0.try_wait().expect("demo's status") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "demo still running after 60 s");
+        std::thread::sleep(Duration::from_millis(50)); // poll interval, bounded by the deadline
+    }
+}
+
+/// The lines of a child's pipe as they come, read on a thread (waited for with a deadline).
+fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// `--stdout` wins over a Redis named by the environment (or a config file): the demo wrote to
 /// the Redis of TAMPINES_REDIS, saying it was "named by --redis" (here a port where nothing
 /// listens: it gave up after 30 s, exit 1).
@@ -46,15 +71,7 @@ fn stdout_wins_over_a_redis_the_environment_names() {
         .spawn()
         .expect("start demo");
     let mut child = KillOnDrop(child);
-    let stdout = BufReader::new(child.0.stdout.take().unwrap());
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(child.0.stdout.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -81,15 +98,7 @@ fn the_demo_names_the_file_its_results_go_to() {
         .spawn()
         .expect("start demo");
     let mut child = KillOnDrop(child);
-    let stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(child.0.stderr.take().unwrap());
     let said = format!(
         "results go to {} (--out) as NDJSON (--stdout)",
         out.display()
@@ -119,14 +128,7 @@ fn a_demo_without_redis_refuses_dead_letters_on_stdout() {
         .spawn()
         .expect("start demo");
     let mut child = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("demo's status") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "demo still running after 60 s");
-        std::thread::sleep(Duration::from_millis(50)); // poll interval, bounded by the deadline
-    };
+    let status = ended_within_60s(&mut child);
     let (mut stdout, mut stderr) = (String::new(), String::new());
     (child.0.stdout.take().unwrap())
         .read_to_string(&mut stdout)
@@ -159,14 +161,7 @@ fn a_demo_that_cannot_write_its_results_exits_1() {
         .spawn()
         .expect("start demo");
     let mut child = KillOnDrop(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("demo's status") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "demo still running after 60 s");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = ended_within_60s(&mut child);
     let mut stderr = String::new();
     (child.0.stderr.take().unwrap())
         .read_to_string(&mut stderr)
@@ -189,15 +184,7 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
         .spawn()
         .expect("start demo");
     let mut child = KillOnDrop(child);
-    let (tx, rx) = mpsc::channel::<String>();
-    let stdout = child.0.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(child.0.stdout.take().unwrap());
     let stderr = child.0.stderr.take().unwrap();
     let stderr = std::thread::spawn(move || {
         let mut text = String::new();

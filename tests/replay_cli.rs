@@ -974,6 +974,28 @@ impl Drop for Killed {
     }
 }
 
+/// A replay serving metrics at `metrics` that runs until killed: it reads a named pipe no one
+/// opens to write (opening one in a test hung when the job had ended), in a scratch directory
+/// `name`, its logs at the default level to `stderr`.
+#[cfg(unix)]
+fn serving_metrics(name: &str, metrics: &str, stderr: Stdio) -> Killed {
+    let pipe = scratch(name).join("silent.pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap()
+        .success());
+    Killed(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", pipe.to_str().unwrap(), "--out", "/dev/null"])
+            .args(["--metrics-addr", metrics])
+            .env_remove("RUST_LOG")
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn tampines"),
+    )
+}
+
 /// A hostfile that cannot serve the job is bad configuration: exit 2 with one line, before any
 /// process listens or dials.
 #[test]
@@ -1790,24 +1812,8 @@ fn environment_wins_over_the_config_file() {
 #[cfg(unix)]
 #[test]
 fn a_metrics_port_the_system_chose_is_named() {
-    let dir = scratch("replay_metrics_port_0");
-    let pipe = dir.join("silent.pipe");
-    assert!(Command::new("mkfifo")
-        .arg(&pipe)
-        .status()
-        .unwrap()
-        .success());
-    let mut job = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["replay", pipe.to_str().unwrap(), "--out", "/dev/null"])
-            .args(["--metrics-addr", "127.0.0.1:0"])
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tampines"),
-    );
-    // The job runs on, waiting for a writer to open its pipe (none does: opening it here hung
-    // when the job had ended): its first log line, waited for up to 60 s.
+    let mut job = serving_metrics("replay_metrics_port_0", "127.0.0.1:0", Stdio::piped());
+    // Its first log line, waited for up to 60 s.
     let (tx, rx) = mpsc::channel();
     let log = job.0.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -1840,22 +1846,8 @@ fn a_metrics_port_the_system_chose_is_named() {
 #[cfg(unix)]
 #[test]
 fn metrics_connections_beyond_8_of_a_client_are_closed() {
-    let dir = scratch("replay_metrics_connections");
-    let pipe = dir.join("silent.pipe");
-    assert!(Command::new("mkfifo")
-        .arg(&pipe)
-        .status()
-        .unwrap()
-        .success());
     let metrics = format!("127.0.0.1:{}", common::free_port());
-    let _job = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["replay", pipe.to_str().unwrap(), "--out", "/dev/null"])
-            .args(["--metrics-addr", &metrics])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tampines"),
-    );
+    let _job = serving_metrics("replay_metrics_connections", &metrics, Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(60);
     assert!(common::get_within(&metrics, "/metrics", deadline).starts_with("HTTP/1.1 200"));
     let silent: Vec<std::net::TcpStream> = (0..8)
@@ -1879,27 +1871,12 @@ fn metrics_connections_beyond_8_of_a_client_are_closed() {
 
 /// A metrics request must arrive whole within 5 s: a client sending a byte every 200 ms, never
 /// ending its headers, is cut off (it held its thread for as long as it went on), and the next
-/// scrape is answered. The job waits for a writer to open its pipe (none does: opening one here
-/// hung when the job had ended), so it runs throughout.
+/// scrape is answered.
 #[cfg(unix)]
 #[test]
 fn a_metrics_request_that_never_ends_is_cut_off() {
-    let dir = scratch("replay_metrics_slow_client");
-    let pipe = dir.join("silent.pipe");
-    assert!(Command::new("mkfifo")
-        .arg(&pipe)
-        .status()
-        .unwrap()
-        .success());
     let metrics = format!("127.0.0.1:{}", common::free_port());
-    let _job = Killed(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["replay", pipe.to_str().unwrap(), "--out", "/dev/null"])
-            .args(["--metrics-addr", &metrics])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tampines"),
-    );
+    let _job = serving_metrics("replay_metrics_slow_client", &metrics, Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut slow = loop {
         if let Ok(s) = std::net::TcpStream::connect(&metrics) {
