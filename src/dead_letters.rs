@@ -128,6 +128,13 @@ impl DeadLetterLog {
         }
     }
 
+    /// How long until this second's count of dead letters not logged one by one is due, if
+    /// there is one to tell.
+    pub fn unlogged_due(&self) -> Option<Duration> {
+        let since = self.since.filter(|_| self.unlogged > 0)?;
+        Some(Duration::from_secs(1).saturating_sub(since.elapsed()))
+    }
+
     /// How many were not logged so far, at once (the end of the job).
     pub fn tell_unlogged_now(&mut self) {
         if self.unlogged > 0 {

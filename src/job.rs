@@ -332,7 +332,10 @@ where
             let dead_failures = outputs.dead.unary_frontier::<Notices, _, _, _>(
                 Pipeline,
                 "DeadLetterSink",
-                move |_, _| {
+                move |_, info| {
+                    // Woken when a second's count of dead letters not logged one by one is
+                    // due, whether or not more come (it waited for the next one, or the end).
+                    let activator = scope.activator_for(info.address);
                     move |(input, frontier), output| {
                         // The earliest time written in this activation: a failure to deliver
                         // what it wrote is told at it.
@@ -363,6 +366,9 @@ where
                             }
                         }
                         dead_log.tell_unlogged();
+                        if let Some(due) = dead_log.unlogged_due() {
+                            activator.activate_after(due);
+                        }
                         if frontier.is_empty() {
                             dead_log.tell_unlogged_now();
                             // No time is left to tell a failure at; nothing is left to write

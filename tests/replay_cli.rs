@@ -1807,6 +1807,65 @@ fn environment_wins_over_the_config_file() {
     assert_eq!(ticker["count"], 3);
 }
 
+/// Dead letters past the 10 a second logged one by one are told as a number within about a
+/// second, while the input stays open and nothing more comes (the count waited for the next
+/// dead letter or the end: a burst of 100 showed as 10 until then).
+#[cfg(unix)]
+#[test]
+fn a_burst_of_dead_letters_is_counted_in_the_log_within_a_second() {
+    let pipe = scratch("replay_dead_letter_burst").join("bad.pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap()
+        .success());
+    let mut job = Killed(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", pipe.to_str().unwrap(), "--out", "/dev/null"])
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tampines"),
+    );
+    // 100 bad lines, and the pipe held open until the test ends (a thread: opening it waits for
+    // the job, and must not hang the test if the job is gone).
+    let (hold, done) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut w = std::fs::OpenOptions::new().write(true).open(&pipe)?;
+        for i in 0..100 {
+            writeln!(w, "not json {i}")?;
+        }
+        w.flush()?;
+        let _ = done.recv(); // until the test ends
+        std::io::Result::Ok(())
+    });
+    let (send, lines) = mpsc::channel();
+    let log = job.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // All 100 told, one by one (10 a second) or in counts, while the pipe is still open.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut one_by_one, mut counted) = (0, 0);
+    while one_by_one + counted < 100 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("{one_by_one} logged one by one and {counted} counted in 60 s, of 100")
+        });
+        one_by_one += line.contains("dead letter reason=") as u64;
+        counted += (line.split("count=").nth(1))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    assert_eq!(one_by_one + counted, 100);
+    assert!(counted > 0, "every one logged: more than 10 a second");
+    drop(hold);
+}
+
 /// With `--metrics-addr HOST:0` the system chooses the port, and a line at the default level
 /// names it (only an info line did, which the default level hides): the port it names serves.
 #[cfg(unix)]
