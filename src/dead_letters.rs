@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tampines_dataflows::source::DeadLetter;
 
 use crate::metrics::InputLabels;
@@ -49,14 +49,19 @@ pub fn write_each(
 }
 
 /// A `--dlq` file.
-pub struct FileDeadLetters(pub Box<dyn Write>);
+pub struct FileDeadLetters {
+    /// The file, opened.
+    pub out: Box<dyn Write>,
+    /// Its path, as a failure to write it names it.
+    pub path: String,
+}
 
 impl DeadLetterSink for FileDeadLetters {
     fn write(&mut self, dead: &DeadLetter) -> Result<()> {
-        Ok(sink::write_dead(self.0.as_mut(), dead)?)
+        sink::write_dead(self.out.as_mut(), dead).with_context(|| format!("--dlq {}", self.path))
     }
     fn flush(&mut self) -> Result<()> {
-        Ok(self.0.flush()?)
+        (self.out.flush()).with_context(|| format!("--dlq {}", self.path))
     }
     fn written(&mut self) -> Result<()> {
         self.flush()
@@ -140,7 +145,7 @@ impl DeadLetterLog {
         if self.unlogged > 0 {
             tracing::warn!(
                 count = self.unlogged,
-                "more dead letters, not logged one by one (counted, and in the dead-letter output)"
+                "more dead letters, not logged one by one (counted; each handed to the dead-letter output)"
             );
         }
         (self.since, self.logged, self.unlogged) = (None, 0, 0);

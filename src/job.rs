@@ -272,7 +272,10 @@ where
             }
             if let Some(p) = &dlq_target {
                 match sink::dlq_writer(p, append) {
-                    Ok(w) => dead_sinks.push(Box::new(FileDeadLetters(w))),
+                    Ok(w) => dead_sinks.push(Box::new(FileDeadLetters {
+                        out: w,
+                        path: p.display().to_string(),
+                    })),
                     Err(e) => unopened.push(format!("{e:#}")),
                 }
             }
@@ -380,13 +383,18 @@ where
                 },
             );
             let results_failure = failure.clone();
+            // The file the results go to, as a failure names it.
+            let results_to = match out_target.as_deref() {
+                Some("-") | None => "stdout".to_string(),
+                Some(file) => file.to_string(),
+            };
             let results_failed = move |e: std::io::Error| {
                 // A closed pipe (`| head`) means the reader is done: a replay stops writing
                 // quietly (and computes on to its end); a live job stops.
                 if !live && e.kind() == std::io::ErrorKind::BrokenPipe {
                     return None;
                 }
-                let f = format!("writing results: {e}");
+                let f = format!("writing results to {results_to}: {e}");
                 results_failure
                     .lock()
                     .expect("lock")

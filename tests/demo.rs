@@ -168,7 +168,7 @@ fn a_demo_that_cannot_write_its_results_exits_1() {
         .unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("writing results: No space left on device"),
+        stderr.contains("writing results to stdout: No space left on device"),
         "{stderr}"
     );
 }

@@ -785,7 +785,7 @@ fn a_live_job_that_cannot_write_its_results_exits_1() {
         .expect("run");
     exited_1_saying(
         &out,
-        "tampines: writing results: No space left on device (os error 28)",
+        "tampines: writing results to /dev/full: No space left on device (os error 28)",
     );
 
     // A closed pipe (`run --out - | head -1`): the results' reader is gone. A live job wrote on
@@ -808,7 +808,10 @@ fn a_live_job_that_cannot_write_its_results_exits_1() {
     // The pipe is closed; one more event makes sure there is more to write.
     kcat_to(&broker, "market.book", 0, &[book(300, 3, "103")]);
     let out = job.wait_with_output().unwrap();
-    exited_1_saying(&out, "tampines: writing results: Broken pipe (os error 32)");
+    exited_1_saying(
+        &out,
+        "tampines: writing results to stdout: Broken pipe (os error 32)",
+    );
 }
 
 /// SIGTERM stops a live job cleanly: its inputs end where they are, the last marks close (up to
@@ -1144,8 +1147,10 @@ fn a_live_job_writes_dead_letters_at_once_and_goes_on_when_it_cannot() {
     let reached = within_60s(|| last_mark(&out) >= 1900);
     drop(job);
     assert!(reached, "progress never reached 1900: {}", text_of(&stderr));
+    // Naming the file that failed.
     assert!(
-        text_of(&stderr).contains("writing a dead letter failed; going on"),
+        text_of(&stderr).contains("writing a dead letter failed; going on")
+            && text_of(&stderr).contains("--dlq /dev/full: No space left on device"),
         "{}",
         text_of(&stderr)
     );

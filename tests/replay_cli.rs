@@ -1263,7 +1263,7 @@ fn a_replay_that_cannot_write_its_results_exits_1() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("writing results: No space left on device"),
+        stderr.contains("writing results to /dev/full: No space left on device"),
         "{stderr}"
     );
 }
