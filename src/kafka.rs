@@ -599,7 +599,8 @@ impl Inputs for KafkaInputs {
                     {
                         self.last_refresh = Instant::now();
                         if let Err(e) = self.assign_new(Start::Earliest) {
-                            tracing::warn!(error = %e, "refreshing partitions");
+                            // With its cause (`%e` showed only "metadata of market.book").
+                            tracing::warn!(error = format!("{e:#}"), "refreshing partitions");
                         }
                     }
                     return Next::Pending;

@@ -43,8 +43,17 @@ fn main() -> ExitCode {
         Command::Demo(_) => "error,tampines=info",
         _ => "error,tampines=warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // A `RUST_LOG` that does not parse is said, not dropped without a word.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(_) => tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|e| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "tampines: RUST_LOG is not a filter ({e}); logging as by default ({default})"
+            );
+            tracing_subscriber::EnvFilter::new(default)
+        }),
+        Err(_) => tracing_subscriber::EnvFilter::new(default),
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -118,7 +127,7 @@ fn main() -> ExitCode {
             } else {
                 use signal_hook::consts::{SIGINT, SIGTERM};
                 let stopping = || {
-                    let line = "tampines: stopping: closing the last marks (again to quit at once)";
+                    let line = "tampines: stopping: closing the last marks, then committing their offsets (again to quit at once)";
                     let _ = writeln!(std::io::stderr(), "{line}");
                 };
                 match tampines::signals::stop_on_signals(&[SIGINT, SIGTERM], stopping, || {}) {

@@ -1866,6 +1866,32 @@ fn a_burst_of_dead_letters_is_counted_in_the_log_within_a_second() {
     drop(hold);
 }
 
+/// A `RUST_LOG` that does not parse is said (the default was used without a word).
+#[test]
+fn a_rust_log_that_does_not_parse_is_said() {
+    let dir = scratch("replay_bad_rust_log");
+    let input = dir.join("in.ndjson");
+    std::fs::write(&input, INPUT).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["replay", input.to_str().unwrap(), "--out", "/dev/null"])
+        .env("RUST_LOG", "info,tampines=[bad")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("tampines: RUST_LOG is not a filter (")
+            && first.ends_with("); logging as by default (error,tampines=warn)"),
+        "{stderr}"
+    );
+    // ... and the default holds: the dead letters at warn.
+    assert!(
+        stderr.contains("WARN tampines::dead_letters: dead letter"),
+        "{stderr}"
+    );
+}
+
 /// With `--metrics-addr HOST:0` the system chooses the port, and a line at the default level
 /// names it (only an info line did, which the default level hides): the port it names serves.
 #[cfg(unix)]
