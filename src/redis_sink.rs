@@ -781,7 +781,9 @@ pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Opt
                 }
                 std::thread::sleep(Duration::from_millis(200)); // retry interval, bounded by the deadline
             }
-            Err(e) => return Err(e).context("reading the stored frontier"),
+            // The error's own text: its source repeats it (`Connection refused (os error 111)`
+            // twice).
+            Err(e) => anyhow::bail!("reading the stored frontier: {e}"),
         }
     }
 }
