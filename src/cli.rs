@@ -179,7 +179,8 @@ pub struct KafkaArgs {
 fn parse_property(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("bad property {s:?}: want key=value"))
+        // Not quoted: it may be a secret written `key:value`.
+        .ok_or_else(|| "bad property: want key=value (what was given is not shown)".to_string())
 }
 
 /// `run`
@@ -727,34 +728,57 @@ fn config_path(args: &[OsString]) -> Option<PathBuf> {
 
 /// `text` with every secret of a URL in it replaced by `***`: a password (`redis://user:***@host`,
 /// and `redis://***@host` where the user part is all there is, which may be a token) and a
-/// `pass` or `password` query parameter (`redis+unix:///r.sock?pass=***`). A URL's user part
-/// runs to the last `@` before the next space, quote or backslash, so a password may hold `/`,
-/// `:` or `@`: what is said of a `--redis` URL, or of a configuration file that holds one, never
-/// shows it.
+/// `pass` or `password` query parameter (`redis+unix:///r.sock?pass=***`). Where a URL ends in a
+/// text cannot be known (a password may hold quotes, spaces or backslashes, as a TOML error
+/// quotes its line), so its user part runs to the last `@` before the line's end or the next
+/// URL: more may be hidden than the password, never less. What is said of a `--redis` URL, or
+/// of a configuration file that holds one, never shows it.
 pub fn hide_passwords(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(scheme) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme + 3);
         out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '"' || c == '\'' || c == '\\' || c.is_whitespace())
-            .unwrap_or(tail.len());
-        let (url, after) = tail.split_at(end);
-        let (userinfo, host) = match url.rfind('@') {
-            Some(at) => (Some(&url[..at]), &url[at..]),
-            None => (None, url),
-        };
-        match userinfo.map(|u| u.split_once(':')) {
-            Some(Some((user, _))) => out.push_str(&format!("{user}:***")),
-            Some(None) => out.push_str("***"),
-            None => {}
+        let line = tail.find('\n').unwrap_or(tail.len());
+        let reach = tail[..line].find("://").map_or(line, |next| {
+            // The next URL starts at its scheme: back from `://` over letters, digits, `+.-`.
+            tail[..next]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+                .map_or(0, |i| i + 1)
+        });
+        match tail[..reach].rfind('@') {
+            Some(at) => {
+                match tail[..at].split_once(':') {
+                    Some((user, _)) => out.push_str(&format!("{user}:***")),
+                    None => out.push_str("***"),
+                }
+                rest = &tail[at..];
+            }
+            None => rest = tail,
         }
-        out.push_str(&hide_query_passwords(host));
-        rest = after;
+        // The rest of this URL: its query's passwords.
+        let end = rest
+            .find(|c: char| c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        out.push_str(&hide_query_passwords(&rest[..end]));
+        rest = &rest[end..];
     }
     out.push_str(rest);
     out
+}
+
+/// `text` (a usage or configuration error) with its URLs' secrets hidden ([`hide_passwords`])
+/// and the value clap quotes of a refused `-X` property (`invalid value 'sasl.password:x' for
+/// '-X <PROPERTY>'`, a secret written `key:value`).
+pub fn hide_secrets(text: &str) -> String {
+    let mut text = hide_passwords(text);
+    let opening = "invalid value '";
+    if let Some(start) = text.find(opening).map(|i| i + opening.len()) {
+        if let Some(end) = text[start..].find("' for '-X").map(|i| start + i) {
+            text.replace_range(start..end, "***");
+        }
+    }
+    text
 }
 
 /// One URL, whole, with its secrets replaced by `***` as [`hide_passwords`] does, its user part
@@ -793,7 +817,8 @@ fn hide_query_passwords(url: &str) -> String {
 /// True for `-` and for a path that is what standard output is (`/dev/stdout`, `/dev//stdout`,
 /// `/proc/thread-self/fd/1`, the file stdout was redirected to...), as `--out` and `--dlq` take
 /// them: found by the file's identity, not its name. `/dev/null` is never stdout here: it may
-/// take both.
+/// take both; nor a terminal stdout shares with stderr (`--dlq /dev/stderr` on a terminal names
+/// stderr): on a terminal only stdout's own names count.
 pub fn names_stdout(target: &str) -> bool {
     use std::os::unix::fs::MetadataExt;
     if target == "-" {
@@ -805,7 +830,7 @@ pub fn names_stdout(target: &str) -> bool {
         std::fs::metadata(target),
         std::fs::metadata("/proc/self/fd/1"),
     ) {
-        (Ok(t), Ok(out)) => {
+        (Ok(t), Ok(out)) if !std::os::unix::fs::FileTypeExt::is_char_device(&out.file_type()) => {
             let null = std::fs::metadata("/dev/null").is_ok_and(|n| same(&t, &n));
             !null && same(&t, &out)
         }
@@ -1036,6 +1061,11 @@ mod tests {
             (
                 "redis+unix:///tmp/r.sock?db=zz&pass=sekret x",
                 "redis+unix:///tmp/r.sock?db=zz&pass=*** x",
+            ),
+            // A TOML error quotes the line: quotes, spaces, backslashes in the password.
+            (
+                r#"1 | redis = "redis://default:Tr0ub\4d o"r@127.0.0.1:1/0" invalid escape"#,
+                r#"1 | redis = "redis://default:***@127.0.0.1:1/0" invalid escape"#,
             ),
         ];
         for (text, shown) in cases {

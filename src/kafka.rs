@@ -107,13 +107,13 @@ impl Connection {
         };
         match &accepted(&self.properties) {
             Ok(()) => Ok(()),
-            Err(e @ KafkaError::ClientConfig(_, _, k, v)) => {
+            Err(e @ KafkaError::ClientConfig(_, said, k, v)) => {
                 // A value that may be a secret is not shown, nor that of a key librdkafka does
-                // not know (a misspelt `sasl.password`): librdkafka's message quotes it too.
-                let said = e.to_string();
+                // not know (a misspelt `sasl.password`): only librdkafka's description, which
+                // names the key, not the value.
                 let unknown = said.contains("No such configuration property");
-                if (secret_property(k) || unknown) && !v.is_empty() {
-                    bail!("-X {k}=***: {}", said.replace(v.as_str(), "***"))
+                if secret_property(k) || unknown {
+                    bail!("-X {k}=***: {said}")
                 }
                 bail!("-X {k}={v}: {e}")
             }

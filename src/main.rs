@@ -30,10 +30,15 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::from(2);
         }
-        Err(ConfigError::Usage(e)) => return usage(anyhow::anyhow!(e.render().to_string())),
-        // A line of the file may hold a `--redis` URL.
+        // clap quotes a refused value, and a line of the file may hold a `--redis` URL or a
+        // librdkafka property: neither shows a secret.
+        Err(ConfigError::Usage(e)) => {
+            return usage(anyhow::anyhow!(tampines::cli::hide_secrets(
+                &e.render().to_string()
+            )))
+        }
         Err(ConfigError::File(e)) => {
-            return usage(anyhow::anyhow!(tampines::cli::hide_passwords(&e)))
+            return usage(anyhow::anyhow!(tampines::cli::hide_secrets(&e)))
         }
     };
     // RUST_LOG filters (default: Tampines' warnings, among them dead letters (up to 10 a second,
@@ -44,15 +49,17 @@ fn main() -> ExitCode {
         _ => "error,tampines=warn",
     };
     // A `RUST_LOG` that does not parse is said, not dropped without a word.
+    // An empty one is as none (it logged nothing, dead letters and failed writes included).
     let filter = match std::env::var("RUST_LOG") {
-        Ok(_) => tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|e| {
-            let _ = writeln!(
-                std::io::stderr(),
-                "tampines: RUST_LOG is not a filter ({e}); logging as by default ({default})"
-            );
-            tracing_subscriber::EnvFilter::new(default)
-        }),
-        Err(_) => tracing_subscriber::EnvFilter::new(default),
+        Ok(v) if !v.trim().is_empty() => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|e| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "tampines: RUST_LOG is not a filter ({e}); logging as by default ({default})"
+                );
+                tracing_subscriber::EnvFilter::new(default)
+            }),
+        _ => tracing_subscriber::EnvFilter::new(default),
     };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -188,6 +188,9 @@ pub fn get(addr: &str, path: &str) -> String {
 pub fn get_within(addr: &str, path: &str, deadline: std::time::Instant) -> String {
     loop {
         let answer = TcpStream::connect(addr).ok().and_then(|mut s| {
+            // Never past the deadline by much: a connection taken but never answered.
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .ok()?;
             write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
             let mut body = String::new();
             s.read_to_string(&mut body).ok()?;
