@@ -1871,7 +1871,8 @@ fn a_burst_of_dead_letters_is_counted_in_the_log_within_a_second() {
     drop(hold);
 }
 
-/// A `RUST_LOG` that does not parse is said (the default was used without a word).
+/// A `RUST_LOG` that does not parse is said (the default was used without a word), and an empty
+/// one is as none (it logged nothing, dead letters included).
 #[test]
 fn a_rust_log_that_does_not_parse_is_said() {
     let dir = scratch("replay_bad_rust_log");
@@ -1891,6 +1892,17 @@ fn a_rust_log_that_does_not_parse_is_said() {
         "{stderr}"
     );
     // ... and the default holds: the dead letters at warn.
+    assert!(
+        stderr.contains("WARN tampines::dead_letters: dead letter"),
+        "{stderr}"
+    );
+    // An empty one is as none (it logged nothing at all).
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["replay", input.to_str().unwrap(), "--out", "/dev/null"])
+        .env("RUST_LOG", "")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("WARN tampines::dead_letters: dead letter"),
         "{stderr}"
