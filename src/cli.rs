@@ -741,10 +741,11 @@ pub fn hide_passwords(text: &str) -> String {
         out.push_str(head);
         let line = tail.find('\n').unwrap_or(tail.len());
         let reach = tail[..line].find("://").map_or(line, |next| {
-            // The next URL starts at its scheme: back from `://` over letters, digits, `+.-`.
-            tail[..next]
-                .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
-                .map_or(0, |i| i + 1)
+            // The next URL starts at its scheme: back from `://` over letters, digits, `+.-`
+            // (to the end of the character before, which may be more than a byte).
+            (tail[..next].char_indices().rev())
+                .find(|&(_, c)| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+                .map_or(0, |(i, c)| i + c.len_utf8())
         });
         match tail[..reach].rfind('@') {
             Some(at) => {
@@ -1062,6 +1063,12 @@ mod tests {
                 "redis+unix:///tmp/r.sock?db=zz&pass=sekret x",
                 "redis+unix:///tmp/r.sock?db=zz&pass=*** x",
             ),
+            // Characters of more than a byte before the next URL's scheme, and in the parts.
+            (
+                "redis://u:p@h éredis://v:q@h",
+                "redis://u:***@h éredis://v:***@h",
+            ),
+            ("redis://é:é@é/0 é", "redis://é:***@é/0 é"),
             // A TOML error quotes the line: quotes, spaces, backslashes in the password.
             (
                 r#"1 | redis = "redis://default:Tr0ub\4d o"r@127.0.0.1:1/0" invalid escape"#,
