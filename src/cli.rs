@@ -774,8 +774,9 @@ pub fn hide_passwords(text: &str) -> String {
 pub fn hide_secrets(text: &str) -> String {
     let mut text = hide_passwords(text);
     let opening = "invalid value '";
+    // To the last `' for '-X`: the value may hold that text too.
     if let Some(start) = text.find(opening).map(|i| i + opening.len()) {
-        if let Some(end) = text[start..].find("' for '-X").map(|i| start + i) {
+        if let Some(end) = text.rfind("' for '-X").filter(|&end| end >= start) {
             text.replace_range(start..end, "***");
         }
     }
@@ -817,13 +818,21 @@ fn hide_query_passwords(url: &str) -> String {
 
 /// True for `-` and for a path that is what standard output is (`/dev/stdout`, `/dev//stdout`,
 /// `/proc/thread-self/fd/1`, the file stdout was redirected to...), as `--out` and `--dlq` take
-/// them: found by the file's identity, not its name. `/dev/null` is never stdout here: it may
-/// take both; nor a terminal stdout shares with stderr (`--dlq /dev/stderr` on a terminal names
-/// stderr): on a terminal only stdout's own names count.
+/// them:
+/// - a path that leads, link by link, to file descriptor 1 is stdout, whatever stdout is;
+/// - when stdout is not a terminal, a path to the same file is stdout too (found by the file's
+///   identity). On a terminal stdout shares its file with stderr, and `--dlq /dev/stderr` names
+///   stderr, so there only the links count.
+///
+/// `/dev/null` is never stdout here: it may take both.
 pub fn names_stdout(target: &str) -> bool {
+    use std::io::IsTerminal;
     use std::os::unix::fs::MetadataExt;
-    if target == "-" {
+    if target == "-" || leads_to_fd_1(std::path::Path::new(target)) {
         return true;
+    }
+    if std::io::stdout().is_terminal() {
+        return false;
     }
     let same =
         |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
@@ -831,13 +840,41 @@ pub fn names_stdout(target: &str) -> bool {
         std::fs::metadata(target),
         std::fs::metadata("/proc/self/fd/1"),
     ) {
-        (Ok(t), Ok(out)) if !std::os::unix::fs::FileTypeExt::is_char_device(&out.file_type()) => {
+        (Ok(t), Ok(out)) => {
             let null = std::fs::metadata("/dev/null").is_ok_and(|n| same(&t, &n));
             !null && same(&t, &out)
         }
-        // No such file, or no stdout to compare with: by name.
-        _ => matches!(target, "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1"),
+        _ => false,
     }
+}
+
+/// Whether `path`, or a link it leads to (up to 8 links), spelt plainly (`/dev//stdout` as
+/// `/dev/stdout`), is one of the names of file descriptor 1.
+fn leads_to_fd_1(path: &std::path::Path) -> bool {
+    const NAMES: [&str; 4] = [
+        "/dev/stdout",
+        "/dev/fd/1",
+        "/proc/self/fd/1",
+        "/proc/thread-self/fd/1",
+    ];
+    let mut path = path.to_path_buf();
+    for _ in 0..8 {
+        let plain: std::path::PathBuf = path.components().collect();
+        if NAMES.iter().any(|name| plain == std::path::Path::new(name)) {
+            return true;
+        }
+        match std::fs::read_link(&plain) {
+            Ok(next) if next.is_absolute() => path = next,
+            Ok(next) => {
+                path = plain
+                    .parent()
+                    .unwrap_or(std::path::Path::new("/"))
+                    .join(next)
+            }
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Workers per process (`-w`): timely starts a thread and channels for each, and more than
@@ -1037,6 +1074,28 @@ mod tests {
         ]);
         assert_eq!((r.job.workers, r.job.depth), (Some(2), 7));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Stdout's names, by their links, whatever stdout is (a terminal too, where its file is
+    /// stderr's as well): `/dev//stdout` passed on a terminal.
+    #[test]
+    fn the_names_of_stdout_are_known_by_their_links() {
+        for name in [
+            "/dev/stdout",
+            "/dev//stdout",
+            "/dev/./stdout",
+            "/proc/thread-self/fd/1",
+        ] {
+            assert!(leads_to_fd_1(std::path::Path::new(name)), "{name}");
+        }
+        for name in ["/dev/stderr", "/dev/null", "/tmp", "/no/such/file"] {
+            assert!(!leads_to_fd_1(std::path::Path::new(name)), "{name}");
+        }
+        // A `-X` value holding clap's own words is hidden whole.
+        assert_eq!(
+            hide_secrets("invalid value 'a:b' for '-X s' for '-X <PROPERTY>': bad"),
+            "invalid value '***' for '-X <PROPERTY>': bad"
+        );
     }
 
     #[test]
