@@ -8,10 +8,10 @@
 //!
 //! Invariants:
 //! - one capability is held, at the earliest buffered or scheduled timestamp (and no later than
-//!   the input frontiers), and only ever moves
-//!   forward; updates for a future time are released when that time completes, never earlier, so
-//!   no later stage holds pending future updates (pending future times are what made
-//!   differential arrangements slow, when the stages were built on them);
+//!   the input frontiers), and only ever moves forward; updates for a future time are released
+//!   when that time completes, never earlier, so no later stage holds pending future updates
+//!   (pending future times are what made differential arrangements slow, when the stages were
+//!   built on them);
 //! - every output record carries its own timestamp, and the records of all the timestamps that
 //!   complete in one activation go out together, at the held capability (a source activation often
 //!   completes many sparse timestamps: one session and container per timestamp per stage cost
