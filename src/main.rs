@@ -170,8 +170,17 @@ fn main() -> ExitCode {
                 }
             }
             let dlq = (opts.connection.clone(), opts.topics.clone());
-            let inputs = opts.shared();
             let (w, n) = (args.job.workers(), args.job.processes);
+            if !args.until_end {
+                // A live job says once what it reads and where its results go: at the default
+                // level it is otherwise silent until something goes wrong.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "tampines: running: {}",
+                    running_line(&args, &settings, w, n)
+                );
+            }
+            let inputs = opts.shared();
             if let Err(e) = kafka::watch_lag(&opts, args.job.process, w, w * n) {
                 tracing::warn!(error = %e, "consumer lag will not be reported");
             }
@@ -356,4 +365,44 @@ fn report(result: anyhow::Result<tampines_dataflows::stats::Totals>) -> ExitCode
             ExitCode::from(1)
         }
     }
+}
+
+/// What a live job's start-up line says: who it is among the processes, what it reads and where
+/// its results go (a Redis URL without its password).
+fn running_line(
+    args: &tampines::cli::RunArgs,
+    settings: &tampines::cli::Settings,
+    workers: usize,
+    processes: usize,
+) -> String {
+    let results = if settings.process > 0 {
+        "results published by process 0".to_string()
+    } else {
+        let mut to: Vec<String> = Vec::new();
+        if let Some(r) = &settings.redis {
+            to.push(format!(
+                "Redis {} (prefix {})",
+                tampines::cli::hide_url_password(&r.url),
+                r.prefix
+            ));
+        }
+        match settings.out.as_deref() {
+            Some("-") => to.push("stdout".into()),
+            Some(file) => to.push(file.into()),
+            None => {}
+        }
+        if to.is_empty() {
+            "results not written (no --out or --redis)".into()
+        } else {
+            format!("results to {}", to.join(" and "))
+        }
+    };
+    format!(
+        "process {} of {processes}, {workers} worker{}; topics {} at {}, group {}; {results}; SIGINT or SIGTERM stops",
+        settings.process,
+        if workers == 1 { "" } else { "s" },
+        args.topics.join(","),
+        tampines::cli::hide_secrets(&args.kafka.brokers),
+        args.group,
+    )
 }

@@ -842,6 +842,13 @@ fn sigterm_stops_a_live_job_after_its_last_marks() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(job.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
+    // What it reads and where its results go, said once at start.
+    let running = format!(
+        "tampines: running: process 0 of 1, 2 workers; topics market.book at {}, group stopped; results to {}; SIGINT or SIGTERM stops",
+        broker.bootstrap,
+        out.display()
+    );
+    assert_eq!(stderr.lines().next(), Some(running.as_str()), "{stderr}");
     assert!(
         stderr.contains("tampines: stopping: closing the last marks"),
         "{stderr}"
