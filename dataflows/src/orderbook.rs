@@ -51,7 +51,6 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use differential_dataflow::difference::Abelian;
 use differential_dataflow::{AsCollection, VecCollection};
 use rust_decimal::Decimal;
 use timely::dataflow::channels::pact::Pipeline;

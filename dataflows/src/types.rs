@@ -11,8 +11,8 @@
 //!   what bincode accepts, read as one little-endian `u128`: bincode writes the same 16 bytes as
 //!   for the array, in one call rather than sixteen. The form is for bincode: a `serde_json::Value`
 //!   holds no integer above 64 bits.
-//! - [`Qty`] is also a differential *difference* (`Semigroup`, `Monoid`, `Abelian`): the
-//!   orderbook adds and subtracts sizes with it, inside its stage.
+//! - Sums of [`Qty`] are exact where a `Decimal` can hold them: [`Qty::add_exact`] says when
+//!   one may have been rounded (the orderbook's group sums then re-sum from their levels).
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -20,7 +20,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use differential_dataflow::difference::{Abelian, IsZero, Monoid, Semigroup};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -214,8 +213,9 @@ fn deserialize_decimal<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Er
 }
 
 /// A hash map with a fast, per-map seeded hasher (foldhash) for the dataflow's internal keys
-/// (symbols, book sides, result keys), which SipHash made a visible share of the profile. Maps keyed
-/// by values an input chooses freely (trade ids) keep the standard hasher.
+/// (symbols, book sides, result keys), which SipHash made a visible share of the profile. Seeded
+/// per map, it also keys the ticker's window by trade ids, values an input chooses freely: an
+/// input cannot know the seed to make its ids collide.
 pub type FoldMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The scale prices and quantities are kept at when their value allows it exactly (at most this
@@ -607,8 +607,8 @@ impl Qty {
     }
 
     /// `self + other` in canonical form. Two values at [`SCALE`] with 64-bit magnitudes (nearly
-    /// every sum of a candle or ticker) add as integers; any other pair as [`Semigroup`]'s
-    /// addition, then [`Qty::from_decimal`].
+    /// every sum of a candle or ticker) add as integers; any other pair as
+    /// [`Qty::plus_equals`], then [`Qty::from_decimal`].
     ///
     /// Always inlined, the other case apart: called, it returned its value through memory, which
     /// the caller read back in one piece before its two halves were stored (a stall per sum).
@@ -662,7 +662,7 @@ impl Qty {
         Qty::from_decimal(price.0.normalize() * qty.0.normalize())
     }
 
-    /// Adds `rhs` as [`Semigroup::plus_equals`] does; true if the sum is surely exact, false
+    /// Adds `rhs` as [`Qty::plus_equals`] does; true if the sum is surely exact, false
     /// if it may have been rounded ([`held_exactly`]): a `Decimal` holds 96 bits of magnitude,
     /// so a sum whose exact digits need more (sizes of tens of billions beside 18-decimal ones)
     /// is rounded.
@@ -726,18 +726,12 @@ impl FromStr for Qty {
     }
 }
 
-impl IsZero for Qty {
-    fn is_zero(&self) -> bool {
-        self.0.is_zero()
-    }
-}
-
-impl Semigroup for Qty {
-    /// Consolidation adds sizes all the time; at one scale the sum is a sum (or, for opposite
-    /// signs, a difference) of the stored magnitudes, which is several times cheaper than
-    /// `Decimal`'s addition (and the same value).
+impl Qty {
+    /// Adds `rhs` in place. At one scale the sum is a sum (or, for opposite signs, a
+    /// difference) of the stored magnitudes, several times cheaper than `Decimal`'s addition
+    /// (and the same value); otherwise `Decimal`'s addition.
     #[inline]
-    fn plus_equals(&mut self, rhs: &Self) {
+    pub(crate) fn plus_equals(&mut self, rhs: &Self) {
         let (a, b) = (Stored::of(self.0), Stored::of(rhs.0));
         if a.scale() == b.scale() {
             let (negative, m) = match (a.negative() == b.negative(), a.magnitude >= b.magnitude) {
@@ -752,16 +746,9 @@ impl Semigroup for Qty {
         }
         self.0 += rhs.0;
     }
-}
 
-impl Monoid for Qty {
-    fn zero() -> Self {
-        Qty::ZERO
-    }
-}
-
-impl Abelian for Qty {
-    fn negate(&mut self) {
+    /// `-self`, in place: a size's change is the new size minus the old one.
+    pub(crate) fn negate(&mut self) {
         self.0 = -self.0;
     }
 }
