@@ -230,6 +230,52 @@ fn defaults_are_the_contracts() {
     );
 }
 
+/// Only a late trade is `too_late` (CONTRACT 2 names it among late events). With a lateness (1 s)
+/// as long as the retention's span (one 1 s candle), a trade 1 s older than the highest ts whose
+/// timestamp is still open applies there; one older still, whose timestamp closed, is too late.
+/// The first was dead-lettered too, and the ticker missed it.
+#[test]
+fn only_a_late_trade_is_too_late() {
+    let dir = scratch("replay_too_late_only_late");
+    let input = dir.join("in.ndjson");
+    let text = trade_a(2000, 1, 10) + &trade_a(1000, 2, 20) + &trade_a(500, 3, 30);
+    std::fs::write(&input, text).unwrap();
+    let (out, dlq) = (dir.join("out.ndjson"), dir.join("dlq.ndjson"));
+    let stderr = tampines(&[
+        "replay",
+        input.to_str().unwrap(),
+        "--intervals",
+        "1s",
+        "--candle-retention",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--dlq",
+        dlq.to_str().unwrap(),
+    ]);
+    assert!(
+        stderr.contains("read 3 processed 2 dead-lettered 1 duplicates 0 late 0"),
+        "{stderr}"
+    );
+    let dead = std::fs::read_to_string(&dlq).unwrap();
+    let line = trade_a(500, 3, 30);
+    assert_eq!(
+        dead,
+        format!(
+            "{}\n",
+            serde_json::json!({"reason": "too_late", "payload": line.trim_end()})
+        )
+    );
+    let marks = marks(&out);
+    let times: Vec<u64> = marks.iter().map(|(t, _)| *t).collect();
+    assert_eq!(times, [1000, 2000]);
+    let ticker = marks[1].1.iter().find(|r| r["kind"] == "ticker").unwrap();
+    assert_eq!(
+        (&ticker["count"], &ticker["first_id"], &ticker["vwap"]),
+        (&2.into(), &"2".into(), &"15".into())
+    );
+}
+
 /// `--tick-size EXCHANGE:SYMBOL=STEP` groups that symbol's levels by the step (bids down, asks
 /// up) at resolution 1, and no other symbol's; without it the tick comes from the prices. A
 /// comma-separated list of them is a list.

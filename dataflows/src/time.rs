@@ -9,7 +9,9 @@
 //!   (0 with no watermark). The input's capability is held at `open`;
 //! - the event's natural timestamp is `ceil(ts / g) * g`; if it is closed, the event is *late* and
 //!   applies at `open` instead;
-//! - a trade with `ts + candle_retention * finest interval <= highest ts seen` is `too_late`;
+//! - a late trade with `ts + candle_retention * finest interval <= highest ts seen` is
+//!   `too_late`; a trade whose timestamp is still open is never (possible only where the lateness
+//!   is at least that span);
 //! - a book event never applies before an earlier-read book event of the same symbol on this
 //!   input: its timestamp is raised to that event's timestamp.
 //!
@@ -137,16 +139,18 @@ impl Stamper {
     /// Stamps the next event read from this input; `floor` is the source's capability (never
     /// above this input's own earliest open timestamp unless the input was idle).
     pub fn stamp(&mut self, sym: Sym, ts: u64, is_book: bool, floor: u64) -> Stamp {
-        if !is_book {
+        let natural = self.granularity.ceil(ts);
+        let open = self.open().max(floor);
+        let late = natural < open;
+        // Only a late trade (CONTRACT 2): one whose timestamp is still open applies there, even
+        // where the lateness is longer than the retention's span.
+        if late && !is_book {
             if let Some(max) = self.max_ts {
                 if ts.saturating_add(self.retention_span) <= max {
                     return Stamp::TooLate;
                 }
             }
         }
-        let natural = self.granularity.ceil(ts);
-        let open = self.open().max(floor);
-        let late = natural < open;
         let mut time = natural.max(open);
         if is_book {
             let last = self.last_book.entry(sym).or_insert(time);
@@ -331,6 +335,28 @@ mod tests {
             s.stamp(Sym(1), 1_000_000 - 119_999, false, 0),
             Stamp::At { late: true, .. }
         ));
+    }
+
+    /// Only a late trade is too late: with a lateness longer than the retention's span, a trade
+    /// older than that span whose timestamp is still open applies there (CONTRACT 2 names
+    /// `too_late` among late events).
+    #[test]
+    fn a_trade_whose_timestamp_is_open_is_never_too_late() {
+        let c = Config {
+            candle_retention: 2,
+            ..cfg(100, 200_000)
+        };
+        let mut s = Stamper::new(&c);
+        s.stamp(Sym(1), 1_000_000, false, 0);
+        // The watermark is 800,000: 880,000 is 120,000 older than the highest ts, and open.
+        assert_eq!(
+            s.stamp(Sym(1), 880_000, false, 0),
+            Stamp::At {
+                time: 880_000,
+                late: false
+            }
+        );
+        assert_eq!(s.stamp(Sym(1), 700_000, false, 0), Stamp::TooLate);
     }
 
     /// The retention's span is that of the finest interval, wherever the list names it.

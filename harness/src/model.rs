@@ -95,13 +95,14 @@ pub fn expected(inputs: &[Vec<String>], config: &Config) -> Expected {
             let name = parsed.name();
             let ev = parsed.event;
             let is_book = ev.is_book();
-            if !is_book && max_ts.is_some_and(|m| ev.ts + span <= m) {
+            let natural = ceil_g(ev.ts);
+            let open = max_ts.map_or(0, |m| ceil_g(m.saturating_sub(config.lateness_ms)));
+            // Too late: a late trade (its timestamp closed) older than the retention's span.
+            if natural < open && !is_book && max_ts.is_some_and(|m| ev.ts + span <= m) {
                 totals.dead_lettered += 1;
                 dead.push(("too_late".into(), line.clone()));
                 continue;
             }
-            let natural = ceil_g(ev.ts);
-            let open = max_ts.map_or(0, |m| ceil_g(m.saturating_sub(config.lateness_ms)));
             if natural < open {
                 totals.late += 1;
             }

@@ -58,6 +58,15 @@ const SETTINGS: &[Setting] = &[
         window_ms: 4_000,
         batch: 3,
     },
+    // A lateness longer than the candles' retention span (4 x 1 s): trades older than that span
+    // whose timestamp is still open apply (only late ones are `too_late`), and their finest
+    // candles are dropped as they are made.
+    Setting {
+        granularity_ms: 250,
+        lateness_ms: 5_000,
+        window_ms: 6_000,
+        batch: 16,
+    },
 ];
 
 fn config(s: &Setting) -> Config {

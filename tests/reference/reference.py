@@ -77,8 +77,8 @@ class Options:
 def read(files, o):
     """Events with the timestamp each applies at, and counts. A late event (its timestamp closed:
     below the input's highest ts less lateness) applies at the input's earliest open timestamp;
-    a symbol's book events apply in the order its input gave them; a trade older than the finest
-    interval's retention span is `too_late`."""
+    a symbol's book events apply in the order its input gave them; a late trade older than the
+    finest interval's retention span is `too_late`."""
     events, counts = [], dict(too_late=0, late=0)
     span = o.retention * min(ms for _, ms in o.intervals)
     last = None
@@ -92,11 +92,12 @@ def read(files, o):
                 print("%s:%d: not a valid event: %s" % (path, n + 1, line), file=sys.stderr)
                 sys.exit(2)
             ts, name = e["ts"], (e["exchange"], e["symbol"])
-            if e["type"] == "trade" and highest is not None and ts + span <= highest:
+            time = ceil_to(ts, o.g)
+            late = highest is not None and time < highest - o.lateness
+            if e["type"] == "trade" and late and ts + span <= highest:
                 counts["too_late"] += 1
                 continue
-            time = ceil_to(ts, o.g)
-            if highest is not None and time < highest - o.lateness:
+            if late:
                 time = ceil_to(highest - o.lateness, o.g)
                 counts["late"] += 1
             if e["type"] != "trade":
