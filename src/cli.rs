@@ -359,10 +359,15 @@ fn check_symbols(symbols: usize) -> Result<()> {
 }
 
 impl BrokerArgs {
-    /// Checks the partitions and topics.
+    /// Checks the partitions and topics; each topic gets a `.dlq` topic, which may not be listed
+    /// too (it was created twice: a runtime failure, exit 1).
     pub fn check(&self) -> Result<()> {
         check_partitions(self.partitions)?;
-        check_topics(&self.topics)
+        check_topics(&self.topics)?;
+        if let Some(t) = (self.topics.iter()).find(|t| self.topics.contains(&format!("{t}.dlq"))) {
+            bail!("--topics names {t} and {t}.dlq: the broker makes {t}.dlq, {t}'s dead-letter topic, itself");
+        }
+        Ok(())
     }
 }
 

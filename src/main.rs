@@ -260,10 +260,25 @@ fn main() -> ExitCode {
                 exchange: a.exchange,
                 start_ms: a.start_ms,
             };
-            // `--out -` is stdout, as for the jobs.
+            // `--out -` is stdout, as for the jobs. A `.gz` name (in any case, as the inputs')
+            // is written gzipped: plain text under that name was read back as one bad line.
             let result = match a.out.as_ref().filter(|p| p.as_os_str() != "-") {
                 Some(path) => std::fs::File::create(path)
-                    .and_then(|f| generate(&market, &mut std::io::BufWriter::new(f))),
+                    .and_then(|f| {
+                        let f = std::io::BufWriter::new(f);
+                        let gz = path
+                            .extension()
+                            .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+                        if gz {
+                            let level = flate2::Compression::fast();
+                            let mut out = flate2::write::GzEncoder::new(f, level);
+                            generate(&market, &mut out)?;
+                            out.finish()?.flush()
+                        } else {
+                            generate(&market, &mut { f })
+                        }
+                    })
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
                 None => generate(
                     &market,
                     &mut std::io::BufWriter::new(std::io::stdout().lock()),

@@ -1104,7 +1104,7 @@ fn no_command_lists_the_commands() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 41] = [
+    let cases: [(&[&str], &str); 42] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -1253,6 +1253,10 @@ fn bad_usage_exits_2_with_one_line() {
             "tampines: --topics: \"\" is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -)",
         ),
         (
+            &["broker", "--topics", "a,b,a.dlq"],
+            "tampines: --topics names a and a.dlq: the broker makes a.dlq, a's dead-letter topic, itself",
+        ),
+        (
             &["broker", "--partitions=-1"],
             "tampines: --partitions must be between 1 and 10000",
         ),
@@ -1350,6 +1354,40 @@ fn gen_out_dash_is_stdout() {
     assert_eq!(out.stdout, std::fs::read(&file).unwrap());
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 52);
     assert!(!dir.join("-").exists());
+}
+
+/// `gen --out NAME.gz` writes gzip, which replay reads back whole: it wrote plain text under
+/// that name, which replay then read as one bad line (`read 1 ... dead-lettered 1`). A file it
+/// cannot create is named.
+#[test]
+fn gen_out_gz_is_gzipped() {
+    let dir = scratch("gen_gz");
+    let (plain, gz) = (dir.join("events.ndjson"), dir.join("events.ndjson.gz"));
+    gen_events(&plain, 2, 50, "0.01", 3, &[]);
+    gen_events(&gz, 2, 50, "0.01", 3, &[]);
+    let mut text = Vec::new();
+    let file = std::fs::File::open(&gz).unwrap();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(file), &mut text).unwrap();
+    assert_eq!(text, std::fs::read(&plain).unwrap());
+    let stderr = tampines(&["replay", gz.to_str().unwrap(), "--out", "/dev/null"]);
+    assert!(
+        stderr.contains("read 52 processed 52 dead-lettered 0"),
+        "{stderr}"
+    );
+
+    let nowhere = dir.join("no/such/dir.ndjson");
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["gen", "--events", "1", "--out", nowhere.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "tampines: gen: {}: No such file or directory (os error 2)\n",
+            nowhere.display()
+        )
+    );
 }
 
 /// A bad value from the `--config` file names the file (it read as if given on the command line,

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 /// A `tampines broker` child process, stopped with SIGTERM on drop.
 pub struct Broker {
-    child: Child,
+    pub child: Child,
     pub bootstrap: String,
 }
 
