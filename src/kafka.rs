@@ -3,11 +3,12 @@
 //!
 //! Partition assignment is deterministic and needs no consumer group protocol: partition `p` of
 //! topic number `t` (in `--topics` order) is input `t * 65536 + p`, read by global worker
-//! `workers - 1 - (t + p) % workers` ([`reader`]: worker 0 also publishes). Each worker's consumer `assign`s exactly its partitions (librdkafka's
-//! `subscribe` can hang on close against the mock cluster, and a group rebalance would move
-//! partitions between workers behind the dataflow's back). The group id is used for offset
-//! commits only, which follow the results: an offset is committed once the results' frontier has
-//! passed the timestamp of every message up to it.
+//! `workers - 1 - (t + p) % workers` ([`reader`]: worker 0 also publishes). Each worker's
+//! consumer `assign`s exactly its partitions (librdkafka's `subscribe` can hang on close against
+//! the mock cluster, and a group rebalance would move partitions between workers behind the
+//! dataflow's back). The group id is used for offset commits only, which follow the results: an
+//! offset is committed once the results' frontier has passed the timestamp of every message up to
+//! it.
 //!
 //! Invariants:
 //! - a worker's consumer is assigned exactly its partitions, from the committed offset, the
@@ -121,6 +122,8 @@ impl Connection {
         }
     }
 
+    /// A consumer of `group` with Tampines' settings (offsets committed by the job, never
+    /// automatically), then the user's `-X` properties.
     pub fn consumer(&self, group: &str) -> Result<BaseConsumer> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
@@ -147,6 +150,7 @@ impl Connection {
         c.create().context("creating the Kafka consumer")
     }
 
+    /// A producer with [`Connection::producer_with`]'s settings and no delivery context.
     pub fn producer(&self) -> Result<BaseProducer> {
         self.producer_with(rdkafka::producer::DefaultProducerContext)
     }
@@ -210,12 +214,12 @@ impl Deliveries {
 const MAX_PARTITIONS: i32 = 65_536;
 
 /// The input number of a topic's partition (below `MAX_PARTITIONS`, which `partitions` checks).
-pub fn input_id(topic_index: usize, partition: i32) -> u32 {
+pub(crate) fn input_id(topic_index: usize, partition: i32) -> u32 {
     (topic_index as u32) * MAX_PARTITIONS as u32 + partition as u32
 }
 
 /// Metric labels of a partition.
-pub fn partition_labels(topic: &str, partition: i32) -> crate::metrics::Labels {
+pub(crate) fn partition_labels(topic: &str, partition: i32) -> crate::metrics::Labels {
     vec![
         ("topic", topic.to_string()),
         ("partition", partition.to_string()),
@@ -225,11 +229,12 @@ pub fn partition_labels(topic: &str, partition: i32) -> crate::metrics::Labels {
 /// Metric labels of an input id, given the topics in order.
 pub fn input_labels(topics: Vec<String>) -> crate::metrics::InputLabels {
     Arc::new(move |id| {
+        let per_topic = MAX_PARTITIONS as u32;
         let topic = topics
-            .get((id / 65_536) as usize)
+            .get((id / per_topic) as usize)
             .map(String::as_str)
             .unwrap_or("?");
-        partition_labels(topic, (id % 65_536) as i32)
+        partition_labels(topic, (id % per_topic) as i32)
     })
 }
 
@@ -1010,8 +1015,9 @@ pub struct Produced {
 /// `--topic`, trades go to `market.trade` and everything else to `market.book`. A line that does
 /// not parse is keyed and routed by what its JSON says of them, if anything.
 ///
-/// A line the broker refuses, or one too long to read (over 16 MiB), is counted among the
-/// problems and the rest go on; a read error ends its file. Everything sent is flushed and its delivery checked before returning.
+/// A line the broker refuses, or one too long to read (over 16 MiB), is counted among the problems
+/// and the rest go on; a read error ends its file. Everything sent is flushed and its delivery
+/// checked before returning.
 pub fn produce(
     files: &[PathBuf],
     connection: &Connection,
@@ -1067,9 +1073,16 @@ pub fn produce(
             }
         }
     }
-    producer
-        .flush(Duration::from_secs(60))
-        .context("flushing")?;
+    // Bounded: librdkafka's own limit (`message.timeout.ms`) is 5 minutes. Said with the
+    // brokers and how many of the messages were left (it said `flushing: Flush error:
+    // OperationTimedOut`, after a page of librdkafka's connection errors).
+    if let Err(e) = producer.flush(Duration::from_secs(60)) {
+        let left = producer.in_flight_count();
+        bail!(
+            "{left} of {sent} messages still undelivered to {} after 60 s ({e}): they may not reach it",
+            connection.brokers
+        );
+    }
     if progress {
         eprint!("\r");
     }
