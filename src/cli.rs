@@ -8,8 +8,9 @@
 //!   options' long names (`-` or `_`), checked against the command it configures;
 //! - after `--` every argument is a file name, never an option or `--config`;
 //! - every option is checked before anything starts (a broker, a file, a thread): bounds that
-//!   would overflow, sinks that name an input or each other (stdout by any name), hostfiles,
-//!   worker counts.
+//!   would overflow, sinks that name each other (stdout by any name), hostfiles, worker counts.
+//!   What needs the files themselves (that each input is readable, that no sink is an input,
+//!   that a pipe is read by this process) is checked in `main.rs`, still before the job starts.
 
 use std::path::PathBuf;
 
@@ -84,6 +85,7 @@ pub struct DemoArgs {
     /// Where to look for a running Redis.
     #[arg(long, default_value = "127.0.0.1:6379", hide = true)]
     pub probe_redis: String,
+    /// The options every job shares.
     #[command(flatten)]
     pub job: JobArgs,
 }
@@ -161,6 +163,7 @@ pub struct ReplayArgs {
     /// Event files, each read in order by one worker.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// The options every job shares.
     #[command(flatten)]
     pub job: JobArgs,
 }
@@ -186,6 +189,7 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 /// `run`
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Brokers and librdkafka properties.
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Topics to read.
@@ -205,6 +209,7 @@ pub struct RunArgs {
     /// Read each partition up to its end offset as of start, close all timestamps, exit.
     #[arg(long)]
     pub until_end: bool,
+    /// The options every job shares.
     #[command(flatten)]
     pub job: JobArgs,
 }
@@ -215,6 +220,7 @@ pub struct ProduceArgs {
     /// Event files (NDJSON, .gz too).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Brokers and librdkafka properties.
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Topic for every line; without it trades (by their JSON's `type`) go to market.trade and
@@ -312,7 +318,7 @@ fn owned_property(key: &str) -> Option<&'static str> {
 }
 
 /// `--topics`: at least one, each a name Kafka accepts, none twice.
-pub fn check_topics(topics: &[String]) -> Result<()> {
+pub(crate) fn check_topics(topics: &[String]) -> Result<()> {
     if topics.is_empty() {
         bail!("--topics must name at least one topic");
     }
@@ -330,7 +336,7 @@ pub fn check_topics(topics: &[String]) -> Result<()> {
 
 /// A topic name as Kafka takes it: 1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..` (an empty
 /// one reached the broker and failed at run time).
-pub fn check_topic(option: &str, topic: &str) -> Result<()> {
+pub(crate) fn check_topic(option: &str, topic: &str) -> Result<()> {
     let valid = (1..=249).contains(&topic.len())
         && topic != "."
         && topic != ".."

@@ -430,9 +430,9 @@ fn place(
     Ok(())
 }
 
-/// The 16 bytes a connecting process introduces itself with ([`hello`]), all read within `within` (a peer
-/// that sends them a byte at a time cannot hold accepting for longer). The stream is left with
-/// a read timeout.
+/// The 16 bytes a connecting process introduces itself with ([`hello`]), all read within `within`
+/// (a peer that sends them a byte at a time cannot hold accepting for longer). The stream is left
+/// with a read timeout.
 fn introduction(stream: &mut TcpStream, within: Duration) -> io::Result<[u8; 16]> {
     let deadline = Instant::now() + within;
     let silent = || {

@@ -11,9 +11,10 @@
 //! Metrics are served (on a free local port unless `--metrics-addr` says where) and the demo
 //! prints their URL.
 //!
-//! Ctrl-C (or SIGTERM, or SIGHUP when the terminal closes) stops the producer and the inputs; the job closes its last marks,
-//! everything is flushed, a `redis-server` it started is stopped, and the demo exits 0. A second
-//! Ctrl-C exits at once (130), for when the last write waits for a Redis that went away.
+//! Ctrl-C (or SIGTERM, or SIGHUP when the terminal closes) stops the producer and the inputs; the
+//! job closes its last marks, everything is flushed, a `redis-server` it started is stopped, and
+//! the demo exits 0. A second Ctrl-C exits at once (130), for when the last write waits for a Redis
+//! that went away.
 
 use std::io::Write;
 use std::net::TcpListener;

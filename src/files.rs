@@ -47,14 +47,14 @@ const CHUNK: usize = 128 << 10;
 const ONE_FILE_CHUNK: usize = 2 << 20;
 /// Batches a worker's only file may be read ahead: 8 MiB of text.
 const ONE_FILE_BATCHES: usize = 4;
-/// Batches the reader threads of a worker's several files may be ahead of it, together: a file
-/// gets its share ([`ahead_per_file`]), but never fewer than [`MIN_AHEAD_BATCHES`], so with more
-/// than 8 files per worker the total is 4 batches a file (100 files: 400 x 128 KiB, 50 MiB). A reader thread gets a core only now and then when the
-/// workers keep both busy; a deeper queue lets them go on meanwhile (the design note
-/// `20261204_read_ahead_depth_and_raw_resolution.md`). Shared, so that many files do not hold
-/// many times the memory (a worker reads its files in turn, a streak of lines from each, so each
-/// needs less ahead). Larger chunks for several files gained nothing (8 files, `-w 2`: 0.96 s
-/// either way) and cost memory (+36 MiB with 256 KiB).
+/// Batches the reader threads of a worker's several files may be ahead of it, together: a file gets
+/// its share ([`ahead_per_file`]), but never fewer than [`MIN_AHEAD_BATCHES`], so with more than 8
+/// files per worker the total is 4 batches a file (100 files: 400 x 128 KiB, 50 MiB). A reader
+/// thread gets a core only now and then when the workers keep both busy; a deeper queue lets them
+/// go on meanwhile (the design note `20261204_read_ahead_depth_and_raw_resolution.md`). Shared, so
+/// that many files do not hold many times the memory (a worker reads its files in turn, a streak of
+/// lines from each, so each needs less ahead). Larger chunks for several files gained nothing (8
+/// files, `-w 2`: 0.96 s either way) and cost memory (+36 MiB with 256 KiB).
 const AHEAD_BATCHES: usize = 32;
 /// Batches any file may be ahead, however many a worker reads.
 const MIN_AHEAD_BATCHES: usize = 4;

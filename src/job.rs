@@ -18,11 +18,11 @@
 //!   worker commits no offsets after a failure ([`AfterStep`]). (A live process 0 exits at once:
 //!   the others' probes cannot pass `T` while its notice is in flight, and they exit when its
 //!   connection breaks, if the notice did not arrive first.)
-//! - The `ResultsSink` keeps a capability at the earliest mark Redis's writer has not taken
-//!   into its queue, so the probe stays below it in every process: each worker's flow control
-//!   ([`crate::flow::Throttled`]) then pauses its reading once its closed input in flight reaches its bound,
-//!   and the marks waiting for Redis stay bounded. Process 0's workers also stop at once while
-//!   the queue is full.
+//! - The `ResultsSink` keeps a capability at the earliest mark Redis's writer has not taken into
+//!   its queue, so the probe stays below it in every process: each worker's flow control
+//!   ([`crate::flow::Throttled`]) then pauses its reading once its closed input in flight reaches
+//!   its bound, and the marks waiting for Redis stay bounded. Process 0's workers also stop at once
+//!   while the queue is full.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,8 @@
 //! The `tampines` binary's library: command line, file source, sinks, generator, job wiring.
 //! The dataflow logic lives in `tampines-dataflows`.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod cluster;
 pub mod dead_letters;

@@ -1,15 +1,15 @@
-//! The Redis sink (CONTRACT section 4): every published mark applied in ONE atomic, idempotent step.
+//! The Redis sink (CONTRACT section 4): every published mark applied in ONE atomic, idempotent
+//! step.
 //!
 //! A Lua script receives the mark `T` and its changes. If the stored `{prefix}:frontier` is `>= T`
 //! it changes nothing (replays and restarts never move results backwards; marks are compared as
 //! decimal texts, exact at any `u64`, where Lua's numbers are doubles). Otherwise it writes the
-//! book and ticker strings, replaces the candle member of each changed `open_time` in its sorted set
-//! (and trims the set to `candle_retention`), removes candles dropped by retention (a score is a
-//! double, which from 2^53 stands for several open times: there the member is found by its
-//! text), sets the
-//! frontier and appends `{ts, keys}` to the `{prefix}:updates` stream (capped near 10,000). Redis
-//! runs a script atomically, so a reader that reads the frontier and keys together (MULTI/EXEC or
-//! a script) sees exactly the state at that frontier.
+//! book and ticker strings, replaces the candle member of each changed `open_time` in its sorted
+//! set (and trims the set to `candle_retention`), removes candles dropped by retention (a score is
+//! a double, which from 2^53 stands for several open times: there the member is found by its text),
+//! sets the frontier and appends `{ts, keys}` to the `{prefix}:updates` stream (capped near
+//! 10,000). Redis runs a script atomically, so a reader that reads the frontier and keys together
+//! (MULTI/EXEC or a script) sees exactly the state at that frontier.
 //!
 //! Before writing, the script checks that every key it writes holds nothing or the type it writes
 //! there, and refuses the whole step otherwise: Redis does not undo a script's writes when a later

@@ -207,7 +207,7 @@ impl Config {
 
 /// Parses `EXCHANGE:SYMBOL=STEP`. Split at the last `=`, which a step never holds: symbols may
 /// (Yahoo's `EURUSD=X`); split at the first, they could not be named.
-pub fn parse_tick_size(s: &str) -> Result<(String, String, Price), String> {
+pub(crate) fn parse_tick_size(s: &str) -> Result<(String, String, Price), String> {
     let (name, step) = s
         .rsplit_once('=')
         .ok_or_else(|| format!("bad tick size {s:?}: want EXCHANGE:SYMBOL=STEP"))?;

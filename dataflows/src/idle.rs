@@ -5,7 +5,8 @@
 //! [`crate::source`] reads only its own inputs, so it cannot apply that rule alone: a worker
 //! whose inputs are all silent (or that reads none) does not know how far the others are. Each
 //! source therefore tells every worker a [`Note`] whenever its own changes:
-//! - `busy`: the earliest open timestamp of its inputs that are not idle (`None`: all idle, or none);
+//! - `busy`: the earliest open timestamp of its inputs that are not idle (`None`: all idle, or
+//!   none);
 //! - `highest`: the highest open timestamp of any of its inputs (`None`: it has read none).
 //!
 //! A source with no busy input follows the others ([`Peers::follow`]): to the earliest busy

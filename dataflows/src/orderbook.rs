@@ -6,9 +6,9 @@
 //!
 //! [`orderbooks`] is one [`sequence`] stage ("Books") that owns every book of its symbols and
 //! publishes them. Per complete timestamp it applies each symbol's events in `(input, offset)`
-//! order (read order within an input; inputs by number, should one symbol come from several) with the
-//! sequence rules of CONTRACT section 1 (duplicate dropped, gap -> stale until the next snapshot,
-//! no snapshot yet -> stale), then, once per symbol that changed:
+//! order (read order within an input; inputs by number, should one symbol come from several) with
+//! the sequence rules of CONTRACT section 1 (duplicate dropped, gap -> stale until the next
+//! snapshot, no snapshot yet -> stale), then, once per symbol that changed:
 //! 1. adds each changed raw level's size difference (`new - old`) to its group at every
 //!    resolution (bids floor, asks ceil to `resolution x tick`, [`Price::group`]); a group whose
 //!    sum falls to zero is removed. A change of the inferred tick regroups the whole book.

@@ -107,7 +107,9 @@ impl TickerStats {
     }
 }
 
-/// A result record (without its `ts`, which is the mark it is published at).
+/// A result record (without its `ts`, which is the mark it is published at), as a value: the
+/// form the harness's model and the benchmarks' baseline compute. The stages do not build it;
+/// they render their records straight from their state through `View`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     /// A book at one resolution.

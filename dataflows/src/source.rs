@@ -14,7 +14,8 @@
 //! - `Name`: the names of a symbol, the first time an input sees it;
 //! - `Dead`: a dead letter (bad line, read error, line too long, `too_late` trade), with its
 //!   reason and payload;
-//! - `End`: when this worker's inputs are exhausted, its last mark, one copy addressed to every worker.
+//! - `End`: when this worker's inputs are exhausted, its last mark, one copy addressed to every
+//!   worker.
 //!
 //! Invariants: the capability is held in an `Option`, only moves forward (to the minimum of the
 //! earliest open timestamps of the inputs that are not idle; when all of this worker's are idle,

@@ -2,9 +2,10 @@
 //!
 //! A stage that produces several kinds of output (book changes and best prices; the window's
 //! changes, accepted trades and symbols outside it; book events, trades and rare records; names,
-//! dead letters and ends) emits one stream of an enum, and [`split3`] routes each record to the stream of its kind. timely's `partition`
-//! followed by a `flat_map` per part does the same with one operator more per part, each with its
-//! own scheduling and progress tracking at every timestamp, and copies every record twice.
+//! dead letters and ends) emits one stream of an enum, and [`split3`] routes each record to the
+//! stream of its kind. timely's `partition` followed by a `flat_map` per part does the same with
+//! one operator more per part, each with its own scheduling and progress tracking at every
+//! timestamp, and copies every record twice.
 //!
 //! Invariant: a record leaves at the time it arrived, on exactly one output; the operator holds
 //! no capability and keeps nothing.

@@ -1,6 +1,7 @@
 //! The rolling ticker: trades in the exact window `(T - window_ms, T]`, aggregated hierarchically.
 //!
-//! Input: trade events of the symbols this worker owns, each at its timestamp with its read position.
+//! Input: trade events of the symbols this worker owns, each at its timestamp with its read
+//! position.
 //!
 //! Stages:
 //! 1. [`window`], a [`sequence`] stage, drops repeated trades (same symbol and id while an earlier
@@ -15,15 +16,15 @@
 //!      trade is one still has a ticker from then on.
 //! 2. [`aggregate`], a [`sequence`] stage over the window collection's updates, keeps per symbol
 //!    the window's trades by second and the aggregate of every non-empty second, minute and hour,
-//!    and their total. A trade entering is merged into its second, minute, hour and the total
-//!    (four merges, five with the 100 ms level below); a trade leaving marks its second,
-//!    minute and hour, which are refolded once per timestamp from their trades, 60 seconds,
-//!    60 minutes, and the total from at most `window / 1h + 1` hours: the work per update does
-//!    not grow with the number of trades in the window, and memory is the trades inside it. With marks finer than 100 ms a 100 ms level
-//!    comes first, so that a bucket of trades is refolded at no more than 100 ms / granularity
-//!    marks (10 at 10 ms; at 1 ms marks up to 100). (Four chained
-//!    `reduce`s did the same with an input and an output arrangement each and refolded a second
-//!    at every mark that added to it: about 15% of the live job's instructions.)
+//!    and their total. A trade entering is merged into its second, minute, hour and the total (four
+//!    merges, five with the 100 ms level below); a trade leaving marks its second, minute and hour,
+//!    which are refolded once per timestamp from their trades, 60 seconds, 60 minutes, and the
+//!    total from at most `window / 1h + 1` hours: the work per update does not grow with the number
+//!    of trades in the window, and memory is the trades inside it. With marks finer than 100 ms a
+//!    100 ms level comes first, so that a bucket of trades is refolded at no more than 100 ms /
+//!    granularity marks (10 at 10 ms; at 1 ms marks up to 100). (Four chained `reduce`s did the
+//!    same with an input and an output arrangement each and refolded a second at every mark that
+//!    added to it: about 15% of the live job's instructions.)
 //!
 //!    The same stage publishes the tickers: it also reads the raw best prices of the symbols'
 //!    books (the orderbook stage's `bbo` collection) and their names, and renders a symbol's

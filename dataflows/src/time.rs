@@ -5,8 +5,8 @@
 //!
 //! Rules, in order, for an event with time `ts` (all in ms, timestamps are multiples of `g`):
 //! - the watermark is `W = highest ts seen so far - lateness` (nothing seen: no watermark);
-//! - timestamp `T` is *closed* once `T < W`; the earliest open timestamp is `open = ceil(W / g) * g`
-//!   (0 with no watermark). The input's capability is held at `open`;
+//! - timestamp `T` is *closed* once `T < W`; the earliest open timestamp is `open = ceil(W / g) *
+//!   g` (0 with no watermark). The input's capability is held at `open`;
 //! - the event's natural timestamp is `ceil(ts / g) * g`; if it is closed, the event is *late* and
 //!   applies at `open` instead;
 //! - a late trade with `ts + candle_retention * finest interval <= highest ts seen` is

@@ -51,7 +51,7 @@ pub fn quoted(text: &str) -> String {
 pub const QUOTED_MAX: usize = 64;
 
 /// Parses a plain-notation decimal string (`-?\d+(\.\d+)?`), exactly, and normalises its scale.
-pub fn parse_decimal(s: &str) -> Result<Decimal, DecimalError> {
+pub(crate) fn parse_decimal(s: &str) -> Result<Decimal, DecimalError> {
     let body = s.strip_prefix('-').unwrap_or(s);
     let mut parts = body.splitn(2, '.');
     let int = parts.next().unwrap_or("");
@@ -867,7 +867,7 @@ impl fmt::Display for TradeId {
 }
 
 /// Rounds half away from zero to `dp` decimal places, normalised.
-pub fn round_dp(d: Decimal, dp: u32) -> Decimal {
+pub(crate) fn round_dp(d: Decimal, dp: u32) -> Decimal {
     d.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
         .normalize()
 }
