@@ -1,5 +1,6 @@
-//! Dead letters besides the dataflow's own stream: where they are written (a `--dlq` file here,
-//! a Kafka topic in `kafka`), and how they are logged (at most a few a second, the rest counted).
+//! Dead letters besides the dataflow's own stream: the `DeadLetterSink` operator on worker 0
+//! ([`sink_operator`]), where they are written (a `--dlq` file here, a Kafka topic in `kafka`),
+//! and how they are logged (at most a few a second, the rest counted).
 //!
 //! Invariants: every dead letter is counted and handed to each sink; logging may only summarise.
 //! A sink that fails to write one fails a bounded run (`replay`, `run --until-end`: exit 1, and
@@ -11,9 +12,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tampines_dataflows::source::DeadLetter;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
 
-use crate::metrics::InputLabels;
-use crate::sink;
+use crate::metrics::{metrics, InputLabels};
+use crate::sink::{self, keep_earliest, Notices};
 
 /// Where dead letters go besides the log.
 pub trait DeadLetterSink {
@@ -46,6 +50,67 @@ pub fn write_each(
         None => true,
     });
     told
+}
+
+/// The `DeadLetterSink` operator (worker 0): counts each dead letter by reason, logs it
+/// ([`DeadLetterLog`]) and hands it to every sink, whose buffers it flushes after each activation
+/// (live readers see each dead letter as it is found) and at the end. It emits the text of a
+/// failure to write, at the time of the letter that was not written, for every worker to learn
+/// (`job`'s module doc); `failed` turns a failure into that text, or logs it and returns None (a
+/// live run).
+pub fn sink_operator<'s>(
+    dead: StreamVec<'s, u64, DeadLetter>,
+    mut sinks: Vec<Box<dyn DeadLetterSink>>,
+    mut log: DeadLetterLog,
+    failed: impl Fn(anyhow::Error) -> Option<String> + 'static,
+) -> StreamVec<'s, u64, String> {
+    let scope = dead.scope();
+    dead.unary_frontier::<Notices, _, _, _>(Pipeline, "DeadLetterSink", move |_, info| {
+        // Woken when a second's count of dead letters not logged one by one is
+        // due, whether or not more come (it waited for the next one, or the end).
+        let activator = scope.activator_for(info.address);
+        move |(input, frontier), output| {
+            // The earliest time written in this activation: a failure to deliver
+            // what it wrote is told at it.
+            let mut first = None;
+            input.for_each(|cap, data| {
+                for dead in data.drain(..) {
+                    metrics()
+                        .dead
+                        .get_or_create(&vec![(
+                            "reason",
+                            crate::metrics::reason_label(&dead.reason),
+                        )])
+                        .inc();
+                    log.log(&dead);
+                    let write = |s: &mut dyn DeadLetterSink| s.write(&dead);
+                    if let Some(f) = write_each(&mut sinks, write, &failed) {
+                        output.session(&cap).give(f);
+                    }
+                }
+                keep_earliest(&mut first, &cap);
+            });
+            // Live readers see each dead letter as it is found, not when a buffer
+            // fills.
+            if let Some(cap) = first {
+                let written = |s: &mut dyn DeadLetterSink| s.written();
+                if let Some(f) = write_each(&mut sinks, written, &failed) {
+                    output.session(&cap).give(f);
+                }
+            }
+            log.tell_unlogged();
+            if let Some(due) = log.unlogged_due() {
+                activator.activate_after(due);
+            }
+            if frontier.is_empty() {
+                log.tell_unlogged_now();
+                // No time is left to tell a failure at; nothing is left to write
+                // either (each activation's letters were delivered above), so it is
+                // this process's only.
+                write_each(&mut sinks, |s| s.flush(), &failed);
+            }
+        }
+    })
 }
 
 /// A `--dlq` file.

@@ -31,8 +31,8 @@ use tampines_dataflows::stats::Totals;
 
 use crate::cli::{DemoArgs, Settings};
 use crate::gen::{Generator, Market};
+use crate::kafka;
 use crate::metrics::now_ms;
-use crate::{job, kafka};
 
 /// Where the demo publishes.
 enum Target {
@@ -324,24 +324,8 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         until_end: false,
         stop: Some(stop.clone()),
     };
-    let workers = job_args.workers();
-    if let Err(e) = kafka::watch_lag(&opts, 0, workers, workers) {
-        tracing::warn!(error = %e, "consumer lag will not be reported");
-    }
-    let labels = kafka::input_labels(topics.clone());
-    let result = job::run(
-        settings.clone(),
-        Some(Duration::from_millis(args.job.idle_ms)),
-        opts.shared(),
-        labels,
-        move |index, peers| kafka::open(&opts, index, peers),
-        move || {
-            Ok(Some(
-                Box::new(kafka::KafkaDeadLetters::new(&connection, topics.clone())?)
-                    as Box<dyn crate::dead_letters::DeadLetterSink>,
-            ))
-        },
-    );
+    let idle = Some(Duration::from_millis(args.job.idle_ms));
+    let result = kafka::run_job(settings.clone(), idle, opts, job_args.workers(), 1);
     stop.store(true, Ordering::Relaxed);
     let _ = status.join();
     let fed = feeder

@@ -1,10 +1,11 @@
-//! Running a job: the dataflow over some inputs, results to NDJSON and/or Redis (both written
-//! by the `ResultsSink` operator on worker 0), dead letters to a file and/or Kafka (the
-//! `DeadLetterSink` operator, also on worker 0, with the sinks of [`crate::dead_letters`]).
-//! [`replay`] opens files and never idles; the live `run` and `demo` (wired in `main.rs` and
-//! `demo.rs` through [`run`]) open Kafka partitions, idle, commit offsets after each step, stop
-//! on signals ([`crate::signals`]) and stop at once when the results cannot be written (a dead
-//! letter that cannot be written is logged and the job goes on: [`crate::dead_letters`]).
+//! Running a job: the dataflow over some inputs, results to NDJSON and/or Redis (both written by
+//! the `ResultsSink` operator on worker 0, [`crate::sink::results_operator`]), dead letters to a
+//! file and/or Kafka (the `DeadLetterSink` operator, also on worker 0,
+//! [`crate::dead_letters::sink_operator`]). This module opens them and wires them in. [`replay`]
+//! opens files and never idles; the live `run` and `demo` (both through [`crate::kafka::run_job`],
+//! then [`run`]) open Kafka partitions, idle, commit offsets after each step, stop on signals
+//! ([`crate::signals`]) and stop at once when the results cannot be written (a dead letter that
+//! cannot be written is logged and the job goes on: [`crate::dead_letters`]).
 //!
 //! Every process gets the same options; global worker 0 (on process 0) publishes and writes dead
 //! letters; other processes never write to the sinks (with Redis they read its frontier, to
@@ -24,7 +25,6 @@
 //!   its bound, and the marks waiting for Redis stay bounded. Process 0's workers also stop at once
 //!   while the queue is full.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,32 +32,17 @@ use anyhow::{anyhow, Result};
 use tampines_dataflows::idle::Idle;
 use tampines_dataflows::source::Inputs;
 use tampines_dataflows::stats::{Stats, Totals};
-use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, Concat, InputCapability, Inspect, Probe};
+use timely::dataflow::operators::{Concat, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
 
 use crate::cli::Settings;
-use crate::dead_letters::{write_each, DeadLetterLog, DeadLetterSink, FileDeadLetters};
+use crate::dead_letters::{DeadLetterLog, DeadLetterSink, FileDeadLetters};
 use crate::flow::Throttled;
 use crate::metrics::{metrics, serve, InputLabels};
 use crate::redis_sink::{stored_frontier, RedisSink, SinkState};
 use crate::signals;
 use crate::sink;
-
-/// What the writing operators emit: the text of a failure to write, at the time of what was not
-/// written.
-type Notices = CapacityContainerBuilder<Vec<String>>;
-
-/// Keeps in `earliest` a capability for the earliest of the times it is given (`cap`'s and
-/// those before).
-fn keep_earliest(earliest: &mut Option<Capability<u64>>, cap: &InputCapability<u64>) {
-    if earliest.as_ref().is_none_or(|e| cap.time() < e.time()) {
-        *earliest = Some(cap.retain(0));
-    }
-}
 
 /// What of the results is written for good: NDJSON results once the probe passed their time;
 /// with Redis, once Redis also holds a mark at or past it.
@@ -331,57 +316,9 @@ where
                 failure_dead.lock().expect("lock").get_or_insert(f.clone());
                 Some(f)
             };
-            let mut dead_log = DeadLetterLog::new(labels.clone());
-            let dead_failures = outputs.dead.unary_frontier::<Notices, _, _, _>(
-                Pipeline,
-                "DeadLetterSink",
-                move |_, info| {
-                    // Woken when a second's count of dead letters not logged one by one is
-                    // due, whether or not more come (it waited for the next one, or the end).
-                    let activator = scope.activator_for(info.address);
-                    move |(input, frontier), output| {
-                        // The earliest time written in this activation: a failure to deliver
-                        // what it wrote is told at it.
-                        let mut first = None;
-                        input.for_each(|cap, data| {
-                            for dead in data.drain(..) {
-                                metrics()
-                                    .dead
-                                    .get_or_create(&vec![(
-                                        "reason",
-                                        crate::metrics::reason_label(&dead.reason),
-                                    )])
-                                    .inc();
-                                dead_log.log(&dead);
-                                let write = |s: &mut dyn DeadLetterSink| s.write(&dead);
-                                if let Some(f) = write_each(&mut dead_sinks, write, &dead_failed) {
-                                    output.session(&cap).give(f);
-                                }
-                            }
-                            keep_earliest(&mut first, &cap);
-                        });
-                        // Live readers see each dead letter as it is found, not when a buffer
-                        // fills.
-                        if let Some(cap) = first {
-                            let written = |s: &mut dyn DeadLetterSink| s.written();
-                            if let Some(f) = write_each(&mut dead_sinks, written, &dead_failed) {
-                                output.session(&cap).give(f);
-                            }
-                        }
-                        dead_log.tell_unlogged();
-                        if let Some(due) = dead_log.unlogged_due() {
-                            activator.activate_after(due);
-                        }
-                        if frontier.is_empty() {
-                            dead_log.tell_unlogged_now();
-                            // No time is left to tell a failure at; nothing is left to write
-                            // either (each activation's letters were delivered above), so it is
-                            // this process's only.
-                            write_each(&mut dead_sinks, |s| s.flush(), &dead_failed);
-                        }
-                    }
-                },
-            );
+            let dead_log = DeadLetterLog::new(labels.clone());
+            let dead_failures =
+                crate::dead_letters::sink_operator(outputs.dead, dead_sinks, dead_log, dead_failed);
             let results_failure = failure.clone();
             // The file the results go to, as a failure names it.
             let results_to = match out_target.as_deref() {
@@ -401,72 +338,12 @@ where
                     .get_or_insert(f.clone());
                 Some(f)
             };
-            let result_failures = outputs.published.unary_frontier::<Notices, _, _, _>(
-                Pipeline,
-                "ResultsSink",
-                move |initial, info| {
-                    let activator = scope.activator_for(info.address);
-                    let mut unopened = (!unopened.is_empty()).then_some((initial, unopened));
-                    // The earliest mark the Redis writer's queue has not taken, held so that the
-                    // results' frontier stays below it in every process (module doc).
-                    let mut waiting: Option<Capability<u64>> = None;
-                    move |(input, frontier), output| {
-                        if let Some((at, texts)) = unopened.take() {
-                            output.session(&at).give_iterator(texts.into_iter());
-                        }
-                        let mut first = None;
-                        input.for_each(|cap, data| {
-                            let batches = std::mem::take(data);
-                            for batch in &batches {
-                                metrics().count_published(batch);
-                                tracing::debug!(
-                                    mark = batch.time,
-                                    changes = batch.changes.len(),
-                                    behind_ms = crate::metrics::now_ms().saturating_sub(batch.time),
-                                    "published"
-                                );
-                                if let Some(r) = sink_in_dataflow.as_ref() {
-                                    r.borrow_mut().push(batch.clone());
-                                    keep_earliest(&mut waiting, &cap);
-                                }
-                            }
-                            if let Some(w) = out.as_mut() {
-                                if let Err(e) = sink::write_batches(w.as_mut(), &batches) {
-                                    if let Some(f) = results_failed(e) {
-                                        output.session(&cap).give(f);
-                                    }
-                                    out = None;
-                                }
-                            }
-                            keep_earliest(&mut first, &cap);
-                        });
-                        // Flush what this activation wrote: live readers see each mark as it is
-                        // published.
-                        if first.is_some() || frontier.is_empty() {
-                            if let Some(Err(e)) = out.as_mut().map(|w| w.flush()) {
-                                // At the end (no time is left to tell it at) this process's
-                                // only, as nothing is left to write.
-                                if let (Some(f), Some(cap)) = (results_failed(e), first.as_ref()) {
-                                    output.session(cap).give(f);
-                                }
-                                out = None;
-                            }
-                        }
-                        if let Some(r) = sink_in_dataflow.as_ref() {
-                            let mut r = r.borrow_mut();
-                            r.drain();
-                            match r.oldest_held() {
-                                None => waiting = None,
-                                Some(t) => {
-                                    if let Some(w) = waiting.as_mut().filter(|w| *w.time() < t) {
-                                        w.downgrade(&t);
-                                    }
-                                    activator.activate_after(Duration::from_millis(1));
-                                }
-                            }
-                        }
-                    }
-                },
+            let result_failures = sink::results_operator(
+                outputs.published,
+                out,
+                sink_in_dataflow,
+                unopened,
+                results_failed,
             );
             // Every worker learns of a failure to write at `T` before its probe passes `T`: no
             // process commits offsets past what was lost.

@@ -322,6 +322,35 @@ impl SourceOptions {
     }
 }
 
+/// The job over Kafka (`run`, `demo`), the twin of [`crate::job::replay`]: each worker reads
+/// its partitions of `opts` ([`open`]), process 0 writes dead letters to each topic's `.dlq`
+/// ([`KafkaDeadLetters`]) besides `--dlq`, and the consumer lag is watched. `idle`: how long a
+/// silent partition holds progress back (None: a bounded run, which never idles).
+pub fn run_job(
+    settings: crate::cli::Settings,
+    idle: Option<Duration>,
+    opts: SourceOptions,
+    workers: usize,
+    processes: usize,
+) -> Result<tampines_dataflows::stats::Totals> {
+    if let Err(e) = watch_lag(&opts, settings.process, workers, workers * processes) {
+        tracing::warn!(error = %e, "consumer lag will not be reported");
+    }
+    let dlq = (opts.connection.clone(), opts.topics.clone());
+    crate::job::run(
+        settings,
+        idle,
+        opts.shared(),
+        input_labels(opts.topics.clone()),
+        move |index, peers| open(&opts, index, peers),
+        move || {
+            Ok(Some(
+                Box::new(KafkaDeadLetters::new(&dlq.0, dlq.1.clone())?) as Box<dyn DeadLetterSink>,
+            ))
+        },
+    )
+}
+
 /// Opens worker `index`'s partitions.
 pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerInputs> {
     let consumer = Rc::new(opts.connection.consumer(&opts.group)?);

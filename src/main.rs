@@ -169,7 +169,6 @@ fn main() -> ExitCode {
                     r.whole_history = kafka::whole_history(ask());
                 }
             }
-            let dlq = (opts.connection.clone(), opts.topics.clone());
             let (w, n) = (args.job.workers(), args.job.processes);
             if !args.until_end {
                 // A live job says once what it reads and where its results go: at the default
@@ -180,23 +179,7 @@ fn main() -> ExitCode {
                     running_line(&args, &settings, w, n)
                 );
             }
-            let inputs = opts.shared();
-            if let Err(e) = kafka::watch_lag(&opts, args.job.process, w, w * n) {
-                tracing::warn!(error = %e, "consumer lag will not be reported");
-            }
-            report(job::run(
-                settings,
-                idle,
-                inputs,
-                kafka::input_labels(args.topics.clone()),
-                move |index, peers| kafka::open(&opts, index, peers),
-                move || {
-                    Ok(Some(
-                        Box::new(kafka::KafkaDeadLetters::new(&dlq.0, dlq.1.clone())?)
-                            as Box<dyn tampines::dead_letters::DeadLetterSink>,
-                    ))
-                },
-            ))
+            report(kafka::run_job(settings, idle, opts, w, n))
         }
         Command::Produce(args) => {
             if let Err(e) = (args.check()).and_then(|()| args.kafka.connection().check()) {

@@ -1,4 +1,6 @@
-//! Sinks on worker 0: NDJSON results and the dead-letter file.
+//! Sinks on worker 0: the `ResultsSink` operator ([`results_operator`]: NDJSON results, and the
+//! hand-over of each mark to Redis's writer, `redis_sink`), and the writers of the NDJSON results
+//! and the dead-letter file.
 //!
 //! Input: the published batches of a step ([`write_batches`]: each mark's changed records, then
 //! its progress line, CONTRACT 4) and dead letters ([`write_dead`]: one JSON line
@@ -13,10 +15,114 @@ use std::fs::File;
 use std::io::{BufWriter, IoSlice, Write};
 use std::path::Path;
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use serde_json::json;
 use tampines_dataflows::results::Published;
 use tampines_dataflows::source::DeadLetter;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::dataflow::StreamVec;
+
+use crate::metrics::metrics;
+use crate::redis_sink::RedisSink;
+
+/// What the writing operators emit: the text of a failure to write, at the time of what was not
+/// written.
+pub(crate) type Notices = CapacityContainerBuilder<Vec<String>>;
+
+/// Keeps in `earliest` a capability for the earliest of the times it is given (`cap`'s and
+/// those before).
+pub(crate) fn keep_earliest(earliest: &mut Option<Capability<u64>>, cap: &InputCapability<u64>) {
+    if earliest.as_ref().is_none_or(|e| cap.time() < e.time()) {
+        *earliest = Some(cap.retain(0));
+    }
+}
+
+/// The `ResultsSink` operator (worker 0): writes each published batch to `out` (NDJSON, flushed
+/// after each activation, so live readers see each mark as it is published) and hands it to
+/// Redis's writer, holding a capability at the earliest mark that writer has not taken into its
+/// queue (`job`'s module doc: the results' frontier then stays below it in every process). It
+/// emits the text of a failure to write at the time of what was not written, for every worker to
+/// learn: the sinks that could not be opened (`unopened`) at the first time, and what `failed`
+/// makes of a write error (None: stop writing quietly, a replay's closed pipe).
+pub fn results_operator<'s>(
+    published: StreamVec<'s, u64, Published>,
+    mut out: Option<Box<dyn Write>>,
+    redis: Option<Rc<RefCell<RedisSink>>>,
+    unopened: Vec<String>,
+    results_failed: impl Fn(std::io::Error) -> Option<String> + 'static,
+) -> StreamVec<'s, u64, String> {
+    let scope = published.scope();
+    published.unary_frontier::<Notices, _, _, _>(Pipeline, "ResultsSink", move |initial, info| {
+        let activator = scope.activator_for(info.address);
+        let mut unopened = (!unopened.is_empty()).then_some((initial, unopened));
+        // The earliest mark the Redis writer's queue has not taken, held so that the
+        // results' frontier stays below it in every process (module doc).
+        let mut waiting: Option<Capability<u64>> = None;
+        move |(input, frontier), output| {
+            if let Some((at, texts)) = unopened.take() {
+                output.session(&at).give_iterator(texts.into_iter());
+            }
+            let mut first = None;
+            input.for_each(|cap, data| {
+                let batches = std::mem::take(data);
+                for batch in &batches {
+                    metrics().count_published(batch);
+                    tracing::debug!(
+                        mark = batch.time,
+                        changes = batch.changes.len(),
+                        behind_ms = crate::metrics::now_ms().saturating_sub(batch.time),
+                        "published"
+                    );
+                    if let Some(r) = redis.as_ref() {
+                        r.borrow_mut().push(batch.clone());
+                        keep_earliest(&mut waiting, &cap);
+                    }
+                }
+                if let Some(w) = out.as_mut() {
+                    if let Err(e) = write_batches(w.as_mut(), &batches) {
+                        if let Some(f) = results_failed(e) {
+                            output.session(&cap).give(f);
+                        }
+                        out = None;
+                    }
+                }
+                keep_earliest(&mut first, &cap);
+            });
+            // Flush what this activation wrote: live readers see each mark as it is
+            // published.
+            if first.is_some() || frontier.is_empty() {
+                if let Some(Err(e)) = out.as_mut().map(|w| w.flush()) {
+                    // At the end (no time is left to tell it at) this process's
+                    // only, as nothing is left to write.
+                    if let (Some(f), Some(cap)) = (results_failed(e), first.as_ref()) {
+                        output.session(cap).give(f);
+                    }
+                    out = None;
+                }
+            }
+            if let Some(r) = redis.as_ref() {
+                let mut r = r.borrow_mut();
+                r.drain();
+                match r.oldest_held() {
+                    None => waiting = None,
+                    Some(t) => {
+                        if let Some(w) = waiting.as_mut().filter(|w| *w.time() < t) {
+                            w.downgrade(&t);
+                        }
+                        activator.activate_after(Duration::from_millis(1));
+                    }
+                }
+            }
+        }
+    })
+}
 
 /// Opens `-` (stdout) or a file for the results, for [`write_batches`]: a file unbuffered, as
 /// the records' own texts go to it with `writev` (a buffer would copy every record once more:
