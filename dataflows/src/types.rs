@@ -1,5 +1,11 @@
 //! Domain values: exact prices and quantities, sides, symbols, trade ids.
 //!
+//! Also here, as they work on those values' representation: decimal text in and out
+//! ([`push_decimal`], [`quoted`]), the quotients of CONTRACT 3 rounded half away from zero
+//! ([`div_round`] for vwap's 8 places, [`change_pct`] for its 4; used by `agg`), the maps keyed
+//! by internal values ([`FoldMap`]), and the book's price and level types ([`Bbo`], [`Levels`],
+//! [`BookPrice`]).
+//!
 //! Invariants:
 //! - [`Price`] and [`Qty`] wrap `rust_decimal::Decimal`, never `f64`. Input is parsed through
 //!   checked constructors ([`Price::parse`], [`Qty::parse`]) that accept plain decimal notation;
@@ -11,7 +17,7 @@
 //!   what bincode accepts, read as one little-endian `u128`: bincode writes the same 16 bytes as
 //!   for the array, in one call rather than sixteen. The form is for bincode: a `serde_json::Value`
 //!   holds no integer above 64 bits.
-//! - Sums of [`Qty`] are exact where a `Decimal` can hold them: [`Qty::add_exact`] says when
+//! - Sums of [`Qty`] are exact where a `Decimal` can hold them: `Qty::add_exact` says when
 //!   one may have been rounded (the orderbook's group sums then re-sum from their levels).
 
 use std::cmp::Ordering;
