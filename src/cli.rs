@@ -284,7 +284,7 @@ pub struct GenArgs {
     /// First event time, ms since the epoch.
     #[arg(long, default_value_t = 1_700_000_000_000)]
     pub start_ms: u64,
-    /// Output file (default stdout).
+    /// Output file (default stdout; a name ending in .gz is written gzipped).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }

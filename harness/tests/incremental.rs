@@ -59,8 +59,8 @@ const SETTINGS: &[Setting] = &[
         batch: 3,
     },
     // A lateness longer than the candles' retention span (4 x 1 s): trades older than that span
-    // whose timestamp is still open apply (only late ones are `too_late`), and their finest
-    // candles are dropped as they are made.
+    // whose timestamp is still open apply at it like any other, candles included (only late
+    // ones are `too_late`).
     Setting {
         granularity_ms: 250,
         lateness_ms: 5_000,
