@@ -688,6 +688,36 @@ fn live_past_1900(
     live
 }
 
+/// A partition that sends only dead letters is silent: it has no time to hold progress at. Bad
+/// messages keep coming into partition 1 (one per `kcat` call, well within `--idle-ms` 1000 of
+/// each other) while progress must reach 1900 on partition 0's books. Every line counted as
+/// activity, so the partition never went idle and held every symbol's results at 0 for as long
+/// as they came.
+#[test]
+fn a_partition_sending_only_bad_messages_goes_idle() {
+    let (dir, broker) = a_in_partition_0_of_2("kafka_idle_bad_only");
+    let out = dir.join("live.ndjson");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let job = live(&broker, 1, "market.book", "1000", &out, &metrics);
+    // Partition 0's 20 books, and the bad messages (read, then dead-lettered).
+    let read = || sample(&get(&metrics, "/metrics"), "tampines_events_read_total ");
+    let mut sent = 0;
+    let reached = within_60s(|| {
+        kcat_to(&broker, "market.book", 1, &["not json".to_string()]);
+        sent += 1;
+        last_mark(&out) >= 1900
+    });
+    // Bad messages were read while waiting, not only before.
+    let read_while_waiting = within_60s(|| read() >= 22.0);
+    drop(job);
+    assert!(
+        reached,
+        "progress never reached 1900 with {sent} bad messages sent: {}",
+        text_of(&out)
+    );
+    assert!(read_while_waiting && sent >= 2, "{sent} sent");
+}
+
 /// A live job (`--lateness-ms 0`, group `g`) of `workers` reading `topics`, silent inputs idle
 /// after `idle_ms`, with results in `out` and metrics at `metrics`.
 fn live(

@@ -18,11 +18,12 @@
 //!   worker.
 //!
 //! Invariants: the capability is held in an `Option`, only moves forward (to the minimum of the
-//! earliest open timestamps of the inputs that are not idle; when all of this worker's are idle,
-//! to where the job's other inputs are, [`crate::idle`]) and
-//! is dropped only after every input is exhausted and the `End` records are sent. An event is
-//! never stamped below the capability: an input that wakes up after progress moved on has its
-//! events applied at the capability, counted as late. Bad input never stops the source.
+//! earliest open timestamps of the inputs that are not idle; when all of this worker's are idle, to
+//! where the job's other inputs are, [`crate::idle`]) and is dropped only after every input is
+//! exhausted and the `End` records are sent. An event is never stamped below the capability: an
+//! input that wakes up after progress moved on has its events applied at the capability, counted as
+//! late. Bad input never stops the source, nor holds progress: an input is idle after `idle_ms`
+//! without an event, whatever else it sends.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -314,7 +315,10 @@ struct Reader {
     /// being read.
     names: FoldMap<Sym, SymbolName>,
     last_seen: Instant,
-    /// A line was read in the current activation (`last_seen` is set once, after it).
+    /// An event was read in the current activation (`last_seen` is set once, after it). A line
+    /// that is no event (a dead letter, a blank) is not: an input that sends only those is silent
+    /// (it has no time to hold progress at), and goes idle as a silent one does. It held every
+    /// symbol's results back for as long as the bad lines kept coming.
     read: bool,
     idle: bool,
     /// Lines read since the last report to [`Stats::inputs`].
@@ -374,7 +378,7 @@ pub fn source<'s, I: Inputs + 'static>(
                         offset,
                         line,
                     } => {
-                        let reader = reader_of(&mut readers, input, &config, worker);
+                        let reader = reader_of(&mut readers, input, &config);
                         let pos = (input, offset);
                         let (counts, batch) = (&mut counts, &mut batch);
                         let time = match line {
@@ -383,6 +387,10 @@ pub fn source<'s, I: Inputs + 'static>(
                                 read_parsed(reader, line, pos, counts, floor, batch)
                             }
                         };
+                        if reader.read && reader.idle {
+                            reader.idle = false;
+                            tracing::info!(worker, input, "input active again");
+                        }
                         run.note(input, offset, time, &mut inputs);
                     }
                     Next::Finished(input) => {
@@ -514,7 +522,6 @@ fn reader_of<'a>(
     readers: &'a mut FoldMap<u32, Reader>,
     input: u32,
     config: &Config,
-    worker: usize,
 ) -> &'a mut Reader {
     let reader = readers.entry(input).or_insert_with(|| Reader {
         stamper: Stamper::new(config),
@@ -525,12 +532,7 @@ fn reader_of<'a>(
         idle: false,
         unreported: 0,
     });
-    reader.read = true;
     reader.unreported += 1;
-    if reader.idle {
-        reader.idle = false;
-        tracing::info!(worker, input, "input active again");
-    }
     reader
 }
 
@@ -754,6 +756,7 @@ fn stamp(
         Parse::Event(event, name) => (event, name),
     };
     counts.read += 1;
+    reader.read = true;
     match reader
         .stamper
         .stamp(event.sym, event.ts, event.is_book(), floor)
