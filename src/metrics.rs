@@ -325,19 +325,26 @@ impl Collector for JobCollector {
             MetricType::Counter,
             &rows(&|p| p.read as i64),
         )?;
+        // An input with no watermark yet (it read only dead letters) has no row: 0 made its lag
+        // 57 years, which the runbook reads as a partition holding progress back.
+        let watermarks = |f: &dyn Fn(u64) -> i64| {
+            (inputs.iter())
+                .filter_map(|(&id, p)| p.watermark.map(|w| (label(id), f(w))))
+                .collect::<Vec<_>>()
+        };
         gauges(
             &mut encoder,
             "input_watermark_ms",
             "Highest event time read minus the lateness, per input",
             MetricType::Gauge,
-            &rows(&|p| p.watermark as i64),
+            &watermarks(&|w| w as i64),
         )?;
         gauges(
             &mut encoder,
             "input_watermark_lag_ms",
             "Wall clock minus the input's watermark",
             MetricType::Gauge,
-            &rows(&|p| now - p.watermark as i64),
+            &watermarks(&|w| now - w as i64),
         )?;
         let state = stats.state.counts();
         gauges(
@@ -663,6 +670,36 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
         }
+    }
+
+    /// An input that read only dead letters has no watermark, and no watermark rows: a 0 made its
+    /// lag 57 years. One with a watermark has both.
+    #[test]
+    fn an_input_without_a_watermark_has_no_watermark_rows() {
+        let m = Metrics::new();
+        let stats = Arc::new(Stats::default());
+        {
+            let mut inputs = stats.inputs.lock().unwrap();
+            let progress =
+                |read, watermark| tampines_dataflows::stats::InputProgress { read, watermark };
+            inputs.insert(0, progress(5, Some(2000)));
+            inputs.insert(1, progress(3, None));
+        }
+        m.attach(stats, Arc::new(|i| vec![("input", i.to_string())]));
+        let text = m.render();
+        let rows = |name: &str| -> Vec<&str> {
+            (text.lines())
+                .filter(|l| l.starts_with(&format!("tampines_{name}{{")))
+                .collect()
+        };
+        assert_eq!(
+            rows("input_watermark_ms"),
+            ["tampines_input_watermark_ms{input=\"0\"} 2000"]
+        );
+        assert_eq!(rows("input_watermark_lag_ms").len(), 1, "{text}");
+        assert!(rows("input_watermark_lag_ms")[0]
+            .starts_with("tampines_input_watermark_lag_ms{input=\"0\"} "));
+        assert_eq!(rows("input_read_total").len(), 2, "{text}");
     }
 
     /// A dead letter with a quote in its reason leaves the exposition parseable.

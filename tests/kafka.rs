@@ -695,27 +695,73 @@ fn live_past_1900(
 /// as they came.
 #[test]
 fn a_partition_sending_only_bad_messages_goes_idle() {
-    let (dir, broker) = a_in_partition_0_of_2("kafka_idle_bad_only");
+    holds_nothing_back("kafka_idle_bad_only", &[], |_| "not json".into(), &[]);
+}
+
+/// The same with `too_late` trades, dead letters too: after a trade at 1500 (watermark 1500 at
+/// lateness 0), trades at 100 with a retention span of 1 s. They counted as activity, and held
+/// progress at 1500.
+#[test]
+fn a_partition_sending_only_too_late_trades_goes_idle() {
+    let trade = |ts: u32, id: u32| {
+        format!(
+            r#"{{"type":"trade","exchange":"ex","symbol":"B","ts":{ts},"id":"{id}","price":"1","qty":"1","side":"buy"}}"#
+        )
+    };
+    let retention = ["--intervals", "1s", "--candle-retention", "1"];
+    holds_nothing_back(
+        "kafka_idle_too_late_only",
+        &[trade(1500, 0)],
+        |i| trade(100, i),
+        &retention,
+    );
+}
+
+/// Partition 0 holds A's books at 100..2000; partition 1 gets `first`, then `repeated(i)` again
+/// and again while progress must reach 1900 (`--idle-ms` 1000, lateness 0).
+fn holds_nothing_back(
+    name: &str,
+    first: &[String],
+    repeated: impl Fn(u32) -> String,
+    extra: &[&str],
+) {
+    let (dir, broker) = a_in_partition_0_of_2(name);
+    if !first.is_empty() {
+        kcat_to(&broker, "market.book", 1, first);
+    }
     let out = dir.join("live.ndjson");
     let metrics = format!("127.0.0.1:{}", free_port());
-    let job = live(&broker, 1, "market.book", "1000", &out, &metrics);
-    // Partition 0's 20 books, and the bad messages (read, then dead-lettered).
+    let job = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args([
+                "run",
+                "--brokers",
+                &broker.bootstrap,
+                "--topics",
+                "market.book",
+            ])
+            .args(["--group", "g", "--idle-ms", "1000", "--lateness-ms", "0"])
+            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
+            .args(extra)
+            .spawn()
+            .expect("run"),
+    );
+    // Partition 0's 20 books, `first`, and the repeated messages (read, then dead-lettered).
     let read = || sample(&get(&metrics, "/metrics"), "tampines_events_read_total ");
     let mut sent = 0;
     let reached = within_60s(|| {
-        kcat_to(&broker, "market.book", 1, &["not json".to_string()]);
+        kcat_to(&broker, "market.book", 1, &[repeated(sent + 1)]);
         sent += 1;
         last_mark(&out) >= 1900
     });
-    // Bad messages were read while waiting, not only before.
-    let read_while_waiting = within_60s(|| read() >= 22.0);
+    let read_some = within_60s(|| read() >= (20 + first.len() + 2) as f64);
     drop(job);
     assert!(
         reached,
-        "progress never reached 1900 with {sent} bad messages sent: {}",
+        "progress never reached 1900 with {sent} messages sent: {}",
         text_of(&out)
     );
-    assert!(read_while_waiting && sent >= 2, "{sent} sent");
+    assert!(read_some && sent >= 2, "{sent} sent");
 }
 
 /// A live job (`--lateness-ms 0`, group `g`) of `workers` reading `topics`, silent inputs idle

@@ -316,9 +316,10 @@ struct Reader {
     names: FoldMap<Sym, SymbolName>,
     last_seen: Instant,
     /// An event was read in the current activation (`last_seen` is set once, after it). A line
-    /// that is no event (a dead letter, a blank) is not: an input that sends only those is silent
-    /// (it has no time to hold progress at), and goes idle as a silent one does. It held every
-    /// symbol's results back for as long as the bad lines kept coming.
+    /// that is no event that applies (a dead letter, `too_late` trades included; a blank) is not:
+    /// an input that sends only those is silent (it has no time to hold progress at, or one
+    /// below the progress made), and goes idle as a silent one does. It held every symbol's
+    /// results back for as long as the bad lines kept coming.
     read: bool,
     idle: bool,
     /// Lines read since the last report to [`Stats::inputs`].
@@ -378,7 +379,7 @@ pub fn source<'s, I: Inputs + 'static>(
                         offset,
                         line,
                     } => {
-                        let reader = reader_of(&mut readers, input, &config);
+                        let reader = reader_of(&mut readers, input, &config, started);
                         let pos = (input, offset);
                         let (counts, batch) = (&mut counts, &mut batch);
                         let time = match line {
@@ -518,16 +519,22 @@ pub fn source<'s, I: Inputs + 'static>(
 }
 
 /// The reader of `input`, which has just offered a line.
+///
+/// A new reader's silence counts from the source's start, as an input's that has sent nothing
+/// does (`waiting_for_first`): a first line that is no event then holds progress no longer than
+/// silence would. (Counted from that line, a partition silent for an hour held the job for
+/// `idle_ms` when its first message was bad.)
 fn reader_of<'a>(
     readers: &'a mut FoldMap<u32, Reader>,
     input: u32,
     config: &Config,
+    started: Instant,
 ) -> &'a mut Reader {
     let reader = readers.entry(input).or_insert_with(|| Reader {
         stamper: Stamper::new(config),
         seen: HashSet::default(),
         names: FoldMap::default(),
-        last_seen: Instant::now(),
+        last_seen: started,
         read: false,
         idle: false,
         unreported: 0,
@@ -548,7 +555,7 @@ fn report_inputs(readers: &mut FoldMap<u32, Reader>, stats: &Stats) {
     for (&id, reader) in readers.iter_mut().filter(|(_, r)| r.unreported > 0) {
         let progress = inputs.entry(id).or_default();
         progress.read += std::mem::take(&mut reader.unreported);
-        progress.watermark = reader.stamper.watermark().unwrap_or(0);
+        progress.watermark = reader.stamper.watermark();
     }
 }
 
@@ -756,7 +763,6 @@ fn stamp(
         Parse::Event(event, name) => (event, name),
     };
     counts.read += 1;
-    reader.read = true;
     match reader
         .stamper
         .stamp(event.sym, event.ts, event.is_book(), floor)
@@ -771,6 +777,8 @@ fn stamp(
             batch,
         ),
         Stamp::At { time, late } => {
+            // Only an event that applies is activity: a `too_late` trade is a dead letter too.
+            reader.read = true;
             if late {
                 counts.late += 1;
             }
@@ -809,6 +817,54 @@ fn not_counting(since: Instant, paused: Duration, now: Instant) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new input's silence counts from the source's start, whatever its first line: a first
+    /// line that is no event (or a `too_late` trade) does not mark it read, so an input silent
+    /// since long before is idle at once, not `idle_ms` after that line. Only an event that
+    /// applies marks it read.
+    #[test]
+    fn only_an_applied_event_is_activity_and_silence_counts_from_the_start() {
+        let config = Config {
+            candle_retention: 1,
+            intervals: vec!["1s".parse().unwrap()],
+            lateness_ms: 0,
+            ..Config::default()
+        };
+        let started = Instant::now() - Duration::from_secs(3600);
+        let mut readers = FoldMap::default();
+        let (mut counts, mut batch) = (Counts::default(), Batch::new(1));
+        let mut read = |line: &str| {
+            let reader = reader_of(&mut readers, 7, &config, started);
+            let line = Ok(line.to_string());
+            read_line(reader, line, (7, 0), &mut counts, 0, &mut batch);
+            let reader = &readers[&7];
+            (reader.last_seen == started, reader.read)
+        };
+        assert_eq!(read("not json"), (true, false));
+        let trade = |ts: u64, id: u32| {
+            format!(
+                r#"{{"type":"trade","exchange":"x","symbol":"S","ts":{ts},"id":"{id}","price":"1","qty":"1","side":"buy"}}"#
+            )
+        };
+        assert_eq!(read(&trade(5000, 1)), (true, true));
+        readers.get_mut(&7).unwrap().read = false;
+        // 1000 ms below the highest ts with a 1 s retention span, and late: too late.
+        let mut read = |line: &str| {
+            let reader = reader_of(&mut readers, 7, &config, started);
+            read_line(
+                reader,
+                Ok(line.to_string()),
+                (7, 1),
+                &mut counts,
+                0,
+                &mut batch,
+            );
+            readers[&7].read
+        };
+        assert!(!read(&trade(4000, 2)));
+        assert!(read(&trade(4500, 3)));
+        assert_eq!(counts.dead_lettered, 2);
+    }
 
     /// Time paused by backpressure is left out of a silence, and time before and after it
     /// counts: 3 s silent, 2 s paused, 2 s silent again is 5 s of silence, idle at `--idle-ms`

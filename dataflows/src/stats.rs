@@ -131,6 +131,6 @@ impl Share {
 pub struct InputProgress {
     /// Messages read.
     pub read: u64,
-    /// Highest event time read minus the lateness (0 before the first event).
-    pub watermark: u64,
+    /// Highest event time read minus the lateness (None before the first event that applies).
+    pub watermark: Option<u64>,
 }
