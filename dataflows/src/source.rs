@@ -322,7 +322,8 @@ struct Reader {
     /// results back for as long as the bad lines kept coming.
     read: bool,
     idle: bool,
-    /// Lines read since the last report to [`Stats::inputs`].
+    /// Lines read since the last report to [`Stats::inputs`], as `read` counts them: blank
+    /// lines are not (a file's `input_read_total` counted them, `events_read_total` did not).
     unreported: u64,
 }
 
@@ -539,7 +540,6 @@ fn reader_of<'a>(
         idle: false,
         unreported: 0,
     });
-    reader.unreported += 1;
     reader
 }
 
@@ -758,11 +758,13 @@ fn stamp(
         Parse::Blank => return reader.stamper.open().max(floor),
         Parse::Bad(reason) => {
             counts.read += 1;
+            reader.unreported += 1;
             return dead(reader, reason, payload(), pos, counts, floor, batch);
         }
         Parse::Event(event, name) => (event, name),
     };
     counts.read += 1;
+    reader.unreported += 1;
     match reader
         .stamper
         .stamp(event.sym, event.ts, event.is_book(), floor)
@@ -841,6 +843,8 @@ mod tests {
             (reader.last_seen == started, reader.read)
         };
         assert_eq!(read("not json"), (true, false));
+        // A blank line is neither activity nor read.
+        assert_eq!(read("  "), (true, false));
         let trade = |ts: u64, id: u32| {
             format!(
                 r#"{{"type":"trade","exchange":"x","symbol":"S","ts":{ts},"id":"{id}","price":"1","qty":"1","side":"buy"}}"#
@@ -864,6 +868,8 @@ mod tests {
         assert!(!read(&trade(4000, 2)));
         assert!(read(&trade(4500, 3)));
         assert_eq!(counts.dead_lettered, 2);
+        // Lines read as the input's metric counts them: not the blank one.
+        assert_eq!((counts.read, readers[&7].unreported), (4, 4));
     }
 
     /// Time paused by backpressure is left out of a silence, and time before and after it
