@@ -147,10 +147,10 @@ fn check_strategy(name: &str, strategy: impl FnOnce(&str) -> Command) {
     }
 }
 
-/// The Rust example as a plain program. `cargo test --all-targets` builds examples only in test
+/// A Rust example as a plain program. `cargo test --all-targets` builds examples only in test
 /// mode (a harness, not their `main`), so the test builds it with the same cargo, profile and
 /// target directory; cargo has released its build lock by the time tests run.
-fn rust_example() -> PathBuf {
+fn rust_example(name: &str) -> PathBuf {
     let profile_dir = std::env::current_exe()
         .expect("test exe")
         .parent()
@@ -161,13 +161,7 @@ fn rust_example() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            "strategy",
-            "--manifest-path",
-        ])
+        .args(["build", "--quiet", "--example", name, "--manifest-path"])
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", target_dir);
     // The profile that built this test: its directory is named after it, except `dev` (debug).
@@ -176,9 +170,9 @@ fn rust_example() -> PathBuf {
         Some(other) => other,
     };
     build.args(["--profile", profile]);
-    let status = build.status().expect("run cargo build --example strategy");
-    assert!(status.success(), "cargo build --example strategy: {status}");
-    let exe = profile_dir.join("examples/strategy");
+    let status = build.status().expect("run cargo build --example");
+    assert!(status.success(), "cargo build --example {name}: {status}");
+    let exe = profile_dir.join("examples").join(name);
     assert!(exe.exists(), "{} was not built", exe.display());
     exe
 }
@@ -186,7 +180,7 @@ fn rust_example() -> PathBuf {
 #[test]
 fn rust_strategy_reads_consistent_snapshots() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let exe = rust_example();
+    let exe = rust_example("strategy");
     check_strategy("example_rust", |url| {
         let mut c = Command::new(&exe);
         c.args(["--redis", url]);
@@ -217,4 +211,54 @@ fn python_strategy_reads_consistent_snapshots() {
         c.arg(&script).args(["--redis", url]);
         c
     });
+}
+
+/// `examples/check.rs` replays a golden case at 1, 2 and 4 workers against the harness's model:
+/// its marks and records are the golden file's (counted there), its dead letters the golden
+/// dead-letter file's. A bad option exits 2.
+#[test]
+fn the_check_example_compares_a_file_with_the_model() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let exe = rust_example("check");
+    let case =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/dead_letters_and_duplicates");
+    let expected = std::fs::read_to_string(case.join("expected.ndjson")).unwrap();
+    let marks = expected
+        .lines()
+        .filter(|l| l.contains(r#""kind":"progress""#))
+        .count();
+    let records = expected.lines().count() - marks;
+    let dead = std::fs::read_to_string(case.join("expected.dlq.ndjson"))
+        .unwrap()
+        .lines()
+        .count();
+    let out = Command::new(&exe)
+        .arg(case.join("input.ndjson"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (line, workers) in lines.iter().zip([1, 2, 4]) {
+        let head = format!("-w {workers}: {marks} marks, {records} records equal the model (read ");
+        assert!(line.starts_with(&head), "{line}");
+        assert!(line.contains(&format!(" dead-lettered {dead} ")), "{line}");
+    }
+    let bad = Command::new(&exe)
+        .args(["x.ndjson", "--depth", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&bad.stderr),
+        "check: --depth must be positive\n"
+    );
 }
