@@ -11,7 +11,7 @@
 //! 0, or prints the first difference and exits 1 (2 on bad usage). The model recomputes every
 //! result at every mark: it suits files of thousands of events, not millions.
 
-use std::io::Read;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,19 +33,14 @@ struct Args {
     job: JobArgs,
 }
 
-/// The lines of `path`, gunzipped when its name ends in `.gz`.
-fn lines(path: &PathBuf) -> std::io::Result<Vec<String>> {
-    let file = std::fs::File::open(path)?;
-    let mut text = String::new();
-    let gz = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    if gz {
-        flate2::read::MultiGzDecoder::new(file).read_to_string(&mut text)?;
-    } else {
-        std::io::BufReader::new(file).read_to_string(&mut text)?;
-    }
-    Ok(text.lines().map(str::to_string).collect())
+/// The lines of `path` as `replay` reads them (`files::lines`: `.gz` gunzipped, a byte order
+/// mark dropped), or the first line that is not text: the model takes lines of text only.
+fn lines(path: &std::path::Path) -> Result<Vec<String>, String> {
+    (tampines::files::lines(path).enumerate())
+        .map(|(n, line)| {
+            line.map_err(|(reason, _)| format!("{} line {}: {reason}", path.display(), n + 1))
+        })
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -62,7 +57,7 @@ fn main() -> ExitCode {
         match lines(path) {
             Ok(l) => inputs.push(l),
             Err(e) => {
-                eprintln!("check: {}: {e}", path.display());
+                eprintln!("check: {e}");
                 return ExitCode::from(2);
             }
         }
@@ -78,7 +73,8 @@ fn main() -> ExitCode {
             Ok(()) => {
                 let records: usize = expected.marks.iter().map(|m| m.changed.len()).sum();
                 let t = expected.totals;
-                println!(
+                let _ = writeln!(
+                    std::io::stdout(),
                     "-w {workers}: {} marks, {records} records equal the model (read {} processed {} dead-lettered {} duplicates {} late {})",
                     expected.marks.len(),
                     t.read,
@@ -89,7 +85,7 @@ fn main() -> ExitCode {
                 );
             }
             Err(difference) => {
-                println!("{difference}");
+                let _ = writeln!(std::io::stdout(), "{difference}");
                 return ExitCode::from(1);
             }
         }

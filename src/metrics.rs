@@ -312,10 +312,11 @@ impl Collector for JobCollector {
             None => vec![("input", id.to_string())],
         };
         let inputs = stats.inputs();
-        let rows = |f: &dyn Fn(&tampines_dataflows::stats::InputProgress) -> i64| {
-            inputs
-                .iter()
-                .map(|(&id, p)| (label(id), f(p)))
+        // A row per input with a value (an input with no watermark yet has no watermark rows:
+        // 0 made its lag 57 years, which the runbook reads as a partition holding progress back).
+        let rows = |f: &dyn Fn(&tampines_dataflows::stats::InputProgress) -> Option<i64>| {
+            (inputs.iter())
+                .filter_map(|(&id, p)| f(p).map(|v| (label(id), v)))
                 .collect::<Vec<_>>()
         };
         gauges(
@@ -323,28 +324,21 @@ impl Collector for JobCollector {
             "input_read",
             "Input messages read, per input",
             MetricType::Counter,
-            &rows(&|p| p.read as i64),
+            &rows(&|p| Some(p.read as i64)),
         )?;
-        // An input with no watermark yet (it read only dead letters) has no row: 0 made its lag
-        // 57 years, which the runbook reads as a partition holding progress back.
-        let watermarks = |f: &dyn Fn(u64) -> i64| {
-            (inputs.iter())
-                .filter_map(|(&id, p)| p.watermark.map(|w| (label(id), f(w))))
-                .collect::<Vec<_>>()
-        };
         gauges(
             &mut encoder,
             "input_watermark_ms",
             "Highest event time read minus the lateness, per input",
             MetricType::Gauge,
-            &watermarks(&|w| w as i64),
+            &rows(&|p| p.watermark.map(|w| w as i64)),
         )?;
         gauges(
             &mut encoder,
             "input_watermark_lag_ms",
             "Wall clock minus the input's watermark",
             MetricType::Gauge,
-            &watermarks(&|w| now - w as i64),
+            &rows(&|p| p.watermark.map(|w| now - w as i64)),
         )?;
         let state = stats.state.counts();
         gauges(

@@ -731,21 +731,7 @@ fn holds_nothing_back(
     }
     let out = dir.join("live.ndjson");
     let metrics = format!("127.0.0.1:{}", free_port());
-    let job = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args([
-                "run",
-                "--brokers",
-                &broker.bootstrap,
-                "--topics",
-                "market.book",
-            ])
-            .args(["--group", "g", "--idle-ms", "1000", "--lateness-ms", "0"])
-            .args(["--metrics-addr", &metrics, "--out", out.to_str().unwrap()])
-            .args(extra)
-            .spawn()
-            .expect("run"),
-    );
+    let job = live_with(&broker, 1, "market.book", "1000", &out, &metrics, extra);
     // Partition 0's 20 books, `first`, and the repeated messages (read, then dead-lettered).
     let read = || sample(&get(&metrics, "/metrics"), "tampines_events_read_total ");
     let mut sent = 0;
@@ -774,12 +760,26 @@ fn live(
     out: &Path,
     metrics: &str,
 ) -> common::broker::KillOnDrop {
+    live_with(broker, workers, topics, idle_ms, out, metrics, &[])
+}
+
+/// [`live`] with `extra` options.
+fn live_with(
+    broker: &Broker,
+    workers: u32,
+    topics: &str,
+    idle_ms: &str,
+    out: &Path,
+    metrics: &str,
+    extra: &[&str],
+) -> common::broker::KillOnDrop {
     common::broker::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args(["run", "--brokers", &broker.bootstrap])
             .args(["-w", &workers.to_string(), "--topics", topics])
             .args(["--group", "g", "--idle-ms", idle_ms, "--lateness-ms", "0"])
             .args(["--metrics-addr", metrics, "--out", out.to_str().unwrap()])
+            .args(extra)
             .spawn()
             .expect("run"),
     )
