@@ -119,7 +119,7 @@ impl Agg {
     /// vwap = quote_volume / volume, rounded to 8 decimal places.
     pub fn vwap(&self) -> Decimal {
         // The volume is positive, and a mean of prices below `VALUE_LIMIT` is below it too.
-        crate::types::div_round(self.quote_volume.value(), self.volume.value(), 8)
+        crate::quotients::div_round(self.quote_volume.value(), self.volume.value(), 8)
             .expect("a weighted mean of prices is a decimal")
     }
 }

@@ -39,6 +39,7 @@ pub mod config;
 pub mod event;
 pub mod idle;
 pub mod orderbook;
+pub mod quotients;
 pub mod results;
 pub mod routing;
 pub mod sequence;

@@ -31,10 +31,11 @@ use timely::dataflow::{Scope, StreamVec};
 
 use crate::agg::{Agg, Candle};
 use crate::config::Config;
+use crate::quotients::change_pct;
 use crate::sequence::sequence;
 use crate::types::{
-    change_pct, push_decimal as push_decimal_text, Bbo, BigId, BookPrice, FoldMap, Levels, Price,
-    Side, Sym, SymbolName, TradeId,
+    push_decimal as push_decimal_text, Bbo, BigId, BookPrice, FoldMap, Levels, Price, Side, Sym,
+    SymbolName, TradeId,
 };
 
 /// A book's status.
