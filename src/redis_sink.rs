@@ -633,9 +633,14 @@ impl Writer {
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if let Some(patience) = self.options.patience {
                         if since.elapsed() >= patience {
-                            let waited = format!("{} s; the last error: {e}", patience.as_secs());
-                            let what = "Redis failing for longer than --redis-patience-s";
-                            return Err((redis::ErrorKind::IoError, what, waited).into());
+                            // An I/O error displays as its text alone; a described
+                            // `RedisError` would add ` - IoError: ` in the middle of it.
+                            return Err(std::io::Error::other(format!(
+                                "Redis failing for longer than --redis-patience-s ({} s); \
+                                 the last error: {e}",
+                                patience.as_secs()
+                            ))
+                            .into());
                         }
                     }
                     self.connection = None;
