@@ -12,10 +12,12 @@
 //! (MULTI/EXEC or a script) sees exactly the state at that frontier.
 //!
 //! Before writing, the script checks that every key it writes holds nothing or the type it writes
-//! there, and refuses the whole step otherwise: Redis does not undo a script's writes when a later
-//! command of it fails, so a step failing halfway would show readers keys ahead of the frontier.
+//! there, and tries every command it writes with where that changes nothing (so that one the
+//! Redis user may not run, by ACL, fails there), and refuses the whole step otherwise: Redis does
+//! not undo a script's writes when a later command of it fails, so a step failing halfway would
+//! show readers keys ahead of the frontier.
 //! It also refuses a step when the stored frontier is below the last one this job found or wrote:
-//! Redis lost results (restarted empty, or from an older save), and writing on would publish a
+//! Redis lost results (restarted empty, from an older save, or keys evicted), and writing on would publish a
 //! frontier whose state is incomplete. The job exits 1; started again, it rebuilds them.
 //!
 //! **Catching up.** A job that finds a frontier `F` stored rebuilds its state by replaying its
@@ -82,7 +84,7 @@ local n = tonumber(ARGV[3])
 local last = ARGV[6 + 4 * n]
 if last ~= '' and (not frontier or below(frontier, last)) then
   return redis.error_reply('TAMPINES Redis lost results: its frontier is ' .. (frontier or 'gone') ..
-    ', where this job had ' .. last .. ' (restarted empty or from an older save?); start the job again to rebuild them')
+    ', where this job had ' .. last .. ' (restarted empty or from an older save, or its keys evicted?); start the job again to rebuild them')
 end
 -- Scores are doubles: from 2^53 one score stands for several open times, so the member of this
 -- open time is found by its text (a candle record has `"open_time":T` followed by a comma).
@@ -111,6 +113,34 @@ for c = 1, n do
   local kind = ARGV[4 * c]
   bad = misplaced(ARGV[4 * c + 1], (kind == 's' or kind == 'x') and 'string' or 'zset')
   if bad then return bad end
+end
+-- Every command the step may write with, tried first where it changes nothing (on a key that
+-- does not exist, with XX or NOMKSTREAM): a command the Redis user may not run (ACL) then
+-- refuses the step before its first write, where it failed halfway. SET comes first: Redis
+-- refuses a script out of memory only at its first write command, and lets it write on after
+-- one (ZREM would be one), so an out-of-memory refusal must come from the probe, and end it.
+local probe = KEYS[1] .. ':probe'
+if redis.call('EXISTS', probe) == 0 then
+  for _, c in ipairs({{'SET', probe, '', 'XX'}, {'ZADD', probe, 'XX', 0, ''}, {'ZREM', probe, ''},
+      {'ZRANGEBYSCORE', probe, 0, 0}, {'ZREMRANGEBYSCORE', probe, 0, 0},
+      {'ZREMRANGEBYRANK', probe, 0, -1}, {'DEL', probe},
+      {'XADD', probe, 'NOMKSTREAM', 'MAXLEN', '~', 1, '*', 'ts', '0'}}) do
+    local r = redis.pcall(unpack(c))
+    if type(r) == 'table' and r.err then
+      local function says(text) return string.find(r.err, text, 1, true) end
+      -- Redis 7.0 says "can't run this command", 7.2 "has no permissions to run".
+      if says("can't run this command") or says('permissions to run') then
+        return redis.error_reply('TAMPINES the Redis user may not run ' .. c[1] ..
+          ', which a step writes with (ACL); nothing of this step was written')
+      end
+      -- Nothing to learn from the probe's own key refused (the step's keys were read above),
+      -- or from a form this Redis lacks (NOMKSTREAM before 6.2). Any other refusal (out of
+      -- memory, read-only, failing to save) is the step's, returned as it came.
+      if not (says("can't access") or says('permissions to access') or says('syntax')) then
+        return redis.error_reply(r.err)
+      end
+    end
+  end
 end
 local i = 4
 for c = 1, n do
@@ -202,14 +232,44 @@ pub struct RedisSink {
 }
 
 impl RedisOptions {
-    /// Checks the URL (bad usage, exit 2) without connecting.
+    /// Checks the URL (bad usage, exit 2) without connecting: what the redis crate refuses,
+    /// and what it would ignore without a word (a query other than `protocol`, and a fragment,
+    /// of a `redis://` URL: `?db=5` wrote to database 0; a socket's URL reads `db`, `user`
+    /// and `pass` too).
     pub fn validate(&self) -> Result<()> {
-        redis::Client::open(self.url.as_str())
-            .map(|_| ())
-            .map_err(|e| {
-                let url = crate::cli::hide_url_password(&self.url);
-                anyhow::anyhow!("bad --redis URL {url:?}: {e}")
-            })
+        let bad = |why: String| {
+            let url = crate::cli::hide_url_password(&self.url);
+            anyhow::anyhow!("bad --redis URL {url:?}: {why}")
+        };
+        redis::Client::open(self.url.as_str()).map_err(|e| {
+            // The crate writes `Invalid database number- InvalidClientConfig`.
+            let text = e.to_string();
+            let kind = format!("- {:?}", e.kind());
+            bad(text.strip_suffix(&kind).unwrap_or(&text).to_string())
+        })?;
+        let Ok(url) = url::Url::parse(&self.url) else {
+            return Ok(()); // a form the crate reads otherwise (a bare socket path)
+        };
+        let read: &[&str] = match url.scheme() {
+            "redis+unix" | "unix" => &["db", "user", "pass", "protocol"],
+            _ => &["protocol"],
+        };
+        if let Some((key, _)) = url.query_pairs().find(|(k, _)| !read.contains(&k.as_ref())) {
+            let hint = if url.scheme().starts_with("redis") && key == "db" {
+                " (the database is the path: redis://HOST:PORT/DB)"
+            } else {
+                ""
+            };
+            return Err(bad(format!(
+                "its query parameter {key:?} is not read{hint}"
+            )));
+        }
+        if url.scheme() == "redis" && url.fragment().is_some() {
+            return Err(bad(
+                "a redis:// URL has no fragment (a '#' in a password is written %23)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -232,6 +292,7 @@ impl RedisSink {
             script: redis::Script::new(SCRIPT),
             error: error.clone(),
             catching_up: stored.is_some(),
+            policy_checked: false,
         };
         let thread = std::thread::Builder::new()
             .name("redis-writer".into())
@@ -362,11 +423,13 @@ struct Writer {
     error: Arc<Mutex<Option<String>>>,
     /// The next step is the first after finding a frontier: it catches up (module doc).
     catching_up: bool,
+    /// Redis's eviction policy was looked at (once, after the first write).
+    policy_checked: bool,
 }
 
 /// Whether retrying may mend `e`: an outage or a timeout, or a server that is loading, busy
-/// with a script, out of memory, failing to save, read-only (a replica before a failover) or a
-/// cluster in flux. Anything else (a key of another type, a refused command or password, a
+/// with a script, out of memory, failing to save, read-only (a replica before a failover),
+/// short of the replicas it must write to (`min-replicas-to-write`) or a cluster in flux. Anything else (a key of another type, a refused command or password, a
 /// script error) would fail the same way again.
 fn passing(e: &redis::RedisError) -> bool {
     use redis::ErrorKind::*;
@@ -378,7 +441,10 @@ fn passing(e: &redis::RedisError) -> bool {
             e.kind(),
             IoError | BusyLoadingError | TryAgain | ClusterDown | MasterDown | ReadOnly
         )
-        || matches!(e.code(), Some("OOM" | "BUSY" | "MISCONF" | "LOADING"))
+        || matches!(
+            e.code(),
+            Some("OOM" | "BUSY" | "MISCONF" | "LOADING" | "NOREPLICAS")
+        )
 }
 
 impl Writer {
@@ -589,11 +655,37 @@ impl Writer {
         });
         match read {
             Ok(stale) => {
-                if !stale.is_empty() {
+                // A candle of an open time the rebuilt set has is replaced by its new record (an
+                // open candle that went on), not removed: said apart, as no loss.
+                let times: HashMap<&str, HashSet<&str>> = (sets.iter())
+                    .map(|(key, kept)| {
+                        (
+                            key.as_str(),
+                            kept.iter().filter_map(|m| open_time(m)).collect(),
+                        )
+                    })
+                    .collect();
+                let replaced = (stale.iter())
+                    .filter(|s| s.kind == "m")
+                    .filter(|s| {
+                        open_time(&s.member).is_some_and(|t| {
+                            times.get(s.key.as_str()).is_some_and(|ts| ts.contains(t))
+                        })
+                    })
+                    .count();
+                let keys = stale.iter().filter(|s| s.kind != "m").count();
+                let candles = stale.iter().filter(|s| s.kind == "m").count() - replaced;
+                if keys + candles > 0 {
                     tracing::warn!(
-                        keys = stale.iter().filter(|s| s.kind != "m").count(),
-                        candles = stale.iter().filter(|s| s.kind == "m").count(),
+                        keys,
+                        candles,
                         "catching up: removing results Redis holds that this run does not make (other options or input than the run that wrote them)"
+                    );
+                }
+                if replaced > 0 {
+                    tracing::debug!(
+                        replaced,
+                        "catching up: candles Redis holds replaced by their rebuilt records"
                     );
                 }
                 stale
@@ -603,6 +695,28 @@ impl Writer {
                 self.connection = None;
                 Vec::new()
             }
+        }
+    }
+
+    /// Warns when Redis may evict results (an `allkeys-` policy): a key would be gone while the
+    /// frontier says it is there, with no error to anyone. (A `volatile-` policy evicts only
+    /// keys with a time to live, which results do not have.) Said, not refused: a Redis shared
+    /// with a cache may be set so on purpose, and only a full one evicts.
+    fn warn_if_evicting(&mut self) {
+        let Some(c) = self.connection.as_mut() else {
+            return;
+        };
+        match redis::cmd("INFO").arg("memory").query::<String>(c) {
+            Ok(info) => {
+                if let Some(policy) = eviction_policy(&info).filter(|p| p.starts_with("allkeys-")) {
+                    tracing::warn!(
+                        policy,
+                        "Redis may evict results when full (maxmemory-policy {policy}): a reader would miss keys the frontier says are there; set it to noeviction"
+                    );
+                }
+            }
+            // INFO may be refused to the job's user (ACL): nothing to tell then.
+            Err(e) => tracing::debug!(error = %e, "cannot read Redis's eviction policy"),
         }
     }
 
@@ -619,6 +733,9 @@ impl Writer {
                     m.redis_frontier.set(time as i64);
                     self.state.writes.fetch_add(1, Ordering::Relaxed);
                     self.state.durable.fetch_max(time, Ordering::Relaxed);
+                    if !std::mem::replace(&mut self.policy_checked, true) {
+                        self.warn_if_evicting();
+                    }
                     tracing::debug!(
                         mark = time,
                         keys = changes.len(),
@@ -630,7 +747,10 @@ impl Writer {
                 }
                 Err(e) if !passing(&e) => return Err(e),
                 Err(e) => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    // From the start of the first failing attempt: a write that hangs fails
+                    // only at the socket's timeout, which counts too (it counted from there).
+                    let since = *failing_since.get_or_insert(started);
+                    let e = described(e, SOCKET_TIMEOUT);
                     if let Some(patience) = self.options.patience {
                         if since.elapsed() >= patience {
                             // An I/O error displays as its text alone; a described
@@ -708,6 +828,19 @@ impl Writer {
     }
 }
 
+/// The open time of a candle record, as its text (`"open_time":T,`).
+fn open_time(record: &str) -> Option<&str> {
+    let (_, rest) = record.split_once("\"open_time\":")?;
+    rest.split_once(',').map(|(time, _)| time)
+}
+
+/// The `maxmemory_policy` of an `INFO memory` reply.
+fn eviction_policy(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+        .map(str::trim)
+}
+
 /// Every key matching `pattern` that holds a value of `kind` (SCAN's TYPE filter, Redis 6).
 fn scan(c: &mut redis::Connection, pattern: &str, kind: &str) -> redis::RedisResult<Vec<String>> {
     let mut found = Vec::new();
@@ -745,6 +878,20 @@ fn glob_escaped(text: &str) -> String {
     out
 }
 
+/// How long a write may wait for Redis's reply (or to send its step) before it fails.
+const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `e`, a timeout of `waited` said as one: the socket's own error reads `Resource temporarily
+/// unavailable (os error 11)`.
+fn described(e: redis::RedisError, waited: Duration) -> redis::RedisError {
+    if e.is_timeout() {
+        let text = format!("no reply from Redis within {} s ({e})", waited.as_secs());
+        std::io::Error::new(std::io::ErrorKind::TimedOut, text).into()
+    } else {
+        e
+    }
+}
+
 /// `connection`, opened on `client` if there is none.
 fn connected<'a>(
     client: &redis::Client,
@@ -752,43 +899,64 @@ fn connected<'a>(
 ) -> redis::RedisResult<&'a mut redis::Connection> {
     if connection.is_none() {
         let c = client.get_connection_with_timeout(Duration::from_secs(5))?;
-        c.set_read_timeout(Some(Duration::from_secs(30)))?;
+        c.set_read_timeout(Some(SOCKET_TIMEOUT))?;
         // A step larger than the socket's buffers, sent into a network partition, would
         // otherwise wait for the kernel's TCP timeout (about 15 minutes).
-        c.set_write_timeout(Some(Duration::from_secs(30)))?;
+        c.set_write_timeout(Some(SOCKET_TIMEOUT))?;
         *connection = Some(c);
     }
     Ok(connection.as_mut().expect("connected"))
 }
 
 /// Reads the stored frontier (None if there is none), retrying for up to `patience` while the
-/// failure may pass (`passing`: no connection yet, a server loading); a wrong password or a
-/// refused command fails at once.
+/// failure may pass (`passing`: no connection yet, a server loading or paused); a wrong
+/// password or a refused command fails at once, and so does a frontier that is not a mark as
+/// the script writes it.
 pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Option<u64>> {
     let client = redis::Client::open(options.url.as_str()).context("--redis")?;
+    let key = format!("{}:frontier", options.prefix);
     let deadline = Instant::now() + patience;
     let mut reported: Option<Instant> = None;
     loop {
-        let attempt = client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .and_then(|mut c| {
-                redis::cmd("GET")
-                    .arg(format!("{}:frontier", options.prefix))
-                    .query::<Option<u64>>(&mut c)
-            });
+        // Each try waits to connect, and for the reply, up to 5 s, or what is left of the
+        // patience (at least 1 s): a paused Redis answered nothing, and the start waited for as
+        // long as it stayed paused, without a word.
+        let wait = (deadline.saturating_duration_since(Instant::now()))
+            .clamp(Duration::from_secs(1), Duration::from_secs(5));
+        let attempt = client.get_connection_with_timeout(wait).and_then(|mut c| {
+            c.set_read_timeout(Some(wait))?;
+            c.set_write_timeout(Some(wait))?;
+            redis::cmd("GET").arg(&key).query::<Option<String>>(&mut c)
+        });
         match attempt {
-            Ok(f) => return Ok(f),
+            Ok(None) => return Ok(None),
+            Ok(Some(text)) => {
+                // Only the text the script writes and compares (digits, no sign or leading
+                // zero): `+17` or `017`, read as 17 here, compared as text there, made every
+                // mark look below it, and nothing was written, without a word.
+                let canonical = !text.is_empty()
+                    && text.bytes().all(|b| b.is_ascii_digit())
+                    && (text == "0" || !text.starts_with('0'));
+                return match text.parse::<u64>() {
+                    Ok(f) if canonical => Ok(Some(f)),
+                    _ => anyhow::bail!(
+                        "reading the stored frontier: {key} holds {text:?}, not a mark (a whole \
+                         number of ms in decimal, without sign or leading zeros); delete it, \
+                         or use another --prefix"
+                    ),
+                };
+            }
             Err(e) if passing(&e) && Instant::now() < deadline => {
                 // Said at once, then every 5 s (it was every try, five a second).
                 if reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
-                    tracing::warn!(error = %e, "reading the stored frontier");
+                    tracing::warn!(error = %described(e, wait), "reading the stored frontier");
                     reported = Some(Instant::now());
                 }
                 std::thread::sleep(Duration::from_millis(200)); // retry interval, bounded by the deadline
             }
             // The error's own text: its source repeats it (`Connection refused (os error 111)`
             // twice).
-            Err(e) => anyhow::bail!("reading the stored frontier: {e}"),
+            Err(e) => anyhow::bail!("reading the stored frontier: {}", described(e, wait)),
         }
     }
 }

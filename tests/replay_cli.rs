@@ -1104,7 +1104,7 @@ fn no_command_lists_the_commands() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 42] = [
+    let cases: [(&[&str], &str); 44] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
@@ -1213,12 +1213,21 @@ fn bad_usage_exits_2_with_one_line() {
         // The password was printed.
         (
             &["replay", "x.ndjson", "--redis", "redis://default:pw5@127.0.0.1:1/zz"],
-            "tampines: bad --redis URL \"redis://default:***@127.0.0.1:1/zz\": Invalid database number- InvalidClientConfig",
+            "tampines: bad --redis URL \"redis://default:***@127.0.0.1:1/zz\": Invalid database number",
         ),
         // Passwords with `/`, and misspelt or unsupported secrets of librdkafka, were printed.
         (
             &["replay", "x.ndjson", "--redis", "redis://default:ab/cd+ef=@127.0.0.1:1/zz"],
-            "tampines: bad --redis URL \"redis://default:***@127.0.0.1:1/zz\": Redis URL did not parse- InvalidClientConfig",
+            "tampines: bad --redis URL \"redis://default:***@127.0.0.1:1/zz\": Redis URL did not parse",
+        ),
+        // What the redis crate ignores: `?db=5` wrote to database 0 (exit 0).
+        (
+            &["replay", "x.ndjson", "--redis", "redis://127.0.0.1:1?db=5"],
+            "tampines: bad --redis URL \"redis://127.0.0.1:1?db=5\": its query parameter \"db\" is not read (the database is the path: redis://HOST:PORT/DB)",
+        ),
+        (
+            &["replay", "x.ndjson", "--redis", "redis://127.0.0.1:1/0#x"],
+            "tampines: bad --redis URL \"redis://127.0.0.1:1/0#x\": a redis:// URL has no fragment (a '#' in a password is written %23)",
         ),
         (
             &["run", "--brokers", "127.0.0.1:1", "-X", "sasl.pasword=sekret1"],
