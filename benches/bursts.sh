@@ -11,10 +11,23 @@
 # `--idle-ms` (5 s) waits on a partition that went idle, as CONTRACT section 2 says.
 set -euo pipefail
 T=$(realpath "$1"); SINK=$2
+# Ports another run still holds would give that run's figures (its metrics, its Redis): refused.
+for port in 24700 24710; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "bursts.sh: port $port is in use (an earlier run still stopping?)" >&2; exit 1
+  fi
+done
 D=$(mktemp -d); cd "$D"
 "$T" broker --partitions 4 > b.txt 2>/dev/null & BP=$!
 redis-server --port 24700 --save "" --appendonly no > /dev/null & RP=$!
-trap 'kill $BP $RP ${JP:-} 2>/dev/null; rm -rf "$D"' EXIT
+# The job first, while its broker still answers: stopped with the broker, it waited about 90 s
+# for it, holding the metrics port, and the next run read its metrics.
+stop() {
+  if [ -n "${JP:-}" ]; then kill "$JP" 2>/dev/null || true; wait "$JP" 2>/dev/null || true; fi
+  kill "$BP" "$RP" 2>/dev/null || true; wait 2>/dev/null || true
+  rm -rf "$D"
+}
+trap stop EXIT
 for _ in $(seq 100); do
   grep -q bootstrap= b.txt && redis-cli -p 24700 ping >/dev/null 2>&1 && break
   sleep 0.1 # polls the broker and Redis coming up, bounded by the loop

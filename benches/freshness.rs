@@ -12,6 +12,8 @@
 //! `FRESHNESS_MARKS=FILE` also writes one line per visible mark (ms since start, mark, freshness,
 //! keys) to see when the slow ones happened.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -116,7 +118,7 @@ fn main() {
         &["-w", "2"]
     };
     let _job = Kill(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
+        common::bare(env!("CARGO_BIN_EXE_tampines"))
             .args([
                 "run",
                 "--brokers",

@@ -1,7 +1,9 @@
 //! Replay benchmarks (CONTRACT workloads of issue 2), run with `cargo bench --bench replay`.
 //!
-//! Generates the inputs with `shared/tools/gen_events.py` (falls back to `tampines gen`), runs the
-//! release binary as a whole process per configuration, and prints events/s and peak memory (RSS,
+//! Generates the inputs with `shared/tools/gen_events.py` (the README's figures are of its files;
+//! `tampines gen` would make other ones, without the trade-heavy mix), runs the
+//! release binary as a whole process per configuration (without the environment's `TAMPINES_`
+//! settings, which would change what is measured), and prints events/s and peak memory (RSS,
 //! from GNU time; for a job of several processes on this machine, their sum). `BENCH_SCALE=0.1`
 //! shrinks every input for a quick look.
 //!
@@ -16,6 +18,9 @@
 //! its output holds (counted in a run of its own, not timed), and a least-squares fit of the
 //! seconds over lines and bytes, to show what the output costs.
 
+mod common;
+
+use common::bare;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -60,22 +65,22 @@ fn generate(
             "--seed".to_string(),
             seed.to_string(),
         ];
+        assert!(
+            script.exists(),
+            "{} is missing: the benches' inputs are its files (../shared beside the checkout)",
+            script.display()
+        );
         let out = std::fs::File::create(&path).expect("create input");
-        let status = if script.exists() {
-            Command::new("python3")
-                .arg(&script)
-                .args(&args)
-                .args(extra)
-                .stdout(out)
-                .status()
-        } else {
-            Command::new(env!("CARGO_BIN_EXE_tampines"))
-                .arg("gen")
-                .args(&args)
-                .stdout(out)
-                .status()
-        };
-        assert!(status.expect("run generator").success(), "generator failed");
+        let status = Command::new("python3")
+            .arg(&script)
+            .args(&args)
+            .args(extra)
+            .stdout(out)
+            .status();
+        if !status.as_ref().is_ok_and(|s| s.success()) {
+            let _ = std::fs::remove_file(&path); // not left behind as if generated
+            panic!("generator failed: {status:?}");
+        }
     }
     Input {
         name,
@@ -108,7 +113,7 @@ fn replay(input: &Input, args: &[&str], processes: usize) -> (f64, f64) {
     let start = Instant::now();
     let children: Vec<_> = (0..processes)
         .map(|p| {
-            let mut cmd = Command::new("/usr/bin/time");
+            let mut cmd = bare("/usr/bin/time");
             cmd.args(["-f", "%M"])
                 .arg(env!("CARGO_BIN_EXE_tampines"))
                 .arg("replay")
@@ -351,7 +356,7 @@ fn fit(rows: &[[f64; 3]]) -> [f64; 3] {
 /// The lines and bytes `replay FILE ARGS` writes, progress lines included.
 fn output_size(input: &Input, args: &[&str]) -> (u64, u64) {
     use std::io::Read;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tampines"))
+    let mut child = bare(env!("CARGO_BIN_EXE_tampines"))
         .arg("replay")
         .arg(&input.path)
         .args(args)
