@@ -98,48 +98,95 @@ local function remove_at(key, score)
     redis.call('ZREMRANGEBYSCORE', key, score, score)
   end
 end
--- Every key must hold what this step writes there (or nothing), checked before any write: a
--- script that fails halfway keeps its earlier writes, which readers would see ahead of the
--- frontier.
+-- Before its first write the step checks every key it writes and every command it writes with:
+-- a script that fails halfway keeps its earlier writes, which readers would see ahead of the
+-- frontier. Each key must hold what the step writes there, or nothing. Each command is tried on
+-- the step's own key where it changes nothing (SET with NX on a key that exists and XX on one
+-- that does not; ZADD XX, and ZREM, of a member no candle is; empty ranges; XADD of an id below
+-- every entry's), so that a command or a key the Redis user may not write (ACL) refuses the
+-- step here. The frontier's SET is tried first: Redis refuses a script out of memory only at
+-- its first write command and lets it write on after any (ZREM or DEL would be one), so an
+-- out-of-memory refusal comes from that try, and ends the step.
+local function tried(r, command, key)
+  if type(r) ~= 'table' or not r.err then return nil end
+  local function says(text) return string.find(r.err, text, 1, true) end
+  -- Redis 6 and 7.0 say "can't run this command" and "can't access", 7.2 "no permissions to
+  -- run" and "to access".
+  if says("can't run this command") or says('permissions to run') then
+    return redis.error_reply('TAMPINES the Redis user may not run ' .. command ..
+      ', which a step writes with (ACL); nothing of this step was written')
+  end
+  if key and (says("can't access") or says('permissions to access')) then
+    return redis.error_reply('TAMPINES the Redis user may not write ' .. key ..
+      ' (ACL); nothing of this step was written')
+  end
+  -- Redis 6 puts the script's place before the code: returned from the code on.
+  local oom = says('OOM')
+  if oom then return redis.error_reply(string.sub(r.err, oom)) end
+  -- Anything else wrote nothing and tells nothing: XADD's id below the stream's, a form this
+  -- Redis lacks (NOMKSTREAM before 6.2).
+  return nil
+end
+local function set_tried(key, found)
+  return tried(redis.pcall('SET', key, '', found ~= 'none' and 'NX' or 'XX'), 'SET', key)
+end
+local function zset_tried(key, commands)
+  for _, c in ipairs(commands) do
+    local r
+    if c == 'ZADD' then r = redis.pcall('ZADD', key, 'XX', 0, '')
+    elseif c == 'ZREM' then r = redis.pcall('ZREM', key, '')
+    elseif c == 'ZREMRANGEBYRANK' then r = redis.pcall('ZREMRANGEBYRANK', key, 1, 0)
+    else r = redis.pcall(c, key, '(0', '(0') end
+    local bad = tried(r, c, key)
+    if bad then return bad end
+  end
+end
+-- The commands `remove_at` uses for a score.
+local function removing(score)
+  if not below(score, '9007199254740992') then return {'ZRANGEBYSCORE', 'ZREM'} end
+  return {'ZREMRANGEBYSCORE'}
+end
+local bad = tried(redis.pcall('SET', KEYS[1], t, frontier and 'NX' or 'XX'), 'SET', KEYS[1])
+if bad then return bad end
 local function misplaced(key, kind)
   local found = redis.call('TYPE', key)['ok']
   if found ~= 'none' and found ~= kind then
-    return redis.error_reply('TAMPINES ' .. key .. ' holds a ' .. found .. ', not a ' .. kind)
+    return redis.error_reply('TAMPINES ' .. key .. ' holds a ' .. found .. ', not a ' .. kind), found
   end
+  return nil, found
 end
-local bad = misplaced(KEYS[2], 'stream')
+bad = misplaced(KEYS[2], 'stream')
 if bad then return bad end
+bad = tried(redis.pcall('XADD', KEYS[2], 'NOMKSTREAM', '0-1', 'ts', t), 'XADD', KEYS[2])
+if bad then return bad end
+local deletes = false
 for c = 1, n do
-  local kind = ARGV[4 * c]
-  bad = misplaced(ARGV[4 * c + 1], (kind == 's' or kind == 'x') and 'string' or 'zset')
+  local kind, key, score = ARGV[4 * c], ARGV[4 * c + 1], ARGV[4 * c + 2]
+  local found
+  bad, found = misplaced(key, (kind == 's' or kind == 'x') and 'string' or 'zset')
   if bad then return bad end
+  if kind == 's' or kind == 'x' then
+    bad = set_tried(key, found)
+  elseif kind == 'z' then
+    bad = zset_tried(key, {'ZADD', 'ZREMRANGEBYRANK', unpack(removing(score))})
+  elseif kind == 'r' then
+    bad = zset_tried(key, removing(score))
+  elseif kind == 'm' then
+    bad = zset_tried(key, {'ZREM'})
+  else
+    bad = zset_tried(key, {'ZADD'})
+  end
+  if bad then return bad end
+  deletes = deletes or kind == 'x' or kind == 'y'
 end
--- Every command the step may write with, tried first where it changes nothing (on a key that
--- does not exist, with XX or NOMKSTREAM): a command the Redis user may not run (ACL) then
--- refuses the step before its first write, where it failed halfway. SET comes first: Redis
--- refuses a script out of memory only at its first write command, and lets it write on after
--- one (ZREM would be one), so an out-of-memory refusal must come from the probe, and end it.
-local probe = KEYS[1] .. ':probe'
-if redis.call('EXISTS', probe) == 0 then
-  for _, c in ipairs({{'SET', probe, '', 'XX'}, {'ZADD', probe, 'XX', 0, ''}, {'ZREM', probe, ''},
-      {'ZRANGEBYSCORE', probe, 0, 0}, {'ZREMRANGEBYSCORE', probe, 0, 0},
-      {'ZREMRANGEBYRANK', probe, 0, -1}, {'DEL', probe},
-      {'XADD', probe, 'NOMKSTREAM', 'MAXLEN', '~', 1, '*', 'ts', '0'}}) do
-    local r = redis.pcall(unpack(c))
-    if type(r) == 'table' and r.err then
-      local function says(text) return string.find(r.err, text, 1, true) end
-      -- Redis 7.0 says "can't run this command", 7.2 "has no permissions to run".
-      if says("can't run this command") or says('permissions to run') then
-        return redis.error_reply('TAMPINES the Redis user may not run ' .. c[1] ..
-          ', which a step writes with (ACL); nothing of this step was written')
-      end
-      -- Nothing to learn from the probe's own key refused (the step's keys were read above),
-      -- or from a form this Redis lacks (NOMKSTREAM before 6.2). Any other refusal (out of
-      -- memory, read-only, failing to save) is the step's, returned as it came.
-      if not (says("can't access") or says('permissions to access') or says('syntax')) then
-        return redis.error_reply(r.err)
-      end
-    end
+-- DEL has no form that changes nothing on a key that exists: it is tried on one that does not,
+-- under the prefix (a refused key says nothing of the command, and deletes nothing).
+if deletes then
+  local probe = KEYS[1] .. ':probe'
+  local found = redis.pcall('TYPE', probe)
+  if type(found) ~= 'table' or found.err or found['ok'] == 'none' then
+    bad = tried(redis.pcall('DEL', probe), 'DEL', nil)
+    if bad then return bad end
   end
 end
 local i = 4
@@ -233,9 +280,9 @@ pub struct RedisSink {
 
 impl RedisOptions {
     /// Checks the URL (bad usage, exit 2) without connecting: what the redis crate refuses,
-    /// and what it would ignore without a word (a query other than `protocol`, and a fragment,
-    /// of a `redis://` URL: `?db=5` wrote to database 0; a socket's URL reads `db`, `user`
-    /// and `pass` too).
+    /// and what it would ignore without a word: a query other than `protocol` (`?db=5` wrote
+    /// to database 0; a socket's URL reads `db`, `user` and `pass` too), and a fragment (one in
+    /// a socket URL's password cut it short).
     pub fn validate(&self) -> Result<()> {
         let bad = |why: String| {
             let url = crate::cli::hide_url_password(&self.url);
@@ -250,12 +297,14 @@ impl RedisOptions {
         let Ok(url) = url::Url::parse(&self.url) else {
             return Ok(()); // a form the crate reads otherwise (a bare socket path)
         };
-        let read: &[&str] = match url.scheme() {
-            "redis+unix" | "unix" => &["db", "user", "pass", "protocol"],
-            _ => &["protocol"],
+        let socket = url.scheme() == "unix" || url.scheme().ends_with("+unix");
+        let read: &[&str] = if socket {
+            &["db", "user", "pass", "protocol"]
+        } else {
+            &["protocol"]
         };
         if let Some((key, _)) = url.query_pairs().find(|(k, _)| !read.contains(&k.as_ref())) {
-            let hint = if url.scheme().starts_with("redis") && key == "db" {
+            let hint = if !socket && key == "db" {
                 " (the database is the path: redis://HOST:PORT/DB)"
             } else {
                 ""
@@ -264,10 +313,20 @@ impl RedisOptions {
                 "its query parameter {key:?} is not read{hint}"
             )));
         }
-        if url.scheme() == "redis" && url.fragment().is_some() {
-            return Err(bad(
-                "a redis:// URL has no fragment (a '#' in a password is written %23)".into(),
-            ));
+        match url.fragment() {
+            None => {}
+            // The crate's `rediss://...#insecure` needs a feature this build leaves out: it
+            // failed at start, exit 1.
+            Some("insecure") => {
+                return Err(bad(
+                    "#insecure is not supported: certificates are always verified (SSL_CERT_FILE names the authority's)".into(),
+                ))
+            }
+            Some(_) => {
+                return Err(bad(
+                    "a Redis URL has no fragment (a '#' in a password is written %23)".into(),
+                ))
+            }
         }
         Ok(())
     }
@@ -441,11 +500,23 @@ fn passing(e: &redis::RedisError) -> bool {
             e.kind(),
             IoError | BusyLoadingError | TryAgain | ClusterDown | MasterDown | ReadOnly
         )
-        || matches!(
-            e.code(),
-            Some("OOM" | "BUSY" | "MISCONF" | "LOADING" | "NOREPLICAS")
-        )
+        || matches!(e.code(), Some(code) if PASSING.contains(&code))
+        // Redis 6 returns an error of a command inside a script after the script's place
+        // (`@user_script:: 57: -OOM command not allowed ...`), under a code of its own.
+        || PASSING.iter().any(|code| e.to_string().contains(&format!(": -{code} ")))
 }
+
+/// The codes of errors that may end, which a script's error may carry.
+const PASSING: [&str; 8] = [
+    "OOM",
+    "BUSY",
+    "MISCONF",
+    "LOADING",
+    "NOREPLICAS",
+    "READONLY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+];
 
 impl Writer {
     fn run(mut self, rx: Receiver<Published>) {
@@ -708,7 +779,10 @@ impl Writer {
         };
         match redis::cmd("INFO").arg("memory").query::<String>(c) {
             Ok(info) => {
-                if let Some(policy) = eviction_policy(&info).filter(|p| p.starts_with("allkeys-")) {
+                // Without a memory limit (`maxmemory` 0) nothing is evicted.
+                let limited = field(&info, "maxmemory").is_some_and(|m| m != "0");
+                let policy = field(&info, "maxmemory_policy").filter(|p| p.starts_with("allkeys-"));
+                if let (true, Some(policy)) = (limited, policy) {
                     tracing::warn!(
                         policy,
                         "Redis may evict results when full (maxmemory-policy {policy}): a reader would miss keys the frontier says are there; set it to noeviction"
@@ -750,7 +824,7 @@ impl Writer {
                     // From the start of the first failing attempt: a write that hangs fails
                     // only at the socket's timeout, which counts too (it counted from there).
                     let since = *failing_since.get_or_insert(started);
-                    let e = described(e, SOCKET_TIMEOUT);
+                    let e = described(e, None);
                     if let Some(patience) = self.options.patience {
                         if since.elapsed() >= patience {
                             // An I/O error displays as its text alone; a described
@@ -834,10 +908,10 @@ fn open_time(record: &str) -> Option<&str> {
     rest.split_once(',').map(|(time, _)| time)
 }
 
-/// The `maxmemory_policy` of an `INFO memory` reply.
-fn eviction_policy(info: &str) -> Option<&str> {
+/// The value of `name` in an `INFO` reply.
+fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
     info.lines()
-        .find_map(|l| l.strip_prefix("maxmemory_policy:"))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
         .map(str::trim)
 }
 
@@ -880,12 +954,22 @@ fn glob_escaped(text: &str) -> String {
 
 /// How long a write may wait for Redis's reply (or to send its step) before it fails.
 const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the writer waits to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `e`, a timeout of `waited` said as one: the socket's own error reads `Resource temporarily
-/// unavailable (os error 11)`.
-fn described(e: redis::RedisError, waited: Duration) -> redis::RedisError {
+/// `e`, a timeout said as one: the socket's own error reads `Resource temporarily unavailable
+/// (os error 11)`. `waited`: how long each wait was (to connect or for a reply), where one bound
+/// holds for both.
+fn described(e: redis::RedisError, waited: Option<Duration>) -> redis::RedisError {
     if e.is_timeout() {
-        let text = format!("no reply from Redis within {} s ({e})", waited.as_secs());
+        let text = match waited {
+            Some(waited) => format!("no answer from Redis within {} s ({e})", waited.as_secs()),
+            None => format!(
+                "Redis timed out ({} s to connect, {} s to answer a step: {e})",
+                CONNECT_TIMEOUT.as_secs(),
+                SOCKET_TIMEOUT.as_secs()
+            ),
+        };
         std::io::Error::new(std::io::ErrorKind::TimedOut, text).into()
     } else {
         e
@@ -898,7 +982,7 @@ fn connected<'a>(
     connection: &'a mut Option<redis::Connection>,
 ) -> redis::RedisResult<&'a mut redis::Connection> {
     if connection.is_none() {
-        let c = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        let c = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
         c.set_read_timeout(Some(SOCKET_TIMEOUT))?;
         // A step larger than the socket's buffers, sent into a network partition, would
         // otherwise wait for the kernel's TCP timeout (about 15 minutes).
@@ -949,14 +1033,14 @@ pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Opt
             Err(e) if passing(&e) && Instant::now() < deadline => {
                 // Said at once, then every 5 s (it was every try, five a second).
                 if reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
-                    tracing::warn!(error = %described(e, wait), "reading the stored frontier");
+                    tracing::warn!(error = %described(e, Some(wait)), "reading the stored frontier");
                     reported = Some(Instant::now());
                 }
                 std::thread::sleep(Duration::from_millis(200)); // retry interval, bounded by the deadline
             }
             // The error's own text: its source repeats it (`Connection refused (os error 111)`
             // twice).
-            Err(e) => anyhow::bail!("reading the stored frontier: {}", described(e, wait)),
+            Err(e) => anyhow::bail!("reading the stored frontier: {}", described(e, Some(wait))),
         }
     }
 }
@@ -990,5 +1074,81 @@ pub fn follow_frontier(options: RedisOptions, state: &Arc<SinkState>) {
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot follow the Redis frontier: offsets will not be committed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(url: &str) -> RedisOptions {
+        RedisOptions {
+            url: url.to_string(),
+            prefix: "t".into(),
+            retention: 1,
+            patience: None,
+            whole_history: true,
+        }
+    }
+
+    /// A URL is refused where the redis crate would ignore part of it, or fail only at start;
+    /// what it reads is accepted, for every scheme it knows.
+    #[test]
+    fn urls_are_refused_where_a_part_would_be_ignored() {
+        for url in [
+            "redis://h:1/3?protocol=resp3",
+            "rediss://u:p@h:1/0",
+            "valkey://h:1/7",
+            "redis+unix:///tmp/r.sock?db=3&pass=x",
+            "valkey+unix:///tmp/r.sock?db=5&user=u",
+            "unix:///tmp/r.sock?db=1",
+        ] {
+            assert!(options(url).validate().is_ok(), "{url}");
+        }
+        for (url, why) in [
+            (
+                "redis://h:1?db=5",
+                "its query parameter \"db\" is not read (the database is the path",
+            ),
+            (
+                "valkey://h:1/0?pass=x",
+                "its query parameter \"pass\" is not read",
+            ),
+            (
+                "redis+unix:///tmp/r.sock?password=x",
+                "its query parameter \"password\" is not read",
+            ),
+            ("redis://h:1/0#x", "a Redis URL has no fragment"),
+            (
+                "unix:///tmp/r.sock?pass=se#k",
+                "a Redis URL has no fragment",
+            ),
+            ("valkey://h:1/7#frag", "a Redis URL has no fragment"),
+            ("rediss://h:1/0#insecure", "#insecure is not supported"),
+        ] {
+            let e = options(url).validate().expect_err(url).to_string();
+            assert!(e.contains(why), "{url}: {e}");
+        }
+    }
+
+    /// An error that may end is found under Redis 6's wrapping of a script's command error too.
+    #[test]
+    fn errors_that_may_end_are_found_inside_a_script_error() {
+        let wrapped = |code: &str| -> redis::RedisError {
+            let detail = format!(
+                "Error running script (call to f_1): @user_script:126: @user_script: 126: -{code} it"
+            );
+            (
+                redis::ErrorKind::ResponseError,
+                "An error was signalled by the server",
+                detail,
+            )
+                .into()
+        };
+        for code in PASSING {
+            assert!(passing(&wrapped(code)), "{code}");
+        }
+        assert!(!passing(&wrapped("NOPERM")));
+        assert!(!passing(&wrapped("WRONGTYPE")));
     }
 }

@@ -1104,40 +1104,91 @@ fn a_key_of_another_type_fails_the_job_before_any_write() {
     }
 }
 
-/// A Redis user who may not run a command that a step writes with (ACL) fails the job (exit 1,
-/// naming the command) before anything of the step is written. The step failed at that command
-/// and kept its earlier writes: without ZREMRANGEBYRANK the mark's book was in Redis ahead of
-/// the frontier; without XADD every key and the frontier were, and the stream had no entry.
+/// A Redis user who may not run a command that a step writes with, or may not write one of its
+/// keys (ACL), fails the job (exit 1, naming the command or key) before anything of the step is
+/// written. The step failed at that command and kept its earlier writes: without
+/// ZREMRANGEBYRANK the mark's book was in Redis ahead of the frontier; without XADD every key
+/// and the frontier were, and the stream had no entry. Users allowed exactly what the job
+/// writes, by key or by command, write as before (a first version of the check refused them).
 #[test]
-fn a_command_the_user_may_not_run_fails_the_step_before_any_write() {
+fn a_command_or_key_the_user_may_not_write_fails_the_step_before_any_write() {
     let server = RedisServer::start();
     let mut c = server.connection().unwrap();
-    for command in ["zremrangebyrank", "xadd", "del"] {
+    let documented = ["~t:book:*", "~t:ticker:*", "~t:frontier", "~t:updates"];
+    let users: [(&str, Vec<&str>, Option<&str>); 5] = [
+        (
+            "nozr",
+            vec!["~*", "+@all", "-zremrangebyrank"],
+            Some("the Redis user may not run ZREMRANGEBYRANK, which a step writes with (ACL)"),
+        ),
+        (
+            "noxadd",
+            vec!["~*", "+@all", "-xadd"],
+            Some("the Redis user may not run XADD, which a step writes with (ACL)"),
+        ),
+        (
+            "readcandles",
+            [&documented[..], &["%R~t:candles:*", "+@all"]].concat(),
+            Some("the Redis user may not write t:candles:ex:S:"),
+        ),
+        (
+            "keyed",
+            [&documented[..], &["~t:candles:*", "+@all"]].concat(),
+            None,
+        ),
+        (
+            "fewest",
+            vec![
+                "~t:*",
+                "-@all",
+                "+eval",
+                "+evalsha",
+                "+script",
+                "+get",
+                "+set",
+                "+type",
+                "+zadd",
+                "+zrem",
+                "+zremrangebyscore",
+                "+zremrangebyrank",
+                "+zrangebyscore",
+                "+del",
+                "+xadd",
+            ],
+            None,
+        ),
+    ];
+    for (user, rules, refused) in users {
         redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap();
         redis::cmd("ACL")
             .arg("SETUSER")
-            .arg(command)
+            .arg(user)
             .arg("on")
             .arg(">pw")
-            .arg("~*")
-            .arg("+@all")
-            .arg(format!("-{command}"))
+            .arg(&rules)
             .query::<()>(&mut c)
             .unwrap();
         let url = server
             .url
-            .replace("redis://", &format!("redis://{command}:pw@"));
+            .replace("redis://", &format!("redis://{user}:pw@"));
         let (code, stderr) = replay_within_30s("redis_acl", &url, SMALL, &[]);
-        assert_eq!(code, Some(1), "{command}: {stderr}");
-        let upper = command.to_uppercase();
-        assert!(
-            stderr.trim_end().ends_with(&format!(
-                "the Redis user may not run {upper}, which a step writes with (ACL); nothing of this step was written"
-            )),
-            "{command}: {stderr}"
-        );
-        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
-        assert_eq!(keys, Vec::<String>::new(), "{command}: written in part");
+        let frontier: Option<u64> = redis::cmd("GET").arg("t:frontier").query(&mut c).unwrap();
+        match refused {
+            Some(said) => {
+                assert_eq!(code, Some(1), "{user}: {stderr}");
+                let last = stderr.trim_end().lines().last().unwrap_or_default();
+                assert!(
+                    last.contains(said) && last.ends_with("; nothing of this step was written"),
+                    "{user}: {stderr}"
+                );
+                let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+                assert_eq!(keys, Vec::<String>::new(), "{user}: written in part");
+            }
+            None => {
+                assert_eq!(code, Some(0), "{user}: {stderr}");
+                assert_eq!(frontier, Some(1000), "{user}");
+            }
+        }
     }
 }
 
@@ -1167,12 +1218,16 @@ fn a_frontier_not_written_as_a_mark_is_refused() {
     }
 }
 
-/// A Redis that may evict results (`allkeys-lru`) is written to, with one warning that names
-/// the policy: results evicted under the frontier were lost without a word.
+/// A Redis that may evict results (`allkeys-lru` and a memory limit) is written to, with one
+/// warning that names the policy: results evicted under the frontier were lost without a word.
 #[test]
 fn a_redis_that_may_evict_results_is_warned_of() {
-    for (policy, warned) in [("allkeys-lru", true), ("volatile-lru", false)] {
-        let server = RedisServer::start_with(&["--maxmemory-policy", policy]);
+    for (policy, limit, warned) in [
+        ("allkeys-lru", "100mb", true),
+        ("volatile-lru", "100mb", false),
+        ("allkeys-lru", "0", false), // no limit: nothing is evicted
+    ] {
+        let server = RedisServer::start_with(&["--maxmemory-policy", policy, "--maxmemory", limit]);
         let (code, stderr) = replay_within_30s("redis_evicting", &server.url, SMALL, &[]);
         assert_eq!(code, Some(0), "{policy}: {stderr}");
         let warning = format!("Redis may evict results when full (maxmemory-policy {policy})");
@@ -1211,7 +1266,7 @@ fn a_redis_answering_nothing_at_start_is_given_up_on() {
     assert!(
         stderr
             .trim_end()
-            .contains("tampines: reading the stored frontier: no reply from Redis within 1 s"),
+            .contains("tampines: reading the stored frontier: no answer from Redis within 1 s"),
         "{stderr}"
     );
 }

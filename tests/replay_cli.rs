@@ -1227,7 +1227,7 @@ fn bad_usage_exits_2_with_one_line() {
         ),
         (
             &["replay", "x.ndjson", "--redis", "redis://127.0.0.1:1/0#x"],
-            "tampines: bad --redis URL \"redis://127.0.0.1:1/0#x\": a redis:// URL has no fragment (a '#' in a password is written %23)",
+            "tampines: bad --redis URL \"redis://127.0.0.1:1/0#x\": a Redis URL has no fragment (a '#' in a password is written %23)",
         ),
         (
             &["run", "--brokers", "127.0.0.1:1", "-X", "sasl.pasword=sekret1"],
