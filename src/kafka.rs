@@ -286,6 +286,38 @@ pub struct KafkaInputs {
     absent: HashSet<String>,
     /// The offset each partition was assigned to start at (its position until a message is read).
     starts: HashMap<u32, i64>,
+    /// The poll errors said so far.
+    poll_errors: Repeats,
+}
+
+/// One warning for a run of the same error: the first at once, then one every [`Repeats::EVERY`]
+/// with how many came meanwhile. librdkafka returns an error at every poll for a message it
+/// cannot read (a compression it was built without): 45,000 warnings in two minutes.
+#[derive(Default)]
+struct Repeats {
+    /// The error said last, and when.
+    said: Option<(Instant, String)>,
+    /// Errors since, not said.
+    unsaid: u64,
+}
+
+impl Repeats {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// Whether to say `error` at `now`: with the number of errors not said since the last one
+    /// that was, or None to count it only.
+    fn say(&mut self, error: &str, now: Instant) -> Option<u64> {
+        let due = match &self.said {
+            Some((at, said)) => said != error || now.duration_since(*at) >= Self::EVERY,
+            None => true,
+        };
+        if !due {
+            self.unsaid += 1;
+            return None;
+        }
+        self.said = Some((now, error.to_string()));
+        Some(std::mem::take(&mut self.unsaid))
+    }
 }
 
 /// Options of `run`'s source.
@@ -369,6 +401,7 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
         last_refresh: Instant::now(),
         absent: HashSet::new(),
         starts: HashMap::new(),
+        poll_errors: Repeats::default(),
     };
     inputs.assign_new(opts.start)?;
     if inputs.owned.is_empty() && !opts.until_end {
@@ -644,7 +677,11 @@ impl Inputs for KafkaInputs {
                     return Next::Pending;
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(worker = self.index, error = %e, "kafka poll");
+                    let error = e.to_string();
+                    if let Some(unsaid) = self.poll_errors.say(&error, Instant::now()) {
+                        // librdkafka does not say which partition: its own log line does.
+                        tracing::warn!(worker = self.index, error, repeated = unsaid, topics = self.topics.join(","), "kafka poll (while it repeats, said every 10 s with the count of those not said)");
+                    }
                     return Next::Pending;
                 }
                 Some(Ok(m)) => m,
@@ -1179,6 +1216,23 @@ pub fn broker(partitions: i32, topics: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same error is said once, then once every 10 s with the count of errors not said
+    /// meanwhile; another error is said at once.
+    #[test]
+    fn the_same_poll_error_is_said_every_10_s() {
+        let mut r = Repeats::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(r.say("a", at(0)), Some(0));
+        assert_eq!(r.say("a", at(1)), None);
+        assert_eq!(r.say("a", at(9_999)), None);
+        assert_eq!(r.say("a", at(10_000)), Some(2));
+        assert_eq!(r.say("a", at(10_001)), None);
+        assert_eq!(r.say("b", at(10_002)), Some(1));
+        assert_eq!(r.say("b", at(10_003)), None);
+        assert_eq!(r.say("a", at(10_004)), Some(1));
+    }
 
     /// Partitions 0 to 65,535 of a topic have input numbers of their own; a topic with more is
     /// refused by name (partition 65,536 of the first topic was partition 0 of the second).
