@@ -545,6 +545,10 @@ impl Writer {
             if let Err(e) = self.write(time, &changes, &stale) {
                 tracing::error!(mark = time, error = %e, "redis write failed for good");
                 let mut message = format!("writing mark {time} to Redis: {e}");
+                if e.kind() == redis::ErrorKind::CrossSlot {
+                    message += " (a Redis Cluster: not supported, as one step writes keys of \
+                                every slot in one script; use one primary, with replicas)";
+                }
                 if e.to_string().contains("unauthenticated") {
                     // Redis 7 says this, not NOAUTH, to a client that has not authenticated
                     // (say its password was set or changed while the job ran).

@@ -1192,6 +1192,54 @@ fn a_command_or_key_the_user_may_not_write_fails_the_step_before_any_write() {
     }
 }
 
+/// A Redis Cluster fails the job at its first step, with nothing written and a reason a user
+/// can act on: it said only "Keys in request don't hash to the same slot".
+#[test]
+fn a_redis_cluster_is_refused_with_its_reason() {
+    let nodes = scratch("redis_cluster").join("nodes.conf");
+    let server = RedisServer::start_with(&[
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        nodes.to_str().unwrap(),
+    ]);
+    let mut c = server.connection().unwrap();
+    redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query::<()>(&mut c)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query::<String>(&mut c)
+        .unwrap()
+        .contains("cluster_state:ok")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the one-node cluster never came up"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polls its state, bounded by the deadline
+    }
+    let (code, stderr) = replay_within_30s(
+        "redis_cluster",
+        &server.url,
+        SMALL,
+        &["--redis-patience-s", "5"],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.trim_end().ends_with(
+            "Keys in request don't hash to the same slot (a Redis Cluster: not supported, as one step writes keys of every slot in one script; use one primary, with replicas)"
+        ),
+        "{stderr}"
+    );
+    let size: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(size, 0);
+}
+
 /// A stored frontier that is not a mark as the script writes it (a sign, leading zeros) fails
 /// the job at start (exit 1, naming the key). It was read as the number here and compared as
 /// text in the script, where every mark was below it: nothing was written, exit 0, no word.
