@@ -102,9 +102,10 @@ end
 -- a script that fails halfway keeps its earlier writes, which readers would see ahead of the
 -- frontier. Each key must hold what the step writes there, or nothing. Each command is tried on
 -- the step's own key where it changes nothing (SET with NX on a key that exists and XX on one
--- that does not; ZADD XX, and ZREM, of a member no candle is; empty ranges; XADD of an id below
--- every entry's), so that a command or a key the Redis user may not write (ACL) refuses the
--- step here. The frontier's SET is tried first: Redis refuses a script out of memory only at
+-- that does not; ZADD XX, and ZREM, of a member no candle is; empty ranges), so that a command
+-- or a key the Redis user may not write (ACL) refuses the step here. XADD has no such form (one
+-- that fails adds to Redis's error counts at every step): the stream entry is the step's first
+-- write instead, which no reader can see before the rest, the script being atomic. The frontier's SET is tried first: Redis refuses a script out of memory only at
 -- its first write command and lets it write on after any (ZREM or DEL would be one), so an
 -- out-of-memory refusal comes from that try, and ends the step.
 local function tried(r, command, key)
@@ -123,8 +124,7 @@ local function tried(r, command, key)
   -- Redis 6 puts the script's place before the code: returned from the code on.
   local oom = says('OOM')
   if oom then return redis.error_reply(string.sub(r.err, oom)) end
-  -- Anything else wrote nothing and tells nothing: XADD's id below the stream's, a form this
-  -- Redis lacks (NOMKSTREAM before 6.2).
+  -- Anything else wrote nothing and tells nothing.
   return nil
 end
 local function set_tried(key, found)
@@ -157,8 +157,6 @@ local function misplaced(key, kind)
 end
 bad = misplaced(KEYS[2], 'stream')
 if bad then return bad end
-bad = tried(redis.pcall('XADD', KEYS[2], 'NOMKSTREAM', '0-1', 'ts', t), 'XADD', KEYS[2])
-if bad then return bad end
 local deletes = false
 for c = 1, n do
   local kind, key, score = ARGV[4 * c], ARGV[4 * c + 1], ARGV[4 * c + 2]
@@ -189,6 +187,9 @@ if deletes then
     if bad then return bad end
   end
 end
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4 + 4 * n], '*', 'ts', ARGV[1],
+  'keys', ARGV[5 + 4 * n])
+if type(added) == 'table' and added.err then return tried(added, 'XADD', KEYS[2]) or added end
 local i = 4
 for c = 1, n do
   local kind, key, score, json = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
@@ -208,7 +209,6 @@ for c = 1, n do
   end
 end
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4 + 4 * n], '*', 'ts', ARGV[1], 'keys', ARGV[5 + 4 * n])
 return 1
 "#;
 
