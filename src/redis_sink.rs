@@ -100,15 +100,19 @@ local function remove_at(key, score)
 end
 -- Before its first write the step checks every key it writes and every command it writes with:
 -- a script that fails halfway keeps its earlier writes, which readers would see ahead of the
--- frontier. Each key must hold what the step writes there, or nothing. Each command is tried on
--- the step's own key where it changes nothing (SET with NX on a key that exists and XX on one
--- that does not; ZADD XX, and ZREM, of a member no candle is; empty ranges), so that a command
--- or a key the Redis user may not write (ACL) refuses the step here. XADD has no such form (one
--- that fails adds to Redis's error counts at every step): the stream entry is the step's first
--- write instead, which no reader can see before the rest, the script being atomic. The frontier's SET is tried first: Redis refuses a script out of memory only at
--- its first write command and lets it write on after any (ZREM or DEL would be one), so an
--- out-of-memory refusal comes from that try, and ends the step.
-local function tried(r, command, key)
+-- frontier.
+-- - Each key must hold what the step writes there, or nothing, and be one the Redis user may
+--   write (ACL): tried where a write changes nothing (SET with NX on a key that exists and XX
+--   on one that does not; ZADD XX INCR 0, which adds nothing and moves no score).
+-- - Each command the step uses is tried once (ZREM of the member '', which no candle is; empty
+--   ranges; DEL on a key that does not exist, `{prefix}:frontier:probe`).
+-- - XADD has no such form (an XADD that fails counts in Redis's error statistics at every
+--   step): the stream entry is the step's first write, which no reader sees before the rest,
+--   the script being atomic.
+-- The frontier's SET is tried first: Redis refuses a script out of memory only at its first
+-- write command and lets it write on after any (ZREM would be one), so an out-of-memory
+-- refusal comes from that try, and ends the step.
+local function tried(r, command, key, doing)
   if type(r) ~= 'table' or not r.err then return nil end
   local function says(text) return string.find(r.err, text, 1, true) end
   -- Redis 6 and 7.0 say "can't run this command" and "can't access", 7.2 "no permissions to
@@ -118,8 +122,8 @@ local function tried(r, command, key)
       ', which a step writes with (ACL); nothing of this step was written')
   end
   if key and (says("can't access") or says('permissions to access')) then
-    return redis.error_reply('TAMPINES the Redis user may not write ' .. key ..
-      ' (ACL); nothing of this step was written')
+    return redis.error_reply('TAMPINES the Redis user may not ' .. (doing or 'write') .. ' ' ..
+      key .. ' (ACL); nothing of this step was written')
   end
   -- Redis 6 puts the script's place before the code: returned from the code on.
   local oom = says('OOM')
@@ -127,29 +131,12 @@ local function tried(r, command, key)
   -- Anything else wrote nothing and tells nothing.
   return nil
 end
-local function set_tried(key, found)
-  return tried(redis.pcall('SET', key, '', found ~= 'none' and 'NX' or 'XX'), 'SET', key)
-end
-local function zset_tried(key, commands)
-  for _, c in ipairs(commands) do
-    local r
-    if c == 'ZADD' then r = redis.pcall('ZADD', key, 'XX', 0, '')
-    elseif c == 'ZREM' then r = redis.pcall('ZREM', key, '')
-    elseif c == 'ZREMRANGEBYRANK' then r = redis.pcall('ZREMRANGEBYRANK', key, 1, 0)
-    else r = redis.pcall(c, key, '(0', '(0') end
-    local bad = tried(r, c, key)
-    if bad then return bad end
-  end
-end
--- The commands `remove_at` uses for a score.
-local function removing(score)
-  if not below(score, '9007199254740992') then return {'ZRANGEBYSCORE', 'ZREM'} end
-  return {'ZREMRANGEBYSCORE'}
-end
 local bad = tried(redis.pcall('SET', KEYS[1], t, frontier and 'NX' or 'XX'), 'SET', KEYS[1])
 if bad then return bad end
 local function misplaced(key, kind)
-  local found = redis.call('TYPE', key)['ok']
+  local found = redis.pcall('TYPE', key)
+  if found.err then return tried(found, 'TYPE', key, 'read') or found end
+  found = found['ok']
   if found ~= 'none' and found ~= kind then
     return redis.error_reply('TAMPINES ' .. key .. ' holds a ' .. found .. ', not a ' .. kind), found
   end
@@ -157,35 +144,56 @@ local function misplaced(key, kind)
 end
 bad = misplaced(KEYS[2], 'stream')
 if bad then return bad end
-local deletes = false
+-- The commands the step uses beyond SET and ZADD, each tried once, on the first key that needs it.
+local tries = {}
+local function uses(command, key)
+  if tries[command] then return nil end
+  tries[command] = true
+  local r
+  if command == 'ZREM' then r = redis.pcall('ZREM', key, '')
+  elseif command == 'ZREMRANGEBYRANK' then r = redis.pcall('ZREMRANGEBYRANK', key, 1, 0)
+  elseif command == 'DEL' then
+    -- On a key that does not exist (a refused key says nothing of the command: nothing to try).
+    local probe = KEYS[1] .. ':probe'
+    local found = redis.pcall('TYPE', probe)
+    if found.err or found['ok'] ~= 'none' then return nil end
+    r = redis.pcall('DEL', probe)
+    key = nil
+  else r = redis.pcall(command, key, '(0', '(0') end
+  return tried(r, command, key)
+end
+-- The commands `remove_at` uses for a score.
+local function removing(key, score)
+  if not below(score, '9007199254740992') then
+    return uses('ZRANGEBYSCORE', key) or uses('ZREM', key)
+  end
+  return uses('ZREMRANGEBYSCORE', key)
+end
 for c = 1, n do
   local kind, key, score = ARGV[4 * c], ARGV[4 * c + 1], ARGV[4 * c + 2]
   local found
-  bad, found = misplaced(key, (kind == 's' or kind == 'x') and 'string' or 'zset')
+  local string_kind = kind == 's' or kind == 'x'
+  bad, found = misplaced(key, string_kind and 'string' or 'zset')
   if bad then return bad end
-  if kind == 's' or kind == 'x' then
-    bad = set_tried(key, found)
-  elseif kind == 'z' then
-    bad = zset_tried(key, {'ZADD', 'ZREMRANGEBYRANK', unpack(removing(score))})
-  elseif kind == 'r' then
-    bad = zset_tried(key, removing(score))
-  elseif kind == 'm' then
-    bad = zset_tried(key, {'ZREM'})
+  if string_kind then
+    bad = tried(redis.pcall('SET', key, '', found ~= 'none' and 'NX' or 'XX'), 'SET', key)
   else
-    bad = zset_tried(key, {'ZADD'})
+    bad = tried(redis.pcall('ZADD', key, 'XX', 'INCR', 0, ''), 'ZADD', key)
+  end
+  if not bad then
+    if kind == 'z' then
+      bad = uses('ZREMRANGEBYRANK', key) or removing(key, score)
+    elseif kind == 'r' then
+      bad = removing(key, score)
+    elseif kind == 'm' then
+      bad = uses('ZREM', key)
+    elseif kind == 'x' then
+      bad = uses('DEL', key)
+    elseif kind == 'y' then
+      bad = uses('ZREMRANGEBYRANK', key)
+    end
   end
   if bad then return bad end
-  deletes = deletes or kind == 'x' or kind == 'y'
-end
--- DEL has no form that changes nothing on a key that exists: it is tried on one that does not,
--- under the prefix (a refused key says nothing of the command, and deletes nothing).
-if deletes then
-  local probe = KEYS[1] .. ':probe'
-  local found = redis.pcall('TYPE', probe)
-  if type(found) ~= 'table' or found.err or found['ok'] == 'none' then
-    bad = tried(redis.pcall('DEL', probe), 'DEL', nil)
-    if bad then return bad end
-  end
 end
 local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4 + 4 * n], '*', 'ts', ARGV[1],
   'keys', ARGV[5 + 4 * n])
@@ -204,6 +212,9 @@ for c = 1, n do
     remove_at(key, score)
   elseif kind == 'm' then
     redis.call('ZREM', key, json)
+  elseif kind == 'y' then
+    -- A whole set: emptied, which removes it (with a command tried above, unlike DEL).
+    redis.call('ZREMRANGEBYRANK', key, 0, -1)
   else
     redis.call('DEL', key)
   end

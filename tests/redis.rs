@@ -1192,6 +1192,58 @@ fn a_command_or_key_the_user_may_not_write_fails_the_step_before_any_write() {
     }
 }
 
+/// A catching-up step that deletes results (a resolution no longer asked for) by a user who may
+/// not run DEL fails with nothing of it written: the other deletions and writes of the step
+/// were kept, up to the refused one.
+#[test]
+fn a_user_who_may_not_delete_fails_a_deleting_step_before_any_write() {
+    let server = RedisServer::start();
+    let mut c = server.connection().unwrap();
+    let dir = scratch("redis_acl_del");
+    let (first, second) = (dir.join("first.ndjson"), dir.join("second.ndjson"));
+    std::fs::write(&first, SMALL).unwrap();
+    std::fs::write(&second, book("S", 2000, 12)).unwrap();
+    let url = server.url.as_str();
+    tampines(&[
+        "replay",
+        first.to_str().unwrap(),
+        "--redis",
+        url,
+        "--prefix",
+        "t",
+    ]);
+    let before: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("nodel")
+        .arg("on")
+        .arg(">pw")
+        .arg(&["~*", "+@all", "-del"][..])
+        .query::<()>(&mut c)
+        .unwrap();
+    let nodel = url.replace("redis://", "redis://nodel:pw@");
+    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["replay", first.to_str().unwrap(), second.to_str().unwrap()])
+        .args(["--resolutions", "1", "--redis", &nodel, "--prefix", "t"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.trim_end().ends_with(
+            "the Redis user may not run DEL, which a step writes with (ACL); nothing of this step was written"
+        ),
+        "{stderr}"
+    );
+    let after: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    let (mut before, mut after) = (before, after);
+    before.sort();
+    after.sort();
+    assert_eq!(after, before);
+    let frontier: Option<u64> = redis::cmd("GET").arg("t:frontier").query(&mut c).unwrap();
+    assert_eq!(frontier, Some(1000));
+}
+
 /// A Redis Cluster fails the job at its first step, with nothing written and a reason a user
 /// can act on: it said only "Keys in request don't hash to the same slot".
 #[test]
