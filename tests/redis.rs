@@ -1141,9 +1141,8 @@ fn a_command_or_key_the_user_may_not_write_fails_the_step_before_any_write() {
             vec![
                 "~t:*",
                 "-@all",
-                "+eval",
                 "+evalsha",
-                "+script",
+                "+script|load",
                 "+get",
                 "+set",
                 "+type",
