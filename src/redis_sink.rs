@@ -103,12 +103,15 @@ end
 -- frontier.
 -- - Each key must hold what the step writes there, or nothing, and be one the Redis user may
 --   write (ACL): tried where a write changes nothing (SET with NX on a key that exists and XX
---   on one that does not; ZADD XX INCR 0, which adds nothing and moves no score).
--- - Each command the step uses is tried once (ZREM of the member '', which no candle is; empty
---   ranges; DEL on a key that does not exist, `{prefix}:frontier:probe`).
+--   on one that does not; ZADD XX INCR 0 of the member NUL, which adds nothing and moves no
+--   score).
+-- - Each command the step uses is tried once (ZREM of the member NUL, which no candle record
+--   is; empty ranges; DEL on a key that does not exist, `{prefix}:frontier:probe`, where the
+--   user may touch it).
 -- - XADD has no such form (an XADD that fails counts in Redis's error statistics at every
---   step): the stream entry is the step's first write, which no reader sees before the rest,
---   the script being atomic.
+--   step): the stream entry is written before the step's results, after the removals of a
+--   catching-up step, whose first DEL is then its first write (where DEL could not be tried);
+--   no reader sees it before the rest, the script being atomic.
 -- The frontier's SET is tried first: Redis refuses a script out of memory only at its first
 -- write command and lets it write on after any (ZREM would be one), so an out-of-memory
 -- refusal comes from that try, and ends the step.
@@ -150,7 +153,7 @@ local function uses(command, key)
   if tries[command] then return nil end
   tries[command] = true
   local r
-  if command == 'ZREM' then r = redis.pcall('ZREM', key, '')
+  if command == 'ZREM' then r = redis.pcall('ZREM', key, '\0')
   elseif command == 'ZREMRANGEBYRANK' then r = redis.pcall('ZREMRANGEBYRANK', key, 1, 0)
   elseif command == 'DEL' then
     -- On a key that does not exist (a refused key says nothing of the command: nothing to try).
@@ -178,7 +181,7 @@ for c = 1, n do
   if string_kind then
     bad = tried(redis.pcall('SET', key, '', found ~= 'none' and 'NX' or 'XX'), 'SET', key)
   else
-    bad = tried(redis.pcall('ZADD', key, 'XX', 'INCR', 0, ''), 'ZADD', key)
+    bad = tried(redis.pcall('ZADD', key, 'XX', 'INCR', 0, '\0'), 'ZADD', key)
   end
   if not bad then
     if kind == 'z' then
@@ -195,12 +198,26 @@ for c = 1, n do
   end
   if bad then return bad end
 end
-local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4 + 4 * n], '*', 'ts', ARGV[1],
-  'keys', ARGV[5 + 4 * n])
-if type(added) == 'table' and added.err then return tried(added, 'XADD', KEYS[2]) or added end
+-- The stream entry, before the first result (after the removals, which come first).
+local announced = false
+local function announce(removed)
+  announced = true
+  local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4 + 4 * n], '*', 'ts', ARGV[1],
+    'keys', ARGV[5 + 4 * n])
+  if type(added) ~= 'table' or not added.err then return nil end
+  if removed > 0 then
+    return redis.error_reply('TAMPINES XADD refused (' .. added.err .. ') after ' .. removed ..
+      ' removals of results this run does not make; its results and frontier were not written')
+  end
+  return tried(added, 'XADD', KEYS[2]) or added
+end
 local i = 4
 for c = 1, n do
   local kind, key, score, json = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if not announced and (kind == 's' or kind == 'z' or kind == 'r') then
+    bad = announce(c - 1)
+    if bad then return bad end
+  end
   i = i + 4
   if kind == 's' then
     redis.call('SET', key, json)
@@ -216,8 +233,14 @@ for c = 1, n do
     -- A whole set: emptied, which removes it (with a command tried above, unlike DEL).
     redis.call('ZREMRANGEBYRANK', key, 0, -1)
   else
-    redis.call('DEL', key)
+    -- The first may be DEL's first try (where it could not be tried before): said as one.
+    local r = redis.pcall('DEL', key)
+    if type(r) == 'table' and r.err then return (c == 1 and tried(r, 'DEL', key)) or r end
   end
+end
+if not announced then
+  bad = announce(n)
+  if bad then return bad end
 end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
