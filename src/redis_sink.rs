@@ -12,13 +12,15 @@
 //! (MULTI/EXEC or a script) sees exactly the state at that frontier.
 //!
 //! Before writing, the script checks that every key it writes holds nothing or the type it writes
-//! there, and tries every command it writes with where that changes nothing (so that one the
-//! Redis user may not run, by ACL, fails there), and refuses the whole step otherwise: Redis does
-//! not undo a script's writes when a later command of it fails, so a step failing halfway would
-//! show readers keys ahead of the frontier.
-//! It also refuses a step when the stored frontier is below the last one this job found or wrote:
-//! Redis lost results (restarted empty, from an older save, or keys evicted), and writing on would publish a
-//! frontier whose state is incomplete. The job exits 1; started again, it rebuilds them.
+//! there, and tries a write on each key and every other command it uses in forms that change
+//! nothing (so that a key or a command the Redis user may not write, by ACL, fails there, as does
+//! a Redis out of memory), and refuses the whole step otherwise: Redis does not undo a script's
+//! writes when a later command of it fails, so a step failing halfway would show readers keys
+//! ahead of the frontier. (The script's own comments say which forms, and what can still tear a
+//! step.) It also refuses a step when the stored frontier is below the last one this job found
+//! or wrote: Redis lost results (restarted empty, from an older save, or keys evicted), and
+//! writing on would publish a frontier whose state is incomplete. The job exits 1; started
+//! again, it rebuilds them.
 //!
 //! **Catching up.** A job that finds a frontier `F` stored rebuilds its state by replaying its
 //! input, and marks at or below `F` are not written. Their changes are kept (the last per key
@@ -112,6 +114,8 @@ end
 --   step): the stream entry is written before the step's results, after the removals of a
 --   catching-up step, whose first DEL is then its first write (where DEL could not be tried);
 --   no reader sees it before the rest, the script being atomic.
+-- What can still tear a step: ACL selectors that allow a command on some keys only (each command
+-- is tried once), and XADD refused after a catching-up step's deletions (said so).
 -- The frontier's SET is tried first: Redis refuses a script out of memory only at its first
 -- write command and lets it write on after any (ZREM would be one), so an out-of-memory
 -- refusal comes from that try, and ends the step.

@@ -103,14 +103,7 @@ fn messages_compressed_with_every_codec_are_read() {
             &property,
         ]);
         let out = dir.join(format!("{codec}.ndjson"));
-        let stderr = tampines(&[
-            "run",
-            "--brokers",
-            &broker.bootstrap,
-            "--until-end",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let stderr = until_end(&broker, "market.book,market.trade", out.to_str().unwrap());
         assert!(
             stderr.contains("read 4005 processed 4005 dead-lettered 0"),
             "{codec}: {stderr}"
