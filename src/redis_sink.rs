@@ -133,7 +133,7 @@ local function tried(r, command, key, doing)
       key .. ' (ACL); nothing of this step was written')
   end
   -- Redis 6 puts the script's place before the code: returned from the code on.
-  local oom = says('OOM')
+  local oom = says('OOM command')
   if oom then return redis.error_reply(string.sub(r.err, oom)) end
   -- Anything else wrote nothing and tells nothing.
   return nil
@@ -1057,14 +1057,11 @@ pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Opt
         match attempt {
             Ok(None) => return Ok(None),
             Ok(Some(text)) => {
-                // Only the text the script writes and compares (digits, no sign or leading
-                // zero): `+17` or `017`, read as 17 here, compared as text there, made every
+                // Only the text the script writes and compares, a mark written back as it was
+                // read: `+17` or `017`, read as 17 here, compared as text there, made every
                 // mark look below it, and nothing was written, without a word.
-                let canonical = !text.is_empty()
-                    && text.bytes().all(|b| b.is_ascii_digit())
-                    && (text == "0" || !text.starts_with('0'));
                 return match text.parse::<u64>() {
-                    Ok(f) if canonical => Ok(Some(f)),
+                    Ok(f) if f.to_string() == text => Ok(Some(f)),
                     _ => anyhow::bail!(
                         "reading the stored frontier: {key} holds {text:?}, not a mark (a whole \
                          number of ms in decimal, without sign or leading zeros); delete it, \
