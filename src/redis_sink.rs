@@ -326,12 +326,12 @@ impl RedisOptions {
             let url = crate::cli::hide_url_password(&self.url);
             anyhow::anyhow!("bad --redis URL {url:?}: {why}")
         };
-        redis::Client::open(self.url.as_str()).map_err(|e| {
-            // The crate writes `Invalid database number- InvalidClientConfig`.
-            let text = e.to_string();
-            let kind = format!("- {:?}", e.kind());
-            bad(text.strip_suffix(&kind).unwrap_or(&text).to_string())
-        })?;
+        redis::Client::open(self.url.as_str()).map_err(|e| bad(said(&e, None)))?;
+        if self.prefix.is_empty() {
+            // Keys are `{prefix}:...`: an empty one made `:book:...` and `:frontier`, which no
+            // one asking for keys without a prefix (`book:...`) expects.
+            anyhow::bail!("--prefix is empty: every key would start with ':' (give one; the default is tampines)");
+        }
         let Ok(url) = url::Url::parse(&self.url) else {
             return Ok(()); // a form the crate reads otherwise (a bare socket path)
         };
@@ -581,8 +581,9 @@ impl Writer {
                 changes = self.not_held(changes);
             }
             if let Err(e) = self.write(time, &changes, &stale) {
-                tracing::error!(mark = time, error = %e, "redis write failed for good");
-                let mut message = format!("writing mark {time} to Redis: {e}");
+                let said = said(&e, None);
+                tracing::error!(mark = time, error = %said, "redis write failed for good");
+                let mut message = format!("writing mark {time} to Redis: {said}");
                 if e.kind() == redis::ErrorKind::CrossSlot {
                     message += " (a Redis Cluster: not supported, as one step writes keys of \
                                 every slot in one script; use one primary, with replicas)";
@@ -627,7 +628,7 @@ impl Writer {
                 Err(e) => {
                     // The rest stays unfiltered: the step is larger, and written (with retries)
                     // as any other; one connection timeout per batch would stall it instead.
-                    tracing::warn!(error = %e, "catching up: cannot read what Redis holds; writing every change");
+                    tracing::warn!(error = %said(&e, None), "catching up: cannot read what Redis holds; writing every change");
                     self.connection = None;
                     break;
                 }
@@ -804,7 +805,7 @@ impl Writer {
                 stale
             }
             Err(e) => {
-                tracing::warn!(error = %e, "catching up: cannot list the keys Redis holds; any this run does not make stay");
+                tracing::warn!(error = %said(&e, None), "catching up: cannot list the keys Redis holds; any this run does not make stay");
                 self.connection = None;
                 Vec::new()
             }
@@ -832,7 +833,9 @@ impl Writer {
                 }
             }
             // INFO may be refused to the job's user (ACL): nothing to tell then.
-            Err(e) => tracing::debug!(error = %e, "cannot read Redis's eviction policy"),
+            Err(e) => {
+                tracing::debug!(error = %said(&e, None), "cannot read Redis's eviction policy")
+            }
         }
     }
 
@@ -866,11 +869,10 @@ impl Writer {
                     // From the start of the first failing attempt: a write that hangs fails
                     // only at the socket's timeout, which counts too (it counted from there).
                     let since = *failing_since.get_or_insert(started);
-                    let e = described(e, None);
+                    let e = said(&e, None);
                     if let Some(patience) = self.options.patience {
                         if since.elapsed() >= patience {
-                            // An I/O error displays as its text alone; a described
-                            // `RedisError` would add ` - IoError: ` in the middle of it.
+                            // An I/O error, which `said` says as its text alone.
                             return Err(std::io::Error::other(format!(
                                 "Redis failing for longer than --redis-patience-s ({} s); \
                                  the last error: {e}",
@@ -999,24 +1001,55 @@ const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the writer waits to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `e`, a timeout said as one: the socket's own error reads `Resource temporarily unavailable
-/// (os error 11)`. `waited`: how long each wait was (to connect or for a reply), where one bound
-/// holds for both.
-fn described(e: redis::RedisError, waited: Option<Duration>) -> redis::RedisError {
+/// `e` as our messages say it. The crate's own text names its kind of error
+/// (`Password authentication failed- AuthenticationFailed`, `Redis server refused to switch
+/// database - ResponseError: DB index is out of range`); here:
+/// - a timeout is said as one (the socket's own text reads `Resource temporarily unavailable
+///   (os error 11)`); `waited`: how long each wait was (to connect or for a reply), where one
+///   bound holds for both;
+/// - an error Redis replied is `CODE: detail`, as Redis names it (`NOPERM: this user has no
+///   permissions ...`), its detail alone where the code says nothing (`ERR`) or is the
+///   script's own (`TAMPINES`, whose text is ours);
+/// - any other is the crate's description, then its detail, without the name of its kind.
+fn said(e: &redis::RedisError, waited: Option<Duration>) -> String {
+    let text = e.to_string();
     if e.is_timeout() {
-        let text = match waited {
-            Some(waited) => format!("no answer from Redis within {} s ({e})", waited.as_secs()),
+        return match waited {
+            Some(waited) => format!(
+                "no answer from Redis within {} s ({text})",
+                waited.as_secs()
+            ),
             None => format!(
-                "Redis timed out ({} s to connect, {} s to answer a step: {e})",
+                "Redis timed out ({} s to connect, {} s to answer a step: {text})",
                 CONNECT_TIMEOUT.as_secs(),
                 SOCKET_TIMEOUT.as_secs()
             ),
         };
-        std::io::Error::new(std::io::ErrorKind::TimedOut, text).into()
-    } else {
-        e
+    }
+    let kind = format!("{:?}", e.kind());
+    let (description, detail) = match e.detail() {
+        Some(detail) => (
+            text.strip_suffix(&format!(" - {kind}: {detail}")),
+            Some(detail),
+        ),
+        None => (text.strip_suffix(&format!("- {kind}")), None),
+    };
+    match (description, detail) {
+        (Some(description), Some(detail)) if description != SIGNALLED => {
+            format!("{description}: {detail}")
+        }
+        // Replied by the server (an extension's code too: the crate's text is already so).
+        (_, Some(detail)) => match e.code() {
+            Some("ERR" | "TAMPINES") | None => detail.to_string(),
+            Some(code) => format!("{code}: {detail}"),
+        },
+        (Some(description), None) => description.to_string(),
+        (None, None) => text,
     }
 }
+
+/// The redis crate's description of an error that Redis replied.
+const SIGNALLED: &str = "An error was signalled by the server";
 
 /// `connection`, opened on `client` if there is none.
 fn connected<'a>(
@@ -1072,14 +1105,14 @@ pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Opt
             Err(e) if passing(&e) && Instant::now() < deadline => {
                 // Said at once, then every 5 s (it was every try, five a second).
                 if reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
-                    tracing::warn!(error = %described(e, Some(wait)), "reading the stored frontier");
+                    tracing::warn!(error = %said(&e, Some(wait)), "reading the stored frontier");
                     reported = Some(Instant::now());
                 }
                 std::thread::sleep(Duration::from_millis(200)); // retry interval, bounded by the deadline
             }
             // The error's own text: its source repeats it (`Connection refused (os error 111)`
             // twice).
-            Err(e) => anyhow::bail!("reading the stored frontier: {}", described(e, Some(wait))),
+            Err(e) => anyhow::bail!("reading the stored frontier: {}", said(&e, Some(wait))),
         }
     }
 }
@@ -1168,6 +1201,71 @@ mod tests {
             let e = options(url).validate().expect_err(url).to_string();
             assert!(e.contains(why), "{url}: {e}");
         }
+        let empty = RedisOptions {
+            prefix: String::new(),
+            ..options("redis://h:1/0")
+        };
+        let e = empty.validate().expect_err("an empty prefix").to_string();
+        assert!(e.starts_with("--prefix is empty"), "{e}");
+    }
+
+    /// Errors are said without the crate's names of their kinds: a reply as Redis names it,
+    /// the script's own text alone, the crate's description with its detail.
+    #[test]
+    fn errors_are_said_as_redis_and_the_script_say_them() {
+        let replied = |reply: &str| -> redis::RedisError {
+            redis::parse_redis_value(reply.as_bytes())
+                .and_then(|v| v.extract_error())
+                .expect_err(reply)
+        };
+        for (e, shown) in [
+            (
+                replied("-NOPERM this user has no permissions to run the 'xadd' command\r\n"),
+                "NOPERM: this user has no permissions to run the 'xadd' command",
+            ),
+            (
+                replied("-WRONGTYPE Operation against a key\r\n"),
+                "WRONGTYPE: Operation against a key",
+            ),
+            (
+                replied("-TAMPINES t:updates holds a hash, not a stream\r\n"),
+                "t:updates holds a hash, not a stream",
+            ),
+            (replied("-ERR unknown command\r\n"), "unknown command"),
+            (
+                replied("-READONLY You can't write\r\n"),
+                "READONLY: You can't write",
+            ),
+            (
+                (
+                    redis::ErrorKind::ResponseError,
+                    "Redis server refused to switch database",
+                    "DB index is out of range".to_string(),
+                )
+                    .into(),
+                "Redis server refused to switch database: DB index is out of range",
+            ),
+            (
+                (
+                    redis::ErrorKind::AuthenticationFailed,
+                    "Password authentication failed",
+                )
+                    .into(),
+                "Password authentication failed",
+            ),
+            (
+                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused").into(),
+                "refused",
+            ),
+        ] {
+            assert_eq!(said(&e, None), shown, "{e}");
+        }
+        let timeout: redis::RedisError =
+            std::io::Error::new(std::io::ErrorKind::WouldBlock, "again").into();
+        assert_eq!(
+            said(&timeout, Some(Duration::from_secs(2))),
+            "no answer from Redis within 2 s (again)"
+        );
     }
 
     /// An error that may end is found under Redis 6's wrapping of a script's command error too.
