@@ -57,7 +57,7 @@ impl Drop for RedisServer {
 fn say(line: &str) {
     // Not eprintln!: it panics when stderr is gone (the terminal closed, SIGHUP), and the demo
     // must still stop cleanly then.
-    let _ = writeln!(std::io::stderr(), "demo: {line}");
+    crate::say!("demo: {line}");
 }
 
 /// True when something at `addr` answers a Redis PING.

@@ -25,7 +25,8 @@
 //!   its bound, and the marks waiting for Redis stay bounded. Process 0's workers also stop at once
 //!   while the queue is full.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
@@ -57,7 +58,7 @@ impl Written<'_> {
         !self.probe.less_equal(&time)
             && self
                 .durable
-                .is_none_or(|s| s.durable.load(std::sync::atomic::Ordering::Relaxed) >= time)
+                .is_none_or(|s| s.durable.load(Ordering::Relaxed) >= time)
     }
     /// The job has finished and every result is written.
     pub fn all(&self) -> bool {
@@ -139,6 +140,11 @@ where
     let dlq_target = settings.dlq.clone();
     let failure: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let worker_failure = failure.clone();
+    remember_panics();
+    // Set by a worker that panics (a bug), as it unwinds: its peers stop, where they waited for
+    // its progress for ever (a panic in the tracing writer, when stderr's reader had gone, left
+    // the job hanging, silent).
+    let worker_panicked = Arc::new(AtomicBool::new(false));
     let sink_state = Arc::new(SinkState::default());
     let worker_sink_state = sink_state.clone();
     let redis = settings.redis.clone();
@@ -160,9 +166,7 @@ where
             frontier = f,
             "redis holds results up to this mark; rebuilding state by replay"
         );
-        sink_state
-            .durable
-            .store(f, std::sync::atomic::Ordering::Relaxed);
+        sink_state.durable.store(f, Ordering::Relaxed);
         metrics().redis_frontier.set(f as i64);
         if redis.as_ref().is_some_and(|r| !r.whole_history) {
             tracing::error!(
@@ -192,6 +196,7 @@ where
     let guards = crate::cluster::execute(timely_config, fingerprint, move |worker| {
         let index = worker.index();
         let peers = worker.peers();
+        let _told = TellsPeersOfPanic(worker_panicked.clone());
         let fail = |e: anyhow::Error| {
             worker_failure
                 .lock()
@@ -359,16 +364,27 @@ where
                 })
                 .probe_with(&probe);
         });
+        // Tests only (debug builds): a worker that panics after its first step, as a bug would.
+        #[cfg(debug_assertions)]
+        let panics =
+            std::env::var("TAMPINES_TEST_PANIC_WORKER").is_ok_and(|w| w == index.to_string());
         while !probe.done() {
             // Park (up to 1 ms) when no operator has work: a live job waiting for input must not
             // spin, it would take the cores from librdkafka, the broker and Redis.
             worker.step_or_park(Some(Duration::from_millis(1)));
+            #[cfg(debug_assertions)]
+            if panics {
+                panic!("worker {index} panicked as TAMPINES_TEST_PANIC_WORKER asks");
+            }
+            if worker_panicked.load(Ordering::Relaxed) {
+                break; // joining the workers reports it
+            }
             if let Some(r) = redis_sink.as_ref() {
                 if let Some(e) = r.borrow().failed() {
                     // Nothing later can be written either. Exiting at once is the one way out of
                     // a live job (the other processes see the connection break and exit 1 too);
                     // offsets were committed only up to what Redis holds.
-                    eprintln!("tampines: {e}");
+                    crate::say!("tampines: {e}");
                     std::process::exit(1);
                 }
             }
@@ -379,7 +395,7 @@ where
                 // reports at its end; before the offsets of what was not written are committed.
                 let f = worker_failure.lock().ok().and_then(|f| f.clone());
                 let f = f.unwrap_or_else(|| "a worker panicked".into());
-                eprintln!("tampines: {f}");
+                crate::say!("tampines: {f}");
                 std::process::exit(1);
             }
             // After a recorded failure (a bounded run's dead letter that was not delivered, say)
@@ -391,12 +407,20 @@ where
                 });
             }
         }
+        if worker_panicked.load(Ordering::Relaxed) {
+            // timely steps a worker's dataflows to their end once this closure returns: they
+            // would never end.
+            for dataflow in worker.installed_dataflows() {
+                worker.drop_dataflow(dataflow);
+            }
+        }
         if let Some(r) = redis_sink.as_ref() {
             if let Err(e) = r.borrow_mut().finish() {
                 fail(e);
             }
         }
-        let failed = worker_failure.lock().map_or(true, |f| f.is_some());
+        let failed = worker_failure.lock().map_or(true, |f| f.is_some())
+            || worker_panicked.load(Ordering::Relaxed);
         if let (Some(hook), false) = (after_step.as_mut(), failed) {
             // The last commits wait for Redis to hold the last marks: worker 0 of process 0 has
             // written them by now; its peers and other processes learn it through the shared
@@ -421,26 +445,74 @@ where
     // Timely's communication threads panic when a connection to another process breaks, and
     // joining them panics in turn: a fatal runtime error (exit 1), not a crash (101).
     let recorded = || failure.lock().ok().and_then(|mut f| f.take());
+    // timely says a panic as `Any { .. }`: the hook kept its message.
+    let a_worker_panicked = || {
+        let said = FIRST_PANIC.get().map_or("", |(_, said)| said.as_str());
+        anyhow!("a worker panicked (a bug): {said}")
+    };
     let joined = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| guards.join())) {
         Ok(joined) => joined,
+        // Its peers in other processes saw the connection break; it was here.
+        Err(_) if FIRST_PANIC.get().is_some_and(|(ours, _)| *ours) => {
+            return Err(a_worker_panicked())
+        }
         Err(_) => {
             if let Some(f) = recorded() {
                 return Err(anyhow!(f));
             }
-            // A worker's own panic in a job of several processes ends here too (its queues
-            // to the others break): the messages above say which it was.
+            // A peer process's worker that panicked ends here too (the connection to it
+            // broke): that process says so.
             return Err(anyhow!(
                 "the connection between the job's processes broke (has one stopped? see above)"
             ));
         }
     };
-    for r in joined {
-        r.map_err(|e| anyhow!("worker failed: {e}"))?;
+    if joined.iter().any(Result::is_err) {
+        return Err(a_worker_panicked());
     }
     if let Some(f) = recorded() {
         return Err(anyhow!(f));
     }
     Ok(stats.totals())
+}
+
+/// Sets its flag if dropped while its thread panics: a worker's peers learn that it is gone.
+struct TellsPeersOfPanic(Arc<AtomicBool>);
+
+impl Drop for TellsPeersOfPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The first panic's message and place, for the job's closing line, and whether it was a bug
+/// of the job's (a worker's or a reader's), not one of timely's communication threads, which
+/// panic when a connection to another process breaks (the workers panic after them then).
+static FIRST_PANIC: OnceLock<(bool, String)> = OnceLock::new();
+
+/// Keeps the first panic's message in [`FIRST_PANIC`], then panics as before (Rust's own hook
+/// says it on stderr, if stderr is still there). Installed once per process.
+fn remember_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let said = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = (info.payload().downcast_ref::<&str>().copied())
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            let at = info
+                .location()
+                .map(|l| format!(" at {l}"))
+                .unwrap_or_default();
+            let name = std::thread::current().name().map(str::to_string);
+            let ours =
+                !name.is_some_and(|n| n.starts_with("timely:send") || n.starts_with("timely:recv"));
+            let _ = FIRST_PANIC.set((ours, format!("{message}{at}")));
+            said(info);
+        }));
+    });
 }
 
 /// `replay FILE...`: file `i` is input `i`, read by global worker [`reader`]`(i, workers)`.

@@ -64,6 +64,9 @@ fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Not a line of its own on stderr when writing there fails: it was an `eprintln!`,
+        // which panicked where stderr's reader had gone (the worker logging died).
+        .log_internal_errors(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match cli.log_format {
         LogFormat::Text => logs.init(),
@@ -190,18 +193,18 @@ fn main() -> ExitCode {
             }
             match kafka::produce(&args.files, &args.kafka.connection(), args.topic.as_deref()) {
                 Ok(produced) => {
-                    eprintln!("produced {} messages", produced.sent);
+                    tampines::say!("produced {} messages", produced.sent);
                     match produced.first_problem {
                         None => ExitCode::SUCCESS,
                         Some(first) => {
                             let n = produced.problems;
-                            eprintln!("tampines: {n} not produced; the first: {first}");
+                            tampines::say!("tampines: {n} not produced; the first: {first}");
                             ExitCode::from(1)
                         }
                     }
                 }
                 Err(e) => {
-                    eprintln!("tampines: {e:#}");
+                    tampines::say!("tampines: {e:#}");
                     ExitCode::from(1)
                 }
             }
@@ -213,7 +216,7 @@ fn main() -> ExitCode {
             match kafka::broker(args.partitions, &args.topics) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("tampines: {e:#}");
+                    tampines::say!("tampines: {e:#}");
                     ExitCode::from(1)
                 }
             }
@@ -223,7 +226,7 @@ fn main() -> ExitCode {
             Ok(_) => match tampines::demo::demo(args) {
                 Ok((totals, _)) => report(Ok(totals)),
                 Err(e) => {
-                    eprintln!("tampines: demo: {e:#}");
+                    tampines::say!("tampines: demo: {e:#}");
                     ExitCode::from(1)
                 }
             },
@@ -342,7 +345,7 @@ fn usage(e: anyhow::Error) -> ExitCode {
         .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
         .filter(|l| !l.is_empty() && !l.chars().all(|c| "|^ ".contains(c)))
         .collect();
-    eprintln!(
+    tampines::say!(
         "tampines: {}",
         lines.join(" ").trim_start_matches("error: ")
     );
@@ -352,14 +355,18 @@ fn usage(e: anyhow::Error) -> ExitCode {
 fn report(result: anyhow::Result<tampines_dataflows::stats::Totals>) -> ExitCode {
     match result {
         Ok(t) => {
-            eprintln!(
+            tampines::say!(
                 "read {} processed {} dead-lettered {} duplicates {} late {}",
-                t.read, t.processed, t.dead_lettered, t.duplicates, t.late
+                t.read,
+                t.processed,
+                t.dead_lettered,
+                t.duplicates,
+                t.late
             );
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("tampines: {e:#}");
+            tampines::say!("tampines: {e:#}");
             ExitCode::from(1)
         }
     }

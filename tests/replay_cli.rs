@@ -885,6 +885,119 @@ fn a_process_whose_peer_stops_exits_1() {
     );
 }
 
+/// The exit status of `child`, which must end within 60 s (polled, as [`ended_within_60s`]).
+fn exit_within_60s(mut child: Killed, what: &str) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "{what} still runs after 60 s");
+        std::thread::sleep(Duration::from_millis(20)); // polling a child, with a deadline
+    }
+}
+
+/// A job whose stderr has no reader any more (a supervisor's log pipe gone, `2>&1 | head`)
+/// computes and writes everything, and exits 0: tracing's complaint about the failed write was
+/// an `eprintln!`, which panicked the logging worker (the other waited for it for ever), and
+/// the closing line's `eprintln!` exited 101.
+#[test]
+fn a_job_whose_stderr_reader_has_gone_writes_everything_and_exits_0() {
+    let dir = scratch("replay_stderr_gone");
+    let input = dir.join("in.ndjson");
+    let events = gen_events(&dir.join("gen.ndjson"), 4, 3000, "0.02", 3, &[]);
+    // Bad lines, each a warning on stderr, from the workers that read them.
+    let text = INPUT.to_string() + &std::fs::read_to_string(&events).unwrap();
+    std::fs::write(&input, text).unwrap();
+    let args = |name: &str| {
+        let files = [
+            dir.join(format!("{name}.out")),
+            dir.join(format!("{name}.dlq")),
+        ];
+        let args: Vec<String> = ["replay", input.to_str().unwrap(), "-w", "2", "--out"]
+            .into_iter()
+            .map(String::from)
+            .chain([files[0].display().to_string(), "--dlq".into()])
+            .chain([files[1].display().to_string()])
+            .collect();
+        (args, files)
+    };
+    let (expected, expected_files) = args("expected");
+    tampines(&expected.iter().map(String::as_str).collect::<Vec<_>>());
+    for log in ["warn", "debug"] {
+        let (given, files) = args(log);
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let job = Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(&given)
+            .env("RUST_LOG", log)
+            .stderr(writer)
+            .spawn()
+            .unwrap();
+        let what = format!("a job logging at {log} to a stderr no one reads");
+        assert_eq!(exit_within_60s(Killed(job), &what), Some(0), "{what}");
+        for (file, expected) in files.iter().zip(&expected_files) {
+            assert_eq!(
+                std::fs::read_to_string(file).unwrap(),
+                std::fs::read_to_string(expected).unwrap(),
+                "{what}: {}",
+                file.display()
+            );
+        }
+    }
+}
+
+/// A worker that panics (a bug) ends the job with exit 1, saying so, where its peers waited
+/// for it for ever. The panic is asked for through a variable that only debug builds read.
+#[test]
+fn a_worker_that_panics_ends_the_job_with_exit_1() {
+    let dir = scratch("replay_worker_panics");
+    let input = gen_events(&dir.join("in.ndjson"), 4, 3000, "0.02", 4, &[]);
+    let hostfile = common::two_hosts(&dir);
+    let spawn = |process: Option<&str>, panics: Option<&str>| {
+        let mut job = Command::new(env!("CARGO_BIN_EXE_tampines"));
+        job.args(["replay", &input, "-w", "2", "--out", "/dev/null"]);
+        if let Some(p) = process {
+            job.args(["-n", "2", "-p", p, "-h"]).arg(&hostfile);
+        }
+        if let Some(worker) = panics {
+            job.env("TAMPINES_TEST_PANIC_WORKER", worker);
+        }
+        let job = job.env("RUST_BACKTRACE", "0").stderr(Stdio::piped());
+        Killed(job.spawn().unwrap())
+    };
+    let panicked = |worker: &str| {
+        format!(
+            "tampines: a worker panicked (a bug): worker {worker} panicked as \
+             TAMPINES_TEST_PANIC_WORKER asks at src/job.rs:"
+        )
+    };
+    for worker in ["0", "1"] {
+        let (code, said) = ended_within_60s(spawn(None, Some(worker)), "a panicking worker's job");
+        assert_eq!(code, Some(1), "{said}");
+        let last = said.lines().last().unwrap_or("");
+        assert!(last.starts_with(&panicked(worker)), "{said}");
+    }
+    // Across processes: worker 2 is process 1's first. Process 0 sees its connection break.
+    let (p0, p1) = (spawn(Some("0"), None), spawn(Some("1"), Some("2")));
+    let (code, said) = ended_within_60s(p1, "the process whose worker panics");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.lines()
+            .last()
+            .unwrap_or("")
+            .starts_with(&panicked("2")),
+        "{said}"
+    );
+    let (code, said) = ended_within_60s(p0, "the process whose peer's worker panics");
+    assert_eq!(code, Some(1), "{said}");
+    assert_eq!(
+        said.lines().last(),
+        Some("tampines: the connection between the job's processes broke (has one stopped? see above)"),
+        "{said}"
+    );
+}
+
 /// A named pipe is read whole, once. Checking that the file can be read used to open it and
 /// close it again, which took the writer's first lines or made its writes fail (no reader), and
 /// the job then waited on a pipe with no writer.
