@@ -364,16 +364,27 @@ where
                 })
                 .probe_with(&probe);
         });
-        // Tests only (debug builds): a worker that panics after its first step, as a bug would.
+        // Tests only (debug builds): a worker that panics, as a bug would, after its first step
+        // (`INDEX`) or once a file exists (`INDEX:PATH`).
         #[cfg(debug_assertions)]
-        let panics =
-            std::env::var("TAMPINES_TEST_PANIC_WORKER").is_ok_and(|w| w == index.to_string());
+        let panics: Option<Option<std::path::PathBuf>> =
+            std::env::var("TAMPINES_TEST_PANIC_WORKER")
+                .ok()
+                .and_then(|v| {
+                    let (worker, path) = v
+                        .split_once(':')
+                        .map_or((v.as_str(), None), |(w, p)| (w, Some(p)));
+                    (worker == index.to_string()).then(|| path.map(Into::into))
+                });
         while !probe.done() {
             // Park (up to 1 ms) when no operator has work: a live job waiting for input must not
             // spin, it would take the cores from librdkafka, the broker and Redis.
             worker.step_or_park(Some(Duration::from_millis(1)));
             #[cfg(debug_assertions)]
-            if panics {
+            if panics
+                .as_ref()
+                .is_some_and(|p| p.as_ref().is_none_or(|p| p.exists()))
+            {
                 panic!("worker {index} panicked as TAMPINES_TEST_PANIC_WORKER asks");
             }
             if worker_panicked.load(Ordering::Relaxed) {
@@ -407,20 +418,22 @@ where
                 });
             }
         }
-        if worker_panicked.load(Ordering::Relaxed) {
+        let panicked = worker_panicked.load(Ordering::Relaxed);
+        if panicked {
             // timely steps a worker's dataflows to their end once this closure returns: they
-            // would never end.
+            // would never end. Nor is the Redis writer waited for: a live job's retries for
+            // ever while Redis is down (what it has not written, a restart catches up on).
             for dataflow in worker.installed_dataflows() {
                 worker.drop_dataflow(dataflow);
             }
+            return;
         }
         if let Some(r) = redis_sink.as_ref() {
             if let Err(e) = r.borrow_mut().finish() {
                 fail(e);
             }
         }
-        let failed = worker_failure.lock().map_or(true, |f| f.is_some())
-            || worker_panicked.load(Ordering::Relaxed);
+        let failed = worker_failure.lock().map_or(true, |f| f.is_some());
         if let (Some(hook), false) = (after_step.as_mut(), failed) {
             // The last commits wait for Redis to hold the last marks: worker 0 of process 0 has
             // written them by now; its peers and other processes learn it through the shared

@@ -333,6 +333,90 @@ fn an_outage_is_survived() {
     assert_eq!(keys, reference[&last]);
 }
 
+/// A worker that panics (a bug) while Redis is down ends its job at once, with exit 1: its
+/// peers left their loop, but then waited for the Redis writer, which retries for as long as
+/// `--redis-patience-s` (a live job's, for ever). The panic is asked for through a variable
+/// that only debug builds read, once a file exists.
+#[test]
+fn a_worker_that_panics_while_redis_is_down_ends_the_job_at_once() {
+    use std::io::Write;
+    let dir = scratch("redis_panic_down");
+    let events = gen(&dir, 8_000);
+    let text = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let server = RedisServer::start();
+    let trigger = dir.join("panic-now");
+    let mut job = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(
+                [
+                    &["replay", "/dev/stdin", "-w", "2", "--redis", &server.url][..],
+                    &OPTS,
+                ]
+                .concat(),
+            )
+            .env(
+                "TAMPINES_TEST_PANIC_WORKER",
+                format!("1:{}", trigger.display()),
+            )
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = job.0.stdin.take().unwrap();
+    stdin
+        .write_all((first.join("\n") + "\n").as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    wait_for_first_write(&mut server.connection().unwrap());
+    drop(server);
+    // More marks to write, and the writer retrying them. Written aside: the job stops reading
+    // once its Redis queue is full. stdin stays open (no end of input) until the test ends.
+    let rest = second.join("\n") + "\n";
+    let (close, closing) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(rest.as_bytes());
+        let _ = closing.recv();
+    });
+    let (send, said) = std::sync::mpsc::channel();
+    let stderr = job.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = send.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let next = || said.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    let mut seen = Vec::new();
+    while !seen
+        .last()
+        .is_some_and(|l: &String| l.contains("redis write failed"))
+    {
+        seen.push(next().unwrap_or_else(|e| panic!("no failed write ({e}): {seen:#?}")));
+    }
+    std::fs::write(&trigger, "").unwrap();
+    // Until stderr closes (the job ended), or the deadline.
+    while let (Ok(line), true) = (next(), Instant::now() < deadline) {
+        seen.push(line);
+    }
+    assert!(
+        Instant::now() < deadline,
+        "still running after 60 s: {seen:#?}"
+    );
+    assert_eq!(job.0.wait().unwrap().code(), Some(1), "{seen:#?}");
+    let last = seen.last().map_or("", String::as_str);
+    assert!(
+        last.starts_with(
+            "tampines: a worker panicked (a bug): worker 1 panicked as TAMPINES_TEST_PANIC_WORKER asks"
+        ),
+        "{seen:#?}"
+    );
+    drop(close);
+}
+
 #[test]
 fn sigkill_then_restart_ends_as_an_uninterrupted_run() {
     // Small enough for the mock cluster's 5 MiB per partition: recovery replays from offset 0.
