@@ -514,6 +514,12 @@ impl JobArgs {
                 );
             }
         }
+        if self.prefix.is_empty() {
+            // Keys are `{prefix}:...`: an empty one made `:book:...` and `:frontier`, which no
+            // one asking for keys without a prefix (`book:...`) expects. Refused here, with or
+            // without --redis: `demo` finds its Redis later.
+            bail!("--prefix is empty: every key would start with ':' (give one; the default is tampines)");
+        }
         if self.process >= self.processes {
             bail!("-p {} must be below -n {}", self.process, self.processes);
         }

@@ -327,11 +327,6 @@ impl RedisOptions {
             anyhow::anyhow!("bad --redis URL {url:?}: {why}")
         };
         redis::Client::open(self.url.as_str()).map_err(|e| bad(said(&e, None)))?;
-        if self.prefix.is_empty() {
-            // Keys are `{prefix}:...`: an empty one made `:book:...` and `:frontier`, which no
-            // one asking for keys without a prefix (`book:...`) expects.
-            anyhow::bail!("--prefix is empty: every key would start with ':' (give one; the default is tampines)");
-        }
         let Ok(url) = url::Url::parse(&self.url) else {
             return Ok(()); // a form the crate reads otherwise (a bare socket path)
         };
@@ -1027,25 +1022,42 @@ fn said(e: &redis::RedisError, waited: Option<Duration>) -> String {
         };
     }
     let kind = format!("{:?}", e.kind());
-    let (description, detail) = match e.detail() {
+    // The crate's stand-in for an extension error's missing text.
+    let detail = e
+        .detail()
+        .filter(|d| *d != "Unknown extension error encountered");
+    let (description, detail) = match detail {
         Some(detail) => (
             text.strip_suffix(&format!(" - {kind}: {detail}")),
             Some(detail),
         ),
         None => (text.strip_suffix(&format!("- {kind}")), None),
     };
-    match (description, detail) {
+    let said = match (description, detail) {
         (Some(description), Some(detail)) if description != SIGNALLED => {
             format!("{description}: {detail}")
         }
         // Replied by the server (an extension's code too: the crate's text is already so).
         (_, Some(detail)) => match e.code() {
-            Some("ERR" | "TAMPINES") | None => detail.to_string(),
+            Some("ERR" | "TAMPINES" | "") | None => detail.to_string(),
             Some(code) => format!("{code}: {detail}"),
+        },
+        // A reply of its code alone (`-READONLY`, `-NOPERM`), or of nothing (`-`).
+        (Some(SIGNALLED), None) | (None, None) if e.code().is_some() => match e.code() {
+            Some("") | None => "Redis replied an error without text".to_string(),
+            Some(code) => format!("Redis replied the error {code}"),
         },
         (Some(description), None) => description.to_string(),
         (None, None) => text,
-    }
+    };
+    // One line: a parse error's detail spans several (`Parse error at 1` then `Unexpected
+    // ...` lines), and the job's last line must say why it failed.
+    let lines: Vec<&str> = said
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("; ")
 }
 
 /// The redis crate's description of an error that Redis replied.
@@ -1201,12 +1213,6 @@ mod tests {
             let e = options(url).validate().expect_err(url).to_string();
             assert!(e.contains(why), "{url}: {e}");
         }
-        let empty = RedisOptions {
-            prefix: String::new(),
-            ..options("redis://h:1/0")
-        };
-        let e = empty.validate().expect_err("an empty prefix").to_string();
-        assert!(e.starts_with("--prefix is empty"), "{e}");
     }
 
     /// Errors are said without the crate's names of their kinds: a reply as Redis names it,
@@ -1232,6 +1238,13 @@ mod tests {
                 "t:updates holds a hash, not a stream",
             ),
             (replied("-ERR unknown command\r\n"), "unknown command"),
+            (replied("-READONLY\r\n"), "Redis replied the error READONLY"),
+            (replied("-\r\n"), "Redis replied an error without text"),
+            (replied("-NOPERM\r\n"), "Redis replied the error NOPERM"),
+            (
+                redis::parse_redis_value(b"HTTP/1.1 400 Bad Request\r\n").expect_err("not RESP"),
+                "parse error: Parse error at 1; Unexpected `84`; Unexpected `72`",
+            ),
             (
                 replied("-READONLY You can't write\r\n"),
                 "READONLY: You can't write",

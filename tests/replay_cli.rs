@@ -1217,10 +1217,19 @@ fn no_command_lists_the_commands() {
 
 #[test]
 fn bad_usage_exits_2_with_one_line() {
-    let cases: [(&[&str], &str); 44] = [
+    let cases: [(&[&str], &str); 46] = [
         (
             &["replay", "x.ndjson", "--granularity-ms", "0"],
             "tampines: --granularity-ms must be positive",
+        ),
+        (
+            &["replay", "x.ndjson", "--redis", "redis://127.0.0.1:1/0", "--prefix", ""],
+            "tampines: --prefix is empty: every key would start with ':' (give one; the default is tampines)",
+        ),
+        (
+            // Before it starts a broker, or a redis-server, and says where to look.
+            &["demo", "--prefix", ""],
+            "tampines: --prefix is empty: every key would start with ':' (give one; the default is tampines)",
         ),
         (
             &["replay", "x.ndjson", "--intervals", "1m,5m,60s"],
