@@ -104,12 +104,14 @@ pub enum ClosedBy {
 /// Runs a job to completion and returns this process's counters.
 ///
 /// `make_inputs(worker index, peers)` opens a worker's inputs; `make_dead(...)` opens worker 0's
-/// extra dead-letter sink (Kafka); `idle` is the idleness of inputs (None: never idle); `inputs`
+/// extra dead-letter sink (Kafka); `idle` is the idleness of inputs (None: never idle); `commits`:
+/// whether the inputs commit what was read (Kafka offsets); `inputs`
 /// is a fingerprint of the inputs' options every process must share (with `idle` and the
 /// dataflow's options it is checked when processes connect); `labels` names inputs in metrics.
 pub fn run<F, D>(
     settings: Settings,
     idle: Option<Duration>,
+    commits: bool,
     inputs: u64,
     labels: InputLabels,
     make_inputs: F,
@@ -332,8 +334,10 @@ where
             };
             let results_failed = move |e: std::io::Error| {
                 // A closed pipe (`| head`) means the reader is done: a replay stops writing
-                // quietly (and computes on to its end); a live job stops.
-                if !live && e.kind() == std::io::ErrorKind::BrokenPipe {
+                // quietly (and computes on to its end); a live job stops, and so does a bounded
+                // one that commits what it read (`run --until-end`: it committed the offsets of
+                // results no one had, and exited 0).
+                if !live && !commits && e.kind() == std::io::ErrorKind::BrokenPipe {
                     return None;
                 }
                 let f = format!("writing results to {results_to}: {e}");
@@ -543,6 +547,7 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
     run(
         settings,
         None,
+        false,
         inputs,
         Arc::new(move |id| file_labels(&names, id)),
         move |index, peers| {

@@ -372,6 +372,7 @@ pub fn run_job(
     crate::job::run(
         settings,
         idle,
+        true,
         opts.shared(),
         input_labels(opts.topics.clone()),
         move |index, peers| open(&opts, index, peers),
@@ -1134,7 +1135,9 @@ pub fn produce(
             if sent.is_multiple_of(65_536) {
                 producer.poll(Duration::ZERO);
                 if progress {
-                    eprint!("\rproduced {sent}");
+                    // Not eprint!: it panics where the terminal has gone (EIO), and the
+                    // messages queued would not be sent.
+                    let _ = write!(std::io::stderr(), "\rproduced {sent}");
                 }
             }
         }
@@ -1150,7 +1153,7 @@ pub fn produce(
         );
     }
     if progress {
-        eprint!("\r");
+        let _ = write!(std::io::stderr(), "\r");
     }
     producer.context().check(&mut 0, "messages were")?;
     Ok(Produced {

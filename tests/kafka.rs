@@ -921,6 +921,40 @@ fn a_live_job_that_cannot_write_its_results_exits_1() {
     );
 }
 
+/// A bounded run whose results' reader has gone (`run --until-end --out - | head`) exits 1 and
+/// commits nothing: it wrote quietly into nothing, as a replay does, exited 0 and committed the
+/// offsets of results no one had, so a run again read none of them.
+#[test]
+fn a_bounded_run_whose_results_reader_has_gone_exits_1_and_commits_nothing() {
+    let dir = scratch("kafka_until_end_pipe");
+    let broker = Broker::start(1, "market.book");
+    kcat_to(
+        &broker,
+        "market.book",
+        0,
+        &[book(100, 1, "101"), book(200, 2, "102")],
+    );
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new("timeout")
+        .args(["60", env!("CARGO_BIN_EXE_tampines"), "run"])
+        .args(["--brokers", &broker.bootstrap, "--topics", "market.book"])
+        .args(["--until-end", "--out", "-"])
+        .stdout(writer)
+        .output()
+        .expect("run");
+    exited_1_saying(
+        &out,
+        "tampines: writing results to stdout: Broken pipe (os error 32)",
+    );
+    let again = dir.join("again.ndjson");
+    let said = until_end(&broker, "market.book", again.to_str().unwrap());
+    assert!(said.contains("read 2 processed 2 "), "{said}");
+    let both =
+        r#""resolution":1,"ts":200,"seq":2,"status":"stale","bids":[["102","1"],["101","1"]]"#;
+    assert!(text_of(&again).contains(both), "{}", text_of(&again));
+}
+
 /// A broker stopped as soon as it has said its address exits 0: the signals were caught only
 /// after the address was printed, and a script's quick SIGTERM killed it (143) about one time in
 /// three. The signal is sent from here, at once (a `kill` process took long enough to hide
