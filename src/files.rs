@@ -90,8 +90,8 @@ pub fn ahead_per_file(files: usize) -> AheadShare {
 /// `ahead.chunk` bytes, up to `ahead.batches` of them ahead of the worker ([`ahead_per_file`]).
 /// The thread opens the file too: opening a named pipe waits for its writer, and a worker
 /// waiting there, on its first file, while the one producer of two pipes waited for the second
-/// to be opened, never read either.
-pub fn open(path: &Path, id: u32, ahead: AheadShare) -> LineInput {
+/// to be opened, never read either. Fails only where the system refuses a thread.
+pub fn open(path: &Path, id: u32, ahead: AheadShare) -> std::io::Result<LineInput> {
     let name = path.display().to_string();
     let path = path.to_path_buf();
     let (batches, receiver) = std::sync::mpsc::sync_channel(ahead.batches);
@@ -107,8 +107,7 @@ pub fn open(path: &Path, id: u32, ahead: AheadShare) -> LineInput {
                     send(ReadAhead::unreadable(reason, Vec::new()));
                 }
             }
-        })
-        .expect("the system starts a reader thread");
+        })?;
     let mut thread = Some(thread);
     let batches = std::iter::from_fn(move || match receiver.try_recv() {
         Ok(batch) => Some(Ahead::Batch(batch)),
@@ -122,7 +121,7 @@ pub fn open(path: &Path, id: u32, ahead: AheadShare) -> LineInput {
             None
         }
     });
-    LineInput::ahead(id, Box::new(batches))
+    Ok(LineInput::ahead(id, Box::new(batches)))
 }
 
 /// How much lower a file's reader thread runs than the thread that starts it: a nice value

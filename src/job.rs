@@ -565,10 +565,14 @@ pub fn replay(files: Vec<std::path::PathBuf>, settings: Settings) -> Result<Tota
                 ClosedBy::AllWorkers
             };
             let ahead = crate::files::ahead_per_file(mine.len());
-            let mine = mine
-                .into_iter()
-                .map(|(i, path)| crate::files::open(path, i as u32, ahead))
-                .collect();
+            let mine = (mine.into_iter())
+                .map(|(i, path)| {
+                    // The system may refuse a thread (RLIMIT_NPROC): a failure, not a bug.
+                    crate::files::open(path, i as u32, ahead).map_err(|e| {
+                        anyhow!("starting the thread that reads {}: {e}", path.display())
+                    })
+                })
+                .collect::<Result<_>>()?;
             Ok(WorkerInputs {
                 inputs: Box::new(tampines_dataflows::source::LineInputs::new(mine)),
                 after_step: None,
