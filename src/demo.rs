@@ -279,24 +279,21 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
         if job_args.workers() == 1 { "" } else { "s" }
     ));
     // The first Ctrl-C (or SIGTERM) stops cleanly; a second one while stopping (say Redis went
-    // away and the last write waits for it) stops a redis-server the demo started and exits
-    // at once, with 130.
-    let server_pid = match &target {
-        Target::Started(_, server) => Some(server.0.id()),
-        _ => None,
-    };
+    // away and the last write waits for it) exits at once, with 130. A redis-server the demo
+    // started is stopped then too, and when the job exits at once for a failure (`crate::exit`:
+    // no destructor runs there).
+    if let Target::Started(_, server) = &target {
+        let pid = server.0.id();
+        crate::before_exit(move || {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        });
+    }
     // SIGHUP: the terminal closed. (SIGKILL cannot be caught: a redis-server the demo started
     // then stays, and is stopped by hand.)
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let stop = crate::signals::stop_on_signals(
-        &[SIGINT, SIGTERM, SIGHUP],
-        || say("stopping: closing the last marks (Ctrl-C again to quit at once)"),
-        move || {
-            if let Some(pid) = server_pid {
-                let _ = Command::new("kill").arg(pid.to_string()).status();
-            }
-        },
-    )
+    let stop = crate::signals::stop_on_signals(&[SIGINT, SIGTERM, SIGHUP], || {
+        say("stopping: closing the last marks (Ctrl-C again to quit at once)")
+    })
     .context("signal handler")?;
     let connection = kafka::Connection {
         brokers: bootstrap.clone(),

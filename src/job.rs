@@ -400,7 +400,7 @@ where
                     // a live job (the other processes see the connection break and exit 1 too);
                     // offsets were committed only up to what Redis holds.
                     crate::say!("tampines: {e}");
-                    std::process::exit(1);
+                    crate::exit(1);
                 }
             }
             let failed = worker_failure.lock().map_or(true, |f| f.is_some());
@@ -411,7 +411,7 @@ where
                 let f = worker_failure.lock().ok().and_then(|f| f.clone());
                 let f = f.unwrap_or_else(|| "a worker panicked".into());
                 crate::say!("tampines: {f}");
-                std::process::exit(1);
+                crate::exit(1);
             }
             // After a recorded failure (a bounded run's dead letter that was not delivered, say)
             // nothing more is committed: a run again reads from before it.

@@ -14,6 +14,27 @@ macro_rules! say {
     }};
 }
 
+/// What must happen however the process ends, registered with [`before_exit`].
+static BEFORE_EXIT: std::sync::Mutex<Vec<Box<dyn Fn() + Send>>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers `f` to run before the process exits through [`exit`] (and at a `demo`'s end, which
+/// drops what it started): `demo` stops the `redis-server` it started.
+pub fn before_exit(f: impl Fn() + Send + 'static) {
+    if let Ok(mut hooks) = BEFORE_EXIT.lock() {
+        hooks.push(Box::new(f));
+    }
+}
+
+/// Exits the process at once with `code` (a live job's fatal failure, a second signal), after
+/// the [`before_exit`] hooks: `std::process::exit` runs no destructor, and a `redis-server`
+/// that `demo` started stayed behind.
+pub fn exit(code: i32) -> ! {
+    if let Ok(hooks) = BEFORE_EXIT.lock() {
+        hooks.iter().for_each(|hook| hook());
+    }
+    std::process::exit(code)
+}
+
 pub mod cli;
 pub mod cluster;
 pub mod dead_letters;

@@ -140,7 +140,7 @@ fn main() -> ExitCode {
                     let line = "tampines: stopping: closing the last marks, then committing their offsets (again to quit at once)";
                     let _ = writeln!(std::io::stderr(), "{line}");
                 };
-                match tampines::signals::stop_on_signals(&[SIGINT, SIGTERM], stopping, || {}) {
+                match tampines::signals::stop_on_signals(&[SIGINT, SIGTERM], stopping) {
                     Ok(stop) => kafka::SourceOptions {
                         stop: Some(stop),
                         ..opts

@@ -12,17 +12,17 @@ use anyhow::Result;
 static READING: AtomicBool = AtomicBool::new(false);
 
 /// A live job's stop: a flag set by the first of `signals`, which also calls `stopping`. A
-/// second signal while stopping (the last write waiting for a Redis that went away) calls
-/// `at_once` and exits 130 at once. With the flag passed to the inputs, their end closes the
-/// last marks, every sink is flushed and the offsets of what was written are committed.
+/// second signal while stopping (the last write waiting for a Redis that went away) exits 130
+/// at once ([`crate::exit`], after its hooks). With the flag passed to the inputs, their end
+/// closes the last marks, every sink is flushed and the offsets of what was written are
+/// committed.
 ///
 /// Before the job reads (connecting its processes, which waits for the others however long;
-/// opening Kafka), a signal calls `at_once` and exits at once with 128 + the signal's number,
-/// as dying by it would: the flag would only be seen once reading begins.
+/// opening Kafka), a signal exits at once with 128 + the signal's number, as dying by it would:
+/// the flag would only be seen once reading begins.
 pub fn stop_on_signals(
     signals: &[std::ffi::c_int],
     stopping: impl Fn() + Send + 'static,
-    at_once: impl Fn() + Send + 'static,
 ) -> Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut caught = signal_hook::iterator::Signals::new(signals)?;
@@ -32,12 +32,10 @@ pub fn stop_on_signals(
         .spawn(move || {
             for signal in caught.forever() {
                 if !READING.load(Ordering::Relaxed) {
-                    at_once();
-                    std::process::exit(128 + signal);
+                    crate::exit(128 + signal);
                 }
                 if flag.swap(true, Ordering::Relaxed) {
-                    at_once();
-                    std::process::exit(130);
+                    crate::exit(130);
                 }
                 stopping();
             }

@@ -173,6 +173,42 @@ fn a_demo_that_cannot_write_its_results_exits_1() {
     );
 }
 
+/// A demo whose job fails at once (its results cannot be written) stops the redis-server it
+/// started: the job exits from a worker (`std::process::exit`, which runs no destructor), and
+/// the server stayed behind.
+#[test]
+fn a_demo_that_fails_stops_the_redis_server_it_started() {
+    let dir = scratch("demo_fails_redis");
+    let probe = format!("127.0.0.1:{}", free_port()); // nothing listens there: it starts one
+    let nowhere = dir.join("missing").join("out.ndjson");
+    let child = demo("2", "500", &probe)
+        .args(["--out", nowhere.to_str().unwrap()])
+        .spawn()
+        .expect("start demo");
+    let mut child = KillOnDrop(child);
+    let status = ended_within_60s(&mut child);
+    let mut stderr = String::new();
+    (child.0.stderr.take().unwrap())
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot create"), "{stderr}");
+    let addr = (stderr.lines())
+        .find_map(|l| l.strip_prefix("demo: started redis-server at redis://"))
+        .and_then(|l| l.split_once(": "))
+        .map(|(addr, _)| addr.to_string())
+        .unwrap_or_else(|| panic!("no redis-server started: {stderr}"));
+    // Gone within 10 s (polled): nothing answers at its port.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server at {addr} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // poll, bounded by the deadline
+    }
+}
+
 #[test]
 fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     let empty = scratch("demo_path");
