@@ -17,8 +17,8 @@ macro_rules! say {
 /// What must happen however the process ends, registered with [`before_exit`].
 static BEFORE_EXIT: std::sync::Mutex<Vec<Box<dyn Fn() + Send>>> = std::sync::Mutex::new(Vec::new());
 
-/// Registers `f` to run before the process exits through [`exit`] (and at a `demo`'s end, which
-/// drops what it started): `demo` stops the `redis-server` it started.
+/// Registers `f` to run before the process exits through [`exit`]: `demo` stops the
+/// `redis-server` it started (at its normal end, the server's drop does).
 pub fn before_exit(f: impl Fn() + Send + 'static) {
     if let Ok(mut hooks) = BEFORE_EXIT.lock() {
         hooks.push(Box::new(f));

@@ -53,8 +53,7 @@ fn main() -> ExitCode {
     let filter = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|e| {
-                let _ = writeln!(
-                    std::io::stderr(),
+                tampines::say!(
                     "tampines: RUST_LOG is not a filter ({e}); logging as by default ({default})"
                 );
                 tracing_subscriber::EnvFilter::new(default)
@@ -138,7 +137,7 @@ fn main() -> ExitCode {
                 use signal_hook::consts::{SIGINT, SIGTERM};
                 let stopping = || {
                     let line = "tampines: stopping: closing the last marks, then committing their offsets (again to quit at once)";
-                    let _ = writeln!(std::io::stderr(), "{line}");
+                    tampines::say!("{line}");
                 };
                 match tampines::signals::stop_on_signals(&[SIGINT, SIGTERM], stopping) {
                     Ok(stop) => kafka::SourceOptions {
@@ -176,8 +175,7 @@ fn main() -> ExitCode {
             if !args.until_end {
                 // A live job says once what it reads and where its results go: at the default
                 // level it is otherwise silent until something goes wrong.
-                let _ = writeln!(
-                    std::io::stderr(),
+                tampines::say!(
                     "tampines: running: {}",
                     running_line(&args, &settings, w, n)
                 );
@@ -274,7 +272,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => {
-                    let _ = writeln!(std::io::stderr(), "tampines: gen: {e}");
+                    tampines::say!("tampines: gen: {e}");
                     ExitCode::from(1)
                 }
             }

@@ -1043,12 +1043,12 @@ fn said(e: &redis::RedisError, waited: Option<Duration>) -> String {
             Some(code) => format!("{code}: {detail}"),
         },
         // A reply of its code alone (`-READONLY`, `-NOPERM`), or of nothing (`-`).
-        (Some(SIGNALLED), None) | (None, None) if e.code().is_some() => match e.code() {
-            Some("") | None => "Redis replied an error without text".to_string(),
-            Some(code) => format!("Redis replied the error {code}"),
+        (description, None) => match (e.code(), description) {
+            (Some(""), _) => "Redis replied an error without text".to_string(),
+            (Some(code), Some(SIGNALLED) | None) => format!("Redis replied the error {code}"),
+            (_, Some(description)) => description.to_string(),
+            (None, None) => text,
         },
-        (Some(description), None) => description.to_string(),
-        (None, None) => text,
     };
     // One line: a parse error's detail spans several (`Parse error at 1` then `Unexpected
     // ...` lines), and the job's last line must say why it failed.

@@ -155,22 +155,23 @@ fn a_demo_that_cannot_write_its_results_exits_1() {
         .write(true)
         .open("/dev/full")
         .expect("open /dev/full");
-    let child = demo("2", "500", &probe)
-        .arg("--stdout")
-        .stdout(full)
-        .spawn()
-        .expect("start demo");
-    let mut child = KillOnDrop(child);
+    let stderr = failed(demo("2", "500", &probe).arg("--stdout").stdout(full));
+    assert!(
+        stderr.contains("writing results to stdout: No space left on device"),
+        "{stderr}"
+    );
+}
+
+/// The stderr of `demo`, which must end by itself within 60 s with exit 1.
+fn failed(demo: &mut Command) -> String {
+    let mut child = KillOnDrop(demo.spawn().expect("start demo"));
     let status = ended_within_60s(&mut child);
     let mut stderr = String::new();
     (child.0.stderr.take().unwrap())
         .read_to_string(&mut stderr)
         .unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("writing results to stdout: No space left on device"),
-        "{stderr}"
-    );
+    stderr
 }
 
 /// A demo whose job fails at once (its results cannot be written) stops the redis-server it
@@ -181,17 +182,7 @@ fn a_demo_that_fails_stops_the_redis_server_it_started() {
     let dir = scratch("demo_fails_redis");
     let probe = format!("127.0.0.1:{}", free_port()); // nothing listens there: it starts one
     let nowhere = dir.join("missing").join("out.ndjson");
-    let child = demo("2", "500", &probe)
-        .args(["--out", nowhere.to_str().unwrap()])
-        .spawn()
-        .expect("start demo");
-    let mut child = KillOnDrop(child);
-    let status = ended_within_60s(&mut child);
-    let mut stderr = String::new();
-    (child.0.stderr.take().unwrap())
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let stderr = failed(demo("2", "500", &probe).args(["--out", nowhere.to_str().unwrap()]));
     assert!(stderr.contains("cannot create"), "{stderr}");
     let addr = (stderr.lines())
         .find_map(|l| l.strip_prefix("demo: started redis-server at redis://"))

@@ -50,13 +50,24 @@ fn replay_fed_in_halves(
     events: &str,
     server: &RedisServer,
 ) -> (common::broker::KillOnDrop, std::process::ChildStdin, String) {
+    replay_fed_in_halves_as(events, server, |_| {})
+}
+
+/// [`replay_fed_in_halves`], its command changed by `how` (more options, its environment).
+fn replay_fed_in_halves_as(
+    events: &str,
+    server: &RedisServer,
+    how: impl FnOnce(&mut Command),
+) -> (common::broker::KillOnDrop, std::process::ChildStdin, String) {
     use std::io::Write;
     let text = std::fs::read_to_string(events).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let (first, second) = lines.split_at(lines.len() / 2);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tampines"));
+    command.args([&["replay", "/dev/stdin", "--redis", &server.url][..], &OPTS].concat());
+    how(&mut command);
     let mut job = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args([&["replay", "/dev/stdin", "--redis", &server.url][..], &OPTS].concat())
+        command
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -339,46 +350,25 @@ fn an_outage_is_survived() {
 /// that only debug builds read, once a file exists.
 #[test]
 fn a_worker_that_panics_while_redis_is_down_ends_the_job_at_once() {
-    use std::io::Write;
     let dir = scratch("redis_panic_down");
     let events = gen(&dir, 8_000);
-    let text = std::fs::read_to_string(&events).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let (first, second) = lines.split_at(lines.len() / 2);
     let server = RedisServer::start();
     let trigger = dir.join("panic-now");
-    let mut job = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(
-                [
-                    &["replay", "/dev/stdin", "-w", "2", "--redis", &server.url][..],
-                    &OPTS,
-                ]
-                .concat(),
-            )
+    let (mut job, stdin, rest) = replay_fed_in_halves_as(&events, &server, |job| {
+        job.args(["-w", "2"])
             .env(
                 "TAMPINES_TEST_PANIC_WORKER",
                 format!("1:{}", trigger.display()),
             )
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stdin = job.0.stdin.take().unwrap();
-    stdin
-        .write_all((first.join("\n") + "\n").as_bytes())
-        .unwrap();
-    stdin.flush().unwrap();
-    wait_for_first_write(&mut server.connection().unwrap());
+            .env("RUST_BACKTRACE", "0");
+    });
     drop(server);
     // More marks to write, and the writer retrying them. Written aside: the job stops reading
     // once its Redis queue is full. stdin stays open (no end of input) until the test ends.
-    let rest = second.join("\n") + "\n";
     let (close, closing) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
-        let _ = stdin.write_all(rest.as_bytes());
+        let mut stdin = stdin;
+        let _ = std::io::Write::write_all(&mut stdin, rest.as_bytes());
         let _ = closing.recv();
     });
     let (send, said) = std::sync::mpsc::channel();
