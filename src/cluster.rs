@@ -18,7 +18,10 @@
 //! is logged and dropped, see `place`. Once the job has formed, a process keeps listening and
 //! turns away whoever connects (a second copy of a later process), which then exits 1 at once
 //! (`turn_away`). The sockets go to timely's
-//! `initialize_networking_from_sockets`, which does everything else as `execute` would.
+//! `initialize_networking_from_sockets`, which does everything else as `execute` would. Before
+//! that, each socket is set to give up on a peer that answers nothing for `SILENCE`
+//! (`give_up_on_silence`): a process whose host vanished ends the job as one that stops does,
+//! where timely would wait for it for ever.
 //!
 //! A job of one process is handed to `timely::execute` unchanged.
 
@@ -42,6 +45,15 @@ const REPORT: Duration = Duration::from_secs(5);
 
 /// How long an accepted connection may take to introduce itself (a process does at once).
 const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// How long a process's connection to another may stay without an answer before the job
+/// gives up on that process (see [`give_up_on_silence`]).
+const SILENCE: Duration = Duration::from_secs(30);
+
+/// How long a connection may be idle before TCP asks the other side whether it is still there,
+/// and how often it asks again.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(5);
 
 /// The fingerprint process `index` of the job introduces itself and replies with: the
 /// options' (`execute`), and the index. A process connecting to the one its hostfile places at
@@ -88,6 +100,11 @@ where
     let fingerprint = digest(&(fingerprint, threads, addresses.len()));
     let sockets = connect(addresses, process, fingerprint)
         .map_err(|e| format!("failed to connect the processes: {e}"))?;
+    for socket in sockets.iter().flatten() {
+        if let Err(error) = give_up_on_silence(socket, SILENCE) {
+            tracing::warn!(%error, "a process that vanishes (its host gone, the network cut) may leave this one waiting for ever: cannot set TCP keepalive and TCP_USER_TIMEOUT");
+        }
+    }
     tracing::info!(
         process,
         processes = addresses.len(),
@@ -104,6 +121,25 @@ where
             .map_err(|e| format!("failed to initialize networking: {e}"))?;
     let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
     execute_from(builders, Box::new(guard), config.worker, func)
+}
+
+/// Makes TCP end `stream` (with `ETIMEDOUT`, which fails timely's send or receive thread, and so
+/// the job, as a process that stops does) once the other side has answered nothing for about
+/// `silence`: data sent and not acknowledged for that long (`TCP_USER_TIMEOUT`), or, on an idle
+/// connection, keepalive probes unanswered for that long. A process whose host vanishes (power
+/// lost, the network cut, the VM gone) sends no reset: timely would wait for it for ever, and
+/// retransmitting unacknowledged data fails only after some 15 minutes. A process that is
+/// alive answers both from its kernel, however busy it is, and so does one stopped (SIGSTOP, a
+/// debugger): it is waited for.
+fn give_up_on_silence(stream: &TcpStream, silence: Duration) -> io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE.min(silence))
+        .with_interval(KEEPALIVE_EVERY.min(silence));
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(target_os = "linux")]
+    socket.set_tcp_user_timeout(Some(silence))?;
+    Ok(())
 }
 
 /// One socket per process, in process order, `None` at `me`: connected to the earlier processes,

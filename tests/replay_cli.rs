@@ -885,6 +885,182 @@ fn a_process_whose_peer_stops_exits_1() {
     );
 }
 
+/// A process whose host vanishes (power lost, the network cut: no reset, no packet any more)
+/// ends the job as one that stops does, within about 30 s (`cluster::SILENCE`): the processes'
+/// connections use TCP keepalive and `TCP_USER_TIMEOUT`. Both processes run in a network
+/// namespace of their own, whose loopback is taken down once results flow: with nothing more to
+/// send (keepalive finds the silence), and with events still coming (data left unacknowledged).
+/// Without them both processes waited for ever, silent. Needs `unshare` to make a network
+/// namespace ([`namespace`]) and `ip` (iproute2, installed when missing).
+#[cfg(target_os = "linux")]
+#[test]
+fn processes_whose_network_goes_silent_exit_1_within_a_minute() {
+    common::ensure_package("iproute2", || {
+        Command::new("ip")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    std::thread::scope(|s| {
+        let idle = s.spawn(|| network_goes_silent("idle", false));
+        let busy = s.spawn(|| network_goes_silent("busy", true));
+        idle.join().unwrap();
+        busy.join().unwrap();
+    });
+}
+
+/// A job of two processes in a network namespace of its own (`unshare -n`), process 1 reading
+/// stdin; once process 0 has written a mark, the namespace's loopback goes down (and, when
+/// `busy`, more events follow). Both processes must exit 1 within 120 s, saying the connection
+/// broke, and timely's own line must give TCP's reason.
+#[cfg(target_os = "linux")]
+fn network_goes_silent(case: &str, busy: bool) {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch(&format!("replay_network_silent_{case}"));
+    let events = gen_events(&dir.join("events.ndjson"), 10, 4_000, "0.02", 3, &[]);
+    let events = std::fs::read_to_string(events).unwrap();
+    let lines: Vec<&str> = events.lines().collect();
+    let (first, rest) = lines.split_at(lines.len() / 2);
+    let (first, rest) = (first.join("\n") + "\n", rest.join("\n") + "\n");
+    let hostfile = common::two_hosts(&dir);
+    std::fs::write(dir.join("empty.ndjson"), "").unwrap();
+    let down = dir.join("down");
+    assert!(Command::new("mkfifo")
+        .arg(&down)
+        .status()
+        .unwrap()
+        .success());
+    // sh gives a background job /dev/null for stdin: process 1 reads the script's through fd 3.
+    let script = r#"
+        ip link set lo up || exit 97
+        "$BIN" replay "$DIR/empty.ndjson" -w 1 -n 2 -p 0 -h "$HOSTS" --out "$DIR/out.ndjson" 2>"$DIR/err0" &
+        p0=$!
+        exec 3<&0
+        "$BIN" replay /dev/stdin -w 1 -n 2 -p 1 -h "$HOSTS" --out /dev/null <&3 2>"$DIR/err1" &
+        p1=$!
+        read -r _ <"$DIR/down"
+        ip link set lo down || exit 98
+        wait $p0; s0=$?
+        wait $p1; s1=$?
+        echo "$s0 $s1"
+    "#;
+    let mut job = Group(
+        Command::new("unshare")
+            .args(namespace())
+            .args(["sh", "-c", script])
+            .env("BIN", env!("CARGO_BIN_EXE_tampines"))
+            .env("DIR", &dir)
+            .env("HOSTS", &hostfile)
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .expect("unshare (util-linux)"),
+    );
+    let mut stdin = job.0.stdin.take().unwrap();
+    stdin.write_all(first.as_bytes()).unwrap();
+    let out = dir.join("out.ndjson");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains(r#""kind":"progress""#)) {
+        if let Some(status) = job.0.try_wait().unwrap() {
+            let mut said = String::new();
+            job.0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut said)
+                .unwrap();
+            panic!("{case}: the namespace's script ended first ({status}): {said}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{case}: no mark written within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polling a file, with a deadline
+    }
+    std::fs::write(&down, "\n").unwrap();
+    // Events after the network went: process 1 sends process 0 its share, which nothing
+    // acknowledges. Written from a thread: once process 1 stops reading, the pipe fills.
+    let writer = std::thread::spawn(move || {
+        if busy {
+            let _ = stdin.write_all(rest.as_bytes());
+        }
+        stdin
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while job.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "{case}: the processes still run 120 s after their network went silent"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polling a child, with a deadline
+    }
+    drop(writer.join().unwrap());
+    let mut statuses = String::new();
+    job.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut statuses)
+        .unwrap();
+    let said = |p: &str| std::fs::read_to_string(dir.join(format!("err{p}"))).unwrap();
+    assert_eq!(
+        statuses.trim(),
+        "1 1",
+        "{case}: {}\n{}",
+        said("0"),
+        said("1")
+    );
+    for p in ["0", "1"] {
+        let said = said(p);
+        assert_eq!(
+            said.lines().last(),
+            Some("tampines: the connection between the job's processes broke (has one stopped? see above)"),
+            "{case}, process {p}: {said}"
+        );
+        assert!(
+            said.contains("Connection timed out"),
+            "{case}, process {p}: not TCP's timeout: {said}"
+        );
+    }
+}
+
+/// `unshare`'s options for a network namespace: `-n` as root, else `-rn` (a user namespace too,
+/// where the system allows them unprivileged).
+#[cfg(target_os = "linux")]
+fn namespace() -> &'static [&'static str] {
+    for options in [&["-n"][..], &["-r", "-n"][..]] {
+        let made = Command::new("unshare")
+            .args(options)
+            .arg("true")
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if made {
+            return options;
+        }
+    }
+    panic!("cannot make a network namespace (unshare -n needs root; unshare -rn, user namespaces)");
+}
+
+/// A child process that leads a process group, all of which is killed when dropped.
+#[cfg(target_os = "linux")]
+struct Group(std::process::Child);
+
+#[cfg(target_os = "linux")]
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
 /// The exit status of `child`, which must end within 60 s (polled, as [`ended_within_60s`]).
 fn exit_within_60s(mut child: Killed, what: &str) -> Option<i32> {
     let deadline = Instant::now() + Duration::from_secs(60);
