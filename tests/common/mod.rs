@@ -26,6 +26,12 @@ pub fn signal(child: &std::process::Child, signal: &str) -> bool {
 /// it still runs after 60 s (polled, bounded by that deadline).
 pub fn signalled(child: &mut std::process::Child, name: &str) -> Option<std::process::ExitStatus> {
     assert!(signal(child, name), "kill -{name} {}", child.id());
+    ends_within_60s(child)
+}
+
+/// The exit status of `child`, or None if it still runs after 60 s (polled, bounded by that
+/// deadline).
+pub fn ends_within_60s(child: &mut std::process::Child) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
