@@ -195,12 +195,37 @@ fn connect(
 fn dial(line: &str, index: usize, me: usize, fingerprint: u64) -> io::Result<TcpStream> {
     let address = line.split_whitespace().next().unwrap_or(line);
     dial_with(
-        || TcpStream::connect(address),
+        || connect_within(address, CONNECT),
         address,
         index,
         me,
         fingerprint,
     )
+}
+
+/// How long one try to connect to another process may take. A host that drops packets
+/// silently (not up yet, or cut off) answers nothing: `TcpStream::connect` waited through the
+/// kernel's retries of its first packet, about 130 s, saying nothing meanwhile, and once the
+/// network was back it connected only at the next retry, up to 64 s later (an audit's, in
+/// network namespaces). Within 3 s a reachable process answers, however far.
+const CONNECT: Duration = Duration::from_secs(3);
+
+/// `TcpStream::connect`, each address `address` resolves to tried for at most `within`. It fails
+/// as `connect` does where the address is bad or resolves to none.
+fn connect_within(address: &str, within: Duration) -> io::Result<TcpStream> {
+    let mut last = None;
+    for each in std::net::ToSocketAddrs::to_socket_addrs(address)? {
+        match TcpStream::connect_timeout(&each, within) {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any addresses",
+        )
+    }))
 }
 
 /// What a connecting process introduces itself with: its index, then the fingerprint of its

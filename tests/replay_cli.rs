@@ -915,7 +915,6 @@ fn processes_whose_network_goes_silent_exit_1_within_a_minute() {
 /// broke, and timely's own line must give TCP's reason.
 #[cfg(target_os = "linux")]
 fn network_goes_silent(case: &str, busy: bool) {
-    use std::os::unix::process::CommandExt;
     let dir = scratch(&format!("replay_network_silent_{case}"));
     let events = gen_events(&dir.join("events.ndjson"), 10, 4_000, "0.02", 3, &[]);
     let events = std::fs::read_to_string(events).unwrap();
@@ -945,9 +944,7 @@ fn network_goes_silent(case: &str, busy: bool) {
         echo "$s0 $s1"
     "#;
     let mut job = Group(
-        Command::new("unshare")
-            .args(namespace())
-            .args(["sh", "-c", script])
+        namespaced(script)
             .env("BIN", env!("CARGO_BIN_EXE_tampines"))
             .env("DIR", &dir)
             .env("HOSTS", &hostfile)
@@ -956,7 +953,6 @@ fn network_goes_silent(case: &str, busy: bool) {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .spawn()
             .expect("unshare (util-linux)"),
     );
@@ -1026,6 +1022,124 @@ fn network_goes_silent(case: &str, busy: bool) {
             "{case}, process {p}: not TCP's timeout: {said}"
         );
     }
+}
+
+/// A process that dials another whose host drops its packets silently (not up yet, or cut off)
+/// says so every 5 s, and connects within seconds once it is reachable: each try to connect
+/// gives up after 3 s. `connect` waited through the kernel's retries, about 130 s, silent, and
+/// connected only at its next retry, up to a minute after the network was back. In a network
+/// namespace ([`namespace`]), process 1 dials process 0 at 10.66.0.2, which a veth link sends
+/// to a hardware address nobody has; then the address becomes local, where process 0 listens
+/// (on 0.0.0.0: the processes' hostfiles may differ in addresses).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_process_dialling_an_unreachable_one_says_so_and_connects_once_it_is_reachable() {
+    common::ensure_package("iproute2", || {
+        Command::new("ip")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let dir = scratch("replay_dial_unreachable");
+    let input = dir.join("input.ndjson");
+    std::fs::write(&input, INPUT).unwrap();
+    let port = common::free_port();
+    let (p1_port, hosts0, hosts1) = (common::free_port(), dir.join("hosts0"), dir.join("hosts1"));
+    std::fs::write(&hosts0, format!("0.0.0.0:{port}\n127.0.0.1:{p1_port}\n")).unwrap();
+    std::fs::write(&hosts1, format!("10.66.0.2:{port}\n127.0.0.1:{p1_port}\n")).unwrap();
+    let reachable = dir.join("reachable");
+    assert!(Command::new("mkfifo")
+        .arg(&reachable)
+        .status()
+        .unwrap()
+        .success());
+    let script = r#"
+        ip link set lo up || exit 97
+        ip link add va type veth peer name vb || exit 97
+        ip link set va up && ip link set vb up && ip addr add 10.66.0.1/24 dev va || exit 97
+        ip neigh replace 10.66.0.2 lladdr 02:00:00:00:00:99 dev va nud permanent || exit 97
+        "$BIN" replay "$DIR/input.ndjson" -w 1 -n 2 -p 0 -h "$DIR/hosts0" --out "$DIR/out.ndjson" 2>"$DIR/err0" &
+        p0=$!
+        "$BIN" replay "$DIR/input.ndjson" -w 1 -n 2 -p 1 -h "$DIR/hosts1" 2>"$DIR/err1" &
+        p1=$!
+        read -r _ <"$DIR/reachable"
+        ip addr add 10.66.0.2/32 dev lo || exit 98
+        wait $p0; s0=$?
+        wait $p1; s1=$?
+        echo "$s0 $s1"
+    "#;
+    let mut job = Group(
+        namespaced(script)
+            .env("BIN", env!("CARGO_BIN_EXE_tampines"))
+            .env("DIR", &dir)
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux)"),
+    );
+    let err1 = dir.join("err1");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&err1)
+        .is_ok_and(|e| e.contains("waiting for a process to listen"))
+    {
+        if let Some(status) = job.0.try_wait().unwrap() {
+            let mut said = String::new();
+            job.0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut said)
+                .unwrap();
+            panic!("the namespace's script ended first ({status}): {said}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process 1 said nothing of its wait within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polling a file, with a deadline
+    }
+    let waiting = std::fs::read_to_string(&err1).unwrap();
+    assert!(waiting.contains(r#"address="10.66.0.2:"#), "{waiting}");
+    assert!(waiting.contains("timed out"), "{waiting}");
+    std::fs::write(&reachable, "\n").unwrap();
+    let reached = Instant::now();
+    let deadline = reached + Duration::from_secs(30);
+    while job.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the processes still run 30 s after process 0 became reachable"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polling a child, with a deadline
+    }
+    let mut statuses = String::new();
+    job.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut statuses)
+        .unwrap();
+    let said = |p: &str| std::fs::read_to_string(dir.join(format!("err{p}"))).unwrap();
+    assert_eq!(statuses.trim(), "0 0", "{}\n{}", said("0"), said("1"));
+    let one = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args(["replay", input.to_str().unwrap(), "--out", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(std::fs::read(dir.join("out.ndjson")).unwrap(), one.stdout);
+}
+
+/// `unshare` running `sh -c script` in a network namespace of its own ([`namespace`]), as the
+/// leader of a process group (for [`Group`]).
+#[cfg(target_os = "linux")]
+fn namespaced(script: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new("unshare");
+    command
+        .args(namespace())
+        .args(["sh", "-c", script])
+        .process_group(0);
+    command
 }
 
 /// `unshare`'s options for a network namespace: `-n` as root, else `-rn` (a user namespace too,
