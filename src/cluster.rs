@@ -130,7 +130,8 @@ where
 /// lost, the network cut, the VM gone) sends no reset: timely would wait for it for ever, and
 /// retransmitting unacknowledged data fails only after some 15 minutes. A process that is
 /// alive answers both from its kernel, however busy it is, and so does one stopped (SIGSTOP, a
-/// debugger): it is waited for.
+/// debugger): it is waited for, until more is queued for it than its receive buffer holds
+/// (Linux 5.11 and later then end the connection after `silence` of a zero window).
 fn give_up_on_silence(stream: &TcpStream, silence: Duration) -> io::Result<()> {
     let socket = socket2::SockRef::from(stream);
     let keepalive = socket2::TcpKeepalive::new()

@@ -292,7 +292,7 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
     // then stays, and is stopped by hand.)
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let stop = crate::signals::stop_on_signals(&[SIGINT, SIGTERM, SIGHUP], || {
-        say("stopping: closing the last marks (Ctrl-C again to quit at once)")
+        say("stopping: closing the last marks (Ctrl-C again, a second or more from now, to quit at once)")
     })
     .context("signal handler")?;
     let connection = kafka::Connection {

@@ -136,7 +136,7 @@ fn main() -> ExitCode {
             } else {
                 use signal_hook::consts::{SIGINT, SIGTERM};
                 let stopping = || {
-                    let line = "tampines: stopping: closing the last marks, then committing their offsets (again to quit at once)";
+                    let line = "tampines: stopping: closing the last marks, then committing their offsets (again, a second or more from now, to quit at once)";
                     tampines::say!("{line}");
                 };
                 match tampines::signals::stop_on_signals(&[SIGINT, SIGTERM], stopping) {
