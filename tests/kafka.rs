@@ -1100,11 +1100,7 @@ fn signals_to_a_job_that_cannot_write() {
     kcat_to(&broker, "market.book", 0, &lines);
     for (bounded, group) in [(false, "live"), (true, "bounded")] {
         let fifo = dir.join(format!("{group}.fifo"));
-        assert!(Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        common::mkfifo(&fifo);
         // The read end, opened without waiting for a writer and read only to see output start.
         let mut reader = std::fs::OpenOptions::new()
             .read(true)
@@ -1742,11 +1738,7 @@ fn a_bounded_run_stops_at_the_end_offsets_of_its_start() {
         .collect();
     kcat_to(&broker, "market.book", 0, &first);
     let fifo = dir.join("out.fifo");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    common::mkfifo(&fifo);
     let mut peek = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(0o4000) // O_NONBLOCK: opened before the job opens its end

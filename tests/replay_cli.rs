@@ -890,17 +890,10 @@ fn a_process_whose_peer_stops_exits_1() {
 /// connections use TCP keepalive and `TCP_USER_TIMEOUT`. Both processes run in a network
 /// namespace of their own, whose loopback is taken down once results flow: with nothing more to
 /// send (keepalive finds the silence), and with events still coming (data left unacknowledged).
-/// Without them both processes waited for ever, silent. Needs `unshare` to make a network
-/// namespace ([`namespace`]) and `ip` (iproute2, installed when missing).
+/// Without them both processes waited for ever, silent. Runs in a [`Namespaced`] script.
 #[cfg(target_os = "linux")]
 #[test]
 fn processes_whose_network_goes_silent_exit_1_within_a_minute() {
-    common::ensure_package("iproute2", || {
-        Command::new("ip")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
     std::thread::scope(|s| {
         let idle = s.spawn(|| network_goes_silent("idle", false));
         let busy = s.spawn(|| network_goes_silent("busy", true));
@@ -909,10 +902,10 @@ fn processes_whose_network_goes_silent_exit_1_within_a_minute() {
     });
 }
 
-/// A job of two processes in a network namespace of its own (`unshare -n`), process 1 reading
-/// stdin; once process 0 has written a mark, the namespace's loopback goes down (and, when
-/// `busy`, more events follow). Both processes must exit 1 within 120 s, saying the connection
-/// broke, and timely's own line must give TCP's reason.
+/// A job of two processes in a network namespace of its own, process 1 reading stdin; once
+/// process 0 has written a mark, the namespace's loopback goes down (and, when `busy`, more
+/// events follow). Both processes must exit 1 within 120 s, saying the connection broke, and
+/// timely's own line must give TCP's reason.
 #[cfg(target_os = "linux")]
 fn network_goes_silent(case: &str, busy: bool) {
     let dir = scratch(&format!("replay_network_silent_{case}"));
@@ -924,11 +917,7 @@ fn network_goes_silent(case: &str, busy: bool) {
     let hostfile = common::two_hosts(&dir);
     std::fs::write(dir.join("empty.ndjson"), "").unwrap();
     let down = dir.join("down");
-    assert!(Command::new("mkfifo")
-        .arg(&down)
-        .status()
-        .unwrap()
-        .success());
+    common::mkfifo(&down);
     // sh gives a background job /dev/null for stdin: process 1 reads the script's through fd 3.
     let script = r#"
         ip link set lo up || exit 97
@@ -943,40 +932,15 @@ fn network_goes_silent(case: &str, busy: bool) {
         wait $p1; s1=$?
         echo "$s0 $s1"
     "#;
-    let mut job = Group(
-        namespaced(script)
-            .env("BIN", env!("CARGO_BIN_EXE_tampines"))
-            .env("DIR", &dir)
-            .env("HOSTS", &hostfile)
-            .env("RUST_BACKTRACE", "0")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("unshare (util-linux)"),
-    );
+    let mut job = Namespaced::start(script, &dir, &[("HOSTS", hostfile.as_os_str())]);
     let mut stdin = job.0.stdin.take().unwrap();
     stdin.write_all(first.as_bytes()).unwrap();
     let out = dir.join("out.ndjson");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains(r#""kind":"progress""#)) {
-        if let Some(status) = job.0.try_wait().unwrap() {
-            let mut said = String::new();
-            job.0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut said)
-                .unwrap();
-            panic!("{case}: the namespace's script ended first ({status}): {said}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{case}: no mark written within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(20)); // polling a file, with a deadline
-    }
+    job.wait_for(
+        Duration::from_secs(60),
+        &format!("{case}: a mark written"),
+        || std::fs::read_to_string(&out).is_ok_and(|o| o.contains(r#""kind":"progress""#)),
+    );
     std::fs::write(&down, "\n").unwrap();
     // Events after the network went: process 1 sends process 0 its share, which nothing
     // acknowledges. Written from a thread: once process 1 stops reading, the pipe fills.
@@ -986,30 +950,13 @@ fn network_goes_silent(case: &str, busy: bool) {
         }
         stdin
     });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while job.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "{case}: the processes still run 120 s after their network went silent"
-        );
-        std::thread::sleep(Duration::from_millis(20)); // polling a child, with a deadline
-    }
-    drop(writer.join().unwrap());
-    let mut statuses = String::new();
-    job.0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut statuses)
-        .unwrap();
-    let said = |p: &str| std::fs::read_to_string(dir.join(format!("err{p}"))).unwrap();
-    assert_eq!(
-        statuses.trim(),
-        "1 1",
-        "{case}: {}\n{}",
-        said("0"),
-        said("1")
+    let statuses = job.ended(
+        Duration::from_secs(120),
+        &format!("{case}: the processes, after their network went silent,"),
     );
+    drop(writer.join().unwrap());
+    let said = |p: &str| std::fs::read_to_string(dir.join(format!("err{p}"))).unwrap();
+    assert_eq!(statuses, "1 1", "{case}: {}\n{}", said("0"), said("1"));
     for p in ["0", "1"] {
         let said = said(p);
         assert_eq!(
@@ -1025,21 +972,15 @@ fn network_goes_silent(case: &str, busy: bool) {
 }
 
 /// A process that dials another whose host drops its packets silently (not up yet, or cut off)
-/// says so every 5 s, and connects within seconds once it is reachable: each try to connect
+/// says so every 6 s, and connects within seconds once it is reachable: each try to connect
 /// gives up after 3 s. `connect` waited through the kernel's retries, about 130 s, silent, and
-/// connected only at its next retry, up to a minute after the network was back. In a network
-/// namespace ([`namespace`]), process 1 dials process 0 at 10.66.0.2, which a veth link sends
-/// to a hardware address nobody has; then the address becomes local, where process 0 listens
-/// (on 0.0.0.0: the processes' hostfiles may differ in addresses).
+/// connected only at its next retry, up to a minute after the network was back. In a
+/// [`Namespaced`] script, process 1 dials process 0 at 10.66.0.2, which a veth link sends to a
+/// hardware address nobody has; then the address becomes local, where process 0 listens (on
+/// 0.0.0.0: the processes' hostfiles may differ in addresses).
 #[cfg(target_os = "linux")]
 #[test]
 fn a_process_dialling_an_unreachable_one_says_so_and_connects_once_it_is_reachable() {
-    common::ensure_package("iproute2", || {
-        Command::new("ip")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
     let dir = scratch("replay_dial_unreachable");
     let input = dir.join("input.ndjson");
     std::fs::write(&input, INPUT).unwrap();
@@ -1048,11 +989,7 @@ fn a_process_dialling_an_unreachable_one_says_so_and_connects_once_it_is_reachab
     std::fs::write(&hosts0, format!("0.0.0.0:{port}\n127.0.0.1:{p1_port}\n")).unwrap();
     std::fs::write(&hosts1, format!("10.66.0.2:{port}\n127.0.0.1:{p1_port}\n")).unwrap();
     let reachable = dir.join("reachable");
-    assert!(Command::new("mkfifo")
-        .arg(&reachable)
-        .status()
-        .unwrap()
-        .success());
+    common::mkfifo(&reachable);
     let script = r#"
         ip link set lo up || exit 97
         ip link add va type veth peer name vb || exit 97
@@ -1068,60 +1005,21 @@ fn a_process_dialling_an_unreachable_one_says_so_and_connects_once_it_is_reachab
         wait $p1; s1=$?
         echo "$s0 $s1"
     "#;
-    let mut job = Group(
-        namespaced(script)
-            .env("BIN", env!("CARGO_BIN_EXE_tampines"))
-            .env("DIR", &dir)
-            .env("RUST_BACKTRACE", "0")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("unshare (util-linux)"),
-    );
+    let mut job = Namespaced::start(script, &dir, &[]);
     let err1 = dir.join("err1");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&err1)
-        .is_ok_and(|e| e.contains("waiting for a process to listen"))
-    {
-        if let Some(status) = job.0.try_wait().unwrap() {
-            let mut said = String::new();
-            job.0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut said)
-                .unwrap();
-            panic!("the namespace's script ended first ({status}): {said}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process 1 said nothing of its wait within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(20)); // polling a file, with a deadline
-    }
+    job.wait_for(Duration::from_secs(30), "process 1 saying it waits", || {
+        std::fs::read_to_string(&err1).is_ok_and(|e| e.contains("waiting for a process to listen"))
+    });
     let waiting = std::fs::read_to_string(&err1).unwrap();
     assert!(waiting.contains(r#"address="10.66.0.2:"#), "{waiting}");
     assert!(waiting.contains("timed out"), "{waiting}");
     std::fs::write(&reachable, "\n").unwrap();
-    let reached = Instant::now();
-    let deadline = reached + Duration::from_secs(30);
-    while job.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the processes still run 30 s after process 0 became reachable"
-        );
-        std::thread::sleep(Duration::from_millis(20)); // polling a child, with a deadline
-    }
-    let mut statuses = String::new();
-    job.0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut statuses)
-        .unwrap();
+    let statuses = job.ended(
+        Duration::from_secs(30),
+        "the processes, after process 0 became reachable,",
+    );
     let said = |p: &str| std::fs::read_to_string(dir.join(format!("err{p}"))).unwrap();
-    assert_eq!(statuses.trim(), "0 0", "{}\n{}", said("0"), said("1"));
+    assert_eq!(statuses, "0 0", "{}\n{}", said("0"), said("1"));
     let one = Command::new(env!("CARGO_BIN_EXE_tampines"))
         .args(["replay", input.to_str().unwrap(), "--out", "-"])
         .output()
@@ -1129,43 +1027,91 @@ fn a_process_dialling_an_unreachable_one_says_so_and_connects_once_it_is_reachab
     assert_eq!(std::fs::read(dir.join("out.ndjson")).unwrap(), one.stdout);
 }
 
-/// `unshare` running `sh -c script` in a network namespace of its own ([`namespace`]), as the
-/// leader of a process group (for [`Group`]).
+/// A script that `sh` runs in a network namespace of its own (`unshare -n` as root, else
+/// `unshare -rn`, where the system allows user namespaces unprivileged; the test fails, saying
+/// so, where neither works), as the leader of a process group, all of which is killed when
+/// dropped. It sees `BIN` (the binary) and `DIR`, with `RUST_BACKTRACE=0` and no `RUST_LOG`;
+/// its stdin, stdout and stderr are pipes. `ip` (iproute2) is installed when missing.
 #[cfg(target_os = "linux")]
-fn namespaced(script: &str) -> Command {
-    use std::os::unix::process::CommandExt;
-    let mut command = Command::new("unshare");
-    command
-        .args(namespace())
-        .args(["sh", "-c", script])
-        .process_group(0);
-    command
-}
+struct Namespaced(std::process::Child);
 
-/// `unshare`'s options for a network namespace: `-n` as root, else `-rn` (a user namespace too,
-/// where the system allows them unprivileged).
 #[cfg(target_os = "linux")]
-fn namespace() -> &'static [&'static str] {
-    for options in [&["-n"][..], &["-r", "-n"][..]] {
-        let made = Command::new("unshare")
-            .args(options)
-            .arg("true")
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if made {
-            return options;
+impl Namespaced {
+    fn start(script: &str, dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> Namespaced {
+        use std::os::unix::process::CommandExt;
+        static IP: std::sync::Once = std::sync::Once::new();
+        IP.call_once(|| {
+            common::ensure_package("iproute2", || {
+                Command::new("ip")
+                    .arg("-V")
+                    .output()
+                    .is_ok_and(|o| o.status.success())
+            })
+        });
+        let unshare = [&["-n"][..], &["-r", "-n"][..]]
+            .into_iter()
+            .find(|options| {
+                Command::new("unshare")
+                    .args(*options)
+                    .arg("true")
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .expect("cannot make a network namespace (unshare -n needs root; unshare -rn, user namespaces)");
+        let child = Command::new("unshare")
+            .args(unshare)
+            .args(["sh", "-c", script])
+            .process_group(0)
+            .env("BIN", env!("CARGO_BIN_EXE_tampines"))
+            .env("DIR", dir)
+            .envs(env.iter().copied())
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux)");
+        Namespaced(child)
+    }
+
+    /// Polls `done` until it holds: the test fails after `within`, or with what the script
+    /// said if it ends first.
+    fn wait_for(&mut self, within: Duration, what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + within;
+        while !done() {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                let mut said = String::new();
+                let stderr = self.0.stderr.as_mut().unwrap();
+                stderr.read_to_string(&mut said).unwrap();
+                panic!("{what}: the namespace's script ended first ({status}): {said}");
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+            std::thread::sleep(Duration::from_millis(20)); // polling, with a deadline
         }
     }
-    panic!("cannot make a network namespace (unshare -n needs root; unshare -rn, user namespaces)");
+
+    /// What the script printed (its processes' exit statuses), once it has ended: the test
+    /// fails if `what` still runs after `within`.
+    fn ended(&mut self, within: Duration, what: &str) -> String {
+        let deadline = Instant::now() + within;
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} still run after {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20)); // polling a child, with a deadline
+        }
+        let mut printed = String::new();
+        let stdout = self.0.stdout.as_mut().unwrap();
+        stdout.read_to_string(&mut printed).unwrap();
+        printed.trim().to_string()
+    }
 }
 
-/// A child process that leads a process group, all of which is killed when dropped.
 #[cfg(target_os = "linux")]
-struct Group(std::process::Child);
-
-#[cfg(target_os = "linux")]
-impl Drop for Group {
+impl Drop for Namespaced {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.0.id())])
@@ -1297,11 +1243,7 @@ fn a_named_pipe_is_read_whole() {
     let dir = scratch("replay_named_pipe");
     let (pipe, file) = (dir.join("events.pipe"), dir.join("events.ndjson"));
     std::fs::write(&file, INPUT).unwrap();
-    assert!(Command::new("mkfifo")
-        .arg(&pipe)
-        .status()
-        .unwrap()
-        .success());
+    common::mkfifo(&pipe);
     let replay = |input: &std::path::Path| {
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args(["replay", input.to_str().unwrap(), "--out", "-"])
@@ -1378,7 +1320,7 @@ fn pipes_written_by_one_producer_in_event_order_are_read_whole() {
         let (book_pipe, trade_pipe) = (dir.join("books.pipe"), dir.join("trades.pipe"));
         for pipe in [&book_pipe, &trade_pipe] {
             let _ = std::fs::remove_file(pipe);
-            assert!(Command::new("mkfifo").arg(pipe).status().unwrap().success());
+            common::mkfifo(pipe);
         }
         let mut job = Killed(replay([&book_pipe, &trade_pipe], workers));
         let (books, trades) = (books.clone(), trades.clone());
@@ -1429,11 +1371,7 @@ impl Drop for Killed {
 #[cfg(unix)]
 fn serving_metrics(name: &str, metrics: &str, stderr: Stdio) -> Killed {
     let pipe = scratch(name).join("silent.pipe");
-    assert!(Command::new("mkfifo")
-        .arg(&pipe)
-        .status()
-        .unwrap()
-        .success());
+    common::mkfifo(&pipe);
     Killed(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args(["replay", pipe.to_str().unwrap(), "--out", "/dev/null"])
@@ -2324,11 +2262,7 @@ fn environment_wins_over_the_config_file() {
 #[test]
 fn a_burst_of_dead_letters_is_counted_in_the_log_within_a_second() {
     let pipe = scratch("replay_dead_letter_burst").join("bad.pipe");
-    assert!(Command::new("mkfifo")
-        .arg(&pipe)
-        .status()
-        .unwrap()
-        .success());
+    common::mkfifo(&pipe);
     let mut job = Killed(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args(["replay", pipe.to_str().unwrap(), "--out", "/dev/null"])

@@ -65,6 +65,12 @@ pub fn ensure_package(package: &str, present: impl Fn() -> bool) {
     );
 }
 
+/// Makes a named pipe at `path` (`mkfifo`).
+pub fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
+}
+
 /// Writes `tampines gen` events to `path` (`symbols` symbols, `events` events over `hours` of
 /// market time, seeded, with `extra` options) and returns the path as text.
 pub fn gen_events(
