@@ -556,6 +556,8 @@ impl JobArgs {
                 retention: self.candle_retention,
                 patience: Some(std::time::Duration::from_secs(self.redis_patience_s)),
                 whole_history: true,
+                // `run` says so (`RedisOptions::rewrite_at_stored`).
+                rewrite_at_stored: false,
             });
         if let Some(r) = &redis {
             r.validate()?;

@@ -163,6 +163,10 @@ fn main() -> ExitCode {
             {
                 settings.append = !ask().as_ref().is_ok_and(|later| later.is_empty());
             }
+            if let Some(r) = settings.redis.as_mut() {
+                // A run of topics into a prefix restarts the job that wrote it.
+                r.rewrite_at_stored = true;
+            }
             if let (Some(r), 0) = (settings.redis.as_mut(), args.job.process) {
                 // A restart rebuilds by replay: whole only from every partition's first message.
                 // Asked only when Redis holds results to rebuild (or cannot say yet).

@@ -30,7 +30,12 @@
 //! at its own timestamp in the replay; a later run may read events below `F` that the first never
 //! saw), and the step brings every key the rebuilt state has to its value at that mark. Before
 //! that step the writer reads what Redis holds of those keys and leaves out the changes it
-//! holds already (usually nearly all), so the step stays the size of what differs. The same
+//! holds already (usually nearly all), so the step stays the size of what differs. When no mark
+//! above `F` comes before the job ends (a live job stopped before it had read every event up to
+//! the marks its stop closed, then started again with no later event, and stopped, or run to the
+//! same end), a `run`'s step is written at `F` itself as it ends: the one step that changes
+//! what Redis holds at its frontier, which stays `F` (with a stream entry at `F`). A `replay`
+//! below the stored frontier (a backtest into a live job's prefix) writes nothing. The same
 //! step removes, before its writes, what Redis holds under the prefix that the rebuilt state
 //! lacks (a resolution or interval no longer configured, candles beyond a smaller retention,
 //! symbols of another input), which would otherwise stay for good, looking current. A live job
@@ -79,9 +84,12 @@ local function below(a, b)
 end
 local frontier = redis.call('GET', KEYS[1])
 local t = ARGV[1]
-if frontier and not below(frontier, t) then return 0 end
-local retention = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
+-- A step may rewrite the stored frontier's mark only where it says so: a restarted job's
+-- catching-up step when no mark above the frontier came (the module doc).
+local again = ARGV[7 + 4 * n] == '1' and frontier == t
+if frontier and not below(frontier, t) and not again then return 0 end
+local retention = tonumber(ARGV[2])
 -- The last frontier this job found or wrote ('' if none): one stored below it was lost.
 local last = ARGV[6 + 4 * n]
 if last ~= '' and (not frontier or below(frontier, last)) then
@@ -280,6 +288,11 @@ pub struct RedisOptions {
     /// starts later), the changes of the marks at or below it are not written: Redis's results
     /// there are the first run's, made from more input than this one has.
     pub whole_history: bool,
+    /// The job reads Kafka topics (`run`): a restart of the job that wrote the stored frontier.
+    /// When no mark above that frontier comes, its catching-up step is written at the frontier
+    /// itself, once every mark up to it has closed (module doc). A replay of files into a prefix
+    /// whose frontier is above its data (a backtest into a live job's prefix) writes nothing.
+    pub rewrite_at_stored: bool,
 }
 
 /// A change's place in a step: its key and score (the last change of each is written).
@@ -310,6 +323,11 @@ pub struct RedisSink {
     catching_up_only: bool,
     /// [`RedisOptions::whole_history`]: false, the changes at or below `stored` are dropped.
     whole_history: bool,
+    /// [`RedisOptions::rewrite_at_stored`].
+    rewrite_at_stored: bool,
+    /// The changes kept for the first mark above `stored` went to the writer at `stored`
+    /// itself, as the job ended without one ([`Self::ended`]).
+    rewritten: bool,
     thread: Option<JoinHandle<()>>,
     /// Shared state.
     pub state: Arc<SinkState>,
@@ -376,6 +394,7 @@ impl RedisSink {
         let (tx, rx) = sync_channel(QUEUE);
         let error = Arc::new(Mutex::new(None));
         let whole_history = options.whole_history;
+        let rewrite_at_stored = options.rewrite_at_stored;
         let writer = Writer {
             client,
             connection: None,
@@ -384,6 +403,7 @@ impl RedisSink {
             script: redis::Script::new(SCRIPT),
             error: error.clone(),
             catching_up: stored.is_some(),
+            stored,
             policy_checked: false,
         };
         let thread = std::thread::Builder::new()
@@ -397,6 +417,8 @@ impl RedisSink {
             catching_up: BTreeMap::new(),
             catching_up_only: false,
             whole_history,
+            rewrite_at_stored,
+            rewritten: false,
             thread: Some(thread),
             state,
             error,
@@ -432,6 +454,36 @@ impl RedisSink {
             batch.changes = merged.into_values().collect();
         }
         self.held.push_back(batch);
+        self.drain();
+    }
+
+    /// Every mark is closed (a bounded run's end, a live job's stop). When each was at or below
+    /// the stored frontier, the changes kept for the first mark above it go to the writer at
+    /// the stored frontier itself: the input ended there (a live job stopped before it had read
+    /// every event up to the marks its stop closed, then started again with no later event, or
+    /// run to the same end). They waited for a later event, and such a restart wrote nothing:
+    /// Redis kept results lacking events at or below its frontier (a chaos audit, 2026-12-07).
+    /// A live job that goes on without a later event writes them at its stop. Only where
+    /// [`RedisOptions::rewrite_at_stored`]; a mark above the frontier carries them, as before.
+    pub fn ended(&mut self) {
+        let Some(stored) = self.stored else {
+            return;
+        };
+        if !self.rewrite_at_stored
+            || !self.whole_history
+            || !self.catching_up_only
+            || self.rewritten
+        {
+            return;
+        }
+        self.rewritten = true;
+        let changes = std::mem::take(&mut self.catching_up)
+            .into_values()
+            .collect();
+        self.held.push_back(Published {
+            time: stored,
+            changes,
+        });
         self.drain();
     }
 
@@ -475,7 +527,8 @@ impl RedisSink {
 
     /// Waits until everything is written (end of a bounded job).
     pub fn finish(&mut self) -> Result<()> {
-        if let (Some(frontier), true) = (self.stored, self.catching_up_only) {
+        if let (Some(frontier), true, false) = (self.stored, self.catching_up_only, self.rewritten)
+        {
             // A run below a later one's results (a backtest into the prefix a live job or the
             // demo used): it exited 0 having written nothing, without a word.
             tracing::warn!(
@@ -515,6 +568,8 @@ struct Writer {
     error: Arc<Mutex<Option<String>>>,
     /// The next step is the first after finding a frontier: it catches up (module doc).
     catching_up: bool,
+    /// The frontier found at start: a catching-up step at this mark rewrites it.
+    stored: Option<u64>,
     /// Redis's eviction policy was looked at (once, after the first write).
     policy_checked: bool,
 }
@@ -569,13 +624,22 @@ impl Writer {
             }
             let mut changes: Vec<Change> = merged.into_values().collect();
             let mut stale = Vec::new();
+            // A catching-up step at the stored frontier itself (`RedisSink::ended`).
+            let again = self.catching_up && self.stored == Some(time);
             if std::mem::take(&mut self.catching_up) {
                 if self.options.whole_history {
                     stale = self.stale(&changes);
                 }
                 changes = self.not_held(changes);
             }
-            if let Err(e) = self.write(time, &changes, &stale) {
+            if again && changes.is_empty() && stale.is_empty() {
+                tracing::info!(
+                    mark = time,
+                    "catching up: Redis holds every result of this run at its frontier already"
+                );
+                continue;
+            }
+            if let Err(e) = self.write(time, &changes, &stale, again) {
                 let said = said(&e, None);
                 tracing::error!(mark = time, error = %said, "redis write failed for good");
                 let mut message = format!("writing mark {time} to Redis: {said}");
@@ -835,12 +899,19 @@ impl Writer {
     }
 
     /// Applies one step, retrying with capped backoff until it lands or fails for good.
-    fn write(&mut self, time: u64, changes: &[Change], stale: &[Stale]) -> redis::RedisResult<()> {
+    /// `again`: the step rewrites the stored frontier's mark (`RedisSink::ended`).
+    fn write(
+        &mut self,
+        time: u64,
+        changes: &[Change],
+        stale: &[Stale],
+        again: bool,
+    ) -> redis::RedisResult<()> {
         let mut backoff = Duration::from_millis(50);
         let mut failing_since = None;
         loop {
             let started = Instant::now();
-            match self.try_write(time, changes, stale) {
+            match self.try_write(time, changes, stale, again) {
                 Ok(applied) => {
                     let m = metrics();
                     m.redis_latency.observe(started.elapsed().as_secs_f64());
@@ -892,6 +963,7 @@ impl Writer {
         time: u64,
         changes: &[Change],
         stale: &[Stale],
+        again: bool,
     ) -> redis::RedisResult<bool> {
         let p = self.options.prefix.clone();
         let mut invocation = self.script.key(format!("{p}:frontier"));
@@ -936,6 +1008,7 @@ impl Writer {
         } else {
             String::new()
         });
+        invocation.arg(if again { "1" } else { "0" });
         let applied: i64 = invocation.invoke(connected(&self.client, &mut self.connection)?)?;
         Ok(applied == 1)
     }
@@ -1172,6 +1245,7 @@ mod tests {
             retention: 1,
             patience: None,
             whole_history: true,
+            rewrite_at_stored: false,
         }
     }
 

@@ -554,6 +554,71 @@ fn a_later_run_writes_what_changed_below_the_stored_frontier() {
     }
 }
 
+/// A restart whose input ends at the stored frontier writes what it rebuilt there, at that
+/// mark. A live job stopped before it had read every event up to the marks its stop closed (one
+/// of two processes stopped first, or a partition behind the others) leaves Redis's frontier at
+/// its last mark, with results that lack those events. A restart rebuilt them but wrote them only
+/// with a mark above the frontier, which never came when the input ended there: Redis kept the
+/// incomplete results, a restart or a run to the same end wrote nothing (a chaos audit,
+/// 2026-12-07: 46 of 100 keys for good). Here the first run reads A's book and B's first; B's
+/// second book and a trade, below A's book, come after it, as the unread events did.
+#[test]
+fn a_restart_whose_input_ends_at_the_stored_frontier_writes_what_it_rebuilt_there() {
+    let dir = scratch("redis_rewrite_at_frontier");
+    let broker = common::broker::Broker::start(2, "market.book,market.trade");
+    let server = RedisServer::start();
+    let (first, second) = (dir.join("first.ndjson"), dir.join("second.ndjson"));
+    std::fs::write(&first, book("A", 5000, 10) + &book("B", 4000, 20)).unwrap();
+    std::fs::write(&second, book("B", 4500, 30) + &trade("B", 4600)).unwrap();
+    let opts = [
+        "--until-end",
+        "--resolutions",
+        "1",
+        "--intervals",
+        "1m",
+        "--lateness-ms",
+        "2000",
+    ];
+    let run = |extra: &[&str]| {
+        tampines(&[&["run", "--brokers", &broker.bootstrap][..], &opts, extra].concat())
+    };
+    let into_redis = ["--redis", server.url.as_str(), "--prefix", "t"];
+    let mut c = server.connection().unwrap();
+    let entries = |c: &mut redis::Connection| -> usize {
+        redis::cmd("XLEN").arg("t:updates").query(c).unwrap()
+    };
+    produce(&broker, &first);
+    run(&into_redis);
+    assert_eq!(snapshot(&mut c).unwrap().0, Some(5000));
+    assert_eq!(entries(&mut c), 1);
+    produce(&broker, &second);
+    run(&into_redis);
+    // The reference: the whole input at once, to NDJSON.
+    let expected = dir.join("expected.ndjson");
+    run(&["--group", "reference", "--out", expected.to_str().unwrap()]);
+    let reference = reference(&expected, 1000);
+    let (last, state) = reference.last_key_value().unwrap();
+    assert_eq!(*last, 5000);
+    let (frontier, keys) = snapshot(&mut c).unwrap();
+    assert_eq!(frontier, Some(5000));
+    assert_eq!(&keys, state);
+    assert_eq!(
+        keys["book:ex:B:1"]["bids"],
+        serde_json::json!([["30", "1"]])
+    );
+    // One more entry, at the frontier: B's book, ticker and 1m candles; A's book was held.
+    assert_eq!(entries(&mut c), 2);
+    let update = last_update(&mut c);
+    assert_eq!(
+        (update["ts"].as_str(), update["keys"].as_str()),
+        ("5000", "3")
+    );
+    // Again: Redis holds it all, nothing is written.
+    run(&into_redis);
+    assert_eq!(entries(&mut c), 2);
+    assert_eq!(snapshot(&mut c).unwrap(), (Some(5000), keys));
+}
+
 /// A later run over more trades of an open candle replaces that candle's record, and does not
 /// warn of results removed: it counted the candle's earlier record as one, which read as a loss
 /// (`catching up: removing results Redis holds that this run does not make ... candles=1`).
@@ -1762,6 +1827,7 @@ fn the_stream_holds_each_mark_in_order_and_is_capped_near_10000() {
         retention: 10,
         patience: Some(Duration::from_secs(20)),
         whole_history: true,
+        rewrite_at_stored: false,
     };
     let mut sink = RedisSink::start(options, state.clone(), None).unwrap();
     let marks = 10_500;
