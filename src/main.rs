@@ -164,8 +164,10 @@ fn main() -> ExitCode {
                 settings.append = !ask().as_ref().is_ok_and(|later| later.is_empty());
             }
             if let Some(r) = settings.redis.as_mut() {
-                // A run of topics into a prefix restarts the job that wrote it.
-                r.rewrite_at_stored = true;
+                // A bounded run of topics into a prefix ends only once it has read every
+                // partition to its end as of its start: all that the run which wrote the
+                // stored frontier read, and more (`RedisOptions::rewrite_at_stored`).
+                r.rewrite_at_stored = args.until_end;
             }
             if let (Some(r), 0) = (settings.redis.as_mut(), args.job.process) {
                 // A restart rebuilds by replay: whole only from every partition's first message.

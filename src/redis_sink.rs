@@ -31,11 +31,13 @@
 //! saw), and the step brings every key the rebuilt state has to its value at that mark. Before
 //! that step the writer reads what Redis holds of those keys and leaves out the changes it
 //! holds already (usually nearly all), so the step stays the size of what differs. When no mark
-//! above `F` comes before the job ends (a live job stopped before it had read every event up to
-//! the marks its stop closed, then started again with no later event, and stopped, or run to the
-//! same end), a `run`'s step is written at `F` itself as it ends: the one step that changes
-//! what Redis holds at its frontier, which stays `F` (with a stream entry at `F`). A `replay`
-//! below the stored frontier (a backtest into a live job's prefix) writes nothing. The same
+//! above `F` comes before a `run --until-end` ends (after a live job stopped before it had read
+//! every event up to the marks its stop closed, no later event), its step is written at `F`
+//! itself as it ends: the one step that changes what Redis holds at its frontier, which stays
+//! `F` (with a stream entry at `F`). Such a run ends only once it has read every partition to
+//! its end as of its start: every event the run that wrote `F` read, and more. A live job
+//! stopped, or a `replay` (a backtest into a live job's prefix), below `F` writes nothing: a
+//! stop may come before the history is read (a rewrite there moved results hours back). The same
 //! step removes, before its writes, what Redis holds under the prefix that the rebuilt state
 //! lacks (a resolution or interval no longer configured, candles beyond a smaller retention,
 //! symbols of another input), which would otherwise stay for good, looking current. A live job
@@ -288,10 +290,12 @@ pub struct RedisOptions {
     /// starts later), the changes of the marks at or below it are not written: Redis's results
     /// there are the first run's, made from more input than this one has.
     pub whole_history: bool,
-    /// The job reads Kafka topics (`run`): a restart of the job that wrote the stored frontier.
+    /// The job is a `run --until-end`: it ends only once it has read every partition to its
+    /// end as of its start, which holds every event the run that wrote the stored frontier read.
     /// When no mark above that frontier comes, its catching-up step is written at the frontier
-    /// itself, once every mark up to it has closed (module doc). A replay of files into a prefix
-    /// whose frontier is above its data (a backtest into a live job's prefix) writes nothing.
+    /// itself as it ends (module doc). Not for a live job, whose stop may come before it has read
+    /// its history, nor a replay of files into a prefix whose frontier is above its data (a
+    /// backtest into a live job's prefix): those write nothing.
     pub rewrite_at_stored: bool,
 }
 
@@ -457,14 +461,13 @@ impl RedisSink {
         self.drain();
     }
 
-    /// Every mark is closed (a bounded run's end, a live job's stop). When each was at or below
-    /// the stored frontier, the changes kept for the first mark above it go to the writer at
-    /// the stored frontier itself: the input ended there (a live job stopped before it had read
-    /// every event up to the marks its stop closed, then started again with no later event, or
-    /// run to the same end). They waited for a later event, and such a restart wrote nothing:
-    /// Redis kept results lacking events at or below its frontier (a chaos audit, 2026-12-07).
-    /// A live job that goes on without a later event writes them at its stop. Only where
-    /// [`RedisOptions::rewrite_at_stored`]; a mark above the frontier carries them, as before.
+    /// Every mark is closed (a bounded run's end). When each was at or below the stored
+    /// frontier, the changes kept for the first mark above it go to the writer at the stored
+    /// frontier itself: the input ended there (a live job stopped before it had read every event
+    /// up to the marks its stop closed, and no later event). They waited for a later event, and
+    /// a run to the same end wrote nothing: Redis kept results lacking events at or below its
+    /// frontier (a chaos audit, 2026-12-07). Only where [`RedisOptions::rewrite_at_stored`]; a
+    /// mark above the frontier carries them, as before.
     pub fn ended(&mut self) {
         let Some(stored) = self.stored else {
             return;
