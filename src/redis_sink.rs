@@ -472,10 +472,13 @@ impl RedisSink {
         let Some(stored) = self.stored else {
             return;
         };
+        // Nothing rebuilt (no change at any mark) is no state to write: the step's removals
+        // would take every result Redis holds as one this run does not make.
         if !self.rewrite_at_stored
             || !self.whole_history
             || !self.catching_up_only
             || self.rewritten
+            || self.catching_up.is_empty()
         {
             return;
         }
