@@ -599,19 +599,22 @@ fn a_restart_whose_input_ends_at_the_stored_frontier_writes_what_it_rebuilt_ther
     // wrote there then moved results half an hour back.
     let log = dir.join("live.stderr");
     let metrics = format!("127.0.0.1:{}", common::free_port());
-    let mut live = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args([
-            "run",
-            "--brokers",
-            &broker.bootstrap,
-            "--metrics-addr",
-            &metrics,
-        ])
-        .args(&opts[1..])
-        .args(into_redis)
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    // Killed if the test fails before it ends.
+    let mut live = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args([
+                "run",
+                "--brokers",
+                &broker.bootstrap,
+                "--metrics-addr",
+                &metrics,
+            ])
+            .args(&opts[1..])
+            .args(into_redis)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let read = || {
         let text = common::get_within(&metrics, "/metrics", deadline);
@@ -621,7 +624,7 @@ fn a_restart_whose_input_ends_at_the_stored_frontier_writes_what_it_rebuilt_ther
         assert!(Instant::now() < deadline, "4 events not read within 60 s");
         std::thread::sleep(Duration::from_millis(20)); // poll, bounded by the deadline
     }
-    let status = common::signalled(&mut live, "INT").expect("a stop within 60 s");
+    let status = common::signalled(&mut live.0, "INT").expect("a stop within 60 s");
     let said = std::fs::read_to_string(&log).unwrap();
     assert!(
         status.success() && said.contains("read 4 processed 4"),
