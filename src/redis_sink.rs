@@ -329,9 +329,6 @@ pub struct RedisSink {
     whole_history: bool,
     /// [`RedisOptions::rewrite_at_stored`].
     rewrite_at_stored: bool,
-    /// The changes kept for the first mark above `stored` went to the writer at `stored`
-    /// itself, as the job ended without one ([`Self::ended`]).
-    rewritten: bool,
     thread: Option<JoinHandle<()>>,
     /// Shared state.
     pub state: Arc<SinkState>,
@@ -422,7 +419,6 @@ impl RedisSink {
             catching_up_only: false,
             whole_history,
             rewrite_at_stored,
-            rewritten: false,
             thread: Some(thread),
             state,
             error,
@@ -461,14 +457,13 @@ impl RedisSink {
         self.drain();
     }
 
-    /// Every mark is closed (a bounded run's end). When each was at or below the stored
-    /// frontier, the changes kept for the first mark above it go to the writer at the stored
-    /// frontier itself: the input ended there (a live job stopped before it had read every event
-    /// up to the marks its stop closed, and no later event). They waited for a later event, and
-    /// a run to the same end wrote nothing: Redis kept results lacking events at or below its
-    /// frontier (a chaos audit, 2026-12-07). Only where [`RedisOptions::rewrite_at_stored`]; a
-    /// mark above the frontier carries them, as before.
-    pub fn ended(&mut self) {
+    /// At the end, every mark closed, each at or below the stored frontier: the changes kept
+    /// for the first mark above it go to the writer at the stored frontier itself. The input
+    /// ended there (a live job stopped before it had read every event up to the marks its stop
+    /// closed, and no later event); a run to the same end wrote nothing, and Redis kept results
+    /// lacking events at or below its frontier (a chaos audit, 2026-12-07). Only where
+    /// [`RedisOptions::rewrite_at_stored`]; a mark above the frontier carries them, as before.
+    fn write_at_stored(&mut self) {
         let Some(stored) = self.stored else {
             return;
         };
@@ -477,12 +472,11 @@ impl RedisSink {
         if !self.rewrite_at_stored
             || !self.whole_history
             || !self.catching_up_only
-            || self.rewritten
             || self.catching_up.is_empty()
         {
             return;
         }
-        self.rewritten = true;
+        self.catching_up_only = false;
         let changes = std::mem::take(&mut self.catching_up)
             .into_values()
             .collect();
@@ -490,7 +484,6 @@ impl RedisSink {
             time: stored,
             changes,
         });
-        self.drain();
     }
 
     /// Moves held batches into the queue while it has room.
@@ -533,8 +526,8 @@ impl RedisSink {
 
     /// Waits until everything is written (end of a bounded job).
     pub fn finish(&mut self) -> Result<()> {
-        if let (Some(frontier), true, false) = (self.stored, self.catching_up_only, self.rewritten)
-        {
+        self.write_at_stored();
+        if let (Some(frontier), true) = (self.stored, self.catching_up_only) {
             // A run below a later one's results (a backtest into the prefix a live job or the
             // demo used): it exited 0 having written nothing, without a word.
             tracing::warn!(
@@ -630,7 +623,7 @@ impl Writer {
             }
             let mut changes: Vec<Change> = merged.into_values().collect();
             let mut stale = Vec::new();
-            // A catching-up step at the stored frontier itself (`RedisSink::ended`).
+            // A catching-up step at the stored frontier itself (`RedisSink::write_at_stored`).
             let again = self.catching_up && self.stored == Some(time);
             if std::mem::take(&mut self.catching_up) {
                 if self.options.whole_history {
@@ -905,7 +898,7 @@ impl Writer {
     }
 
     /// Applies one step, retrying with capped backoff until it lands or fails for good.
-    /// `again`: the step rewrites the stored frontier's mark (`RedisSink::ended`).
+    /// `again`: the step rewrites the stored frontier's mark (`RedisSink::write_at_stored`).
     fn write(
         &mut self,
         time: u64,

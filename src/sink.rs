@@ -109,9 +109,6 @@ pub fn results_operator<'s>(
             }
             if let Some(r) = redis.as_ref() {
                 let mut r = r.borrow_mut();
-                if frontier.is_empty() {
-                    r.ended();
-                }
                 r.drain();
                 match r.oldest_held() {
                     None => waiting = None,
