@@ -36,6 +36,7 @@ use tampines_dataflows::stats::{Stats, Totals};
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concat, Inspect, Probe};
 use timely::dataflow::ProbeHandle;
+use timely::CommunicationConfig;
 
 use crate::cli::Settings;
 use crate::dead_letters::{DeadLetterLog, DeadLetterSink, FileDeadLetters};
@@ -195,6 +196,12 @@ where
             }
         }
     }
+    // A stop signal ends the inputs only once every worker here has opened its own.
+    signals::opening(match &timely_config.communication {
+        CommunicationConfig::Thread => 1,
+        CommunicationConfig::Process(n) | CommunicationConfig::ProcessBinary(n) => *n,
+        CommunicationConfig::Cluster { threads, .. } => *threads,
+    });
     let guards = crate::cluster::execute(timely_config, fingerprint, move |worker| {
         let index = worker.index();
         let peers = worker.peers();

@@ -21,7 +21,10 @@
 //! - offsets are committed only for messages whose results are written (and, with Redis,
 //!   durable): a restart reads again what was not;
 //! - with `--until-end`, each partition is read up to its end offset as of start, and then its
-//!   input closes.
+//!   input closes;
+//! - live, the partitions assigned at start with messages left are counted behind
+//!   ([`crate::signals::behind`]) until read to their end offset as of start: a stop meanwhile
+//!   exits at once rather than close marks over a backlog read in part.
 //!
 //! [`reader`]: tampines_dataflows::source::reader
 
@@ -275,6 +278,12 @@ pub struct KafkaInputs {
     owned: HashSet<u32>,
     /// `--until-end`: the end offset (exclusive) of each partition as of start.
     ends: Option<HashMap<u32, u64>>,
+    /// A live run: the end offset (exclusive) as of start of each partition assigned at start
+    /// and not read that far yet. While any is left, a stop exits at once
+    /// ([`crate::signals::behind`]).
+    catching_up: HashMap<u32, u64>,
+    /// Whether the partitions of the start are assigned (later ones are not caught up with).
+    assigned: bool,
     finished: HashSet<u32>,
     to_announce: Vec<u32>,
     offsets: Rc<RefCell<Offsets>>,
@@ -393,6 +402,8 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
         topics: opts.topics.clone(),
         owned: HashSet::new(),
         ends: opts.until_end.then(HashMap::new),
+        catching_up: HashMap::new(),
+        assigned: false,
         finished: HashSet::new(),
         to_announce: Vec::new(),
         offsets: offsets.clone(),
@@ -506,6 +517,8 @@ impl KafkaInputs {
                     self.finished.insert(id);
                     self.to_announce.push(id);
                 }
+            } else if !self.assigned && first < high {
+                self.catching_up.insert(id, high as u64);
             }
             // An offset retention has passed is not held: the first one held is assigned.
             let from = match from {
@@ -521,6 +534,10 @@ impl KafkaInputs {
         self.consumer
             .incremental_assign(&assignment)
             .context("assigning partitions")?;
+        if !self.assigned {
+            self.assigned = true;
+            crate::signals::behind(self.catching_up.len());
+        }
         Ok(())
     }
 
@@ -618,19 +635,37 @@ impl KafkaInputs {
         if self.finished.len() == self.owned.len() {
             return;
         }
+        for id in self.reached(ends) {
+            if self.finished.insert(id) {
+                self.to_announce.push(id);
+            }
+        }
+    }
+
+    /// The partitions of `ends` whose consumer position is at or past their end offset there.
+    fn reached(&self, ends: &HashMap<u32, u64>) -> Vec<u32> {
         let Ok(positions) = self.consumer.position() else {
-            return;
+            return Vec::new();
         };
+        let mut reached = Vec::new();
         for e in positions.elements() {
             let Some(t) = self.topics.iter().position(|t| t == e.topic()) else {
                 continue;
             };
             let id = input_id(t, e.partition());
             if let (Offset::Offset(at), Some(&end)) = (e.offset(), ends.get(&id)) {
-                if at >= 0 && at as u64 >= end && self.finished.insert(id) {
-                    self.to_announce.push(id);
+                if at >= 0 && at as u64 >= end {
+                    reached.push(id);
                 }
             }
+        }
+        reached
+    }
+
+    /// A live run: notes `input` of `catching_up` read to where it ended at the start.
+    fn caught_up(catching_up: &mut HashMap<u32, u64>, input: u32) {
+        if catching_up.remove(&input).is_some() {
+            crate::signals::caught_up();
         }
     }
 }
@@ -661,6 +696,12 @@ impl Inputs for KafkaInputs {
                     };
                 }
                 None => {
+                    // As for a bounded run's end: the last records may never be delivered.
+                    if !self.catching_up.is_empty() {
+                        for id in self.reached(&self.catching_up) {
+                            Self::caught_up(&mut self.catching_up, id);
+                        }
+                    }
                     // Partitions added to a topic while running are picked up (live runs only;
                     // when nothing is waiting, so the metadata request never delays a message).
                     if self.ends.is_none() && self.last_refresh.elapsed() > Duration::from_secs(10)
@@ -704,6 +745,13 @@ impl Inputs for KafkaInputs {
                     self.finished.insert(input);
                     self.to_announce.push(input);
                 }
+            }
+            if self
+                .catching_up
+                .get(&input)
+                .is_some_and(|&end| offset + 1 >= end)
+            {
+                Self::caught_up(&mut self.catching_up, input);
             }
             let line = match message.payload() {
                 None => Err(("empty message".to_string(), Vec::new())),

@@ -1,16 +1,29 @@
 //! Stopping a live job on signals: the first ends its inputs (the last marks close, sinks flush,
 //! offsets of what was written are committed); a second (at least [`SAME_STOP`] after the
-//! first), or one before the job reads, exits at once.
+//! first), one before the job reads, or one while this process still catches up ([`behind`])
+//! exits at once.
+//!
+//! Why a stop while catching up exits at once: ending the inputs closes every mark up to the
+//! highest time read. While a partition is still read from its backlog, those marks would hold
+//! its symbols' results as of where its reading stopped, published above the stored frontier
+//! (a restart into Redis moved keys up to 39 minutes back that way). Exiting writes nothing
+//! more and commits nothing more, as a kill would: a restart reads it all again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-/// Set once a worker of this process has opened its inputs: from then on a stop signal ends the
-/// inputs (see [`stop_on_signals`]); before, there is nothing to close.
-static READING: AtomicBool = AtomicBool::new(false);
+/// Workers of this process that have not opened their inputs yet ([`opening`], [`reading`]);
+/// `usize::MAX` before the job says how many it runs. Once none is left a stop signal ends the
+/// inputs (see [`stop_on_signals`]); before, there is nothing to close, or a worker still
+/// opening would count none of its partitions [`behind`] and read none of them.
+static TO_OPEN: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Partitions of this process not yet read to where they ended when the job started
+/// ([`behind`], [`caught_up`]).
+static BEHIND: AtomicUsize = AtomicUsize::new(0);
 
 /// A signal this soon after the first is part of the same stop, not a second one: GNU `timeout`
 /// sends its signal to the job, then to its own process group, which holds the job, so the job
@@ -27,7 +40,8 @@ pub const SAME_STOP: Duration = Duration::from_secs(1);
 ///
 /// Before the job reads (connecting its processes, which waits for the others however long;
 /// opening Kafka), a signal exits at once with 128 + the signal's number, as dying by it would:
-/// the flag would only be seen once reading begins.
+/// the flag would only be seen once reading begins. So does one while a partition of this
+/// process is still read from its backlog ([`behind`]), saying so.
 pub fn stop_on_signals(
     signals: &[std::ffi::c_int],
     stopping: impl Fn() + Send + 'static,
@@ -40,7 +54,12 @@ pub fn stop_on_signals(
         .spawn(move || {
             let mut first: Option<Instant> = None;
             for signal in caught.forever() {
-                if !READING.load(Ordering::Relaxed) {
+                if TO_OPEN.load(Ordering::Relaxed) != 0 {
+                    crate::exit(128 + signal);
+                }
+                let behind = BEHIND.load(Ordering::Relaxed);
+                if behind > 0 {
+                    crate::say!("tampines: stopping while catching up ({behind} of this process's partitions not yet read to where they ended at the start: the last marks would publish their symbols' results as of where reading stopped): exiting at once, with nothing more written or committed; a restart reads it all again");
                     crate::exit(128 + signal);
                 }
                 if first.is_some_and(|at| at.elapsed() < SAME_STOP) {
@@ -56,7 +75,24 @@ pub fn stop_on_signals(
     Ok(stop)
 }
 
-/// Notes that a worker of this process opened its inputs: a stop signal now ends them.
+/// Notes how many workers this process runs, before any opens its inputs.
+pub fn opening(workers: usize) {
+    TO_OPEN.store(workers, Ordering::Relaxed);
+}
+
+/// Notes that a worker of this process opened its inputs (its partitions [`behind`] noted):
+/// once every one has, a stop signal ends them.
 pub fn reading() {
-    READING.store(true, Ordering::Relaxed);
+    let _ = TO_OPEN.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+}
+
+/// Notes `partitions` more of this process's partitions that have messages left to read from
+/// before the job started: until each is [`caught_up`], a stop signal exits at once.
+pub fn behind(partitions: usize) {
+    BEHIND.fetch_add(partitions, Ordering::Relaxed);
+}
+
+/// Notes that one partition noted [`behind`] has been read to where it ended at the start.
+pub fn caught_up() {
+    BEHIND.fetch_sub(1, Ordering::Relaxed);
 }

@@ -662,6 +662,128 @@ fn a_restart_whose_input_ends_at_the_stored_frontier_writes_what_it_rebuilt_ther
     assert_eq!(snapshot(&mut c).unwrap(), (Some(5000), keys));
 }
 
+/// A live restart stopped before it has read its partitions to where they ended at its start
+/// writes nothing and exits at once (130): a stop closes every mark up to the highest time
+/// read, and with a partition read only in part that wrote its symbols' results as of where
+/// reading stopped, above the stored frontier (a chaos audit, 2026-12-07: 44 and 280 keys up to
+/// 39 minutes back). Once caught up, a stop closes the last marks as before.
+///
+/// The broker is in this process, so that it can answer slowly: each message its own batch, a
+/// fetch takes one batch per partition (`fetch.message.max.bytes=1`) and every answer comes
+/// 250 ms late, so B's 20 books take 5 s to read again while A's trade, the trade topic's only
+/// message, comes with the first answer.
+#[test]
+fn a_restart_stopped_while_it_catches_up_writes_nothing() {
+    let dir = scratch("redis_stop_while_catching_up");
+    let topics = ["market.book".to_string(), "market.trade".to_string()];
+    let cluster = tampines::kafka::mock_cluster(1, &topics).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let server = RedisServer::start();
+    let (books, later) = (dir.join("books.ndjson"), dir.join("trade.ndjson"));
+    let history: String = (1..=20)
+        .map(|i| book("B", i * 1000, 10 + i as u32))
+        .collect();
+    std::fs::write(&books, history).unwrap();
+    std::fs::write(&later, trade("A", 40_000)).unwrap();
+    let produce = |file: &Path| {
+        let one_per_batch = ["-X", "batch.num.messages=1", "-X", "linger.ms=0"];
+        let file = file.to_str().unwrap();
+        tampines(
+            &[
+                &["produce", file, "--brokers", &bootstrap][..],
+                &one_per_batch,
+            ]
+            .concat(),
+        );
+    };
+    let opts = ["--resolutions", "1", "--intervals", "1m"];
+    let into_redis = ["--redis", server.url.as_str(), "--prefix", "t"];
+    let mut c = server.connection().unwrap();
+    let entries = |c: &mut redis::Connection| -> usize {
+        redis::cmd("XLEN").arg("t:updates").query(c).unwrap()
+    };
+    produce(&books);
+    tampines(
+        &[
+            &["run", "--until-end", "--brokers", &bootstrap][..],
+            &opts,
+            &into_redis,
+        ]
+        .concat(),
+    );
+    let (frontier, before) = snapshot(&mut c).unwrap();
+    assert_eq!(frontier, Some(20_000));
+    assert_eq!(
+        before["book:ex:B:1"]["bids"],
+        serde_json::json!([["30", "1"]])
+    );
+    let written = entries(&mut c);
+    produce(&later);
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(250))
+        .unwrap();
+    let live = |log: &Path, metrics: &str| {
+        common::broker::KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_tampines"))
+                .args(["run", "--brokers", &bootstrap, "--metrics-addr", metrics])
+                .args(["-X", "fetch.message.max.bytes=1"])
+                .args(opts)
+                .args(into_redis)
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let read = |metrics: &str, topic: &str, deadline: Instant| {
+        let text = common::get_within(metrics, "/metrics", deadline);
+        let prefix = format!("tampines_input_read_total{{topic=\"{topic}\",partition=\"0\"}} ");
+        // No row before the input's first message.
+        match text.lines().any(|l| l.starts_with(&prefix)) {
+            true => common::sample(&text, &prefix),
+            false => 0.0,
+        }
+    };
+    let log = dir.join("stopped.stderr");
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let mut job = live(&log, &metrics);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read(&metrics, "market.trade", deadline) < 1.0 {
+        assert!(Instant::now() < deadline, "A's trade not read within 60 s");
+        std::thread::sleep(Duration::from_millis(20)); // poll, bounded by the deadline
+    }
+    let books_read = read(&metrics, "market.book", deadline);
+    assert!(
+        books_read < 20.0,
+        "every book read before the stop: {books_read}"
+    );
+    let status = common::signalled(&mut job.0, "INT").expect("a stop within 60 s");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        snapshot(&mut c).unwrap(),
+        (Some(20_000), before.clone()),
+        "{said}"
+    );
+    assert_eq!(entries(&mut c), written, "{said}");
+    assert_eq!(status.code(), Some(130), "{said}");
+    assert!(said.contains("stopping while catching up"), "{said}");
+    // Caught up (every book read again), a stop closes the last marks: A's trade at 40 s.
+    let log = dir.join("caught_up.stderr");
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let mut job = live(&log, &metrics);
+    while read(&metrics, "market.book", deadline) < 20.0 {
+        assert!(Instant::now() < deadline, "the books not read within 60 s");
+        std::thread::sleep(Duration::from_millis(20)); // poll, bounded by the deadline
+    }
+    let status = common::signalled(&mut job.0, "INT").expect("a stop within 60 s");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{said}");
+    let (frontier, after) = snapshot(&mut c).unwrap();
+    assert_eq!(frontier, Some(40_000), "{said}");
+    assert_eq!(after["book:ex:B:1"], before["book:ex:B:1"]);
+    assert_eq!(after["ticker:ex:A"]["last"], "10");
+    assert_eq!(after["ticker:ex:A"]["count"], 1);
+}
+
 /// A later run over more trades of an open candle replaces that candle's record, and does not
 /// warn of results removed: it counted the candle's earlier record as one, which read as a loss
 /// (`catching up: removing results Redis holds that this run does not make ... candles=1`).
