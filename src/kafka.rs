@@ -416,6 +416,10 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
         poll_errors: Repeats::default(),
     };
     inputs.assign_new(opts.start)?;
+    // Only the partitions of the start are caught up with: ones found later (by a worker that
+    // had none too) hold new messages.
+    inputs.assigned = true;
+    crate::signals::behind(inputs.catching_up.len());
     if inputs.owned.is_empty() && !opts.until_end {
         // It stays, following the others' progress (`tampines_dataflows::idle`), and reads the
         // partitions that fall to it once they exist.
@@ -534,10 +538,6 @@ impl KafkaInputs {
         self.consumer
             .incremental_assign(&assignment)
             .context("assigning partitions")?;
-        if !self.assigned {
-            self.assigned = true;
-            crate::signals::behind(self.catching_up.len());
-        }
         Ok(())
     }
 

@@ -54,10 +54,10 @@ pub fn stop_on_signals(
         .spawn(move || {
             let mut first: Option<Instant> = None;
             for signal in caught.forever() {
-                if TO_OPEN.load(Ordering::Relaxed) != 0 {
+                if TO_OPEN.load(Ordering::Acquire) != 0 {
                     crate::exit(128 + signal);
                 }
-                let behind = BEHIND.load(Ordering::Relaxed);
+                let behind = BEHIND.load(Ordering::Acquire);
                 if behind > 0 {
                     crate::say!("tampines: stopping while catching up ({behind} of this process's partitions not yet read to where they ended at the start: the last marks would publish their symbols' results as of where reading stopped): exiting at once, with nothing more written or committed; a restart reads it all again");
                     crate::exit(128 + signal);
@@ -83,13 +83,14 @@ pub fn opening(workers: usize) {
 /// Notes that a worker of this process opened its inputs (its partitions [`behind`] noted):
 /// once every one has, a stop signal ends them.
 pub fn reading() {
-    let _ = TO_OPEN.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    // Release: a signal that sees every worker opened sees the partitions each counted behind.
+    let _ = TO_OPEN.fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1));
 }
 
 /// Notes `partitions` more of this process's partitions that have messages left to read from
 /// before the job started: until each is [`caught_up`], a stop signal exits at once.
 pub fn behind(partitions: usize) {
-    BEHIND.fetch_add(partitions, Ordering::Relaxed);
+    BEHIND.fetch_add(partitions, Ordering::Release);
 }
 
 /// Notes that one partition noted [`behind`] has been read to where it ended at the start.

@@ -1416,6 +1416,75 @@ fn a_topic_created_while_running(name: &str, workers: u32) {
     );
 }
 
+/// Partitions found while running hold new messages, not the backlog of the job's start: a
+/// stop while one is read closes the last marks and exits 0. A worker that owned no partition at
+/// its start counted the first ones it found as catching up, and such a stop exited 130 saying
+/// `stopping while catching up`.
+///
+/// The broker is in this process, so that it can answer slowly: the 40 trades of a topic made
+/// while the job runs are read one per answer (one message per batch,
+/// `fetch.message.max.bytes=1`), each 250 ms late.
+#[test]
+fn a_stop_while_reading_a_partition_found_later_closes_the_last_marks() {
+    let dir = scratch("kafka_stop_found_later");
+    let cluster = tampines::kafka::mock_cluster(1, &["market.book".to_string()]).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let out = dir.join("live.ndjson");
+    let log = dir.join("live.stderr");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut live = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &bootstrap, "--topics", "later.trade"])
+            .args(["--metrics-addr", &metrics, "--lateness-ms", "0"])
+            .args(["--resolutions", "1", "--intervals", "1m"])
+            .args(["-X", "fetch.message.max.bytes=1", "--out"])
+            .arg(&out)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let read = || {
+        let text = common::get_within(&metrics, "/metrics", deadline);
+        sample(&text, "tampines_events_read_total ")
+    };
+    // The topic is made only once the job has looked for it at its start.
+    let absent = || text_of(&log).contains("the topic has no partitions");
+    assert!(within_60s(absent), "{}", text_of(&log));
+    let trades = dir.join("trades.ndjson");
+    let lines: Vec<String> = (1..=40).map(|i| trade(i * 1000, i, "10")).collect();
+    std::fs::write(&trades, lines.join("\n")).unwrap();
+    let one_per_batch = ["-X", "batch.num.messages=1", "-X", "linger.ms=0"];
+    let file = trades.to_str().unwrap();
+    let to = [
+        "produce",
+        file,
+        "--topic",
+        "later.trade",
+        "--brokers",
+        &bootstrap,
+    ];
+    tampines(&[&to[..], &one_per_batch].concat());
+    cluster
+        .broker_round_trip_time(1, Duration::from_millis(250))
+        .unwrap();
+    // Found within 10 s (the job looks for new partitions every 10 s).
+    assert!(within_60s(|| read() >= 1.0), "no trade read within 60 s");
+    let status = common::signalled(&mut live.0, "INT").expect("a stop within 60 s");
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{said}");
+    // The stop closed every mark up to the last trade read: trade i is at i s.
+    let n: u64 = (said.lines())
+        .find_map(|l| l.strip_prefix("read "))
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count read: {said}"));
+    assert!(n < 40, "every trade read before the stop: {said}");
+    assert_eq!(last_mark(&out), n * 1000, "{said}");
+    let ticker = &common::final_state(&marks(&out))["ticker:ex:A"];
+    assert_eq!(ticker["count"], n, "{ticker}");
+}
+
 #[test]
 fn an_idle_partition_does_not_stall_progress_and_late_events_apply() {
     let dir = scratch("kafka_idle");
