@@ -475,12 +475,27 @@ impl KafkaInputs {
         } else {
             TopicPartitionList::new()
         };
+        // Every watermark first, and this worker's state changed only once librdkafka has the
+        // assignment: a failure leaves the partitions unowned, for the next look to try again.
+        // (Those before a failing watermark were owned but never assigned: never read.) At the
+        // start a failure fails the worker; later, a partition whose watermarks fail (no leader)
+        // waits for the next look, and the others are read meanwhile.
+        let mut found = Vec::with_capacity(added.len());
         for (t, topic, p) in added {
+            match self.consumer.fetch_watermarks(&topic, p, META_TIMEOUT) {
+                Ok((low, high)) => found.push((t, topic, p, low, high)),
+                Err(e) if self.assigned => {
+                    tracing::warn!(topic = %topic, partition = p, error = %e, "a partition found while running is not read yet: its offsets could not be asked (has it a leader?); trying again at the next look, in 10 s");
+                }
+                Err(e) => return Err(e).with_context(|| format!("watermarks of {topic}/{p}")),
+            }
+        }
+        if found.is_empty() {
+            return Ok(());
+        }
+        let mut taken = Vec::with_capacity(found.len());
+        for (t, topic, p, low, high) in found {
             let id = input_id(t, p);
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&topic, p, META_TIMEOUT)
-                .with_context(|| format!("watermarks of {topic}/{p}"))?;
             let from = start_at(
                 start,
                 committed.find_partition(&topic, p).map(|e| e.offset()),
@@ -507,13 +522,31 @@ impl KafkaInputs {
             if start == Start::Latest && high > low {
                 tracing::warn!(topic = %topic, partition = p, skipped = high - low, "starting at the end: the state of the messages before it (books, window, candles) is not built; --start earliest builds it");
             }
+            let mut lost = 0;
             if let Some(wanted) = wanted.filter(|&o| o < low) {
                 tracing::error!(topic = %topic, partition = p, wanted, low, "messages before this offset are gone (retention): they are not read, and state rebuilt from here may be incomplete");
                 // Past the committed offset they were never read: lost. (Before it, read by an
                 // earlier run, they are only missing from the state rebuilt.)
                 if matches!(from, Offset::Offset(_)) {
-                    count_lost(&topic, p, low - wanted);
+                    lost = low - wanted;
                 }
+            }
+            // An offset retention has passed is not held: the first one held is assigned.
+            let from = match from {
+                Offset::Offset(_) => Offset::Offset(first),
+                other => other,
+            };
+            assignment
+                .add_partition_offset(&topic, p, from)
+                .context("assignment")?;
+            taken.push((id, topic, p, first, high, lost));
+        }
+        self.consumer
+            .incremental_assign(&assignment)
+            .context("assigning partitions")?;
+        for (id, topic, p, first, high, lost) in taken {
+            if lost > 0 {
+                count_lost(&topic, p, lost);
             }
             if let Some(ends) = self.ends.as_mut() {
                 ends.insert(id, high.max(0) as u64);
@@ -524,20 +557,9 @@ impl KafkaInputs {
             } else if !self.assigned && first < high {
                 self.catching_up.insert(id, high as u64);
             }
-            // An offset retention has passed is not held: the first one held is assigned.
-            let from = match from {
-                Offset::Offset(_) => Offset::Offset(first),
-                other => other,
-            };
-            assignment
-                .add_partition_offset(&topic, p, from)
-                .context("assignment")?;
             self.starts.insert(id, first);
             self.owned.insert(id);
         }
-        self.consumer
-            .incremental_assign(&assignment)
-            .context("assigning partitions")?;
         Ok(())
     }
 

@@ -133,7 +133,11 @@ fn kcat_produces_and_reads_back_the_dead_letters() {
     // Not UTF-8: its dead letter carries these bytes, not their lossy text.
     let not_text = b"ex:A|\xff\xfe bad\n";
     let input = [(messages.join("\n") + "\n").as_bytes(), not_text].concat();
-    kcat_produce(&broker, &["-t", "market.trade", "-K|", "-Z"], &input);
+    kcat_produce(
+        &broker.bootstrap,
+        &["-t", "market.trade", "-K|", "-Z"],
+        &input,
+    );
     let dir = scratch("kafka_kcat");
     let out = dir.join("out.ndjson");
     let stderr = until_end(&broker, "market.trade", out.to_str().unwrap());
@@ -313,7 +317,11 @@ fn both_fail_then_again(broker: &Broker, dir: &Path, extra: &[&str], last: &[&st
 fn produce_bad(broker: &Broker, size: usize, args: &[&str]) {
     let mut message = vec![b'z'; size];
     message.push(b'\n');
-    kcat_produce(broker, &[&["-t", "market.trade"], args].concat(), &message);
+    kcat_produce(
+        &broker.bootstrap,
+        &[&["-t", "market.trade"], args].concat(),
+        &message,
+    );
 }
 
 /// The dead letters of `market.trade`, as kcat prints them in `format`.
@@ -518,19 +526,24 @@ fn produce(dir: &Path, broker: &Broker, lines: &[String]) {
 
 /// Produces `lines` with kcat to one partition of `topic` (created if it does not exist).
 fn kcat_to(broker: &Broker, topic: &str, partition: u32, lines: &[String]) {
+    kcat_to_at(&broker.bootstrap, topic, partition, lines);
+}
+
+/// [`kcat_to`] a broker at `bootstrap`.
+fn kcat_to_at(bootstrap: &str, topic: &str, partition: u32, lines: &[String]) {
     let partition = partition.to_string();
     let lines = lines.join("\n") + "\n";
     kcat_produce(
-        broker,
+        bootstrap,
         &["-t", topic, "-Z", "-p", &partition],
         lines.as_bytes(),
     );
 }
 
-/// Produces `input` (one message a line) with `kcat -P` and `args`.
-fn kcat_produce(broker: &Broker, args: &[&str], input: &[u8]) {
+/// Produces `input` (one message a line) with `kcat -P` and `args`, to the broker at `bootstrap`.
+fn kcat_produce(bootstrap: &str, args: &[&str], input: &[u8]) {
     let mut child = Command::new(kcat())
-        .args(["-b", &broker.bootstrap, "-P"])
+        .args(["-b", bootstrap, "-P"])
         .args(args)
         .stdin(Stdio::piped())
         .spawn()
@@ -546,8 +559,16 @@ fn kcat_produce(broker: &Broker, args: &[&str], input: &[u8]) {
 #[test]
 fn each_topic_s_dead_letters_go_to_its_own_dead_letter_topic() {
     let broker = Broker::start(1, "market.book,market.trade");
-    kcat_produce(&broker, &["-t", "market.book", "-K|"], b"ex:A|bad book\n");
-    kcat_produce(&broker, &["-t", "market.trade", "-K|"], b"ex:A|bad trade\n");
+    kcat_produce(
+        &broker.bootstrap,
+        &["-t", "market.book", "-K|"],
+        b"ex:A|bad book\n",
+    );
+    kcat_produce(
+        &broker.bootstrap,
+        &["-t", "market.trade", "-K|"],
+        b"ex:A|bad trade\n",
+    );
     let dir = scratch("kafka_dlq_topics");
     let out = dir.join("out.ndjson");
     let stderr = until_end(&broker, "market.book,market.trade", out.to_str().unwrap());
@@ -1483,6 +1504,55 @@ fn a_stop_while_reading_a_partition_found_later_closes_the_last_marks() {
     assert_eq!(last_mark(&out), n * 1000, "{said}");
     let ticker = &common::final_state(&marks(&out))["ticker:ex:A"];
     assert_eq!(ticker["count"], n, "{ticker}");
+}
+
+/// A partition found while running whose offsets cannot be read yet (it has no leader) waits
+/// for the next look, and the others are read meanwhile. The partitions looked at before it were
+/// taken as this worker's but never assigned, so that run never read them.
+#[test]
+fn a_partition_found_while_running_without_a_leader_holds_back_no_other() {
+    let dir = scratch("kafka_found_without_leader");
+    let cluster = tampines::kafka::mock_cluster(1, &["market.book".to_string()]).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    let out = dir.join("live.ndjson");
+    let log = dir.join("live.stderr");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut live = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &bootstrap, "--topics", "later.trade"])
+            .args(["--metrics-addr", &metrics, "--lateness-ms", "0", "--out"])
+            .arg(&out)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let absent = || text_of(&log).contains("the topic has no partitions");
+    assert!(within_60s(absent), "{}", text_of(&log));
+    cluster.create_topic("later.trade", 2, 1).unwrap();
+    cluster.partition_leader("later.trade", 1, None).unwrap();
+    kcat_to_at(&bootstrap, "later.trade", 0, &[trade(1000, 1, "10")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let read = |partition: u32| {
+        let text = common::get_within(&metrics, "/metrics", deadline);
+        let row =
+            format!(r#"tampines_input_read_total{{topic="later.trade",partition="{partition}"}} "#);
+        match text.contains(&row) {
+            true => sample(&text, &row),
+            false => 0.0,
+        }
+    };
+    let first = within_60s(|| read(0) == 1.0);
+    assert!(first, "partition 0 unread: {}", text_of(&log));
+    assert!(text_of(&log).contains("is not read yet: its offsets"));
+    cluster.partition_leader("later.trade", 1, Some(1)).unwrap();
+    let b = trade(2000, 2, "20").replace(r#""symbol":"A""#, r#""symbol":"B""#);
+    kcat_to_at(&bootstrap, "later.trade", 1, &[b]);
+    assert!(within_60s(|| read(1) == 1.0), "{}", text_of(&log));
+    let status = common::signalled(&mut live.0, "INT").expect("a stop within 60 s");
+    assert!(status.success(), "{}", text_of(&log));
+    let state = common::final_state(&marks(&out));
+    let last = |symbol: &str| state[&format!("ticker:ex:{symbol}")]["last"].clone();
+    assert_eq!((last("A"), last("B")), ("10".into(), "20".into()));
 }
 
 #[test]
