@@ -7,6 +7,8 @@
 //! 3. The job itself (`run`, live, 2 workers unless `-w` says otherwise) reading the broker.
 //! 4. Results to Redis when one answers at `--probe-redis` (127.0.0.1:6379) or `--redis` names
 //!    one, else to a `redis-server` started from PATH on a free port, else as NDJSON to stdout.
+//!    In a Redis it did not start, an earlier demo's results under the prefix are removed first
+//!    (they are another market), and another job's stop it ([`clear_earlier_demo`]).
 //!
 //! Metrics are served (on a free local port unless `--metrics-addr` says where) and the demo
 //! prints their URL.
@@ -96,6 +98,87 @@ fn start_redis() -> Option<(String, RedisServer)> {
         std::thread::sleep(Duration::from_millis(50)); // poll until it answers, bounded
     }
     None
+}
+
+/// The key name, after `{prefix}:`, of every result a demo writes: its exchange is `demo`.
+const DEMO_KEYS: [&str; 3] = ["book:demo:", "ticker:demo:", "candles:demo:"];
+
+/// Removes an earlier demo's results from the prefix of a Redis the demo did not start: they are
+/// another market (a new demo starts a new broker and a new generated market), and the new one's
+/// results were written among them (a ticker of the old market beside a book of the new until
+/// the symbol's first trade, an old 1m candle left open for good, coarser candles that no longer
+/// sum their 1m ones). One `DEL` takes them and the frontier, so a reader sees the old market or
+/// none of it; the `updates` stream stays. A key of the prefix that no demo writes (another job's
+/// results) stops the demo instead: the market would be mixed into them.
+fn clear_earlier_demo(url: &str, prefix: &str) -> Result<()> {
+    let found = match demo_keys(url, prefix) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "looking for an earlier demo's results in Redis (they would be mixed with this one's)");
+            return Ok(());
+        }
+    };
+    let (ours, other): (Vec<String>, Vec<String>) = found.into_iter().partition(|k| {
+        let rest = &k[prefix.len() + 1..];
+        matches!(rest, "frontier" | "frontier:probe")
+            || DEMO_KEYS.iter().any(|d| rest.starts_with(d))
+    });
+    if let Some(key) = other.first() {
+        anyhow::bail!(
+            "Redis at {} holds keys under the prefix {prefix:?} that a demo does not write ({key}, {} in all): a demo's new market would be mixed into them; give the demo another --prefix, or --stdout",
+            crate::cli::hide_url_password(url),
+            other.len()
+        );
+    }
+    if ours.is_empty() {
+        return Ok(());
+    }
+    let mut c = connect(url)?;
+    redis::cmd("DEL").arg(&ours).query::<u64>(&mut c)?;
+    say(&format!(
+        "removed an earlier demo's results under {prefix} ({} keys): a new demo is a new market",
+        ours.len()
+    ));
+    Ok(())
+}
+
+/// The keys of `prefix` in the Redis at `url`, but its `updates` stream.
+fn demo_keys(url: &str, prefix: &str) -> Result<Vec<String>> {
+    let mut c = connect(url)?;
+    // SCAN's pattern is a glob: the prefix's own glob characters are escaped.
+    let mut pattern = String::new();
+    for ch in prefix.chars() {
+        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(ch);
+    }
+    pattern.push_str(":*");
+    let updates = format!("{prefix}:updates");
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut c)?;
+        keys.extend(batch.into_iter().filter(|k| *k != updates));
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// A connection to the Redis at `url`, within 5 s.
+fn connect(url: &str) -> Result<redis::Connection> {
+    Ok(redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(5))?)
 }
 
 fn choose_target(args: &DemoArgs) -> Target {
@@ -235,6 +318,9 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
                 "  {cli} ZRANGE {p}:candles:demo:S000USDT:1m -1 -1"
             ));
             say(&format!("  {cli} XREAD BLOCK 0 STREAMS {p}:updates $"));
+            if let Target::Redis(url) = &target {
+                clear_earlier_demo(url, p)?;
+            }
         }
         Target::Stdout => {
             job_args.redis = None;

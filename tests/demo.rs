@@ -162,6 +162,32 @@ fn a_demo_that_cannot_write_its_results_exits_1() {
     );
 }
 
+/// A demo found a Redis whose prefix holds another job's results (an exchange other than the
+/// demo's): it stops before writing, and leaves them, since its market would be mixed into them.
+#[test]
+fn a_demo_leaves_another_job_s_results_alone() {
+    let server = common::redis_server::RedisServer::start();
+    let mut c = server.connection().unwrap();
+    let book = "tampines:book:binance:BTCUSDT:1";
+    redis::pipe()
+        .set("tampines:frontier", 60_000)
+        .set(book, "{}")
+        .query::<()>(&mut c)
+        .unwrap();
+    let url = server.url.clone();
+    let stderr = failed(demo("2", "500", "127.0.0.1:1").args(["--redis", &url]));
+    assert!(
+        stderr.contains(&format!("that a demo does not write ({book}, 1 in all)")),
+        "{stderr}"
+    );
+    let kept: (Option<u64>, Option<String>) = redis::pipe()
+        .get("tampines:frontier")
+        .get(book)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(kept, (Some(60_000), Some("{}".to_string())));
+}
+
 /// The stderr of `demo`, which must end by itself within 60 s with exit 1.
 fn failed(demo: &mut Command) -> String {
     let mut child = KillOnDrop(demo.spawn().expect("start demo"));
@@ -392,6 +418,11 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
 /// (CONTRACT section 5): the frontier advances, SIGINT exits 0, and the state Redis holds at
 /// its last frontier is consistent: each ticker's volume and count equal the sums of its
 /// 1-minute candles, and the stream's last entry is that frontier.
+///
+/// Redis holds an earlier demo's results there, another market: a ticker of a symbol this demo
+/// does not make, an open 1m candle of the same symbol as this one's, its frontier and stream.
+/// They are removed before the demo writes (the stream stays): they were written among the new
+/// market's (the old ticker stayed, and the old candle made the 1m candles' sums below wrong).
 #[test]
 fn demo_publishes_to_a_redis_it_finds() {
     let server = common::redis_server::RedisServer::start();
@@ -400,6 +431,20 @@ fn demo_publishes_to_a_redis_it_finds() {
         .trim_start_matches("redis://")
         .trim_end_matches("/0")
         .to_string();
+    let mut c = server.connection().unwrap();
+    let old_candle = r#"{"kind":"candle","exchange":"demo","symbol":"S000USDT","interval":"1m","open_time":60000,"close_time":119999,"open":"5","high":"5","low":"5","close":"5","volume":"1","buy_volume":"1","quote_volume":"5","count":1,"closed":false}"#;
+    redis::pipe()
+        .set("tampines:frontier", 60_000)
+        .set("tampines:ticker:demo:S009USDT", "{}")
+        .zadd("tampines:candles:demo:S000USDT:1m", old_candle, 60_000)
+        .query::<()>(&mut c)
+        .unwrap();
+    let old_entry: String = redis::cmd("XADD")
+        .arg("tampines:updates")
+        .arg("*")
+        .arg(&["ts", "60000", "keys", "2"])
+        .query(&mut c)
+        .unwrap();
     let child = demo("2", "1000", &probe).spawn().expect("start demo");
     let mut child = KillOnDrop(child);
     let stdout = child.0.stdout.take().unwrap();
@@ -415,7 +460,6 @@ fn demo_publishes_to_a_redis_it_finds() {
         text
     });
     // The frontier moves past its first value, with tickers and candles of both symbols there.
-    let mut c = server.connection().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut first = None;
     loop {
@@ -449,6 +493,17 @@ fn demo_publishes_to_a_redis_it_finds() {
         "{stderr}"
     );
     assert_eq!(stdout.join().unwrap(), "", "records went to stdout");
+    let removed = "removed an earlier demo's results under tampines (3 keys)";
+    assert!(stderr.contains(removed), "{stderr}");
+    let first: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("tampines:updates")
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(first.ids[0].id, old_entry, "the stream was not kept");
 
     // The state at the last frontier, read in one script.
     let (frontier, values): (u64, Vec<(String, Vec<String>)>) = redis::Script::new(
