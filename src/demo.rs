@@ -109,7 +109,7 @@ const DEMO_KEYS: [&str; 3] = ["book:demo:", "ticker:demo:", "candles:demo:"];
 /// the symbol's first trade, an old 1m candle left open for good, coarser candles that no longer
 /// sum their 1m ones). One `DEL` takes them and the frontier, so a reader sees the old market or
 /// none of it; the `updates` stream stays. A key of the prefix that no demo writes (another job's
-/// results) stops the demo instead: the market would be mixed into them.
+/// results), or a demo that still writes there, stops the demo instead.
 fn clear_earlier_demo(url: &str, prefix: &str) -> Result<()> {
     let found = match demo_keys(url, prefix) {
         Ok(found) => found,
@@ -118,15 +118,17 @@ fn clear_earlier_demo(url: &str, prefix: &str) -> Result<()> {
             return Ok(());
         }
     };
-    let (ours, other): (Vec<String>, Vec<String>) = found.into_iter().partition(|k| {
+    let ours = |k: &[u8]| {
         let rest = &k[prefix.len() + 1..];
-        matches!(rest, "frontier" | "frontier:probe")
-            || DEMO_KEYS.iter().any(|d| rest.starts_with(d))
-    });
+        matches!(rest, b"frontier" | b"frontier:probe")
+            || DEMO_KEYS.iter().any(|d| rest.starts_with(d.as_bytes()))
+    };
+    let (ours, other): (Vec<Vec<u8>>, Vec<Vec<u8>>) = found.into_iter().partition(|k| ours(k));
     if let Some(key) = other.first() {
         anyhow::bail!(
-            "Redis at {} holds keys under the prefix {prefix:?} that a demo does not write ({key}, {} in all): a demo's new market would be mixed into them; give the demo another --prefix, or --stdout",
+            "Redis at {} holds keys under the prefix {prefix:?} that a demo does not write ({}, {} in all): a demo's new market would be mixed into them; give the demo another --prefix, or --stdout",
             crate::cli::hide_url_password(url),
+            String::from_utf8_lossy(key),
             other.len()
         );
     }
@@ -134,7 +136,36 @@ fn clear_earlier_demo(url: &str, prefix: &str) -> Result<()> {
         return Ok(());
     }
     let mut c = connect(url)?;
-    redis::cmd("DEL").arg(&ours).query::<u64>(&mut c)?;
+    // A demo that runs now writes a step every mark or so: its results are not an earlier one's.
+    let last = |c: &mut redis::Connection| -> Result<(Option<String>, Option<String>)> {
+        let entry: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(format!("{prefix}:updates"))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(c)?;
+        let frontier: Option<String> = redis::cmd("GET")
+            .arg(format!("{prefix}:frontier"))
+            .query(c)?;
+        Ok((entry.ids.into_iter().next().map(|e| e.id), frontier))
+    };
+    let before = last(&mut c)?;
+    let until = Instant::now() + LIVE_WRITER;
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100)); // polled, for LIVE_WRITER at most
+        if last(&mut c)? != before {
+            anyhow::bail!(
+                "Redis at {} holds a demo's results under the prefix {prefix:?} that are being written now (its frontier moved within {} s): another demo runs there; stop it, or give this one another --prefix",
+                crate::cli::hide_url_password(url),
+                LIVE_WRITER.as_secs()
+            );
+        }
+    }
+    redis::cmd("DEL")
+        .arg(&ours)
+        .query::<u64>(&mut c)
+        .context("removing an earlier demo's results")?;
     say(&format!(
         "removed an earlier demo's results under {prefix} ({} keys): a new demo is a new market",
         ours.len()
@@ -142,8 +173,12 @@ fn clear_earlier_demo(url: &str, prefix: &str) -> Result<()> {
     Ok(())
 }
 
-/// The keys of `prefix` in the Redis at `url`, but its `updates` stream.
-fn demo_keys(url: &str, prefix: &str) -> Result<Vec<String>> {
+/// How long a demo watches an earlier demo's results for a step of a demo that still runs.
+const LIVE_WRITER: Duration = Duration::from_secs(2);
+
+/// The keys of `prefix` in the Redis at `url`, but its `updates` stream, as bytes (a name that
+/// is no UTF-8 is no demo's, and must not end the listing).
+fn demo_keys(url: &str, prefix: &str) -> Result<Vec<Vec<u8>>> {
     let mut c = connect(url)?;
     // SCAN's pattern is a glob: the prefix's own glob characters are escaped.
     let mut pattern = String::new();
@@ -154,11 +189,11 @@ fn demo_keys(url: &str, prefix: &str) -> Result<Vec<String>> {
         pattern.push(ch);
     }
     pattern.push_str(":*");
-    let updates = format!("{prefix}:updates");
+    let updates = format!("{prefix}:updates").into_bytes();
     let mut keys = Vec::new();
     let mut cursor = 0u64;
     loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+        let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(&pattern)
@@ -297,6 +332,9 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
             .unwrap_or(9187);
         job_args.metrics_addr = Some(format!("127.0.0.1:{port}"));
     }
+    if let Target::Redis(url) = &target {
+        clear_earlier_demo(url, &job_args.prefix)?;
+    }
     match &target {
         Target::Redis(url) | Target::Started(url, _) => {
             job_args.redis = Some(url.clone());
@@ -318,9 +356,6 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
                 "  {cli} ZRANGE {p}:candles:demo:S000USDT:1m -1 -1"
             ));
             say(&format!("  {cli} XREAD BLOCK 0 STREAMS {p}:updates $"));
-            if let Target::Redis(url) = &target {
-                clear_earlier_demo(url, p)?;
-            }
         }
         Target::Stdout => {
             job_args.redis = None;

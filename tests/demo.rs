@@ -164,6 +164,8 @@ fn a_demo_that_cannot_write_its_results_exits_1() {
 
 /// A demo found a Redis whose prefix holds another job's results (an exchange other than the
 /// demo's): it stops before writing, and leaves them, since its market would be mixed into them.
+/// A key name that is no UTF-8 is no demo's either (it made the listing fail, and the demo went
+/// on).
 #[test]
 fn a_demo_leaves_another_job_s_results_alone() {
     let server = common::redis_server::RedisServer::start();
@@ -172,12 +174,13 @@ fn a_demo_leaves_another_job_s_results_alone() {
     redis::pipe()
         .set("tampines:frontier", 60_000)
         .set(book, "{}")
+        .set(b"tampines:\xff\xfe".as_slice(), "x")
         .query::<()>(&mut c)
         .unwrap();
     let url = server.url.clone();
     let stderr = failed(demo("2", "500", "127.0.0.1:1").args(["--redis", &url]));
     assert!(
-        stderr.contains(&format!("that a demo does not write ({book}, 1 in all)")),
+        stderr.contains(&format!("that a demo does not write ({book}, 2 in all)")),
         "{stderr}"
     );
     let kept: (Option<u64>, Option<String>) = redis::pipe()
@@ -186,6 +189,39 @@ fn a_demo_leaves_another_job_s_results_alone() {
         .query(&mut c)
         .unwrap();
     assert_eq!(kept, (Some(60_000), Some("{}".to_string())));
+}
+
+/// A second demo on the Redis of one that runs leaves the running one's results alone: they are
+/// no earlier demo's. It removed them, and the running demo stopped (`Redis lost results`).
+#[test]
+fn a_demo_leaves_a_running_demo_s_results_alone() {
+    let server = common::redis_server::RedisServer::start();
+    let mut c = server.connection().unwrap();
+    let url = server.url.clone();
+    let mut first = demo("2", "1000", "127.0.0.1:1");
+    let mut first = KillOnDrop(first.args(["--redis", &url]).spawn().unwrap());
+    frontier_moves(&mut c);
+    let stderr = failed(demo("2", "500", "127.0.0.1:1").args(["--redis", &url]));
+    assert!(stderr.contains("that are being written now"), "{stderr}");
+    // The first goes on writing, and stops cleanly.
+    frontier_moves(&mut c);
+    let status = signalled(&mut first.0, "INT").expect("the demo stops within 60 s of SIGINT");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Polls (within 30 s) until `tampines:frontier` holds a value other than the one it held first.
+fn frontier_moves(c: &mut redis::Connection) {
+    let frontier = |c: &mut redis::Connection| -> Option<u64> {
+        redis::cmd("GET").arg("tampines:frontier").query(c).unwrap()
+    };
+    let (at, deadline) = (frontier(c), Instant::now() + Duration::from_secs(30));
+    while frontier(c).is_none_or(|now| Some(now) == at) {
+        assert!(
+            Instant::now() < deadline,
+            "the frontier did not move in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50)); // polled, bounded by the deadline
+    }
 }
 
 /// The stderr of `demo`, which must end by itself within 60 s with exit 1.
