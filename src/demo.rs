@@ -111,7 +111,8 @@ const DEMO_KEYS: [&str; 3] = ["book:demo:", "ticker:demo:", "candles:demo:"];
 /// none of it; the `updates` stream stays. A key of the prefix that no demo writes (another job's
 /// results), or a demo that still writes there, stops the demo instead.
 fn clear_earlier_demo(url: &str, prefix: &str) -> Result<()> {
-    let found = match demo_keys(url, prefix) {
+    let listed = connect(url).and_then(|mut c| Ok((demo_keys(&mut c, prefix)?, c)));
+    let (found, mut c) = match listed {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(error = format!("{e:#}"), "looking for an earlier demo's results in Redis (they would be mixed with this one's)");
@@ -135,7 +136,6 @@ fn clear_earlier_demo(url: &str, prefix: &str) -> Result<()> {
     if ours.is_empty() {
         return Ok(());
     }
-    let mut c = connect(url)?;
     // A demo that runs now writes a step every mark or so: its results are not an earlier one's.
     let last = |c: &mut redis::Connection| -> Result<(Option<String>, Option<String>)> {
         let entry: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
@@ -176,10 +176,9 @@ fn clear_earlier_demo(url: &str, prefix: &str) -> Result<()> {
 /// How long a demo watches an earlier demo's results for a step of a demo that still runs.
 const LIVE_WRITER: Duration = Duration::from_secs(2);
 
-/// The keys of `prefix` in the Redis at `url`, but its `updates` stream, as bytes (a name that
+/// The keys of `prefix` in the Redis of `c`, but its `updates` stream, as bytes (a name that
 /// is no UTF-8 is no demo's, and must not end the listing).
-fn demo_keys(url: &str, prefix: &str) -> Result<Vec<Vec<u8>>> {
-    let mut c = connect(url)?;
+fn demo_keys(c: &mut redis::Connection, prefix: &str) -> Result<Vec<Vec<u8>>> {
     // SCAN's pattern is a glob: the prefix's own glob characters are escaped.
     let mut pattern = String::new();
     for ch in prefix.chars() {
@@ -199,7 +198,7 @@ fn demo_keys(url: &str, prefix: &str) -> Result<Vec<Vec<u8>>> {
             .arg(&pattern)
             .arg("COUNT")
             .arg(1000)
-            .query(&mut c)?;
+            .query(c)?;
         keys.extend(batch.into_iter().filter(|k| *k != updates));
         if next == 0 {
             break;

@@ -282,8 +282,6 @@ pub struct KafkaInputs {
     /// and not read that far yet. While any is left, a stop exits at once
     /// ([`crate::signals::behind`]).
     catching_up: HashMap<u32, u64>,
-    /// Whether the partitions of the start are assigned (later ones are not caught up with).
-    assigned: bool,
     finished: HashSet<u32>,
     to_announce: Vec<u32>,
     offsets: Rc<RefCell<Offsets>>,
@@ -403,7 +401,6 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
         owned: HashSet::new(),
         ends: opts.until_end.then(HashMap::new),
         catching_up: HashMap::new(),
-        assigned: false,
         finished: HashSet::new(),
         to_announce: Vec::new(),
         offsets: offsets.clone(),
@@ -415,10 +412,7 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
         starts: HashMap::new(),
         poll_errors: Repeats::default(),
     };
-    inputs.assign_new(opts.start)?;
-    // Only the partitions of the start are caught up with: ones found later (by a worker that
-    // had none too) hold new messages.
-    inputs.assigned = true;
+    inputs.assign_new(Some(opts.start))?;
     crate::signals::behind(inputs.catching_up.len());
     if inputs.owned.is_empty() && !opts.until_end {
         // It stays, following the others' progress (`tampines_dataflows::idle`), and reads the
@@ -438,9 +432,12 @@ pub fn open(opts: &SourceOptions, index: usize, peers: usize) -> Result<WorkerIn
 }
 
 impl KafkaInputs {
-    /// Assigns this worker's partitions that are not assigned yet (all of them at start; new
-    /// ones when a topic grows).
-    fn assign_new(&mut self, start: Start) -> Result<()> {
+    /// Assigns this worker's partitions that are not assigned yet: all of them at the start
+    /// (`Some`, where `--start` says), new ones when a topic grows or is made (`None`: from their
+    /// first message). Only the partitions of the start are caught up with: ones found later (by
+    /// a worker that had none too) hold new messages.
+    fn assign_new(&mut self, at_start: Option<Start>) -> Result<()> {
+        let start = at_start.unwrap_or(Start::Earliest);
         let mut added = Vec::new();
         for (t, topic) in self.topics.iter().enumerate() {
             let found = partitions(&self.consumer, topic)?;
@@ -484,7 +481,7 @@ impl KafkaInputs {
         for (t, topic, p) in added {
             match self.consumer.fetch_watermarks(&topic, p, META_TIMEOUT) {
                 Ok((low, high)) => found.push((t, topic, p, low, high)),
-                Err(e) if self.assigned => {
+                Err(e) if at_start.is_none() => {
                     tracing::warn!(topic = %topic, partition = p, error = %e, "a partition found while running is not read yet: its offsets could not be asked (has it a leader?); trying again at the next look, in 10 s");
                 }
                 Err(e) => return Err(e).with_context(|| format!("watermarks of {topic}/{p}")),
@@ -554,7 +551,7 @@ impl KafkaInputs {
                     self.finished.insert(id);
                     self.to_announce.push(id);
                 }
-            } else if !self.assigned && first < high {
+            } else if at_start.is_some() && first < high {
                 self.catching_up.insert(id, high as u64);
             }
             self.starts.insert(id, first);
@@ -729,7 +726,7 @@ impl Inputs for KafkaInputs {
                     if self.ends.is_none() && self.last_refresh.elapsed() > Duration::from_secs(10)
                     {
                         self.last_refresh = Instant::now();
-                        if let Err(e) = self.assign_new(Start::Earliest) {
+                        if let Err(e) = self.assign_new(None) {
                             // With its cause (`%e` showed only "metadata of market.book").
                             tracing::warn!(error = format!("{e:#}"), "refreshing partitions");
                         }
@@ -768,10 +765,9 @@ impl Inputs for KafkaInputs {
                     self.to_announce.push(input);
                 }
             }
-            if self
-                .catching_up
-                .get(&input)
-                .is_some_and(|&end| offset + 1 >= end)
+            // Once caught up, the map is empty and no message looks it up.
+            if !self.catching_up.is_empty()
+                && (self.catching_up.get(&input)).is_some_and(|&end| offset + 1 >= end)
             {
                 Self::caught_up(&mut self.catching_up, input);
             }

@@ -1437,6 +1437,49 @@ fn a_topic_created_while_running(name: &str, workers: u32) {
     );
 }
 
+/// A live job (`--lateness-ms 0`, results in `out`, stderr in `log`) of topic `later.trade`,
+/// which does not exist yet, over a broker in this process (so that a test can make the topic,
+/// slow the broker, take a partition's leader away), once the job has looked for the topic.
+struct LaterTopic {
+    cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    bootstrap: String,
+    out: std::path::PathBuf,
+    log: std::path::PathBuf,
+    metrics: String,
+    job: common::broker::KillOnDrop,
+}
+
+impl LaterTopic {
+    fn run(dir: &Path, extra: &[&str]) -> LaterTopic {
+        let cluster = tampines::kafka::mock_cluster(1, &["market.book".to_string()]).unwrap();
+        let bootstrap = cluster.bootstrap_servers();
+        let (out, log) = (dir.join("live.ndjson"), dir.join("live.stderr"));
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let job = common::broker::KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_tampines"))
+                .args(["run", "--brokers", &bootstrap, "--topics", "later.trade"])
+                .args(["--metrics-addr", &metrics, "--lateness-ms", "0"])
+                .args(extra)
+                .arg("--out")
+                .arg(&out)
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        // The topic is made only once the job has looked for it at its start.
+        let absent = || text_of(&log).contains("the topic has no partitions");
+        assert!(within_60s(absent), "{}", text_of(&log));
+        LaterTopic {
+            cluster,
+            bootstrap,
+            out,
+            log,
+            metrics,
+            job,
+        }
+    }
+}
+
 /// Partitions found while running hold new messages, not the backlog of the job's start: a
 /// stop while one is read closes the last marks and exits 0. A worker that owned no partition at
 /// its start counted the first ones it found as catching up, and such a stop exited 130 saying
@@ -1448,30 +1491,19 @@ fn a_topic_created_while_running(name: &str, workers: u32) {
 #[test]
 fn a_stop_while_reading_a_partition_found_later_closes_the_last_marks() {
     let dir = scratch("kafka_stop_found_later");
-    let cluster = tampines::kafka::mock_cluster(1, &["market.book".to_string()]).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let out = dir.join("live.ndjson");
-    let log = dir.join("live.stderr");
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let mut live = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &bootstrap, "--topics", "later.trade"])
-            .args(["--metrics-addr", &metrics, "--lateness-ms", "0"])
-            .args(["--resolutions", "1", "--intervals", "1m"])
-            .args(["-X", "fetch.message.max.bytes=1", "--out"])
-            .arg(&out)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    // One batch per partition and answer.
+    let slow = [
+        "--resolutions",
+        "1",
+        "--intervals",
+        "1m",
+        "-X",
+        "fetch.message.max.bytes=1",
+    ];
+    let mut later = LaterTopic::run(&dir, &slow);
+    let (cluster, bootstrap, out, log) = (&later.cluster, &later.bootstrap, &later.out, &later.log);
     let deadline = Instant::now() + Duration::from_secs(60);
-    let read = || {
-        let text = common::get_within(&metrics, "/metrics", deadline);
-        sample(&text, "tampines_events_read_total ")
-    };
-    // The topic is made only once the job has looked for it at its start.
-    let absent = || text_of(&log).contains("the topic has no partitions");
-    assert!(within_60s(absent), "{}", text_of(&log));
+    let read = || common::metric_within(&later.metrics, "tampines_events_read_total ", deadline);
     let trades = dir.join("trades.ndjson");
     let lines: Vec<String> = (1..=40).map(|i| trade(i * 1000, i, "10")).collect();
     std::fs::write(&trades, lines.join("\n")).unwrap();
@@ -1483,7 +1515,7 @@ fn a_stop_while_reading_a_partition_found_later_closes_the_last_marks() {
         "--topic",
         "later.trade",
         "--brokers",
-        &bootstrap,
+        bootstrap,
     ];
     tampines(&[&to[..], &one_per_batch].concat());
     cluster
@@ -1491,8 +1523,8 @@ fn a_stop_while_reading_a_partition_found_later_closes_the_last_marks() {
         .unwrap();
     // Found within 10 s (the job looks for new partitions every 10 s).
     assert!(within_60s(|| read() >= 1.0), "no trade read within 60 s");
-    let status = common::signalled(&mut live.0, "INT").expect("a stop within 60 s");
-    let said = std::fs::read_to_string(&log).unwrap();
+    let status = common::signalled(&mut later.job.0, "INT").expect("a stop within 60 s");
+    let said = std::fs::read_to_string(log).unwrap();
     assert!(status.success(), "{said}");
     // The stop closed every mark up to the last trade read: trade i is at i s.
     let n: u64 = (said.lines())
@@ -1501,8 +1533,8 @@ fn a_stop_while_reading_a_partition_found_later_closes_the_last_marks() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no count read: {said}"));
     assert!(n < 40, "every trade read before the stop: {said}");
-    assert_eq!(last_mark(&out), n * 1000, "{said}");
-    let ticker = &common::final_state(&marks(&out))["ticker:ex:A"];
+    assert_eq!(last_mark(out), n * 1000, "{said}");
+    let ticker = &common::final_state(&marks(out))["ticker:ex:A"];
     assert_eq!(ticker["count"], n, "{ticker}");
 }
 
@@ -1512,45 +1544,29 @@ fn a_stop_while_reading_a_partition_found_later_closes_the_last_marks() {
 #[test]
 fn a_partition_found_while_running_without_a_leader_holds_back_no_other() {
     let dir = scratch("kafka_found_without_leader");
-    let cluster = tampines::kafka::mock_cluster(1, &["market.book".to_string()]).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    let out = dir.join("live.ndjson");
-    let log = dir.join("live.stderr");
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let mut live = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &bootstrap, "--topics", "later.trade"])
-            .args(["--metrics-addr", &metrics, "--lateness-ms", "0", "--out"])
-            .arg(&out)
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let absent = || text_of(&log).contains("the topic has no partitions");
-    assert!(within_60s(absent), "{}", text_of(&log));
+    let mut later = LaterTopic::run(&dir, &[]);
+    let (cluster, bootstrap, out, log) = (&later.cluster, &later.bootstrap, &later.out, &later.log);
     cluster.create_topic("later.trade", 2, 1).unwrap();
     cluster.partition_leader("later.trade", 1, None).unwrap();
-    kcat_to_at(&bootstrap, "later.trade", 0, &[trade(1000, 1, "10")]);
+    kcat_to_at(bootstrap, "later.trade", 0, &[trade(1000, 1, "10")]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let read = |partition: u32| {
-        let text = common::get_within(&metrics, "/metrics", deadline);
-        let row =
-            format!(r#"tampines_input_read_total{{topic="later.trade",partition="{partition}"}} "#);
-        match text.contains(&row) {
-            true => sample(&text, &row),
-            false => 0.0,
-        }
+        common::metric_within(
+            &later.metrics,
+            &common::input_read("later.trade", partition),
+            deadline,
+        )
     };
     let first = within_60s(|| read(0) == 1.0);
-    assert!(first, "partition 0 unread: {}", text_of(&log));
-    assert!(text_of(&log).contains("is not read yet: its offsets"));
+    assert!(first, "partition 0 unread: {}", text_of(log));
+    assert!(text_of(log).contains("is not read yet: its offsets"));
     cluster.partition_leader("later.trade", 1, Some(1)).unwrap();
     let b = trade(2000, 2, "20").replace(r#""symbol":"A""#, r#""symbol":"B""#);
-    kcat_to_at(&bootstrap, "later.trade", 1, &[b]);
-    assert!(within_60s(|| read(1) == 1.0), "{}", text_of(&log));
-    let status = common::signalled(&mut live.0, "INT").expect("a stop within 60 s");
-    assert!(status.success(), "{}", text_of(&log));
-    let state = common::final_state(&marks(&out));
+    kcat_to_at(bootstrap, "later.trade", 1, &[b]);
+    assert!(within_60s(|| read(1) == 1.0), "{}", text_of(log));
+    let status = common::signalled(&mut later.job.0, "INT").expect("a stop within 60 s");
+    assert!(status.success(), "{}", text_of(log));
+    let state = common::final_state(&marks(out));
     let last = |symbol: &str| state[&format!("ticker:ex:{symbol}")]["last"].clone();
     assert_eq!((last("A"), last("B")), ("10".into(), "20".into()));
 }

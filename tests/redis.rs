@@ -616,10 +616,7 @@ fn a_restart_whose_input_ends_at_the_stored_frontier_writes_what_it_rebuilt_ther
             .unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    let read = || {
-        let text = common::get_within(&metrics, "/metrics", deadline);
-        common::sample(&text, "tampines_events_read_total ")
-    };
+    let read = || common::metric_within(&metrics, "tampines_events_read_total ", deadline);
     while read() < 4.0 {
         assert!(Instant::now() < deadline, "4 events not read within 60 s");
         std::thread::sleep(Duration::from_millis(20)); // poll, bounded by the deadline
@@ -735,13 +732,7 @@ fn a_restart_stopped_while_it_catches_up_writes_nothing() {
         )
     };
     let read = |metrics: &str, topic: &str, deadline: Instant| {
-        let text = common::get_within(metrics, "/metrics", deadline);
-        let prefix = format!("tampines_input_read_total{{topic=\"{topic}\",partition=\"0\"}} ");
-        // No row before the input's first message.
-        match text.lines().any(|l| l.starts_with(&prefix)) {
-            true => common::sample(&text, &prefix),
-            false => 0.0,
-        }
+        common::metric_within(metrics, &common::input_read(topic, 0), deadline)
     };
     let log = dir.join("stopped.stderr");
     let metrics = format!("127.0.0.1:{}", common::free_port());

@@ -219,6 +219,21 @@ pub fn get_within(addr: &str, path: &str, deadline: std::time::Instant) -> Strin
     }
 }
 
+/// The sample of `/metrics` at `addr` that starts with `prefix` (the server asked until
+/// `deadline`), or 0 where there is none: an input's rows appear with its first message.
+pub fn metric_within(addr: &str, prefix: &str, deadline: std::time::Instant) -> f64 {
+    let text = get_within(addr, "/metrics", deadline);
+    match text.lines().any(|l| l.starts_with(prefix)) {
+        true => sample(&text, prefix),
+        false => 0.0,
+    }
+}
+
+/// The row prefix of `tampines_input_read_total` for one Kafka partition.
+pub fn input_read(topic: &str, partition: u32) -> String {
+    format!(r#"tampines_input_read_total{{topic="{topic}",partition="{partition}"}} "#)
+}
+
 /// The response to `METHOD path` from an HTTP server at `addr`, whole.
 pub fn request(addr: &str, method: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect to metrics");
