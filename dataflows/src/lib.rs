@@ -9,7 +9,7 @@
 //! ```text
 //! source::source ─routing::to_workers─┬─ books, names ─ orderbook::orderbooks ─ book records ─────────────────┐
 //!            (split::split3 by kind)  │                              │ bbo                                    │
-//!                                     └─ trades ─ ticker::window ─┬─ window, bbo, names ─ ticker::aggregate ─┤
+//!                                     └─ trades ─ ticker::window ─┬─ entering, bbo, names ─ ticker::aggregate ┤
 //!                                                                 │                       ticker records ────┤
 //!                                                                 └─ accepted, names ─ candles::candles ─────┤
 //!                                                                                       candle records ──────┤
@@ -118,15 +118,15 @@ pub fn build<'s>(
     );
     let window = ticker::window(trades, ends.clone(), config.clone(), stats.clone());
     let ticker_input = scope.concatenate([
-        (window.window.inner)
-            .map(|((sym, trade), t, diff)| (TickerInput::Window(sym, trade, diff), t)),
+        (window.entering)
+            .map(|((sym, leaves, trade), t)| (TickerInput::Enter(sym, leaves, trade), t)),
         (window.outside).map(|(sym, t)| (TickerInput::Outside(sym), t)),
         (books.bbo.inner).map(|((sym, bbo), t, diff)| (TickerInput::Bbo(sym, bbo, diff), t)),
         names
             .clone()
             .map(|((sym, name), t)| (TickerInput::Name(sym, name), t)),
     ]);
-    let tickers = ticker::aggregate(ticker_input, ends.clone(), config.clone());
+    let tickers = ticker::aggregate(ticker_input, ends.clone(), config.clone(), stats.clone());
     let candle_names = names.map(|((sym, name), t)| (CandleInput::Name(sym, name), t));
     let accepted = window
         .accepted

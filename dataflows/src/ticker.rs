@@ -7,24 +7,24 @@
 //! 1. [`window`], a [`sequence`] stage, drops repeated trades (same symbol and id while an earlier
 //!    copy is still inside the window; counted as duplicates), and emits
 //!    - `accepted`: every trade counted once, at its timestamp (the candles' input);
-//!    - `window`: the collection of trades inside the window: `+1` at the trade's timestamp, `-1`
-//!      at the first timestamp `>= ts + window_ms`. The retraction is held back inside the stage
-//!      (one capability, a timer) and released only when that timestamp completes, so no later
-//!      stage ever holds future updates. A trade already outside the window when it arrives
-//!      never enters it;
+//!    - `entering`: each trade that enters the window, at its timestamp, with the timestamp at
+//!      which it leaves: the first one `>= ts + window_ms`. A trade already outside the window
+//!      when it arrives never enters it;
 //!    - `outside`: the symbol of each such trade, at its timestamp, so that a symbol whose first
 //!      trade is one still has a ticker from then on.
-//! 2. [`aggregate`], a [`sequence`] stage over the window collection's updates, keeps per symbol
-//!    the window's trades by second and the aggregate of every non-empty second, minute and hour,
-//!    and their total. A trade entering is merged into its second, minute, hour and the total (four
-//!    merges, five with the 100 ms level below); a trade leaving marks its second, minute and hour,
-//!    which are refolded once per timestamp from their trades, 60 seconds, 60 minutes, and the
-//!    total from at most `window / 1h + 1` hours: the work per update does not grow with the number
-//!    of trades in the window, and memory is the trades inside it. With marks finer than 100 ms a
-//!    100 ms level comes first, so that a bucket of trades is refolded at no more than 100 ms /
-//!    granularity marks (10 at 10 ms; at 1 ms marks up to 100). (Four chained `reduce`s did the
-//!    same with an input and an output arrangement each and refolded a second at every mark that
-//!    added to it: about 15% of the live job's instructions.)
+//! 2. [`aggregate`], a [`sequence`] stage, keeps per symbol the window as aggregates, never as
+//!    trades: one per timestamp at which trades leave (every trade of such a bucket leaves at
+//!    that timestamp, so a bucket leaves whole and is never refolded from its trades), above
+//!    them one per non-empty second, minute and hour of leaving time (the levels finer than 4
+//!    marks are left out; a 100 ms level comes first with marks finer than 25 ms), and their
+//!    total. A trade entering is merged into its bucket, each level and the total; a bucket
+//!    leaving at T (the stage holds a timer for it) marks its second, minute and hour, refolded
+//!    once per timestamp from their children (at most 60 or so each), and the total from at most
+//!    `window / 1h + 1` hours: the work per update does not grow with the number of trades in
+//!    the window, and the memory is one aggregate per leaving timestamp and symbol, however
+//!    many trades it holds. (Until 2026-12-07 the window stage kept every trade to retract it
+//!    and the ticker kept it again, by second, to refold its second: about 440 bytes a trade
+//!    where a bucket holds a few, 900 where trades are sparse.)
 //!
 //!    The same stage publishes the tickers: it also reads the raw best prices of the symbols'
 //!    books (the orderbook stage's `bbo` collection) and their names, and renders a symbol's
@@ -37,16 +37,17 @@
 //!
 //! Invariants: a trade id of a symbol is counted at most once while a counted copy is inside
 //! the window (a copy dropped as a duplicate extends nothing); at the end of every complete
-//! timestamp T the window holds exactly the counted trades with `T - window_ms < ts <= T`, and
-//! each symbol's total equals the merge of those trades; from its first trade on, a symbol's
-//! ticker is published at T when its total or its best prices changed at T, and only then.
+//! timestamp T a symbol's buckets hold exactly its counted trades with `T - window_ms < ts <=
+//! T`, each in the bucket of the timestamp at which it leaves, and its total equals the merge of
+//! those trades; from its first trade on, a symbol's ticker is published at T when its total or
+//! its best prices changed at T, and only then.
 
 use std::borrow::Cow;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::StreamVec;
 
@@ -65,8 +66,8 @@ use crate::types::{Bbo, FoldMap, Sym, SymbolName, TradeId};
 pub struct Window<'s> {
     /// Trades counted once, at their timestamp.
     pub accepted: StreamVec<'s, u64, ((Sym, TradeRec), u64)>,
-    /// Trades inside the window.
-    pub window: VecCollection<'s, u64, (Sym, TradeRec), isize>,
+    /// Trades entering the window, at their timestamp, with the timestamp at which they leave it.
+    pub entering: StreamVec<'s, u64, ((Sym, u64, TradeRec), u64)>,
     /// The symbols of trades already outside the window when they arrived, at their timestamp.
     pub outside: StreamVec<'s, u64, (Sym, u64)>,
 }
@@ -74,11 +75,11 @@ pub struct Window<'s> {
 #[derive(Clone, Debug)]
 enum Out {
     Accepted((Sym, TradeRec), u64),
-    Window((Sym, TradeRec), u64, isize),
+    Entering((Sym, u64, TradeRec), u64),
     Outside(Sym, u64),
 }
 
-/// Deduplicates trades and maintains the window collection (see the module doc).
+/// Deduplicates trades and tells which enter the window (see the module doc).
 pub fn window<'s>(
     trades: StreamVec<'s, u64, (Stamped, u64)>,
     ends: StreamVec<'s, u64, u64>,
@@ -89,19 +90,13 @@ pub fn window<'s>(
     let length = config.window_ms;
     // Ids of trades inside the window, with the timestamp at which they leave it.
     let mut inside = Inside::default();
-    let mut expiring: BTreeMap<u64, Vec<(Sym, TradeRec)>> = BTreeMap::new();
-    let mut share = Share::default();
     let out = sequence(
         trades,
         ends,
         Pipeline,
         "TradeWindow",
         |(_, t)| *t,
-        move |time, mut records, timers, out| {
-            for (sym, rec) in expiring.remove(&time).unwrap_or_default() {
-                inside.remove_if_leaving((sym, rec.id.clone()), time);
-                out.push(Out::Window((sym, rec), time, -1));
-            }
+        move |time, mut records, _timers, out| {
             records.sort_by_key(|r| r.0.pos);
             // Counted here, added to the shared counters once per timestamp.
             let (mut processed, mut duplicates) = (0, 0);
@@ -119,10 +114,8 @@ pub fn window<'s>(
                 let rec = TradeRec::new(stamped.event.ts, trade);
                 let leaves = g.ceil(stamped.event.ts + length);
                 if leaves > time {
-                    inside.insert(key, leaves);
-                    push_one(&mut expiring, leaves, (sym, rec.clone()));
-                    timers.schedule(leaves);
-                    out.push(Out::Window((sym, rec.clone()), time, 1));
+                    inside.insert(key, leaves, time);
+                    out.push(Out::Entering((sym, leaves, rec.clone()), time));
                 } else {
                     out.push(Out::Outside(sym, time));
                 }
@@ -130,27 +123,25 @@ pub fn window<'s>(
             }
             Stats::add(&stats.processed, processed);
             Stats::add(&stats.duplicates, duplicates);
-            share.report(&stats.state.window_trades, inside.len());
         },
         no_finish,
     );
-    let (window, accepted, outside) = split3(out, "WindowParts", |o| match o {
-        Out::Window(d, t, r) => Part3::First((d, t, r)),
+    let (entering, accepted, outside) = split3(out, "WindowParts", |o| match o {
+        Out::Entering(d, t) => Part3::First((d, t)),
         Out::Accepted(d, t) => Part3::Second((d, t)),
         Out::Outside(sym, t) => Part3::Third((sym, t)),
     });
     Window {
         accepted,
-        window: window.as_collection(),
+        entering,
         outside,
     }
 }
 
-/// Appends `value` to the vector under `key`, a new one made for exactly one value. At 1 s or
-/// coarser marks most expiry times and most seconds of a window hold a single trade, and a
-/// vector's first push reserves room for four: with `Vec::default` the 24 h window of the
-/// trade-heavy bench file peaked at 481 MiB, with this at 352 MiB (the Flink file 411 -> 358 MiB),
-/// in the same time.
+/// Appends `value` to the vector under `key`, a new one made for exactly one value: a vector's
+/// first push reserves room for four, and where trades are sparse most leaving timestamps hold
+/// one symbol's bucket. (When the window stage kept its trades by leaving timestamp this way,
+/// the 24 h window of the trade-heavy bench file peaked at 352 MiB instead of 481.)
 fn push_one<K: Ord, V>(map: &mut BTreeMap<K, Vec<V>>, key: K, value: V) {
     map.entry(key)
         .or_insert_with(|| Vec::with_capacity(1))
@@ -167,12 +158,15 @@ const SHARDS: usize = 64;
 /// shard is a 64th of that. Hashed with foldhash, seeded per instance (the shard's hasher and
 /// each shard's own are independent): SipHash, the standard one, was 1% of all instructions on
 /// the live file.
+///
+/// An id whose trade has left (its time passed) counts as absent, and stays until its shard is
+/// full: a shard about to grow first drops the ids that have left, and grows only if that
+/// freed less than half of it, so each id is swept about once and a shard holds at most about
+/// twice the ids inside the window. (Ids were removed as their trades left, which needed a list
+/// of them by leaving time: about 60 bytes a trade.)
 struct Inside {
     hasher: foldhash::fast::RandomState,
     shards: Vec<FoldMap<(Sym, TradeId), u64>>,
-    /// The ids held, over all shards, for the metrics gauge: counted as they come and go, not
-    /// summed over the 64 shards at every timestamp (the harness checks it against the model).
-    len: usize,
 }
 
 impl Default for Inside {
@@ -180,7 +174,6 @@ impl Default for Inside {
         Inside {
             hasher: foldhash::fast::RandomState::default(),
             shards: (0..SHARDS).map(|_| FoldMap::default()).collect(),
-            len: 0,
         }
     }
 }
@@ -191,36 +184,31 @@ impl Inside {
         &mut self.shards[i]
     }
 
+    /// When `key`'s trade leaves the window, if one was inside it at some time (the caller
+    /// compares it with the current time).
     fn get(&mut self, key: &(Sym, TradeId)) -> Option<u64> {
         self.shard(key).get(key).copied()
     }
 
-    fn insert(&mut self, key: (Sym, TradeId), leaves: u64) {
-        if self.shard(&key).insert(key, leaves).is_none() {
-            self.len += 1;
-        }
-    }
-
-    /// Forgets `key` if it leaves the window at `time` (a later copy may have replaced it).
-    fn remove_if_leaving(&mut self, key: (Sym, TradeId), time: u64) {
+    /// Notes `key`'s trade as leaving at `leaves`, at `time`.
+    fn insert(&mut self, key: (Sym, TradeId), leaves: u64, time: u64) {
         let shard = self.shard(&key);
-        if shard.get(&key) == Some(&time) {
-            shard.remove(&key);
-            self.len -= 1;
+        if shard.len() == shard.capacity() && !shard.contains_key(&key) {
+            shard.retain(|_, leaves| *leaves > time);
+            if shard.len() > shard.capacity() / 2 {
+                shard.reserve(shard.capacity());
+            }
         }
-    }
-
-    fn len(&self) -> usize {
-        self.len
+        shard.insert(key, leaves);
     }
 }
 
-/// What the ticker stage reads: the window collection's updates, the best prices of the
+/// What the ticker stage reads: the trades entering the window, the best prices of the
 /// symbols' books (a collection), and the names of the symbols it publishes.
 #[derive(Clone, Debug)]
 pub enum TickerInput {
-    /// A trade entering (`+1`) or leaving (`-1`) the window.
-    Window(Sym, TradeRec, isize),
+    /// A trade entering the window, and the timestamp at which it leaves it.
+    Enter(Sym, u64, TradeRec),
     /// A trade of the symbol that never entered the window: it has a ticker from now on.
     Outside(Sym),
     /// A change of a book's raw best prices.
@@ -229,22 +217,30 @@ pub enum TickerInput {
     Name(Sym, SymbolName),
 }
 
-/// Aggregates the window per symbol, through (100 ms,) second, minute and hour buckets (see the
-/// module doc), as a [`sequence`] stage over the window collection's updates, and publishes the
-/// tickers whose aggregate or best prices changed.
+/// The levels above the buckets, in ms of leaving time: those of 4 marks or more.
+fn spans(granularity_ms: u64) -> Vec<u64> {
+    [100, 60_000, 3_600_000]
+        .into_iter()
+        .filter(|&span| span >= 4 * granularity_ms)
+        .collect()
+}
+
+/// Aggregates the window per symbol, by leaving timestamp, second, minute and hour (see the
+/// module doc), as a [`sequence`] stage, and publishes the tickers whose aggregate or best prices
+/// changed.
 pub fn aggregate<'s>(
     input: StreamVec<'s, u64, (TickerInput, u64)>,
     ends: StreamVec<'s, u64, u64>,
     config: Arc<Config>,
+    stats: Arc<Stats>,
 ) -> StreamVec<'s, u64, (Change, u64)> {
-    // A finest bucket is refolded at every mark that retracts from it: at most 100 ms /
-    // granularity marks each (10 at 10 ms, up to 100 at 1 ms; one at 100 ms and coarser).
-    let spans: Vec<u64> = if config.granularity_ms < 100 {
-        vec![100, 1_000, 60_000, 3_600_000]
-    } else {
-        vec![1_000, 60_000, 3_600_000]
-    };
+    let spans = spans(config.granularity_ms);
     let mut symbols: FoldMap<Sym, Hierarchy> = FoldMap::default();
+    // The symbols with a bucket leaving at each timestamp (the stage holds a timer for each).
+    let mut leaving: BTreeMap<u64, Vec<Sym>> = BTreeMap::new();
+    // The trades inside the window, over this worker's symbols, for the metrics gauge.
+    let mut held: usize = 0;
+    let mut share = Share::default();
     let mut names = Names::default();
     let mut bbo: FoldMap<Sym, Bbo> = FoldMap::default();
     // The symbols that have had a trade (they have a ticker from then on), with their ticker's
@@ -256,21 +252,28 @@ pub fn aggregate<'s>(
         Pipeline,
         "Ticker",
         |(_, t)| *t,
-        move |time, mut updates, _timers, out: &mut Vec<(Change, u64)>| {
+        move |time, mut updates, timers, out: &mut Vec<(Change, u64)>| {
             // Names and retractions of best prices first, so that `-old +new` leaves `new`.
             updates.sort_by_key(|(u, _)| match u {
                 TickerInput::Name(..) => 0,
                 TickerInput::Bbo(_, _, diff) if *diff < 0 => 1,
                 _ => 2,
             });
-            // An insertion is merged upwards at once; a retraction marks its buckets, refolded
-            // after all of the timestamp's updates (which makes their order irrelevant).
+            // A trade entering is merged upwards at once; a bucket leaving marks its parents,
+            // refolded after all of the timestamp's updates.
             let mut touched: Vec<Sym> = Vec::new();
             // The tickers that changed: their best prices did (a stage emits a change only when
             // the value changes), or their aggregate did.
             let mut changed: Vec<Sym> = Vec::new();
+            let due = leaving.split_off(&(time + 1));
+            for sym in std::mem::replace(&mut leaving, due).into_values().flatten() {
+                if let Some(h) = symbols.get_mut(&sym) {
+                    h.touch(sym, &mut touched);
+                    held -= h.leave(&spans, time);
+                }
+            }
             for (update, _) in updates {
-                let (sym, rec, diff) = match update {
+                let (sym, leaves, rec) = match update {
                     TickerInput::Name(sym, name) => {
                         names.note(sym, name);
                         continue;
@@ -291,22 +294,17 @@ pub fn aggregate<'s>(
                         }
                         continue;
                     }
-                    TickerInput::Window(sym, rec, diff) => (sym, rec, diff),
+                    TickerInput::Enter(sym, leaves, rec) => (sym, leaves, rec),
                 };
                 let h = symbols
                     .entry(sym)
                     .or_insert_with(|| Hierarchy::new(spans.len()));
-                if h.before.is_none() {
-                    h.before = Some(h.total.clone());
-                    touched.push(sym);
+                h.touch(sym, &mut touched);
+                if h.enter(&spans, leaves, &rec) {
+                    push_one(&mut leaving, leaves, sym);
+                    timers.schedule(leaves);
                 }
-                for _ in 0..diff.unsigned_abs() {
-                    if diff > 0 {
-                        h.insert(&spans, rec.clone());
-                    } else {
-                        h.retract(&spans, &rec);
-                    }
-                }
+                held += 1;
             }
             for sym in touched {
                 let h = symbols.get_mut(&sym).expect("touched symbols exist");
@@ -320,6 +318,7 @@ pub fn aggregate<'s>(
                     symbols.remove(&sym);
                 }
             }
+            share.report(&stats.state.window_trades, held);
             changed.sort_unstable();
             changed.dedup();
             let start = out.len();
@@ -348,20 +347,19 @@ pub fn aggregate<'s>(
     )
 }
 
-/// One symbol's window: its trades by finest bucket, the aggregate of every non-empty bucket at
-/// every level, and the total.
+/// One symbol's window: the aggregate of its trades by the timestamp at which they leave (its
+/// buckets), the aggregate of every non-empty bucket of leaving time at every level above them,
+/// and the total.
 ///
-/// Invariant (between timestamps): `levels[i]` holds, for every bucket `b` of `spans[i]` with a
-/// trade in the window, the aggregate of exactly those trades, and `total` that of all of them.
-/// During a timestamp, `stale[i]` lists the buckets that a retraction left out of date.
+/// Invariant (between timestamps): `buckets` holds, for every leaving timestamp of a trade in
+/// the window, the aggregate of exactly those trades; `levels[i]` holds, for every bucket `b` of
+/// `spans[i]` ms of leaving time with a trade in the window, the aggregate of exactly those
+/// trades; and `total` that of all of them. During a timestamp, `stale[i]` lists the buckets
+/// of `levels[i]` that a leaving bucket left out of date.
 struct Hierarchy {
-    trades: BTreeMap<u64, Vec<TradeRec>>,
+    buckets: BTreeMap<u64, Bucket>,
     levels: Vec<BTreeMap<u64, Agg>>,
     stale: Vec<BTreeSet<u64>>,
-    /// The trades retracted in the current timestamp (with multiplicity), removed from their
-    /// buckets in one pass per bucket when it is refolded: a second's trades leave in the order
-    /// they came, and searching for each in turn was quadratic in a busy second.
-    leaving: FoldMap<TradeRec, usize>,
     total: Option<Agg>,
     total_stale: bool,
     /// The total before the current timestamp, once the symbol was touched in it.
@@ -371,98 +369,156 @@ struct Hierarchy {
 impl Hierarchy {
     fn new(depth: usize) -> Hierarchy {
         Hierarchy {
-            trades: BTreeMap::new(),
+            buckets: BTreeMap::new(),
             levels: vec![BTreeMap::new(); depth],
             stale: vec![BTreeSet::new(); depth],
-            leaving: FoldMap::default(),
             total: None,
             total_stale: false,
             before: None,
         }
     }
 
-    /// Adds a trade, merging it into its bucket at every level and the total (a bucket marked
-    /// for refolding is refolded anyway, this trade included).
-    fn insert(&mut self, spans: &[u64], rec: TradeRec) {
-        let one = Agg::of(&rec);
+    /// Notes the total before the current timestamp's first change, and `sym` as touched.
+    fn touch(&mut self, sym: Sym, touched: &mut Vec<Sym>) {
+        if self.before.is_none() {
+            self.before = Some(self.total.clone());
+            touched.push(sym);
+        }
+    }
+
+    /// Adds a trade leaving at `leaves`, merging it into its bucket, every level and the total
+    /// (a bucket marked for refolding is refolded anyway, this trade included). True if its
+    /// bucket is new.
+    fn enter(&mut self, spans: &[u64], leaves: u64, rec: &TradeRec) -> bool {
+        let one = Agg::of(rec);
         for (level, span) in self.levels.iter_mut().zip(spans) {
-            match level.get_mut(&(rec.ts / span)) {
-                Some(agg) => agg.merge(&one),
-                None => {
-                    level.insert(rec.ts / span, one.clone());
-                }
-            }
+            merge_into(level, leaves / span, &one);
         }
         match self.total.as_mut() {
             Some(total) => total.merge(&one),
-            None => self.total = Some(one),
+            None => self.total = Some(one.clone()),
         }
-        push_one(&mut self.trades, rec.ts / spans[0], rec);
+        match self.buckets.entry(leaves) {
+            Entry::Occupied(mut bucket) => {
+                bucket.get_mut().add(&one);
+                false
+            }
+            Entry::Vacant(bucket) => {
+                bucket.insert(Bucket::One(rec.clone()));
+                true
+            }
+        }
     }
 
-    /// Notes a trade (one copy) as leaving and marks its buckets at every level for refolding.
-    fn retract(&mut self, spans: &[u64], rec: &TradeRec) {
-        *self.leaving.entry(rec.clone()).or_insert(0) += 1;
-        for (i, span) in spans.iter().enumerate() {
-            self.stale[i].insert(rec.ts / span);
+    /// Drops the buckets leaving at or before `time`, marking their parents at every level for
+    /// refolding. Returns how many trades left.
+    fn leave(&mut self, spans: &[u64], time: u64) -> usize {
+        let mut left = 0;
+        while let Some(entry) = self.buckets.first_entry().filter(|e| *e.key() <= time) {
+            let leaves = *entry.key();
+            left += entry.remove().count() as usize;
+            for (stale, span) in self.stale.iter_mut().zip(spans) {
+                stale.insert(leaves / span);
+            }
+            self.total_stale = true;
         }
-        self.total_stale = true;
+        left
     }
 
-    /// Refolds the stale buckets, finest first, then the total.
+    /// Refolds the stale buckets of each level from the one below, finest first, then the
+    /// total.
     fn refold(&mut self, spans: &[u64]) {
         for i in 0..spans.len() {
             for b in std::mem::take(&mut self.stale[i]) {
-                let agg = if i == 0 {
-                    let leaving = &mut self.leaving;
-                    let mut trades = self.trades.get_mut(&b);
-                    if let Some(trades) = trades.as_deref_mut().filter(|_| !leaving.is_empty()) {
-                        trades.retain(|r| match leaving.get_mut(r) {
-                            Some(n) if *n > 0 => {
-                                *n -= 1;
-                                false
-                            }
-                            _ => true,
-                        });
+                let agg = match i {
+                    0 => fold(self.buckets.range(b * spans[0]..(b + 1) * spans[0])),
+                    _ => {
+                        let per = spans[i] / spans[i - 1];
+                        fold(self.levels[i - 1].range(b * per..(b + 1) * per))
                     }
-                    let trades = trades.map(|t| t.as_slice()).unwrap_or_default();
-                    fold(trades.iter().map(Agg::of))
-                } else {
-                    let per = spans[i] / spans[i - 1];
-                    let children = self.levels[i - 1].range(b * per..(b + 1) * per);
-                    fold(children.map(|(_, a)| a.clone()))
                 };
                 match agg {
-                    Some(agg) => {
-                        self.levels[i].insert(b, agg);
-                    }
-                    None => {
-                        self.levels[i].remove(&b);
-                        if i == 0 {
-                            self.trades.remove(&b);
-                        }
-                    }
-                }
+                    Some(agg) => self.levels[i].insert(b, agg),
+                    None => self.levels[i].remove(&b),
+                };
             }
         }
-        debug_assert!(
-            self.leaving.values().all(|&n| n == 0),
-            "every retracted trade was in the window"
-        );
-        self.leaving.clear();
         if std::mem::take(&mut self.total_stale) {
-            let top = self.levels.last().expect("at least one level");
-            self.total = fold(top.values().cloned());
+            self.total = match self.levels.last() {
+                Some(top) => fold(top.iter()),
+                None => fold(self.buckets.iter()),
+            };
         }
     }
 }
 
-/// Merges aggregates; `None` when there are none.
-fn fold(aggs: impl Iterator<Item = Agg>) -> Option<Agg> {
-    aggs.reduce(|mut acc, a| {
-        acc.merge(&a);
-        acc
-    })
+/// Merges `one` into the aggregate under `key`, or makes it that.
+fn merge_into(level: &mut BTreeMap<u64, Agg>, key: u64, one: &Agg) {
+    match level.get_mut(&key) {
+        Some(agg) => agg.merge(one),
+        None => {
+            level.insert(key, one.clone());
+        }
+    }
+}
+
+/// The trades of a symbol that leave the window at one timestamp: one trade as it came (most
+/// buckets where trades are sparse: 80 bytes, where an aggregate is 200), or their aggregate.
+enum Bucket {
+    One(TradeRec),
+    Many(Box<Agg>),
+}
+
+impl Bucket {
+    /// Merges a trade read after this bucket's.
+    fn add(&mut self, one: &Agg) {
+        match self {
+            Bucket::One(rec) => {
+                let mut agg = Agg::of(rec);
+                agg.merge(one);
+                *self = Bucket::Many(Box::new(agg));
+            }
+            Bucket::Many(agg) => agg.merge(one),
+        }
+    }
+
+    fn count(&self) -> u64 {
+        match self {
+            Bucket::One(_) => 1,
+            Bucket::Many(agg) => agg.count,
+        }
+    }
+}
+
+/// What can be merged into an aggregate: an aggregate, or a bucket.
+trait Merged {
+    /// Merges this into `acc`, or makes `acc` of it.
+    fn merge_into(&self, acc: &mut Option<Agg>);
+}
+
+impl Merged for Agg {
+    fn merge_into(&self, acc: &mut Option<Agg>) {
+        match acc {
+            Some(acc) => acc.merge(self),
+            None => *acc = Some(self.clone()),
+        }
+    }
+}
+
+impl Merged for Bucket {
+    fn merge_into(&self, acc: &mut Option<Agg>) {
+        match self {
+            Bucket::One(rec) => Agg::of(rec).merge_into(acc),
+            Bucket::Many(agg) => agg.merge_into(acc),
+        }
+    }
+}
+
+/// Merges the aggregates of a range of buckets, in order; `None` when there are none.
+fn fold<'a, M: Merged + 'a>(parts: impl Iterator<Item = (&'a u64, &'a M)>) -> Option<Agg> {
+    let mut acc = None;
+    parts.for_each(|(_, part)| part.merge_into(&mut acc));
+    acc
 }
 
 #[cfg(test)]
@@ -483,5 +539,25 @@ mod tests {
             (&[1, 2][..], &[3][..])
         );
         assert_eq!(map[&8].capacity(), 1);
+    }
+
+    /// Ids of trades that left are swept when their shard fills: with 100 inside the window at
+    /// any time, 100,000 ids come and go and the shards stay small (without the sweep they hold
+    /// every id, about 114,000 places). An id counts as inside until it leaves, whether swept
+    /// or not.
+    #[test]
+    fn ids_that_left_are_swept_as_their_shard_fills() {
+        let mut inside = Inside::default();
+        let key = |i: u64| (Sym(i % 7), TradeId::Num(i));
+        for time in 0..100_000 {
+            inside.insert(key(time), time + 100, time);
+        }
+        let places: usize = inside.shards.iter().map(|s| s.capacity()).sum();
+        assert!(places < 2_000, "{places} places for 100 ids inside");
+        let now = 99_999;
+        let inside_now = (0..100_000)
+            .filter(|&i| inside.get(&key(i)).is_some_and(|leaves| leaves > now))
+            .count();
+        assert_eq!(inside_now, 100);
     }
 }
