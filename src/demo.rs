@@ -8,15 +8,18 @@
 //! 4. Results to Redis when one answers at `--probe-redis` (127.0.0.1:6379) or `--redis` names
 //!    one, else to a `redis-server` started from PATH on a free port, else as NDJSON to stdout.
 //!    In a Redis it did not start, an earlier demo's results under the prefix are removed first
-//!    (they are another market), and another job's stop it ([`clear_earlier_demo`]).
+//!    (they are another market); keys under the prefix that no demo writes, or another demo
+//!    still writing there, stop it with exit 1 before it writes anything (`clear_earlier_demo`).
 //!
 //! Metrics are served (on a free local port unless `--metrics-addr` says where) and the demo
 //! prints their URL.
 //!
 //! Ctrl-C (or SIGTERM, or SIGHUP when the terminal closes) stops the producer and the inputs; the
 //! job closes its last marks, everything is flushed, a `redis-server` it started is stopped, and
-//! the demo exits 0. A second Ctrl-C exits at once (130), for when the last write waits for a Redis
-//! that went away.
+//! the demo exits 0. Another Ctrl-C a second or more after the first exits at once (130), for when
+//! the last write waits for a Redis that went away (one within the second is the same stop
+//! repeated, and ignored); a Ctrl-C while the job still catches up with the broker's backlog
+//! exits at once too (`signals::stop_on_signals`).
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -565,7 +565,7 @@ impl KafkaInputs {
     /// looked at:
     /// - its position (or start, before a first message) below the partition's first offset:
     ///   retention deleted messages before they were read. They are said at error with the
-    ///   offsets, counted in `messages_lost_total` (those before a bounded run's end only), and
+    ///   offsets, counted in `tampines_messages_lost_total` (those before a bounded run's end only), and
     ///   the partition is read on from its first message (a bounded run whose end they passed
     ///   finishes it instead). The results miss them: they are not read, dead-lettered or
     ///   counted as read;

@@ -167,10 +167,10 @@ struct Raw<'a> {
     side: Option<Cow<'a, str>>,
 }
 
-/// Fields whose JSON type is checked on the slow path, with the type each must have.
 /// Checks that a JSON value has the type a field needs.
 type TypeCheck = fn(&serde_json::Value) -> bool;
 
+/// Fields whose JSON type is checked on the slow path, with the type each must have.
 const TYPED_FIELDS: &[(&str, TypeCheck)] = &[
     ("type", serde_json::Value::is_string),
     ("exchange", serde_json::Value::is_string),

@@ -9,7 +9,8 @@
 //!   twice. Where that could happen (a quotient on a midpoint of its places, or too long for
 //!   them) the value is computed exactly in big integers.
 //! - `None` when the rounded value is beyond a `Decimal` (or the divisor is zero). Only
-//!   `change_pct` can be (prices have no lower bound; the README's Known limitations); a vwap,
+//!   `change_pct` can be (prices have no lower bound; the README's "`change_pct` beyond a
+//!   decimal", under "Where the contract is silent"); a vwap,
 //!   a mean of prices below the value limit, never is.
 //! - Results are normalised (no trailing zeros).
 //!
