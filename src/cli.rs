@@ -106,6 +106,11 @@ pub struct JobArgs {
     /// Ticker window in ms.
     #[arg(long, env = "TAMPINES_WINDOW_MS", default_value_t = 86_400_000)]
     pub window_ms: u64,
+    /// Dead-letter events whose ts is more than this many ms after the wall clock when read
+    /// (`ts ahead of the clock`), instead of letting one bad clock move its input's watermark
+    /// there (every later event of the input late). Off unless given.
+    #[arg(long, env = "TAMPINES_MAX_AHEAD_MS")]
+    pub max_ahead_ms: Option<u64>,
     /// Levels per book side.
     #[arg(long, default_value_t = 20)]
     pub depth: usize,
@@ -493,6 +498,7 @@ impl JobArgs {
             tick_sizes,
             candle_retention: self.candle_retention,
             source_batch: self.source_batch,
+            max_ahead_ms: self.max_ahead_ms,
         };
         config.validate().map_err(anyhow::Error::msg)?;
         let workers = self.workers();

@@ -276,6 +276,73 @@ fn only_a_late_trade_is_too_late() {
     );
 }
 
+/// `--max-ahead-ms`: an event further than that after the wall clock is dead-lettered (`ts ahead
+/// of the clock`), and the input's later events are on time; one within it applies. Without it
+/// the far one moves the watermark to its time, and the next trade is `too_late` (README, Known
+/// limitations).
+#[test]
+fn an_event_far_ahead_of_the_clock_is_dead_lettered_with_max_ahead_ms() {
+    let dir = scratch("replay_max_ahead");
+    let input = dir.join("in.ndjson");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Ten minutes ahead, within the hour allowed: a mark of its own, after the others.
+    let soon = now + 600_000;
+    let far = trade_a(9_000_000_000_000_000_000, 2, 11);
+    let text = trade_a(1000, 1, 10) + &far + &trade_a(2000, 3, 12) + &trade_a(soon, 4, 14);
+    std::fs::write(&input, text).unwrap();
+    let run = |extra: &[&str]| {
+        let (out, dlq) = (dir.join("out.ndjson"), dir.join("dlq.ndjson"));
+        let mut args = vec!["replay", input.to_str().unwrap(), "--intervals", "1s"];
+        args.extend(extra);
+        args.extend([
+            "--out",
+            out.to_str().unwrap(),
+            "--dlq",
+            dlq.to_str().unwrap(),
+        ]);
+        let stderr = tampines(&args);
+        let dead: Vec<serde_json::Value> = std::fs::read_to_string(&dlq)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (stderr, dead, marks(&out))
+    };
+    let (stderr, dead, marks) = run(&["--max-ahead-ms", "3600000"]);
+    assert!(
+        stderr.contains("read 4 processed 3 dead-lettered 1 duplicates 0 late 0"),
+        "{stderr}"
+    );
+    assert_eq!(
+        dead,
+        [serde_json::json!({
+            "reason": "ts ahead of the clock (--max-ahead-ms)",
+            "payload": far.trim_end()
+        })]
+    );
+    // 3000: the 1 s candle of 2000 closes; a day after each trade, it leaves the window.
+    let times: Vec<u64> = marks.iter().map(|(t, _)| *t).collect();
+    let soon_mark = soon.div_ceil(100) * 100;
+    assert_eq!(times, [1000, 2000, 3000, 86_401_000, 86_402_000, soon_mark]);
+    let ticker = marks[1].1.iter().find(|r| r["kind"] == "ticker").unwrap();
+    assert_eq!(
+        (&ticker["count"], &ticker["last_id"], &ticker["vwap"]),
+        (&2.into(), &"3".into(), &"11".into())
+    );
+
+    let (stderr, dead, marks) = run(&[]);
+    assert!(
+        stderr.contains("read 4 processed 2 dead-lettered 2 duplicates 0 late 0"),
+        "{stderr}"
+    );
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons, ["too_late", "too_late"]);
+    assert_eq!(marks.last().unwrap().0, 9_000_000_000_000_000_000);
+}
+
 /// `--tick-size EXCHANGE:SYMBOL=STEP` groups that symbol's levels by the step (bids down, asks
 /// up) at resolution 1, and no other symbol's; without it the tick comes from the prices. A
 /// comma-separated list of them is a list.

@@ -93,6 +93,9 @@ pub struct Config {
     pub candle_retention: usize,
     /// Lines a source reads before it yields (and may advance its capability).
     pub source_batch: usize,
+    /// An event whose `ts` is more than this after the wall clock when it is read is dead-lettered
+    /// (`ts ahead of the clock`) instead of moving its input's watermark there; `None`: never.
+    pub max_ahead_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -110,6 +113,7 @@ impl Default for Config {
             tick_sizes: HashMap::new(),
             candle_retention: 1000,
             source_batch: 8192,
+            max_ahead_ms: None,
         }
     }
 }
@@ -127,7 +131,7 @@ impl Config {
             self.depth,
         )
             .hash(&mut h);
-        (&self.resolutions, self.candle_retention).hash(&mut h);
+        (&self.resolutions, self.candle_retention, self.max_ahead_ms).hash(&mut h);
         for i in &self.intervals {
             (i.ms, &i.name).hash(&mut h);
         }

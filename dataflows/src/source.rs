@@ -365,6 +365,7 @@ pub fn source<'s, I: Inputs + 'static>(
             let mut pending = false;
             let mut counts = Counts::default();
             let mut run = StampedRun::default();
+            let ceiling = ceiling(config.max_ahead_ms);
             for _ in 0..config.source_batch {
                 // Sparse inputs, whose batches span many timestamps, yield early: every stage
                 // downstream then completes a bounded number of timestamps at once (4,096 took
@@ -382,7 +383,7 @@ pub fn source<'s, I: Inputs + 'static>(
                     } => {
                         let reader = reader_of(&mut readers, input, &config, started);
                         let pos = (input, offset);
-                        let (counts, batch) = (&mut counts, &mut batch);
+                        let (counts, batch) = ((&mut counts, ceiling), &mut batch);
                         let time = match line {
                             Line::Text(line) => read_line(reader, line, pos, counts, floor, batch),
                             Line::Ahead(line) => {
@@ -684,7 +685,7 @@ fn read_line(
     reader: &mut Reader,
     line: Result<String, Unreadable>,
     pos: Position,
-    counts: &mut Counts,
+    (counts, ceiling): (&mut Counts, u64),
     floor: u64,
     batch: &mut Batch,
 ) -> u64 {
@@ -695,7 +696,15 @@ fn read_line(
         }
         Err((reason, payload)) => (Parse::Bad(reason), payload),
     };
-    stamp(reader, parse, || payload, pos, counts, floor, batch)
+    stamp(
+        reader,
+        parse,
+        || payload,
+        pos,
+        (counts, ceiling),
+        floor,
+        batch,
+    )
 }
 
 /// [`read_line`] for a line parsed ahead: the names it carries are the input's latest for its
@@ -704,7 +713,7 @@ fn read_parsed(
     reader: &mut Reader,
     line: AheadLine,
     pos: Position,
-    counts: &mut Counts,
+    (counts, ceiling): (&mut Counts, u64),
     floor: u64,
     batch: &mut Batch,
 ) -> u64 {
@@ -717,7 +726,15 @@ fn read_parsed(
             *name = reader.names.get(&event.sym).cloned();
         }
     }
-    stamp(reader, parse, || text.owned(), pos, counts, floor, batch)
+    stamp(
+        reader,
+        parse,
+        || text.owned(),
+        pos,
+        (counts, ceiling),
+        floor,
+        batch,
+    )
 }
 
 /// A dead letter at the input's earliest open timestamp.
@@ -743,14 +760,15 @@ fn dead(
 
 /// Stamps what a line gave into `batch`: an event with its symbol's `name` when the input has
 /// not sent it yet, or a dead letter; `payload` is the line, for a dead letter. A blank line is
-/// neither counted nor stamped.
+/// neither counted nor stamped. An event whose `ts` is above `ceiling` (`--max-ahead-ms` after
+/// the wall clock; `u64::MAX` without it) is a dead letter, and does not move the watermark.
 #[allow(clippy::too_many_arguments)]
 fn stamp(
     reader: &mut Reader,
     parse: Parse,
     payload: impl FnOnce() -> Vec<u8>,
     pos: Position,
-    counts: &mut Counts,
+    (counts, ceiling): (&mut Counts, u64),
     floor: u64,
     batch: &mut Batch,
 ) -> u64 {
@@ -765,6 +783,9 @@ fn stamp(
     };
     counts.read += 1;
     reader.unreported += 1;
+    if event.ts > ceiling {
+        return dead(reader, AHEAD.into(), payload(), pos, counts, floor, batch);
+    }
     match reader
         .stamper
         .stamp(event.sym, event.ts, event.is_book(), floor)
@@ -793,6 +814,20 @@ fn stamp(
             time
         }
     }
+}
+
+/// The dead-letter reason of an event too far ahead of the clock.
+pub const AHEAD: &str = "ts ahead of the clock (--max-ahead-ms)";
+
+/// The highest `ts` read now: `max_ahead_ms` after the wall clock (read once per activation),
+/// or any without it.
+fn ceiling(max_ahead_ms: Option<u64>) -> u64 {
+    max_ahead_ms.map_or(u64::MAX, |ahead| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        now.saturating_add(ahead)
+    })
 }
 
 /// How much of the `gap` since the source's previous activation it did not watch its inputs:
@@ -838,7 +873,7 @@ mod tests {
         let mut read = |line: &str| {
             let reader = reader_of(&mut readers, 7, &config, started);
             let line = Ok(line.to_string());
-            read_line(reader, line, (7, 0), &mut counts, 0, &mut batch);
+            read_line(reader, line, (7, 0), (&mut counts, u64::MAX), 0, &mut batch);
             let reader = &readers[&7];
             (reader.last_seen == started, reader.read)
         };
@@ -859,7 +894,7 @@ mod tests {
                 reader,
                 Ok(line.to_string()),
                 (7, 1),
-                &mut counts,
+                (&mut counts, u64::MAX),
                 0,
                 &mut batch,
             );

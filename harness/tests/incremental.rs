@@ -85,6 +85,8 @@ fn config(s: &Setting) -> Config {
         source_batch: s.batch,
         // SYM0 has a configured tick; the others infer theirs from their prices.
         tick_sizes: [(Sym::of("ex", "SYM0"), Price::parse("0.05").unwrap())].into(),
+        // The cases' times are in 1970: never ahead of the clock.
+        max_ahead_ms: None,
     }
 }
 
