@@ -116,6 +116,14 @@ impl Agg {
         self.count += o.count;
     }
 
+    /// Merges this aggregate, of trades read after `acc`'s, into `acc`, or makes `acc` of it.
+    pub fn merge_into(&self, acc: &mut Option<Agg>) {
+        match acc {
+            Some(acc) => acc.merge(self),
+            None => *acc = Some(self.clone()),
+        }
+    }
+
     /// vwap = quote_volume / volume, rounded to 8 decimal places.
     pub fn vwap(&self) -> Decimal {
         // The volume is positive, and a mean of prices below `VALUE_LIMIT` is below it too.

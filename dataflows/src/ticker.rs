@@ -13,18 +13,20 @@
 //!    - `outside`: the symbol of each such trade, at its timestamp, so that a symbol whose first
 //!      trade is one still has a ticker from then on.
 //! 2. [`aggregate`], a [`sequence`] stage, keeps per symbol the window as aggregates, never as
-//!    trades: one per timestamp at which trades leave (every trade of such a bucket leaves at
-//!    that timestamp, so a bucket leaves whole and is never refolded from its trades), above
-//!    them one per non-empty second, minute and hour of leaving time (the levels finer than 4
-//!    marks are left out; a 100 ms level comes first with marks finer than 25 ms), and their
-//!    total. A trade entering is merged into its bucket, each level and the total; a bucket
-//!    leaving at T (the stage holds a timer for it) marks its second, minute and hour, refolded
-//!    once per timestamp from their children (at most 60 or so each), and the total from at most
-//!    `window / 1h + 1` hours: the work per update does not grow with the number of trades in
-//!    the window, and the memory is one aggregate per leaving timestamp and symbol, however
-//!    many trades it holds. (Until 2026-12-07 the window stage kept every trade to retract it
-//!    and the ticker kept it again, by second, to refold its second: about 440 bytes a trade
-//!    where a bucket holds a few, 900 where trades are sparse.)
+//!    trades: one bucket per timestamp at which trades leave (every trade of such a bucket
+//!    leaves at that timestamp, so a bucket leaves whole and is never refolded from its trades);
+//!    above them, levels of buckets of leaving time of 10 ms, 100 ms, 1 s, 1 min and 1 h, those
+//!    of 4 marks or more (with 10 s or 10 min first where needed), so that a bucket has at most
+//!    60 children ([`spans`]); and their total. A level's bucket with a single child holds no aggregate of its own (it reads
+//!    its child's): where trades are sparse, most have one. A trade entering is merged into its
+//!    bucket, the buckets above it and the total; a bucket leaving at T (the stage holds a
+//!    timer for it) marks the buckets above it, refolded once per timestamp from their
+//!    children, and the total from the top level's (at most `window / 1h + 1` hours): the
+//!    work per update does not grow with the number of trades in the window, and the memory is
+//!    about one aggregate per leaving timestamp and symbol, however many trades it holds.
+//!    (Until 2026-12-07 the window stage kept every trade to retract it and the ticker kept it
+//!    again, by second, to refold its second: about 440 bytes a trade where a bucket holds a
+//!    few, 900 where trades are sparse.)
 //!
 //!    The same stage publishes the tickers: it also reads the raw best prices of the symbols'
 //!    books (the orderbook stage's `bbo` collection) and their names, and renders a symbol's
@@ -46,6 +48,7 @@ use std::borrow::Cow;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
+use std::ops::RangeBounds;
 use std::sync::Arc;
 
 use timely::dataflow::channels::pact::Pipeline;
@@ -217,12 +220,24 @@ pub enum TickerInput {
     Name(Sym, SymbolName),
 }
 
-/// The levels above the buckets, in ms of leaving time: those of 4 marks or more.
+/// The levels above the buckets, in ms of leaving time: those of 10 ms, 100 ms, 1 s, 1 min and
+/// 1 h of 4 marks or more, and one of 10 s or 10 min first where 1 s or 1 min is under 4 marks.
+/// A level's bucket then has at most 60 children: a first level's are its span over the
+/// granularity, under 40 as the candidate below it is under 4 marks and at most 10 times
+/// shorter (34 at marks of 3 ms, 40 just above 250 ms and 15 s); a higher level's 6, 10 or 60.
+/// With marks over 15 min there is none, and the total folds the buckets, at most `window /
+/// granularity + 1`. (With levels of only 100 ms, 1 min and 1 h a minute had 2,307 children at
+/// marks of 26 ms, and one steady symbol took 8 times as long to replay: a review's. A level is a
+/// lookup per trade, so 10 s and 10 min come only where they are needed.)
 fn spans(granularity_ms: u64) -> Vec<u64> {
-    [100, 60_000, 3_600_000]
-        .into_iter()
-        .filter(|&span| span >= 4 * granularity_ms)
-        .collect()
+    let mut spans = Vec::new();
+    for span in [10, 100, 1_000, 10_000, 60_000, 600_000, 3_600_000] {
+        let second_choice = span == 10_000 || span == 600_000;
+        if span >= 4 * granularity_ms && (spans.is_empty() || !second_choice) {
+            spans.push(span);
+        }
+    }
+    spans
 }
 
 /// Aggregates the window per symbol, by leaving timestamp, second, minute and hour (see the
@@ -348,17 +363,23 @@ pub fn aggregate<'s>(
 }
 
 /// One symbol's window: the aggregate of its trades by the timestamp at which they leave (its
-/// buckets), the aggregate of every non-empty bucket of leaving time at every level above them,
-/// and the total.
+/// buckets), the aggregate of every bucket of leaving time at every level above them, and the
+/// total.
+///
+/// Depth 0 is the buckets, depth `k` (from 1) the level `levels[k - 1]`, whose buckets span
+/// `spans[k - 1]` ms of leaving time; the children of one are the buckets of depth `k - 1` inside
+/// it.
 ///
 /// Invariant (between timestamps): `buckets` holds, for every leaving timestamp of a trade in
-/// the window, the aggregate of exactly those trades; `levels[i]` holds, for every bucket `b` of
-/// `spans[i]` ms of leaving time with a trade in the window, the aggregate of exactly those
-/// trades; and `total` that of all of them. During a timestamp, `stale[i]` lists the buckets
-/// of `levels[i]` that a leaving bucket left out of date.
+/// the window, the aggregate of exactly those trades; `levels[k - 1]` holds an entry for every
+/// bucket of depth `k` with a child: the aggregate of its trades where it has two children or
+/// more, `None` where it has one (the aggregate is its child's: where trades are sparse most
+/// buckets hold one, and a copy of it at every level doubled the memory of a trade); and
+/// `total` is the aggregate of all of them. During a timestamp, `stale[k - 1]` lists the
+/// buckets of depth `k` that a leaving bucket left out of date.
 struct Hierarchy {
     buckets: BTreeMap<u64, Bucket>,
-    levels: Vec<BTreeMap<u64, Agg>>,
+    levels: Vec<BTreeMap<u64, Option<Box<Agg>>>>,
     stale: Vec<BTreeSet<u64>>,
     total: Option<Agg>,
     total_stale: bool,
@@ -386,19 +407,12 @@ impl Hierarchy {
         }
     }
 
-    /// Adds a trade leaving at `leaves`, merging it into its bucket, every level and the total
-    /// (a bucket marked for refolding is refolded anyway, this trade included). True if its
-    /// bucket is new.
+    /// Adds a trade leaving at `leaves` to its bucket, the buckets above it and the total (a
+    /// bucket marked for refolding is refolded anyway, this trade included). True if its bucket
+    /// is new.
     fn enter(&mut self, spans: &[u64], leaves: u64, rec: &TradeRec) -> bool {
         let one = Agg::of(rec);
-        for (level, span) in self.levels.iter_mut().zip(spans) {
-            merge_into(level, leaves / span, &one);
-        }
-        match self.total.as_mut() {
-            Some(total) => total.merge(&one),
-            None => self.total = Some(one.clone()),
-        }
-        match self.buckets.entry(leaves) {
+        let new = match self.buckets.entry(leaves) {
             Entry::Occupied(mut bucket) => {
                 bucket.get_mut().add(&one);
                 false
@@ -407,10 +421,46 @@ impl Hierarchy {
                 bucket.insert(Bucket::One(rec.clone()));
                 true
             }
+        };
+        // Whether the bucket below, at the depth before, is new: a parent of one child that
+        // gets a second one gets an aggregate.
+        let mut new_child = new;
+        for k in 1..=self.levels.len() {
+            let key = leaves / spans[k - 1];
+            let (below, level) = self.levels.split_at_mut(k - 1);
+            let tree = Levels {
+                buckets: &self.buckets,
+                levels: below,
+                spans,
+            };
+            new_child = match level[0].entry(key) {
+                Entry::Vacant(part) => {
+                    part.insert(None);
+                    true
+                }
+                Entry::Occupied(mut part) => {
+                    match part.get_mut() {
+                        Some(agg) => agg.merge(&one),
+                        None if new_child => {
+                            let mut acc = None;
+                            tree.merge_children(k, key, &mut acc);
+                            *part.get_mut() = acc.map(Box::new);
+                        }
+                        // Its one child took the trade.
+                        None => {}
+                    }
+                    false
+                }
+            };
         }
+        match self.total.as_mut() {
+            Some(total) => total.merge(&one),
+            None => self.total = Some(one),
+        }
+        new
     }
 
-    /// Drops the buckets leaving at or before `time`, marking their parents at every level for
+    /// Drops the buckets leaving at or before `time`, marking the buckets above them for
     /// refolding. Returns how many trades left.
     fn leave(&mut self, spans: &[u64], time: u64) -> usize {
         let mut left = 0;
@@ -425,39 +475,87 @@ impl Hierarchy {
         left
     }
 
-    /// Refolds the stale buckets of each level from the one below, finest first, then the
+    /// Refolds the stale buckets of each level from their children, finest first, then the
     /// total.
     fn refold(&mut self, spans: &[u64]) {
-        for i in 0..spans.len() {
-            for b in std::mem::take(&mut self.stale[i]) {
-                let agg = match i {
-                    0 => fold(self.buckets.range(b * spans[0]..(b + 1) * spans[0])),
-                    _ => {
-                        let per = spans[i] / spans[i - 1];
-                        fold(self.levels[i - 1].range(b * per..(b + 1) * per))
+        for k in 1..=self.levels.len() {
+            for b in std::mem::take(&mut self.stale[k - 1]) {
+                let (below, level) = self.levels.split_at_mut(k - 1);
+                let tree = Levels {
+                    buckets: &self.buckets,
+                    levels: below,
+                    spans,
+                };
+                match tree.children(k, b) {
+                    0 => {
+                        level[0].remove(&b);
                     }
-                };
-                match agg {
-                    Some(agg) => self.levels[i].insert(b, agg),
-                    None => self.levels[i].remove(&b),
-                };
+                    1 => {
+                        level[0].insert(b, None);
+                    }
+                    _ => {
+                        let mut acc = None;
+                        tree.merge_children(k, b, &mut acc);
+                        level[0].insert(b, acc.map(Box::new));
+                    }
+                }
             }
         }
         if std::mem::take(&mut self.total_stale) {
-            self.total = match self.levels.last() {
-                Some(top) => fold(top.iter()),
-                None => fold(self.buckets.iter()),
+            let tree = Levels {
+                buckets: &self.buckets,
+                levels: &self.levels,
+                spans,
             };
+            let mut acc = None;
+            tree.merge_depth(self.levels.len(), .., &mut acc);
+            self.total = acc;
         }
     }
 }
 
-/// Merges `one` into the aggregate under `key`, or makes it that.
-fn merge_into(level: &mut BTreeMap<u64, Agg>, key: u64, one: &Agg) {
-    match level.get_mut(&key) {
-        Some(agg) => agg.merge(one),
-        None => {
-            level.insert(key, one.clone());
+/// A symbol's buckets and its levels up to some depth, read.
+struct Levels<'a> {
+    buckets: &'a BTreeMap<u64, Bucket>,
+    levels: &'a [BTreeMap<u64, Option<Box<Agg>>>],
+    spans: &'a [u64],
+}
+
+impl Levels<'_> {
+    /// The leaving times, or level keys, of the children of bucket `b` of depth `k` (>= 1).
+    fn child_range(&self, k: usize, b: u64) -> std::ops::Range<u64> {
+        let per = match k {
+            1 => self.spans[0],
+            _ => self.spans[k - 1] / self.spans[k - 2],
+        };
+        b * per..(b + 1) * per
+    }
+
+    /// How many children bucket `b` of depth `k` has: 0, 1, or 2 for more.
+    fn children(&self, k: usize, b: u64) -> usize {
+        let range = self.child_range(k, b);
+        match k {
+            1 => self.buckets.range(range).take(2).count(),
+            _ => self.levels[k - 2].range(range).take(2).count(),
+        }
+    }
+
+    /// Merges the aggregates of the children of bucket `b` of depth `k` (>= 1) into `acc`.
+    fn merge_children(&self, k: usize, b: u64, acc: &mut Option<Agg>) {
+        self.merge_depth(k - 1, self.child_range(k, b), acc);
+    }
+
+    /// Merges the aggregates of the buckets of depth `depth` in `range`, in order, into `acc`.
+    fn merge_depth(&self, depth: usize, range: impl RangeBounds<u64>, acc: &mut Option<Agg>) {
+        if depth == 0 {
+            (self.buckets.range(range)).for_each(|(_, bucket)| bucket.merge_into(acc));
+            return;
+        }
+        for (&b, part) in self.levels[depth - 1].range(range) {
+            match part {
+                Some(agg) => agg.merge_into(acc),
+                None => self.merge_children(depth, b, acc),
+            }
         }
     }
 }
@@ -488,37 +586,14 @@ impl Bucket {
             Bucket::Many(agg) => agg.count,
         }
     }
-}
 
-/// What can be merged into an aggregate: an aggregate, or a bucket.
-trait Merged {
-    /// Merges this into `acc`, or makes `acc` of it.
-    fn merge_into(&self, acc: &mut Option<Agg>);
-}
-
-impl Merged for Agg {
-    fn merge_into(&self, acc: &mut Option<Agg>) {
-        match acc {
-            Some(acc) => acc.merge(self),
-            None => *acc = Some(self.clone()),
-        }
-    }
-}
-
-impl Merged for Bucket {
+    /// Merges this bucket's aggregate into `acc`, or makes `acc` of it.
     fn merge_into(&self, acc: &mut Option<Agg>) {
         match self {
             Bucket::One(rec) => Agg::of(rec).merge_into(acc),
             Bucket::Many(agg) => agg.merge_into(acc),
         }
     }
-}
-
-/// Merges the aggregates of a range of buckets, in order; `None` when there are none.
-fn fold<'a, M: Merged + 'a>(parts: impl Iterator<Item = (&'a u64, &'a M)>) -> Option<Agg> {
-    let mut acc = None;
-    parts.for_each(|(_, part)| part.merge_into(&mut acc));
-    acc
 }
 
 #[cfg(test)]
@@ -539,6 +614,30 @@ mod tests {
             (&[1, 2][..], &[3][..])
         );
         assert_eq!(map[&8].capacity(), 1);
+    }
+
+    /// Each level nests in the next, and no bucket of a level has more than 60 children, at
+    /// any granularity (the first level's children are marks).
+    #[test]
+    fn levels_nest_and_hold_at_most_60_children() {
+        assert_eq!(spans(1), [10, 100, 1_000, 60_000, 3_600_000]);
+        assert_eq!(spans(100), [1_000, 60_000, 3_600_000]);
+        assert_eq!(spans(300), [10_000, 60_000, 3_600_000]);
+        assert_eq!(spans(20_000), [600_000, 3_600_000]);
+        assert!(spans(900_001).is_empty());
+        let granularities = (1..5_000).chain((5_000..1_000_000).step_by(997));
+        for g in granularities {
+            let spans = spans(g);
+            if let Some(first) = spans.first() {
+                assert!(first.div_ceil(g) <= 60, "granularity {g}: {spans:?}");
+            }
+            for pair in spans.windows(2) {
+                assert!(
+                    pair[1] % pair[0] == 0 && pair[1] / pair[0] <= 60,
+                    "{g}: {spans:?}"
+                );
+            }
+        }
     }
 
     /// Ids of trades that left are swept when their shard fills: with 100 inside the window at
