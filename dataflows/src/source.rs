@@ -383,11 +383,13 @@ pub fn source<'s, I: Inputs + 'static>(
                     } => {
                         let reader = reader_of(&mut readers, input, &config, started);
                         let pos = (input, offset);
-                        let (counts, batch) = ((&mut counts, ceiling), &mut batch);
+                        let (counts, batch) = (&mut counts, &mut batch);
                         let time = match line {
-                            Line::Text(line) => read_line(reader, line, pos, counts, floor, batch),
+                            Line::Text(line) => {
+                                read_line(reader, line, pos, counts, ceiling, floor, batch)
+                            }
                             Line::Ahead(line) => {
-                                read_parsed(reader, line, pos, counts, floor, batch)
+                                read_parsed(reader, line, pos, counts, ceiling, floor, batch)
                             }
                         };
                         if reader.read && reader.idle {
@@ -685,7 +687,8 @@ fn read_line(
     reader: &mut Reader,
     line: Result<String, Unreadable>,
     pos: Position,
-    (counts, ceiling): (&mut Counts, u64),
+    counts: &mut Counts,
+    ceiling: u64,
     floor: u64,
     batch: &mut Batch,
 ) -> u64 {
@@ -701,7 +704,8 @@ fn read_line(
         parse,
         || payload,
         pos,
-        (counts, ceiling),
+        counts,
+        ceiling,
         floor,
         batch,
     )
@@ -713,7 +717,8 @@ fn read_parsed(
     reader: &mut Reader,
     line: AheadLine,
     pos: Position,
-    (counts, ceiling): (&mut Counts, u64),
+    counts: &mut Counts,
+    ceiling: u64,
     floor: u64,
     batch: &mut Batch,
 ) -> u64 {
@@ -731,7 +736,8 @@ fn read_parsed(
         parse,
         || text.owned(),
         pos,
-        (counts, ceiling),
+        counts,
+        ceiling,
         floor,
         batch,
     )
@@ -768,7 +774,8 @@ fn stamp(
     parse: Parse,
     payload: impl FnOnce() -> Vec<u8>,
     pos: Position,
-    (counts, ceiling): (&mut Counts, u64),
+    counts: &mut Counts,
+    ceiling: u64,
     floor: u64,
     batch: &mut Batch,
 ) -> u64 {
@@ -817,7 +824,7 @@ fn stamp(
 }
 
 /// The dead-letter reason of an event too far ahead of the clock.
-pub const AHEAD: &str = "ts ahead of the clock (--max-ahead-ms)";
+const AHEAD: &str = "ts ahead of the clock (--max-ahead-ms)";
 
 /// The highest `ts` read now: `max_ahead_ms` after the wall clock (read once per activation),
 /// or any without it.
@@ -873,7 +880,7 @@ mod tests {
         let mut read = |line: &str| {
             let reader = reader_of(&mut readers, 7, &config, started);
             let line = Ok(line.to_string());
-            read_line(reader, line, (7, 0), (&mut counts, u64::MAX), 0, &mut batch);
+            read_line(reader, line, (7, 0), &mut counts, u64::MAX, 0, &mut batch);
             let reader = &readers[&7];
             (reader.last_seen == started, reader.read)
         };
@@ -894,7 +901,8 @@ mod tests {
                 reader,
                 Ok(line.to_string()),
                 (7, 1),
-                (&mut counts, u64::MAX),
+                &mut counts,
+                u64::MAX,
                 0,
                 &mut batch,
             );
