@@ -434,8 +434,10 @@ impl RedisSink {
             if !self.whole_history {
                 return;
             }
-            for c in batch.changes {
-                if c.json.is_some() {
+            for mut c in batch.changes {
+                if let Some(json) = c.json.take() {
+                    // Kept for many marks, maybe: with a text of its own, not its mark's.
+                    c.json = Some(json.detached());
                     self.catching_up.insert(slot(&c), c);
                 } else {
                     // A candle dropped by retention: its removal was written by the run that
@@ -692,11 +694,11 @@ impl Writer {
                 }
             };
             for (&i, value) in strings.iter().zip(values) {
-                held[i] = batch[i].json.is_some() && value == batch[i].json;
+                held[i] = batch[i].json.is_some() && value.as_deref() == batch[i].json.as_deref();
             }
             for (&i, members) in sets.iter().zip(members) {
                 held[i] = match &batch[i].json {
-                    Some(json) => members.len() == 1 && &members[0] == json,
+                    Some(json) => members.len() == 1 && members[0] == json.as_str(),
                     None => members.is_empty(), // nothing to remove
                 };
             }

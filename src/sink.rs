@@ -193,7 +193,7 @@ pub fn write_batches(out: &mut dyn Write, batches: &[Published]) -> std::io::Res
         .collect();
     let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(SLICES);
     for (batch, mark) in batches.iter().zip(&marks) {
-        for json in batch.changes.iter().filter_map(|c| c.json.as_deref()) {
+        for json in batch.changes.iter().filter_map(|c| c.json.as_ref()) {
             if slices.len() + 2 > SLICES {
                 write_all_vectored(out, &mut slices)?;
             }

@@ -30,7 +30,8 @@ use timely::dataflow::StreamVec;
 use crate::agg::{Agg, Candle, TradeRec};
 use crate::config::Config;
 use crate::results::{
-    named_result, push_candle_body, push_candle_times, Change, NamedResult, Names, ResultKey, View,
+    named_result, push_candle_body, push_candle_times, Change, NamedResult, Names, Rendering,
+    ResultKey, View,
 };
 use crate::sequence::{no_finish, sequence};
 use crate::stats::{Share, Stats};
@@ -75,6 +76,7 @@ pub fn candles<'s>(
     let mut closing: BTreeMap<u64, Vec<CandleKey>> = BTreeMap::new();
     let mut held = 0usize;
     let mut share = Share::default();
+    let mut rendering = Rendering::default();
     sequence(
         input,
         ends,
@@ -170,7 +172,7 @@ pub fn candles<'s>(
                         let result = named_result(&ResultKey::Candle(sym, ivl, 0), name, &config);
                         (result, None, String::new())
                     });
-                let json = new.map(|candle| {
+                let view = new.map(|candle| {
                     if rendered != Some((sym, &candle.agg)) {
                         body.clear();
                         push_candle_body(&mut body, &candle.agg);
@@ -181,18 +183,18 @@ pub fn candles<'s>(
                         push_candle_times(times, open, interval.ms);
                         *times_of = Some(open);
                     }
-                    let view = View::Candle {
+                    View::Candle {
                         head: Cow::Borrowed(head),
                         interval_ms: interval.ms,
                         open_time: open,
                         candle,
                         times: Some(times),
                         body: Some(&body),
-                    };
-                    view.render(time)
+                    }
                 });
-                out.push((Change::new(result, Some(open), json), time));
+                rendering.push(result, Some(open), view.as_ref(), time);
             }
+            rendering.finish(|change| out.push((change, time)));
             // Sorted here, on every worker, so that gathering merges sorted runs.
             out[start..].sort_unstable_by(|a, b| a.0.order(&b.0));
         },

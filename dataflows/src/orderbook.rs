@@ -59,8 +59,8 @@ use timely::dataflow::StreamVec;
 use crate::config::Config;
 use crate::event::{Body, Level};
 use crate::results::{
-    named_result, push_book_stamp, Change, NamedResult, Names, RenderedSide, ResultKey, Status,
-    View,
+    named_result, push_book_stamp, Change, NamedResult, Names, RenderedSide, Rendering, ResultKey,
+    Status, View,
 };
 use crate::sequence::{no_finish, sequence, Timers};
 use crate::source::Stamped;
@@ -476,6 +476,7 @@ impl Book {
         time: u64,
         name: Option<&SymbolName>,
         config: &Config,
+        records: &mut Rendering,
         out: &mut Vec<BookOut>,
     ) {
         let Some(bbo0) = self.start.take() else {
@@ -587,8 +588,7 @@ impl Book {
                 bids: text(0),
                 asks: text(1),
             };
-            let change = Change::new(result, None, Some(view.render(time)));
-            out.push(BookOut::Change(change, time));
+            records.push(result, None, Some(&view), time);
         }
         stamp.clear();
         self.stamp = stamp;
@@ -617,6 +617,7 @@ pub fn orderbooks<'s>(
     // them (summing every book's at every timestamp touched each book, changed or not).
     let mut held = 0usize;
     let mut changes: Vec<BookOut> = Vec::new();
+    let mut rendering = Rendering::default();
     let out = sequence(
         input,
         ends,
@@ -712,9 +713,17 @@ pub fn orderbooks<'s>(
             dirty.dedup();
             for sym in dirty {
                 if let Some(book) = books.get_mut(&sym) {
-                    book.flush(sym, time, names.get(&sym), &config, &mut changes);
+                    book.flush(
+                        sym,
+                        time,
+                        names.get(&sym),
+                        &config,
+                        &mut rendering,
+                        &mut changes,
+                    );
                 }
             }
+            rendering.finish(|change| changes.push(BookOut::Change(change, time)));
             // Sorted here, on every worker, so that gathering merges sorted runs.
             changes.sort_by(|a, b| match (a, b) {
                 (BookOut::Change(a, _), BookOut::Change(b, _)) => a.order(b),
@@ -805,7 +814,14 @@ mod tests {
                     book.apply(side, &sets);
                 }
                 let mut out = Vec::new();
-                book.flush(sym, time, None, &config, &mut out);
+                book.flush(
+                    sym,
+                    time,
+                    None,
+                    &config,
+                    &mut Rendering::default(),
+                    &mut out,
+                );
                 let Some(grouped) = book.grouped.as_ref() else {
                     continue; // no price yet
                 };
@@ -866,7 +882,14 @@ mod tests {
             level("1.0000000000000000000000000001", "1"),
         ];
         book.apply(Side::Bid, &bids);
-        book.flush(sym, 100, None, &config, &mut Vec::new());
+        book.flush(
+            sym,
+            100,
+            None,
+            &config,
+            &mut Rendering::default(),
+            &mut Vec::new(),
+        );
         book.begin();
         book.apply(
             Side::Bid,
@@ -875,7 +898,14 @@ mod tests {
                 "0.000000000000000001",
             )],
         );
-        book.flush(sym, 200, None, &config, &mut Vec::new());
+        book.flush(
+            sym,
+            200,
+            None,
+            &config,
+            &mut Rendering::default(),
+            &mut Vec::new(),
+        );
         let grouped = book.grouped.as_ref().unwrap();
         let step = grouped.steps[1];
         let mut expected: BTreeMap<Price, Decimal> = BTreeMap::new();
@@ -948,7 +978,9 @@ mod tests {
                     book.apply(side, &sets);
                 }
                 let mut out = Vec::new();
-                book.flush(sym, time, Some(&name), &config, &mut out);
+                let mut records = Rendering::default();
+                book.flush(sym, time, Some(&name), &config, &mut records, &mut out);
+                records.finish(|change| out.push(BookOut::Change(change, time)));
                 // The best groups from scratch.
                 // No tick before the first price: empty sides.
                 let tick = book

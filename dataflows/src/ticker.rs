@@ -57,7 +57,9 @@ use timely::dataflow::StreamVec;
 use crate::agg::{Agg, TradeRec};
 use crate::config::Config;
 use crate::event::Body;
-use crate::results::{named_result, Change, NamedResult, Names, ResultKey, TickerStats, View};
+use crate::results::{
+    named_result, Change, NamedResult, Names, Rendering, ResultKey, TickerStats, View,
+};
 use crate::sequence::{no_finish, sequence};
 use crate::source::Stamped;
 use crate::split::{split3, Part3};
@@ -261,6 +263,7 @@ pub fn aggregate<'s>(
     // The symbols that have had a trade (they have a ticker from then on), with their ticker's
     // result once made.
     let mut traded: FoldMap<Sym, Option<NamedResult>> = FoldMap::default();
+    let mut rendering = Rendering::default();
     sequence(
         input,
         ends,
@@ -352,9 +355,9 @@ pub fn aggregate<'s>(
                         .map(TickerStats::new),
                     bbo: bbo.get(&sym).cloned().unwrap_or_default(),
                 };
-                let json = view.render(time);
-                out.push((Change::new(result, None, Some(json)), time));
+                rendering.push(result, None, Some(&view), time);
             }
+            rendering.finish(|change| out.push((change, time)));
             // Sorted here, on every worker, so that gathering merges sorted runs.
             out[start..].sort_unstable_by(|a, b| a.0.order(&b.0));
         },
