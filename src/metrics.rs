@@ -54,6 +54,8 @@ pub struct Metrics {
     frontier: Arc<AtomicU64>,
     /// Results published, by kind (`book`, `ticker`, `candles`).
     pub published: Family<Labels, Counter>,
+    /// `published`'s counter of each kind seen, by the kind's static name.
+    published_by_kind: Mutex<Vec<(&'static str, Counter)>>,
     /// Progress marks published.
     pub marks: Counter,
     /// Dead letters, by reason.
@@ -99,6 +101,7 @@ impl Metrics {
             job: job.clone(),
             frontier: frontier.clone(),
             published: Family::default(),
+            published_by_kind: Mutex::default(),
             marks: Counter::default(),
             dead: Family::default(),
             consumer_lag: Family::default(),
@@ -190,17 +193,31 @@ impl Metrics {
     /// Counts one published batch's changes by kind (the key's first component). A batch is
     /// sorted by kind first, so the kinds come in runs: one count per run.
     pub fn count_published(&self, batch: &tampines_dataflows::results::Published) {
-        let mut kinds: Vec<(&str, u64)> = Vec::new();
+        // Kinds are static names: compared by address.
+        let mut kinds: Vec<(&'static str, u64)> = Vec::new();
         for change in &batch.changes {
             match kinds.last_mut() {
-                Some((kind, n)) if *kind == change.kind() => *n += 1,
+                Some((kind, n)) if std::ptr::eq(*kind, change.kind()) => *n += 1,
                 _ => kinds.push((change.kind(), 1)),
             }
         }
+        let mut counters = self
+            .published_by_kind
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for (kind, n) in kinds {
-            self.published
-                .get_or_create(&vec![("kind", kind.to_string())])
-                .inc_by(n);
+            // The family's counter of each kind, looked up once (a lookup made a label vector).
+            match counters.iter().find(|(k, _)| std::ptr::eq(*k, kind)) {
+                Some((_, counter)) => {
+                    counter.inc_by(n);
+                }
+                None => {
+                    let labels = vec![("kind", kind.to_string())];
+                    let counter = self.published.get_or_create(&labels).clone();
+                    counter.inc_by(n);
+                    counters.push((kind, counter));
+                }
+            }
         }
         self.marks.inc();
         self.set_frontier(batch.time);
@@ -624,6 +641,38 @@ fn answer(stream: TcpStream) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Published changes are counted by kind, exactly, batch after batch (a batch holds each
+    /// kind's changes together, in the kinds' order).
+    #[test]
+    fn published_changes_are_counted_by_kind() {
+        let change = |kind: u8| -> tampines_dataflows::results::Change {
+            let key = ["book:ex:s:1", "ticker:ex:s", "candles:ex:s:1m"][usize::from(kind)];
+            serde_json::from_value(serde_json::json!({
+                "name": {"prefix": 0, "order": [kind, "ex", "s", 0], "whole": false, "key": key},
+                "score": null,
+                "json": "{}",
+            }))
+            .expect("a change")
+        };
+        let batch = |kinds: &[u8]| tampines_dataflows::results::Published {
+            time: 1_000,
+            changes: kinds.iter().map(|&k| change(k)).collect(),
+        };
+        let m = Metrics::new();
+        m.count_published(&batch(&[0, 0, 1, 2, 2, 2]));
+        m.count_published(&batch(&[2]));
+        m.count_published(&batch(&[0, 1]));
+        let text = m.render();
+        for (kind, n) in [("book", 3), ("ticker", 2), ("candles", 4)] {
+            let series = format!("tampines_results_published_total{{kind=\"{kind}\"}} {n}\n");
+            assert!(text.contains(&series), "{series}{text}");
+        }
+        assert!(
+            text.contains("tampines_marks_published_total 3\n"),
+            "{text}"
+        );
+    }
 
     /// Dead-letter reasons become a few safe label values (no quotes, no input text).
     #[test]
