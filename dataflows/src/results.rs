@@ -998,8 +998,9 @@ impl Rendering {
         if self.changes.is_empty() {
             return;
         }
+        let (used, count) = (self.text.len(), self.changes.len());
         // No text when every change is a removal.
-        let text: Option<Arc<str>> = (!self.text.is_empty()).then(|| Arc::from(self.text.as_str()));
+        let text = (used > 0).then(|| Arc::<str>::from(self.text.as_str()));
         self.text.clear();
         for (mut change, range) in self.changes.drain(..) {
             change.json = range.zip(text.as_ref()).map(|(range, text)| Json {
@@ -1009,8 +1010,21 @@ impl Rendering {
             });
             out(change);
         }
+        // Room that one unusually large mark took is given back, not kept for good.
+        if self.text.capacity() > 2 * used.max(KEPT_TEXT) {
+            self.text.shrink_to(used.max(KEPT_TEXT));
+        }
+        if self.changes.capacity() > 2 * count.max(KEPT_CHANGES) {
+            self.changes.shrink_to(count.max(KEPT_CHANGES));
+        }
     }
 }
+
+/// The room a [`Rendering`] keeps between marks for their text (bytes), at least: more only
+/// while the marks need it.
+const KEPT_TEXT: usize = 1 << 20;
+/// The room a [`Rendering`] keeps for a mark's changes, at least.
+const KEPT_CHANGES: usize = 1 << 12;
 
 /// The kinds of result, by their index in [`ResultName`]'s order: the first component of keys.
 const KINDS: [&str; 3] = ["book", "ticker", "candles"];
@@ -1412,6 +1426,48 @@ mod tests {
         assert_eq!(back, marks[0][2]);
         let json = back.json.expect("a record");
         assert_eq!(json.text.len(), json.len());
+    }
+
+    /// A mark far larger than the others grows the kept text and list, and the next mark
+    /// gives that room back: what is kept stays about the size of a usual mark's, at least
+    /// `KEPT_TEXT` and `KEPT_CHANGES`.
+    #[test]
+    fn a_large_mark_does_not_keep_its_room() {
+        let config = Config::default();
+        let name = SymbolName {
+            exchange: "ex".into(),
+            symbol: "S".into(),
+        };
+        let key = ResultKey::Ticker(Sym::of("ex", "S"));
+        let result = named_result(&key, &name, &config).0;
+        let record = Record::Ticker {
+            name,
+            stats: None,
+            bbo: Bbo::default(),
+        };
+        let mut rendering = Rendering::default();
+        let mut render = |records: usize| {
+            for _ in 0..records {
+                rendering.push(result, None, Some(&record.view(1_000)), 1_000);
+            }
+            let mut n = 0;
+            rendering.finish(|_| n += 1);
+            assert_eq!(n, records);
+            (rendering.text.capacity(), rendering.changes.capacity())
+        };
+        let (text, changes) = render(40_000);
+        assert!(
+            text > 4 * KEPT_TEXT && changes >= 40_000,
+            "{text} {changes}"
+        );
+        let (text, changes) = render(1);
+        assert!(
+            text <= KEPT_TEXT && changes <= KEPT_CHANGES,
+            "{text} {changes}"
+        );
+        // Marks that all need more keep what they need.
+        let (big, _) = render(20_000);
+        assert_eq!(render(20_000).0, big);
     }
 
     /// Names are JSON strings in records whatever they hold: quotes, backslashes and control
