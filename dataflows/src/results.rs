@@ -960,7 +960,8 @@ impl<'de> Deserialize<'de> for Json {
 /// text ([`Json`]); [`Rendering::finish`] hands them out as changes.
 ///
 /// They are written into a text the stage keeps from mark to mark, which stays in the caches,
-/// and copied at the end into the mark's shared text in one piece, of its exact size. Written
+/// and copied at the end into the mark's shared text in one piece, of its exact size (the kept
+/// text gives back the room of an unusually large mark). Written
 /// in place into a new text for each mark, they were 3% slower on the Flink file (written to
 /// memory not in the caches, and grown by doubling) and 6% slower on sparse files at `-w 1`
 /// (two allocations a mark where a record had one).
