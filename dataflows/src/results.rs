@@ -956,22 +956,26 @@ impl<'de> Deserialize<'de> for Json {
     }
 }
 
-/// The records a stage renders at one mark on one worker, written one after another into one
-/// text ([`Json`]); [`Rendering::finish`] hands them out as changes.
+/// The records a stage renders at one mark on one worker, written one after another into
+/// shared texts ([`Json`]) of about [`PIECE`] bytes at most (usually one text a mark);
+/// [`Rendering::finish`] hands them out as changes.
 ///
 /// They are written into a text the stage keeps from mark to mark, which stays in the caches,
-/// and copied at the end into the mark's shared text in one piece, of its exact size (the kept
-/// text gives back the room of an unusually large mark). Written
-/// in place into a new text for each mark, they were 3% slower on the Flink file (written to
-/// memory not in the caches, and grown by doubling) and 6% slower on sparse files at `-w 1`
-/// (two allocations a mark where a record had one).
+/// and copied into a shared text of its exact size in one piece when it reaches [`PIECE`] bytes
+/// and at the end of the mark. Written in place into a new text for each mark, they were 3%
+/// slower on the Flink file (written to memory not in the caches, and grown by doubling) and
+/// 6% slower on sparse files at `-w 1` (two allocations a mark where a record had one). Cut
+/// into pieces, an unusually large mark (a replay at a coarse mark, a catch-up) needs no more
+/// room for its text twice over, nor leaves that room kept.
 #[derive(Default)]
 pub(crate) struct Rendering {
-    /// The text of this mark's records so far.
+    /// The text of the records pushed since the last piece was cut.
     text: String,
-    /// This mark's changes so far, without their records, and where each record lies in
-    /// `text`, if it has one.
+    /// This mark's changes so far, in push order: those before `cut` with their records, the
+    /// others with where each record lies in `text`, if it has one.
     changes: Vec<(Change, Option<Range<usize>>)>,
+    /// How many of `changes` have their records.
+    cut: usize,
 }
 
 impl Rendering {
@@ -984,6 +988,9 @@ impl Rendering {
         view: Option<&View<'_>>,
         ts: u64,
     ) {
+        if self.text.len() >= PIECE {
+            self.cut();
+        }
         let range = view.map(|view| {
             let start = self.text.len();
             view.write_json(ts, &mut self.text);
@@ -993,27 +1000,38 @@ impl Rendering {
         self.changes.push((Change { name, score, json }, range));
     }
 
-    /// Hands out the changes pushed since the last call, in the order they were pushed, their
-    /// records sharing one text.
+    /// Copies the text written since the last piece into a shared text of its own, which the
+    /// records in it take.
+    fn cut(&mut self) {
+        if !self.text.is_empty() {
+            let text = Arc::<str>::from(self.text.as_str());
+            for (change, range) in &mut self.changes[self.cut..] {
+                change.json = range.take().map(|range| Json {
+                    text: text.clone(),
+                    start: range.start,
+                    end: range.end,
+                });
+            }
+            self.text.clear();
+        }
+        self.cut = self.changes.len();
+    }
+
+    /// Hands out the changes pushed since the last call, in the order they were pushed.
     pub(crate) fn finish(&mut self, mut out: impl FnMut(Change)) {
         if self.changes.is_empty() {
             return;
         }
-        let (used, count) = (self.text.len(), self.changes.len());
-        // No text when every change is a removal.
-        let text = (used > 0).then(|| Arc::<str>::from(self.text.as_str()));
-        self.text.clear();
-        for (mut change, range) in self.changes.drain(..) {
-            change.json = range.zip(text.as_ref()).map(|(range, text)| Json {
-                text: text.clone(),
-                start: range.start,
-                end: range.end,
-            });
+        let count = self.changes.len();
+        self.cut();
+        self.cut = 0;
+        for (change, _) in self.changes.drain(..) {
             out(change);
         }
-        // Room that one unusually large mark took is given back, not kept for good.
-        if self.text.capacity() > 2 * used.max(KEPT_TEXT) {
-            self.text.shrink_to(used.max(KEPT_TEXT));
+        // Room that one unusually large mark took is given back, not kept for good (a single
+        // record past `PIECE` bytes, for the text).
+        if self.text.capacity() > 2 * PIECE {
+            self.text.shrink_to(PIECE);
         }
         if self.changes.capacity() > 2 * count.max(KEPT_CHANGES) {
             self.changes.shrink_to(count.max(KEPT_CHANGES));
@@ -1021,9 +1039,8 @@ impl Rendering {
     }
 }
 
-/// The room a [`Rendering`] keeps between marks for their text (bytes), at least: more only
-/// while the marks need it.
-const KEPT_TEXT: usize = 1 << 20;
+/// The length at which a [`Rendering`]'s text is cut into a piece of its own.
+const PIECE: usize = 1 << 20;
 /// The room a [`Rendering`] keeps for a mark's changes, at least.
 const KEPT_CHANGES: usize = 1 << 12;
 
@@ -1429,11 +1446,11 @@ mod tests {
         assert_eq!(json.text.len(), json.len());
     }
 
-    /// A mark far larger than the others grows the kept text and list, and the next mark
-    /// gives that room back: what is kept stays about the size of a usual mark's, at least
-    /// `KEPT_TEXT` and `KEPT_CHANGES`.
+    /// A mark far larger than the others is cut into pieces of about `PIECE` bytes, its
+    /// records whole and in order; the kept text never holds much more than a piece, and the
+    /// next mark gives back the room of the large one's list of changes.
     #[test]
-    fn a_large_mark_does_not_keep_its_room() {
+    fn a_large_mark_is_cut_into_pieces() {
         let config = Config::default();
         let name = SymbolName {
             exchange: "ex".into(),
@@ -1446,29 +1463,45 @@ mod tests {
             stats: None,
             bbo: Bbo::default(),
         };
+        let mut expected = String::new();
+        record.write_json(1_000, &mut expected);
         let mut rendering = Rendering::default();
         let mut render = |records: usize| {
-            for _ in 0..records {
-                rendering.push(result, None, Some(&record.view(1_000)), 1_000);
+            let mut changes = Vec::new();
+            for i in 0..records {
+                // A removal now and then: it has no record, in no piece.
+                let view = (i % 1_000 != 999).then(|| record.view(1_000));
+                rendering.push(result, None, view.as_ref(), 1_000);
             }
-            let mut n = 0;
-            rendering.finish(|_| n += 1);
-            assert_eq!(n, records);
-            (rendering.text.capacity(), rendering.changes.capacity())
+            rendering.finish(|c| changes.push(c));
+            let kept = (rendering.text.capacity(), rendering.changes.capacity());
+            (changes, kept)
         };
-        let (text, changes) = render(40_000);
-        assert!(
-            text > 4 * KEPT_TEXT && changes >= 40_000,
-            "{text} {changes}"
-        );
-        let (text, changes) = render(1);
-        assert!(
-            text <= KEPT_TEXT && changes <= KEPT_CHANGES,
-            "{text} {changes}"
-        );
-        // Marks that all need more keep what they need.
-        let (big, _) = render(20_000);
-        assert_eq!(render(20_000).0, big);
+        let (changes, (text, _)) = render(40_000);
+        assert_eq!(changes.len(), 40_000);
+        let mut pieces: Vec<(Arc<str>, usize)> = Vec::new();
+        for (i, change) in changes.iter().enumerate() {
+            if i % 1_000 == 999 {
+                assert_eq!(change.json, None, "{i}");
+                continue;
+            }
+            let json = change.json.as_ref().expect("a record");
+            assert_eq!(json.as_str(), expected, "{i}");
+            match pieces.last_mut() {
+                Some((text, n)) if Arc::ptr_eq(text, &json.text) => *n += 1,
+                _ => pieces.push((json.text.clone(), 1)),
+            }
+        }
+        // A piece is cut once it holds `PIECE` bytes: that many records, and the rest last.
+        let per_piece = PIECE.div_ceil(expected.len());
+        assert_eq!(pieces.len(), 39_960usize.div_ceil(per_piece));
+        for (text, n) in &pieces[..pieces.len() - 1] {
+            assert_eq!((*n, text.len()), (per_piece, per_piece * expected.len()));
+        }
+        assert!(text <= 2 * PIECE, "{text}");
+        let (changes, (_, list)) = render(1);
+        assert_eq!(changes.len(), 1);
+        assert!(list <= KEPT_CHANGES, "{list}");
     }
 
     /// Names are JSON strings in records whatever they hold: quotes, backslashes and control
