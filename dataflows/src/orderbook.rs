@@ -750,6 +750,19 @@ pub fn orderbooks<'s>(
 mod tests {
     use super::*;
 
+    /// Ends the timestamp `time` of a book that has no names yet: its groups are brought up to
+    /// date, and nothing is rendered.
+    fn flush_unnamed(book: &mut Book, sym: Sym, time: u64, config: &Config) {
+        book.flush(
+            sym,
+            time,
+            None,
+            config,
+            &mut Rendering::default(),
+            &mut Vec::new(),
+        );
+    }
+
     /// xorshift64*: enough randomness for a seeded script, no dependency.
     struct Rng(u64);
 
@@ -813,15 +826,7 @@ mod tests {
                         .collect();
                     book.apply(side, &sets);
                 }
-                let mut out = Vec::new();
-                book.flush(
-                    sym,
-                    time,
-                    None,
-                    &config,
-                    &mut Rendering::default(),
-                    &mut out,
-                );
+                flush_unnamed(&mut book, sym, time, &config);
                 let Some(grouped) = book.grouped.as_ref() else {
                     continue; // no price yet
                 };
@@ -882,14 +887,7 @@ mod tests {
             level("1.0000000000000000000000000001", "1"),
         ];
         book.apply(Side::Bid, &bids);
-        book.flush(
-            sym,
-            100,
-            None,
-            &config,
-            &mut Rendering::default(),
-            &mut Vec::new(),
-        );
+        flush_unnamed(&mut book, sym, 100, &config);
         book.begin();
         book.apply(
             Side::Bid,
@@ -898,14 +896,7 @@ mod tests {
                 "0.000000000000000001",
             )],
         );
-        book.flush(
-            sym,
-            200,
-            None,
-            &config,
-            &mut Rendering::default(),
-            &mut Vec::new(),
-        );
+        flush_unnamed(&mut book, sym, 200, &config);
         let grouped = book.grouped.as_ref().unwrap();
         let step = grouped.steps[1];
         let mut expected: BTreeMap<Price, Decimal> = BTreeMap::new();
