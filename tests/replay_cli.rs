@@ -2421,29 +2421,14 @@ fn a_rust_log_that_does_not_parse_is_said() {
 #[test]
 fn a_metrics_port_the_system_chose_is_named() {
     let mut job = serving_metrics("replay_metrics_port_0", "127.0.0.1:0", Stdio::piped());
-    // Its first log line, waited for up to 60 s.
-    let (tx, rx) = mpsc::channel();
-    let log = job.0.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(log).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("no log line within 60 s");
-    assert!(
-        line.contains("serving metrics at /metrics, on a port the system chose"),
-        "{line}"
-    );
-    let addr = line
-        .split("bound=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line}"));
+    let log = common::StderrLog::follow(&mut job.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = log
+        .metrics_addr_within(deadline)
+        .unwrap_or_else(|| panic!("no line names the port within 60 s: {}", log.text()));
     assert!(!addr.ends_with(":0"), "{addr}");
     assert!(
-        common::get(addr, "/metrics").starts_with("HTTP/1.1 200"),
+        common::get(&addr, "/metrics").starts_with("HTTP/1.1 200"),
         "{addr}"
     );
 }

@@ -109,15 +109,66 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A local port `p` with `p + 1` free too (now): a two-process job's metrics port, which
-/// process 1 takes plus one.
-pub fn free_port_pair() -> u16 {
-    loop {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        let port = first.local_addr().expect("free port").port();
-        if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
+/// A child's stderr, read line by line as it comes, on a thread of its own: a test can wait for
+/// a line while the child runs, and show all of it once the child has ended.
+pub struct StderrLog {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StderrLog {
+    /// Follows `child`'s stderr (piped).
+    pub fn follow(child: &mut std::process::Child) -> StderrLog {
+        let pipe = child.stderr.take().expect("stderr piped");
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let kept = text.clone();
+        let thread = std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)) {
+                let Ok(line) = line else { break };
+                let mut text = kept.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        StderrLog {
+            text,
+            thread: Some(thread),
         }
+    }
+
+    /// What the child wrote so far.
+    pub fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// The first line holding `pattern`, waited for (polled) until `deadline`.
+    pub fn line_within(&self, pattern: &str, deadline: std::time::Instant) -> Option<String> {
+        loop {
+            let found = (self.text.lock().unwrap().lines())
+                .find(|l| l.contains(pattern))
+                .map(str::to_string);
+            if found.is_some() || std::time::Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20)); // poll interval, bounded by the deadline
+        }
+    }
+
+    /// The address of `/metrics` that a child given `--metrics-addr HOST:0` names (the system
+    /// chose its port: no other process can have taken it between a test's pick and the
+    /// child's bind), waited for until `deadline`.
+    pub fn metrics_addr_within(&self, deadline: std::time::Instant) -> Option<String> {
+        let line = self.line_within("on a port the system chose", deadline)?;
+        let addr = line.split("bound=").nth(1)?.split_whitespace().next()?;
+        Some(addr.to_string())
+    }
+
+    /// Everything the child wrote, once its stderr has closed (it ended).
+    pub fn all(mut self) -> String {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.text()
     }
 }
 
