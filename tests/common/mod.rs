@@ -122,12 +122,16 @@ impl StderrLog {
         let pipe = child.stderr.take().expect("stderr piped");
         let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let kept = text.clone();
+        // Read to the end whatever it holds (lossy where it is not UTF-8): a pipe left unread
+        // would stop the child once full.
         let thread = std::thread::spawn(move || {
-            for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)) {
-                let Ok(line) = line else { break };
-                let mut text = kept.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
+            let mut pipe = std::io::BufReader::new(pipe);
+            let mut line = Vec::new();
+            while std::io::BufRead::read_until(&mut pipe, b'\n', &mut line).is_ok_and(|n| n > 0) {
+                kept.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&line));
+                line.clear();
             }
         });
         StderrLog {
