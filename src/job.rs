@@ -122,6 +122,11 @@ where
     F: Fn(usize, usize) -> Result<WorkerInputs> + Send + Sync + 'static,
     D: Fn() -> Result<Option<Box<dyn DeadLetterSink>>> + Send + Sync + 'static,
 {
+    if settings.process == 0 && settings.out.is_none() && settings.redis.is_none() {
+        // Only the counts were said, and a user who left the sink out took it for the job
+        // finding no results (an audit of the README, 2026-12-07).
+        tracing::warn!("neither --out nor --redis: results are computed but not written (--out - writes them to stdout)");
+    }
     let stats = Arc::new(Stats::default());
     let operator_logging = crate::metrics::OperatorLogging {
         // A diagnostic, deliberately not an option: which operator stalls the live path.

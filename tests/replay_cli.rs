@@ -2433,6 +2433,42 @@ fn a_metrics_port_the_system_chose_is_named() {
     );
 }
 
+/// Without `--out` or `--redis` a replay computes its results, writes none and says so at the
+/// default level (it said only its counts, as if it had found no results); with a sink, not.
+#[test]
+fn a_job_without_a_sink_says_nothing_is_written() {
+    let dir = scratch("replay_without_a_sink");
+    let input = dir.join("events.ndjson");
+    std::fs::write(
+        &input,
+        r#"{"type":"trade","exchange":"ex","symbol":"A","ts":1070,"id":"1","price":"10.5","qty":"2","side":"buy"}"#,
+    )
+    .unwrap();
+    let replay = |sink: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .arg("replay")
+            .arg(&input)
+            .args(sink)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run tampines");
+        assert!(out.status.success(), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+    let said = "neither --out nor --redis: results are computed but not written";
+    let (stdout, stderr) = replay(&[]);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains(said), "{stderr}");
+    assert!(stderr.contains("read 1 processed 1 "), "{stderr}");
+    let (stdout, stderr) = replay(&["--out", "-"]);
+    assert!(!stderr.contains(said), "{stderr}");
+    assert!(
+        stdout.ends_with("{\"kind\":\"progress\",\"ts\":1100}\n"),
+        "{stdout}"
+    );
+}
+
 /// At most 8 metrics connections of one client (32 in all) are answered at once: one more is
 /// closed at once, not held (clients that opened hundreds and sent nothing took the file
 /// descriptors the job needs), and once the silent ones close a scrape is answered.
