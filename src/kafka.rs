@@ -88,12 +88,16 @@ impl Connection {
         c
     }
 
-    /// Checks the `-X` properties as librdkafka reads them (unknown names, bad values) without
-    /// connecting: a client is made and dropped. They are checked together, since some hold
-    /// only with others (`security.protocol=sasl_ssl` asks for the default SASL mechanism,
-    /// GSSAPI, unless `sasl.mechanisms` names another). A property of a producer only, or of a
-    /// consumer only, passes. A refusal names the property librdkafka names.
-    pub fn check(&self) -> Result<()> {
+    /// Checks the `-X` properties as librdkafka reads them (unknown names, bad values, values
+    /// that clash) without connecting: a producer is made and dropped, and where the command
+    /// `consumes` (`run`, which also produces its dead letters) a consumer too. They are checked
+    /// together, since some hold only with others (`security.protocol=sasl_ssl` asks for the
+    /// default SASL mechanism, GSSAPI, unless `sasl.mechanisms` names another). A property of
+    /// the other role only is ignored by each (librdkafka logs it); a clash that only a
+    /// consumer checks (`fetch.max.bytes` below `message.max.bytes`) passed when either client
+    /// could be made, and `run` then exited 1 making its consumer (an audit, 2026-12-07). A
+    /// refusal names the property librdkafka names.
+    pub fn check(&self, consumes: bool) -> Result<()> {
         if self.brokers.trim().is_empty() {
             bail!("--brokers must name at least one broker (HOST:PORT)");
         }
@@ -105,9 +109,11 @@ impl Connection {
             }
             // Logged by librdkafka as an error, not a warning, when it names the other role.
             c.set_log_level(rdkafka::config::RDKafkaLogLevel::Emerg);
-            c.create::<BaseProducer>()
-                .map(drop)
-                .or_else(|_| c.create::<BaseConsumer>().map(drop))
+            c.create::<BaseProducer>().map(drop)?;
+            if consumes {
+                c.create::<BaseConsumer>().map(drop)?;
+            }
+            Ok(())
         };
         match &accepted(&self.properties) {
             Ok(()) => Ok(()),
@@ -1354,7 +1360,7 @@ mod tests {
     /// SASL over it, whose mechanism is named by another property than the protocol (each
     /// checked alone, `security.protocol=sasl_ssl` asked for GSSAPI, which is not built; and
     /// without OpenSSL, `ssl` was refused). A consumer's property beside a producer's passes; a
-    /// bad value is named.
+    /// bad value is named; a clash of a consumer's properties fails a command that consumes.
     #[test]
     fn kafka_properties_are_checked_together() {
         let connection = |properties: &[(&str, &str)]| Connection {
@@ -1379,11 +1385,23 @@ mod tests {
             ],
             &[("session.timeout.ms", "10000"), ("linger.ms", "20")],
         ] {
-            let checked = connection(properties).check();
-            assert!(checked.is_ok(), "{properties:?}: {checked:?}");
+            for consumes in [false, true] {
+                let checked = connection(properties).check(consumes);
+                assert!(checked.is_ok(), "{properties:?}, {consumes}: {checked:?}");
+            }
         }
-        let refused = connection(&[("security.protocol", "ssl"), ("linger.ms", "x")]).check();
+        let refused = connection(&[("security.protocol", "ssl"), ("linger.ms", "x")]).check(true);
         let message = refused.expect_err("a bad value").to_string();
         assert!(message.starts_with("-X linger.ms=x: "), "{message}");
+        // A clash that only a consumer checks: refused where the command consumes.
+        let clash = [("fetch.max.bytes", "2000")];
+        assert!(connection(&clash).check(false).is_ok());
+        let message = (connection(&clash).check(true))
+            .expect_err("a consumer's clash")
+            .to_string();
+        assert!(
+            message.contains("`fetch.max.bytes` must be >="),
+            "{message}"
+        );
     }
 }

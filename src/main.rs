@@ -114,7 +114,10 @@ fn main() -> ExitCode {
                 // A live job waits for Redis to come back, however long.
                 settings.redis.iter_mut().for_each(|r| r.patience = None);
             }
-            if let Err(e) = args.check().and_then(|()| args.kafka.connection().check()) {
+            if let Err(e) = args
+                .check()
+                .and_then(|()| args.kafka.connection().check(true))
+            {
                 return usage(e);
             }
             let start = args.start.unwrap_or(if args.job.redis.is_some() {
@@ -190,7 +193,7 @@ fn main() -> ExitCode {
             report(kafka::run_job(settings, idle, opts, w, n))
         }
         Command::Produce(args) => {
-            if let Err(e) = (args.check()).and_then(|()| args.kafka.connection().check()) {
+            if let Err(e) = (args.check()).and_then(|()| args.kafka.connection().check(false)) {
                 return usage(e);
             }
             if let Err(e) = readable(&args.files) {
