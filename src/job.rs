@@ -470,7 +470,15 @@ where
             }
         }
     })
-    .map_err(|e| anyhow!(e))?;
+    .map_err(|e| {
+        // timely says a worker thread the system refused as the error's debug form alone
+        // (`Os { code: 11, kind: WouldBlock, .. }`), which named neither the thread nor why.
+        if e.contains("WouldBlock") || e.contains("code: 11,") {
+            anyhow!("starting the workers' threads: {e} (the system refused a thread: too many for this user, `ulimit -u`, or too little memory)")
+        } else {
+            anyhow!(e)
+        }
+    })?;
     // Timely's communication threads panic when a connection to another process breaks, and
     // joining them panics in turn: a fatal runtime error (exit 1), not a crash (101).
     let recorded = || failure.lock().ok().and_then(|mut f| f.take());

@@ -2433,6 +2433,46 @@ fn a_metrics_port_the_system_chose_is_named() {
     );
 }
 
+/// A worker thread the system refuses ends the job with exit 1 and a line that says which threads
+/// and why (timely said only `Os { code: 11, kind: WouldBlock, .. }`). The job runs as `nobody`
+/// with `RLIMIT_NPROC` at 1 (root is not held to it), from a copy of the binary in a folder of
+/// the system's temporary one, which `nobody` may read wherever the checkout lies.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_worker_thread_the_system_refuses_is_said() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tampines-refused-thread-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("tampines");
+    std::fs::copy(env!("CARGO_BIN_EXE_tampines"), &bin).unwrap();
+    let input = dir.join("one.ndjson");
+    std::fs::write(
+        &input,
+        r#"{"type":"trade","exchange":"ex","symbol":"A","ts":1070,"id":"1","price":"10.5","qty":"2","side":"buy"}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["prlimit", "--nproc=1"])
+        .arg(&bin)
+        .args(["replay", input.to_str().unwrap(), "--out", "/dev/null"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("setpriv and prlimit (util-linux)");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("tampines: starting the workers' threads: ")
+            && last.ends_with("(the system refused a thread: too many for this user, `ulimit -u`, or too little memory)"),
+        "{stderr}"
+    );
+}
+
 /// Without `--out` or `--redis` a replay computes its results, writes none and says so at the
 /// default level (it said only its counts, as if it had found no results); with a sink, not.
 #[test]
