@@ -2448,11 +2448,7 @@ fn a_worker_thread_the_system_refuses_is_said() {
     let bin = dir.join("tampines");
     std::fs::copy(env!("CARGO_BIN_EXE_tampines"), &bin).unwrap();
     let input = dir.join("one.ndjson");
-    std::fs::write(
-        &input,
-        r#"{"type":"trade","exchange":"ex","symbol":"A","ts":1070,"id":"1","price":"10.5","qty":"2","side":"buy"}"#,
-    )
-    .unwrap();
+    std::fs::write(&input, trade_a(1070, 1, "10.5")).unwrap();
     std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
@@ -2479,11 +2475,7 @@ fn a_worker_thread_the_system_refuses_is_said() {
 fn a_job_without_a_sink_says_nothing_is_written() {
     let dir = scratch("replay_without_a_sink");
     let input = dir.join("events.ndjson");
-    std::fs::write(
-        &input,
-        r#"{"type":"trade","exchange":"ex","symbol":"A","ts":1070,"id":"1","price":"10.5","qty":"2","side":"buy"}"#,
-    )
-    .unwrap();
+    std::fs::write(&input, trade_a(1070, 1, "10.5")).unwrap();
     let replay = |sink: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
             .arg("replay")
