@@ -988,7 +988,7 @@ impl Writer {
                 .arg(kind)
                 .arg(format!("{p}:{}", c.key()))
                 .arg(c.score.unwrap_or(0))
-                .arg(c.json.as_deref().unwrap_or(""));
+                .arg(c.json.as_ref().map_or(&b""[..], |j| j.as_bytes()));
         }
         // The stream entry counts keys: a sorted set may get several changes in one step (the
         // changes come in key order, from `run`'s merge), and stale candles are removed from

@@ -23,8 +23,8 @@ use std::ops::Range;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::{Bytes, BytesMut};
 use rust_decimal::Decimal;
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -154,8 +154,38 @@ pub enum Record {
     },
 }
 
+/// Where records are written: a [`Rendering`]'s text (bytes that become shared pieces) or a
+/// `String` (a book side's text, a record rendered alone). Only text is written, so the bytes
+/// are always UTF-8.
+pub(crate) trait Out: std::fmt::Write {
+    /// Appends `s`.
+    fn push_str(&mut self, s: &str);
+    /// Appends `c`.
+    fn push(&mut self, c: char);
+}
+
+impl Out for String {
+    fn push_str(&mut self, s: &str) {
+        String::push_str(self, s);
+    }
+
+    fn push(&mut self, c: char) {
+        String::push(self, c);
+    }
+}
+
+impl Out for BytesMut {
+    fn push_str(&mut self, s: &str) {
+        self.extend_from_slice(s.as_bytes());
+    }
+
+    fn push(&mut self, c: char) {
+        self.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+    }
+}
+
 /// Appends a trade id as a JSON string literal, without formatting it into a string first.
-fn push_id(out: &mut String, id: &TradeId) {
+fn push_id(out: &mut impl Out, id: &TradeId) {
     match id {
         TradeId::Num(n) => {
             out.push('"');
@@ -167,14 +197,14 @@ fn push_id(out: &mut String, id: &TradeId) {
 }
 
 /// Appends `s` as a JSON string literal.
-fn push_str(out: &mut String, s: &str) {
+fn push_str(out: &mut impl Out, s: &str) {
     out.push('"');
     push_escaped(out, s);
     out.push('"');
 }
 
 /// Appends the text of `s` as inside a JSON string, escaped as needed.
-fn push_escaped(out: &mut String, s: &str) {
+fn push_escaped(out: &mut impl Out, s: &str) {
     // Names and ids rarely need escaping: then they go in whole.
     if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
         out.push_str(s);
@@ -201,13 +231,13 @@ macro_rules! key {
 }
 
 /// Appends `key` (a [`key!`]) and a decimal as a JSON string.
-fn push_dec(out: &mut String, key: &str, d: impl Into<Decimal>) {
+fn push_dec(out: &mut impl Out, key: &str, d: impl Into<Decimal>) {
     out.push_str(key);
     push_decimal(out, d.into());
 }
 
 /// `key` and the decimal in quotes, or `null`.
-fn push_opt_dec(out: &mut String, key: &str, d: Option<impl Into<Decimal>>) {
+fn push_opt_dec(out: &mut impl Out, key: &str, d: Option<impl Into<Decimal>>) {
     match d {
         Some(d) => push_dec(out, key, d),
         None => {
@@ -217,7 +247,7 @@ fn push_opt_dec(out: &mut String, key: &str, d: Option<impl Into<Decimal>>) {
     }
 }
 
-fn push_decimal(out: &mut String, d: Decimal) {
+fn push_decimal(out: &mut impl Out, d: Decimal) {
     out.push('"');
     push_decimal_text(out, d);
     out.push('"');
@@ -439,7 +469,7 @@ fn candle_head(name: &SymbolName, interval: &str) -> String {
 
 /// Appends what follows a candle record's head ([`candle_head`]): its open time, and its close
 /// time (`O,"close_time":C`). A series' candle keeps them from its first record to its last.
-pub(crate) fn push_candle_times(out: &mut String, open_time: u64, interval_ms: u64) {
+pub(crate) fn push_candle_times(out: &mut impl Out, open_time: u64, interval_ms: u64) {
     push_u64(out, open_time);
     out.push_str(",\"close_time\":");
     push_u64(out, open_time + interval_ms - 1);
@@ -447,7 +477,7 @@ pub(crate) fn push_candle_times(out: &mut String, open_time: u64, interval_ms: u
 
 /// Appends a candle's aggregate fields, `,"open":..` to `,"count":..`: what two candles of
 /// equal aggregates share.
-pub(crate) fn push_candle_body(out: &mut String, a: &Agg) {
+pub(crate) fn push_candle_body(out: &mut impl Out, a: &Agg) {
     push_dec(out, key!("open"), a.open.price);
     push_dec(out, key!("high"), a.high);
     push_dec(out, key!("low"), a.low);
@@ -495,7 +525,7 @@ pub(crate) enum View<'a> {
 
 /// Appends what follows a book record's head ([`book_head`]) up to its sides: the mark `ts`, the
 /// sequence number and the status (`T,"seq":S,"status":"ok"`).
-pub(crate) fn push_book_stamp(out: &mut String, ts: u64, seq: Option<u64>, status: Status) {
+pub(crate) fn push_book_stamp(out: &mut impl Out, ts: u64, seq: Option<u64>, status: Status) {
     push_u64(out, ts);
     out.push_str(",\"seq\":");
     match seq {
@@ -508,13 +538,13 @@ pub(crate) fn push_book_stamp(out: &mut String, ts: u64, seq: Option<u64>, statu
 }
 
 /// Appends an unsigned integer.
-fn push_u64(out: &mut String, v: u64) {
+fn push_u64(out: &mut impl Out, v: u64) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
 impl View<'_> {
     /// Appends the JSON object of CONTRACT section 3, published at mark `ts`, to `out`.
-    fn write_json(&self, ts: u64, out: &mut String) {
+    fn write_json(&self, ts: u64, out: &mut impl Out) {
         match self {
             View::Book {
                 head,
@@ -856,17 +886,17 @@ pub struct Change {
 
 /// A record's JSON text: a range of the text that the records one stage rendered at one mark
 /// on one worker share ([`Rendering`]), so that a record costs no allocation of its own (made
-/// where it was rendered and freed on the publishing worker; with the records written where
-/// they stay in the caches, the Flink file took 8% less time, design note
-/// 20261207_records_of_a_mark_in_one_text). Read as a `&str` (`Deref`), or as bytes without
-/// reading them; compared, printed and serialized as its text; made from a `String` (a text of
-/// its own) where a record arrives from another process or a test. Where one record may be
-/// kept for many marks (the Redis writer's changes kept while catching up), it is
-/// [`Json::detached`]: kept as it is, it would keep its mark's other records' text too.
+/// where it was rendered and freed on the publishing worker; design note
+/// 20261207_records_of_a_mark_in_one_text). Read as a `&str` (`Deref`, which checks that it is
+/// UTF-8), or as bytes without reading them (the sinks); compared, printed and serialized as
+/// its text; made from a `String` (a text of its own) where a record arrives from another
+/// process or a test. Where one record may be kept for many marks (the Redis writer's changes
+/// kept while catching up), it is [`Json::detached`]: kept as it is, it would keep its mark's
+/// other records' text too, and the buffer that text lies in.
 #[derive(Clone)]
 pub struct Json {
-    /// The shared text.
-    text: Arc<str>,
+    /// The shared text: its mark's piece of the bytes its stage renders into.
+    text: Arc<Bytes>,
     /// Where the record lies in it.
     start: usize,
     /// Where it ends.
@@ -874,15 +904,16 @@ pub struct Json {
 }
 
 impl Json {
-    /// The record's bytes: read without looking at them (a `&str` checks that its ends are
-    /// character boundaries, which reads the text: the sink of a replay never does otherwise).
+    /// The record's bytes: read without looking at them (a `&str` checks that they are
+    /// UTF-8, which reads the text: the sink of a replay never does otherwise).
     pub fn as_bytes(&self) -> &[u8] {
-        &self.text.as_bytes()[self.start..self.end]
+        &self.text[self.start..self.end]
     }
 
-    /// The record's text.
+    /// The record's text. Records are written as text only ([`Out`]), so the check that they
+    /// are UTF-8 never fails.
     pub fn as_str(&self) -> &str {
-        &self.text[self.start..self.end]
+        std::str::from_utf8(self.as_bytes()).expect("records are written as text")
     }
 
     /// The record with a text of its own, for a record kept while the others of its mark go:
@@ -905,23 +936,24 @@ impl std::ops::Deref for Json {
 
 impl From<&str> for Json {
     fn from(text: &str) -> Json {
-        Json {
-            text: Arc::from(text),
-            start: 0,
-            end: text.len(),
-        }
+        Json::from(text.to_owned())
     }
 }
 
 impl From<String> for Json {
     fn from(text: String) -> Json {
-        Json::from(text.as_str())
+        let end = text.len();
+        Json {
+            text: Arc::new(Bytes::from(text)),
+            start: 0,
+            end,
+        }
     }
 }
 
 impl PartialEq for Json {
     fn eq(&self, other: &Json) -> bool {
-        self.as_str() == other.as_str()
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -946,20 +978,24 @@ impl<'de> Deserialize<'de> for Json {
 }
 
 /// The records a stage renders at one mark on one worker, written one after another into
-/// shared texts ([`Json`]) of about [`PIECE`] bytes at most (usually one text a mark);
-/// [`Rendering::finish`] hands them out as changes.
+/// shared texts ([`Json`]); [`Rendering::finish`] hands them out as changes.
 ///
-/// They are written into a text the stage keeps from mark to mark, which stays in the caches,
-/// and copied into a shared text of its exact size in one piece when it reaches [`PIECE`] bytes
-/// and at the end of the mark. Written in place into a new text for each mark, they were 3%
-/// slower on the Flink file (written to memory not in the caches, and grown by doubling) and
-/// 6% slower on sparse files at `-w 1` (two allocations a mark where a record had one). Cut
-/// into pieces, an unusually large mark (a replay at a coarse mark, a catch-up) needs no more
-/// room for its text twice over, nor leaves that room kept.
+/// They are written in place, once: into a buffer of [`PIECE`] bytes that the stage keeps
+/// writing from mark to mark, of which each mark's records are split off as a piece of their
+/// own (no copy; the buffer is freed once its pieces are), and a new buffer is taken when less
+/// than [`ROOM`] is left. Rendered into a text kept in the caches and copied into a shared text
+/// of its exact size at the end of each mark, the copy and its allocation were 5-8% of the
+/// Flink file's samples; written in place into a new text for each mark, grown by doubling,
+/// they were slower still. A mark's piece is an `Arc` of its own, so each record's count is
+/// that piece's, not the buffer's: one shared count for all of a buffer's records, raised where
+/// they are rendered and lowered where they are written, would move between the cores at every
+/// record. An unusually large mark (a replay at a coarse mark, a catch-up) lies in several
+/// pieces, one a buffer, so it needs no room twice over, nor leaves that room kept.
 #[derive(Default)]
 pub(crate) struct Rendering {
-    /// The text of the records pushed since the last piece was cut.
-    text: String,
+    /// The text of the records pushed since the last piece was split off, in a buffer with room
+    /// after it for the next ones.
+    text: BytesMut,
     /// This mark's changes so far, in push order: those before `cut` with their records, the
     /// others with where each record lies in `text`, if it has one.
     changes: Vec<(Change, Option<Range<usize>>)>,
@@ -977,10 +1013,11 @@ impl Rendering {
         view: Option<&View<'_>>,
         ts: u64,
     ) {
-        if self.text.len() >= PIECE {
-            self.cut();
-        }
         let range = view.map(|view| {
+            if self.text.capacity() - self.text.len() < ROOM {
+                self.cut();
+                self.text.reserve(PIECE);
+            }
             let start = self.text.len();
             view.write_json(ts, &mut self.text);
             start..self.text.len()
@@ -989,11 +1026,11 @@ impl Rendering {
         self.changes.push((Change { name, score, json }, range));
     }
 
-    /// Copies the text written since the last piece into a shared text of its own, which the
-    /// records in it take.
+    /// Splits the text written since the last piece off into a shared piece of its own, which
+    /// the records in it take.
     fn cut(&mut self) {
         if !self.text.is_empty() {
-            let text = Arc::<str>::from(self.text.as_str());
+            let text = Arc::new(self.text.split().freeze());
             for (change, range) in &mut self.changes[self.cut..] {
                 change.json = range.take().map(|range| Json {
                     text: text.clone(),
@@ -1001,7 +1038,6 @@ impl Rendering {
                     end: range.end,
                 });
             }
-            self.text.clear();
         }
         self.cut = self.changes.len();
     }
@@ -1017,10 +1053,10 @@ impl Rendering {
         for (change, _) in self.changes.drain(..) {
             out(change);
         }
-        // Room that one unusually large mark took is given back, not kept for good (a single
-        // record past `PIECE` bytes, for the text).
+        // A buffer that one unusually large record grew is not kept (the next record takes a
+        // buffer of `PIECE` bytes).
         if self.text.capacity() > 2 * PIECE {
-            self.text.shrink_to(PIECE);
+            self.text = BytesMut::new();
         }
         if self.changes.capacity() > 2 * count.max(KEPT_CHANGES) {
             self.changes.shrink_to(count.max(KEPT_CHANGES));
@@ -1028,8 +1064,12 @@ impl Rendering {
     }
 }
 
-/// The length at which a [`Rendering`]'s text is cut into a piece of its own.
-const PIECE: usize = 1 << 20;
+/// The size of the buffers a [`Rendering`] writes its records into.
+const PIECE: usize = 1 << 18;
+/// The room left in a [`Rendering`]'s buffer under which the next record goes into a new one
+/// (a book record at depth 20 takes about 1 KiB; a larger one grows the buffer as it is
+/// written).
+const ROOM: usize = 16 << 10;
 /// The room a [`Rendering`] keeps for a mark's changes, at least.
 const KEPT_CHANGES: usize = 1 << 12;
 
@@ -1473,7 +1513,8 @@ mod tests {
         };
         let (changes, (text, _)) = render(40_000);
         assert_eq!(changes.len(), 40_000);
-        let mut pieces: Vec<(Arc<str>, usize)> = Vec::new();
+        // Pieces by their text: (the text, how many records it holds).
+        let mut pieces: Vec<(Arc<Bytes>, usize)> = Vec::new();
         for (i, change) in changes.iter().enumerate() {
             if i % 1_000 == 999 {
                 assert_eq!(change.json, None, "{i}");
@@ -1482,12 +1523,17 @@ mod tests {
             let json = change.json.as_ref().expect("a record");
             assert_eq!(json.as_str(), expected, "{i}");
             match pieces.last_mut() {
-                Some((text, n)) if Arc::ptr_eq(text, &json.text) => *n += 1,
+                Some((text, n)) if Arc::ptr_eq(text, &json.text) => {
+                    // One after another in their piece.
+                    assert_eq!(json.start, *n * expected.len(), "{i}");
+                    *n += 1;
+                }
                 _ => pieces.push((json.text.clone(), 1)),
             }
         }
-        // A piece is cut once it holds `PIECE` bytes: that many records, and the rest last.
-        let per_piece = PIECE.div_ceil(expected.len());
+        // A buffer takes records while `ROOM` is left in it: that many records a piece, the
+        // rest in the last.
+        let per_piece = (PIECE - ROOM) / expected.len() + 1;
         assert_eq!(pieces.len(), 39_960usize.div_ceil(per_piece));
         for (text, n) in &pieces[..pieces.len() - 1] {
             assert_eq!((*n, text.len()), (per_piece, per_piece * expected.len()));

@@ -121,8 +121,8 @@ const POW10_U64: [u64; 20] = {
 
 /// Appends `d` to `out` in plain notation without trailing zeros (what `Decimal`'s `Display`
 /// writes of the normalised value, several times faster): the hot path of every record.
-pub fn push_decimal(out: &mut String, d: Decimal) {
-    // Writing to a `String` cannot fail.
+pub fn push_decimal(out: &mut impl fmt::Write, d: Decimal) {
+    // Writing to a `String` or to bytes cannot fail.
     let _ = write_plain(out, d);
 }
 
