@@ -266,20 +266,17 @@ fn a_demo_that_fails_stops_the_redis_server_it_started() {
 fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     let empty = scratch("demo_path");
     let probe = format!("127.0.0.1:{}", free_port()); // nothing listens there
-    let metrics = format!("127.0.0.1:{}", free_port());
+                                                      // Metrics on a port the system chooses, which the log names.
     let child = demo("4", "1500", &probe)
-        .args(["--metrics-addr", &metrics])
+        .args(["--metrics-addr", "127.0.0.1:0"])
         .env("PATH", &empty)
         .spawn()
         .expect("start demo");
     let mut child = KillOnDrop(child);
     let rx = lines_of(child.0.stdout.take().unwrap());
-    let stderr = child.0.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = BufReader::new(stderr).read_to_string(&mut text);
-        text
-    });
+    let log = common::StderrLog::follow(&mut child.0);
+    let named = log.metrics_addr_within(Instant::now() + Duration::from_secs(30));
+    let metrics = named.unwrap_or_else(|| panic!("no metrics address: {}", log.text()));
 
     // Results and progress marks within 30 s.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -346,7 +343,7 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
 
     // SIGINT: the demo stops its feed and inputs, publishes its last marks and exits 0.
     let status = signalled(&mut child.0, "INT").expect("the demo stops within 60 s of SIGINT");
-    let stderr = stderr.join().unwrap();
+    let stderr = log.all();
     assert_eq!(
         status.code(),
         Some(0),

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, gen_events, get, marks, sample, scratch, tampines, wait_job};
+use common::{gen_events, get, marks, sample, scratch, tampines, wait_job};
 
 use common::broker::Broker;
 
@@ -726,15 +726,9 @@ fn an_idle_partition_of_another_process_does_not_hold_progress_back() {
 }
 
 /// A live job (`--idle-ms 300 --lateness-ms 0`, group `g`) of `workers` reading `topics`, with
-/// results in `out` and metrics at `metrics`, once it has published mark 1900.
-fn live_past_1900(
-    broker: &Broker,
-    workers: u32,
-    topics: &str,
-    out: &Path,
-    metrics: &str,
-) -> common::broker::KillOnDrop {
-    let live = live(broker, workers, topics, "300", out, metrics);
+/// results in `out`, once it has published mark 1900.
+fn live_past_1900(broker: &Broker, workers: u32, topics: &str, out: &Path) -> Live {
+    let live = live(broker, workers, topics, "300", out);
     let reached = within_60s(|| last_mark(out) >= 1900);
     assert!(reached, "progress never reached 1900: {}", text_of(out));
     live
@@ -782,8 +776,8 @@ fn holds_nothing_back(
         kcat_to(&broker, "market.book", 1, first);
     }
     let out = dir.join("live.ndjson");
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let job = live_with(&broker, 1, "market.book", "1000", &out, &metrics, extra);
+    let job = live_with(&broker, 1, "market.book", "1000", &out, extra);
+    let metrics = job.metrics.clone();
     // Partition 0's 20 books, `first`, and the repeated messages (read, then dead-lettered).
     let read = || sample(&get(&metrics, "/metrics"), "tampines_events_read_total ");
     let mut sent = 0;
@@ -802,17 +796,26 @@ fn holds_nothing_back(
     assert!(read_some && sent >= 2, "{sent} sent");
 }
 
+/// A live job and the address of its `/metrics` (a port the system chose,
+/// [`common::spawn_with_metrics`]); its log is shown if the test fails.
+struct Live {
+    job: common::broker::KillOnDrop,
+    metrics: String,
+    log: common::StderrLog,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the live job's log:\n{}", self.log.text());
+        }
+    }
+}
+
 /// A live job (`--lateness-ms 0`, group `g`) of `workers` reading `topics`, silent inputs idle
-/// after `idle_ms`, with results in `out` and metrics at `metrics`.
-fn live(
-    broker: &Broker,
-    workers: u32,
-    topics: &str,
-    idle_ms: &str,
-    out: &Path,
-    metrics: &str,
-) -> common::broker::KillOnDrop {
-    live_with(broker, workers, topics, idle_ms, out, metrics, &[])
+/// after `idle_ms`, with results in `out`.
+fn live(broker: &Broker, workers: u32, topics: &str, idle_ms: &str, out: &Path) -> Live {
+    live_with(broker, workers, topics, idle_ms, out, &[])
 }
 
 /// [`live`] with `extra` options.
@@ -822,19 +825,17 @@ fn live_with(
     topics: &str,
     idle_ms: &str,
     out: &Path,
-    metrics: &str,
     extra: &[&str],
-) -> common::broker::KillOnDrop {
-    common::broker::KillOnDrop(
+) -> Live {
+    let (job, log, metrics) = common::spawn_with_metrics(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args(["run", "--brokers", &broker.bootstrap])
             .args(["-w", &workers.to_string(), "--topics", topics])
             .args(["--group", "g", "--idle-ms", idle_ms, "--lateness-ms", "0"])
-            .args(["--metrics-addr", metrics, "--out", out.to_str().unwrap()])
-            .args(extra)
-            .spawn()
-            .expect("run"),
-    )
+            .args(["--out", out.to_str().unwrap()])
+            .args(extra),
+    );
+    Live { job, metrics, log }
 }
 
 /// A live job of two workers, each reading one of two partitions (contract section 2 is about
@@ -851,9 +852,9 @@ fn idle_partitions_of_other_workers_do_not_hold_progress_back() {
     // Partition 0 goes to worker 1, partition 1 to worker 0 (`source::reader`).
     let (dir, broker) = a_in_partition_0_of_2("kafka_idle_workers");
     let out = dir.join("live.ndjson");
-    let metrics = format!("127.0.0.1:{}", free_port());
     // W = 2000, the highest watermark: every timestamp below it closes.
-    let live = live_past_1900(&broker, 2, "market.book", &out, &metrics);
+    let live = live_past_1900(&broker, 2, "market.book", &out);
+    let metrics = live.metrics.clone();
 
     // Ten events of B at 100..1000 in the silent partition, all late now (they apply at 2000),
     // and one of A at 2500.
@@ -1277,8 +1278,8 @@ fn metrics_account_for_every_message() {
     );
     kcat_to(&broker, "market.book", 0, &lines);
     let out = dir.join("out.ndjson");
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let live = live_past_1900(&broker, 1, "market.book", &out, &metrics);
+    let live = live_past_1900(&broker, 1, "market.book", &out);
+    let metrics = live.metrics.clone();
     let now_ms = || {
         let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         since.unwrap().as_millis() as f64
@@ -1405,10 +1406,10 @@ fn a_topic_created_while_running(name: &str, workers: u32) {
     let broker = Broker::start(1, "market.book");
     produce(&dir, &broker, &rising_books("A", 20));
     let out = dir.join("live.ndjson");
-    let metrics = format!("127.0.0.1:{}", free_port());
     // With two workers, `market.book/0` goes to worker 1: worker 0 must not hold progress back.
     let topics = "market.book,market.trade";
-    let live = live_past_1900(&broker, workers, topics, &out, &metrics);
+    let live = live_past_1900(&broker, workers, topics, &out);
+    let metrics = live.metrics.clone();
 
     // `market.trade` does not exist yet: producing to it creates it. The job finds it within 10 s.
     kcat_to(&broker, "market.trade", 0, &[trade(2500, 1, "110")]);
@@ -1454,11 +1455,11 @@ impl LaterTopic {
         let cluster = tampines::kafka::mock_cluster(1, &["market.book".to_string()]).unwrap();
         let bootstrap = cluster.bootstrap_servers();
         let (out, log) = (dir.join("live.ndjson"), dir.join("live.stderr"));
-        let metrics = format!("127.0.0.1:{}", free_port());
         let job = common::broker::KillOnDrop(
             Command::new(env!("CARGO_BIN_EXE_tampines"))
                 .args(["run", "--brokers", &bootstrap, "--topics", "later.trade"])
-                .args(["--metrics-addr", &metrics, "--lateness-ms", "0"])
+                // A port the system chooses, named in the log.
+                .args(["--metrics-addr", "127.0.0.1:0", "--lateness-ms", "0"])
                 .args(extra)
                 .arg("--out")
                 .arg(&out)
@@ -1469,6 +1470,7 @@ impl LaterTopic {
         // The topic is made only once the job has looked for it at its start.
         let absent = || text_of(&log).contains("the topic has no partitions");
         assert!(within_60s(absent), "{}", text_of(&log));
+        let metrics = common::metrics_addr_logged(&log);
         LaterTopic {
             cluster,
             bootstrap,
@@ -1718,10 +1720,10 @@ fn a_stopped_job_finds_no_input_idle_when_it_resumes() {
             .collect()
     };
     let out = dir.join("out.ndjson");
-    let metrics = format!("127.0.0.1:{}", free_port());
     // B's events after the stop must reach the job well within --idle-ms of its resuming (a
     // kcat started then): 5 s leaves room on a loaded machine (2 s left about 1.5 s).
-    let mut job = live(&broker, 1, "market.book", "5000", &out, &metrics);
+    let mut job = live(&broker, 1, "market.book", "5000", &out);
+    let metrics = job.metrics.clone();
     let read = || {
         std::net::TcpStream::connect(&metrics)
             .is_ok()
@@ -1732,10 +1734,10 @@ fn a_stopped_job_finds_no_input_idle_when_it_resumes() {
     kcat_to(&broker, "market.book", 1, &events("B", 1_000, 0..10));
     // Stopped right after reading: far less than --idle-ms of silence before the stop.
     assert!(within_60s(|| read() == Some(20.0)), "never read 20 events");
-    assert!(common::signal(&job.0, "STOP"));
+    assert!(common::signal(&job.job.0, "STOP"));
     kcat_to(&broker, "market.book", 0, &events("A", 100_000, 10..20));
     std::thread::sleep(Duration::from_secs(6)); // the stall under test: longer than --idle-ms
-    assert!(common::signal(&job.0, "CONT"));
+    assert!(common::signal(&job.job.0, "CONT"));
     kcat_to(&broker, "market.book", 1, &events("B", 1_000, 10..20));
     // Once everything is silent for --idle-ms, progress goes to A's last open timestamp.
     assert!(
@@ -1744,7 +1746,7 @@ fn a_stopped_job_finds_no_input_idle_when_it_resumes() {
         text_of(&out)
     );
     let text = get(&metrics, "/metrics");
-    assert!(common::signalled(&mut job.0, "KILL").is_some());
+    assert!(common::signalled(&mut job.job.0, "KILL").is_some());
     assert_eq!(sample(&text, "tampines_late_events_total "), 0.0, "{text}");
     let state = common::final_state(&marks(&out));
     let b = &state["book:ex:B:1"];
@@ -1761,8 +1763,8 @@ fn messages_deleted_before_they_are_read_are_counted_as_lost() {
     let dir = scratch("kafka_lost");
     let broker = Broker::start(1, "market.trade");
     let out = dir.join("out.ndjson");
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let job = live(&broker, 1, "market.trade", "60000", &out, &metrics);
+    let job = live(&broker, 1, "market.trade", "60000", &out);
+    let metrics = job.metrics.clone();
     let accounted = || read_and_lost(&metrics);
     let first: Vec<String> = (1..=10).map(|i| trade(i * 100, i, "10")).collect();
     kcat_to(&broker, "market.trade", 0, &first);
@@ -1773,10 +1775,10 @@ fn messages_deleted_before_they_are_read_are_counted_as_lost() {
     );
     // While the job is stopped, more than the mock cluster keeps of a partition (5 MiB): the
     // broker deletes the oldest, which the job has not read.
-    assert!(common::signal(&job.0, "STOP"));
+    assert!(common::signal(&job.job.0, "STOP"));
     let many: Vec<String> = (11..=70_010).map(|i| trade(i * 100, i, "10")).collect();
     kcat_to(&broker, "market.trade", 0, &many);
-    assert!(common::signal(&job.0, "CONT"));
+    assert!(common::signal(&job.job.0, "CONT"));
     assert!(
         within_60s(|| all_told(&metrics, 70_010.0)),
         "{:?}",
@@ -1806,8 +1808,8 @@ fn messages_deleted_while_the_job_was_down_are_counted_as_lost() {
     // More than the mock cluster keeps of a partition (5 MiB): the oldest unread are deleted.
     let many: Vec<String> = (11..=70_010).map(|i| trade(i * 100, i, "10")).collect();
     kcat_to(&broker, "market.trade", 0, &many);
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let _job = live(&broker, 1, "market.trade", "60000", &out, &metrics);
+    let job = live(&broker, 1, "market.trade", "60000", &out);
+    let metrics = job.metrics.clone();
     assert!(
         within_60s(|| all_told(&metrics, 70_000.0)),
         "{:?}",
@@ -1846,8 +1848,8 @@ fn consumer_lag_is_the_end_minus_what_the_group_committed() {
         .collect();
     kcat_to(&broker, "market.book", 1, &far);
     let out = dir.join("out.ndjson");
-    let metrics = format!("127.0.0.1:{}", free_port());
-    let _live = live(&broker, 1, "market.book", "60000", &out, &metrics);
+    let live = live(&broker, 1, "market.book", "60000", &out);
+    let metrics = live.metrics.clone();
     let lag = |text: &str, partition: u32| {
         let series = format!(
             r#"tampines_consumer_lag_messages{{topic="market.book",partition="{partition}"}} "#
@@ -1959,10 +1961,9 @@ fn inputs_fall_idle_after_idle_ms() {
     let broker = Broker::start(1, "market.book,market.trade");
     kcat_to(&broker, "market.book", 0, &rising_books("A", 20));
     let out = dir.join("out.ndjson");
-    let metrics = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
     let topics = "market.book,market.trade";
-    let _live = live(&broker, 1, topics, "4000", &out, &metrics);
+    let _live = live(&broker, 1, topics, "4000", &out);
     assert!(within_60s(|| last_mark(&out) >= 1900), "{}", text_of(&out));
     let took = started.elapsed();
     assert!(

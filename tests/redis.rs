@@ -598,23 +598,18 @@ fn a_restart_whose_input_ends_at_the_stored_frontier_writes_what_it_rebuilt_ther
     // below the frontier: a stop may come before the history is read, and a first version that
     // wrote there then moved results half an hour back.
     let log = dir.join("live.stderr");
-    let metrics = format!("127.0.0.1:{}", common::free_port());
-    // Killed if the test fails before it ends.
+    // Killed if the test fails before it ends; metrics on a port the system chooses.
     let mut live = common::broker::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args([
-                "run",
-                "--brokers",
-                &broker.bootstrap,
-                "--metrics-addr",
-                &metrics,
-            ])
+            .args(["run", "--brokers", &broker.bootstrap])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .args(&opts[1..])
             .args(into_redis)
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
+    let metrics = common::metrics_addr_logged(&log);
     let deadline = Instant::now() + Duration::from_secs(60);
     let read = || common::metric_within(&metrics, "tampines_events_read_total ", deadline);
     while read() < 4.0 {
@@ -719,24 +714,26 @@ fn a_restart_stopped_while_it_catches_up_writes_nothing() {
     cluster
         .broker_round_trip_time(1, Duration::from_millis(250))
         .unwrap();
-    let live = |log: &Path, metrics: &str| {
-        common::broker::KillOnDrop(
+    // A job logging to `log`, and where its metrics are (a port the system chose).
+    let live = |log: &Path| {
+        let job = common::broker::KillOnDrop(
             Command::new(env!("CARGO_BIN_EXE_tampines"))
-                .args(["run", "--brokers", &bootstrap, "--metrics-addr", metrics])
+                .args(["run", "--brokers", &bootstrap])
+                .args(["--metrics-addr", "127.0.0.1:0"])
                 .args(["-X", "fetch.message.max.bytes=1"])
                 .args(opts)
                 .args(into_redis)
                 .stderr(std::fs::File::create(log).unwrap())
                 .spawn()
                 .unwrap(),
-        )
+        );
+        (job, common::metrics_addr_logged(log))
     };
     let read = |metrics: &str, topic: &str, deadline: Instant| {
         common::metric_within(metrics, &common::input_read(topic, 0), deadline)
     };
     let log = dir.join("stopped.stderr");
-    let metrics = format!("127.0.0.1:{}", common::free_port());
-    let mut job = live(&log, &metrics);
+    let (mut job, metrics) = live(&log);
     let deadline = Instant::now() + Duration::from_secs(60);
     while read(&metrics, "market.trade", deadline) < 1.0 {
         assert!(Instant::now() < deadline, "A's trade not read within 60 s");
@@ -759,8 +756,7 @@ fn a_restart_stopped_while_it_catches_up_writes_nothing() {
     assert!(said.contains("stopping while catching up"), "{said}");
     // Caught up (every book read again), a stop closes the last marks: A's trade at 40 s.
     let log = dir.join("caught_up.stderr");
-    let metrics = format!("127.0.0.1:{}", common::free_port());
-    let mut job = live(&log, &metrics);
+    let (mut job, metrics) = live(&log);
     while read(&metrics, "market.book", deadline) < 20.0 {
         assert!(Instant::now() < deadline, "the books not read within 60 s");
         std::thread::sleep(Duration::from_millis(20)); // poll, bounded by the deadline
@@ -2362,10 +2358,10 @@ fn the_redis_frontier_metric_is_the_mark_redis_holds() {
     produce(&broker, &file);
     let server = RedisServer::start();
     let mut c = server.connection().unwrap();
-    let metrics = format!("127.0.0.1:{}", common::free_port());
-    // Live: every input idle after 300 ms, so progress reaches the last event's mark.
+    // Live: every input idle after 300 ms, so progress reaches the last event's mark. Its
+    // metrics are on a port the system chose, each run its own.
     let live = || {
-        common::broker::KillOnDrop(
+        common::spawn_with_metrics(
             Command::new(env!("CARGO_BIN_EXE_tampines"))
                 .args(["run", "--brokers", &broker.bootstrap, "--idle-ms", "300"])
                 .args([
@@ -2375,17 +2371,13 @@ fn the_redis_frontier_metric_is_the_mark_redis_holds() {
                     &server.url,
                     "--prefix",
                     "t",
-                ])
-                .args(["--metrics-addr", &metrics])
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("run"),
+                ]),
         )
     };
-    let scraped = |series: &str| {
+    let scraped = |metrics: &str, series: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(mut s) = std::net::TcpStream::connect(&metrics) {
+            if let Ok(mut s) = std::net::TcpStream::connect(metrics) {
                 use std::io::{Read, Write};
                 write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
                 let mut text = String::new();
@@ -2405,24 +2397,24 @@ fn the_redis_frontier_metric_is_the_mark_redis_holds() {
     };
 
     // The last event's mark, 2000, stays open while the job lives: 1900 is the last closed.
-    let first = live();
+    let (first, _log, metrics) = live();
     let deadline = Instant::now() + Duration::from_secs(60);
     while frontier(&mut c) != Some(1900) {
         assert!(Instant::now() < deadline, "Redis never held mark 1900");
         std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
     }
-    assert_eq!(scraped("tampines_redis_frontier_ms "), 1900.0);
+    assert_eq!(scraped(&metrics, "tampines_redis_frontier_ms "), 1900.0);
     drop(first);
     // Restarted, it reads the 20 events again and writes nothing: the mark is the one found.
-    let _second = live();
+    let (_second, _log, metrics) = live();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while scraped("tampines_events_read_total ") < 20.0 {
+    while scraped(&metrics, "tampines_events_read_total ") < 20.0 {
         assert!(
             Instant::now() < deadline,
             "the 20 events not read again within 60 s"
         );
         std::thread::sleep(Duration::from_millis(20)); // poll interval, bounded by the deadline
     }
-    assert_eq!(scraped("tampines_redis_frontier_ms "), 1900.0);
+    assert_eq!(scraped(&metrics, "tampines_redis_frontier_ms "), 1900.0);
     assert_eq!(frontier(&mut c), Some(1900));
 }

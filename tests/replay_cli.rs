@@ -1432,22 +1432,29 @@ impl Drop for Killed {
     }
 }
 
-/// A replay serving metrics at `metrics` that runs until killed: it reads a named pipe no one
-/// opens to write (opening one in a test hung when the job had ended), in a scratch directory
-/// `name`, its logs at the default level to `stderr`.
+/// A replay serving metrics on a port the system chooses that runs until killed: it reads a
+/// named pipe no one opens to write (opening one in a test hung when the job had ended), in a
+/// scratch directory `name`, its logs at the default level followed. Returns it, its log, and
+/// the address its log names (within 60 s; the test fails with the log if none).
 #[cfg(unix)]
-fn serving_metrics(name: &str, metrics: &str, stderr: Stdio) -> Killed {
+fn serving_metrics(name: &str) -> (Killed, common::StderrLog, String) {
     let pipe = scratch(name).join("silent.pipe");
     common::mkfifo(&pipe);
-    Killed(
+    let mut job = Killed(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .args(["replay", pipe.to_str().unwrap(), "--out", "/dev/null"])
-            .args(["--metrics-addr", metrics])
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .env_remove("RUST_LOG")
-            .stderr(stderr)
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn tampines"),
-    )
+    );
+    let log = common::StderrLog::follow(&mut job.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let addr = log
+        .metrics_addr_within(deadline)
+        .unwrap_or_else(|| panic!("no line names the port within 60 s: {}", log.text()));
+    (job, log, addr)
 }
 
 /// A hostfile that cannot serve the job is bad configuration: exit 2 with one line, before any
@@ -2420,12 +2427,7 @@ fn a_rust_log_that_does_not_parse_is_said() {
 #[cfg(unix)]
 #[test]
 fn a_metrics_port_the_system_chose_is_named() {
-    let mut job = serving_metrics("replay_metrics_port_0", "127.0.0.1:0", Stdio::piped());
-    let log = common::StderrLog::follow(&mut job.0);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let addr = log
-        .metrics_addr_within(deadline)
-        .unwrap_or_else(|| panic!("no line names the port within 60 s: {}", log.text()));
+    let (_job, _log, addr) = serving_metrics("replay_metrics_port_0");
     assert!(!addr.ends_with(":0"), "{addr}");
     assert!(
         common::get(&addr, "/metrics").starts_with("HTTP/1.1 200"),
@@ -2507,8 +2509,7 @@ fn a_job_without_a_sink_says_nothing_is_written() {
 #[cfg(unix)]
 #[test]
 fn metrics_connections_beyond_8_of_a_client_are_closed() {
-    let metrics = format!("127.0.0.1:{}", common::free_port());
-    let _job = serving_metrics("replay_metrics_connections", &metrics, Stdio::null());
+    let (_job, _log, metrics) = serving_metrics("replay_metrics_connections");
     let deadline = Instant::now() + Duration::from_secs(60);
     assert!(common::get_within(&metrics, "/metrics", deadline).starts_with("HTTP/1.1 200"));
     let silent: Vec<std::net::TcpStream> = (0..8)
@@ -2536,8 +2537,7 @@ fn metrics_connections_beyond_8_of_a_client_are_closed() {
 #[cfg(unix)]
 #[test]
 fn a_metrics_request_that_never_ends_is_cut_off() {
-    let metrics = format!("127.0.0.1:{}", common::free_port());
-    let _job = serving_metrics("replay_metrics_slow_client", &metrics, Stdio::null());
+    let (_job, _log, metrics) = serving_metrics("replay_metrics_slow_client");
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut slow = loop {
         if let Ok(s) = std::net::TcpStream::connect(&metrics) {

@@ -162,9 +162,8 @@ impl StderrLog {
     /// chose its port: no other process can have taken it between a test's pick and the
     /// child's bind), waited for until `deadline`.
     pub fn metrics_addr_within(&self, deadline: std::time::Instant) -> Option<String> {
-        let line = self.line_within("on a port the system chose", deadline)?;
-        let addr = line.split("bound=").nth(1)?.split_whitespace().next()?;
-        Some(addr.to_string())
+        let line = self.line_within(METRICS_BOUND, deadline)?;
+        metrics_addr_in(&line)
     }
 
     /// Everything the child wrote, once its stderr has closed (it ended).
@@ -173,6 +172,57 @@ impl StderrLog {
             let _ = t.join();
         }
         self.text()
+    }
+}
+
+/// What a job given `--metrics-addr HOST:0` logs, with the address it bound.
+const METRICS_BOUND: &str = "on a port the system chose";
+
+/// The address of `/metrics` named in a job's log `text` (given `--metrics-addr HOST:0`), once
+/// it is there.
+pub fn metrics_addr_in(text: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.contains(METRICS_BOUND))?;
+    let addr = line.split("bound=").nth(1)?.split_whitespace().next()?;
+    Some(addr.to_string())
+}
+
+/// The address of `/metrics` that a job given `--metrics-addr HOST:0` names in its log file
+/// `log`, waited for (polled) within 60 s.
+pub fn metrics_addr_logged(log: &Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = metrics_addr_in(&text) {
+            return addr;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no metrics address in {} within 60 s: {text}",
+            log.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20)); // poll interval, bounded by the deadline
+    }
+}
+
+/// A child started from `command` with `--metrics-addr 127.0.0.1:0`, its stderr followed: the
+/// system chooses the port, so no other process can take it between a test's pick and the
+/// child's bind. Returns the child (killed when dropped), its log, and the address of its
+/// `/metrics` as its log names it within 60 s (the test fails with the log if it does not).
+pub fn spawn_with_metrics(command: &mut Command) -> (broker::KillOnDrop, StderrLog, String) {
+    let mut child = command
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let log = StderrLog::follow(&mut child);
+    let child = broker::KillOnDrop(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    match log.metrics_addr_within(deadline) {
+        Some(addr) => (child, log, addr),
+        None => {
+            drop(child);
+            panic!("no metrics address named: {}", log.all());
+        }
     }
 }
 
