@@ -918,11 +918,15 @@ impl Json {
 
     /// The record with a text of its own, for a record kept while the others of its mark go:
     /// kept as it is, it would keep their text too.
+    /// Always a copy: a piece, even one that holds this record alone, may keep the whole
+    /// buffer it was split from alive.
     pub fn detached(self) -> Json {
-        if self.start == 0 && self.end == self.text.len() {
-            return self;
+        let end = self.end - self.start;
+        Json {
+            text: Arc::new(Bytes::copy_from_slice(self.as_bytes())),
+            start: 0,
+            end,
         }
-        Json::from(self.as_str())
     }
 }
 
@@ -983,7 +987,8 @@ impl<'de> Deserialize<'de> for Json {
 /// They are written in place, once: into a buffer of [`PIECE`] bytes that the stage keeps
 /// writing from mark to mark, of which each mark's records are split off as a piece of their
 /// own (no copy; the buffer is freed once its pieces are), and a new buffer is taken when less
-/// than [`ROOM`] is left. Rendered into a text kept in the caches and copied into a shared text
+/// than [`ROOM`] is left, or less than the longest record so far (a stage with records longer
+/// than that takes buffers of four of them). Rendered into a text kept in the caches and copied into a shared text
 /// of its exact size at the end of each mark, the copy and its allocation were 5-8% of the
 /// Flink file's samples; written in place into a new text for each mark, grown by doubling,
 /// they were slower still. A mark's piece is an `Arc` of its own, so each record's count is
@@ -1001,6 +1006,11 @@ pub(crate) struct Rendering {
     changes: Vec<(Change, Option<Range<usize>>)>,
     /// How many of `changes` have their records.
     cut: usize,
+    /// The longest record written so far: a buffer takes the next record only while that much
+    /// room is left in it (and [`ROOM`] at least), and new buffers hold four such records (and
+    /// [`PIECE`] bytes at least), so that records seldom grow a buffer as they are written
+    /// (which copies what the buffer holds and doubles it).
+    longest: usize,
 }
 
 impl Rendering {
@@ -1014,16 +1024,22 @@ impl Rendering {
         ts: u64,
     ) {
         let range = view.map(|view| {
-            if self.text.capacity() - self.text.len() < ROOM {
+            if self.text.capacity() - self.text.len() < self.longest.max(ROOM) {
                 self.cut();
-                self.text.reserve(PIECE);
+                self.text.reserve(self.buffer());
             }
             let start = self.text.len();
             view.write_json(ts, &mut self.text);
+            self.longest = self.longest.max(self.text.len() - start);
             start..self.text.len()
         });
         let json = None;
         self.changes.push((Change { name, score, json }, range));
+    }
+
+    /// The size of a new buffer: four of the longest records, and `PIECE` at least.
+    fn buffer(&self) -> usize {
+        PIECE.max(4 * self.longest)
     }
 
     /// Splits the text written since the last piece off into a shared piece of its own, which
@@ -1054,8 +1070,8 @@ impl Rendering {
             out(change);
         }
         // A buffer that one unusually large record grew is not kept (the next record takes a
-        // buffer of `PIECE` bytes).
-        if self.text.capacity() > 2 * PIECE {
+        // new buffer).
+        if self.text.capacity() > 2 * self.buffer() {
             self.text = BytesMut::new();
         }
         if self.changes.capacity() > 2 * count.max(KEPT_CHANGES) {
@@ -1066,9 +1082,8 @@ impl Rendering {
 
 /// The size of the buffers a [`Rendering`] writes its records into.
 const PIECE: usize = 1 << 18;
-/// The room left in a [`Rendering`]'s buffer under which the next record goes into a new one
-/// (a book record at depth 20 takes about 1 KiB; a larger one grows the buffer as it is
-/// written).
+/// The room left in a [`Rendering`]'s buffer under which the next record goes into a new one,
+/// at least (a book record at depth 20 takes about 1 KiB).
 const ROOM: usize = 16 << 10;
 /// The room a [`Rendering`] keeps for a mark's changes, at least.
 const KEPT_CHANGES: usize = 1 << 12;
@@ -1477,8 +1492,13 @@ mod tests {
         let kept = one.clone().detached();
         assert_eq!(kept, *one);
         assert_eq!(kept.text.len(), one.len());
+        // Detaching copies every time: a text does not show what buffer it keeps alive.
         let again = kept.clone().detached();
-        assert!(Arc::ptr_eq(&again.text, &kept.text));
+        assert!(!Arc::ptr_eq(&again.text, &kept.text));
+        assert_eq!(
+            (again.as_str(), again.text.len()),
+            (one.as_str(), one.len())
+        );
         // Between processes: the text alone, and back with a text of its own.
         let bytes = bincode::serialize(&marks[0][2]).expect("serialize");
         let back: Change = bincode::deserialize(&bytes).expect("deserialize");
@@ -1542,6 +1562,42 @@ mod tests {
         let (changes, (_, list)) = render(1);
         assert_eq!(changes.len(), 1);
         assert!(list <= KEPT_CHANGES, "{list}");
+    }
+
+    /// Records longer than `ROOM` never grow a buffer once one as long was written: a buffer
+    /// takes a record while the longest one's room is left, and new buffers hold four of them.
+    /// Followed by the room left after each mark (a buffer grown as a record was written
+    /// would leave other room).
+    #[test]
+    fn long_records_fit_their_buffers() {
+        let result = named_ex_s(ResultKey::Ticker(Sym::of("ex", "S")));
+        let record = Record::Ticker {
+            name: SymbolName {
+                exchange: "ex".into(),
+                symbol: "S".repeat(40_000).into(),
+            },
+            stats: None,
+            bbo: Bbo::default(),
+        };
+        let long = rendered(&record, 1_000).len();
+        assert!(long > 2 * ROOM, "{long}");
+        let mut rendering = Rendering::default();
+        let mut kept = Vec::new();
+        // The room left in the buffer as the rule above has it: none before the first record.
+        let mut left = 0;
+        for mark in 0..40 {
+            let room = if mark == 0 { ROOM } else { long };
+            if left < room {
+                left = PIECE.max(4 * if mark == 0 { 0 } else { long });
+            }
+            left -= long;
+            rendering.push(result, None, Some(&record.view(1_000)), 1_000);
+            rendering.finish(|c| kept.push(c));
+            assert_eq!(rendering.text.capacity(), left, "mark {mark}");
+        }
+        for change in &kept {
+            assert_eq!(change.json.as_ref().expect("a record").len(), long);
+        }
     }
 
     /// Names are JSON strings in records whatever they hold: quotes, backslashes and control
