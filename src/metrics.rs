@@ -694,13 +694,16 @@ mod tests {
     fn a_job_s_counters_and_state_are_exposed_by_value() {
         let m = Metrics::new();
         let stats = Arc::new(Stats::default());
-        stats.read.store(11, Ordering::Relaxed);
-        stats.processed.store(7, Ordering::Relaxed);
-        stats.dead_lettered.store(3, Ordering::Relaxed);
-        stats.duplicates.store(1, Ordering::Relaxed);
-        stats.state.book_levels.store(40, Ordering::Relaxed);
-        stats.state.window_trades.store(25, Ordering::Relaxed);
-        stats.state.candles.store(9, Ordering::Relaxed);
+        // Two workers' parts, summed.
+        stats.read.add(0, 5);
+        stats.read.add(1, 6);
+        stats.processed.add(0, 7);
+        stats.dead_lettered.add(3, 3);
+        stats.duplicates.add(17, 1);
+        stats.state.book_levels.add(0, 50);
+        stats.state.book_levels.add(1, -10);
+        stats.state.window_trades.add(0, 25);
+        stats.state.candles.add(1, 9);
         m.attach(stats, Arc::new(|i| vec![("input", i.to_string())]));
         let text = m.render();
         for line in [

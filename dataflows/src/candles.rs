@@ -75,7 +75,7 @@ pub fn candles<'s>(
     let mut results: FoldMap<(Sym, u32), (NamedResult, Option<u64>, String)> = FoldMap::default();
     let mut closing: BTreeMap<u64, Vec<CandleKey>> = BTreeMap::new();
     let mut held = 0usize;
-    let mut share = Share::default();
+    let mut share = Share::of(input.scope().index());
     let mut rendering = Rendering::default();
     sequence(
         input,

@@ -612,7 +612,8 @@ pub fn orderbooks<'s>(
 ) -> Books<'s> {
     let mut books: FoldMap<Sym, Book> = FoldMap::default();
     let mut names = Names::default();
-    let mut share = Share::default();
+    let worker = input.scope().index();
+    let mut share = Share::of(worker);
     // The raw levels of this worker's books, for the metrics gauge: counted as events change
     // them (summing every book's at every timestamp touched each book, changed or not).
     let mut held = 0usize;
@@ -707,8 +708,8 @@ pub fn orderbooks<'s>(
                 processed += 1;
                 dirty.push(event.sym);
             }
-            Stats::add(&stats.processed, processed);
-            Stats::add(&stats.duplicates, duplicates);
+            Stats::add(&stats.processed, worker, processed);
+            Stats::add(&stats.duplicates, worker, duplicates);
             dirty.sort();
             dirty.dedup();
             for sym in dirty {

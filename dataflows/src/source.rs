@@ -416,7 +416,7 @@ pub fn source<'s, I: Inputs + 'static>(
                 }
             }
             run.tell(&mut inputs);
-            counts.add_to(&stats);
+            counts.add_to(&stats, worker);
             report_inputs(&mut readers, &stats);
             // One session at the floor: every record carries its timestamp (a session per
             // timestamp made a message per timestamp on every edge downstream), and each
@@ -665,7 +665,7 @@ impl Batch {
 }
 
 /// What one source activation read, added to the shared [`Stats`] once at its end (each add is
-/// an atomic on a cache line every worker writes).
+/// an atomic, in this worker's slot).
 #[derive(Default)]
 struct Counts {
     read: u64,
@@ -674,10 +674,10 @@ struct Counts {
 }
 
 impl Counts {
-    fn add_to(&self, stats: &Stats) {
-        Stats::add(&stats.read, self.read);
-        Stats::add(&stats.dead_lettered, self.dead_lettered);
-        Stats::add(&stats.late, self.late);
+    fn add_to(&self, stats: &Stats, worker: usize) {
+        Stats::add(&stats.read, worker, self.read);
+        Stats::add(&stats.dead_lettered, worker, self.dead_lettered);
+        Stats::add(&stats.late, worker, self.late);
     }
 }
 

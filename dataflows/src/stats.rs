@@ -6,22 +6,59 @@
 //! the sum over all of them, not for each.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
+
+/// A process-wide sum that every worker adds to without sharing a cache line with another:
+/// each adds to its own slot (its index modulo [`SLOTS`]), and a reader sums the slots. The
+/// stages add once per timestamp; with one shared atomic (all the counters of [`Stats`] lay in
+/// one cache line) that line moved between the cores at every add.
+#[derive(Debug, Default)]
+pub struct Sum {
+    slots: [Slot; SLOTS],
+}
+
+/// One worker's part of a [`Sum`], alone in its cache lines (128 bytes: the pair of lines that
+/// x86 prefetches together).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Slot(AtomicI64);
+
+/// Slots of a [`Sum`]: workers of one process beyond this many share them (still exact).
+const SLOTS: usize = 16;
+
+impl Sum {
+    /// Adds `n` for `worker` (nothing when `n` is 0).
+    pub fn add(&self, worker: usize, n: i64) {
+        if n != 0 {
+            self.slots[worker % SLOTS].0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The sum over every worker.
+    pub fn get(&self) -> i64 {
+        self.slots.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The sum of a counter (never below 0).
+    pub fn count(&self) -> u64 {
+        self.get().max(0) as u64
+    }
+}
 
 /// Process-wide counters, shared by all workers through an `Arc`.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Input messages read (non-blank lines, Kafka messages).
-    pub read: AtomicU64,
+    pub read: Sum,
     /// Events applied: book events and snapshots not dropped as duplicates, trades counted once.
-    pub processed: AtomicU64,
+    pub processed: Sum,
     /// Messages sent to the dead-letter output.
-    pub dead_lettered: AtomicU64,
+    pub dead_lettered: Sum,
     /// Book events with an old sequence number, and repeated trades.
-    pub duplicates: AtomicU64,
+    pub duplicates: Sum,
     /// Events whose own timestamp was already closed when they were read.
-    pub late: AtomicU64,
+    pub late: Sum,
     /// State held by the stages.
     pub state: StateSizes,
     /// Per input: messages read and watermark, updated once per source activation.
@@ -44,14 +81,14 @@ pub struct Totals {
 }
 
 impl Stats {
-    /// Adds `n` to a counter.
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    /// Adds `n` to a counter for `worker`.
+    pub fn add(counter: &Sum, worker: usize, n: u64) {
+        counter.add(worker, n as i64);
     }
 
     /// Reads all counters.
     pub fn totals(&self) -> Totals {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = Sum::count;
         Totals {
             read: get(&self.read),
             processed: get(&self.processed),
@@ -79,11 +116,11 @@ impl Totals {
 #[derive(Debug, Default)]
 pub struct StateSizes {
     /// Price levels held by the orderbook stage (raw, every side of every book).
-    pub book_levels: AtomicI64,
+    pub book_levels: Sum,
     /// Trades inside the ticker window.
-    pub window_trades: AtomicI64,
+    pub window_trades: Sum,
     /// Candles held (open and retained).
-    pub candles: AtomicI64,
+    pub candles: Sum,
 }
 
 /// A copy of the [`StateSizes`] gauges at one moment.
@@ -100,7 +137,7 @@ pub struct StateCounts {
 impl StateSizes {
     /// A copy of the gauges.
     pub fn counts(&self) -> StateCounts {
-        let get = |g: &AtomicI64| g.load(Ordering::Relaxed);
+        let get = Sum::get;
         StateCounts {
             book_levels: get(&self.book_levels),
             window_trades: get(&self.window_trades),
@@ -112,17 +149,21 @@ impl StateSizes {
 /// A worker's share of one [`StateSizes`] gauge: reports its local size as a change of the sum.
 #[derive(Debug, Default)]
 pub struct Share {
+    worker: usize,
     last: i64,
 }
 
 impl Share {
+    /// The share of worker `worker`, nothing reported yet.
+    pub fn of(worker: usize) -> Share {
+        Share { worker, last: 0 }
+    }
+
     /// Sets this worker's part of `gauge` to `now`.
-    pub fn report(&mut self, gauge: &AtomicI64, now: usize) {
+    pub fn report(&mut self, gauge: &Sum, now: usize) {
         let now = now as i64;
-        if now != self.last {
-            gauge.fetch_add(now - self.last, Ordering::Relaxed);
-            self.last = now;
-        }
+        gauge.add(self.worker, now - self.last);
+        self.last = now;
     }
 }
 
@@ -133,4 +174,34 @@ pub struct InputProgress {
     pub read: u64,
     /// Highest event time read minus the lateness (None before the first event that applies).
     pub watermark: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sum is exact over any workers, also beyond its slots (which they then share), and each
+    /// slot has cache lines of its own.
+    #[test]
+    fn sums_are_exact_in_slots_of_their_own() {
+        let sum = Sum::default();
+        let mut expected = 0i64;
+        for worker in 0..3 * SLOTS {
+            let n = worker as i64 * 7 - 40;
+            sum.add(worker, n);
+            expected += n;
+        }
+        assert_eq!(sum.get(), expected);
+        assert_eq!(sum.count(), expected.max(0) as u64);
+        let gauge = Sum::default();
+        let (mut a, mut b) = (Share::of(0), Share::of(SLOTS + 1));
+        a.report(&gauge, 10);
+        b.report(&gauge, 5);
+        a.report(&gauge, 3);
+        assert_eq!(gauge.get(), 8);
+        assert_eq!(gauge.count(), 8);
+        assert_eq!(std::mem::align_of::<Slot>(), 128);
+        let addr = |i: usize| &sum.slots[i] as *const Slot as usize;
+        assert_eq!(addr(1) - addr(0), 128);
+    }
 }

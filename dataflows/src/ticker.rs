@@ -93,6 +93,7 @@ pub fn window<'s>(
 ) -> Window<'s> {
     let g = Step::new(config.granularity_ms);
     let length = config.window_ms;
+    let worker = trades.scope().index();
     // Ids of trades inside the window, with the timestamp at which they leave it.
     let mut inside = Inside::default();
     let out = sequence(
@@ -126,8 +127,8 @@ pub fn window<'s>(
                 }
                 out.push(Out::Accepted((sym, rec), time));
             }
-            Stats::add(&stats.processed, processed);
-            Stats::add(&stats.duplicates, duplicates);
+            Stats::add(&stats.processed, worker, processed);
+            Stats::add(&stats.duplicates, worker, duplicates);
         },
         no_finish,
     );
@@ -257,7 +258,7 @@ pub fn aggregate<'s>(
     let mut leaving: BTreeMap<u64, Vec<Sym>> = BTreeMap::new();
     // The trades inside the window, over this worker's symbols, for the metrics gauge.
     let mut held: usize = 0;
-    let mut share = Share::default();
+    let mut share = Share::of(input.scope().index());
     let mut names = Names::default();
     let mut bbo: FoldMap<Sym, Bbo> = FoldMap::default();
     // The symbols that have had a trade (they have a ticker from then on), with their ticker's
