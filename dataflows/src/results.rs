@@ -917,9 +917,8 @@ impl Json {
     }
 
     /// The record with a text of its own, for a record kept while the others of its mark go:
-    /// kept as it is, it would keep their text too.
-    /// Always a copy: a piece, even one that holds this record alone, may keep the whole
-    /// buffer it was split from alive.
+    /// kept as it is, it would keep their text too. Always a copy: a piece, even one that holds
+    /// this record alone, keeps the whole buffer it was split from alive.
     pub fn detached(self) -> Json {
         let end = self.end - self.start;
         Json {
@@ -988,14 +987,15 @@ impl<'de> Deserialize<'de> for Json {
 /// writing from mark to mark, of which each mark's records are split off as a piece of their
 /// own (no copy; the buffer is freed once its pieces are), and a new buffer is taken when less
 /// than [`ROOM`] is left, or less than the longest record so far (a stage with records longer
-/// than that takes buffers of four of them). Rendered into a text kept in the caches and copied into a shared text
-/// of its exact size at the end of each mark, the copy and its allocation were 5-8% of the
-/// Flink file's samples; written in place into a new text for each mark, grown by doubling,
-/// they were slower still. A mark's piece is an `Arc` of its own, so each record's count is
-/// that piece's, not the buffer's: one shared count for all of a buffer's records, raised where
-/// they are rendered and lowered where they are written, would move between the cores at every
-/// record. An unusually large mark (a replay at a coarse mark, a catch-up) lies in several
-/// pieces, one a buffer, so it needs no room twice over, nor leaves that room kept.
+/// than that takes buffers of four of them). Rendered into a text kept in the caches and
+/// copied into a shared text of its exact size at the end of each mark, the copy and its
+/// allocation were 5-8% of the Flink file's samples; written in place into a new text for each
+/// mark, grown by doubling, they were slower still. A mark's piece is an `Arc` of its own, so
+/// each record's count is that piece's, not the buffer's: one shared count for all of a
+/// buffer's records, raised where they are rendered and lowered where they are written, would
+/// move between the cores at every record. An unusually large mark (a replay at a coarse mark,
+/// a catch-up) lies in several pieces, one a buffer, so it needs no room twice over, nor leaves
+/// that room kept.
 #[derive(Default)]
 pub(crate) struct Rendering {
     /// The text of the records pushed since the last piece was split off, in a buffer with room
