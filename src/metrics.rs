@@ -191,15 +191,17 @@ impl Metrics {
     }
 
     /// Counts one published batch's changes by kind (the key's first component). A batch is
-    /// sorted by kind first, so the kinds come in runs: one count per run.
+    /// sorted by kind first, so the kinds come in runs, each found by a binary search (reading
+    /// every change's kind, on worker 0, was half a percent of the Flink file's samples).
     pub fn count_published(&self, batch: &tampines_dataflows::results::Published) {
-        // Kinds are static names: compared by address.
         let mut kinds: Vec<(&'static str, u64)> = Vec::new();
-        for change in &batch.changes {
-            match kinds.last_mut() {
-                Some((kind, n)) if std::ptr::eq(*kind, change.kind()) => *n += 1,
-                _ => kinds.push((change.kind(), 1)),
-            }
+        let mut rest = &batch.changes[..];
+        while let Some(first) = rest.first() {
+            // Compared by value: a name's address may differ from one use of it to another.
+            let kind = first.kind();
+            let n = rest.partition_point(|c| c.kind() == kind);
+            kinds.push((kind, n as u64));
+            rest = &rest[n..];
         }
         let mut counters = self
             .published_by_kind
@@ -207,7 +209,7 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner());
         for (kind, n) in kinds {
             // The family's counter of each kind, looked up once (a lookup made a label vector).
-            match counters.iter().find(|(k, _)| std::ptr::eq(*k, kind)) {
+            match counters.iter().find(|(k, _)| *k == kind) {
                 Some((_, counter)) => {
                     counter.inc_by(n);
                 }
