@@ -200,6 +200,10 @@ impl Metrics {
             // Compared by value: a name's address may differ from one use of it to another.
             let kind = first.kind();
             let n = rest.partition_point(|c| c.kind() == kind);
+            debug_assert!(
+                rest[n..].iter().all(|c| c.kind() != kind),
+                "a batch is sorted by kind first (a kind's changes in one run)"
+            );
             kinds.push((kind, n as u64));
             rest = &rest[n..];
         }

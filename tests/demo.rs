@@ -265,10 +265,12 @@ fn a_demo_that_fails_stops_the_redis_server_it_started() {
 #[test]
 fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     let empty = scratch("demo_path");
-    let probe = format!("127.0.0.1:{}", free_port()); // nothing listens there
-                                                      // Metrics on a port the system chooses, which the log names.
+    // Nothing listens at the probe's address. Metrics are on a port the system chooses, which
+    // the log names (at warn, whatever RUST_LOG is).
+    let probe = format!("127.0.0.1:{}", free_port());
     let child = demo("4", "1500", &probe)
         .args(["--metrics-addr", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
         .env("PATH", &empty)
         .spawn()
         .expect("start demo");

@@ -1458,8 +1458,9 @@ impl LaterTopic {
         let job = common::broker::KillOnDrop(
             Command::new(env!("CARGO_BIN_EXE_tampines"))
                 .args(["run", "--brokers", &bootstrap, "--topics", "later.trade"])
-                // A port the system chooses, named in the log.
+                // A port the system chooses, named in the log (at warn, whatever RUST_LOG is).
                 .args(["--metrics-addr", "127.0.0.1:0", "--lateness-ms", "0"])
+                .env_remove("RUST_LOG")
                 .args(extra)
                 .arg("--out")
                 .arg(&out)

@@ -986,8 +986,9 @@ impl<'de> Deserialize<'de> for Json {
 /// They are written in place, once: into a buffer of [`PIECE`] bytes that the stage keeps
 /// writing from mark to mark, of which each mark's records are split off as a piece of their
 /// own (no copy; the buffer is freed once its pieces are), and a new buffer is taken when less
-/// than [`ROOM`] is left, or less than the longest record so far (a stage with records longer
-/// than that takes buffers of four of them). Rendered into a text kept in the caches and
+/// than [`ROOM`] is left, or less than the longest record so far; a new buffer holds four of
+/// the longest (once that is over 64 KiB; the longest is kept, so a stage that rendered one
+/// record of 1 MB takes buffers of 4 MB from then on). Rendered into a text kept in the caches and
 /// copied into a shared text of its exact size at the end of each mark, the copy and its
 /// allocation were 5-8% of the Flink file's samples; written in place into a new text for each
 /// mark, grown by doubling, they were slower still. A mark's piece is an `Arc` of its own, so
@@ -1068,11 +1069,6 @@ impl Rendering {
         self.cut = 0;
         for (change, _) in self.changes.drain(..) {
             out(change);
-        }
-        // A buffer that one unusually large record grew is not kept (the next record takes a
-        // new buffer).
-        if self.text.capacity() > 2 * self.buffer() {
-            self.text = BytesMut::new();
         }
         if self.changes.capacity() > 2 * count.max(KEPT_CHANGES) {
             self.changes.shrink_to(count.max(KEPT_CHANGES));
@@ -1508,8 +1504,8 @@ mod tests {
     }
 
     /// A mark far larger than the others is cut into pieces of about `PIECE` bytes, its
-    /// records whole and in order; the kept text never holds much more than a piece, and the
-    /// next mark gives back the room of the large one's list of changes.
+    /// records whole and in order; the room kept after it is under a piece, and the next mark
+    /// gives back the room of the large one's list of changes.
     #[test]
     fn a_large_mark_is_cut_into_pieces() {
         let result = named_ex_s(ResultKey::Ticker(Sym::of("ex", "S")));
@@ -1531,7 +1527,7 @@ mod tests {
             let kept = (rendering.text.capacity(), rendering.changes.capacity());
             (changes, kept)
         };
-        let (changes, (text, _)) = render(40_000);
+        let (changes, (left, _)) = render(40_000);
         assert_eq!(changes.len(), 40_000);
         // Pieces by their text: (the text, how many records it holds).
         let mut pieces: Vec<(Arc<Bytes>, usize)> = Vec::new();
@@ -1558,7 +1554,8 @@ mod tests {
         for (text, n) in &pieces[..pieces.len() - 1] {
             assert_eq!((*n, text.len()), (per_piece, per_piece * expected.len()));
         }
-        assert!(text <= 2 * PIECE, "{text}");
+        // The room left in the last buffer, not more.
+        assert!(left < PIECE, "{left}");
         let (changes, (_, list)) = render(1);
         assert_eq!(changes.len(), 1);
         assert!(list <= KEPT_CHANGES, "{list}");
@@ -1574,13 +1571,14 @@ mod tests {
         let record = Record::Ticker {
             name: SymbolName {
                 exchange: "ex".into(),
-                symbol: "S".repeat(40_000).into(),
+                symbol: "S".repeat(100_000).into(),
             },
             stats: None,
             bbo: Bbo::default(),
         };
         let long = rendered(&record, 1_000).len();
-        assert!(long > 2 * ROOM, "{long}");
+        // Longer than `ROOM`, and four of them longer than `PIECE`.
+        assert!(long > ROOM && 4 * long > PIECE, "{long}");
         let mut rendering = Rendering::default();
         let mut kept = Vec::new();
         // The room left in the buffer as the rule above has it: none before the first record.

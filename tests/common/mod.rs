@@ -200,7 +200,8 @@ pub fn metrics_addr_logged(log: &Path) -> String {
             "no metrics address in {} within 60 s: {text}",
             log.display()
         );
-        std::thread::sleep(std::time::Duration::from_millis(20)); // poll interval, bounded by the deadline
+        // Poll interval, bounded by the deadline.
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -209,8 +210,10 @@ pub fn metrics_addr_logged(log: &Path) -> String {
 /// child's bind. Returns the child (killed when dropped), its log, and the address of its
 /// `/metrics` as its log names it within 60 s (the test fails with the log if it does not).
 pub fn spawn_with_metrics(command: &mut Command) -> (broker::KillOnDrop, StderrLog, String) {
+    // The line that names the port is a warning: a `RUST_LOG` of the test's own could hide it.
     let mut child = command
         .args(["--metrics-addr", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
