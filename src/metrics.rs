@@ -194,7 +194,10 @@ impl Metrics {
     /// sorted by kind first, so the kinds come in runs, each found by a binary search (reading
     /// every change's kind, on worker 0, was half a percent of the Flink file's samples).
     pub fn count_published(&self, batch: &tampines_dataflows::results::Published) {
-        let mut kinds: Vec<(&'static str, u64)> = Vec::new();
+        let mut counters = self
+            .published_by_kind
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut rest = &batch.changes[..];
         while let Some(first) = rest.first() {
             // Compared by value: a name's address may differ from one use of it to another.
@@ -204,23 +207,16 @@ impl Metrics {
                 rest[n..].iter().all(|c| c.kind() != kind),
                 "a batch is sorted by kind first (a kind's changes in one run)"
             );
-            kinds.push((kind, n as u64));
             rest = &rest[n..];
-        }
-        let mut counters = self
-            .published_by_kind
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for (kind, n) in kinds {
             // The family's counter of each kind, looked up once (a lookup made a label vector).
             match counters.iter().find(|(k, _)| *k == kind) {
                 Some((_, counter)) => {
-                    counter.inc_by(n);
+                    counter.inc_by(n as u64);
                 }
                 None => {
                     let labels = vec![("kind", kind.to_string())];
                     let counter = self.published.get_or_create(&labels).clone();
-                    counter.inc_by(n);
+                    counter.inc_by(n as u64);
                     counters.push((kind, counter));
                 }
             }

@@ -146,8 +146,9 @@ impl StateSizes {
     }
 }
 
-/// A worker's share of one [`StateSizes`] gauge: reports its local size as a change of the sum.
-#[derive(Debug, Default)]
+/// A worker's share of one [`StateSizes`] gauge: reports its local size as a change of the sum,
+/// in the worker's slot ([`Share::of`]).
+#[derive(Debug)]
 pub struct Share {
     worker: usize,
     last: i64,
