@@ -1811,10 +1811,7 @@ fn rediss_writes_through_tls() {
         "san.cnf",
     ]);
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let tls_port = common::free_port().to_string();
-    let server = RedisServer::start_with(&[
-        "--tls-port",
-        &tls_port,
+    let server = RedisServer::start_tls(&[
         "--tls-cert-file",
         &path("s.pem"),
         "--tls-key-file",
@@ -1825,6 +1822,7 @@ fn rediss_writes_through_tls() {
         "no",
     ]);
     std::fs::write(dir.join("events.ndjson"), SMALL).unwrap();
+    let tls_port = server.tls_port.expect("a TLS port");
     let url = format!("rediss://localhost:{tls_port}/0");
     let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
         .args([

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Child,
     pub url: String,
+    /// The TLS port, for a server started with [`RedisServer::start_tls`].
+    pub tls_port: Option<u16>,
 }
 
 impl RedisServer {
@@ -17,6 +19,17 @@ impl RedisServer {
 
     /// Starts one with `extra` options as well (a TLS port, for one).
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_ports(extra, false)
+    }
+
+    /// Starts one with a TLS port as well (`tls_port`), and `extra` options (the certificates).
+    /// The TLS port is picked with the plain one at each try: one picked once, outside, and taken
+    /// before the server bound it, failed every try.
+    pub fn start_tls(extra: &[&str]) -> RedisServer {
+        RedisServer::start_ports(extra, true)
+    }
+
+    fn start_ports(extra: &[&str], tls: bool) -> RedisServer {
         super::ensure_package("redis-server", || {
             Command::new("redis-server")
                 .arg("--version")
@@ -28,11 +41,9 @@ impl RedisServer {
         // server counts as started once the one answering is this one (its process id), and
         // one that exited is started again on another port.
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = super::free_port();
+            let tls_port = tls.then(super::free_port);
+            let tls_args = tls_port.map(|p| ["--tls-port".to_string(), p.to_string()]);
             let child = Command::new("redis-server")
                 .args([
                     "--port",
@@ -46,6 +57,7 @@ impl RedisServer {
                     "--enable-debug-command",
                     "yes",
                 ])
+                .args(tls_args.iter().flatten())
                 .args(extra)
                 .stdout(Stdio::null())
                 .spawn()
@@ -53,6 +65,7 @@ impl RedisServer {
             let mut server = RedisServer {
                 child,
                 url: format!("redis://127.0.0.1:{port}/0"),
+                tls_port,
             };
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
