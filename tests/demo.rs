@@ -13,9 +13,13 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::broker::KillOnDrop;
-use common::{dec, final_state, free_port, get, key, request, sample, scratch, signalled};
+use common::{dec, final_state, get, key, request, sample, scratch, signalled};
 use rust_decimal::Decimal;
 use serde_json::Value;
+
+/// An address where nothing listens: port 1, which no test's server or job is given (a port
+/// picked free could be taken by one meanwhile, and the demo would then write to its Redis).
+const NOTHING: &str = "127.0.0.1:1";
 
 /// `tampines demo` of `symbols` at `rate` events/s over 2 partitions, one worker, probing for a
 /// Redis at `probe`; 200 ms marks, 400 ms of lateness, partitions idle after 1 s; stdout and
@@ -63,9 +67,8 @@ fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 /// listens: it gave up after 30 s, exit 1).
 #[test]
 fn stdout_wins_over_a_redis_the_environment_names() {
-    let probe = format!("127.0.0.1:{}", free_port());
-    let nowhere = format!("redis://127.0.0.1:{}", free_port());
-    let child = demo("2", "500", &probe)
+    let nowhere = format!("redis://{NOTHING}");
+    let child = demo("2", "500", NOTHING)
         .arg("--stdout")
         .env("TAMPINES_REDIS", &nowhere)
         .spawn()
@@ -85,14 +88,43 @@ fn stdout_wins_over_a_redis_the_environment_names() {
     }
 }
 
+/// Something at the probed address that takes the connection and never answers (a tunnel whose
+/// far end is down, a Redis stuck in a long script) is no Redis: the demo streams its results to
+/// stdout within 30 s (the probe's connection gives up after 300 ms; without that bound the demo
+/// would wait for the answer to its PING for ever, saying nothing).
+#[test]
+fn a_probed_address_that_never_answers_is_no_redis() {
+    let empty = scratch("demo_silent_probe");
+    // Bound and listening, never accepting: the kernel completes the connection, nothing reads.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let probe = silent.local_addr().unwrap().to_string();
+    let child = demo("2", "500", &probe)
+        .env("PATH", &empty)
+        .spawn()
+        .expect("start demo");
+    let mut child = KillOnDrop(child);
+    let rx = lines_of(child.0.stdout.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("a progress line on stdout within 30 s");
+        let v: Value = serde_json::from_str(&line).expect("stdout is NDJSON");
+        if v["kind"] == "progress" {
+            break;
+        }
+    }
+    drop(silent);
+}
+
 /// With `--stdout` and `--out FILE` the results go to the file, and the demo says so: it said
 /// "results go to stdout" and wrote nothing there.
 #[test]
 fn the_demo_names_the_file_its_results_go_to() {
     let dir = scratch("demo_out_file");
     let out = dir.join("demo.ndjson");
-    let probe = format!("127.0.0.1:{}", free_port());
-    let child = demo("2", "500", &probe)
+    let child = demo("2", "500", NOTHING)
         .arg("--stdout")
         .args(["--out", out.to_str().unwrap()])
         .spawn()
@@ -121,8 +153,7 @@ fn the_demo_names_the_file_its_results_go_to() {
 #[test]
 fn a_demo_without_redis_refuses_dead_letters_on_stdout() {
     let empty = scratch("demo_dlq_stdout_path");
-    let probe = format!("127.0.0.1:{}", free_port()); // nothing listens there
-    let child = demo("2", "500", &probe)
+    let child = demo("2", "500", NOTHING)
         .args(["--dlq", "-"])
         .env("PATH", &empty)
         .spawn()
@@ -150,12 +181,11 @@ fn a_demo_without_redis_refuses_dead_letters_on_stdout() {
 /// why, within 60 s: a live job has no end at which to report a failure.
 #[test]
 fn a_demo_that_cannot_write_its_results_exits_1() {
-    let probe = format!("127.0.0.1:{}", free_port());
     let full = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/full")
         .expect("open /dev/full");
-    let stderr = failed(demo("2", "500", &probe).arg("--stdout").stdout(full));
+    let stderr = failed(demo("2", "500", NOTHING).arg("--stdout").stdout(full));
     assert!(
         stderr.contains("writing results to stdout: No space left on device"),
         "{stderr}"
@@ -178,7 +208,7 @@ fn a_demo_leaves_another_job_s_results_alone() {
         .query::<()>(&mut c)
         .unwrap();
     let url = server.url.clone();
-    let stderr = failed(demo("2", "500", "127.0.0.1:1").args(["--redis", &url]));
+    let stderr = failed(demo("2", "500", NOTHING).args(["--redis", &url]));
     assert!(
         stderr.contains(&format!("that a demo does not write ({book}, 2 in all)")),
         "{stderr}"
@@ -198,10 +228,10 @@ fn a_demo_leaves_a_running_demo_s_results_alone() {
     let server = common::redis_server::RedisServer::start();
     let mut c = server.connection().unwrap();
     let url = server.url.clone();
-    let mut first = demo("2", "1000", "127.0.0.1:1");
+    let mut first = demo("2", "1000", NOTHING);
     let mut first = KillOnDrop(first.args(["--redis", &url]).spawn().unwrap());
     frontier_moves(&mut c);
-    let stderr = failed(demo("2", "500", "127.0.0.1:1").args(["--redis", &url]));
+    let stderr = failed(demo("2", "500", NOTHING).args(["--redis", &url]));
     assert!(stderr.contains("that are being written now"), "{stderr}");
     // The first goes on writing, and stops cleanly.
     frontier_moves(&mut c);
@@ -242,9 +272,9 @@ fn failed(demo: &mut Command) -> String {
 #[test]
 fn a_demo_that_fails_stops_the_redis_server_it_started() {
     let dir = scratch("demo_fails_redis");
-    let probe = format!("127.0.0.1:{}", free_port()); // nothing listens there: it starts one
     let nowhere = dir.join("missing").join("out.ndjson");
-    let stderr = failed(demo("2", "500", &probe).args(["--out", nowhere.to_str().unwrap()]));
+    // Nothing at the probed address: it starts a redis-server.
+    let stderr = failed(demo("2", "500", NOTHING).args(["--out", nowhere.to_str().unwrap()]));
     assert!(stderr.contains("cannot create"), "{stderr}");
     let addr = (stderr.lines())
         .find_map(|l| l.strip_prefix("demo: started redis-server at redis://"))
@@ -267,8 +297,7 @@ fn demo_streams_results_serves_metrics_and_stops_on_sigint() {
     let empty = scratch("demo_path");
     // Nothing listens at the probe's address. Metrics are on a port the system chooses, which
     // the log names (at warn, whatever RUST_LOG is).
-    let probe = format!("127.0.0.1:{}", free_port());
-    let child = demo("4", "1500", &probe)
+    let child = demo("4", "1500", NOTHING)
         .args(["--metrics-addr", "127.0.0.1:0"])
         .env_remove("RUST_LOG")
         .env("PATH", &empty)
