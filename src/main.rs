@@ -24,12 +24,16 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        // No command: the whole help, on stderr (cut to one line, it said only what Tampines is).
+        // No command: one line, as for any bad usage (CONTRACT 5), that names the commands (the
+        // whole help, 18 lines, until 2026-12-07; before that, one line that said only what
+        // Tampines is).
         Err(ConfigError::Usage(e))
             if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
         {
-            let _ = e.print();
-            return ExitCode::from(2);
+            return usage(anyhow::anyhow!(
+                "a command is needed: run, replay, produce, broker, gen or demo \
+                 (`tampines --help` says what each does)"
+            ));
         }
         // clap quotes a refused value, and a line of the file may hold a `--redis` URL or a
         // librdkafka property: neither shows a secret.
