@@ -951,8 +951,13 @@ impl Writer {
                     self.connection = None;
                     self.state.failures.fetch_add(1, Ordering::Relaxed);
                     metrics().redis_failures.inc();
-                    tracing::warn!(mark = time, error = %e, retry_in_ms = backoff.as_millis() as u64, "redis write failed");
-                    std::thread::sleep(backoff); // capped exponential backoff against an outage
+                    // Capped exponential backoff against an outage, and no further than the
+                    // patience's end, where the last try is made (the job went on failing up
+                    // to a whole backoff, 5 s, past it).
+                    let left = (self.options.patience).map(|p| p.saturating_sub(since.elapsed()));
+                    let pause = left.map_or(backoff, |left| backoff.min(left));
+                    tracing::warn!(mark = time, error = %e, retry_in_ms = pause.as_millis() as u64, "redis write failed");
+                    std::thread::sleep(pause);
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }

@@ -1219,7 +1219,9 @@ fn replaying_a_and_b(
 }
 
 /// A bounded job whose Redis goes away for good stops after `--redis-patience-s` of failing
-/// writes, exit 1 with the reason; it retried for ever (a backfill that never ended).
+/// writes, exit 1 with the reason; it retried for ever (a backfill that never ended). Its pauses
+/// between tries end with the patience: they backed off past it (50 + 100 + 200 + 400 + 800 ms,
+/// the last try 0.55 s after the 1 s; 5 s after the end with a longer patience).
 #[test]
 fn a_bounded_job_gives_up_on_a_redis_gone_for_good() {
     let server = RedisServer::start();
@@ -1240,6 +1242,18 @@ fn a_bounded_job_gives_up_on_a_redis_gone_for_good() {
             )
             && !last.contains("IoError"),
         "{stderr}"
+    );
+    let paused_ms: u64 = (stderr.split("retry_in_ms=").skip(1))
+        .map(|rest| {
+            let digits = rest.split(|c: char| !c.is_ascii_digit()).next();
+            digits
+                .and_then(|d| d.parse::<u64>().ok())
+                .expect("a pause in ms")
+        })
+        .sum();
+    assert!(
+        paused_ms > 0 && paused_ms <= 1000,
+        "{paused_ms} ms: {stderr}"
     );
 }
 
