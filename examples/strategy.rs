@@ -1,10 +1,12 @@
 //! A downstream strategy reading Tampines' results from Redis (the Rust twin of `strategy.py`).
 //!
-//! It follows `{prefix}:updates` (one stream entry per published progress mark) and, for each
-//! new entry (the newest, when several arrived at once), reads ONE consistent snapshot: the frontier, the symbol's resolution-1 book, its ticker
-//! and its newest 1-minute candles inside MULTI/EXEC. The job writes each mark atomically, so the
-//! four values always belong to the same progress mark. It prints one line per read that
-//! returned entries:
+//! It follows `{prefix}:updates` (one stream entry per write step of the job: a published
+//! progress mark, or several merged) and, for each read that returns new entries, reads ONE
+//! consistent snapshot: the frontier, the symbol's resolution-1 book, its ticker and its newest
+//! 1-minute candles inside MULTI/EXEC. The job writes each mark atomically, so the four values
+//! always belong to the same progress mark. It prints one line per snapshot that differs from
+//! the last one printed (a snapshot is the current state, so one read may already show the marks
+//! the next read returns):
 //!
 //! ```text
 //! frontier=T symbol=EX:SYM bid=.. ask=.. status=.. spread=.. change_24h=.. change_pct=.. last_closed_1m=OPEN_TIME:O/H/L/C/V
@@ -12,9 +14,11 @@
 //!
 //! `status` is the book's: trade on `ok` only (`stale`: a sequence gap or no snapshot yet, until
 //! the next snapshot; `crossed`: bid >= ask). At its start it shows the state as it is, if a job
-//! has written one. It follows through Redis restarts (reconnecting, from the last entry read;
-//! a failure at its start is not retried), and on its end (`--count`, Ctrl-C or SIGTERM, or an
-//! error) says on stderr the stream id to resume after (`--from ID`).
+//! has written one. It follows through Redis restarts (a Redis still loading its data included)
+//! and connections that stop answering (10 s without a reply), reconnecting and reading again
+//! from the last entry whose snapshot it read (a failure at its start is not retried), and on
+//! its end (`--count`, Ctrl-C or SIGTERM, or an error) says on stderr the stream id to resume
+//! after (`--from ID`).
 //!
 //! Run it beside a job writing to Redis (`tampines demo` prints the URL):
 //!
@@ -24,9 +28,10 @@
 //!
 //! Options: `--redis URL`, `--prefix P` (default `tampines`), `--symbol EXCHANGE:SYMBOL`,
 //! `--from ID` (stream id to start after: `$` = new updates only (default), `0` = from the
-//! oldest kept), `--count N` (stop after N snapshots).
+//! oldest kept), `--count N` (stop after N lines printed).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::Commands;
@@ -51,6 +56,9 @@ fn options() -> Result<Options, String> {
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            return Err(String::new());
+        }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--redis" => o.redis = value,
@@ -158,9 +166,38 @@ fn render(o: &Options, s: &Snapshot) -> String {
     )
 }
 
-/// Follows the stream from `last` (updated to the last entry shown), printing snapshots, until
-/// `--count` of them. Connection failures (Redis restarting) are retried with backoff, from the
-/// last entry shown.
+/// The lines printed: how many, and the last one (a snapshot equal to it is not printed again).
+#[derive(Default)]
+struct Printed {
+    lines: usize,
+    last: String,
+}
+
+impl Printed {
+    fn show(&mut self, line: String) {
+        if line != self.last {
+            println!("{line}");
+            self.lines += 1;
+            self.last = line;
+        }
+    }
+}
+
+/// A reply later than this is a connection that stopped answering (a host gone, a NAT entry
+/// expired): without a bound, a read on it waited for ever. Well above the 1 s a read blocks.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection whose replies are bounded by [`REPLY_TIMEOUT`].
+fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
+    let c = client.get_connection_with_timeout(Duration::from_secs(5))?;
+    c.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    c.set_write_timeout(Some(REPLY_TIMEOUT))?;
+    Ok(c)
+}
+
+/// Follows the stream from `last` (updated to the last entry whose snapshot was read), printing
+/// snapshots, until `--count` of them. Failures that pass (Redis restarting or loading its data,
+/// a connection that stopped answering) are retried with backoff, from the last entry read.
 fn follow(o: &Options, last: &mut String) -> redis::RedisResult<()> {
     // Ctrl-C (or SIGTERM) ends the loop within a read's block, so that it says where to resume;
     // a second one exits at once (130), should a read hang.
@@ -175,43 +212,49 @@ fn follow(o: &Options, last: &mut String) -> redis::RedisResult<()> {
     }
     let client = redis::Client::open(o.redis.as_str())?;
     let stream = format!("{}:updates", o.prefix);
-    let mut seen = 0usize;
-    let mut c = client.get_connection()?;
+    let mut printed = Printed::default();
+    let mut c = connect(&client)?;
     if last == "$" {
         // The state as it is now, if a job has written one (a quiet or finished job shows it
         // too). The stream id first: an update after the snapshot is then read below.
         let newest: redis::streams::StreamRangeReply = c.xrevrange_count(&stream, "+", "-", 1)?;
-        *last = newest.ids.first().map_or("0".into(), |e| e.id.clone());
         let now = snapshot(&mut c, o)?;
         if now.frontier.is_some() {
-            println!("{}", render(o, &now));
-            seen += 1;
+            printed.show(render(o, &now));
         }
+        *last = newest.ids.first().map_or("0".into(), |e| e.id.clone());
     }
-    let mut backoff = std::time::Duration::from_millis(100);
-    while o.count.is_none_or(|n| seen < n) && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    let mut backoff = Duration::from_millis(100);
+    while o.count.is_none_or(|n| printed.lines < n)
+        && !stop.load(std::sync::atomic::Ordering::Relaxed)
+    {
         let step = (|| -> redis::RedisResult<()> {
             let reply: StreamReadReply = c.xread_options(
                 &[&stream],
                 &[&*last],
                 &StreamReadOptions::default().block(1_000).count(100),
             )?;
-            // A snapshot reads the current state, so when several updates arrived since the
-            // last read (the strategy is behind), one snapshot serves them all.
             if let Some(entry) = reply.keys.iter().flat_map(|k| k.ids.iter()).last() {
+                printed.show(render(o, &snapshot(&mut c, o)?));
+                // Only once its snapshot is read: a failure before goes on from the entry
+                // before, whose update would have been lost.
                 *last = entry.id.clone();
-                println!("{}", render(o, &snapshot(&mut c, o)?));
-                seen += 1;
             }
             Ok(())
         })();
         match step {
-            Ok(()) => backoff = std::time::Duration::from_millis(100),
-            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e)
+                if e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.kind() == redis::ErrorKind::BusyLoadingError =>
+            {
                 eprintln!("strategy: redis: {e}; retrying in {backoff:?}");
                 std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-                if let Ok(fresh) = client.get_connection() {
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                if let Ok(fresh) = connect(&client) {
                     c = fresh;
                 }
             }
@@ -224,6 +267,13 @@ fn follow(o: &Options, last: &mut String) -> redis::RedisResult<()> {
 fn main() -> ExitCode {
     let o = match options() {
         Ok(o) => o,
+        Err(e) if e.is_empty() => {
+            println!(
+                "usage: strategy [--redis URL] [--prefix P] [--symbol EXCHANGE:SYMBOL] [--from ID] \
+                 [--count N]"
+            );
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("strategy: {e}");
             return ExitCode::from(2);

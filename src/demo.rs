@@ -347,10 +347,13 @@ pub fn demo(args: DemoArgs) -> Result<(Totals, Settings)> {
             };
             let cli = redis_cli(url);
             let p = &job_args.prefix;
+            // The URL last on its line: a colon after it was copied with it, and redis-py
+            // refused the port (`45153:`).
             say(&format!(
-                "{how} at {}: results are published there. Look with:",
+                "{how}; results are published to {}",
                 crate::cli::hide_url_password(url)
             ));
+            say("look with:");
             say(&format!("  {cli} GET {p}:frontier"));
             say(&format!("  {cli} GET {p}:book:demo:S000USDT:1"));
             say(&format!("  {cli} GET {p}:ticker:demo:S000USDT"));

@@ -277,9 +277,10 @@ fn a_demo_that_fails_stops_the_redis_server_it_started() {
     let stderr = failed(demo("2", "500", NOTHING).args(["--out", nowhere.to_str().unwrap()]));
     assert!(stderr.contains("cannot create"), "{stderr}");
     let addr = (stderr.lines())
-        .find_map(|l| l.strip_prefix("demo: started redis-server at redis://"))
-        .and_then(|l| l.split_once(": "))
-        .map(|(addr, _)| addr.to_string())
+        .find_map(|l| {
+            l.strip_prefix("demo: started redis-server; results are published to redis://")
+        })
+        .map(|addr| addr.trim_end().to_string())
         .unwrap_or_else(|| panic!("no redis-server started: {stderr}"));
     // Gone within 10 s (polled): nothing answers at its port.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -552,7 +553,7 @@ fn demo_publishes_to_a_redis_it_finds() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "found Redis at redis://{probe}: results are published there"
+            "found Redis; results are published to redis://{probe}\n"
         )),
         "{stderr}"
     );

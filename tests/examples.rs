@@ -74,7 +74,10 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `strategy` (a command reading the Redis at the URL it is given) WHILE the job replays a
 /// generated market into that Redis; every line it prints must be exactly the state of the job's
-/// NDJSON output at the frontier the line names: no snapshot ever mixes two marks.
+/// NDJSON output at the frontier the line names: no snapshot ever mixes two marks. No line
+/// repeats the one before (a read whose entries an earlier snapshot had already shown printed
+/// that state again: an audit saw 101 equal lines in a row). SIGTERM ends it with exit 0, saying
+/// where to resume (the Python one was killed by it, silently).
 fn check_strategy(name: &str, strategy: impl FnOnce(&str) -> Command) {
     let dir = scratch(name);
     let events = dir.join("events.ndjson");
@@ -86,7 +89,7 @@ fn check_strategy(name: &str, strategy: impl FnOnce(&str) -> Command) {
         strategy(&redis.url)
             .args(["--symbol", SYMBOL, "--from", "0"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start strategy"),
     );
@@ -121,7 +124,18 @@ fn check_strategy(name: &str, strategy: impl FnOnce(&str) -> Command) {
             Err(_) => panic!("the strategy never showed {last}: {lines:?}"),
         }
     }
-    drop(reader);
+    let status = common::signalled(&mut reader.0, "TERM").expect("ends within 60 s of SIGTERM");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut reader.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    let resume = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        resume.starts_with("strategy: resume with --from "),
+        "{stderr}"
+    );
+    for pair in lines.windows(2) {
+        assert_ne!(pair[0], pair[1], "a snapshot printed twice in a row");
+    }
     // The state at each frontier a line names, built in one pass over the marks.
     let frontier_of = |line: &str| -> u64 {
         line.strip_prefix("frontier=")
