@@ -1194,6 +1194,10 @@ pub fn stored_frontier(options: &RedisOptions, patience: Duration) -> Result<Opt
                 };
             }
             Err(e) if passing(&e) && Instant::now() < deadline => {
+                // Counted as a failed write: while the start waits for Redis nothing else moves
+                // (no frontier, no lag), and a job that a supervisor restarts every 30 s raised
+                // no alert.
+                metrics().redis_failures.inc();
                 // Said at once, then every 5 s (it was every try, five a second).
                 if reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
                     tracing::warn!(error = %said(&e, Some(wait)), "reading the stored frontier");

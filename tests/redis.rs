@@ -1284,6 +1284,37 @@ fn a_bounded_job_finding_no_redis_at_start_waits_its_patience() {
     );
 }
 
+/// A job waiting at its start for a Redis that does not answer counts each failed try in
+/// `tampines_redis_write_failures_total` (it stayed 0, with no frontier and no lag: no alert
+/// fired while a supervisor restarted the job every 30 s).
+#[test]
+fn a_job_waiting_for_redis_at_start_counts_the_failures() {
+    let dir = scratch("redis_none_at_start_metrics");
+    let events = dir.join("events.ndjson");
+    std::fs::write(&events, book("A", 1000, 10)).unwrap();
+    let (mut job, log, addr) = common::spawn_with_metrics(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .arg("replay")
+            .arg(&events)
+            .args(["--redis", "redis://127.0.0.1:1", "--redis-patience-s", "30"]),
+    );
+    // Polled until a try has failed, within the patience.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    loop {
+        let text = common::request(&addr, "GET", "/metrics");
+        if common::sample(&text, "tampines_redis_write_failures_total ") >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failure counted: {text}\n{}",
+            log.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100)); // poll, bounded by the deadline
+    }
+    let _ = job.0.kill();
+}
+
 /// A Redis out of memory is a failure that ends (README, Redis): the job retries, logs each
 /// failure, and writes once memory is freed, exit 0; an error that retrying cannot mend would
 /// have stopped it at once.
