@@ -62,6 +62,22 @@ fn lines_of(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
+/// Waits (30 s at most) for a progress line among the NDJSON lines on `child`'s stdout.
+fn progress_on_stdout_within_30s(child: &mut KillOnDrop) {
+    let rx = lines_of(child.0.stdout.take().expect("stdout piped"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("a progress line on stdout within 30 s");
+        let v: Value = serde_json::from_str(&line).expect("stdout is NDJSON");
+        if v["kind"] == "progress" {
+            return;
+        }
+    }
+}
+
 /// `--stdout` wins over a Redis named by the environment (or a config file): the demo wrote to
 /// the Redis of TAMPINES_REDIS, saying it was "named by --redis" (here a port where nothing
 /// listens: it gave up after 30 s, exit 1).
@@ -73,19 +89,7 @@ fn stdout_wins_over_a_redis_the_environment_names() {
         .env("TAMPINES_REDIS", &nowhere)
         .spawn()
         .expect("start demo");
-    let mut child = KillOnDrop(child);
-    let rx = lines_of(child.0.stdout.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("a progress line on stdout within 30 s");
-        let v: Value = serde_json::from_str(&line).expect("stdout is NDJSON");
-        if v["kind"] == "progress" {
-            break;
-        }
-    }
+    progress_on_stdout_within_30s(&mut KillOnDrop(child));
 }
 
 /// Something at the probed address that takes the connection and never answers (a tunnel whose
@@ -102,19 +106,7 @@ fn a_probed_address_that_never_answers_is_no_redis() {
         .env("PATH", &empty)
         .spawn()
         .expect("start demo");
-    let mut child = KillOnDrop(child);
-    let rx = lines_of(child.0.stdout.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("a progress line on stdout within 30 s");
-        let v: Value = serde_json::from_str(&line).expect("stdout is NDJSON");
-        if v["kind"] == "progress" {
-            break;
-        }
-    }
+    progress_on_stdout_within_30s(&mut KillOnDrop(child));
     drop(silent);
 }
 
