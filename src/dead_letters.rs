@@ -2,10 +2,11 @@
 //! ([`sink_operator`]), where they are written (a `--dlq` file here, a Kafka topic in `kafka`),
 //! and how they are logged (at most a few a second, the rest counted).
 //!
-//! Invariants: every dead letter is counted and handed to each sink; logging may only summarise.
-//! A sink that fails to write one fails a bounded run (`replay`, `run --until-end`: exit 1, and
-//! no offsets committed), while a live run logs it at error and goes on ([`write_each`]):
-//! stopping would meet the same message again at the restart.
+//! Invariants: every dead letter is counted and handed to each sink that has not failed;
+//! logging may only summarise. A sink that fails to write one fails a bounded run (`replay`,
+//! `run --until-end`: exit 1, and no offsets committed; the failed sink is dropped, as every
+//! later letter would fail there too), while a live run logs it at error, keeps the sink and
+//! goes on ([`write_each`]): stopping would meet the same message again at the restart.
 
 use std::io::Write;
 use std::time::Duration;

@@ -1,5 +1,12 @@
 //! The `tampines` binary's library: command line, file source, sinks, generator, job wiring.
 //! The dataflow logic lives in `tampines-dataflows`.
+//!
+//! A job's data flow, source to sink, is wired in one place, [`job::run`]: the inputs ([`files`]
+//! or [`kafka`]) under flow control ([`flow`]), the dataflow of `tampines_dataflows::build`,
+//! then the dead letters ([`dead_letters`]) and the results ([`sink`]: NDJSON, and the hand-over
+//! to [`redis_sink`]). [`cli`] builds the job's settings; [`cluster`] connects its processes;
+//! [`signals`] stops it; [`metrics`] serves its counters; [`demo`] and [`gen`] are commands of
+//! their own.
 
 #![warn(missing_docs)]
 

@@ -1,7 +1,7 @@
 //! `tampines`: a thin entry point. Exit status: 0 success, 2 bad usage or configuration, 1 runtime
-//! error; a live job stopped by a second signal (a second or more after the first) exits 128 +
-//! its number (130 for SIGINT), as does one signalled before it reads or while it catches up
-//! (`signals::stop_on_signals`).
+//! error; a live job stopped by a second signal (a second or more after the first) exits 130,
+//! whichever the signal; one signalled before it reads or while it catches up exits 128 + the
+//! signal's number, as dying by it would (`signals::stop_on_signals`).
 
 use std::io::Write;
 use std::process::ExitCode;

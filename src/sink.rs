@@ -8,8 +8,9 @@
 //! run resuming from committed offsets, appended to, its last line first cut back to whole if a
 //! run killed mid-write left it short.
 //!
-//! Invariant: every line written is one whole JSON object ending with a line feed, records
-//! handed over as they are (`write_vectored`), not copied.
+//! Invariant: every line written is one whole JSON object ending with a line feed. To a file the
+//! records are handed over as they are (`write_vectored`), not copied; stdout is buffered
+//! ([`results_writer`]).
 
 use std::fs::File;
 use std::io::{BufWriter, IoSlice, Write};

@@ -264,8 +264,8 @@ impl ReadAhead {
     /// Parses a line of text (without its line end).
     fn parse_text(&mut self, line: &str) -> Parse {
         // Names go out whenever they are not the last ones sent for the id: the worker then
-        // always holds the line's own spelling, also when two names share an id (`a:b` + `c`
-        // and `a` + `b:c`).
+        // always holds the line's own spelling, also should two names ever share an id (a hash
+        // collision; `a:b` + `c` and `a` + `b:c` did until `Sym::of` told them apart).
         parse_line(line, |parsed| {
             let sent = self
                 .named

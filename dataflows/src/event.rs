@@ -5,7 +5,8 @@
 //!
 //! Invariants of a parsed [`Event`]: `0 < ts < 2^63` (an `i64`, which `config`'s bounds rely
 //! on); every price > 0; every quantity >= 0; a trade's
-//! quantity > 0; prices and quantities are exact and normalised.
+//! quantity > 0; prices and quantities are exact, in the one representation per value of
+//! [`crate::types`] (at scale 10 when that is exact, else normalised).
 
 use std::borrow::Cow;
 

@@ -16,7 +16,8 @@
 //!                                              results::gather: every mark's records, on worker 0 ◄───────────┘
 //! ```
 //!
-//! Not drawn: the source's rare records are split off again into names (to every stage),
+//! Not drawn: the source's rare records are split off again into names (to every stage that
+//! renders records: books, ticker and candles),
 //! dead letters (straight to [`Outputs::dead`]) and inputs' ends (to every stage, which closes
 //! its last marks with them), and the window's `outside` (the symbol of a trade that was already
 //! outside the window when it arrived, so that the symbol has a ticker from then on) goes to the

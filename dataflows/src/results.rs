@@ -6,7 +6,7 @@
 //! side's text between renderings), tickers and candles (`View` writes any record, borrowing
 //! its parts from the stage's state), each change named by its [`ResultName`], made once per
 //! result. A stage renders its records of a mark one after another into one text
-//! (`Rendering`), which they share ([`Json`]). A stage renders a record exactly when its value
+//! (`Rendering`), which they share ([`Json`]); a mark larger than a buffer lies in several. A stage renders a record exactly when its value
 //! (all but `ts`) changed, and sorts the changes of each mark it emits.
 //!
 //! [`gather`] runs on worker 0: it collects the rendered [`Change`]s of a complete timestamp from
@@ -885,7 +885,7 @@ pub struct Change {
 }
 
 /// A record's JSON text: a range of the text that the records one stage rendered at one mark
-/// on one worker share ([`Rendering`]), so that a record costs no allocation of its own (made
+/// on one worker share (`Rendering`), so that a record costs no allocation of its own (made
 /// where it was rendered and freed on the publishing worker; design note
 /// 20261207_records_of_a_mark_in_one_text). Read as a `&str` (`Deref`, which checks that it is
 /// UTF-8), or as bytes without reading them (the sinks); compared, printed and serialized as
@@ -910,7 +910,7 @@ impl Json {
         &self.text[self.start..self.end]
     }
 
-    /// The record's text. Records are written as text only ([`Out`]), so the check that they
+    /// The record's text. Records are written as text only (`Out`), so the check that they
     /// are UTF-8 never fails.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(self.as_bytes()).expect("records are written as text")

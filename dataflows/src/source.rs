@@ -12,8 +12,8 @@
 //! - `Event`: a parsed event at the timestamp its input's [`Stamper`] chose, tagged with its read
 //!   position `(input, offset)`, which orders book events of a symbol inside a timestamp;
 //! - `Name`: the names of a symbol, the first time an input sees it;
-//! - `Dead`: a dead letter (bad line, read error, line too long, `too_late` trade), with its
-//!   reason and payload;
+//! - `Dead`: a dead letter (bad line, read error, line too long, `too_late` trade, an event
+//!   ahead of the clock under `--max-ahead-ms`), with its reason and payload;
 //! - `End`: when this worker's inputs are exhausted, its last mark, one copy addressed to every
 //!   worker.
 //!

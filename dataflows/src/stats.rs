@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 /// A process-wide sum that every worker adds to without sharing a cache line with another:
-/// each adds to its own slot (its index modulo [`SLOTS`]), and a reader sums the slots. The
+/// each adds to its own slot (its index modulo `SLOTS`), and a reader sums the slots. The
 /// stages add once per timestamp; with one shared atomic (all the counters of [`Stats`] lay in
 /// one cache line) that line moved between the cores at every add.
 #[derive(Debug, Default)]

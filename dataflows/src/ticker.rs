@@ -17,7 +17,7 @@
 //!    leaves at that timestamp, so a bucket leaves whole and is never refolded from its trades);
 //!    above them, levels of buckets of leaving time of 10 ms, 100 ms, 1 s, 1 min and 1 h, those
 //!    of 4 marks or more (with 10 s or 10 min first where needed), so that a bucket has at most
-//!    60 children ([`spans`]); and their total. A level's bucket with a single child holds no
+//!    60 children (`spans`); and their total. A level's bucket with a single child holds no
 //!    aggregate of its own (it reads its child's): where trades are sparse, most have one. A trade entering is merged into its
 //!    bucket, the buckets above it and the total; a bucket leaving at T (the stage holds a
 //!    timer for it) marks the buckets above it, refolded once per timestamp from their

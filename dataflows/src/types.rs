@@ -779,7 +779,8 @@ pub enum TradeSide {
 /// A symbol of an exchange, as a stable 64-bit hash of its names.
 ///
 /// Every worker and process computes the same id from the same names, so the id is what the
-/// dataflow exchanges and keys on; the names travel once, to the worker that publishes.
+/// dataflow exchanges and keys on; the names travel once per input, routed by the id to the
+/// worker that owns the symbol, whose books and candles stages put them into the records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Sym(pub u64);
 
