@@ -67,7 +67,23 @@ const SETTINGS: &[Setting] = &[
         window_ms: 6_000,
         batch: 16,
     },
+    // A window shorter than a mark, and a lateness longer than the window: a trade may be
+    // outside the window at its own timestamp (its symbol's ticker then counts nothing), and a
+    // repeated id counts again once its first copy has left it (README, Known limitations).
+    Setting {
+        granularity_ms: 1000,
+        lateness_ms: 3_000,
+        window_ms: 700,
+        batch: 32,
+    },
 ];
+
+/// The generator's seed for `seed` under setting `i`: setting 0 takes the seed itself (the
+/// cases `the_cases_exercise_every_feature` counts), the others seeds of their own, so that
+/// each setting replays different events, not the same events at other times.
+fn case_seed(seed: u64, i: usize) -> u64 {
+    seed + 1_000_003 * i as u64
+}
 
 fn config(s: &Setting) -> Config {
     Config {
@@ -143,14 +159,15 @@ fn every_mark_equals_the_reference_at_1_2_and_4_workers() {
             // Every third seed splits books and trades into inputs of their own, as the two
             // Kafka topics do.
             let split = seed % 3 == 2;
-            let inputs = match case(seed, &shape(s, seed)) {
+            let inputs = match case(case_seed(seed, i), &shape(s, seed)) {
                 inputs if split => by_kind(inputs),
                 inputs => inputs,
             };
             let config = config(s);
             for workers in [1, 2, 4] {
                 let label = format!(
-                    "seed {seed} setting {i} (g {} lateness {} window {} batch {}{})",
+                    "seed {seed} setting {i} (case seed {}, g {} lateness {} window {} batch {}{})",
+                    case_seed(seed, i),
                     s.granularity_ms,
                     s.lateness_ms,
                     s.window_ms,
