@@ -155,13 +155,28 @@ mod tests {
     use crate::stats::Stats;
 
     /// A worker's inputs, scripted: `lines` of input `input`, then silence until `stop`; or
-    /// finished at once (`failed`, as a worker whose inputs could not be opened).
+    /// finished at once (`failed`, as a worker whose inputs could not be opened). `known`: the
+    /// inputs assigned to the worker before they send anything (a Kafka partition's, at its
+    /// assignment).
     struct Scripted {
         input: u32,
         lines: VecDeque<String>,
         offset: u64,
         failed: bool,
         stop: Arc<AtomicBool>,
+        known: Vec<u32>,
+    }
+
+    /// Trades of `ex:A` at ts 100, 200, ... up to `last` x 100.
+    fn trades(last: u64) -> VecDeque<String> {
+        (1..=last)
+            .map(|i| {
+                format!(
+                    r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":{},"id":"{i}","price":"1","qty":"1","side":"buy"}}"#,
+                    i * 100
+                )
+            })
+            .collect()
     }
 
     impl Inputs for Scripted {
@@ -180,7 +195,7 @@ mod tests {
             }
         }
         fn known(&self) -> Vec<u32> {
-            Vec::new()
+            self.known.clone()
         }
     }
 
@@ -196,21 +211,13 @@ mod tests {
         let worker_stop = stop.clone();
         let guards = timely::execute(timely::Config::process(4), move |worker| {
             let index = worker.index();
-            let last = [0, 0, 5, 20][index];
-            let lines = (1..=last)
-                .map(|i| {
-                    format!(
-                        r#"{{"type":"trade","exchange":"ex","symbol":"A","ts":{},"id":"{i}","price":"1","qty":"1","side":"buy"}}"#,
-                        i * 100
-                    )
-                })
-                .collect();
             let inputs = Scripted {
                 input: index as u32,
-                lines,
+                lines: trades([0, 0, 5, 20][index]),
                 offset: 0,
                 failed: index == 0,
                 stop: worker_stop.clone(),
+                known: Vec::new(),
             };
             let config = Arc::new(Config {
                 lateness_ms: 0,
@@ -240,6 +247,53 @@ mod tests {
         let reached: Vec<bool> = guards.join().into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(reached, [true; 4]);
         assert!(stop.load(Ordering::Relaxed));
+    }
+
+    /// An input assigned to the worker that never sends anything (an empty Kafka partition)
+    /// holds progress back until it has been silent for `idle_ms`, then no longer: the worker's
+    /// other input, read to ts 2000, carries the frontier there (lateness 0, idle after 50 ms).
+    /// Without the silence's bound, the frontier stayed at the first mark for ever (a mutation
+    /// audit's, 2026-12-07: no fast test failed; the Kafka tests need a broker).
+    #[test]
+    fn a_known_input_that_never_sends_goes_idle() {
+        let reached = timely::execute_directly(move |worker| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let inputs = Scripted {
+                input: 0,
+                lines: trades(20),
+                offset: 0,
+                failed: false,
+                stop: stop.clone(),
+                known: vec![0, 1],
+            };
+            let config = Arc::new(Config {
+                lateness_ms: 0,
+                ..Config::default()
+            });
+            let idle = Idle {
+                after: Duration::from_millis(50),
+                peers: share(worker),
+            };
+            let probe = ProbeHandle::new();
+            worker.dataflow::<u64, _, _>(|scope| {
+                let stats = Arc::new(Stats::default());
+                source(scope, inputs, Some(idle), config, stats).probe_with(&probe);
+            });
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while probe.less_than(&2000) && Instant::now() < deadline {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            let reached = !probe.less_than(&2000);
+            stop.store(true, Ordering::Relaxed);
+            while !probe.done() {
+                worker.step_or_park(Some(Duration::from_millis(1)));
+            }
+            reached
+        });
+        assert!(
+            reached,
+            "a known input that never sent held progress back for 20 s"
+        );
     }
 
     fn peers(me: usize, heard: Vec<Option<Note>>) -> Peers {
