@@ -287,6 +287,47 @@ mod tests {
     /// Batches of more records than one `writev` takes (and a removal, which writes nothing),
     /// through writers that take a little or everything at a time: every record on its own line
     /// in order, each batch's progress line after its records.
+    /// Appending cuts a file back to its last line feed, and only there: a last line cut short
+    /// (a run killed mid-write) goes, whole lines stay, also where the last line feed lies in
+    /// an earlier read of 64 KiB than the file's end (a mutation that cut the line feed too
+    /// joined the next record to the last whole line, and only a Kafka test would have seen it).
+    #[test]
+    fn appending_cuts_back_to_the_last_whole_line() {
+        let dir = std::env::temp_dir().join(format!("tampines_sink_append_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let long_tail = "x".repeat(70_000);
+        let cases: [(&str, String, &str); 5] = [
+            (
+                "whole",
+                "{\"a\":1}\n{\"b\":2}\n".into(),
+                "{\"a\":1}\n{\"b\":2}\n",
+            ),
+            ("cut", "{\"a\":1}\n{\"b\"".into(), "{\"a\":1}\n"),
+            ("no line feed", "{\"a\"".into(), ""),
+            ("empty", String::new(), ""),
+            (
+                "long tail",
+                format!("{{\"a\":1}}\n{long_tail}"),
+                "{\"a\":1}\n",
+            ),
+        ];
+        for (name, before, after) in cases {
+            let path = dir.join(name.replace(' ', "_"));
+            std::fs::write(&path, &before).unwrap();
+            drop(file(&path, true).unwrap());
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), after, "{name}");
+        }
+        // What is appended then starts a line of its own.
+        let path = dir.join("cut");
+        let mut f = file(&path, true).unwrap();
+        f.write_all(b"{\"c\":3}\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"c\":3}\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn batches_are_written_whole_and_in_order() {
         let sizes = [0, 1, SLICES / 2 - 1, SLICES / 2, SLICES + 3, 2];

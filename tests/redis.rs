@@ -1243,17 +1243,50 @@ fn a_bounded_job_gives_up_on_a_redis_gone_for_good() {
             && !last.contains("IoError"),
         "{stderr}"
     );
-    let paused_ms: u64 = (stderr.split("retry_in_ms=").skip(1))
+    let paused_ms: u64 = pauses(&stderr).iter().sum();
+    assert!(
+        paused_ms > 0 && paused_ms <= 1000,
+        "{paused_ms} ms: {stderr}"
+    );
+}
+
+/// The pauses between a job's tries to write, in ms, as its log says them (`retry_in_ms=`).
+fn pauses(stderr: &str) -> Vec<u64> {
+    (stderr.split("retry_in_ms=").skip(1))
         .map(|rest| {
             let digits = rest.split(|c: char| !c.is_ascii_digit()).next();
             digits
                 .and_then(|d| d.parse::<u64>().ok())
                 .expect("a pause in ms")
         })
-        .sum();
+        .collect()
+}
+
+/// A job's pauses between failing writes double from 50 ms up to 5 s, no further, and the last
+/// ends with the patience (13 s here: 50 ... 3200 ms, 6.35 s in all, then 5 s, then what is
+/// left). A mutation audit (2026-12-07) raised the bound to 50 s and no test failed: a Redis
+/// back after a long outage would then be written to up to 50 s late.
+#[test]
+fn a_failing_write_backs_off_to_5_s_at_most() {
+    let server = RedisServer::start();
+    let (job, mut stdin) = replaying_a_and_b(&server, &["--redis-patience-s", "13"]);
+    drop(server); // killed
+    use std::io::Write;
+    stdin.write_all(book("C", 3000, 30).as_bytes()).unwrap();
+    drop(stdin);
+    let out = job.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let pauses = pauses(&stderr);
+    assert!(pauses.len() >= 9, "{pauses:?}: {stderr}");
+    assert_eq!(
+        pauses[..8],
+        [50, 100, 200, 400, 800, 1600, 3200, 5000],
+        "{stderr}"
+    );
     assert!(
-        paused_ms > 0 && paused_ms <= 1000,
-        "{paused_ms} ms: {stderr}"
+        pauses[8..].iter().all(|&p| p < 5000) && pauses.iter().sum::<u64>() <= 13_000,
+        "{pauses:?}: {stderr}"
     );
 }
 
@@ -1411,6 +1444,15 @@ fn a_run_below_the_stored_frontier_says_it_wrote_nothing() {
     );
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
     assert_eq!(keys, ["t:frontier"]);
+    // A run with marks below the frontier and one above it writes that one, and does not say
+    // it wrote nothing (a mutation audit, 2026-12-07: a flag never reset said so, and no test
+    // failed).
+    let above = format!("{SMALL}{}", book("S", 6000, 20));
+    let (code, stderr) = replay_within_30s("redis_below_then_above", &server.url, &above, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("nothing was written"), "{stderr}");
+    let frontier: Option<u64> = redis::cmd("GET").arg("t:frontier").query(&mut c).unwrap();
+    assert_eq!(frontier, Some(6000));
 }
 
 /// A key that holds another type than the job writes there fails the job (exit 1, naming the
@@ -2464,4 +2506,144 @@ fn the_redis_frontier_metric_is_the_mark_redis_holds() {
     }
     assert_eq!(scraped(&metrics, "tampines_redis_frontier_ms "), 1900.0);
     assert_eq!(frontier(&mut c), Some(1900));
+}
+
+/// Polls (within 60 s) until `t:frontier` is at least `at`.
+fn wait_for_frontier(c: &mut redis::Connection, at: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let frontier: Option<u64> = redis::cmd("GET").arg("t:frontier").query(c).unwrap();
+        if frontier >= Some(at) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "frontier {frontier:?} after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polling Redis, with a deadline
+    }
+}
+
+/// The open times of `ex:{symbol}`'s 1m candles that Redis holds.
+fn candle_times(c: &mut redis::Connection, symbol: &str) -> Vec<u64> {
+    let scored: Vec<(String, u64)> = redis::cmd("ZRANGE")
+        .arg(format!("t:candles:ex:{symbol}:1m"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(c)
+        .unwrap();
+    scored.into_iter().map(|(_, score)| score).collect()
+}
+
+/// The options of the two live-restart tests below: 1m candles, 3 kept.
+const KEPT_3: [&str; 10] = [
+    "--prefix",
+    "t",
+    "--resolutions",
+    "1",
+    "--intervals",
+    "1m",
+    "--candle-retention",
+    "3",
+    "--lateness-ms",
+    "0",
+];
+
+/// Trades of `symbol` at 1 s into minutes 0 to 4: with 3 kept, candles 120000, 180000, 240000.
+fn five_minutes_of(symbol: &str) -> String {
+    (0..5).map(|m| trade(symbol, m * 60_000 + 1000)).collect()
+}
+
+/// Starts a live `run` of the broker's topics into the server, with [`KEPT_3`].
+fn live_run(broker: &common::broker::Broker, server: &RedisServer) -> common::broker::KillOnDrop {
+    let live = Command::new(env!("CARGO_BIN_EXE_tampines"))
+        .args([
+            "run",
+            "--brokers",
+            &broker.bootstrap,
+            "--redis",
+            &server.url,
+        ])
+        .args(KEPT_3)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    common::broker::KillOnDrop(live)
+}
+
+/// A live restart that has not yet read a kind of result removes none of that kind: its
+/// first marks come before its input's books and trades of other symbols may be read, so what
+/// it has not met proves nothing stale. Here its input holds only B's trades: A's book and
+/// A's three kept candles, written by a replay, stay as they were (a mutation audit,
+/// 2026-12-07: removing them, or trimming A's set by one more, failed no test).
+#[test]
+fn a_live_restart_that_met_no_book_keeps_the_stored_books_and_candles() {
+    let server = RedisServer::start();
+    let dir = scratch("redis_live_met_nothing");
+    let (first, second) = (dir.join("first.ndjson"), dir.join("second.ndjson"));
+    std::fs::write(&first, book("A", 1000, 10) + &five_minutes_of("A")).unwrap();
+    std::fs::write(&second, trade("B", 300_000) + &trade("B", 301_000)).unwrap();
+    tampines(
+        &[
+            &["replay", first.to_str().unwrap(), "--redis", &server.url][..],
+            &KEPT_3,
+        ]
+        .concat(),
+    );
+    let mut c = server.connection().unwrap();
+    let book_a: Option<String> = redis::cmd("GET")
+        .arg("t:book:ex:A:1")
+        .query(&mut c)
+        .unwrap();
+    assert!(book_a.is_some());
+    assert_eq!(candle_times(&mut c, "A"), [120_000, 180_000, 240_000]);
+
+    let broker = common::broker::Broker::start(1, "market.book,market.trade");
+    produce(&broker, &second);
+    let _live = live_run(&broker, &server);
+    wait_for_frontier(&mut c, 300_000);
+    let now: Option<String> = redis::cmd("GET")
+        .arg("t:book:ex:A:1")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(now, book_a);
+    assert_eq!(candle_times(&mut c, "A"), [120_000, 180_000, 240_000]);
+    assert_eq!(candle_times(&mut c, "B"), [300_000]);
+}
+
+/// A live restart keeps the candles it rebuilt from its input that Redis already holds: A's
+/// three kept candles, written by a bounded run of the same topics, are still the three after
+/// a live run of them and of B's later trades (a mutation audit, 2026-12-07: reading rebuilt
+/// sets whole in a live run removed the two unchanged ones, and no test failed).
+#[test]
+fn a_live_restart_keeps_the_candles_it_rebuilt() {
+    let server = RedisServer::start();
+    let dir = scratch("redis_live_rebuilt");
+    let (first, second) = (dir.join("first.ndjson"), dir.join("second.ndjson"));
+    std::fs::write(&first, five_minutes_of("A")).unwrap();
+    std::fs::write(&second, trade("B", 300_000) + &trade("B", 301_000)).unwrap();
+    let broker = common::broker::Broker::start(1, "market.book,market.trade");
+    produce(&broker, &first);
+    let bounded = [
+        &[
+            "run",
+            "--until-end",
+            "--brokers",
+            &broker.bootstrap,
+            "--redis",
+            &server.url,
+        ][..],
+        &KEPT_3,
+    ]
+    .concat();
+    tampines(&bounded);
+    let mut c = server.connection().unwrap();
+    assert_eq!(candle_times(&mut c, "A"), [120_000, 180_000, 240_000]);
+
+    produce(&broker, &second);
+    let _live = live_run(&broker, &server);
+    wait_for_frontier(&mut c, 300_000);
+    assert_eq!(candle_times(&mut c, "A"), [120_000, 180_000, 240_000]);
+    assert_eq!(candle_times(&mut c, "B"), [300_000]);
 }

@@ -1348,6 +1348,71 @@ fn a_named_pipe_is_read_whole() {
     assert_eq!(from_pipe, String::from_utf8(from_file.stdout).unwrap());
 }
 
+/// Each mark reaches stdout once it is published, while the input is still open: a live reader
+/// of `--out -` (a pipe to a strategy) sees mark 1000 as soon as the event at 2000 closes it
+/// (lateness 0), not when the input ends (a mutation audit, 2026-12-07: flushing only at the
+/// end failed no test).
+#[cfg(unix)]
+#[test]
+fn each_mark_reaches_stdout_while_the_input_is_still_open() {
+    let dir = scratch("replay_stdout_per_mark");
+    let pipe = dir.join("events.pipe");
+    common::mkfifo(&pipe);
+    let mut job = Killed(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["replay", pipe.to_str().unwrap(), "--out", "-"])
+            .args(["--lateness-ms", "0", "--resolutions", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tampines"),
+    );
+    let snapshot = |symbol: &str, ts: u64| {
+        format!(
+            r#"{{"type":"snapshot","exchange":"ex","symbol":"{symbol}","ts":{ts},"seq":1,"bids":[["10","1"]],"asks":[["11","1"]]}}"#
+        )
+    };
+    let lines = [snapshot("A", 1000), snapshot("B", 2000)];
+    let (close, closing) = mpsc::channel::<()>();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut w = std::fs::OpenOptions::new().write(true).open(&pipe)?;
+        for line in lines {
+            writeln!(w, "{line}")?;
+        }
+        w.flush()?;
+        // The input stays open until the test has seen the mark.
+        let _ = closing.recv();
+        Ok(())
+    });
+    let stdout = job.0.stdout.take().unwrap();
+    let (send, seen) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut before = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = seen
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no mark 1000 within 60 s of an open input: {before:?}"));
+        if line == r#"{"kind":"progress","ts":1000}"# {
+            break;
+        }
+        before.push(line);
+    }
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(before[0].contains(r#""symbol":"A""#), "{before:?}");
+    close.send(()).unwrap();
+    writer.join().unwrap().expect("the pipe's reader went away");
+    assert!(job.0.wait().unwrap().success());
+}
+
 /// Two named pipes written by one producer, in event order, as a split of one capture into books
 /// and trades would be: the results equal those of the same two files, at `-w 1` and `-w 2`.
 /// The producer opens the second pipe first, and writes 3.9 MB of trades (30,000 timestamps)
