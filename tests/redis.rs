@@ -1218,21 +1218,28 @@ fn replaying_a_and_b(
     (job, stdin)
 }
 
+/// Replays A and B into a Redis that is then killed, then C, with `--redis-patience-s
+/// patience_s`: the job's stderr, once it has exited 1.
+fn gone_for_good(patience_s: &str) -> String {
+    let server = RedisServer::start();
+    let (job, mut stdin) = replaying_a_and_b(&server, &["--redis-patience-s", patience_s]);
+    drop(server); // killed
+    use std::io::Write;
+    stdin.write_all(book("C", 3000, 30).as_bytes()).unwrap();
+    drop(stdin);
+    let out = job.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 /// A bounded job whose Redis goes away for good stops after `--redis-patience-s` of failing
 /// writes, exit 1 with the reason; it retried for ever (a backfill that never ended). Its pauses
 /// between tries end with the patience: they backed off past it (50 + 100 + 200 + 400 + 800 ms,
 /// the last try 0.55 s after the 1 s; 5 s after the end with a longer patience).
 #[test]
 fn a_bounded_job_gives_up_on_a_redis_gone_for_good() {
-    let server = RedisServer::start();
-    let (job, mut stdin) = replaying_a_and_b(&server, &["--redis-patience-s", "1"]);
-    drop(server); // killed
-    use std::io::Write;
-    stdin.write_all(book("C", 3000, 30).as_bytes()).unwrap();
-    drop(stdin);
-    let out = job.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = gone_for_good("1");
     let last = stderr.trim_end().lines().last().unwrap_or_default();
     // Mark 2000 (closed by C), or 2000 and 3000 merged into one step.
     assert!(
@@ -1268,15 +1275,7 @@ fn pauses(stderr: &str) -> Vec<u64> {
 /// back after a long outage would then be written to up to 50 s late.
 #[test]
 fn a_failing_write_backs_off_to_5_s_at_most() {
-    let server = RedisServer::start();
-    let (job, mut stdin) = replaying_a_and_b(&server, &["--redis-patience-s", "13"]);
-    drop(server); // killed
-    use std::io::Write;
-    stdin.write_all(book("C", 3000, 30).as_bytes()).unwrap();
-    drop(stdin);
-    let out = job.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = gone_for_good("13");
     let pauses = pauses(&stderr);
     assert!(pauses.len() >= 9, "{pauses:?}: {stderr}");
     assert_eq!(

@@ -199,6 +199,35 @@ mod tests {
         }
     }
 
+    /// Runs `inputs` through a live source on `worker` (lateness 0, idle after 50 ms) until its
+    /// frontier passes 2000 or 20 s have gone; whether it passed. Then sets `stop` and runs the
+    /// source to its end.
+    fn reaches_2000(worker: &mut Worker, inputs: Scripted, stop: &AtomicBool) -> bool {
+        let config = Arc::new(Config {
+            lateness_ms: 0,
+            ..Config::default()
+        });
+        let idle = Idle {
+            after: Duration::from_millis(50),
+            peers: share(worker),
+        };
+        let probe = ProbeHandle::new();
+        worker.dataflow::<u64, _, _>(|scope| {
+            let stats = Arc::new(Stats::default());
+            source(scope, inputs, Some(idle), config, stats).probe_with(&probe);
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while probe.less_than(&2000) && Instant::now() < deadline {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        let reached = !probe.less_than(&2000);
+        stop.store(true, Ordering::Relaxed);
+        while !probe.done() {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+        reached
+    }
+
     /// Four workers' sources, live (idle after 50 ms, lateness 0): worker 0's inputs fail (it
     /// finishes at once), worker 1 owns none, worker 2 reads events up to ts 500 and worker 3 up
     /// to 2000, then both fall silent. Every worker's frontier reaches 2000, the highest
@@ -219,29 +248,7 @@ mod tests {
                 stop: worker_stop.clone(),
                 known: Vec::new(),
             };
-            let config = Arc::new(Config {
-                lateness_ms: 0,
-                ..Config::default()
-            });
-            let idle = Idle {
-                after: Duration::from_millis(50),
-                peers: share(worker),
-            };
-            let probe = ProbeHandle::new();
-            worker.dataflow::<u64, _, _>(|scope| {
-                let stats = Arc::new(Stats::default());
-                source(scope, inputs, Some(idle), config, stats).probe_with(&probe);
-            });
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while probe.less_than(&2000) && Instant::now() < deadline {
-                worker.step_or_park(Some(Duration::from_millis(1)));
-            }
-            let reached = !probe.less_than(&2000);
-            worker_stop.store(true, Ordering::Relaxed);
-            while !probe.done() {
-                worker.step_or_park(Some(Duration::from_millis(1)));
-            }
-            reached
+            reaches_2000(worker, inputs, &worker_stop)
         })
         .expect("timely");
         let reached: Vec<bool> = guards.join().into_iter().map(|r| r.unwrap()).collect();
@@ -266,29 +273,7 @@ mod tests {
                 stop: stop.clone(),
                 known: vec![0, 1],
             };
-            let config = Arc::new(Config {
-                lateness_ms: 0,
-                ..Config::default()
-            });
-            let idle = Idle {
-                after: Duration::from_millis(50),
-                peers: share(worker),
-            };
-            let probe = ProbeHandle::new();
-            worker.dataflow::<u64, _, _>(|scope| {
-                let stats = Arc::new(Stats::default());
-                source(scope, inputs, Some(idle), config, stats).probe_with(&probe);
-            });
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while probe.less_than(&2000) && Instant::now() < deadline {
-                worker.step_or_park(Some(Duration::from_millis(1)));
-            }
-            let reached = !probe.less_than(&2000);
-            stop.store(true, Ordering::Relaxed);
-            while !probe.done() {
-                worker.step_or_park(Some(Duration::from_millis(1)));
-            }
-            reached
+            reaches_2000(worker, inputs, &stop)
         });
         assert!(
             reached,
