@@ -265,7 +265,8 @@ fn failed(demo: &mut Command) -> String {
 fn a_demo_that_fails_stops_the_redis_server_it_started() {
     let dir = scratch("demo_fails_redis");
     let nowhere = dir.join("missing").join("out.ndjson");
-    // Nothing at the probed address: it starts a redis-server.
+    // Nothing at the probed address: it starts the redis-server on PATH.
+    common::redis_server::RedisServer::ensure_installed();
     let stderr = failed(demo("2", "500", NOTHING).args(["--out", nowhere.to_str().unwrap()]));
     assert!(stderr.contains("cannot create"), "{stderr}");
     let addr = (stderr.lines())

@@ -50,15 +50,27 @@ pub fn shared() -> PathBuf {
 }
 
 /// Makes sure a Debian package the tests use is installed: `present()` says whether it is; if
-/// not, `apt-get install` (CI runs as root), then asks again.
+/// not, `apt-get install` (CI runs as root), then asks again. The tests of one binary run at once
+/// and several may need the same package on a fresh machine: one installs at a time (the others
+/// then find it there), apt waits for dpkg's lock where another process holds it, and the
+/// package lists are fetched when an install fails without them (`apt-get update`).
 pub fn ensure_package(package: &str, present: impl Fn() -> bool) {
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     if present() {
         return;
     }
-    let installed = Command::new("apt-get")
-        .args(["install", "-y", "-qq", package])
-        .status()
-        .is_ok_and(|s| s.success());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    if present() {
+        return;
+    }
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300", "-y", "-qq"])
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let installed = apt(&["install", package]) || (apt(&["update"]) && apt(&["install", package]));
     assert!(
         installed && present(),
         "{package} is needed (apt-get install {package})"

@@ -29,13 +29,19 @@ impl RedisServer {
         RedisServer::start_ports(extra, true)
     }
 
-    fn start_ports(extra: &[&str], tls: bool) -> RedisServer {
+    /// Makes sure `redis-server` is on PATH (installed when missing), for a test that starts
+    /// none itself but needs the one a demo starts.
+    pub fn ensure_installed() {
         super::ensure_package("redis-server", || {
             Command::new("redis-server")
                 .arg("--version")
                 .output()
                 .is_ok()
         });
+    }
+
+    fn start_ports(extra: &[&str], tls: bool) -> RedisServer {
+        RedisServer::ensure_installed();
         // A port picked free may be taken before the server binds it (by another test's
         // server or job): the server then exits, and another server would answer on it. So a
         // server counts as started once the one answering is this one (its process id), and
