@@ -447,14 +447,15 @@ fn a_dead_letter_that_was_not_written_is_read_again() {
     let broker = Broker::start(1, "market.trade");
     produce_bad(&broker, 5_000, &[]);
     let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &broker.bootstrap])
-            .args(["--topics", "market.trade", "--until-end"])
-            .args(["--group", "g", "--start", "committed"])
-            .args(["--out", "/dev/null"])
-            .args(extra)
-            .output()
-            .expect("run")
+        common::output_within_300s(
+            "run --until-end",
+            Command::new(env!("CARGO_BIN_EXE_tampines"))
+                .args(["run", "--brokers", &broker.bootstrap])
+                .args(["--topics", "market.trade", "--until-end"])
+                .args(["--group", "g", "--start", "committed"])
+                .args(["--out", "/dev/null"])
+                .args(extra),
+        )
     };
     let refused = run(&["-X", "message.max.bytes=2000"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -656,6 +657,30 @@ fn a_run_from_committed_offsets_appends_to_its_output() {
     assert!(again.starts_with(first_line), "{again}");
     assert!(!again.contains(ticker), "{again}");
     assert!(again.contains(r#""count":3,"#), "{again}");
+}
+
+/// The edge of the rule above: a group that committed offset 1 (one message read) resumes
+/// there, which is not the partition's first message, so the run appends too. (Taken as read
+/// from the first message, it wrote the file again: the first run's results were lost.)
+#[test]
+fn a_run_resumed_at_offset_1_appends_too() {
+    let dir = scratch("kafka_append_at_1");
+    let broker = Broker::start(1, "market.trade");
+    let out = dir.join("out.ndjson");
+    kcat_to(&broker, "market.trade", 0, &[trade(1000, 1, "10")]);
+    until_end(&broker, "market.trade", out.to_str().unwrap());
+    let first = text_of(&out);
+    assert!(first.contains(r#""first_id":"1","last_id":"1""#), "{first}");
+    kcat_to(&broker, "market.trade", 0, &[trade(2000, 2, "11")]);
+    let said = until_end(&broker, "market.trade", out.to_str().unwrap());
+    assert!(said.contains("read 1 processed 1 "), "{said}");
+    assert!(said.contains("committed=1"), "{said}");
+    let both = text_of(&out);
+    let second = (both.strip_prefix(first.as_str())).expect("the first run's results kept");
+    assert!(
+        second.contains(r#""count":1,"change":"0","change_pct":"0","open_ts":2000,"last_ts":2000,"first_id":"2","last_id":"2""#),
+        "{second}"
+    );
 }
 
 /// `run --until-end` of `topic`, results to `out`; its stderr.
@@ -1007,6 +1032,36 @@ fn sigterm_stops_a_live_job_after_its_last_marks() {
 #[test]
 fn a_signal_right_after_the_first_is_the_same_stop() {
     stops_a_live_job_after_its_last_marks("kafka_sigterm_twice", &[rustix::process::Signal::INT]);
+}
+
+/// A live job caught up once it has read each partition to where it ended at the start; a
+/// partition empty at the start has nothing to read, so it holds nothing back: a stop then
+/// closes the last marks. Counted as behind, an empty partition never delivers the message that
+/// would catch it up, and a stop exited at once (143) without them, for as long as the job ran.
+#[test]
+fn a_partition_empty_at_the_start_is_caught_up_with_at_once() {
+    let (dir, broker) = a_in_partition_0_of_2("kafka_empty_caught_up");
+    let out = dir.join("out.ndjson");
+    let mut job = common::broker::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tampines"))
+            .args(["run", "--brokers", &broker.bootstrap, "-w", "1"])
+            .args(["--topics", "market.book", "--group", "g"])
+            .args(["--idle-ms", "300", "--lateness-ms", "0"])
+            .args(["--out", out.to_str().unwrap()])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run"),
+    );
+    assert!(within_60s(|| last_mark(&out) >= 1900), "{}", text_of(&out));
+    let status = common::signalled(&mut job.0, "TERM").expect("it ends within 60 s");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(job.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("tampines: stopping: closing the last marks"),
+        "{stderr}"
+    );
+    assert_eq!(last_mark(&out), 2000, "{}", text_of(&out));
 }
 
 /// Stops a live job with SIGTERM, `then` the signals given at once after it (sent from here, not

@@ -256,8 +256,41 @@ pub fn two_hosts(dir: &Path) -> std::path::PathBuf {
 /// Waits for every process of one job (spawned with piped stderr) and asserts that each
 /// succeeded, showing all their stderr under `label` if not; returns their outputs, in order.
 pub fn wait_job(label: &str, processes: Vec<std::process::Child>) -> Vec<std::process::Output> {
-    // Within 300 s, or they are killed and the test fails (a process of two whose peer could
-    // not start, its port taken, dials it for ever).
+    let outputs = outputs_within_300s(label, processes);
+    assert!(
+        outputs.iter().all(|o| o.status.success()),
+        "{label}: {}",
+        outputs
+            .iter()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    outputs
+}
+
+/// `command`'s output, as `Command::output` gives it (stdout and stderr read, stdin closed), but
+/// within 300 s, or it is killed and the test fails with what it wrote to stderr: a run that
+/// never ends (a bounded run that misses its end) fails its test, rather than holding the
+/// whole suite until CI's limit.
+pub fn output_within_300s(label: &str, command: &mut Command) -> std::process::Output {
+    use std::process::Stdio;
+    let child = (command.stdin(Stdio::null()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{label}: cannot start: {e}"));
+    outputs_within_300s(label, vec![child]).remove(0)
+}
+
+/// The outputs of `processes` (spawned with piped stdout and stderr, or not: then empty), in
+/// order, once every one has ended: within 300 s, or they are killed and the test fails, showing
+/// their stderr under `label` (a process of two whose peer could not start, its port taken,
+/// dials it for ever).
+pub fn outputs_within_300s(
+    label: &str,
+    processes: Vec<std::process::Child>,
+) -> Vec<std::process::Output> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     let read = |pipe: Option<Box<dyn Read + Send>>| {
         std::thread::spawn(move || {
@@ -291,23 +324,13 @@ pub fn wait_job(label: &str, processes: Vec<std::process::Child>) -> Vec<std::pr
         }
         std::thread::sleep(std::time::Duration::from_millis(20)); // poll, bounded by the deadline
     }
-    let outputs: Vec<std::process::Output> = (running.into_iter())
+    (running.into_iter())
         .map(|(_, out, err, status)| std::process::Output {
             status: status.expect("ended"),
             stdout: out.join().unwrap(),
             stderr: err.join().unwrap(),
         })
-        .collect();
-    assert!(
-        outputs.iter().all(|o| o.status.success()),
-        "{label}: {}",
-        outputs
-            .iter()
-            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-            .collect::<Vec<_>>()
-            .join(" / ")
-    );
-    outputs
+        .collect()
 }
 
 /// The response to `GET path` from an HTTP server at `addr` (the job's metrics), whole.
@@ -380,12 +403,13 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Runs `tampines ARGS`, asserts success, returns stderr.
+/// Runs `tampines ARGS` (within 300 s: [`output_within_300s`]), asserts success, returns stderr.
 pub fn tampines(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args(args)
-        .output()
-        .expect("run tampines");
+    let label = format!("tampines {args:?}");
+    let out = output_within_300s(
+        &label,
+        Command::new(env!("CARGO_BIN_EXE_tampines")).args(args),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "tampines {args:?} failed: {stderr}");
     stderr
