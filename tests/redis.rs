@@ -965,19 +965,7 @@ fn a_live_restart_removes_only_what_its_configuration_does_not_make() {
     );
     let broker = common::broker::Broker::start(1, "market.book,market.trade");
     produce(&broker, &second);
-    let live = Command::new(env!("CARGO_BIN_EXE_tampines"))
-        .args([
-            "run",
-            "--brokers",
-            &broker.bootstrap,
-            "--redis",
-            &server.url,
-        ])
-        .args(opts)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _live = common::broker::KillOnDrop(live);
+    let _live = live_run(&broker, &server, &opts);
     let mut c = server.connection().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -2554,8 +2542,12 @@ fn five_minutes_of(symbol: &str) -> String {
     (0..5).map(|m| trade(symbol, m * 60_000 + 1000)).collect()
 }
 
-/// Starts a live `run` of the broker's topics into the server, with [`KEPT_3`].
-fn live_run(broker: &common::broker::Broker, server: &RedisServer) -> common::broker::KillOnDrop {
+/// Starts a live `run` of the broker's topics into the server, with `opts`.
+fn live_run(
+    broker: &common::broker::Broker,
+    server: &RedisServer,
+    opts: &[&str],
+) -> common::broker::KillOnDrop {
     let live = Command::new(env!("CARGO_BIN_EXE_tampines"))
         .args([
             "run",
@@ -2564,7 +2556,7 @@ fn live_run(broker: &common::broker::Broker, server: &RedisServer) -> common::br
             "--redis",
             &server.url,
         ])
-        .args(KEPT_3)
+        .args(opts)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
@@ -2600,7 +2592,7 @@ fn a_live_restart_that_met_no_book_keeps_the_stored_books_and_candles() {
 
     let broker = common::broker::Broker::start(1, "market.book,market.trade");
     produce(&broker, &second);
-    let _live = live_run(&broker, &server);
+    let _live = live_run(&broker, &server, &KEPT_3);
     wait_for_frontier(&mut c, 300_000);
     let now: Option<String> = redis::cmd("GET")
         .arg("t:book:ex:A:1")
@@ -2641,7 +2633,7 @@ fn a_live_restart_keeps_the_candles_it_rebuilt() {
     assert_eq!(candle_times(&mut c, "A"), [120_000, 180_000, 240_000]);
 
     produce(&broker, &second);
-    let _live = live_run(&broker, &server);
+    let _live = live_run(&broker, &server, &KEPT_3);
     wait_for_frontier(&mut c, 300_000);
     assert_eq!(candle_times(&mut c, "A"), [120_000, 180_000, 240_000]);
     assert_eq!(candle_times(&mut c, "B"), [300_000]);
