@@ -1150,7 +1150,9 @@ fn a_user_password_and_database_in_the_url_are_used() {
 
 /// A Redis that lost results while the job ran (restarted empty, or from an older save) stops
 /// the job with exit 1 and the reason, writing nothing more: it carried on and published a
-/// frontier whose keys were gone. Started again, the job rebuilds them.
+/// frontier whose keys were gone. It stops at once, its input still open, as a live job must
+/// (a job that went on until its input ended would, live, never stop). Started again, the job
+/// rebuilds them.
 #[test]
 fn a_redis_that_lost_results_stops_the_job() {
     let server = RedisServer::start();
@@ -1160,8 +1162,11 @@ fn a_redis_that_lost_results_stops_the_job() {
     redis::cmd("FLUSHALL").query::<()>(&mut c).unwrap();
     use std::io::Write;
     stdin.write_all(book("C", 3000, 30).as_bytes()).unwrap();
-    drop(stdin);
+    stdin.flush().unwrap();
+    // Mark 2000, closed by C, finds the frontier gone. The input stays open until the job has
+    // ended: `replaying_a_and_b`'s `timeout 60` ends one that waits for it (exit 124).
     let out = job.wait_with_output().unwrap();
+    drop(stdin);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(

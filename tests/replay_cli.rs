@@ -1419,7 +1419,9 @@ fn each_mark_reaches_stdout_while_the_input_is_still_open() {
 /// into it between the first pipe's two lines. The job waited for ever on each of three things:
 /// opening the first pipe (on the worker, while the producer waited to open the second), the
 /// first pipe having nothing yet (while the second's read-ahead stayed full), and, at `-w 2`, a
-/// pause of the second pipe's worker for the first's input (2,048 timestamps ahead of it).
+/// pause of the second pipe's worker for the first's input (2,048 timestamps ahead of it). That
+/// worker must not pause either when it also reads a regular file (two more inputs at `-w 2`:
+/// input 3 goes to the trades' worker, input 2 to the books').
 #[cfg(unix)]
 #[test]
 fn pipes_written_by_one_producer_in_event_order_are_read_whole() {
@@ -1433,8 +1435,15 @@ fn pipes_written_by_one_producer_in_event_order_are_read_whole() {
     let (book_file, trade_file) = (dir.join("books.ndjson"), dir.join("trades.ndjson"));
     std::fs::write(&book_file, &books).unwrap();
     std::fs::write(&trade_file, &trades).unwrap();
+    let regular = [dir.join("b.ndjson"), dir.join("c.ndjson")];
+    for (file, symbol) in regular.iter().zip(["B", "C"]) {
+        let trade = format!(
+            r#"{{"type":"trade","exchange":"ex","symbol":"{symbol}","ts":1100,"id":"1","price":"5","qty":"2","side":"sell"}}"#
+        );
+        std::fs::write(file, trade + "\n").unwrap();
+    }
     let options = ["--resolutions", "1", "--depth", "1", "--intervals", "1m"];
-    let replay = |files: [&std::path::Path; 2], workers: &str| {
+    let replay = |files: &[&std::path::Path], workers: &str| {
         Command::new(env!("CARGO_BIN_EXE_tampines"))
             .arg("replay")
             .args(files)
@@ -1445,18 +1454,23 @@ fn pipes_written_by_one_producer_in_event_order_are_read_whole() {
             .spawn()
             .expect("spawn tampines")
     };
-    let expected = replay([&book_file, &trade_file], "1")
-        .wait_with_output()
-        .unwrap();
-    let expected = String::from_utf8(expected.stdout).unwrap();
-    assert_eq!(expected.matches(r#""kind":"ticker""#).count(), 30_000);
-    for workers in ["1", "2"] {
+    let expected = |more: &[&std::path::Path]| {
+        let files = [&[&*book_file, &*trade_file], more].concat();
+        let out = replay(&files, "1").wait_with_output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (alone, among) = (expected(&[]), expected(&[&regular[0], &regular[1]]));
+    assert_eq!(alone.matches(r#""kind":"ticker""#).count(), 30_000);
+    // A's, and one each of B's and C's (their one trade).
+    assert_eq!(among.matches(r#""kind":"ticker""#).count(), 30_002);
+    for (workers, more) in [("1", 0), ("2", 0), ("2", 2)] {
         let (book_pipe, trade_pipe) = (dir.join("books.pipe"), dir.join("trades.pipe"));
         for pipe in [&book_pipe, &trade_pipe] {
             let _ = std::fs::remove_file(pipe);
             common::mkfifo(pipe);
         }
-        let mut job = Killed(replay([&book_pipe, &trade_pipe], workers));
+        let files = [&book_pipe, &trade_pipe, &regular[0], &regular[1]].map(|p| p.as_path());
+        let mut job = Killed(replay(&files[..2 + more], workers));
         let (books, trades) = (books.clone(), trades.clone());
         let producer = std::thread::spawn(move || -> std::io::Result<()> {
             let open = |p: &std::path::Path| std::fs::OpenOptions::new().write(true).open(p);
@@ -1475,16 +1489,15 @@ fn pipes_written_by_one_producer_in_event_order_are_read_whole() {
             let mut text = String::new();
             let _ = send.send(stdout.read_to_string(&mut text).map(|_| text));
         });
+        let case = format!("-w {workers}, {more} regular files");
         let got = done
             .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("-w {workers}: the job never finished"))
+            .unwrap_or_else(|_| panic!("{case}: the job never finished"))
             .unwrap();
         // The job first: one that ended without opening a pipe leaves the producer waiting.
-        assert!(job.0.wait().unwrap().success(), "-w {workers}");
-        assert!(
-            got == expected,
-            "-w {workers}: other results than the files'"
-        );
+        assert!(job.0.wait().unwrap().success(), "{case}");
+        let expected = if more == 0 { &alone } else { &among };
+        assert!(got == *expected, "{case}: other results than the files'");
         producer.join().unwrap().expect("a pipe's reader went away");
     }
 }
