@@ -668,26 +668,59 @@ mod tests {
     }
 
     /// The error of process `me` (with `later` processes after it, options' fingerprint 7) when
-    /// a connection introduces itself with `hello`.
-    fn refusal(hello: [u8; 16], me: usize, later: usize) -> io::Error {
+    /// connections introduce themselves with `hellos`, in order.
+    fn refusal(hellos: &[[u8; 16]], me: usize, later: usize) -> io::Error {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        peer.write_all(&hello).unwrap();
+        let peers: Vec<TcpStream> = (hellos.iter())
+            .map(|hello| {
+                let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+                peer.write_all(hello).unwrap();
+                peer
+            })
+            .collect();
         let error = within_30s("accepting a refused process", move || {
             accept(&[listener], me, later, HANDSHAKE, 7)
         })
         .unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        drop(peers);
         error
     }
 
     #[test]
     fn a_connection_that_names_no_later_process_is_an_error() {
-        let error = refusal(hello(0, 7), 1, 2);
+        let error = refusal(&[hello(0, 7)], 1, 2);
         assert!(
             error.to_string().contains("process 0, not one after 1"),
             "{error}"
         );
+    }
+
+    /// Two copies of process 1 while process 0 waits for process 2 too: the second did not
+    /// take the first one's place (which would then go on into timely on a socket no one reads).
+    #[test]
+    fn a_process_that_connects_twice_is_an_error() {
+        let error = refusal(&[hello(1, 7), hello(1, 7)], 0, 2);
+        assert!(
+            error.to_string().contains("process 1 connected twice"),
+            "{error}"
+        );
+    }
+
+    /// A connection closed before it sent its 16 bytes (a TCP health check) is given up on at
+    /// once, not read until the handshake's time is up: accepting waits on it meanwhile.
+    #[test]
+    fn a_connection_closed_before_its_handshake_is_dropped_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        peer.write_all(&hello(1, 7)[..5]).unwrap();
+        drop(peer);
+        let (mut stream, _) = listener.accept().unwrap();
+        let error = within_30s("reading a closed connection's handshake", move || {
+            introduction(&mut stream, Duration::from_secs(60))
+        })
+        .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof, "{error}");
     }
 
     #[test]
@@ -820,7 +853,7 @@ mod tests {
     /// the job published a mix of both, exit 0.
     #[test]
     fn a_process_with_other_options_is_an_error() {
-        let error = refusal(hello(1, 8), 0, 1);
+        let error = refusal(&[hello(1, 8)], 0, 1);
         assert!(
             error
                 .to_string()

@@ -724,6 +724,29 @@ fn two_processes_write_to_stdout_exactly_what_one_process_does() {
 /// What both processes of a job whose process 1 differs from process 0 say last.
 const MISMATCH: &str = "tampines: failed to connect the processes: process 1 was started with other options than process 0 (or another build, another -n, or a hostfile listing the processes in another order): every process of a job needs the same ones";
 
+/// Processes 0 and 1 of a replay of `events` across `hostfile`, given `options` each and both
+/// started before either is waited for: each must end within 60 s with exit 1, saying
+/// [`MISMATCH`] last.
+fn both_refused(events: &str, hostfile: &std::path::Path, options: [&[&str]; 2]) {
+    let processes = [0, 1].map(|p| {
+        Killed(
+            Command::new(env!("CARGO_BIN_EXE_tampines"))
+                .args(["replay", events, "-p", &p.to_string(), "-h"])
+                .arg(hostfile)
+                .args(options[p])
+                .args(["--out", "/dev/null"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    });
+    for (p, process) in processes.into_iter().enumerate() {
+        let (code, said) = ended_within_60s(process, &format!("process {p}"));
+        assert_eq!(code, Some(1), "process {p}: {said}");
+        assert_eq!(said.lines().last(), Some(MISMATCH), "process {p}: {said}");
+    }
+}
+
 /// Processes that count the job's processes otherwise (`-n 2` and `-n 3`) are refused when they
 /// connect: process 0 took process 1 in and formed the job, and process 1 waited for a process 2,
 /// both for ever and silently.
@@ -735,23 +758,21 @@ fn processes_counted_otherwise_are_refused() {
     let third = format!("127.0.0.1:{}\n", common::free_port());
     let hosts = std::fs::read_to_string(&hostfile).unwrap() + &third;
     std::fs::write(&hostfile, hosts).unwrap();
-    let spawn = |p: &str, n: &str| {
-        Killed(
-            Command::new(env!("CARGO_BIN_EXE_tampines"))
-                .args(["replay", &events, "-n", n, "-p", p, "-h"])
-                .arg(&hostfile)
-                .args(["--out", "/dev/null"])
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let processes = [spawn("0", "2"), spawn("1", "3")];
-    for (p, process) in processes.into_iter().enumerate() {
-        let (code, said) = ended_within_60s(process, &format!("process {p}"));
-        assert_eq!(code, Some(1), "process {p}: {said}");
-        assert_eq!(said.lines().last(), Some(MISMATCH), "process {p}: {said}");
-    }
+    both_refused(&events, &hostfile, [&["-n", "2"], &["-n", "3"]]);
+}
+
+/// Processes given other worker counts (`-w 1` and `-w 2`) are refused when they connect, both
+/// with one line: timely assumes every process runs as many workers.
+#[test]
+fn processes_with_other_worker_counts_are_refused() {
+    let dir = scratch("replay_other_workers");
+    let events = gen_events(&dir.join("events.ndjson"), 2, 200, "0.01", 1, &[]);
+    let hostfile = common::two_hosts(&dir);
+    both_refused(
+        &events,
+        &hostfile,
+        [&["-n", "2", "-w", "1"], &["-n", "2", "-w", "2"]],
+    );
 }
 
 /// Processes given different input lists are refused when they connect, both with one line,
