@@ -165,6 +165,7 @@ mod tests {
     /// passes them; records at or above the source's capability are never counted.
     #[test]
     fn flow_control_counts_closed_records_until_the_results_pass_them() {
+        let _turn = PAUSING.lock().unwrap_or_else(|e| e.into_inner());
         timely::execute_directly(|worker| {
             let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<()>>>::new();
             let probe = ProbeHandle::new();
@@ -212,6 +213,9 @@ mod tests {
             let calls = (1..=256).find(|_| !reads(&mut throttled));
             assert!(calls.is_some(), "reading goes on past 256 calls");
             assert!(!reads(&mut throttled));
+            // Time paused is no silence of the inputs (`source::unwatched`): it does not make
+            // them idle.
+            assert!(throttled.paused(), "paused by flow control");
             // While paused, every call checks again: the one right after the results pass the
             // records reads (below).
             input.advance_to(30_001);
@@ -220,9 +224,37 @@ mod tests {
             }
             // The first call after the results passed them reads again.
             assert!(reads(&mut throttled));
+            assert!(!throttled.paused());
             assert!(throttled.in_flight.is_empty());
         });
     }
+
+    /// The paused workers' gauge counts a worker once while it pauses (for Redis, here), and no
+    /// longer once it reads again or is dropped while paused. The gauge is the process's: the
+    /// tests that pause take turns ([`PAUSING`]).
+    #[test]
+    fn the_paused_workers_gauge_follows_the_pauses() {
+        let _turn = PAUSING.lock().unwrap_or_else(|e| e.into_inner());
+        let gauge = || metrics().workers_paused.get();
+        let before = gauge();
+        let sink = Arc::new(SinkState::default());
+        let mut throttled = Throttled::new(Box::new(Ready), sink.clone(), ProbeHandle::new(), None);
+        let behind = |yes: bool| sink.backpressure.store(yes, Ordering::Relaxed);
+        behind(true);
+        assert!(matches!(throttled.next(), Next::Pending));
+        assert!(matches!(throttled.next(), Next::Pending));
+        assert_eq!(gauge(), before + 1, "one worker paused");
+        behind(false);
+        assert!(matches!(throttled.next(), Next::Finished(0)));
+        assert_eq!(gauge(), before, "reading again");
+        behind(true);
+        assert!(matches!(throttled.next(), Next::Pending));
+        drop(throttled);
+        assert_eq!(gauge(), before, "dropped while paused");
+    }
+
+    /// Held by the tests that pause a [`Throttled`], which counts in the process's gauge.
+    static PAUSING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     /// With every worker's sources' frontier (a worker that reads a pipe), only what they all
     /// closed counts: this worker's closed timestamps at or above another source's capability
