@@ -1042,19 +1042,31 @@ fn a_signal_right_after_the_first_is_the_same_stop() {
 fn a_partition_empty_at_the_start_is_caught_up_with_at_once() {
     let (dir, broker) = a_in_partition_0_of_2("kafka_empty_caught_up");
     let out = dir.join("out.ndjson");
-    let mut job = common::broker::KillOnDrop(
+    let mut job = to_stop(&broker, "1", "g", ["300", "0"], &out);
+    assert!(within_60s(|| last_mark(&out) >= 1900), "{}", text_of(&out));
+    stopped_cleanly(&mut job, &[]);
+    assert_eq!(last_mark(&out), 2000, "{}", text_of(&out));
+}
+
+/// A live job of `workers` reading `market.book` in `group`, its inputs idle after `idle_ms` of
+/// silence, with `lateness_ms` and results in `out`; its stderr piped, for [`stopped_cleanly`].
+fn to_stop(
+    broker: &Broker,
+    workers: &str,
+    group: &str,
+    [idle_ms, lateness_ms]: [&str; 2],
+    out: &Path,
+) -> common::broker::KillOnDrop {
+    common::broker::KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &broker.bootstrap, "-w", "1"])
-            .args(["--topics", "market.book", "--group", "g"])
-            .args(["--idle-ms", "300", "--lateness-ms", "0"])
+            .args(["run", "--brokers", &broker.bootstrap, "-w", workers])
+            .args(["--topics", "market.book", "--group", group])
+            .args(["--idle-ms", idle_ms, "--lateness-ms", lateness_ms])
             .args(["--out", out.to_str().unwrap()])
             .stderr(Stdio::piped())
             .spawn()
             .expect("run"),
-    );
-    assert!(within_60s(|| last_mark(&out) >= 1900), "{}", text_of(&out));
-    stopped_cleanly(&mut job, &[]);
-    assert_eq!(last_mark(&out), 2000, "{}", text_of(&out));
+    )
 }
 
 /// Stops `job` (spawned with piped stderr) with SIGTERM, `then` the signals given at once after
@@ -1094,16 +1106,7 @@ fn stops_a_live_job_after_its_last_marks(name: &str, then: &[rustix::process::Si
         kcat_to(&broker, "market.book", partition, &lines);
     }
     let out = dir.join("out.ndjson");
-    let mut job = common::broker::KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_tampines"))
-            .args(["run", "--brokers", &broker.bootstrap, "-w", "2"])
-            .args(["--topics", "market.book", "--group", "stopped"])
-            .args(["--idle-ms", "600000", "--lateness-ms", "1000"])
-            .args(["--out", out.to_str().unwrap()])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run"),
-    );
+    let mut job = to_stop(&broker, "2", "stopped", ["600000", "1000"], &out);
     assert!(within_60s(|| last_mark(&out) >= 900), "{}", text_of(&out));
     assert_eq!(last_mark(&out), 900, "the watermark, 1000, is still open");
     let stderr = stopped_cleanly(&mut job, then);
